@@ -1,0 +1,1 @@
+//! The TCP engine: a sans-IO, Linux-compatible TCP.

@@ -1,0 +1,118 @@
+//! The Internet checksum (RFC 1071): one's complement sum of 16-bit words.
+
+use super::Ipv4Addr;
+
+/// Adds `data` to a running 32-bit one's complement accumulator.
+///
+/// Works on 8 bytes per step and folds at the end; the accumulator is a
+/// `u64` so carries never overflow for any buffer an Ethernet frame can hold.
+#[inline]
+pub fn accumulate(mut acc: u64, data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        // Add the two 32-bit halves: carries stay in the upper bits and are
+        // folded later, which is valid for one's complement arithmetic.
+        acc += (w >> 32) + (w & 0xffff_ffff);
+    }
+    let mut rest = chunks.remainder().chunks_exact(2);
+    for c in &mut rest {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [b] = rest.remainder() {
+        // An odd trailing byte is padded with a zero byte (RFC 1071 section 4.1).
+        acc += u64::from(*b) << 8;
+    }
+    acc
+}
+
+/// Folds an accumulator to 16 bits (not complemented).
+#[inline]
+pub fn fold(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The checksum field value for `data`: the complement of the folded sum.
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(accumulate(0, data))
+}
+
+/// The accumulator for the TCP/UDP IPv4 pseudo-header (RFC 9293 section 3.1).
+#[inline]
+pub fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16) -> u64 {
+    let mut acc = 0u64;
+    acc += u64::from(u16::from_be_bytes([src.0[0], src.0[1]]));
+    acc += u64::from(u16::from_be_bytes([src.0[2], src.0[3]]));
+    acc += u64::from(u16::from_be_bytes([dst.0[0], dst.0[1]]));
+    acc += u64::from(u16::from_be_bytes([dst.0[2], dst.0[3]]));
+    acc += u64::from(protocol);
+    acc += u64::from(length);
+    acc
+}
+
+/// Incrementally updates checksum `old_sum` when a 16-bit word changes from
+/// `old` to `new` (RFC 1624 equation 3), for rewriting headers in place.
+#[inline]
+pub fn update16(old_sum: u16, old: u16, new: u16) -> u16 {
+    let acc = u64::from(!old_sum) + u64::from(!old) + u64::from(new);
+    !fold(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worked example of RFC 1071 section 3.
+    #[test]
+    fn rfc1071_example() {
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(accumulate(0, &data)), 0xddf2);
+        assert_eq!(checksum(&data), !0xddf2);
+    }
+
+    fn naive(data: &[u8]) -> u16 {
+        let mut sum = 0u32;
+        for c in data.chunks(2) {
+            let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
+            sum += u32::from(w);
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matches_naive(data in proptest::collection::vec(proptest::num::u8::ANY, 0..3000)) {
+            proptest::prop_assert_eq!(checksum(&data), naive(&data));
+        }
+
+        #[test]
+        fn verifying_a_checksummed_buffer_gives_zero(mut data in proptest::collection::vec(proptest::num::u8::ANY, 2..200)) {
+            data[0] = 0;
+            data[1] = 0;
+            let c = checksum(&data);
+            data[0..2].copy_from_slice(&c.to_be_bytes());
+            proptest::prop_assert_eq!(checksum(&data), 0);
+        }
+
+        #[test]
+        fn incremental_update_matches_recompute(mut data in proptest::collection::vec(proptest::num::u8::ANY, 4..64), new in proptest::num::u16::ANY) {
+            let len = data.len() & !1;
+            data.truncate(len);
+            data[0] = 0; data[1] = 0;
+            let c = checksum(&data);
+            data[0..2].copy_from_slice(&c.to_be_bytes());
+            let old = u16::from_be_bytes([data[2], data[3]]);
+            data[2..4].copy_from_slice(&new.to_be_bytes());
+            let updated = update16(c, old, new);
+            data[0] = 0; data[1] = 0;
+            let fresh = checksum(&data);
+            // 0x0000 and 0xffff are the same value in one's complement.
+            proptest::prop_assert!(updated == fresh || (updated | fresh) == 0xffff && (updated & fresh) == 0);
+        }
+    }
+}
