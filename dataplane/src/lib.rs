@@ -3,8 +3,20 @@
 //! - [`wire`]: wire formats as checked zero-copy views and parsed representations.
 //! - [`afxdp`]: the AF_XDP port (UMEM, fill/completion/RX/TX rings, frame pool).
 //!   The only module allowed to use `unsafe`.
-//! - [`worker`]: the per-core run-to-completion loop.
+//! - [`ingress`]: what the stack does with one received frame (pure code).
+//! - [`worker`]: the per-core run-to-completion loop around a port.
+//! - [`channel`], [`neigh`], [`stats`], [`iface`]: what a worker shares with
+//!   the control plane: lock-free queues, the neighbour table copy, counters
+//!   and the interface configuration.
+//! - [`tcp`]: the sans-IO TCP engine.
 #![deny(unsafe_code)]
 
-pub mod wire;
+pub mod afxdp;
+pub mod channel;
+pub mod iface;
+pub mod ingress;
+pub mod neigh;
+pub mod stats;
 pub mod tcp;
+pub mod wire;
+pub mod worker;

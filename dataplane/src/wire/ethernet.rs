@@ -61,7 +61,7 @@ impl core::str::FromStr for EthernetAddress {
     type Err = ParseMacError;
     fn from_str(s: &str) -> core::result::Result<Self, ParseMacError> {
         let mut out = [0u8; 6];
-        let mut parts = s.split(|c| c == ':' || c == '-');
+        let mut parts = s.split([':', '-']);
         for o in &mut out {
             let p = parts.next().ok_or(ParseMacError)?;
             if p.is_empty() || p.len() > 2 {
@@ -218,9 +218,7 @@ mod tests {
 
     #[test]
     fn parses_a_known_frame() {
-        let bytes = [
-            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0xaa,
-        ];
+        let bytes = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0xaa];
         let f = Frame::new_checked(&bytes[..]).unwrap();
         let r = Repr::parse(&f).unwrap();
         assert!(r.dst_addr.is_broadcast());

@@ -109,13 +109,30 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 /// A parsed ICMP message. Data borrows from the packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Repr<'a> {
-    EchoRequest { ident: u16, seq_no: u16, data: &'a [u8] },
-    EchoReply { ident: u16, seq_no: u16, data: &'a [u8] },
+    EchoRequest {
+        ident: u16,
+        seq_no: u16,
+        data: &'a [u8],
+    },
+    EchoReply {
+        ident: u16,
+        seq_no: u16,
+        data: &'a [u8],
+    },
     /// `data` is the offending datagram's IP header and at least 8 bytes of it.
-    DstUnreachable { code: u8, data: &'a [u8] },
-    TimeExceeded { code: u8, data: &'a [u8] },
+    DstUnreachable {
+        code: u8,
+        data: &'a [u8],
+    },
+    TimeExceeded {
+        code: u8,
+        data: &'a [u8],
+    },
     /// A message type the stack does not act on; it is counted, not answered.
-    Other { msg_type: u8, code: u8 },
+    Other {
+        msg_type: u8,
+        code: u8,
+    },
 }
 
 impl<'a> Repr<'a> {

@@ -1,0 +1,328 @@
+//! What the stack does with one received frame.
+//!
+//! Pure code over a byte buffer, so every path is unit-tested with crafted
+//! frames: the worker only supplies the frame and carries out the
+//! [`Disposition`]. Replies are built in place in the received frame (no
+//! copy, no second frame).
+
+use crate::channel::ToControl;
+use crate::iface::Iface;
+use crate::stats::Counter;
+use crate::wire::ethernet::{self, EtherType, EthernetAddress};
+use crate::wire::{arp, checksum, icmp, ipv4, Error, Ipv4Addr};
+
+/// The outcome for one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// The buffer now holds a reply of `len` bytes whose Ethernet
+    /// destination is still to be filled with the MAC of `next_hop`.
+    Reply { len: usize, next_hop: Ipv4Addr },
+    /// Hand this to the control plane; the frame itself is done with.
+    Control(ToControl),
+    /// Dropped; the counter says why.
+    Drop(Counter),
+}
+
+/// Per-worker state that replies need.
+#[derive(Debug, Default)]
+pub struct IngressState {
+    /// IPv4 identification for datagrams we originate (RFC 6864: unique
+    /// per source/destination/protocol while in flight; a counter is what
+    /// Linux uses for non-atomic datagrams).
+    pub next_ident: u16,
+}
+
+fn drop_for(err: Error, malformed: Counter, checksum: Counter) -> Disposition {
+    Disposition::Drop(match err {
+        Error::Checksum => checksum,
+        _ => malformed,
+    })
+}
+
+/// Processes the frame in `buf` (exactly the received bytes).
+pub fn process(iface: &Iface, worker: u16, state: &mut IngressState, buf: &mut [u8]) -> Disposition {
+    let Ok(frame) = ethernet::Frame::new_checked(&buf[..]) else {
+        return Disposition::Drop(Counter::drop_eth_truncated);
+    };
+    let dst = frame.dst_addr();
+    if dst != iface.mac && !dst.is_broadcast() {
+        return Disposition::Drop(Counter::drop_eth_not_for_us);
+    }
+    match frame.ethertype() {
+        EtherType::Arp => process_arp(worker, frame.src_addr(), frame.payload()),
+        EtherType::Ipv4 => process_ipv4(iface, state, buf),
+        EtherType::Unknown(_) => Disposition::Drop(Counter::drop_eth_unsupported),
+    }
+}
+
+fn process_arp(worker: u16, src_mac: EthernetAddress, payload: &[u8]) -> Disposition {
+    match arp::Packet::new_checked(payload).and_then(|p| arp::Repr::parse(&p)) {
+        Ok(packet) => Disposition::Control(ToControl::Arp { worker, src_mac, packet }),
+        Err(_) => Disposition::Drop(Counter::drop_arp_malformed),
+    }
+}
+
+fn process_ipv4(iface: &Iface, state: &mut IngressState, buf: &mut [u8]) -> Disposition {
+    let l3 = &buf[ethernet::HEADER_LEN..];
+    let packet = match ipv4::Packet::new_checked(l3) {
+        Ok(p) => p,
+        Err(_) => return Disposition::Drop(Counter::drop_ipv4_malformed),
+    };
+    let repr = match ipv4::Repr::parse(&packet) {
+        Ok(r) => r,
+        Err(Error::Unsupported) => return Disposition::Drop(Counter::drop_ipv4_fragment),
+        Err(e) => return drop_for(e, Counter::drop_ipv4_malformed, Counter::drop_ipv4_checksum),
+    };
+    if !iface.has_addr(repr.dst_addr) {
+        return Disposition::Drop(Counter::drop_ipv4_not_for_us);
+    }
+    let header_len = usize::from(packet.header_len());
+    let total_len = usize::from(packet.total_len());
+    match repr.protocol {
+        ipv4::protocol::ICMP => {
+            let icmp_bytes = &l3[header_len..total_len];
+            let msg = icmp::Packet::new_checked(icmp_bytes);
+            match msg.as_ref().map_err(|e| *e).and_then(icmp::Repr::parse) {
+                Ok(icmp::Repr::EchoRequest { .. }) => {
+                    echo_reply(iface, state, buf, repr.src_addr, repr.dst_addr, header_len, total_len)
+                }
+                Ok(_) => Disposition::Drop(Counter::drop_icmp_ignored),
+                Err(e) => drop_for(e, Counter::drop_icmp_malformed, Counter::drop_icmp_checksum),
+            }
+        }
+        ipv4::protocol::TCP | ipv4::protocol::UDP => Disposition::Drop(Counter::drop_no_socket),
+        _ => Disposition::Drop(Counter::drop_ipv4_unknown_protocol),
+    }
+}
+
+/// Turns the echo request in `buf` into its reply (RFC 792: same data,
+/// identifier and sequence number; addresses swapped).
+fn echo_reply(
+    iface: &Iface,
+    state: &mut IngressState,
+    buf: &mut [u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    header_len: usize,
+    total_len: usize,
+) -> Disposition {
+    let Some(next_hop) = iface.next_hop(src) else {
+        return Disposition::Drop(Counter::drop_no_route);
+    };
+    let mut eth = ethernet::Frame::new_unchecked(&mut buf[..]);
+    eth.set_src_addr(iface.mac);
+    let l3 = &mut buf[ethernet::HEADER_LEN..ethernet::HEADER_LEN + total_len];
+    {
+        let (ip_hdr, icmp_bytes) = l3.split_at_mut(header_len);
+        let mut msg = icmp::Packet::new_unchecked(icmp_bytes);
+        let old = msg.checksum();
+        msg.set_msg_type(icmp::msg_type::ECHO_REPLY);
+        // Only the type word changed (8/0 -> 0/0): adjust, don't re-sum the data.
+        msg.set_checksum(checksum::update16(old, u16::from(icmp::msg_type::ECHO_REQUEST) << 8, 0));
+        let mut ip = ipv4::Packet::new_unchecked(ip_hdr);
+        ip.set_src_addr(dst);
+        ip.set_dst_addr(src);
+        ip.set_ttl(ipv4::DEFAULT_TTL);
+        ip.set_ident(state.next_ident);
+        state.next_ident = state.next_ident.wrapping_add(1);
+        ip.fill_checksum();
+    }
+    Disposition::Reply { len: ethernet::HEADER_LEN + total_len, next_hop }
+}
+
+/// Writes an Ethernet frame carrying `packet` into `buf`, padded to the
+/// Ethernet minimum. Returns its length. `buf` must hold `MIN_FRAME_LEN`.
+pub fn emit_arp(buf: &mut [u8], src_mac: EthernetAddress, dst_mac: EthernetAddress, packet: &arp::Repr) -> usize {
+    let len = ethernet::MIN_FRAME_LEN;
+    buf[..len].fill(0);
+    let mut eth = ethernet::Frame::new_unchecked(&mut buf[..len]);
+    ethernet::Repr { src_addr: src_mac, dst_addr: dst_mac, ethertype: EtherType::Arp }.emit(&mut eth);
+    packet.emit(&mut arp::Packet::new_unchecked(eth.payload_mut()));
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iface::IfAddr;
+    use proptest::prelude::*;
+
+    const OUR_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 3]);
+    const PEER_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 1]);
+    const OURS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+    const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+    fn iface() -> Iface {
+        Iface {
+            mac: OUR_MAC,
+            addrs: vec![IfAddr { addr: OURS, prefix_len: 24 }],
+            gateway: Some(Ipv4Addr::new(198, 18, 0, 254)),
+            mtu: 1500,
+        }
+    }
+
+    fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + payload.len()];
+        let mut eth = ethernet::Frame::new_unchecked(&mut buf[..]);
+        ethernet::Repr { src_addr: PEER_MAC, dst_addr: OUR_MAC, ethertype: EtherType::Ipv4 }.emit(&mut eth);
+        let ip = ipv4::Repr {
+            src_addr: src,
+            dst_addr: dst,
+            protocol,
+            payload_len: payload.len(),
+            ttl: 64,
+            tos: 0,
+            ident: 1,
+            dont_frag: true,
+        };
+        let mut p = ipv4::Packet::new_unchecked(eth.payload_mut());
+        ip.emit(&mut p);
+        p.payload_mut().copy_from_slice(payload);
+        buf
+    }
+
+    fn echo_request(src: Ipv4Addr, data: &[u8]) -> Vec<u8> {
+        let r = icmp::Repr::EchoRequest { ident: 77, seq_no: 5, data };
+        let mut m = vec![0u8; r.buffer_len()];
+        r.emit(&mut icmp::Packet::new_unchecked(&mut m[..]));
+        ipv4_frame(src, OURS, ipv4::protocol::ICMP, &m)
+    }
+
+    #[test]
+    fn echo_request_becomes_a_valid_reply_in_place() {
+        let mut buf = echo_request(PEER, b"0123456789abcdef");
+        buf.extend_from_slice(&[0; 4]); // trailing padding is not echoed
+        let mut st = IngressState { next_ident: 9 };
+        let d = process(&iface(), 0, &mut st, &mut buf);
+        let Disposition::Reply { len, next_hop } = d else { panic!("{d:?}") };
+        assert_eq!(next_hop, PEER);
+        assert_eq!(len, buf.len() - 4);
+        let eth = ethernet::Frame::new_checked(&buf[..len]).unwrap();
+        assert_eq!(eth.src_addr(), OUR_MAC);
+        let ip = ipv4::Packet::new_checked(eth.payload()).unwrap();
+        let ipr = ipv4::Repr::parse(&ip).unwrap();
+        assert_eq!((ipr.src_addr, ipr.dst_addr, ipr.ident, ipr.ttl), (OURS, PEER, 9, 64));
+        let msg = icmp::Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!(
+            icmp::Repr::parse(&msg).unwrap(),
+            icmp::Repr::EchoReply { ident: 77, seq_no: 5, data: b"0123456789abcdef" }
+        );
+        assert_eq!(st.next_ident, 10);
+    }
+
+    #[test]
+    fn off_link_reply_goes_to_the_gateway() {
+        let far = Ipv4Addr::new(198, 19, 5, 5);
+        let mut buf = echo_request(far, b"x");
+        let d = process(&iface(), 0, &mut IngressState::default(), &mut buf);
+        assert!(matches!(d, Disposition::Reply { next_hop, .. } if next_hop == Ipv4Addr::new(198, 18, 0, 254)));
+        let mut no_gw = iface();
+        no_gw.gateway = None;
+        let mut buf = echo_request(far, b"x");
+        assert_eq!(
+            process(&no_gw, 0, &mut IngressState::default(), &mut buf),
+            Disposition::Drop(Counter::drop_no_route)
+        );
+    }
+
+    #[test]
+    fn bad_input_is_dropped_with_the_right_counter() {
+        let i = iface();
+        let st = &mut IngressState::default();
+        let good = echo_request(PEER, b"abcd");
+        let cases: Vec<(Vec<u8>, Counter)> = vec![
+            (good[..10].to_vec(), Counter::drop_eth_truncated),
+            (
+                {
+                    let mut b = good.clone();
+                    b[0] = 0x04;
+                    b
+                },
+                Counter::drop_eth_not_for_us,
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    b[12] = 0x86;
+                    b[13] = 0xdd;
+                    b
+                },
+                Counter::drop_eth_unsupported,
+            ),
+            (good[..30].to_vec(), Counter::drop_ipv4_malformed),
+            (
+                {
+                    let mut b = good.clone();
+                    b[16] = 0xff;
+                    b
+                },
+                Counter::drop_ipv4_malformed,
+            ), // total length lies
+            (
+                {
+                    let mut b = good.clone();
+                    b[22] = 1;
+                    b
+                },
+                Counter::drop_ipv4_checksum,
+            ), // TTL changed
+            (
+                {
+                    let mut b = good.clone();
+                    b[40] ^= 0xff;
+                    b
+                },
+                Counter::drop_icmp_checksum,
+            ),
+            (
+                ipv4_frame(PEER, Ipv4Addr::new(198, 18, 0, 9), 1, &[8, 0, 0, 0, 0, 0, 0, 0]),
+                Counter::drop_ipv4_not_for_us,
+            ),
+            (ipv4_frame(PEER, OURS, 47, &[0; 8]), Counter::drop_ipv4_unknown_protocol),
+            (ipv4_frame(PEER, OURS, 6, &[0; 20]), Counter::drop_no_socket),
+            (ipv4_frame(PEER, OURS, 1, &[0; 3]), Counter::drop_icmp_malformed),
+        ];
+        for (mut frame, counter) in cases {
+            assert_eq!(process(&i, 0, st, &mut frame), Disposition::Drop(counter), "{counter:?}");
+        }
+        let mut frag = echo_request(PEER, b"abcd");
+        frag[20] = 0x20; // MF
+        ipv4::Packet::new_unchecked(&mut frag[14..]).fill_checksum();
+        assert_eq!(process(&i, 0, st, &mut frag), Disposition::Drop(Counter::drop_ipv4_fragment));
+    }
+
+    #[test]
+    fn arp_goes_to_the_control_plane_and_replies_are_padded() {
+        let req = arp::Repr {
+            operation: arp::Operation::Request,
+            source_hardware_addr: PEER_MAC,
+            source_protocol_addr: PEER,
+            target_hardware_addr: EthernetAddress::ZERO,
+            target_protocol_addr: OURS,
+        };
+        let mut buf = [0u8; 64];
+        let len = emit_arp(&mut buf, PEER_MAC, EthernetAddress::BROADCAST, &req);
+        assert_eq!(len, 60);
+        let d = process(&iface(), 3, &mut IngressState::default(), &mut buf[..len]);
+        assert_eq!(d, Disposition::Control(ToControl::Arp { worker: 3, src_mac: PEER_MAC, packet: req }));
+        let mut bad = buf;
+        bad[15] = 6; // hardware type 6
+        assert_eq!(
+            process(&iface(), 3, &mut IngressState::default(), &mut bad[..len]),
+            Disposition::Drop(Counter::drop_arp_malformed)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn no_frame_panics(mut data in proptest::collection::vec(any::<u8>(), 0..200), ipv4_hdr in any::<bool>()) {
+            if ipv4_hdr && data.len() > 14 {
+                data[..6].copy_from_slice(&OUR_MAC.0);
+                data[12] = 0x08;
+                data[13] = 0x00;
+                data[14] = 0x45;
+            }
+            let _ = process(&iface(), 0, &mut IngressState::default(), &mut data);
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! A worker's copy of the neighbour table and the frames waiting on it.
+//!
+//! The control plane owns resolution (ARP requests, retries, expiry) and
+//! pushes results to every worker; the worker keeps a private map, so the
+//! fast-path lookup touches no shared memory at all.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::wire::ethernet::EthernetAddress;
+use crate::wire::Ipv4Addr;
+
+#[derive(Debug, Default)]
+pub struct NeighTable {
+    entries: HashMap<Ipv4Addr, EthernetAddress>,
+    /// Next hops asked of the control plane and not yet answered, so a burst
+    /// of packets produces one request.
+    asked: HashSet<Ipv4Addr>,
+}
+
+impl NeighTable {
+    pub fn with_capacity(n: usize) -> Self {
+        NeighTable { entries: HashMap::with_capacity(n), asked: HashSet::with_capacity(n) }
+    }
+
+    #[inline]
+    pub fn lookup(&self, ip: Ipv4Addr) -> Option<EthernetAddress> {
+        self.entries.get(&ip).copied()
+    }
+
+    /// Applies an update from the control plane.
+    pub fn update(&mut self, ip: Ipv4Addr, mac: Option<EthernetAddress>) {
+        self.asked.remove(&ip);
+        match mac {
+            Some(m) => {
+                self.entries.insert(ip, m);
+            }
+            None => {
+                self.entries.remove(&ip);
+            }
+        }
+    }
+
+    /// Records that `ip` is being asked for; false if it already was.
+    pub fn mark_asked(&mut self, ip: Ipv4Addr) -> bool {
+        self.asked.insert(ip)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_replace_and_remove() {
+        let mut t = NeighTable::with_capacity(4);
+        let ip = Ipv4Addr::new(198, 18, 0, 1);
+        assert!(t.mark_asked(ip));
+        assert!(!t.mark_asked(ip));
+        t.update(ip, Some(EthernetAddress([2, 0, 0, 0, 0, 1])));
+        assert_eq!(t.lookup(ip), Some(EthernetAddress([2, 0, 0, 0, 0, 1])));
+        assert!(t.mark_asked(ip), "an answer clears the asked mark");
+        t.update(ip, None);
+        assert_eq!(t.lookup(ip), None);
+        assert!(t.is_empty());
+    }
+}
