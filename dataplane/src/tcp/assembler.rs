@@ -1,0 +1,159 @@
+//! Out-of-order bookkeeping for the receive side: which byte ranges past
+//! the next expected byte have arrived. A fixed array of ranges, so no
+//! allocation per segment; when full, a segment that would need a new
+//! range is dropped (the sender retransmits it), as smoltcp does.
+
+/// Most disjoint out-of-order ranges kept.
+pub const MAX_RANGES: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Range {
+    /// Offset from the next expected byte.
+    pub start: usize,
+    pub end: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Assembler {
+    ranges: [Range; MAX_RANGES],
+    count: usize,
+    /// Index of the range holding the latest segment, which RFC 2018
+    /// section 4 wants first among the SACK blocks.
+    latest: Option<usize>,
+}
+
+impl Default for Assembler {
+    fn default() -> Self {
+        Assembler { ranges: [Range::default(); MAX_RANGES], count: 0, latest: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyHoles;
+
+impl Assembler {
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn ranges(&self) -> &[Range] {
+        &self.ranges[..self.count]
+    }
+
+    pub fn latest(&self) -> Option<Range> {
+        self.latest.map(|i| self.ranges[i])
+    }
+
+    pub fn clear(&mut self) {
+        self.count = 0;
+        self.latest = None;
+    }
+
+    /// Records bytes `start..end` as received.
+    pub fn add(&mut self, start: usize, end: usize) -> Result<(), TooManyHoles> {
+        if start >= end {
+            return Ok(());
+        }
+        // First range that ends at or after `start` (touching merges).
+        let mut i = 0;
+        while i < self.count && self.ranges[i].end < start {
+            i += 1;
+        }
+        // Ranges i..j overlap or touch the new one.
+        let mut j = i;
+        let (mut s, mut e) = (start, end);
+        while j < self.count && self.ranges[j].start <= end {
+            s = s.min(self.ranges[j].start);
+            e = e.max(self.ranges[j].end);
+            j += 1;
+        }
+        if i == j {
+            if self.count == MAX_RANGES {
+                return Err(TooManyHoles);
+            }
+            self.ranges.copy_within(i..self.count, i + 1);
+            self.count += 1;
+        } else if j - i > 1 {
+            self.ranges.copy_within(j..self.count, i + 1);
+            self.count -= j - i - 1;
+        }
+        self.ranges[i] = Range { start: s, end: e };
+        self.latest = Some(i);
+        Ok(())
+    }
+
+    /// If bytes from offset 0 are present, removes that run and returns
+    /// its length, shifting the other ranges down by it.
+    pub fn remove_front(&mut self) -> usize {
+        if self.count == 0 || self.ranges[0].start != 0 {
+            return 0;
+        }
+        let n = self.ranges[0].end;
+        self.ranges.copy_within(1..self.count, 0);
+        self.count -= 1;
+        for r in &mut self.ranges[..self.count] {
+            r.start -= n;
+            r.end -= n;
+        }
+        self.latest = match self.latest {
+            Some(0) | None => None,
+            Some(k) => Some(k - 1),
+        };
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn merges_and_removes() {
+        let mut a = Assembler::default();
+        a.add(10, 20).unwrap();
+        a.add(30, 40).unwrap();
+        assert_eq!(a.latest(), Some(Range { start: 30, end: 40 }));
+        a.add(20, 30).unwrap();
+        assert_eq!(a.ranges(), &[Range { start: 10, end: 40 }]);
+        assert_eq!(a.remove_front(), 0);
+        a.add(0, 5).unwrap();
+        assert_eq!(a.remove_front(), 5);
+        assert_eq!(a.ranges(), &[Range { start: 5, end: 35 }]);
+    }
+
+    #[test]
+    fn bounded() {
+        let mut a = Assembler::default();
+        for i in 0..MAX_RANGES {
+            a.add(i * 10 + 1, i * 10 + 5).unwrap();
+        }
+        assert_eq!(a.add(1000, 1001), Err(TooManyHoles));
+        // Extending an existing range still works.
+        a.add(5, 8).unwrap();
+    }
+
+    proptest! {
+        #[test]
+        fn matches_a_bitmap(adds in proptest::collection::vec((0usize..200, 1usize..30), 0..40)) {
+            let mut a = Assembler::default();
+            let mut bits = [false; 256];
+            for (s, l) in adds {
+                if a.add(s, s + l).is_ok() {
+                    for b in &mut bits[s..s + l] { *b = true; }
+                }
+            }
+            let mut from_ranges = [false; 256];
+            let mut prev_end = None;
+            for r in a.ranges() {
+                prop_assert!(r.start < r.end);
+                if let Some(p) = prev_end { prop_assert!(r.start > p, "ranges sorted, disjoint, not touching"); }
+                prev_end = Some(r.end);
+                for b in &mut from_ranges[r.start..r.end] { *b = true; }
+            }
+            prop_assert_eq!(&bits[..], &from_ranges[..]);
+            let front = bits.iter().take_while(|&&b| b).count();
+            prop_assert_eq!(a.remove_front(), front);
+        }
+    }
+}

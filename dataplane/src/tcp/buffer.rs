@@ -1,0 +1,185 @@
+//! A fixed-capacity byte ring, allocated once when a connection gets its
+//! buffers, never on the data path. The send side keeps unacknowledged and
+//! unsent bytes; the receive side keeps in-order bytes the application has
+//! not read and, past them, out-of-order bytes at their offsets.
+
+#[derive(Debug, Default)]
+pub struct RingBuffer {
+    storage: Box<[u8]>,
+    read_at: usize,
+    len: usize,
+}
+
+impl RingBuffer {
+    pub fn new(capacity: usize) -> Self {
+        RingBuffer { storage: vec![0; capacity].into_boxed_slice(), read_at: 0, len: 0 }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.storage.len()
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn free(&self) -> usize {
+        self.capacity() - self.len
+    }
+    pub fn is_full(&self) -> bool {
+        self.free() == 0
+    }
+
+    /// Drops the storage (a connection in TIME_WAIT keeps no buffers).
+    pub fn release(&mut self) {
+        *self = RingBuffer::default();
+    }
+
+    fn wrap(&self, i: usize) -> usize {
+        let cap = self.capacity();
+        if i >= cap {
+            i - cap
+        } else {
+            i
+        }
+    }
+
+    /// Two slices covering `len` bytes starting `offset` bytes after the
+    /// read position (the second is empty unless the range wraps). The
+    /// range is clipped to the capacity.
+    fn span(&self, offset: usize, len: usize) -> (core::ops::Range<usize>, core::ops::Range<usize>) {
+        let cap = self.capacity();
+        if cap == 0 || offset >= cap {
+            return (0..0, 0..0);
+        }
+        let len = len.min(cap - offset);
+        let start = self.wrap(self.read_at + offset);
+        let first = len.min(cap - start);
+        (start..start + first, 0..len - first)
+    }
+
+    /// Appends as much of `data` as fits; returns the count.
+    pub fn enqueue_slice(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.free());
+        let (a, b) = self.span(self.len, n);
+        let split = a.len();
+        self.storage[a].copy_from_slice(&data[..split]);
+        self.storage[b].copy_from_slice(&data[split..n]);
+        self.len += n;
+        n
+    }
+
+    /// Removes up to `out.len()` bytes from the front into `out`.
+    pub fn dequeue_slice(&mut self, out: &mut [u8]) -> usize {
+        let n = self.read_slice(0, out);
+        self.discard(n);
+        n
+    }
+
+    /// Copies bytes starting `offset` into the stored data into `out`,
+    /// without removing them; returns the count.
+    pub fn read_slice(&self, offset: usize, out: &mut [u8]) -> usize {
+        if offset >= self.len {
+            return 0;
+        }
+        let n = out.len().min(self.len - offset);
+        let (a, b) = self.span(offset, n);
+        let split = a.len();
+        out[..split].copy_from_slice(&self.storage[a]);
+        out[split..split + b.len()].copy_from_slice(&self.storage[b]);
+        n
+    }
+
+    /// Drops `n` bytes from the front (acknowledged or read).
+    pub fn discard(&mut self, n: usize) -> usize {
+        let n = n.min(self.len);
+        self.read_at = self.wrap(self.read_at + n);
+        self.len -= n;
+        if self.len == 0 {
+            // Keep copies contiguous as often as possible.
+            self.read_at = 0;
+        }
+        n
+    }
+
+    /// Writes `data` at `offset` bytes past the stored data, without
+    /// counting it as stored (out-of-order bytes); clipped to the free
+    /// space. Returns how many bytes were written.
+    pub fn write_unallocated(&mut self, offset: usize, data: &[u8]) -> usize {
+        let free = self.free();
+        if offset >= free {
+            return 0;
+        }
+        let n = data.len().min(free - offset);
+        let (a, b) = self.span(self.len + offset, n);
+        let split = a.len();
+        self.storage[a].copy_from_slice(&data[..split]);
+        self.storage[b].copy_from_slice(&data[split..n]);
+        n
+    }
+
+    /// Counts `n` bytes written by `write_unallocated` at offset 0 as stored.
+    pub fn enqueue_unallocated(&mut self, n: usize) {
+        debug_assert!(n <= self.free());
+        self.len += n.min(self.free());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+
+    #[test]
+    fn wraps_and_reads_back() {
+        let mut r = RingBuffer::new(8);
+        assert_eq!(r.enqueue_slice(b"abcdef"), 6);
+        let mut out = [0; 4];
+        assert_eq!(r.dequeue_slice(&mut out), 4);
+        assert_eq!(&out, b"abcd");
+        assert_eq!(r.enqueue_slice(b"ghijklmn"), 6); // only 6 free
+        let mut all = [0; 8];
+        assert_eq!(r.read_slice(0, &mut all), 8);
+        assert_eq!(&all, b"efghijkl");
+        assert_eq!(r.read_slice(5, &mut out), 3);
+        assert_eq!(&out[..3], b"jkl");
+    }
+
+    #[test]
+    fn out_of_order_writes() {
+        let mut r = RingBuffer::new(8);
+        r.enqueue_slice(b"ab");
+        assert_eq!(r.write_unallocated(2, b"efgh"), 4);
+        assert_eq!(r.write_unallocated(0, b"cd"), 2);
+        r.enqueue_unallocated(6);
+        let mut out = [0; 8];
+        assert_eq!(r.dequeue_slice(&mut out), 8);
+        assert_eq!(&out, b"abcdefgh");
+        assert_eq!(r.write_unallocated(8, b"x"), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn behaves_like_a_deque(cap in 1usize..64, ops in proptest::collection::vec((any::<bool>(), 0usize..40), 0..50)) {
+            let mut r = RingBuffer::new(cap);
+            let mut model = VecDeque::new();
+            let mut counter = 0u8;
+            for (push, n) in ops {
+                if push {
+                    let data: Vec<u8> = (0..n).map(|_| { counter = counter.wrapping_add(1); counter }).collect();
+                    let k = r.enqueue_slice(&data);
+                    prop_assert_eq!(k, n.min(cap - model.len()));
+                    model.extend(&data[..k]);
+                } else {
+                    let mut out = vec![0; n];
+                    let k = r.dequeue_slice(&mut out);
+                    let expect: Vec<u8> = model.drain(..n.min(model.len())).collect();
+                    prop_assert_eq!(&out[..k], &expect[..]);
+                }
+                prop_assert_eq!(r.len(), model.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Congestion control, chosen per socket: NewReno (RFC 5681, RFC 6582) or
+//! CUBIC (RFC 9438). Both share slow start, the window variables and the
+//! loss reactions the connection calls; they differ in how the window grows
+//! in congestion avoidance and how far it drops on loss.
+
+pub mod cubic;
+pub mod newreno;
+
+use super::time::Instant;
+use std::time::Duration;
+
+/// The algorithm a socket runs (setsockopt TCP_CONGESTION).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    NewReno,
+    /// Linux's default when BBR is not loaded.
+    #[default]
+    Cubic,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    NewReno(newreno::NewReno),
+    Cubic(cubic::Cubic),
+}
+
+/// The congestion window and slow-start threshold, in bytes.
+#[derive(Debug, Clone)]
+pub struct Congestion {
+    cwnd: u32,
+    ssthresh: u32,
+    mss: u32,
+    state: State,
+}
+
+/// Linux's initial window (RFC 6928): 10 segments.
+pub const INITIAL_WINDOW_SEGMENTS: u32 = 10;
+
+impl Congestion {
+    pub fn new(algorithm: Algorithm, mss: u16) -> Self {
+        let mss = u32::from(mss.max(1));
+        Congestion {
+            cwnd: INITIAL_WINDOW_SEGMENTS * mss,
+            ssthresh: u32::MAX,
+            mss,
+            state: match algorithm {
+                Algorithm::NewReno => State::NewReno(newreno::NewReno::default()),
+                Algorithm::Cubic => State::Cubic(cubic::Cubic::default()),
+            },
+        }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        match self.state {
+            State::NewReno(_) => Algorithm::NewReno,
+            State::Cubic(_) => Algorithm::Cubic,
+        }
+    }
+
+    pub fn cwnd(&self) -> u32 {
+        self.cwnd
+    }
+    pub fn ssthresh(&self) -> u32 {
+        self.ssthresh
+    }
+    pub fn mss(&self) -> u32 {
+        self.mss
+    }
+    pub fn in_slow_start(&self) -> bool {
+        self.cwnd < self.ssthresh
+    }
+
+    /// `acked` new bytes were acknowledged outside loss recovery.
+    pub fn on_ack(&mut self, now: Instant, acked: u32, srtt: Option<Duration>) {
+        if acked == 0 {
+            return;
+        }
+        if self.in_slow_start() {
+            // RFC 5681 section 3.1 with appropriate byte counting (RFC 3465,
+            // L = 2 * SMSS).
+            self.cwnd = self.cwnd.saturating_add(acked.min(2 * self.mss)).min(self.ssthresh.max(self.cwnd));
+            if self.cwnd < self.ssthresh {
+                return;
+            }
+        }
+        match &mut self.state {
+            State::NewReno(s) => s.on_ack_avoidance(&mut self.cwnd, self.mss, acked),
+            State::Cubic(s) => s.on_ack_avoidance(&mut self.cwnd, self.mss, acked, now, srtt),
+        }
+    }
+
+    /// Entering fast recovery (a loss detected by duplicate ACKs or SACK):
+    /// set ssthresh from the flight size (RFC 5681 equation 4, RFC 9438
+    /// section 4.6) and drop cwnd to it.
+    pub fn on_loss(&mut self, now: Instant, flight: u32) {
+        self.ssthresh = match &mut self.state {
+            State::NewReno(_) => (flight / 2).max(2 * self.mss),
+            State::Cubic(s) => s.on_loss(self.cwnd, self.mss, now),
+        };
+        self.cwnd = self.ssthresh;
+    }
+
+    /// A retransmission timeout: ssthresh as for a loss, cwnd to one
+    /// segment (RFC 5681 section 3.1, RFC 9438 section 4.8).
+    pub fn on_timeout(&mut self, now: Instant, flight: u32) {
+        self.on_loss(now, flight);
+        self.cwnd = self.mss;
+    }
+
+    /// Leaving fast recovery (RFC 6582 section 3.2 step 3): deflate to
+    /// min(ssthresh, flight + SMSS).
+    pub fn on_recovery_end(&mut self, flight: u32) {
+        self.cwnd = self.ssthresh.min(flight.saturating_add(self.mss)).max(self.mss);
+    }
+
+    /// Updates the segment size after the handshake fixes the MSS.
+    pub fn set_mss(&mut self, mss: u16) {
+        let mss = u32::from(mss.max(1));
+        if self.cwnd == INITIAL_WINDOW_SEGMENTS * self.mss {
+            self.cwnd = INITIAL_WINDOW_SEGMENTS * mss;
+        }
+        self.mss = mss;
+    }
+
+    /// After an idle period longer than an RTO, restart from the initial
+    /// window (RFC 5681 section 4.1; Linux tcp_slow_start_after_idle).
+    pub fn on_idle_restart(&mut self) {
+        self.cwnd = self.cwnd.min(INITIAL_WINDOW_SEGMENTS * self.mss);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_start_then_halving() {
+        for algo in [Algorithm::NewReno, Algorithm::Cubic] {
+            let mut c = Congestion::new(algo, 1000);
+            let t = Instant::from_secs(1);
+            assert_eq!(c.cwnd(), 10_000);
+            c.on_ack(t, 1000, None);
+            assert_eq!(c.cwnd(), 11_000);
+            c.on_loss(t, 11_000);
+            let expect = if algo == Algorithm::NewReno { 5_500 } else { 7_700 };
+            assert_eq!(c.ssthresh(), expect, "{algo:?}");
+            assert_eq!(c.cwnd(), expect);
+            c.on_timeout(t, 5_000);
+            assert_eq!(c.cwnd(), 1000);
+            assert!(c.in_slow_start());
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! SipHash (Aumasson and Bernstein), keyed. The stack uses it where Linux
+//! does: ISNs and timestamp offsets (RFC 6528's F), SYN cookies, and the
+//! connection tables' hasher, whose key comes from the injected seed so a
+//! peer cannot pick 4-tuples that collide.
+
+use core::hash::{BuildHasher, Hasher};
+
+/// A 128-bit SipHash key.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct SipKey(pub u64, pub u64);
+
+impl core::fmt::Debug for SipKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Secrets stay out of logs.
+        f.write_str("SipKey(..)")
+    }
+}
+
+/// Streaming SipHash-c-d.
+#[derive(Clone, Debug)]
+pub struct SipHasher<const C: usize, const D: usize> {
+    v: [u64; 4],
+    tail: u64,
+    ntail: usize,
+    length: usize,
+}
+
+/// SipHash-2-4, the conservative variant (ISNs, cookies).
+pub type SipHasher24 = SipHasher<2, 4>;
+/// SipHash-1-3, Rust's choice for hash tables.
+pub type SipHasher13 = SipHasher<1, 3>;
+
+#[inline]
+fn round(v: &mut [u64; 4]) {
+    v[0] = v[0].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(13);
+    v[1] ^= v[0];
+    v[0] = v[0].rotate_left(32);
+    v[2] = v[2].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(16);
+    v[3] ^= v[2];
+    v[0] = v[0].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(21);
+    v[3] ^= v[0];
+    v[2] = v[2].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(17);
+    v[1] ^= v[2];
+    v[2] = v[2].rotate_left(32);
+}
+
+impl<const C: usize, const D: usize> SipHasher<C, D> {
+    pub fn new(key: SipKey) -> Self {
+        SipHasher {
+            v: [
+                key.0 ^ 0x736f6d6570736575,
+                key.1 ^ 0x646f72616e646f6d,
+                key.0 ^ 0x6c7967656e657261,
+                key.1 ^ 0x7465646279746573,
+            ],
+            tail: 0,
+            ntail: 0,
+            length: 0,
+        }
+    }
+
+    #[inline]
+    fn compress(&mut self, m: u64) {
+        self.v[3] ^= m;
+        for _ in 0..C {
+            round(&mut self.v);
+        }
+        self.v[0] ^= m;
+    }
+
+    /// Adds bytes (little-endian words, as the reference does).
+    pub fn write_bytes(&mut self, mut msg: &[u8]) {
+        self.length += msg.len();
+        if self.ntail != 0 {
+            while self.ntail < 8 {
+                let Some((&b, rest)) = msg.split_first() else { return };
+                self.tail |= u64::from(b) << (8 * self.ntail);
+                self.ntail += 1;
+                msg = rest;
+            }
+            let t = self.tail;
+            self.compress(t);
+            self.tail = 0;
+            self.ntail = 0;
+        }
+        let mut chunks = msg.chunks_exact(8);
+        for c in &mut chunks {
+            self.compress(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+        }
+        for &b in chunks.remainder() {
+            self.tail |= u64::from(b) << (8 * self.ntail);
+            self.ntail += 1;
+        }
+    }
+
+    pub fn finish_u64(&self) -> u64 {
+        let mut s = self.clone();
+        let b = ((s.length as u64 & 0xff) << 56) | s.tail;
+        s.compress(b);
+        s.v[2] ^= 0xff;
+        for _ in 0..D {
+            round(&mut s.v);
+        }
+        s.v[0] ^ s.v[1] ^ s.v[2] ^ s.v[3]
+    }
+}
+
+impl<const C: usize, const D: usize> Hasher for SipHasher<C, D> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.write_bytes(bytes)
+    }
+    fn finish(&self) -> u64 {
+        self.finish_u64()
+    }
+}
+
+/// SipHash-2-4 of `data` under `key`.
+pub fn siphash24(key: SipKey, data: &[u8]) -> u64 {
+    let mut h = SipHasher24::new(key);
+    h.write_bytes(data);
+    h.finish_u64()
+}
+
+/// A `BuildHasher` for the connection tables, keyed from the stack's seed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeyedState(pub SipKey);
+
+impl BuildHasher for KeyedState {
+    type Hasher = SipHasher13;
+    fn build_hasher(&self) -> SipHasher13 {
+        SipHasher13::new(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference_key() -> SipKey {
+        let k: Vec<u8> = (0u8..16).collect();
+        SipKey(u64::from_le_bytes(k[..8].try_into().unwrap()), u64::from_le_bytes(k[8..].try_into().unwrap()))
+    }
+
+    /// Test vectors from the SipHash paper (appendix A) and the reference
+    /// implementation's vectors.h: key 00..0f, message 00..(n-1).
+    #[test]
+    fn reference_vectors() {
+        let msg: Vec<u8> = (0u8..64).collect();
+        assert_eq!(siphash24(reference_key(), &[]), 0x726fdb47dd0e0e31);
+        assert_eq!(siphash24(reference_key(), &msg[..15]), 0xa129ca6149be45e5);
+    }
+
+    #[test]
+    fn streaming_matches_one_shot() {
+        let msg: Vec<u8> = (0u8..64).map(|i| i.wrapping_mul(37)).collect();
+        for split in 0..msg.len() {
+            let mut h = SipHasher24::new(reference_key());
+            h.write_bytes(&msg[..split]);
+            h.write_bytes(&msg[split..]);
+            assert_eq!(h.finish_u64(), siphash24(reference_key(), &msg));
+        }
+    }
+}
