@@ -1,0 +1,339 @@
+//! The daemon's configuration: one TOML file plus command-line overrides.
+//!
+//! Precedence: command line, then file, then defaults. Everything is
+//! validated here, once, with errors that name the offending key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+use xstack_bpf::ModeRequest;
+use xstack_dataplane::iface::{IfAddr, Iface};
+use xstack_dataplane::wire::ethernet::EthernetAddress;
+use xstack_dataplane::wire::Ipv4Addr;
+use xstack_dataplane::worker::PollMode;
+
+use crate::arp::ArpConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Poll {
+    #[default]
+    Busy,
+    Adaptive,
+}
+
+/// The file, as written. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub interface: Option<String>,
+    /// The stack's addresses with prefix, e.g. "198.18.0.3/24".
+    pub addresses: Option<Vec<String>>,
+    pub gateway: Option<String>,
+    pub mac: Option<String>,
+    pub queues: Option<u32>,
+    pub cores: Option<Vec<usize>>,
+    pub xdp_mode: Option<XdpMode>,
+    pub replace: Option<bool>,
+    pub zero_copy: Option<bool>,
+    pub poll: Option<Poll>,
+    /// Share the addresses with the kernel and steer only these ports.
+    pub tcp_ports: Option<Vec<u16>>,
+    pub udp_ports: Option<Vec<u16>>,
+    pub bpffs: Option<PathBuf>,
+    pub instance: Option<String>,
+    pub umem: Option<UmemFile>,
+    pub arp: Option<ArpFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UmemFile {
+    pub frame_count: Option<u32>,
+    pub frame_size: Option<u32>,
+    pub ring_size: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArpFile {
+    pub timeout_secs: Option<f64>,
+    pub retries: Option<u32>,
+    pub retry_interval_ms: Option<u64>,
+}
+
+/// Command-line options; each overrides the file's value.
+#[derive(Debug, Parser, Default)]
+#[command(name = "xstackd", version, about = "The xstack control plane and AF_XDP data plane")]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Network interface to attach to.
+    #[arg(short, long)]
+    pub interface: Option<String>,
+    /// A stack address with prefix (repeatable), e.g. 198.18.0.3/24.
+    #[arg(short, long = "address")]
+    pub addresses: Vec<String>,
+    /// Gateway for off-subnet destinations.
+    #[arg(short, long)]
+    pub gateway: Option<String>,
+    /// MAC address to use (default: the interface's).
+    #[arg(long)]
+    pub mac: Option<String>,
+    /// Number of queues, one worker each (default 1).
+    #[arg(short, long)]
+    pub queues: Option<u32>,
+    /// CPU cores to pin workers to, in queue order (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub cores: Option<Vec<usize>>,
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<XdpMode>,
+    /// Replace an XDP program already attached to the interface.
+    #[arg(long)]
+    pub replace: bool,
+    /// Bind AF_XDP sockets in zero-copy mode (drivers that support it).
+    #[arg(long)]
+    pub zero_copy: bool,
+    #[arg(long, value_enum)]
+    pub poll: Option<Poll>,
+    /// Steer only these TCP ports (comma-separated); the kernel keeps the rest.
+    #[arg(long, value_delimiter = ',')]
+    pub tcp_ports: Option<Vec<u16>>,
+    /// Steer only these UDP ports (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub udp_ports: Option<Vec<u16>>,
+    /// Where bpffs is mounted (maps are pinned under <bpffs>/xstack/<instance>).
+    #[arg(long)]
+    pub bpffs: Option<PathBuf>,
+    /// Instance name for the pin directory (default: the interface name).
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// ARP cache entry lifetime in seconds.
+    #[arg(long)]
+    pub arp_timeout: Option<f64>,
+    /// Print the configuration in force and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// The configuration in force, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub interface: String,
+    pub addresses: Vec<IfAddr>,
+    pub gateway: Option<Ipv4Addr>,
+    pub mac: Option<EthernetAddress>,
+    pub queues: u32,
+    pub cores: Vec<usize>,
+    pub xdp_mode: ModeRequest,
+    pub replace: bool,
+    pub zero_copy: bool,
+    pub poll: PollMode,
+    pub tcp_ports: Vec<u16>,
+    pub udp_ports: Vec<u16>,
+    pub bpffs: PathBuf,
+    pub instance: String,
+    pub frame_count: u32,
+    pub frame_size: u32,
+    pub ring_size: u32,
+    pub arp: ArpConfig,
+}
+
+impl Config {
+    /// True when addresses are shared with the kernel (only ports steered).
+    pub fn shared(&self) -> bool {
+        !self.tcp_ports.is_empty() || !self.udp_ports.is_empty()
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs.join("xstack").join(&self.instance)
+    }
+
+    /// The interface as the workers see it, with the MAC resolved.
+    pub fn iface(&self, mac: EthernetAddress, mtu: u16) -> Iface {
+        Iface { mac, addrs: self.addresses.clone(), gateway: self.gateway, mtu }
+    }
+
+    pub fn load(cli: &Cli) -> Result<Config> {
+        let file = match &cli.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(cli, file)
+    }
+
+    pub fn merge(cli: &Cli, f: FileConfig) -> Result<Config> {
+        let interface = cli
+            .interface
+            .clone()
+            .or(f.interface)
+            .context("no interface: set `interface` in the config file or pass --interface")?;
+        let addr_strings =
+            if cli.addresses.is_empty() { f.addresses.unwrap_or_default() } else { cli.addresses.clone() };
+        if addr_strings.is_empty() {
+            bail!("no stack address: set `addresses` in the config file or pass --address A.B.C.D/N");
+        }
+        let addresses = addr_strings.iter().map(|s| parse_cidr(s)).collect::<Result<Vec<_>>>()?;
+        let gateway = match cli.gateway.clone().or(f.gateway) {
+            Some(g) => {
+                let g: Ipv4Addr = g.parse().with_context(|| format!("gateway {g:?} is not an IPv4 address"))?;
+                if !addresses.iter().any(|a| a.addr.same_subnet(g, a.prefix_len)) {
+                    bail!("gateway {g} is not on the subnet of any stack address");
+                }
+                Some(g)
+            }
+            None => None,
+        };
+        let mac = match cli.mac.clone().or(f.mac) {
+            Some(m) => {
+                let m: EthernetAddress = m.parse().with_context(|| format!("mac {m:?}"))?;
+                if !m.is_unicast() {
+                    bail!("mac {m} is not a unicast address");
+                }
+                Some(m)
+            }
+            None => None,
+        };
+        let queues = cli.queues.or(f.queues).unwrap_or(1);
+        if queues == 0 || queues > 64 {
+            bail!("queues must be in 1..=64, got {queues}");
+        }
+        let cores = cli.cores.clone().or(f.cores).unwrap_or_default();
+        if !cores.is_empty() && cores.len() < queues as usize {
+            bail!("cores lists {} cores for {queues} queues", cores.len());
+        }
+        let xdp_mode = match cli.xdp_mode.or(f.xdp_mode).unwrap_or_default() {
+            XdpMode::Auto => ModeRequest::Auto,
+            XdpMode::Native => ModeRequest::Native,
+            XdpMode::Generic => ModeRequest::Generic,
+        };
+        let poll = match cli.poll.or(f.poll).unwrap_or_default() {
+            Poll::Busy => PollMode::Busy,
+            Poll::Adaptive => PollMode::Adaptive { spin: 10_000, sleep_ms: 10 },
+        };
+        let umem = f.umem.unwrap_or_default();
+        let arp_file = f.arp.unwrap_or_default();
+        let defaults = ArpConfig::default();
+        let timeout_secs = cli.arp_timeout.or(arp_file.timeout_secs);
+        if let Some(t) = timeout_secs {
+            if !(t > 0.0 && t < 1e7) {
+                bail!("arp timeout must be a positive number of seconds, got {t}");
+            }
+        }
+        let arp = ArpConfig {
+            timeout: timeout_secs.map(Duration::from_secs_f64).unwrap_or(defaults.timeout),
+            retries: arp_file.retries.unwrap_or(defaults.retries).max(1),
+            retry_interval: arp_file.retry_interval_ms.map(Duration::from_millis).unwrap_or(defaults.retry_interval),
+        };
+        let instance = cli.instance.clone().or(f.instance).unwrap_or_else(|| interface.clone());
+        if instance.is_empty() || !instance.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            bail!("instance name {instance:?} may only hold letters, digits, '-' and '_'");
+        }
+        let cfg = Config {
+            interface,
+            addresses,
+            gateway,
+            mac,
+            queues,
+            cores,
+            xdp_mode,
+            replace: cli.replace || f.replace.unwrap_or(false),
+            zero_copy: cli.zero_copy || f.zero_copy.unwrap_or(false),
+            poll,
+            tcp_ports: cli.tcp_ports.clone().or(f.tcp_ports).unwrap_or_default(),
+            udp_ports: cli.udp_ports.clone().or(f.udp_ports).unwrap_or_default(),
+            bpffs: cli.bpffs.clone().or(f.bpffs).unwrap_or_else(|| PathBuf::from("/sys/fs/bpf")),
+            instance,
+            frame_count: umem.frame_count.unwrap_or(4096),
+            frame_size: umem.frame_size.unwrap_or(4096),
+            ring_size: umem.ring_size.unwrap_or(2048),
+            arp,
+        };
+        Ok(cfg)
+    }
+}
+
+fn read_file(p: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+}
+
+/// Parses "A.B.C.D/N".
+pub fn parse_cidr(s: &str) -> Result<IfAddr> {
+    let (a, n) =
+        s.split_once('/').with_context(|| format!("address {s:?} needs a prefix length, like 198.18.0.3/24"))?;
+    let addr: Ipv4Addr = a.parse().with_context(|| format!("{a:?} is not an IPv4 address"))?;
+    let prefix_len: u8 = n.parse().with_context(|| format!("prefix length {n:?} is not a number"))?;
+    if prefix_len > 32 {
+        bail!("prefix length {prefix_len} is above 32");
+    }
+    if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
+        bail!("{addr} cannot be a host address");
+    }
+    Ok(IfAddr { addr, prefix_len })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut v = vec!["xstackd"];
+        v.extend_from_slice(args);
+        Cli::parse_from(v)
+    }
+
+    #[test]
+    fn command_line_overrides_the_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            interface = "eth9"
+            addresses = ["198.18.0.3/24"]
+            gateway = "198.18.0.254"
+            queues = 2
+            poll = "adaptive"
+            [arp]
+            timeout_secs = 30
+            "#,
+        )
+        .unwrap();
+        let c = Config::merge(&cli(&["-i", "veth1", "--queues", "1"]), file).unwrap();
+        assert_eq!(c.interface, "veth1");
+        assert_eq!(c.queues, 1);
+        assert_eq!(c.gateway, Some(Ipv4Addr::new(198, 18, 0, 254)));
+        assert_eq!(c.arp.timeout, Duration::from_secs(30));
+        assert!(matches!(c.poll, PollMode::Adaptive { .. }));
+        assert_eq!(c.instance, "veth1");
+        assert_eq!(c.pin_dir(), PathBuf::from("/sys/fs/bpf/xstack/veth1"));
+        assert!(!c.shared());
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = |args: &[&str]| Config::merge(&cli(args), FileConfig::default()).unwrap_err().to_string();
+        assert!(e(&["-a", "198.18.0.3/24"]).contains("no interface"));
+        assert!(e(&["-i", "x"]).contains("no stack address"));
+        assert!(e(&["-i", "x", "-a", "198.18.0.3"]).contains("prefix length"));
+        assert!(e(&["-i", "x", "-a", "198.18.0.3/33"]).contains("above 32"));
+        assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "-g", "10.0.0.1"]).contains("not on the subnet"));
+        assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--mac", "ff:ff:ff:ff:ff:ff"]).contains("unicast"));
+        assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "-q", "0"]).contains("queues"));
+        assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--instance", "../x"]).contains("instance"));
+        let unknown = toml::from_str::<FileConfig>("interfaces = \"x\"").unwrap_err().to_string();
+        assert!(unknown.contains("unknown field"), "{unknown}");
+    }
+}

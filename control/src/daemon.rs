@@ -1,0 +1,310 @@
+//! Brings the stack up, runs the control loop and tears everything down.
+//!
+//! Workers are threads of this process, not separate processes: each owns
+//! its UMEM and rings outright, and sharing the address space lets the
+//! control plane reach them through lock-free queues and read their
+//! counters without a shared-memory protocol. A worker that panics is
+//! caught at its thread boundary; the control plane notices, stops steering
+//! its queue to AF_XDP (so the kernel answers its flows) and reports it.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use xstack_bpf::{Counters, L4Proto, Steering};
+use xstack_dataplane::afxdp::{Port, PortConfig};
+use xstack_dataplane::channel::{ToControl, ToWorker, WorkerLink};
+use xstack_dataplane::iface::Iface;
+use xstack_dataplane::stats::WorkerStats;
+use xstack_dataplane::worker::{Worker, WorkerConfig, WorkerReport};
+
+use crate::arp::{Action, ArpStats, Resolver};
+use crate::config::Config;
+use crate::sysfs;
+
+struct WorkerHandle {
+    queue: u32,
+    link: WorkerLink,
+    stats: Arc<WorkerStats>,
+    thread: Option<JoinHandle<std::thread::Result<WorkerReport>>>,
+    report: Option<WorkerReport>,
+    died: Option<String>,
+}
+
+/// What the daemon reports when it stops.
+#[derive(Debug)]
+pub struct Summary {
+    pub xdp: Counters,
+    pub arp: ArpStats,
+    pub workers: Vec<(u32, Vec<(&'static str, u64)>, Option<WorkerReport>, Option<String>)>,
+}
+
+impl Summary {
+    /// `key=value` lines, one group per line, for operators and tests.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "summary xdp {}", self.xdp);
+        let a = self.arp;
+        let _ = writeln!(
+            s,
+            "summary arp requests_received={} replies_sent={} requests_sent={} replies_received={} learned={} expired={} failed={} ignored={}",
+            a.requests_received, a.replies_sent, a.requests_sent, a.replies_received, a.learned, a.expired, a.failed, a.ignored
+        );
+        for (q, counters, report, died) in &self.workers {
+            let _ = write!(s, "summary worker={q}");
+            for (k, v) in counters {
+                let _ = write!(s, " {k}={v}");
+            }
+            let _ = writeln!(s);
+            if let Some(r) = report {
+                let ac = r.accounting;
+                let _ = writeln!(
+                    s,
+                    "summary frames worker={q} total={} free={} fill={} held={} tx_pending={} tx_ring={} balanced={}",
+                    ac.total,
+                    ac.free,
+                    ac.fill,
+                    ac.held,
+                    ac.tx_pending,
+                    ac.tx_ring,
+                    if ac.balanced() { "yes" } else { "NO" }
+                );
+                let p = r.port;
+                let _ = writeln!(
+                    s,
+                    "summary ring worker={q} rx_packets={} tx_packets={} tx_ring_full={} no_free_frame={} wakeups={} kernel_rx_dropped={} kernel_rx_ring_full={} kernel_fill_empty={} kernel_rx_invalid={} kernel_tx_invalid={}",
+                    p.rx_packets, p.tx_packets, p.tx_ring_full, p.no_free_frame, p.wakeups, p.kernel_rx_dropped,
+                    p.kernel_rx_ring_full, p.kernel_fill_empty, p.kernel_rx_invalid, p.kernel_tx_invalid
+                );
+            }
+            if let Some(why) = died {
+                let _ = writeln!(s, "summary worker={q} died: {why}");
+            }
+        }
+        s
+    }
+}
+
+/// Runs the stack until `stop` is set (by SIGINT/SIGTERM).
+pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
+    let ifname = &cfg.interface;
+    let mac = match cfg.mac {
+        Some(m) => m,
+        None => sysfs::mac(ifname)?,
+    };
+    let mtu = sysfs::mtu(ifname)?;
+    let available = sysfs::rx_queues(ifname)?;
+    if cfg.queues > available {
+        anyhow::bail!("{ifname} has {available} receive queue(s); {} requested", cfg.queues);
+    }
+    let iface = cfg.iface(mac, mtu);
+
+    sysfs::ensure_bpffs(&cfg.bpffs)?;
+    let steering = Steering::load(ifname, cfg.xdp_mode, cfg.replace, Some(&cfg.pin_dir()))
+        .with_context(|| format!("setting up XDP on {ifname}"))?;
+    tracing::info!(
+        "XDP program attached to {ifname} in {} mode; maps pinned under {}",
+        steering.mode(),
+        cfg.pin_dir().display()
+    );
+
+    // From here on, `steering` detaches on drop, whatever fails.
+    let worker_stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    let started = start_workers(cfg, &iface, &steering, &worker_stop, &mut workers);
+    if let Err(e) = started {
+        worker_stop.store(true, Ordering::Relaxed);
+        for w in &mut workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+        return Err(e);
+    }
+    for a in &cfg.addresses {
+        steering.add_address(a.addr.into(), cfg.shared())?;
+    }
+    for p in &cfg.tcp_ports {
+        steering.add_port(L4Proto::Tcp, *p)?;
+    }
+    for p in &cfg.udp_ports {
+        steering.add_port(L4Proto::Udp, *p)?;
+    }
+
+    let addrs: Vec<String> = cfg.addresses.iter().map(|a| format!("{}/{}", a.addr, a.prefix_len)).collect();
+    tracing::info!(
+        "serving {} on {ifname} (mac {mac}, mtu {mtu}) with {} worker(s), {:?} polling{}",
+        addrs.join(","),
+        cfg.queues,
+        cfg.poll,
+        if cfg.shared() {
+            format!(", steering tcp ports {:?} udp ports {:?}", cfg.tcp_ports, cfg.udp_ports)
+        } else {
+            String::new()
+        }
+    );
+    // The one line scripts wait for.
+    println!(
+        "xstackd ready interface={ifname} mode={} queues={} addresses={} mac={mac}",
+        steering.mode(),
+        cfg.queues,
+        addrs.join(",")
+    );
+
+    let mut resolver = Resolver::new(cfg.arp, iface);
+    control_loop(&stop, &steering, &mut resolver, &mut workers);
+
+    tracing::info!("stopping: {} worker(s)", workers.len());
+    worker_stop.store(true, Ordering::Relaxed);
+    for w in &mut workers {
+        collect(w);
+    }
+    let xdp = steering.counters().unwrap_or_default();
+    let mut steering = steering;
+    steering.detach().context("detaching the XDP program")?;
+    tracing::info!("XDP program detached from {ifname}; pinned maps removed");
+    Ok(Summary {
+        xdp,
+        arp: resolver.stats(),
+        workers: workers.iter().map(|w| (w.queue, w.stats.snapshot(), w.report, w.died.clone())).collect(),
+    })
+}
+
+fn start_workers(
+    cfg: &Config,
+    iface: &Iface,
+    steering: &Steering,
+    stop: &Arc<AtomicBool>,
+    out: &mut Vec<WorkerHandle>,
+) -> Result<()> {
+    for q in 0..cfg.queues {
+        let port = Port::open(&PortConfig {
+            ifname: cfg.interface.clone(),
+            queue: q,
+            frame_count: cfg.frame_count,
+            frame_size: cfg.frame_size,
+            ring_size: cfg.ring_size,
+            zero_copy: cfg.zero_copy,
+            ..PortConfig::default()
+        })?;
+        steering.register_socket(q, port.fd())?;
+        let link = WorkerLink::new(1024);
+        let stats = Arc::new(WorkerStats::default());
+        let wcfg = WorkerConfig { id: q as u16, poll: cfg.poll, ..WorkerConfig::default() };
+        let worker = Worker::new(wcfg, port, iface.clone(), link.clone(), stats.clone(), stop.clone());
+        let core = cfg.cores.get(q as usize).copied();
+        let thread = std::thread::Builder::new()
+            .name(format!("xs-worker-{q}"))
+            .spawn(move || {
+                if let Some(id) = core {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+                        tracing::warn!("worker {q}: could not pin to core {id}");
+                    }
+                }
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()))
+            })
+            .context("spawning a worker thread")?;
+        tracing::info!(
+            "worker {q}: AF_XDP socket on {} queue {q} ({}copy mode){}",
+            cfg.interface,
+            if cfg.zero_copy { "zero-" } else { "" },
+            core.map(|c| format!(", pinned to core {c}")).unwrap_or_default()
+        );
+        out.push(WorkerHandle { queue: q, link, stats, thread: Some(thread), report: None, died: None });
+    }
+    Ok(())
+}
+
+fn collect(w: &mut WorkerHandle) {
+    let Some(t) = w.thread.take() else { return };
+    match t.join() {
+        Ok(Ok(report)) => w.report = Some(report),
+        Ok(Err(panic)) | Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panicked".into());
+            w.died = Some(why);
+        }
+    }
+}
+
+fn control_loop(stop: &AtomicBool, steering: &Steering, resolver: &mut Resolver, workers: &mut [WorkerHandle]) {
+    let mut actions = Vec::with_capacity(64);
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let mut busy = false;
+        for i in 0..workers.len() {
+            while let Some(msg) = workers[i].link.to_control.pop() {
+                busy = true;
+                match msg {
+                    ToControl::Arp { src_mac, packet, .. } => resolver.on_packet(now, src_mac, &packet, &mut actions),
+                    ToControl::Resolve { ip, .. } => resolver.resolve(now, ip, &mut actions),
+                }
+                // The worker that received the packet transmits the answer.
+                apply(&mut actions, steering, workers, i);
+            }
+        }
+        resolver.poll(now, &mut actions);
+        apply(&mut actions, steering, workers, 0);
+        supervise(steering, workers);
+        if !busy {
+            // The control path is not latency-critical: 1 ms granularity
+            // bounds ARP handling delay while costing almost no CPU.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn apply(actions: &mut Vec<Action>, steering: &Steering, workers: &[WorkerHandle], sender: usize) {
+    for a in actions.drain(..) {
+        match a {
+            Action::Send { dst_mac, packet } => {
+                let target = live(workers, sender);
+                if let Some(w) = target {
+                    if w.link.to_worker.push(ToWorker::SendArp { dst_mac, packet }).is_err() {
+                        tracing::warn!("worker {} inbox full: ARP packet dropped", w.queue);
+                    }
+                }
+            }
+            Action::Update { ip, mac } => {
+                tracing::debug!("neighbour {ip} -> {mac:?}");
+                for w in workers.iter().filter(|w| w.died.is_none()) {
+                    if w.link.to_worker.push(ToWorker::Neigh { ip, mac }).is_err() {
+                        tracing::warn!("worker {} inbox full: neighbour update for {ip} dropped", w.queue);
+                    }
+                }
+            }
+            Action::Pending { ip, on } => {
+                if let Err(e) = steering.set_arp_pending(ip.into(), on) {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+    }
+}
+
+/// The worker `i` if alive, else any live worker.
+fn live(workers: &[WorkerHandle], i: usize) -> Option<&WorkerHandle> {
+    workers.get(i).filter(|w| w.died.is_none()).or_else(|| workers.iter().find(|w| w.died.is_none()))
+}
+
+fn supervise(steering: &Steering, workers: &mut [WorkerHandle]) {
+    for w in workers.iter_mut() {
+        if w.died.is_some() || !w.thread.as_ref().is_some_and(|t| t.is_finished()) {
+            continue;
+        }
+        collect(w);
+        let why = w.died.get_or_insert_with(|| "exited unexpectedly".into()).clone();
+        // Give the queue back to the kernel, which answers the flows (with
+        // RST for TCP) instead of leaving peers hanging.
+        match steering.unregister_socket(w.queue) {
+            Ok(()) => tracing::error!("worker {} died ({why}); its queue now goes to the kernel", w.queue),
+            Err(e) => tracing::error!("worker {} died ({why}); unsteering its queue failed: {e}", w.queue),
+        }
+    }
+}
