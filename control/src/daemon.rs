@@ -39,7 +39,16 @@ struct WorkerHandle {
 pub struct Summary {
     pub xdp: Counters,
     pub arp: ArpStats,
-    pub workers: Vec<(u32, Vec<(&'static str, u64)>, Option<WorkerReport>, Option<String>)>,
+    pub workers: Vec<WorkerSummary>,
+}
+
+#[derive(Debug)]
+pub struct WorkerSummary {
+    pub queue: u32,
+    pub counters: Vec<(&'static str, u64)>,
+    /// Final frame accounting and ring statistics (absent if it died).
+    pub report: Option<WorkerReport>,
+    pub died: Option<String>,
 }
 
 impl Summary {
@@ -53,7 +62,7 @@ impl Summary {
             "summary arp requests_received={} replies_sent={} requests_sent={} replies_received={} learned={} expired={} failed={} ignored={}",
             a.requests_received, a.replies_sent, a.requests_sent, a.replies_received, a.learned, a.expired, a.failed, a.ignored
         );
-        for (q, counters, report, died) in &self.workers {
+        for WorkerSummary { queue: q, counters, report, died } in &self.workers {
             let _ = write!(s, "summary worker={q}");
             for (k, v) in counters {
                 let _ = write!(s, " {k}={v}");
@@ -169,7 +178,15 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     Ok(Summary {
         xdp,
         arp: resolver.stats(),
-        workers: workers.iter().map(|w| (w.queue, w.stats.snapshot(), w.report, w.died.clone())).collect(),
+        workers: workers
+            .iter()
+            .map(|w| WorkerSummary {
+                queue: w.queue,
+                counters: w.stats.snapshot(),
+                report: w.report,
+                died: w.died.clone(),
+            })
+            .collect(),
     })
 }
 
