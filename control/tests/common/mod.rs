@@ -1,0 +1,256 @@
+//! Test support: topologies from scripts/topology.sh, the daemon run inside
+//! them, and commands in namespaces. Every resource is removed on drop.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Fails (does not skip) when the tests cannot do their job.
+pub fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap();
+    assert_eq!(uid, "0", "the namespace tests need root (network namespaces, XDP): run scripts/test.sh as root");
+}
+
+/// A name unique to this test process and tag, valid for topology.sh.
+pub fn unique_name(tag: &str) -> String {
+    assert!(tag.len() <= 3 && tag.chars().all(|c| c.is_ascii_lowercase()));
+    format!("{tag}{:05x}", std::process::id() & 0xfffff)
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    out
+}
+
+#[derive(Debug)]
+pub struct Topology {
+    pub facts: HashMap<String, String>,
+}
+
+impl Topology {
+    pub fn up(name: &str, opts: &[&str]) -> Topology {
+        let out = run(Command::new(repo_root().join("scripts/topology.sh")).args(["up", name, "--force"]).args(opts));
+        assert!(out.status.success(), "topology up failed: {}", String::from_utf8_lossy(&out.stderr));
+        let facts = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+            .collect();
+        Topology { facts }
+    }
+
+    pub fn get(&self, k: &str) -> &str {
+        self.facts.get(k).unwrap_or_else(|| panic!("topology has no {k}: {:?}", self.facts))
+    }
+
+    /// Runs `args` in namespace `ns` (a fact name such as "NS_A").
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
+        run(Command::new("ip").args(["netns", "exec", self.get(ns)]).args(args))
+    }
+
+    pub fn spawn(&self, ns: &str, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", self.get(ns)])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/topology.sh")).args(["down", self.get("NAME")]).output();
+    }
+}
+
+/// A private bpffs mount, so a test can check what the daemon pinned and
+/// that it removed it.
+#[derive(Debug)]
+pub struct Bpffs {
+    pub path: PathBuf,
+}
+
+impl Bpffs {
+    pub fn mount(name: &str) -> Bpffs {
+        let path = std::env::temp_dir().join(format!("xstack-bpffs-{name}"));
+        std::fs::create_dir_all(&path).unwrap();
+        let out = run(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&path));
+        assert!(out.status.success(), "mount bpffs: {}", String::from_utf8_lossy(&out.stderr));
+        Bpffs { path }
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).output();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// The daemon running in the topology's stack namespace.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    pub ready_line: String,
+    stdout_rx: mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Daemon {
+    pub fn start(topo: &Topology, bpffs: &Bpffs, extra: &[&str]) -> Daemon {
+        let bin = env!("CARGO_BIN_EXE_xstackd");
+        let addr = format!("{}/{}", topo.get("IP_STACK"), topo.get("PREFIX"));
+        let mut args: Vec<String> = vec![
+            bin.into(),
+            "-i".into(),
+            topo.get("IF_B").into(),
+            "-a".into(),
+            addr,
+            "--bpffs".into(),
+            bpffs.path.to_string_lossy().into_owned(),
+        ];
+        if !topo.get("GW_B").is_empty() {
+            args.extend(["-g".into(), topo.get("GW_B").into()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = topo.spawn("NS_B", &argv);
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut d = Daemon { child: Some(child), ready_line: String::new(), stdout_rx: rx, stderr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match d.stdout_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.starts_with("xstackd ready") => {
+                    d.ready_line = line;
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    if let Some(st) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                        panic!("xstackd exited ({st}) before ready:\n{}", d.stderr());
+                    }
+                    assert!(Instant::now() < deadline, "xstackd not ready in 30 s:\n{}", d.stderr());
+                }
+            }
+        }
+        d
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// A `key=value` field of the ready line.
+    pub fn ready(&self, key: &str) -> String {
+        fields(&self.ready_line).remove(key).unwrap_or_else(|| panic!("no {key} in {:?}", self.ready_line))
+    }
+
+    /// SIGTERM, wait, and return the summary it printed.
+    pub fn stop(mut self) -> Summary {
+        let mut child = self.child.take().unwrap();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("xstackd did not stop within 15 s of SIGTERM:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut lines = Vec::new();
+        while let Ok(l) = self.stdout_rx.recv_timeout(Duration::from_millis(500)) {
+            lines.push(l);
+        }
+        assert!(status.success(), "xstackd exited with {status}:\n{}", self.stderr());
+        Summary { lines }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn fields(line: &str) -> HashMap<String, String> {
+    line.split_whitespace().filter_map(|w| w.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect()
+}
+
+/// The daemon's `summary ...` lines.
+#[derive(Debug)]
+pub struct Summary {
+    pub lines: Vec<String>,
+}
+
+impl Summary {
+    /// The fields of the summary line starting with `prefix` (e.g.
+    /// "summary xdp", "summary worker=0").
+    pub fn group(&self, prefix: &str) -> HashMap<String, u64> {
+        let line = self
+            .lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{prefix} ")))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {:#?}", self.lines));
+        line.split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .filter_map(|(k, v)| v.parse().ok().map(|v| (k.to_owned(), v)))
+            .collect()
+    }
+
+    pub fn text(&self, prefix: &str) -> &str {
+        self.lines.iter().find(|l| l.starts_with(prefix)).map(String::as_str).unwrap_or("")
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Parses "N packets transmitted, M received" from ping's summary.
+pub fn ping_counts(o: &Output) -> (u64, u64) {
+    let s = stdout(o);
+    let line = s.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("ping said: {s}"));
+    let nums: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    (nums[0], nums[1])
+}
