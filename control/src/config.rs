@@ -323,6 +323,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/xstackd.example.toml");
+        let c = Config::merge(&cli(&["--config", path]), read_file(Path::new(path)).unwrap()).unwrap();
+        assert_eq!(c.interface, "eth1");
+        assert_eq!(c.addresses[0].prefix_len, 24);
+        assert_eq!(c.arp.retries, 3);
+        assert_eq!(c.frame_count, 4096);
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let e = |args: &[&str]| Config::merge(&cli(args), FileConfig::default()).unwrap_err().to_string();
         assert!(e(&["-a", "198.18.0.3/24"]).contains("no interface"));
