@@ -95,11 +95,9 @@ impl RingBuffer {
     pub fn discard(&mut self, n: usize) -> usize {
         let n = n.min(self.len);
         self.read_at = self.wrap(self.read_at + n);
+        // The read position is never reset when the ring empties: bytes
+        // written past the end (out-of-order data) sit relative to it.
         self.len -= n;
-        if self.len == 0 {
-            // Keep copies contiguous as often as possible.
-            self.read_at = 0;
-        }
         n
     }
 
@@ -158,6 +156,20 @@ mod tests {
         assert_eq!(r.dequeue_slice(&mut out), 8);
         assert_eq!(&out, b"abcdefgh");
         assert_eq!(r.write_unallocated(8, b"x"), 0);
+    }
+
+    #[test]
+    fn out_of_order_bytes_survive_draining_the_ring() {
+        let mut r = RingBuffer::new(8);
+        r.enqueue_slice(b"abc");
+        r.write_unallocated(2, b"fg");
+        let mut out = [0; 3];
+        assert_eq!(r.dequeue_slice(&mut out), 3); // the ring is empty now
+        assert_eq!(r.write_unallocated(0, b"de"), 2);
+        r.enqueue_unallocated(4);
+        let mut out = [0; 4];
+        assert_eq!(r.dequeue_slice(&mut out), 4);
+        assert_eq!(&out, b"defg");
     }
 
     proptest! {

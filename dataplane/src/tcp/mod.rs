@@ -2,19 +2,41 @@
 //!
 //! Nothing here reads a clock, does I/O or draws global randomness: time
 //! comes in as [`Instant`] arguments and randomness from the seed given to
-//! the stack.
+//! the [`Stack`]. The behaviour contract is `shared/tcp-behaviour.md`.
+//!
+//! - [`stack`]: the per-worker surface (sockets, input, output, timers).
+//! - [`connection`]: one connection's state machine.
+//! - [`listener`]: SYN queue, accept queue, SYN cookies.
+//! - the pieces: [`seq`], [`timer_wheel`], [`isn`], [`syncookie`],
+//!   [`buffer`], [`assembler`], [`rtt`], [`congestion`].
 
 pub mod assembler;
 pub mod buffer;
+pub mod config;
 pub mod congestion;
+pub(crate) mod connection;
+pub(crate) mod ctx;
+pub mod error;
 pub mod isn;
+pub(crate) mod listener;
+pub mod output;
 pub mod rng;
 pub mod rtt;
 pub mod seq;
 pub mod siphash;
+pub mod socket;
+pub mod stack;
+pub mod stats;
 pub mod syncookie;
 pub mod time;
 pub mod timer_wheel;
 
+pub use config::Config;
+pub use congestion::Algorithm;
+pub use error::Error;
+pub use output::Transmit;
 pub use seq::SeqNum;
+pub use socket::{Event, EventKind, FourTuple, Shutdown, SocketId, SocketInfo, SocketOption, SocketOptions, State};
+pub use stack::{ConnectionInfo, Resources, Stack};
+pub use stats::{DropReason, Stats};
 pub use time::Instant;

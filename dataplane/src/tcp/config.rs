@@ -1,0 +1,140 @@
+//! Every knob of the behaviour contract, with Linux 6.x's default. Names
+//! follow the sysctls (`net.ipv4.tcp_*`, `net.core.somaxconn`, ...).
+
+use super::congestion::Algorithm;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// tcp_syn_retries: SYN retransmissions before connect() fails.
+    pub syn_retries: u32,
+    /// tcp_syn_linear_timeouts: SYN retransmissions made one initial RTO
+    /// apart before the backoff starts doubling (0 gives the classic 1, 2,
+    /// 4, ... s schedule).
+    pub syn_linear_timeouts: u32,
+    /// tcp_synack_retries: SYN|ACK retransmissions before a request is dropped.
+    pub synack_retries: u32,
+    /// tcp_retries2: data retransmissions before the connection is aborted.
+    pub retries2: u32,
+    /// tcp_max_syn_backlog: SYN queue bound per listener.
+    pub max_syn_backlog: usize,
+    /// net.core.somaxconn: cap on listen()'s backlog.
+    pub somaxconn: u32,
+    /// tcp_syncookies: 0 off, 1 when the SYN queue overflows, 2 always.
+    pub syncookies: u8,
+    /// tcp_abort_on_overflow: answer a final ACK the accept queue cannot
+    /// take with RST instead of ignoring it.
+    pub abort_on_overflow: bool,
+    /// TCP_TIMEWAIT_LEN: 2 MSL.
+    pub time_wait: Duration,
+    /// tcp_fin_timeout: how long an orphaned connection stays in FIN_WAIT_2.
+    pub fin_timeout: Duration,
+    /// tcp_keepalive_time / _intvl / _probes (used when SO_KEEPALIVE is on).
+    pub keepalive_time: Duration,
+    pub keepalive_intvl: Duration,
+    pub keepalive_probes: u32,
+    /// ip_local_port_range.
+    pub ephemeral_ports: (u16, u16),
+    /// TCP_TIMEOUT_INIT, TCP_RTO_MIN, TCP_RTO_MAX.
+    pub initial_rto: Duration,
+    pub min_rto: Duration,
+    pub max_rto: Duration,
+    /// TCP_DELACK_MIN: the delayed ACK timeout.
+    pub delayed_ack: Duration,
+    /// Segments acknowledged at once at the start of a connection
+    /// (Linux's quick-ack mode, TCP_MAX_QUICKACKS).
+    pub quickacks: u32,
+    /// tcp_window_scaling, tcp_sack, tcp_timestamps.
+    pub window_scaling: bool,
+    pub sack: bool,
+    pub timestamps: bool,
+    /// tcp_rmem[1] / tcp_wmem[1]: default buffer sizes in bytes. (Linux
+    /// grows them by autotuning; this stack keeps what the socket asks.)
+    pub recv_buffer: usize,
+    pub send_buffer: usize,
+    /// tcp_rmem[2]: the largest receive buffer, which fixes the window
+    /// scale announced in the SYN (7 for Linux's 6 MiB).
+    pub recv_buffer_max: usize,
+    /// tcp_challenge_ack_limit: challenge ACKs per second, stack-wide.
+    pub challenge_ack_limit: u32,
+    /// tcp_invalid_ratelimit: minimum gap between ACKs sent in answer to
+    /// out-of-window segments on one connection.
+    pub invalid_ratelimit: Duration,
+    /// The interface MTU; the MSS we announce is MTU - 40.
+    pub mtu: u16,
+    /// tcp_congestion_control.
+    pub congestion: Algorithm,
+    /// Bound on queued control segments (RSTs, SYN|ACKs, challenge ACKs)
+    /// waiting for poll_transmit; more are dropped and counted.
+    pub control_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            syn_retries: 6,
+            syn_linear_timeouts: 4,
+            synack_retries: 5,
+            retries2: 15,
+            max_syn_backlog: 2048,
+            somaxconn: 4096,
+            syncookies: 1,
+            abort_on_overflow: false,
+            time_wait: Duration::from_secs(60),
+            fin_timeout: Duration::from_secs(60),
+            keepalive_time: Duration::from_secs(7200),
+            keepalive_intvl: Duration::from_secs(75),
+            keepalive_probes: 9,
+            ephemeral_ports: (32768, 60999),
+            initial_rto: Duration::from_secs(1),
+            min_rto: Duration::from_millis(200),
+            max_rto: Duration::from_secs(120),
+            delayed_ack: Duration::from_millis(40),
+            quickacks: 16,
+            window_scaling: true,
+            sack: true,
+            timestamps: true,
+            recv_buffer: 131072,
+            send_buffer: 16384,
+            recv_buffer_max: 6291456,
+            challenge_ack_limit: 1000,
+            invalid_ratelimit: Duration::from_millis(500),
+            mtu: 1500,
+            congestion: Algorithm::Cubic,
+            control_queue: 4096,
+        }
+    }
+}
+
+impl Config {
+    /// The MSS this host announces (RFC 9293 section 3.7.1: MTU minus the
+    /// fixed IPv4 and TCP headers).
+    pub fn our_mss(&self) -> u16 {
+        self.mtu.saturating_sub(40).max(88)
+    }
+
+    /// The window scale announced in SYNs: the smallest shift that lets
+    /// the largest receive buffer be advertised (tcp_select_initial_window).
+    pub fn window_scale_for(&self, buffer: usize) -> u8 {
+        let space = self.recv_buffer_max.max(buffer);
+        let mut shift = 0u8;
+        while shift < 14 && (space >> shift) > 65535 {
+            shift += 1;
+        }
+        shift
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_defaults() {
+        let c = Config::default();
+        assert_eq!(c.our_mss(), 1460);
+        // Linux announces wscale 7 with tcp_rmem[2] = 6 MiB.
+        assert_eq!(c.window_scale_for(c.recv_buffer), 7);
+        assert_eq!((c.syn_retries, c.synack_retries, c.max_syn_backlog, c.somaxconn), (6, 5, 2048, 4096));
+    }
+}

@@ -1,0 +1,105 @@
+//! State shared by all sockets of one stack: configuration, counters,
+//! secrets, the PRNG and the control segment queue.
+
+use super::config::Config;
+use super::isn::IsnGenerator;
+use super::output::{Control, Header};
+use super::rng::Rng;
+use super::stats::Stats;
+use super::syncookie::SynCookies;
+use super::time::Instant;
+use super::SeqNum;
+use crate::wire::tcp::{Flags, Options, Repr};
+use crate::wire::Ipv4Addr;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub config: Config,
+    pub stats: Stats,
+    pub isn: IsnGenerator,
+    pub cookies: SynCookies,
+    pub rng: Rng,
+    pub control: VecDeque<Control>,
+    challenge_second: u64,
+    challenge_count: u32,
+}
+
+impl Ctx {
+    pub fn new(config: Config, mut rng: Rng) -> Self {
+        use super::siphash::SipKey;
+        let mut key = || SipKey(rng.next_u64(), rng.next_u64());
+        let isn = IsnGenerator::new(key(), key());
+        let cookies = SynCookies::new(key(), key());
+        let control = VecDeque::with_capacity(config.control_queue);
+        Ctx {
+            config,
+            stats: Stats::default(),
+            isn,
+            cookies,
+            rng,
+            control,
+            challenge_second: u64::MAX,
+            challenge_count: 0,
+        }
+    }
+
+    /// The timestamp clock: milliseconds (Linux's TCP_TS_HZ is 1000).
+    pub fn ts_clock(now: Instant) -> u32 {
+        now.as_millis() as u32
+    }
+
+    pub fn push_control(&mut self, src: Ipv4Addr, dst: Ipv4Addr, header: Header) {
+        if self.control.len() >= self.config.control_queue {
+            self.stats.control_queue_drops += 1;
+            return;
+        }
+        self.control.push_back(Control { src, dst, header });
+    }
+
+    /// RFC 5961 section 7 / Linux tcp_challenge_ack_limit: at most
+    /// `challenge_ack_limit` challenge ACKs per second stack-wide.
+    pub fn challenge_ack_allowed(&mut self, now: Instant) -> bool {
+        let sec = now.as_nanos() / 1_000_000_000;
+        if sec != self.challenge_second {
+            self.challenge_second = sec;
+            self.challenge_count = 0;
+        }
+        if self.challenge_count >= self.config.challenge_ack_limit {
+            return false;
+        }
+        self.challenge_count += 1;
+        self.stats.challenge_acks += 1;
+        true
+    }
+
+    /// RFC 9293 section 3.10.7.1: the reset for a segment nobody owns. With
+    /// ACK: <SEQ=SEG.ACK><CTL=RST>; without: <SEQ=0><ACK=SEG.SEQ+SEG.LEN>
+    /// <CTL=RST,ACK>. Never in answer to a reset.
+    pub fn reply_rst(&mut self, local: Ipv4Addr, remote: Ipv4Addr, seg: &Repr<'_>) {
+        if seg.flags.rst() {
+            return;
+        }
+        let (seq, ack, flags) = if seg.flags.ack() {
+            (SeqNum(seg.ack_number), SeqNum(0), Flags::RST)
+        } else {
+            (SeqNum(0), SeqNum(seg.seq_number) + seg.segment_len(), Flags::RST | Flags::ACK)
+        };
+        self.stats.rsts_sent += 1;
+        let header = Header {
+            src_port: seg.dst_port,
+            dst_port: seg.src_port,
+            seq,
+            ack,
+            flags,
+            window: 0,
+            options: Options::default(),
+        };
+        self.push_control(local, remote, header);
+    }
+
+    pub fn time_wait(&self) -> Duration {
+        self.config.time_wait
+    }
+}

@@ -1,0 +1,83 @@
+//! Writing segments into the caller's buffer, and the small queue of
+//! control segments (RSTs, SYN|ACKs of embryonic connections, challenge
+//! ACKs) that belong to no connection object.
+
+use super::SeqNum;
+use crate::wire::tcp::{Flags, Options, Packet, Repr};
+use crate::wire::Ipv4Addr;
+
+/// Where a segment written by `poll_transmit` goes. The segment is the
+/// first `len` bytes of the caller's buffer, checksum filled; the caller
+/// puts an IPv4 header (protocol 6, `src` -> `dst`, DF) in front of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub len: usize,
+}
+
+/// A segment header to write, in the engine's types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: SeqNum,
+    pub ack: SeqNum,
+    pub flags: Flags,
+    pub window: u16,
+    pub options: Options,
+}
+
+impl Header {
+    pub fn repr(&self) -> Repr<'static> {
+        Repr {
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            seq_number: self.seq.0,
+            ack_number: if self.flags.ack() { self.ack.0 } else { 0 },
+            flags: self.flags,
+            window_len: self.window,
+            urgent_at: 0,
+            options: self.options,
+            payload: &[],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.repr().header_len()
+    }
+}
+
+/// Writes a header-only segment with its checksum; None if `buf` is too
+/// small.
+pub(crate) fn write_control(buf: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr, h: &Header) -> Option<usize> {
+    write_with(buf, src, dst, h, 0, |_| ())
+}
+
+/// Writes `h` and then `payload_len` bytes produced by `fill`, and the
+/// checksum. None if `buf` cannot hold it.
+pub(crate) fn write_with(
+    buf: &mut [u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    h: &Header,
+    payload_len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Option<usize> {
+    let repr = h.repr();
+    let total = repr.header_len() + payload_len;
+    let buf = buf.get_mut(..total)?;
+    let mut p = Packet::new_unchecked(&mut buf[..]);
+    let hl = repr.emit_header(&mut p);
+    fill(&mut buf[hl..]);
+    Packet::new_unchecked(&mut buf[..]).fill_checksum(src, dst);
+    Some(total)
+}
+
+/// A control segment waiting in the stack's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Control {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub header: Header,
+}

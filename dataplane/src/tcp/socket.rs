@@ -1,0 +1,190 @@
+//! Types the application sees: socket handles, options, states, events.
+
+use super::config::Config;
+use super::congestion::Algorithm;
+use super::error::Error;
+use crate::wire::Ipv4Addr;
+use std::time::Duration;
+
+/// A socket handle. The generation makes a handle to a closed socket
+/// useless even after its slot is reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+impl core::fmt::Display for SocketId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "sock{}.{}", self.index, self.generation)
+    }
+}
+
+/// The 11 states of RFC 9293 section 3.3.2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum State {
+    Closed,
+    Listen,
+    SynSent,
+    SynReceived,
+    Established,
+    FinWait1,
+    FinWait2,
+    CloseWait,
+    Closing,
+    LastAck,
+    TimeWait,
+}
+
+impl State {
+    pub const ALL: [State; 11] = [
+        State::Closed,
+        State::Listen,
+        State::SynSent,
+        State::SynReceived,
+        State::Established,
+        State::FinWait1,
+        State::FinWait2,
+        State::CloseWait,
+        State::Closing,
+        State::LastAck,
+        State::TimeWait,
+    ];
+
+    /// The name `ss` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Closed => "CLOSED",
+            State::Listen => "LISTEN",
+            State::SynSent => "SYN-SENT",
+            State::SynReceived => "SYN-RECV",
+            State::Established => "ESTAB",
+            State::FinWait1 => "FIN-WAIT-1",
+            State::FinWait2 => "FIN-WAIT-2",
+            State::CloseWait => "CLOSE-WAIT",
+            State::Closing => "CLOSING",
+            State::LastAck => "LAST-ACK",
+            State::TimeWait => "TIME-WAIT",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// True once both SYNs are acknowledged or beyond.
+    pub fn is_synchronized(self) -> bool {
+        !matches!(self, State::Closed | State::Listen | State::SynSent | State::SynReceived)
+    }
+}
+
+/// A connection's addresses from the local side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FourTuple {
+    pub local: Ipv4Addr,
+    pub local_port: u16,
+    pub remote: Ipv4Addr,
+    pub remote_port: u16,
+}
+
+/// The half of a connection to shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    Read,
+    Write,
+    Both,
+}
+
+/// Per-socket options (setsockopt). Accepted sockets inherit the
+/// listener's, as on Linux.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SocketOptions {
+    pub reuse_addr: bool,
+    pub no_delay: bool,
+    pub keep_alive: bool,
+    pub keep_idle: Duration,
+    pub keep_intvl: Duration,
+    pub keep_cnt: u32,
+    /// SO_LINGER: `Some(0)` makes close() abortive (RST, no FIN).
+    pub linger: Option<Duration>,
+    pub send_buffer: usize,
+    pub recv_buffer: usize,
+    pub congestion: Algorithm,
+}
+
+impl SocketOptions {
+    pub fn from_config(c: &Config) -> Self {
+        SocketOptions {
+            reuse_addr: false,
+            no_delay: false,
+            keep_alive: false,
+            keep_idle: c.keepalive_time,
+            keep_intvl: c.keepalive_intvl,
+            keep_cnt: c.keepalive_probes,
+            linger: None,
+            send_buffer: c.send_buffer,
+            recv_buffer: c.recv_buffer,
+            congestion: c.congestion,
+        }
+    }
+}
+
+/// One setsockopt call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SocketOption {
+    ReuseAddr(bool),
+    NoDelay(bool),
+    KeepAlive(bool),
+    KeepIdle(Duration),
+    KeepIntvl(Duration),
+    KeepCnt(u32),
+    Linger(Option<Duration>),
+    /// Takes effect for connections created after the call.
+    SendBuffer(usize),
+    /// Takes effect for connections created after the call.
+    RecvBuffer(usize),
+    Congestion(Algorithm),
+}
+
+/// What happened to a socket, for the application's event loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// connect() completed (the SYN|ACK arrived).
+    Connected,
+    /// A listener has a connection to accept().
+    Acceptable,
+    /// Data or end-of-file can be read.
+    Readable,
+    /// The send buffer has room again.
+    Writable,
+    /// The connection is over; `error` says why if it failed.
+    Closed { error: Option<Error> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    pub socket: SocketId,
+    pub kind: EventKind,
+}
+
+pub(crate) mod readiness {
+    pub const CONNECTED: u8 = 1;
+    pub const ACCEPTABLE: u8 = 2;
+    pub const READABLE: u8 = 4;
+    pub const WRITABLE: u8 = 8;
+    pub const CLOSED: u8 = 16;
+}
+
+/// One row of `ss -ant`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketInfo {
+    pub socket: SocketId,
+    pub state: State,
+    pub local: (Ipv4Addr, u16),
+    pub remote: Option<(Ipv4Addr, u16)>,
+    /// Bytes received and not read (Recv-Q), or for a listener the accept
+    /// queue length.
+    pub recv_q: usize,
+    /// Bytes not yet acknowledged (Send-Q), or for a listener its backlog.
+    pub send_q: usize,
+}

@@ -1,0 +1,1233 @@
+//! The per-worker TCP stack: owns every socket of one worker, demultiplexes
+//! segments by 4-tuple, runs listeners and the timer wheel, and exposes the
+//! sans-IO surface (after quinn-proto): `handle_segment` / `handle_timeout`
+//! in, `poll_transmit` / `poll_timeout` / `poll_event` out, plus the socket
+//! operations. It never reads a clock or does I/O.
+
+use super::congestion::Algorithm;
+use super::connection::{Connection, Outcome, PassiveOpen};
+use super::ctx::Ctx;
+use super::error::{Error, Result};
+use super::listener::{Listener, Request};
+use super::output::{write_control, Transmit};
+use super::rng::Rng;
+use super::siphash::{KeyedState, SipHasher24, SipKey};
+use super::socket::{
+    readiness, Event, EventKind, FourTuple, Shutdown, SocketId, SocketInfo, SocketOption, SocketOptions, State,
+};
+use super::stats::{DropReason, Stats};
+use super::syncookie::{CookieTuple, SynCookies};
+use super::time::Instant;
+use super::timer_wheel::{TimerId, TimerWheel};
+use super::{Config, SeqNum};
+use crate::wire::tcp::{Packet, Repr};
+use crate::wire::{Error as WireError, Ipv4Addr};
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+/// What a timer wheel entry refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKey {
+    Socket(SocketId),
+    Request(SocketId, FourTuple),
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// Created by socket(), maybe bound; not listening or connected.
+    Fresh,
+    Listener(Box<Listener>),
+    Conn(Box<Connection>),
+}
+
+#[derive(Debug)]
+struct Socket {
+    opts: SocketOptions,
+    /// The bound address (for Fresh and Listener sockets).
+    local: Option<(Ipv4Addr, u16)>,
+    kind: Kind,
+    /// The application holds a handle (false for connections waiting in an
+    /// accept queue and for orphans).
+    user_open: bool,
+    /// Readiness bits queued for the application and not yet polled.
+    queued: u8,
+    in_txq: bool,
+    timer: Option<(TimerId, Instant)>,
+    /// The listener whose accept queue holds this connection.
+    parent: Option<SocketId>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    socket: Option<Socket>,
+}
+
+/// Counts of what the stack holds, for leak checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resources {
+    pub sockets: usize,
+    pub connections: usize,
+    pub listeners: usize,
+    pub requests: usize,
+    pub timers: usize,
+    pub bound_ports: usize,
+    pub connection_ports: usize,
+}
+
+/// A connection's transfer state (`ss -i` style).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub state: State,
+    pub cwnd: u32,
+    pub mss: u16,
+    pub srtt: Option<Duration>,
+    pub send_queue: usize,
+    pub recv_queue: usize,
+    pub buffers_released: bool,
+}
+
+/// A TCP stack for one worker.
+#[derive(Debug)]
+pub struct Stack {
+    ctx: Ctx,
+    addrs: Vec<Ipv4Addr>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    conns: HashMap<FourTuple, SocketId, KeyedState>,
+    listeners: HashMap<(Ipv4Addr, u16), SocketId, KeyedState>,
+    /// Sockets bound to a port without being connected (Fresh or Listener).
+    port_owners: HashMap<u16, Vec<SocketId>, KeyedState>,
+    /// Connections per local port (any state, TIME_WAIT included).
+    conn_ports: HashMap<u16, u32, KeyedState>,
+    hasher: KeyedState,
+    port_key: SipKey,
+    port_counter: u32,
+    wheel: TimerWheel<TimerKey>,
+    txq: VecDeque<SocketId>,
+    events: VecDeque<SocketId>,
+}
+
+impl Stack {
+    /// A stack answering for `addrs`, with every secret and random choice
+    /// drawn from `seed`.
+    pub fn new(config: Config, addrs: &[Ipv4Addr], seed: u64, now: Instant) -> Stack {
+        let mut rng = Rng::new(seed);
+        let hasher = KeyedState(SipKey(rng.next_u64(), rng.next_u64()));
+        let port_key = SipKey(rng.next_u64(), rng.next_u64());
+        let port_counter = rng.next_u32();
+        let ctx = Ctx::new(config, rng);
+        Stack {
+            ctx,
+            addrs: addrs.to_vec(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            conns: HashMap::with_hasher(hasher),
+            listeners: HashMap::with_hasher(hasher),
+            port_owners: HashMap::with_hasher(hasher),
+            conn_ports: HashMap::with_hasher(hasher),
+            hasher,
+            port_key,
+            port_counter,
+            wheel: TimerWheel::new(now),
+            txq: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.ctx.config
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.ctx.stats
+    }
+    pub fn addresses(&self) -> &[Ipv4Addr] {
+        &self.addrs
+    }
+    fn is_local(&self, a: Ipv4Addr) -> bool {
+        self.addrs.contains(&a)
+    }
+
+    // ----- Slab -----
+
+    fn alloc(&mut self, socket: Socket) -> SocketId {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot { generation: 0, socket: None });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.socket = Some(socket);
+        SocketId { index, generation: slot.generation }
+    }
+
+    fn get(&self, id: SocketId) -> Option<&Socket> {
+        let s = self.slots.get(id.index as usize)?;
+        if s.generation != id.generation {
+            return None;
+        }
+        s.socket.as_ref()
+    }
+
+    /// A socket the application holds.
+    fn user(&mut self, id: SocketId) -> Result<&mut Socket> {
+        match sock_mut(&mut self.slots, id) {
+            Some(s) if s.user_open => Ok(s),
+            _ => Err(Error::BadSocket),
+        }
+    }
+
+    fn release(&mut self, id: SocketId) {
+        let Some(s) = sock_mut(&mut self.slots, id) else { return };
+        let sock = (s.timer.take(), s.local);
+        if let Some((t, _)) = sock.0 {
+            self.wheel.cancel(t);
+        }
+        if let Some((_, port)) = sock.1 {
+            self.unown_port(port, id);
+        }
+        let slot = &mut self.slots[id.index as usize];
+        slot.socket = None;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.index);
+    }
+
+    fn own_port(&mut self, port: u16, id: SocketId) {
+        self.port_owners.entry(port).or_default().push(id);
+    }
+
+    fn unown_port(&mut self, port: u16, id: SocketId) {
+        if let Some(v) = self.port_owners.get_mut(&port) {
+            v.retain(|&x| x != id);
+            if v.is_empty() {
+                self.port_owners.remove(&port);
+            }
+        }
+    }
+
+    fn insert_conn(&mut self, t: FourTuple, id: SocketId) {
+        if self.conns.insert(t, id).is_none() {
+            *self.conn_ports.entry(t.local_port).or_insert(0) += 1;
+        }
+    }
+
+    fn remove_conn(&mut self, t: FourTuple, id: SocketId) {
+        if self.conns.get(&t) == Some(&id) {
+            self.conns.remove(&t);
+            if let Some(n) = self.conn_ports.get_mut(&t.local_port) {
+                *n -= 1;
+                if *n == 0 {
+                    self.conn_ports.remove(&t.local_port);
+                }
+            }
+        }
+    }
+
+    // ----- Socket operations -----
+
+    /// socket(AF_INET, SOCK_STREAM).
+    pub fn socket(&mut self) -> SocketId {
+        let opts = SocketOptions::from_config(&self.ctx.config);
+        self.alloc(Socket {
+            opts,
+            local: None,
+            kind: Kind::Fresh,
+            user_open: true,
+            queued: 0,
+            in_txq: false,
+            timer: None,
+            parent: None,
+        })
+    }
+
+    pub fn set_option(&mut self, now: Instant, id: SocketId, opt: SocketOption) -> Result<()> {
+        let s = self.user(id)?;
+        let o = &mut s.opts;
+        match opt {
+            SocketOption::ReuseAddr(v) => o.reuse_addr = v,
+            SocketOption::NoDelay(v) => o.no_delay = v,
+            SocketOption::KeepAlive(v) => o.keep_alive = v,
+            SocketOption::KeepIdle(d) if d >= Duration::from_secs(1) => o.keep_idle = d,
+            SocketOption::KeepIntvl(d) if d >= Duration::from_secs(1) => o.keep_intvl = d,
+            SocketOption::KeepCnt(n) if n >= 1 => o.keep_cnt = n,
+            SocketOption::Linger(l) => o.linger = l,
+            SocketOption::SendBuffer(n) if n > 0 => o.send_buffer = n,
+            SocketOption::RecvBuffer(n) if n > 0 => o.recv_buffer = n,
+            SocketOption::Congestion(a) => o.congestion = a,
+            _ => return Err(Error::InvalidInput),
+        }
+        let opts = *o;
+        if let Kind::Conn(c) = &mut s.kind {
+            // Buffer sizes and the congestion algorithm of a live
+            // connection stay as they were.
+            let (sb, rb, cc) = (c.opts.send_buffer, c.opts.recv_buffer, c.opts.congestion);
+            c.opts = SocketOptions { send_buffer: sb, recv_buffer: rb, congestion: cc, ..opts };
+            c.keepalive_changed(now);
+            self.after_conn(now, id);
+        }
+        Ok(())
+    }
+
+    pub fn options(&self, id: SocketId) -> Result<SocketOptions> {
+        self.get(id).filter(|s| s.user_open).map(|s| s.opts).ok_or(Error::BadSocket)
+    }
+
+    /// bind(): `addr` must be ours or 0.0.0.0; port 0 picks a free port.
+    pub fn bind(&mut self, id: SocketId, addr: Ipv4Addr, port: u16) -> Result<()> {
+        let s = self.user(id)?;
+        if !matches!(s.kind, Kind::Fresh) || s.local.is_some() {
+            return Err(Error::InvalidInput);
+        }
+        let reuse = s.opts.reuse_addr;
+        if !addr.is_unspecified() && !self.is_local(addr) {
+            return Err(Error::AddrNotAvailable);
+        }
+        let port = if port == 0 {
+            self.free_port().ok_or(Error::AddrInUse)?
+        } else {
+            if self.bind_conflict(id, addr, port, reuse, false) {
+                return Err(Error::AddrInUse);
+            }
+            port
+        };
+        self.user(id)?.local = Some((addr, port));
+        self.own_port(port, id);
+        Ok(())
+    }
+
+    /// Linux inet_csk_bind_conflict, simplified to what the contract
+    /// asks: a listener on an overlapping address always conflicts; other
+    /// bound sockets unless both set reuse-address; connections on the
+    /// port (TIME_WAIT included) unless the new socket sets it.
+    fn bind_conflict(&self, me: SocketId, addr: Ipv4Addr, port: u16, reuse: bool, listening: bool) -> bool {
+        if let Some(owners) = self.port_owners.get(&port) {
+            for &o in owners {
+                if o == me {
+                    continue;
+                }
+                let Some(s) = self.get(o) else { continue };
+                let Some((a, _)) = s.local else { continue };
+                if !(a == addr || a.is_unspecified() || addr.is_unspecified()) {
+                    continue;
+                }
+                let other_listens = matches!(s.kind, Kind::Listener(_));
+                if other_listens || !reuse || !s.opts.reuse_addr {
+                    return true;
+                }
+                let _ = listening;
+            }
+        }
+        !reuse && self.conn_ports.contains_key(&port)
+    }
+
+    /// A port nobody uses, from the ephemeral range (Linux picks at random).
+    fn free_port(&mut self) -> Option<u16> {
+        let (lo, hi) = self.ctx.config.ephemeral_ports;
+        let range = u32::from(hi.saturating_sub(lo)) + 1;
+        let start = self.ctx.rng.below(range);
+        (0..range)
+            .map(|i| lo + ((start + i) % range) as u16)
+            .find(|p| !self.port_owners.contains_key(p) && !self.conn_ports.contains_key(p) && *p != 0)
+    }
+
+    /// RFC 6056 algorithm 3: a keyed hash of the destination picks where
+    /// the search starts, so ports are hard to guess yet spread.
+    fn ephemeral_for(&mut self, local: Ipv4Addr, remote: Ipv4Addr, rport: u16) -> Option<u16> {
+        let (lo, hi) = self.ctx.config.ephemeral_ports;
+        let range = u32::from(hi.saturating_sub(lo)) + 1;
+        let mut h = SipHasher24::new(self.port_key);
+        h.write_bytes(&local.0);
+        h.write_bytes(&remote.0);
+        h.write_bytes(&rport.to_be_bytes());
+        let offset = (h.finish_u64() as u32).wrapping_add(self.port_counter);
+        for i in 0..range {
+            let port = lo + (offset.wrapping_add(i) % range) as u16;
+            let t = FourTuple { local, local_port: port, remote, remote_port: rport };
+            if port != 0 && !self.port_owners.contains_key(&port) && !self.conns.contains_key(&t) {
+                self.port_counter = self.port_counter.wrapping_add(i + 1);
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// listen(backlog). An unbound socket gets an ephemeral port on 0.0.0.0.
+    pub fn listen(&mut self, id: SocketId, backlog: u32) -> Result<()> {
+        let somaxconn = self.ctx.config.somaxconn;
+        let s = self.user(id)?;
+        let backlog = backlog.min(somaxconn) as usize;
+        match &mut s.kind {
+            Kind::Listener(l) => {
+                l.backlog = backlog;
+                return Ok(());
+            }
+            Kind::Conn(_) => return Err(Error::InvalidInput),
+            Kind::Fresh => {}
+        }
+        if s.local.is_none() {
+            self.bind(id, Ipv4Addr::UNSPECIFIED, 0)?;
+        }
+        let s = self.user(id)?;
+        let (addr, port) = s.local.expect("bound above");
+        let reuse = s.opts.reuse_addr;
+        if self.bind_conflict(id, addr, port, reuse, true) || self.listeners.contains_key(&(addr, port)) {
+            return Err(Error::AddrInUse);
+        }
+        let hasher = self.hasher;
+        self.user(id)?.kind = Kind::Listener(Box::new(Listener::new(backlog, hasher)));
+        self.listeners.insert((addr, port), id);
+        Ok(())
+    }
+
+    /// accept(): the oldest established connection of the accept queue.
+    pub fn accept(&mut self, id: SocketId) -> Result<SocketId> {
+        let s = self.user(id)?;
+        let Kind::Listener(l) = &mut s.kind else { return Err(Error::InvalidInput) };
+        let child = l.accept_queue.pop_front().ok_or(Error::WouldBlock)?;
+        let c = sock_mut(&mut self.slots, child).expect("queued connections stay allocated");
+        c.user_open = true;
+        c.parent = None;
+        // Readiness that arose before accept() is reported now.
+        if let Kind::Conn(conn) = &mut c.kind {
+            conn.take_events();
+            let mut bits = readiness::WRITABLE;
+            if conn.recv_queue() > 0 || matches!(conn.state(), State::CloseWait | State::Closed) {
+                bits |= readiness::READABLE;
+            }
+            if conn.state() == State::Closed {
+                bits |= readiness::CLOSED;
+            }
+            self.queue_events(child, bits);
+        }
+        Ok(child)
+    }
+
+    /// connect(): sends the SYN and returns at once; completion is the
+    /// `Connected` event (or `Closed` with the error), as a non-blocking
+    /// connect() with EINPROGRESS.
+    pub fn connect(&mut self, now: Instant, id: SocketId, addr: Ipv4Addr, port: u16) -> Result<()> {
+        let s = self.user(id)?;
+        match &s.kind {
+            Kind::Conn(c) if c.state() == State::SynSent => return Err(Error::AlreadyInProgress),
+            Kind::Conn(_) => return Err(Error::IsConnected),
+            Kind::Listener(_) => return Err(Error::InvalidInput),
+            Kind::Fresh => {}
+        }
+        if port == 0 || addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
+            return Err(Error::InvalidInput);
+        }
+        let bound = s.local;
+        let opts = s.opts;
+        let local = match bound {
+            Some((a, _)) if !a.is_unspecified() => a,
+            _ => {
+                if self.is_local(addr) {
+                    addr
+                } else {
+                    *self.addrs.first().ok_or(Error::AddrNotAvailable)?
+                }
+            }
+        };
+        let local_port = match bound {
+            Some((_, p)) => p,
+            None => self.ephemeral_for(local, addr, port).ok_or(Error::AddrNotAvailable)?,
+        };
+        let tuple = FourTuple { local, local_port, remote: addr, remote_port: port };
+        // The very same 4-tuple in use (TIME_WAIT included) cannot be
+        // connected again.
+        if self.conns.contains_key(&tuple) {
+            return Err(Error::AddrInUse);
+        }
+        let conn = Connection::new_active(now, &mut self.ctx, tuple, opts);
+        if let Some((_, p)) = bound {
+            self.unown_port(p, id);
+        }
+        let s = self.user(id)?;
+        s.local = None;
+        s.kind = Kind::Conn(Box::new(conn));
+        self.insert_conn(tuple, id);
+        self.after_conn(now, id);
+        Ok(())
+    }
+
+    fn conn_mut(&mut self, id: SocketId) -> Result<&mut Connection> {
+        match &mut self.user(id)?.kind {
+            Kind::Conn(c) => Ok(c),
+            _ => Err(Error::NotConnected),
+        }
+    }
+
+    /// read(): Ok(0) at end of file; WouldBlock when nothing is there yet.
+    pub fn read(&mut self, now: Instant, id: SocketId, buf: &mut [u8]) -> Result<usize> {
+        let r = self.conn_mut(id)?.recv(buf);
+        self.after_conn(now, id);
+        r
+    }
+
+    /// write(): bytes copied into the send buffer (maybe fewer than given).
+    pub fn write(&mut self, now: Instant, id: SocketId, data: &[u8]) -> Result<usize> {
+        let r = self.conn_mut(id)?.send(data);
+        self.after_conn(now, id);
+        r
+    }
+
+    pub fn shutdown(&mut self, now: Instant, id: SocketId, how: Shutdown) -> Result<()> {
+        let c = self.conn_mut(id)?;
+        if matches!(c.state(), State::SynSent | State::Closed) {
+            return Err(Error::NotConnected);
+        }
+        c.shutdown(how)?;
+        self.after_conn(now, id);
+        Ok(())
+    }
+
+    /// close(): the handle is gone at once; a connection finishes (FIN,
+    /// TIME_WAIT) or aborts (RST for unread data or linger 0) on its own.
+    pub fn close(&mut self, now: Instant, id: SocketId) -> Result<()> {
+        self.user(id)?;
+        let s = sock_mut(&mut self.slots, id).ok_or(Error::BadSocket)?;
+        s.user_open = false;
+        s.queued = 0;
+        match &mut s.kind {
+            Kind::Fresh => self.release(id),
+            Kind::Listener(_) => self.close_listener(now, id),
+            Kind::Conn(c) => {
+                let done = c.close(now, &mut self.ctx);
+                if done {
+                    let t = c.tuple;
+                    self.remove_conn(t, id);
+                    self.release(id);
+                } else {
+                    self.after_conn(now, id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Linux inet_csk_listen_stop: embryonic connections vanish, queued
+    /// ones are reset.
+    fn close_listener(&mut self, now: Instant, id: SocketId) {
+        let Some(s) = sock_mut(&mut self.slots, id) else { return };
+        let Kind::Listener(l) = core::mem::replace(&mut s.kind, Kind::Fresh) else { return };
+        let local = s.local;
+        if let Some(k) = local {
+            self.listeners.remove(&k);
+        }
+        for r in l.syn_queue.values() {
+            if let Some(t) = r.timer {
+                self.wheel.cancel(t);
+            }
+        }
+        for child in l.accept_queue {
+            if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, child) {
+                c.reset(now, &mut self.ctx);
+            }
+            self.after_conn(now, child);
+        }
+        self.release(id);
+    }
+
+    pub fn state(&self, id: SocketId) -> Option<State> {
+        let s = self.get(id).filter(|s| s.user_open)?;
+        Some(match &s.kind {
+            Kind::Fresh => State::Closed,
+            Kind::Listener(_) => State::Listen,
+            Kind::Conn(c) => c.state(),
+        })
+    }
+
+    /// SO_ERROR: the error that ended the connection.
+    pub fn socket_error(&self, id: SocketId) -> Option<Error> {
+        match &self.get(id)?.kind {
+            Kind::Conn(c) => c.error(),
+            _ => None,
+        }
+    }
+
+    pub fn local_addr(&self, id: SocketId) -> Option<(Ipv4Addr, u16)> {
+        let s = self.get(id)?;
+        match &s.kind {
+            Kind::Conn(c) => Some((c.tuple.local, c.tuple.local_port)),
+            _ => s.local,
+        }
+    }
+
+    pub fn peer_addr(&self, id: SocketId) -> Option<(Ipv4Addr, u16)> {
+        match &self.get(id)?.kind {
+            Kind::Conn(c) => Some((c.tuple.remote, c.tuple.remote_port)),
+            _ => None,
+        }
+    }
+
+    /// Bytes readable now.
+    pub fn recv_queue(&self, id: SocketId) -> usize {
+        match self.get(id).map(|s| &s.kind) {
+            Some(Kind::Conn(c)) => c.recv_queue(),
+            _ => 0,
+        }
+    }
+
+    /// Transfer internals of a connection, for tests and reports.
+    pub fn connection_info(&self, id: SocketId) -> Option<ConnectionInfo> {
+        match &self.get(id)?.kind {
+            Kind::Conn(c) => Some(ConnectionInfo {
+                state: c.state(),
+                cwnd: c.cwnd(),
+                mss: c.mss(),
+                srtt: c.srtt(),
+                send_queue: c.send_queue(),
+                recv_queue: c.recv_queue(),
+                buffers_released: c.buffers_released(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The congestion algorithm a socket runs (for bench reports).
+    pub fn congestion(&self, id: SocketId) -> Option<Algorithm> {
+        self.get(id).map(|s| s.opts.congestion)
+    }
+
+    /// Every socket, as `ss -ant` lists them (embryonic connections of
+    /// listeners included as SYN-RECV).
+    pub fn sockets(&self) -> Vec<SocketInfo> {
+        let mut out = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(s) = &slot.socket else { continue };
+            let socket = SocketId { index: i as u32, generation: slot.generation };
+            match &s.kind {
+                Kind::Fresh => {}
+                Kind::Listener(l) => {
+                    let local = s.local.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
+                    out.push(SocketInfo {
+                        socket,
+                        state: State::Listen,
+                        local,
+                        remote: None,
+                        recv_q: l.accept_queue.len(),
+                        send_q: l.backlog,
+                    });
+                    for r in l.syn_queue.values() {
+                        out.push(SocketInfo {
+                            socket,
+                            state: State::SynReceived,
+                            local: (r.tuple.local, r.tuple.local_port),
+                            remote: Some((r.tuple.remote, r.tuple.remote_port)),
+                            recv_q: 0,
+                            send_q: 0,
+                        });
+                    }
+                }
+                Kind::Conn(c) => out.push(SocketInfo {
+                    socket,
+                    state: c.state(),
+                    local: (c.tuple.local, c.tuple.local_port),
+                    remote: Some((c.tuple.remote, c.tuple.remote_port)),
+                    recv_q: c.recv_queue(),
+                    send_q: c.send_queue(),
+                }),
+            }
+        }
+        out
+    }
+
+    /// Sockets per state, indexed like `State::ALL`.
+    pub fn count_by_state(&self) -> [usize; 11] {
+        let mut n = [0; 11];
+        for s in self.slots.iter().filter_map(|s| s.socket.as_ref()) {
+            match &s.kind {
+                Kind::Fresh => {}
+                Kind::Listener(l) => {
+                    n[State::Listen.index()] += 1;
+                    n[State::SynReceived.index()] += l.syn_queue.len();
+                }
+                Kind::Conn(c) => n[c.state().index()] += 1,
+            }
+        }
+        n
+    }
+
+    pub fn resources(&self) -> Resources {
+        let mut r = Resources {
+            sockets: self.slots.iter().filter(|s| s.socket.is_some()).count(),
+            connections: self.conns.len(),
+            listeners: self.listeners.len(),
+            requests: 0,
+            timers: self.wheel.len(),
+            bound_ports: self.port_owners.len(),
+            connection_ports: self.conn_ports.len(),
+        };
+        for s in self.slots.iter().filter_map(|s| s.socket.as_ref()) {
+            if let Kind::Listener(l) = &s.kind {
+                r.requests += l.syn_queue.len();
+            }
+        }
+        r
+    }
+
+    // ----- Events -----
+
+    fn queue_events(&mut self, id: SocketId, bits: u8) {
+        let Some(s) = sock_mut(&mut self.slots, id) else { return };
+        if !s.user_open || bits == 0 {
+            return;
+        }
+        let was_empty = s.queued == 0;
+        s.queued |= bits;
+        if was_empty {
+            self.events.push_back(id);
+        }
+    }
+
+    /// The next readiness event, oldest socket first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        while let Some(&id) = self.events.front() {
+            let Some(s) = sock_mut(&mut self.slots, id) else {
+                self.events.pop_front();
+                continue;
+            };
+            if s.queued == 0 || !s.user_open {
+                s.queued = 0;
+                self.events.pop_front();
+                continue;
+            }
+            let bit = s.queued & s.queued.wrapping_neg();
+            s.queued &= !bit;
+            if s.queued == 0 {
+                self.events.pop_front();
+            }
+            let error = match &s.kind {
+                Kind::Conn(c) => c.error(),
+                _ => None,
+            };
+            let kind = match bit {
+                readiness::CONNECTED => EventKind::Connected,
+                readiness::ACCEPTABLE => EventKind::Acceptable,
+                readiness::READABLE => EventKind::Readable,
+                readiness::WRITABLE => EventKind::Writable,
+                _ => EventKind::Closed { error },
+            };
+            return Some(Event { socket: id, kind });
+        }
+        None
+    }
+
+    // ----- After any change to a connection -----
+
+    /// Hands out its events, frees it if it is over and nobody holds it,
+    /// re-arms its timer and queues it for output.
+    fn after_conn(&mut self, now: Instant, id: SocketId) {
+        let Some(s) = sock_mut(&mut self.slots, id) else { return };
+        let Kind::Conn(c) = &mut s.kind else { return };
+        let bits = c.take_events();
+        let state = c.state();
+        let tuple = c.tuple;
+        let orphan = c.user_closed;
+        let wants = c.wants_to_send();
+        let deadline = c.next_deadline();
+        self.queue_events(id, bits);
+        if state == State::Closed {
+            self.remove_conn(tuple, id);
+            if orphan {
+                self.release(id);
+                return;
+            }
+        }
+        self.sync_timer(id, deadline);
+        if wants {
+            self.schedule(id);
+        }
+        let _ = now;
+    }
+
+    /// Keeps one wheel entry per socket at or before its earliest
+    /// deadline. A later deadline leaves the entry alone (it fires early
+    /// and re-arms), so the common case, pushing the RTO back on each
+    /// ACK, costs no wheel operation.
+    fn sync_timer(&mut self, id: SocketId, deadline: Option<Instant>) {
+        let Some(s) = sock_mut(&mut self.slots, id) else { return };
+        let current = s.timer;
+        match (deadline, current) {
+            (None, Some((t, _))) => {
+                s.timer = None;
+                self.wheel.cancel(t);
+            }
+            (Some(d), Some((_, at))) if at <= d => {}
+            (Some(d), cur) => {
+                if let Some((t, _)) = cur {
+                    self.wheel.cancel(t);
+                }
+                let t = self.wheel.insert(d, TimerKey::Socket(id));
+                if let Some(s) = sock_mut(&mut self.slots, id) {
+                    s.timer = Some((t, d));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn schedule(&mut self, id: SocketId) {
+        if let Some(s) = sock_mut(&mut self.slots, id) {
+            if !s.in_txq {
+                s.in_txq = true;
+                self.txq.push_back(id);
+            }
+        }
+    }
+
+    // ----- Input -----
+
+    /// A TCP segment (the IPv4 payload) from `src` to `dst`. The IPv4
+    /// layer has checked its own header; this checks the TCP checksum over
+    /// the pseudo-header, parses, and dispatches. Bad input is counted and
+    /// reported, never a panic.
+    pub fn handle_segment(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        bytes: &[u8],
+    ) -> core::result::Result<(), DropReason> {
+        self.ctx.stats.segments_in += 1;
+        let r = self.segment_input(now, src, dst, bytes);
+        if let Err(reason) = r {
+            self.ctx.stats.count_drop(reason);
+        }
+        r
+    }
+
+    fn segment_input(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        bytes: &[u8],
+    ) -> core::result::Result<(), DropReason> {
+        if !self.is_local(dst) {
+            return Err(DropReason::NotOurAddress);
+        }
+        let p = Packet::new_checked(bytes).map_err(wire_reason)?;
+        let seg = Repr::parse(&p, src, dst).map_err(wire_reason)?;
+        if src.is_broadcast() || src.is_multicast() || src.is_unspecified() {
+            return Err(DropReason::Malformed);
+        }
+        let tuple = FourTuple { local: dst, local_port: seg.dst_port, remote: src, remote_port: seg.src_port };
+        let mut isn_hint = None;
+        if let Some(&id) = self.conns.get(&tuple) {
+            let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) else {
+                return Err(DropReason::NoSocket);
+            };
+            if let Some(isn) = c.time_wait_reopen(&seg) {
+                // Linux tcp_timewait_state_process TCP_TW_SYN: the old
+                // incarnation goes, the listener takes the SYN with an
+                // ISN above the old sequence space.
+                isn_hint = Some(isn);
+                c.user_closed = true;
+                self.remove_conn(tuple, id);
+                if !self.get(id).is_some_and(|s| s.user_open) {
+                    self.release(id);
+                }
+            } else {
+                let out = c.on_segment(now, &mut self.ctx, &seg);
+                self.after_conn(now, id);
+                return match out {
+                    Outcome::Accepted => Ok(()),
+                    Outcome::Dropped => Err(DropReason::Invalid),
+                    Outcome::ReplyRst => {
+                        self.ctx.reply_rst(dst, src, &seg);
+                        Err(DropReason::Invalid)
+                    }
+                };
+            }
+        }
+        let lid = self
+            .listeners
+            .get(&(dst, seg.dst_port))
+            .or_else(|| self.listeners.get(&(Ipv4Addr::UNSPECIFIED, seg.dst_port)))
+            .copied();
+        match lid {
+            Some(lid) => self.listener_input(now, lid, tuple, &seg, isn_hint),
+            None => {
+                // RFC 9293 section 3.10.7.1: CLOSED answers with RST.
+                self.ctx.reply_rst(dst, src, &seg);
+                Err(DropReason::NoSocket)
+            }
+        }
+    }
+
+    /// ICMP destination unreachable quoting one of our segments
+    /// (`quoted` starts at the TCP header; 8 bytes are enough).
+    pub fn handle_icmp_unreachable(&mut self, local: Ipv4Addr, remote: Ipv4Addr, code: u8, quoted: &[u8]) {
+        if quoted.len() < 4 {
+            return;
+        }
+        let lport = u16::from_be_bytes([quoted[0], quoted[1]]);
+        let rport = u16::from_be_bytes([quoted[2], quoted[3]]);
+        let e = if code == crate::wire::icmp::unreach_code::NET {
+            Error::NetworkUnreachable
+        } else {
+            Error::HostUnreachable
+        };
+        let t = FourTuple { local, local_port: lport, remote, remote_port: rport };
+        if let Some(&id) = self.conns.get(&t) {
+            if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
+                c.on_unreachable(e);
+            }
+        }
+    }
+
+    /// The next hop for `remote` did not answer ARP: connections still
+    /// connecting to it will fail with EHOSTUNREACH instead of ETIMEDOUT.
+    pub fn handle_unreachable(&mut self, remote: Ipv4Addr) {
+        let ids: Vec<SocketId> = self.conns.iter().filter(|(t, _)| t.remote == remote).map(|(_, &id)| id).collect();
+        for id in ids {
+            if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
+                c.on_unreachable(Error::HostUnreachable);
+            }
+        }
+    }
+
+    /// LISTEN and SYN_RCVD input (RFC 9293 section 3.10.7.2, Linux
+    /// tcp_conn_request and tcp_check_req).
+    fn listener_input(
+        &mut self,
+        now: Instant,
+        lid: SocketId,
+        tuple: FourTuple,
+        seg: &Repr<'_>,
+        isn_hint: Option<SeqNum>,
+    ) -> core::result::Result<(), DropReason> {
+        let f = seg.flags;
+        let seq = SeqNum(seg.seq_number);
+        let ack = SeqNum(seg.ack_number);
+        let abort_on_overflow = self.ctx.config.abort_on_overflow;
+        let Some((l, opts)) = listener_of(&mut self.slots, lid) else { return Err(DropReason::NoSocket) };
+        let accept_full = l.accept_queue_full();
+
+        if let Some(req) = l.syn_queue.get_mut(&tuple) {
+            if f.rst() {
+                // RFC 5961 section 3.2 applies in SYN_RCVD too: only an
+                // exact RST kills the request.
+                if seq == req.irs + 1u32 {
+                    let t = req.timer.take();
+                    l.syn_queue.remove(&tuple);
+                    if let Some(t) = t {
+                        self.wheel.cancel(t);
+                    }
+                }
+                return Err(DropReason::ListenDrop);
+            }
+            if f.syn() && !f.ack() {
+                if seq == req.irs {
+                    // The peer's SYN again: our SYN|ACK was lost.
+                    let h = req.syn_ack(now, &self.ctx, false);
+                    self.ctx.push_control(tuple.local, tuple.remote, h);
+                    return Ok(());
+                }
+                return Err(DropReason::ListenDrop);
+            }
+            if !f.ack() || f.syn() {
+                return Err(DropReason::ListenDrop);
+            }
+            if ack != req.iss + 1u32 {
+                self.ctx.reply_rst(tuple.local, tuple.remote, seg);
+                return Err(DropReason::ListenDrop);
+            }
+            // The ACK must be in the window we offered.
+            let rcv_nxt = req.irs + 1u32;
+            let wnd = u32::from(req.syn_window);
+            if seq < rcv_nxt || seq > rcv_nxt + wnd {
+                let h = {
+                    let mut h = req.syn_ack(now, &self.ctx, false);
+                    h.flags = crate::wire::tcp::Flags::ACK;
+                    h.seq = req.iss + 1u32;
+                    h
+                };
+                self.ctx.push_control(tuple.local, tuple.remote, h);
+                return Err(DropReason::ListenDrop);
+            }
+            if accept_full {
+                self.ctx.stats.listen_overflows += 1;
+                self.ctx.stats.listen_drops += 1;
+                if abort_on_overflow {
+                    let t = req.timer.take();
+                    l.syn_queue.remove(&tuple);
+                    if let Some(t) = t {
+                        self.wheel.cancel(t);
+                    }
+                    self.ctx.reply_rst(tuple.local, tuple.remote, seg);
+                } else {
+                    // Ignored: the request stays in SYN_RCVD and its
+                    // SYN|ACK timer keeps running; a later ACK completes it.
+                    req.acked = true;
+                }
+                return Err(DropReason::ListenDrop);
+            }
+            let req = l.syn_queue.remove(&tuple).expect("found above");
+            if let Some(t) = req.timer {
+                self.wheel.cancel(t);
+            }
+            let p = PassiveOpen {
+                iss: req.iss,
+                irs: req.irs,
+                peer_mss: req.peer_mss,
+                peer_wscale: req.peer_wscale,
+                sack: req.sack,
+                ts_recent: req.ts_recent,
+                syn_window: req.syn_window,
+                our_wscale: req.our_wscale,
+            };
+            self.complete(now, lid, opts, tuple, p, seg);
+            return Ok(());
+        }
+
+        if f.rst() {
+            return Err(DropReason::ListenDrop);
+        }
+        if f.ack() {
+            // No request: a SYN cookie, or a stray ACK (RST, RFC 9293
+            // section 3.10.7.2).
+            if !f.syn() && self.ctx.config.syncookies != 0 && l.last_overflow.is_some() {
+                let ct = cookie_tuple(tuple);
+                if let Some(mss) = self.ctx.cookies.check(now, &ct, ack - 1u32, seq - 1u32) {
+                    if accept_full {
+                        self.ctx.stats.listen_overflows += 1;
+                        self.ctx.stats.listen_drops += 1;
+                        return Err(DropReason::ListenDrop);
+                    }
+                    self.ctx.stats.syncookies_recv += 1;
+                    let c = &self.ctx.config;
+                    // Window scale and SACK come back in TSecr; without
+                    // timestamps they are lost (as on Linux).
+                    let (peer_wscale, sack, ts_recent) = match seg.options.timestamp {
+                        Some((tsval, tsecr)) if c.timestamps => match SynCookies::decode_timestamp(tsecr) {
+                            Some((ws, sack)) => (ws.filter(|_| c.window_scaling), sack && c.sack, Some(tsval)),
+                            None => (None, false, None),
+                        },
+                        _ => (None, false, None),
+                    };
+                    let our_wscale = if peer_wscale.is_some() { c.window_scale_for(opts.recv_buffer) } else { 0 };
+                    let p = PassiveOpen {
+                        iss: ack - 1u32,
+                        irs: seq - 1u32,
+                        peer_mss: Some(mss),
+                        peer_wscale,
+                        sack,
+                        ts_recent,
+                        syn_window: syn_window(c.our_mss(), opts.recv_buffer),
+                        our_wscale,
+                    };
+                    self.complete(now, lid, opts, tuple, p, seg);
+                    return Ok(());
+                }
+                self.ctx.stats.syncookies_failed += 1;
+            }
+            self.ctx.reply_rst(tuple.local, tuple.remote, seg);
+            return Err(DropReason::ListenDrop);
+        }
+        if !f.syn() {
+            return Err(DropReason::ListenDrop);
+        }
+
+        // A new SYN.
+        let c = &self.ctx.config;
+        let syn_full = l.syn_queue.len() >= c.max_syn_backlog;
+        let want_cookie = isn_hint.is_none() && (c.syncookies == 2 || (syn_full && c.syncookies == 1));
+        if syn_full && !want_cookie {
+            self.ctx.stats.syn_queue_drops += 1;
+            self.ctx.stats.listen_drops += 1;
+            return Err(DropReason::ListenDrop);
+        }
+        if accept_full {
+            // Dropped silently: the client retransmits its SYN.
+            self.ctx.stats.listen_overflows += 1;
+            self.ctx.stats.listen_drops += 1;
+            return Err(DropReason::ListenDrop);
+        }
+        let o = &seg.options;
+        let peer_wscale = o.window_scale.filter(|_| c.window_scaling).map(|w| w.min(14));
+        let our_wscale = if peer_wscale.is_some() { c.window_scale_for(opts.recv_buffer) } else { 0 };
+        let ts_recent = o.timestamp.filter(|_| c.timestamps).map(|(v, _)| v);
+        let mut req = Request {
+            tuple,
+            iss: SeqNum(0),
+            irs: seq,
+            peer_mss: o.mss,
+            peer_wscale,
+            our_wscale,
+            sack: o.sack_permitted && c.sack,
+            ts_recent,
+            syn_window: syn_window(c.our_mss(), opts.recv_buffer),
+            retries: 0,
+            timer: None,
+            acked: false,
+        };
+        if want_cookie {
+            l.last_overflow = Some(now);
+            req.iss = self.ctx.cookies.make(now, &cookie_tuple(tuple), seq, o.mss.unwrap_or(536));
+            if req.ts_recent.is_none() {
+                // Without timestamps nothing can carry these back.
+                req.peer_wscale = None;
+                req.sack = false;
+            }
+            let h = req.syn_ack(now, &self.ctx, true);
+            self.ctx.stats.syncookies_sent += 1;
+            self.ctx.push_control(tuple.local, tuple.remote, h);
+            return Ok(());
+        }
+        req.iss = isn_hint
+            .unwrap_or_else(|| self.ctx.isn.isn(now, tuple.local, tuple.local_port, tuple.remote, tuple.remote_port));
+        let h = req.syn_ack(now, &self.ctx, false);
+        let deadline = now + self.ctx.config.initial_rto;
+        req.timer = Some(self.wheel.insert(deadline, TimerKey::Request(lid, tuple)));
+        if let Some((l, _)) = listener_of(&mut self.slots, lid) {
+            l.syn_queue.insert(tuple, req);
+        }
+        self.ctx.push_control(tuple.local, tuple.remote, h);
+        Ok(())
+    }
+
+    /// The third step of a passive open: a connection in the accept queue.
+    fn complete(
+        &mut self,
+        now: Instant,
+        lid: SocketId,
+        opts: SocketOptions,
+        tuple: FourTuple,
+        p: PassiveOpen,
+        seg: &Repr<'_>,
+    ) {
+        let mut conn = Connection::new_passive(now, &mut self.ctx, tuple, opts, p);
+        // The final ACK may carry data and updates the window.
+        conn.on_segment(now, &mut self.ctx, seg);
+        conn.keepalive_changed(now);
+        let id = self.alloc(Socket {
+            opts,
+            local: None,
+            kind: Kind::Conn(Box::new(conn)),
+            user_open: false,
+            queued: 0,
+            in_txq: false,
+            timer: None,
+            parent: Some(lid),
+        });
+        self.insert_conn(tuple, id);
+        if let Some((l, _)) = listener_of(&mut self.slots, lid) {
+            l.accept_queue.push_back(id);
+        }
+        self.queue_events(lid, readiness::ACCEPTABLE);
+        self.after_conn(now, id);
+    }
+
+    // ----- Timers -----
+
+    /// The earliest time `handle_timeout` has work (it may find none then).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.wheel.next_deadline()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(key) = self.wheel.poll(now) {
+            match key {
+                TimerKey::Socket(id) => {
+                    let Some(s) = sock_mut(&mut self.slots, id) else { continue };
+                    s.timer = None;
+                    if let Kind::Conn(c) = &mut s.kind {
+                        c.on_timer(now, &mut self.ctx);
+                    }
+                    self.after_conn(now, id);
+                }
+                TimerKey::Request(lid, tuple) => self.request_timer(now, lid, tuple),
+            }
+        }
+    }
+
+    /// SYN|ACK retransmission with backoff; the request goes after
+    /// `synack_retries` (Linux reqsk_timer_handler).
+    fn request_timer(&mut self, now: Instant, lid: SocketId, tuple: FourTuple) {
+        let limit = self.ctx.config.synack_retries;
+        let initial = self.ctx.config.initial_rto;
+        let max_rto = self.ctx.config.max_rto;
+        let Some((l, _)) = listener_of(&mut self.slots, lid) else { return };
+        let Some(req) = l.syn_queue.get_mut(&tuple) else { return };
+        req.timer = None;
+        if req.retries >= limit {
+            l.syn_queue.remove(&tuple);
+            return;
+        }
+        req.retries += 1;
+        let delay = (initial * (1u32 << req.retries.min(16))).min(max_rto);
+        let h = req.syn_ack(now, &self.ctx, false);
+        let t = self.wheel.insert(now + delay, TimerKey::Request(lid, tuple));
+        if let Some((l, _)) = listener_of(&mut self.slots, lid) {
+            if let Some(req) = l.syn_queue.get_mut(&tuple) {
+                req.timer = Some(t);
+            }
+        }
+        self.ctx.stats.retransmits += 1;
+        self.ctx.push_control(tuple.local, tuple.remote, h);
+    }
+
+    // ----- Output -----
+
+    /// Writes the next segment (header, options, payload, checksum) into
+    /// `buf` and says where it goes. `buf` should hold the MTU minus the
+    /// IPv4 header; no allocation happens here.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some(c) = self.ctx.control.pop_front() {
+            if let Some(len) = write_control(buf, c.src, c.dst, &c.header) {
+                self.ctx.stats.segments_out += 1;
+                return Some(Transmit { src: c.src, dst: c.dst, len });
+            }
+        }
+        while let Some(id) = self.txq.pop_front() {
+            let Some(s) = sock_mut(&mut self.slots, id) else { continue };
+            s.in_txq = false;
+            let Kind::Conn(c) = &mut s.kind else { continue };
+            let Some(len) = c.poll_segment(now, &mut self.ctx, buf) else { continue };
+            let (src, dst) = (c.tuple.local, c.tuple.remote);
+            self.after_conn(now, id);
+            return Some(Transmit { src, dst, len });
+        }
+        None
+    }
+}
+
+fn sock_mut(slots: &mut [Slot], id: SocketId) -> Option<&mut Socket> {
+    let s = slots.get_mut(id.index as usize)?;
+    if s.generation != id.generation {
+        return None;
+    }
+    s.socket.as_mut()
+}
+
+fn listener_of(slots: &mut [Slot], lid: SocketId) -> Option<(&mut Listener, SocketOptions)> {
+    let s = sock_mut(slots, lid)?;
+    let opts = s.opts;
+    match &mut s.kind {
+        Kind::Listener(l) => Some((l, opts)),
+        _ => None,
+    }
+}
+
+fn wire_reason(e: WireError) -> DropReason {
+    match e {
+        WireError::Truncated => DropReason::Truncated,
+        WireError::Checksum => DropReason::Checksum,
+        WireError::Malformed | WireError::Unsupported => DropReason::Malformed,
+    }
+}
+
+fn cookie_tuple(t: FourTuple) -> CookieTuple {
+    CookieTuple { local: t.local, lport: t.local_port, remote: t.remote, rport: t.remote_port }
+}
+
+/// The window of a SYN|ACK: the buffer, at most 64 KiB, in whole MSS (Linux
+/// tcp_select_initial_window gives 64240 for MSS 1460).
+fn syn_window(mss: u16, buffer: usize) -> u16 {
+    let w = buffer.min(65535) as u16;
+    w - w % mss.max(1)
+}

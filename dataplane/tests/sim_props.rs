@@ -1,0 +1,201 @@
+//! Property tests in the simulator: over random seeds and impaired links,
+//! every byte stream arrives exactly once and in order, both ends reach
+//! CLOSED (through TIME_WAIT) after close, and nothing is left behind.
+
+mod sim;
+
+use proptest::prelude::*;
+use sim::{LinkConfig, Sim};
+use std::time::Duration;
+use xstack_dataplane::tcp::{Algorithm, Config, Error, EventKind, Resources, SocketId, SocketOption, State};
+use xstack_dataplane::wire::Ipv4Addr;
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+fn pattern(i: usize, salt: u8) -> u8 {
+    (i.wrapping_mul(2654435761) >> 7) as u8 ^ salt
+}
+
+/// Both directions carry `sizes` bytes; each side closes after sending
+/// and once it has read EOF. Returns a description of the first failure.
+fn exchange(seed: u64, link: LinkConfig, sizes: (usize, usize), cc: Algorithm, bufs: usize) -> Result<(), String> {
+    let mut sim = Sim::new(seed, link);
+    sim.capture = false;
+    let c = sim.add_host(CLIENT, Config::default());
+    let s = sim.add_host(SERVER, Config::default());
+    let now = sim.now;
+    let l = sim.stack(s).socket();
+    sim.stack(s).bind(l, Ipv4Addr::UNSPECIFIED, 80).map_err(|e| e.to_string())?;
+    sim.stack(s).listen(l, 16).map_err(|e| e.to_string())?;
+    let cs = sim.stack(c).socket();
+    for opt in [SocketOption::Congestion(cc), SocketOption::SendBuffer(bufs), SocketOption::RecvBuffer(bufs)] {
+        sim.stack(c).set_option(now, cs, opt).unwrap();
+        sim.stack(s).set_option(now, l, opt).unwrap();
+    }
+    sim.stack(c).connect(now, cs, SERVER, 80).map_err(|e| e.to_string())?;
+
+    struct End {
+        sock: Option<SocketId>,
+        sent: usize,
+        to_send: usize,
+        got: Vec<u8>,
+        eof: bool,
+        closed: bool,
+        salt: u8,
+    }
+    let mut ends = [
+        End { sock: Some(cs), sent: 0, to_send: sizes.0, got: vec![], eof: false, closed: false, salt: 1 },
+        End { sock: None, sent: 0, to_send: sizes.1, got: vec![], eof: false, closed: false, salt: 2 },
+    ];
+    let hosts = [c, s];
+    let mut chunk = vec![0u8; 7000];
+    let mut error = None;
+    let done = sim.run_until(Duration::from_secs(3000), |sim| {
+        let now = sim.now;
+        if ends[1].sock.is_none() {
+            if let Ok(a) = sim.stack(s).accept(l) {
+                ends[1].sock = Some(a);
+            }
+        }
+        for (i, e) in ends.iter_mut().enumerate() {
+            let Some(id) = e.sock else { continue };
+            if e.closed {
+                continue;
+            }
+            let st = sim.stack(hosts[i]);
+            while e.sent < e.to_send {
+                let n = (e.to_send - e.sent).min(chunk.len());
+                for (k, b) in chunk[..n].iter_mut().enumerate() {
+                    *b = pattern(e.sent + k, e.salt);
+                }
+                match st.write(now, id, &chunk[..n]) {
+                    Ok(w) => e.sent += w,
+                    Err(Error::WouldBlock) => break,
+                    Err(err) => {
+                        error = Some(format!("write on end {i}: {err}"));
+                        return true;
+                    }
+                }
+            }
+            loop {
+                match st.read(now, id, &mut chunk) {
+                    Ok(0) => {
+                        e.eof = true;
+                        break;
+                    }
+                    Ok(n) => e.got.extend_from_slice(&chunk[..n]),
+                    Err(Error::WouldBlock) => break,
+                    Err(err) => {
+                        error = Some(format!("read on end {i}: {err}"));
+                        return true;
+                    }
+                }
+            }
+            if e.sent == e.to_send && e.eof && !e.closed {
+                st.close(now, id).unwrap();
+                e.closed = true;
+            } else if e.sent == e.to_send && !e.closed && st.state(id) == Some(State::Established) {
+                let _ = st.shutdown(now, id, xstack_dataplane::tcp::Shutdown::Write);
+            }
+        }
+        while sim.stack(c).poll_event().is_some() {}
+        while let Some(ev) = sim.stack(s).poll_event() {
+            if let EventKind::Closed { error: Some(e) } = ev.kind {
+                let _ = e;
+            }
+        }
+        ends.iter().all(|e| e.closed)
+            && sim.stack(c).resources().connections == 0
+            && sim.stack(s).resources().connections == 0
+    });
+    if let Some(e) = error {
+        return Err(e);
+    }
+    if !done {
+        let st: Vec<_> = [c, s].iter().map(|&h| sim.stack(h).count_by_state()).collect();
+        return Err(format!(
+            "did not finish: sent {:?}, got {:?}, eof {:?}, states {:?}",
+            [ends[0].sent, ends[1].sent],
+            [ends[0].got.len(), ends[1].got.len()],
+            [ends[0].eof, ends[1].eof],
+            st
+        ));
+    }
+    for (i, e) in ends.iter().enumerate() {
+        let other = &ends[1 - i];
+        if e.got.len() != other.to_send {
+            return Err(format!("end {i} got {} bytes, expected {}", e.got.len(), other.to_send));
+        }
+        if let Some(k) = e.got.iter().enumerate().position(|(k, &b)| b != pattern(k, other.salt)) {
+            let exp: Vec<u8> = (k..k + 8).map(|j| pattern(j, other.salt)).collect();
+            return Err(format!(
+                "end {i}: byte {k} differs: got {:?} expected {:?}",
+                &e.got[k..(k + 8).min(e.got.len())],
+                exp
+            ));
+        }
+    }
+    // Nothing left behind once the listener closes too.
+    let now = sim.now;
+    sim.stack(s).close(now, l).unwrap();
+    for h in [c, s] {
+        let r = sim.stack(h).resources();
+        if r != Resources::default() {
+            return Err(format!("host {h} left {r:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn clean_link_small_exchange() {
+    exchange(1, LinkConfig::default(), (1000, 500), Algorithm::Cubic, 16384).unwrap();
+}
+
+#[test]
+fn clean_link_bulk_both_algorithms() {
+    for cc in [Algorithm::NewReno, Algorithm::Cubic] {
+        let link = LinkConfig { bandwidth: 100_000_000, ..LinkConfig::default() };
+        exchange(2, link, (300_000, 100_000), cc, 65536).unwrap();
+    }
+}
+
+#[test]
+fn lossy_link_fixed_seeds() {
+    for seed in 0..4 {
+        let link = LinkConfig {
+            loss: 0.1,
+            duplicate: 0.05,
+            reorder: 0.1,
+            jitter: Duration::from_millis(5),
+            bandwidth: 20_000_000,
+            ..LinkConfig::default()
+        };
+        exchange(seed, link, (60_000, 20_000), Algorithm::Cubic, 32768).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn streams_arrive_exactly_once_in_order(seed in any::<u64>(), loss in 0.0f64..0.10, dup in 0.0f64..0.05,
+                                            reorder in 0.0f64..0.2, sizes in (0usize..40_000, 0usize..40_000),
+                                            newreno in any::<bool>(), mtu in 300usize..1500, bufs in 4096usize..65536) {
+        let link = LinkConfig {
+            loss, duplicate: dup, reorder, jitter: Duration::from_millis(3), bandwidth: 50_000_000, mtu,
+            ..LinkConfig::default()
+        };
+        let cc = if newreno { Algorithm::NewReno } else { Algorithm::Cubic };
+        let r = exchange(seed, link, sizes, cc, bufs);
+        prop_assert!(r.is_ok(), "{:?}", r);
+    }
+}
+
+#[test]
+fn regression_small_mtu_bidirectional() {
+    let link =
+        LinkConfig { jitter: Duration::from_millis(3), bandwidth: 50_000_000, mtu: 448, ..LinkConfig::default() };
+    exchange(0, link, (2177, 2721), Algorithm::Cubic, 32802).unwrap();
+}
