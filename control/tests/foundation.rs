@@ -156,3 +156,81 @@ fn arp_entries_expire_and_are_re_resolved_via_the_gateway() {
     assert!(w["neigh_resolve_requests"] >= 2, "{w:?}");
     assert_eq!(w["drop_neigh_unresolved"] + w["drop_neigh_pending_full"], 0, "{w:?}");
 }
+
+/// With ports configured, the address is shared: the kernel keeps ARP, ping
+/// and every other port; only the steered TCP port reaches the stack.
+#[test]
+fn shared_address_steers_only_its_ports() {
+    require_root();
+    let name = unique_name("fs");
+    let topo = Topology::up(&name, &[]);
+    let bpffs = Bpffs::mount(&name);
+    let kernel_ip = topo.get("IP_B_KERNEL").to_owned();
+    let daemon = Daemon::start(
+        &topo,
+        &bpffs,
+        &["--instance", &name, "-a", &format!("{kernel_ip}/24"), "--tcp-ports", "8080", "--udp-ports", "9999"],
+    );
+    // The kernel answers ping and ARP for the shared address.
+    let ping = topo.exec("NS_A", &["ping", "-q", "-c", "5", "-i", "0.1", "-W", "2", &kernel_ip]);
+    assert_eq!(ping_counts(&ping), (5, 5), "{}", stdout(&ping));
+    // A TCP port that is not steered: the kernel's listener answers.
+    let server = topo.spawn(
+        "NS_B",
+        &["python3", "-c", &format!(
+            "import socket;s=socket.create_server(('{kernel_ip}',7002));s.settimeout(10);c,_=s.accept();c.sendall(b'kernel');c.close()"
+        )],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let client = topo.exec(
+        "NS_A",
+        &[
+            "python3",
+            "-c",
+            &format!(
+                "import socket;c=socket.create_connection(('{kernel_ip}',7002),timeout=10);print(c.recv(100).decode())"
+            ),
+        ],
+    );
+    assert_eq!(stdout(&client).trim(), "kernel", "{}", String::from_utf8_lossy(&client.stderr));
+    assert!(server.wait_with_output().unwrap().status.success());
+    // The steered ports go to the stack (no socket there yet: counted).
+    let probe = format!(
+        "import socket\nfor _ in range(3):\n  s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.sendto(b'x',('{kernel_ip}',9999))\ntry:\n  socket.create_connection(('{kernel_ip}',8080),timeout=1.5)\nexcept OSError as e:\n  print('tcp', type(e).__name__)"
+    );
+    let _ = topo.exec("NS_A", &["python3", "-c", &probe]);
+    let summary = daemon.stop();
+    let xdp = summary.group("summary xdp");
+    assert!(xdp["redirect_tcp"] >= 1, "SYNs to 8080 go to the stack: {xdp:?}");
+    assert_eq!(xdp["redirect_udp"], 3, "{xdp:?}");
+    assert!(xdp["pass_port"] >= 3, "the kernel's TCP port is passed: {xdp:?}");
+    assert!(xdp["pass_shared"] >= 5, "ping to the shared address is the kernel's: {xdp:?}");
+    assert_eq!(xdp["redirect_icmp"] + xdp["redirect_arp"], 0, "{xdp:?}");
+    let w = summary.group("summary worker=0");
+    assert_eq!(w["drop_no_socket"], xdp["redirect_tcp"] + 3, "{w:?}");
+}
+
+/// One worker per queue on a 2-queue veth, each with its own socket.
+#[test]
+fn two_queues_two_workers() {
+    require_root();
+    let name = unique_name("fq");
+    let topo = Topology::up(&name, &["--queues", "2"]);
+    let bpffs = Bpffs::mount(&name);
+    let daemon = Daemon::start(&topo, &bpffs, &["--instance", &name, "--queues", "2", "--poll", "adaptive"]);
+    assert_eq!(daemon.ready("queues"), "2");
+    let stack_ip = topo.get("IP_STACK").to_owned();
+    // Several pinging processes: the kernel picks a TX queue per socket.
+    let pingers: Vec<_> =
+        (0..4).map(|_| topo.spawn("NS_A", &["ping", "-q", "-c", "50", "-i", "0.01", "-W", "2", &stack_ip])).collect();
+    for p in pingers {
+        let out = p.wait_with_output().unwrap();
+        assert_eq!(ping_counts(&out), (50, 50), "{}", stdout(&out));
+    }
+    let summary = daemon.stop();
+    let replies: u64 = (0..2).map(|q| summary.group(&format!("summary worker={q}"))["icmp_echo_replies"]).sum();
+    assert_eq!(replies, 200);
+    for q in 0..2 {
+        assert!(summary.text(&format!("summary frames worker={q}")).contains("balanced=yes"), "{:?}", summary.lines);
+    }
+}
