@@ -1,0 +1,486 @@
+//! xstack-bench: load generator (`run`), servers (`serve`), the raw AF_XDP
+//! floor (`floor`) and the side-by-side comparison (`compare`).
+#![deny(unsafe_code)]
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use xstack_bench::compare::{self, CompareConfig};
+use xstack_bench::floor::{self, FloorConfig};
+use xstack_bench::hist;
+use xstack_bench::server::{self, ServeConfig};
+use xstack_bench::transport::{self, Backend, StackKind, WithBackend};
+use xstack_bench::workload::{self, Params, Workload};
+use xstack_dataplane::wire::ethernet::EthernetAddress;
+
+#[derive(Debug, Parser)]
+#[command(name = "xstack-bench", version, about = "Benchmarks xstack against the Linux kernel, like for like")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run one workload as a client against a running `serve`.
+    Run(RunArgs),
+    /// Serve the echo, crr, sink and source services (ports base..base+3).
+    Serve(ServeArgs),
+    /// The raw AF_XDP ping-pong floor (one end: client or reflector).
+    Floor(FloorArgs),
+    /// Run workloads on every stack over namespace topologies and report
+    /// side by side (needs root).
+    Compare(CompareArgs),
+}
+
+fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        if let Some((a, b)) = part.split_once('-') {
+            let (a, b): (usize, usize) =
+                (a.parse().map_err(|_| format!("bad cpu {a}"))?, b.parse().map_err(|_| format!("bad cpu {b}"))?);
+            out.extend(a..=b);
+        } else {
+            out.push(part.parse().map_err(|_| format!("bad cpu {part}"))?);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    workload: Workload,
+    /// Which stack the client uses.
+    #[arg(long, value_enum, default_value = "kernel-default")]
+    stack: StackKind,
+    /// The server's address.
+    #[arg(long)]
+    target: Ipv4Addr,
+    #[arg(long, default_value_t = xstack_bench::proto::BASE_PORT)]
+    port: u16,
+    /// Request/response size (RR, CRR, RATE) or write/read size (STREAM; default 65536).
+    #[arg(long)]
+    size: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Requests in flight per connection (RR), or the cap per connection (RATE).
+    #[arg(long, default_value_t = 1)]
+    outstanding: usize,
+    /// Threads of a polled (spinning) transport; a blocking one uses one per connection.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Warm-up seconds (not measured).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Total requests per second (RATE).
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Cores to pin the threads to, e.g. "0" or "0,1" or "2-3".
+    #[arg(long, value_parser = parse_cpus, default_value = "")]
+    cpus: std::vec::Vec<usize>,
+    /// Seconds per histogram in the interval log.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Write the result (JSON) here instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write the latency as an HdrHistogram interval log here.
+    #[arg(long)]
+    hlog: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[arg(long, value_enum, default_value = "kernel-default")]
+    stack: StackKind,
+    #[arg(long, default_value = "0.0.0.0")]
+    addr: Ipv4Addr,
+    #[arg(long, default_value_t = xstack_bench::proto::BASE_PORT)]
+    port: u16,
+    /// Threads of a polled (spinning) server.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    #[arg(long, value_parser = parse_cpus, default_value = "")]
+    cpus: std::vec::Vec<usize>,
+    /// Exit after this many seconds.
+    #[arg(long, default_value_t = 3600.0)]
+    max_time: f64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FloorRole {
+    Client,
+    Reflect,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum XdpMode {
+    Auto,
+    Native,
+    Generic,
+}
+
+impl From<XdpMode> for xstack_bpf::ModeRequest {
+    fn from(m: XdpMode) -> Self {
+        match m {
+            XdpMode::Auto => xstack_bpf::ModeRequest::Auto,
+            XdpMode::Native => xstack_bpf::ModeRequest::Native,
+            XdpMode::Generic => xstack_bpf::ModeRequest::Generic,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct FloorArgs {
+    role: FloorRole,
+    #[arg(long)]
+    ifname: String,
+    #[arg(long)]
+    src_mac: String,
+    #[arg(long)]
+    dst_mac: String,
+    #[arg(long)]
+    src_ip: Ipv4Addr,
+    #[arg(long)]
+    dst_ip: Ipv4Addr,
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: XdpMode,
+    /// Frame length in bytes (FCS excluded).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    #[arg(long, default_value_t = 1)]
+    outstanding: usize,
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// The reflector exits after this many seconds.
+    #[arg(long, default_value_t = 600.0)]
+    max_time: f64,
+    /// Report label (the compare command groups the floor with RR).
+    #[arg(long)]
+    label: Option<String>,
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    hlog: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// Workloads, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "rr,crr,stream-up,stream-down,rate")]
+    workloads: Vec<Workload>,
+    /// Stacks to compare (xstack is reported as not available yet).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "kernel-default,kernel-spin,xstack")]
+    stacks: Vec<StackKind>,
+    /// Skip the raw AF_XDP floor.
+    #[arg(long)]
+    no_floor: bool,
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    #[arg(long, default_value_t = 65536)]
+    stream_size: usize,
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    #[arg(long, default_value_t = 1)]
+    outstanding: usize,
+    /// Offered loads of the RATE workload (requests/s, total).
+    #[arg(long, value_delimiter = ',', default_value = "5000,10000,20000,40000")]
+    rates: Vec<f64>,
+    /// Connections of the RATE workload.
+    #[arg(long, default_value_t = 8)]
+    rate_connections: usize,
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Cores of the client side (every stack's client uses the same).
+    #[arg(long, value_parser = parse_cpus, default_value = "0")]
+    client_cpus: std::vec::Vec<usize>,
+    /// Cores of the server side (every stack's server uses the same).
+    #[arg(long, value_parser = parse_cpus, default_value = "1")]
+    server_cpus: std::vec::Vec<usize>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Frame size of the floor.
+    #[arg(long, default_value_t = 64)]
+    floor_size: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    floor_xdp_mode: XdpMode,
+    /// Output directory (default bench-results/<timestamp>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Path of scripts/topology.sh (default: found from the current directory or the binary).
+    #[arg(long)]
+    topology_script: Option<PathBuf>,
+    /// Exit with status 1 if a result is empty or insane or a chart is invalid.
+    #[arg(long)]
+    check: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Run(a) => cmd_run(a),
+        Cmd::Serve(a) => cmd_serve(a),
+        Cmd::Floor(a) => cmd_floor(a),
+        Cmd::Compare(a) => cmd_compare(a),
+    };
+    if let Err(e) = r {
+        eprintln!("xstack-bench: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Phase lines on stdout, read by `compare` to sample CPU time.
+fn phase_line(p: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "xstack-bench phase {p}");
+    let _ = out.flush();
+}
+
+fn progress(total: Duration, quiet: bool, what: &str) -> Option<ProgressBar> {
+    if quiet || total < Duration::from_secs(3) {
+        return None;
+    }
+    let pb = ProgressBar::new(total.as_millis() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {wide_bar} {percent}% (eta {eta})")
+            .expect("valid template"),
+    );
+    pb.set_message(what.to_string());
+    let pb2 = pb.clone();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        while !pb2.is_finished() {
+            pb2.set_position(start.elapsed().as_millis() as u64);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    Some(pb)
+}
+
+struct RunJob<'a> {
+    p: &'a Params,
+}
+
+impl WithBackend for RunJob<'_> {
+    type Output = std::io::Result<(workload::Outcome, &'static str)>;
+    fn run<B: Backend>(self, backend: &B) -> Self::Output {
+        workload::run(backend, self.p, phase_line).map(|o| (o, backend.name()))
+    }
+}
+
+fn cmd_run(a: RunArgs) -> Result<()> {
+    let mut p = Params::defaults(a.workload, a.target);
+    p.base_port = a.port;
+    if let Some(s) = a.size {
+        p.size = s;
+    }
+    p.connections = a.connections;
+    p.outstanding = a.outstanding;
+    p.threads = a.threads;
+    p.warmup_s = a.warmup;
+    p.duration_s = a.duration;
+    p.rate = a.rate;
+    p.seed = a.seed;
+    p.cpus = a.cpus;
+    p.interval_s = a.interval;
+    p.validate().map_err(anyhow::Error::msg)?;
+    let total = Duration::from_secs_f64(p.warmup_s + p.duration_s);
+    let pb = progress(total, a.quiet, &format!("{} {}", a.stack.name(), p.label()));
+    let started = SystemTime::now() + Duration::from_secs_f64(p.warmup_s);
+    let (outcome, name) = transport::with_backend(a.stack, RunJob { p: &p })??;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let hlog = match &a.hlog {
+        Some(path) if p.workload.has_latency() => {
+            let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            hist::write_interval_log(&mut f, &outcome.latency, name, started)?;
+            if let Some(u) = &outcome.uncorrected {
+                let upath = path.with_extension("uncorrected.hlog");
+                let mut f = std::fs::File::create(&upath)?;
+                hist::write_interval_log(&mut f, u, &format!("{name}-uncorrected"), started)?;
+            }
+            Some(path.display().to_string())
+        }
+        _ => None,
+    };
+    let result = outcome.result(name, &p, hlog);
+    let json = serde_json::to_string_pretty(&result)?;
+    match &a.out {
+        Some(path) => std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?,
+        None => println!("{json}"),
+    }
+    if a.out.is_some() || a.quiet {
+        eprintln!(
+            "xstack-bench: {} {}: {:.0} ops/s, {:.3} Gbit/s, p50 {:.2} us, p99 {:.2} us, {} errors",
+            name,
+            p.label(),
+            result.ops_per_s,
+            result.gbit_per_s,
+            result.latency.map_or(0.0, |l| l.p50_ns as f64 / 1000.0),
+            result.latency.map_or(0.0, |l| l.p99_ns as f64 / 1000.0),
+            result.errors
+        );
+    }
+    Ok(())
+}
+
+struct ServeJob<'a> {
+    cfg: &'a ServeConfig,
+    stop: &'a AtomicBool,
+}
+
+impl WithBackend for ServeJob<'_> {
+    type Output = std::io::Result<()>;
+    fn run<B: Backend>(self, backend: &B) -> Self::Output {
+        server::serve_polled(backend, self.cfg, self.stop, || phase_line("ready"))
+    }
+}
+
+fn cmd_serve(a: ServeArgs) -> Result<()> {
+    let cfg = ServeConfig {
+        addr: a.addr,
+        base_port: a.port,
+        threads: a.threads,
+        cpus: a.cpus,
+        max_time: Duration::from_secs_f64(a.max_time),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    match a.stack {
+        StackKind::KernelDefault => server::serve_blocking(&cfg, &stop, || phase_line("ready"))?,
+        other => transport::with_backend(other, ServeJob { cfg: &cfg, stop: &stop })??,
+    }
+    Ok(())
+}
+
+fn cmd_floor(a: FloorArgs) -> Result<()> {
+    let mac = |s: &str| -> Result<EthernetAddress> { s.parse().map_err(|_| anyhow::anyhow!("bad MAC address {s}")) };
+    if a.size < floor::MIN_FRAME || a.size > 3500 {
+        bail!("floor frame size must be in {}..=3500", floor::MIN_FRAME);
+    }
+    let cfg = FloorConfig {
+        ifname: a.ifname,
+        src_mac: mac(&a.src_mac)?,
+        dst_mac: mac(&a.dst_mac)?,
+        src_ip: a.src_ip,
+        dst_ip: a.dst_ip,
+        xdp_mode: a.xdp_mode.into(),
+        size: a.size,
+        outstanding: a.outstanding.max(1),
+        warmup_s: a.warmup,
+        duration_s: a.duration,
+        interval_s: a.interval,
+        cpu: a.cpu,
+        max_time: Duration::from_secs_f64(a.max_time),
+    };
+    match a.role {
+        FloorRole::Reflect => {
+            let stop = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+            signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+            let stats = floor::reflector(
+                &cfg,
+                |mode| phase_line(&format!("ready xdp-mode={mode}")),
+                || stop.load(Ordering::Relaxed),
+            )?;
+            eprintln!("xstack-bench floor reflector: {stats}");
+        }
+        FloorRole::Client => {
+            let started = SystemTime::now() + Duration::from_secs_f64(cfg.warmup_s);
+            let o = floor::client(&cfg, phase_line)?;
+            let hlog = match &a.hlog {
+                Some(path) => {
+                    let mut f = std::fs::File::create(path)?;
+                    hist::write_interval_log(&mut f, &o.latency, "floor", started)?;
+                    Some(path.display().to_string())
+                }
+                None => None,
+            };
+            let result = compare::floor_result(&cfg, &o, a.label, hlog);
+            let json = serde_json::to_string_pretty(&result)?;
+            match &a.out {
+                Some(path) => std::fs::write(path, json)?,
+                None => println!("{json}"),
+            }
+            eprintln!(
+                "xstack-bench floor ({} XDP): {} round trips, {:.0}/s, p50 {:.2} us, p99 {:.2} us, {} lost; {}",
+                o.attach_mode,
+                o.round_trips,
+                result.ops_per_s,
+                result.latency.map_or(0.0, |l| l.p50_ns as f64 / 1000.0),
+                result.latency.map_or(0.0, |l| l.p99_ns as f64 / 1000.0),
+                o.lost,
+                o.port_stats
+            );
+        }
+    }
+    Ok(())
+}
+
+fn cmd_compare(a: CompareArgs) -> Result<()> {
+    let out_dir = a.out.unwrap_or_else(|| {
+        let ts = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        PathBuf::from("bench-results").join(compare::timestamp_name(ts))
+    });
+    let cfg = CompareConfig {
+        workloads: a.workloads,
+        stacks: a.stacks,
+        floor: !a.no_floor,
+        size: a.size,
+        stream_size: a.stream_size,
+        connections: a.connections,
+        outstanding: a.outstanding,
+        rates: a.rates,
+        rate_connections: a.rate_connections,
+        warmup_s: a.warmup,
+        duration_s: a.duration,
+        client_cpus: a.client_cpus,
+        server_cpus: a.server_cpus,
+        seed: a.seed,
+        floor_size: a.floor_size,
+        floor_xdp_mode: format!("{:?}", a.floor_xdp_mode).to_lowercase(),
+        out_dir,
+        topology_script: a.topology_script,
+        progress: !a.quiet,
+    };
+    let problems = compare::run(&cfg)?;
+    if a.check && !problems.is_empty() {
+        for p in &problems {
+            eprintln!("xstack-bench: check failed: {p}");
+        }
+        bail!("{} check(s) failed", problems.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,716 @@
+//! The client side of every workload, generic over the [`Transport`].
+//!
+//! - RR: each connection keeps `outstanding` requests of `size` bytes in
+//!   flight against the echo service; a request's latency is from when it
+//!   was queued to when its last response byte arrived (netperf TCP_RR,
+//!   sockperf ping-pong with `outstanding` 1).
+//! - CRR: connect, one request/response with the crr service, wait for the
+//!   server's close, close; latency is the whole transaction (netperf
+//!   TCP_CRR).
+//! - STREAM up/down: bulk transfer to the sink or from the source service;
+//!   goodput counted at the client (exact for down; for up it is what the
+//!   socket accepted, which differs from what arrived by at most the
+//!   buffered bytes).
+//! - RATE: open loop at a fixed total rate spread over the connections,
+//!   latency counted from when each request was due (coordinated omission
+//!   corrected, see [`crate::openloop`]); the uncorrected latency is kept
+//!   too.
+//!
+//! Threads: a blocking transport runs one connection per thread; a polled
+//! one spreads the connections over `threads` threads. Thread i is pinned
+//! to `cpus[i % len]` when cpus are given. All threads share one timeline:
+//! warm-up, then the measurement window, then (RATE only) a drain of at
+//! most one second for answers to requests due in the window.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::hist::{Recorder, Recording};
+use crate::openloop::OpenLoop;
+use crate::proto::{self, Service};
+use crate::transport::{Backend, Transport};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    Rr,
+    Crr,
+    StreamUp,
+    StreamDown,
+    Rate,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Rr => "rr",
+            Workload::Crr => "crr",
+            Workload::StreamUp => "stream-up",
+            Workload::StreamDown => "stream-down",
+            Workload::Rate => "rate",
+        }
+    }
+    pub fn has_latency(self) -> bool {
+        !matches!(self, Workload::StreamUp | Workload::StreamDown)
+    }
+}
+
+/// Everything that defines a client run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Params {
+    pub workload: Workload,
+    pub target: Ipv4Addr,
+    pub base_port: u16,
+    /// Request (= response) size for RR/CRR/RATE; write/read size for STREAM.
+    pub size: usize,
+    pub connections: usize,
+    /// Requests in flight per connection (RR; the cap for RATE).
+    pub outstanding: usize,
+    /// Threads of a polled transport (a blocking one uses one per connection).
+    pub threads: usize,
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    /// Total requests per second (RATE).
+    pub rate: f64,
+    pub seed: u64,
+    pub cpus: Vec<usize>,
+    /// Length of the intervals of the latency log.
+    pub interval_s: f64,
+}
+
+impl Params {
+    pub fn defaults(workload: Workload, target: Ipv4Addr) -> Params {
+        Params {
+            workload,
+            target,
+            base_port: proto::BASE_PORT,
+            size: if matches!(workload, Workload::StreamUp | Workload::StreamDown) { 65536 } else { 64 },
+            connections: 1,
+            outstanding: 1,
+            threads: 1,
+            warmup_s: 1.0,
+            duration_s: 5.0,
+            rate: 10_000.0,
+            seed: 1,
+            cpus: Vec::new(),
+            interval_s: 1.0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.connections == 0 || self.threads == 0 || self.outstanding == 0 {
+            return Err("connections, threads and outstanding must be at least 1".into());
+        }
+        if self.size == 0 || self.size > 16 << 20 {
+            return Err("size must be in 1..=16 MiB".into());
+        }
+        if !(self.duration_s > 0.0 && self.duration_s <= 3600.0) || !(0.0..=600.0).contains(&self.warmup_s) {
+            return Err("duration must be in (0, 3600] s and warm-up in [0, 600] s".into());
+        }
+        if self.workload == Workload::Rate && !(self.rate > 0.0 && self.rate.is_finite()) {
+            return Err("rate must be positive".into());
+        }
+        if self.interval_s <= 0.0 {
+            return Err("interval must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// A one-line description used to group results in reports.
+    pub fn label(&self) -> String {
+        match self.workload {
+            Workload::Rr => {
+                format!("rr size={} conns={} outstanding={}", self.size, self.connections, self.outstanding)
+            }
+            Workload::Crr => format!("crr size={} conns={}", self.size, self.connections),
+            Workload::StreamUp | Workload::StreamDown => {
+                format!("{} msg={} conns={}", self.workload.name(), self.size, self.connections)
+            }
+            Workload::Rate => {
+                format!("rate {} req/s size={} conns={}", self.rate, self.size, self.connections)
+            }
+        }
+    }
+}
+
+/// The shared timeline of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeline {
+    pub t0: Instant,
+    pub measure: Instant,
+    pub end: Instant,
+    /// Last moment to wait for answers (RATE).
+    pub drain_end: Instant,
+}
+
+impl Timeline {
+    pub fn new(t0: Instant, warmup: Duration, duration: Duration) -> Timeline {
+        let measure = t0 + warmup;
+        let end = measure + duration;
+        Timeline { t0, measure, end, drain_end: end + DRAIN }
+    }
+    fn ns(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.t0).as_nanos() as u64
+    }
+}
+
+/// How long RATE waits after the window for answers to requests due in it.
+pub const DRAIN: Duration = Duration::from_secs(1);
+
+/// What a run produced (all threads merged).
+#[derive(Debug)]
+pub struct Outcome {
+    /// Latency (corrected for RATE).
+    pub latency: Recording,
+    /// RATE: latency from when requests were actually sent.
+    pub uncorrected: Option<Recording>,
+    /// Operations completed in the window (requests, transactions).
+    pub ops: u64,
+    /// Payload bytes moved in the window (both directions for RR/CRR/RATE).
+    pub bytes: u64,
+    pub errors: u64,
+    /// RATE: requests due in the window that were never sent (the client
+    /// or server could not keep up).
+    pub unsent: u64,
+    /// RATE: requests sent in the window still unanswered after the drain.
+    pub incomplete: u64,
+    pub window: Duration,
+    pub first_error: Option<String>,
+    pub threads: usize,
+}
+
+#[derive(Debug)]
+struct ThreadOut {
+    rec: Recording,
+    unc: Option<Recording>,
+    ops: u64,
+    bytes: u64,
+    errors: u64,
+    unsent: u64,
+    incomplete: u64,
+    first_error: Option<String>,
+}
+
+impl ThreadOut {
+    fn new(tl: &Timeline, interval: Duration, with_unc: bool) -> (ThreadOut, Recorder, Option<Recorder>) {
+        let out = ThreadOut {
+            rec: Recording::empty(interval),
+            unc: None,
+            ops: 0,
+            bytes: 0,
+            errors: 0,
+            unsent: 0,
+            incomplete: 0,
+            first_error: None,
+        };
+        (out, Recorder::new(tl.measure, interval), with_unc.then(|| Recorder::new(tl.measure, interval)))
+    }
+    fn error(&mut self, what: &str, e: &io::Error) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(format!("{what}: {e}"));
+        }
+    }
+}
+
+fn is_retry(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted | io::ErrorKind::TimedOut)
+}
+
+/// Runs the workload of `p` on `backend`. `phase` is called with
+/// "measure-start" and "measure-end" from the calling thread at those
+/// moments (the compare command samples CPU time on them).
+pub fn run<B: Backend>(backend: &B, p: &Params, mut phase: impl FnMut(&str)) -> io::Result<Outcome> {
+    p.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let blocking = backend.blocking();
+    let nthreads = if blocking { p.connections } else { p.threads.min(p.connections) };
+    let interval = Duration::from_secs_f64(p.interval_s);
+    // Give the threads a moment to start (and connect) before t0 counts.
+    let tl = Timeline::new(
+        Instant::now() + Duration::from_millis(20),
+        Duration::from_secs_f64(p.warmup_s),
+        Duration::from_secs_f64(p.duration_s),
+    );
+    let outs: Vec<io::Result<ThreadOut>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..nthreads)
+            .map(|i| {
+                // Connections i, i + n, i + 2n, ... belong to thread i.
+                let conns: Vec<usize> = (i..p.connections).step_by(nthreads).collect();
+                let tl = &tl;
+                s.spawn(move || -> io::Result<ThreadOut> {
+                    if !p.cpus.is_empty() {
+                        let cpu = p.cpus[i % p.cpus.len()];
+                        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                    }
+                    let mut t = backend.thread(i)?;
+                    let seed = p.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(i as u64);
+                    Ok(match p.workload {
+                        Workload::Rr | Workload::Rate => echo_client(&mut t, p, tl, &conns, seed, interval),
+                        Workload::Crr => crr_client(&mut t, p, tl, conns.len(), seed, interval),
+                        Workload::StreamUp | Workload::StreamDown => {
+                            stream_client(&mut t, p, tl, conns.len(), seed, interval)
+                        }
+                    })
+                })
+            })
+            .collect();
+        sleep_until(tl.measure);
+        phase("measure-start");
+        sleep_until(tl.end);
+        phase("measure-end");
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("worker thread panicked"))))
+            .collect()
+    });
+    let mut outcome = Outcome {
+        latency: Recording::empty(interval),
+        uncorrected: (p.workload == Workload::Rate).then(|| Recording::empty(interval)),
+        ops: 0,
+        bytes: 0,
+        errors: 0,
+        unsent: 0,
+        incomplete: 0,
+        window: tl.end - tl.measure,
+        first_error: None,
+        threads: nthreads,
+    };
+    for o in outs {
+        let o = o?;
+        outcome.latency.merge(&o.rec);
+        if let (Some(u), Some(ou)) = (outcome.uncorrected.as_mut(), o.unc.as_ref()) {
+            u.merge(ou);
+        }
+        outcome.ops += o.ops;
+        outcome.bytes += o.bytes;
+        outcome.errors += o.errors;
+        outcome.unsent += o.unsent;
+        outcome.incomplete += o.incomplete;
+        if outcome.first_error.is_none() {
+            outcome.first_error = o.first_error;
+        }
+    }
+    Ok(outcome)
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+fn payload(size: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; size.clamp(1, 1 << 16)];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+/// Opens a connection and waits (polling) until it is established.
+fn establish<T: Transport>(t: &mut T, to: SocketAddrV4, deadline: Instant) -> io::Result<T::Conn> {
+    let mut c = t.connect(to)?;
+    loop {
+        t.poll()?;
+        if t.connected(&mut c)? {
+            return Ok(c);
+        }
+        if Instant::now() >= deadline {
+            t.close(c);
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "connection not established in time"));
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// One connection of the echo client (RR and RATE).
+struct Flow<C> {
+    c: Option<C>,
+    /// Bytes queued and not yet accepted by `send`.
+    to_send: usize,
+    /// Per request in flight: when it was queued (closed loop) — the
+    /// open-loop schedule keeps its own times.
+    queued: VecDeque<Instant>,
+    /// Due time (ns since t0) of each request in flight (RATE).
+    due: VecDeque<u64>,
+    /// Bytes of the current response received so far.
+    got: usize,
+    ol: Option<OpenLoop>,
+}
+
+fn echo_client<T: Transport>(
+    t: &mut T,
+    p: &Params,
+    tl: &Timeline,
+    conn_ids: &[usize],
+    seed: u64,
+    interval: Duration,
+) -> ThreadOut {
+    let open = p.workload == Workload::Rate;
+    let (mut out, mut rec, mut unc) = ThreadOut::new(tl, interval, open);
+    let to = SocketAddrV4::new(p.target, Service::Echo.port(p.base_port));
+    let txbuf = payload(p.size.max(1 << 16), seed);
+    let mut rxbuf = vec![0u8; 1 << 16];
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let per_conn_rate = p.rate / p.connections as f64;
+    let stop_ns = tl.ns(tl.end);
+    let measure_ns = tl.ns(tl.measure);
+
+    let mut flows: Vec<Flow<T::Conn>> = Vec::with_capacity(conn_ids.len());
+    let connect_deadline = tl.measure.max(Instant::now() + Duration::from_secs(2));
+    for _ in conn_ids {
+        match establish(t, to, connect_deadline) {
+            Ok(c) => {
+                let ol = open.then(|| {
+                    let phase = rng.gen_range(0.0..1e9 / per_conn_rate) as u64;
+                    OpenLoop::new(per_conn_rate, phase, p.outstanding, stop_ns)
+                });
+                let mut f = Flow { c: Some(c), to_send: 0, queued: VecDeque::new(), due: VecDeque::new(), got: 0, ol };
+                if !open {
+                    let now = Instant::now();
+                    for _ in 0..p.outstanding {
+                        f.to_send += p.size;
+                        f.queued.push_back(now);
+                    }
+                }
+                flows.push(f);
+            }
+            Err(e) => out.error("connect", &e),
+        }
+    }
+    let blocking = t.blocking();
+
+    loop {
+        let now = Instant::now();
+        if now >= tl.end {
+            let pending = flows.iter().any(|f| f.c.is_some() && f.ol.as_ref().is_some_and(|o| o.outstanding() > 0));
+            if !open || !pending || now >= tl.drain_end {
+                break;
+            }
+        }
+        if let Err(e) = t.poll() {
+            out.error("poll", &e);
+            break;
+        }
+        let now_ns = tl.ns(now);
+        let mut idle_until: Option<u64> = None;
+        for f in flows.iter_mut() {
+            let Some(c) = f.c.as_mut() else { continue };
+            if let Some(ol) = f.ol.as_mut() {
+                while ol.should_send(now_ns) {
+                    f.due.push_back(ol.next_due());
+                    ol.sent(now_ns);
+                    f.to_send += p.size;
+                }
+                if ol.outstanding() == 0 && !ol.schedule_done() {
+                    let d = ol.next_due();
+                    idle_until = Some(idle_until.map_or(d, |x| x.min(d)));
+                    continue;
+                }
+            }
+            if f.to_send > 0 {
+                match t.send(c, &txbuf[..f.to_send.min(txbuf.len())]) {
+                    Ok(n) => f.to_send -= n,
+                    Err(e) if is_retry(&e) => {}
+                    Err(e) => {
+                        out.error("send", &e);
+                        if let Some(c) = f.c.take() {
+                            t.close(c);
+                        }
+                        continue;
+                    }
+                }
+            }
+            let expecting = if let Some(ol) = f.ol.as_ref() { ol.outstanding() > 0 } else { !f.queued.is_empty() };
+            // A blocking transport sends everything before waiting for answers.
+            if !expecting || (blocking && f.to_send > 0) {
+                continue;
+            }
+            match t.recv(c, &mut rxbuf) {
+                Ok(0) => {
+                    out.error("recv", &io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"));
+                    if let Some(c) = f.c.take() {
+                        t.close(c);
+                    }
+                }
+                Ok(n) => {
+                    f.got += n;
+                    let done = Instant::now();
+                    while f.got >= p.size {
+                        f.got -= p.size;
+                        if let Some(ol) = f.ol.as_mut() {
+                            let due = f.due.pop_front().unwrap_or(0);
+                            if let Some(s) = ol.answered(tl.ns(done)) {
+                                if due >= measure_ns && due < stop_ns {
+                                    rec.record_at(Duration::from_nanos(due - measure_ns), s.corrected_ns);
+                                    if let Some(u) = unc.as_mut() {
+                                        u.record_at(Duration::from_nanos(due - measure_ns), s.uncorrected_ns);
+                                    }
+                                    out.ops += 1;
+                                    out.bytes += 2 * p.size as u64;
+                                }
+                            }
+                        } else {
+                            let q = f.queued.pop_front().unwrap_or(done);
+                            if done >= tl.measure && done < tl.end {
+                                rec.record(done, done - q);
+                                out.ops += 1;
+                                out.bytes += 2 * p.size as u64;
+                            }
+                            if done < tl.end {
+                                f.to_send += p.size;
+                                f.queued.push_back(done);
+                            }
+                        }
+                    }
+                }
+                Err(e) if is_retry(&e) => {}
+                Err(e) => {
+                    out.error("recv", &e);
+                    if let Some(c) = f.c.take() {
+                        t.close(c);
+                    }
+                }
+            }
+        }
+        if flows.iter().all(|f| f.c.is_none()) {
+            break;
+        }
+        // A blocking open-loop connection with nothing in flight sleeps
+        // until its next request is due (a spinning one keeps polling).
+        if blocking {
+            if let Some(d) = idle_until {
+                let wake = tl.t0 + Duration::from_nanos(d);
+                sleep_until(wake.min(tl.end));
+            }
+        }
+    }
+    for f in flows.iter_mut() {
+        if let Some(ol) = f.ol.as_ref() {
+            out.unsent += ol.unsent();
+            out.incomplete += f.due.iter().filter(|&&d| d >= measure_ns && d < stop_ns).count() as u64;
+        }
+        if let Some(c) = f.c.take() {
+            t.close(c);
+        }
+    }
+    out.rec = rec.finish();
+    out.unc = unc.map(Recorder::finish);
+    out
+}
+
+enum CrrState<C> {
+    Idle,
+    Connecting(C, Instant),
+    Sending(C, Instant, usize),
+    Receiving(C, Instant, usize),
+}
+
+fn crr_client<T: Transport>(
+    t: &mut T,
+    p: &Params,
+    tl: &Timeline,
+    slots: usize,
+    seed: u64,
+    interval: Duration,
+) -> ThreadOut {
+    let (mut out, mut rec, _) = ThreadOut::new(tl, interval, false);
+    let to = SocketAddrV4::new(p.target, Service::Crr.port(p.base_port));
+    let size = p.size.max(proto::CRR_HEADER);
+    let mut txbuf = payload(size, seed);
+    if txbuf.len() < size {
+        txbuf.resize(size, 0x5a);
+    }
+    proto::crr_header(size, &mut txbuf);
+    let mut rxbuf = vec![0u8; size.clamp(4096, 1 << 16)];
+    let mut states: Vec<CrrState<T::Conn>> = (0..slots).map(|_| CrrState::Idle).collect();
+    let mut last_error_at: Option<Instant> = None;
+
+    'outer: loop {
+        let now = Instant::now();
+        if now >= tl.end {
+            break;
+        }
+        if let Err(e) = t.poll() {
+            out.error("poll", &e);
+            break;
+        }
+        for st in states.iter_mut() {
+            let cur = std::mem::replace(st, CrrState::Idle);
+            *st = match cur {
+                CrrState::Idle => {
+                    // After a connect failure (e.g. out of ports), back off a little.
+                    if last_error_at.is_some_and(|t| t.elapsed() < Duration::from_millis(1)) {
+                        CrrState::Idle
+                    } else {
+                        let started = Instant::now();
+                        match t.connect(to) {
+                            Ok(c) => CrrState::Connecting(c, started),
+                            Err(e) => {
+                                out.error("connect", &e);
+                                last_error_at = Some(Instant::now());
+                                CrrState::Idle
+                            }
+                        }
+                    }
+                }
+                CrrState::Connecting(mut c, t0) => match t.connected(&mut c) {
+                    Ok(true) => CrrState::Sending(c, t0, 0),
+                    Ok(false) if t0.elapsed() < Duration::from_secs(2) => CrrState::Connecting(c, t0),
+                    Ok(false) => {
+                        out.error("connect", &io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"));
+                        t.close(c);
+                        CrrState::Idle
+                    }
+                    Err(e) => {
+                        out.error("connect", &e);
+                        t.close(c);
+                        CrrState::Idle
+                    }
+                },
+                CrrState::Sending(mut c, t0, sent) => match t.send(&mut c, &txbuf[sent..size]) {
+                    Ok(n) if sent + n >= size => CrrState::Receiving(c, t0, 0),
+                    Ok(n) => CrrState::Sending(c, t0, sent + n),
+                    Err(e) if is_retry(&e) => CrrState::Sending(c, t0, sent),
+                    Err(e) => {
+                        out.error("send", &e);
+                        t.close(c);
+                        CrrState::Idle
+                    }
+                },
+                CrrState::Receiving(mut c, t0, got) => match t.recv(&mut c, &mut rxbuf) {
+                    Ok(0) if got >= size => {
+                        t.close(c);
+                        let done = Instant::now();
+                        if done >= tl.measure && done < tl.end {
+                            rec.record(done, done - t0);
+                            out.ops += 1;
+                            out.bytes += 2 * size as u64;
+                        }
+                        CrrState::Idle
+                    }
+                    Ok(0) => {
+                        out.error("recv", &io::Error::new(io::ErrorKind::UnexpectedEof, "short response"));
+                        t.close(c);
+                        CrrState::Idle
+                    }
+                    Ok(n) => CrrState::Receiving(c, t0, got + n),
+                    Err(e) if is_retry(&e) && t0.elapsed() < Duration::from_secs(2) => CrrState::Receiving(c, t0, got),
+                    Err(e) => {
+                        out.error("recv", &e);
+                        t.close(c);
+                        CrrState::Idle
+                    }
+                },
+            };
+            if Instant::now() >= tl.end {
+                break 'outer;
+            }
+        }
+    }
+    for st in states {
+        match st {
+            CrrState::Idle => {}
+            CrrState::Connecting(c, _) | CrrState::Sending(c, _, _) | CrrState::Receiving(c, _, _) => t.close(c),
+        }
+    }
+    out.rec = rec.finish();
+    out
+}
+
+fn stream_client<T: Transport>(
+    t: &mut T,
+    p: &Params,
+    tl: &Timeline,
+    conns: usize,
+    seed: u64,
+    interval: Duration,
+) -> ThreadOut {
+    let (mut out, rec, _) = ThreadOut::new(tl, interval, false);
+    let up = p.workload == Workload::StreamUp;
+    let svc = if up { Service::Sink } else { Service::Source };
+    let to = SocketAddrV4::new(p.target, svc.port(p.base_port));
+    let mut buf = payload(p.size, seed);
+    let deadline = tl.measure.max(Instant::now() + Duration::from_secs(2));
+    let mut cs: Vec<Option<T::Conn>> = Vec::new();
+    for _ in 0..conns {
+        match establish(t, to, deadline) {
+            Ok(c) => cs.push(Some(c)),
+            Err(e) => out.error("connect", &e),
+        }
+    }
+    while Instant::now() < tl.end && cs.iter().any(Option::is_some) {
+        if let Err(e) = t.poll() {
+            out.error("poll", &e);
+            break;
+        }
+        for slot in cs.iter_mut() {
+            let Some(c) = slot.as_mut() else { continue };
+            let r = if up { t.send(c, &buf) } else { t.recv(c, &mut buf) };
+            match r {
+                Ok(0) => {
+                    out.error("stream", &io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed"));
+                    if let Some(c) = slot.take() {
+                        t.close(c);
+                    }
+                }
+                Ok(n) => {
+                    let now = Instant::now();
+                    if now >= tl.measure && now < tl.end {
+                        out.bytes += n as u64;
+                        out.ops += 1;
+                    }
+                }
+                Err(e) if is_retry(&e) => {}
+                Err(e) => {
+                    out.error("stream", &e);
+                    if let Some(c) = slot.take() {
+                        t.close(c);
+                    }
+                }
+            }
+        }
+    }
+    for c in cs.into_iter().flatten() {
+        t.close(c);
+    }
+    out.rec = rec.finish();
+    out
+}
+
+impl Outcome {
+    /// The report entry of this outcome; `hlog` is where its latency log
+    /// was written (if it was).
+    pub fn result(&self, stack: &str, p: &Params, hlog: Option<String>) -> crate::report::RunResult {
+        use crate::hist::Summary;
+        let w = self.window.as_secs_f64();
+        let has_lat = p.workload.has_latency();
+        crate::report::RunResult {
+            stack: stack.to_string(),
+            workload: p.workload.name().to_string(),
+            label: p.label(),
+            params: serde_json::to_value(p).unwrap_or_default(),
+            window_s: w,
+            ops: self.ops,
+            ops_per_s: if w > 0.0 { self.ops as f64 / w } else { 0.0 },
+            bytes: self.bytes,
+            gbit_per_s: if w > 0.0 { self.bytes as f64 * 8.0 / w / 1e9 } else { 0.0 },
+            offered_per_s: (p.workload == Workload::Rate).then_some(p.rate),
+            latency: has_lat.then(|| Summary::of(&self.latency.total)),
+            uncorrected: self.uncorrected.as_ref().map(|u| Summary::of(&u.total)),
+            errors: self.errors,
+            first_error: self.first_error.clone(),
+            unsent: self.unsent,
+            incomplete: self.incomplete,
+            clamped: self.latency.clamped,
+            threads: self.threads,
+            cpu: None,
+            hlog,
+        }
+    }
+}
