@@ -11,6 +11,7 @@ use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
 use xstack_bpf::ModeRequest;
+use xstack_dataplane::apps::server::{Service, ServiceSpec};
 use xstack_dataplane::iface::{IfAddr, Iface};
 use xstack_dataplane::wire::ethernet::EthernetAddress;
 use xstack_dataplane::wire::Ipv4Addr;
@@ -57,6 +58,20 @@ pub struct FileConfig {
     pub instance: Option<String>,
     pub umem: Option<UmemFile>,
     pub arp: Option<ArpFile>,
+    /// Services the server runs, e.g. `[[service]] kind = "echo" port = 7`.
+    pub service: Option<Vec<ServiceFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    /// echo, discard, source or hold.
+    pub kind: String,
+    pub port: u16,
+    /// listen() backlog (default 128; hold: 1 is the classic demo).
+    pub backlog: Option<u32>,
+    /// source: bytes to send before closing.
+    pub bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +140,18 @@ pub struct Cli {
     /// ARP cache entry lifetime in seconds.
     #[arg(long)]
     pub arp_timeout: Option<f64>,
+    /// Run an echo server (RFC 862) on this TCP port.
+    #[arg(long, value_name = "PORT")]
+    pub echo: Option<u16>,
+    /// Run a discard server (RFC 863) on this TCP port.
+    #[arg(long, value_name = "PORT")]
+    pub discard: Option<u16>,
+    /// Run a source server: send BYTES of chargen pattern then close.
+    #[arg(long, value_name = "PORT:BYTES")]
+    pub source: Option<String>,
+    /// Listen on PORT with BACKLOG and never accept.
+    #[arg(long, value_name = "PORT:BACKLOG")]
+    pub hold: Option<String>,
     /// Print the configuration in force and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -151,6 +178,56 @@ pub struct Config {
     pub frame_size: u32,
     pub ring_size: u32,
     pub arp: ArpConfig,
+    pub services: Vec<ServiceSpec>,
+}
+
+const DEFAULT_BACKLOG: u32 = 128;
+
+fn parse_pair(s: &str, what: &str) -> Result<(u16, u64)> {
+    let (a, b) = s.split_once(':').with_context(|| format!("{what} {s:?}: expected PORT:NUMBER"))?;
+    Ok((
+        a.parse().with_context(|| format!("{what} port {a:?}"))?,
+        b.parse().with_context(|| format!("{what} number {b:?}"))?,
+    ))
+}
+
+fn services(cli: &Cli, file: Option<Vec<ServiceFile>>) -> Result<Vec<ServiceSpec>> {
+    let mut v = Vec::new();
+    for f in file.unwrap_or_default() {
+        let service = match f.kind.as_str() {
+            "echo" => Service::Echo,
+            "discard" => Service::Discard,
+            "source" => Service::Source {
+                bytes: f.bytes.with_context(|| format!("source service on port {} needs `bytes`", f.port))?,
+            },
+            "hold" => Service::Hold,
+            other => bail!("unknown service kind {other:?} (echo, discard, source, hold)"),
+        };
+        v.push(ServiceSpec { service, port: f.port, backlog: f.backlog.unwrap_or(DEFAULT_BACKLOG) });
+    }
+    if let Some(p) = cli.echo {
+        v.push(ServiceSpec { service: Service::Echo, port: p, backlog: DEFAULT_BACKLOG });
+    }
+    if let Some(p) = cli.discard {
+        v.push(ServiceSpec { service: Service::Discard, port: p, backlog: DEFAULT_BACKLOG });
+    }
+    if let Some(s) = &cli.source {
+        let (port, bytes) = parse_pair(s, "--source")?;
+        v.push(ServiceSpec { service: Service::Source { bytes }, port, backlog: DEFAULT_BACKLOG });
+    }
+    if let Some(s) = &cli.hold {
+        let (port, backlog) = parse_pair(s, "--hold")?;
+        v.push(ServiceSpec { service: Service::Hold, port, backlog: backlog.min(u64::from(u32::MAX)) as u32 });
+    }
+    let mut ports: Vec<u16> = v.iter().map(|s| s.port).collect();
+    ports.sort_unstable();
+    if let Some(w) = ports.windows(2).find(|w| w[0] == w[1]) {
+        bail!("two services on port {}", w[0]);
+    }
+    if ports.first() == Some(&0) {
+        bail!("a service needs a port other than 0");
+    }
+    Ok(v)
 }
 
 impl Config {
@@ -239,6 +316,7 @@ impl Config {
             retries: arp_file.retries.unwrap_or(defaults.retries).max(1),
             retry_interval: arp_file.retry_interval_ms.map(Duration::from_millis).unwrap_or(defaults.retry_interval),
         };
+        let services = services(cli, f.service)?;
         let instance = cli.instance.clone().or(f.instance).unwrap_or_else(|| interface.clone());
         if instance.is_empty() || !instance.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             bail!("instance name {instance:?} may only hold letters, digits, '-' and '_'");
@@ -262,6 +340,7 @@ impl Config {
             frame_size: umem.frame_size.unwrap_or(4096),
             ring_size: umem.ring_size.unwrap_or(2048),
             arp,
+            services,
         };
         Ok(cfg)
     }
@@ -343,6 +422,10 @@ mod tests {
         assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--mac", "ff:ff:ff:ff:ff:ff"]).contains("unicast"));
         assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "-q", "0"]).contains("queues"));
         assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--instance", "../x"]).contains("instance"));
+        assert!(
+            e(&["-i", "x", "-a", "198.18.0.3/24", "--echo", "7", "--discard", "7"]).contains("two services on port 7")
+        );
+        assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--source", "19"]).contains("PORT:NUMBER"));
         let unknown = toml::from_str::<FileConfig>("interfaces = \"x\"").unwrap_err().to_string();
         assert!(unknown.contains("unknown field"), "{unknown}");
     }

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use xstack_bpf::{Counters, L4Proto, Steering};
 use xstack_dataplane::afxdp::{Port, PortConfig};
+use xstack_dataplane::app::App;
+use xstack_dataplane::apps::server::Server;
 use xstack_dataplane::channel::{ToControl, ToWorker, WorkerLink};
 use xstack_dataplane::iface::Iface;
 use xstack_dataplane::stats::WorkerStats;
@@ -81,6 +83,7 @@ impl Summary {
                     ac.tx_ring,
                     if ac.balanced() { "yes" } else { "NO" }
                 );
+                let _ = writeln!(s, "summary tcp worker={q} {}", tcp_fields(&r.tcp));
                 let p = r.port;
                 let _ = writeln!(
                     s,
@@ -95,6 +98,28 @@ impl Summary {
         }
         s
     }
+}
+
+/// `key=value` pairs of the TCP counters. Taken from the `Debug` form so
+/// a counter added to the engine shows up here without a second list.
+fn tcp_fields(s: &xstack_dataplane::tcp::Stats) -> String {
+    let d = format!("{s:?}");
+    let inner = d.split_once('{').map(|(_, r)| r.trim_end_matches('}')).unwrap_or("");
+    inner
+        .split(',')
+        .filter_map(|kv| kv.split_once(':'))
+        .map(|(k, v)| format!("{}={}", k.trim(), v.trim()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// 64 bits from the kernel's CSPRNG, for a worker's TCP secrets (ISN key,
+/// SYN cookie key, ephemeral port offsets).
+fn random_seed() -> Result<u64> {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).context("reading /dev/urandom")?;
+    Ok(u64::from_ne_bytes(b))
 }
 
 /// Runs the stack until `stop` is set (by SIGINT/SIGTERM).
@@ -144,6 +169,9 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     }
 
     let addrs: Vec<String> = cfg.addresses.iter().map(|a| format!("{}/{}", a.addr, a.prefix_len)).collect();
+    for s in &cfg.services {
+        tracing::info!("service {} on tcp port {} (backlog {})", s.service.name(), s.port, s.backlog);
+    }
     tracing::info!(
         "serving {} on {ifname} (mac {mac}, mtu {mtu}) with {} worker(s), {:?} polling{}",
         addrs.join(","),
@@ -183,7 +211,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
             .map(|w| WorkerSummary {
                 queue: w.queue,
                 counters: w.stats.snapshot(),
-                report: w.report,
+                report: w.report.clone(),
                 died: w.died.clone(),
             })
             .collect(),
@@ -210,8 +238,11 @@ fn start_workers(
         steering.register_socket(q, port.fd())?;
         let link = WorkerLink::new(1024);
         let stats = Arc::new(WorkerStats::default());
-        let wcfg = WorkerConfig { id: q as u16, poll: cfg.poll, ..WorkerConfig::default() };
-        let worker = Worker::new(wcfg, port, iface.clone(), link.clone(), stats.clone(), stop.clone());
+        let wcfg = WorkerConfig { id: q as u16, poll: cfg.poll, seed: random_seed()?, ..WorkerConfig::default() };
+        let app: Option<Box<dyn App>> =
+            if cfg.services.is_empty() { None } else { Some(Box::new(Server::new(cfg.services.clone()))) };
+        let mut worker = Worker::new(wcfg, port, iface.clone(), link.clone(), stats.clone(), stop.clone(), app);
+        worker.start().map_err(|e| anyhow::anyhow!("starting the services on worker {q}: {e}"))?;
         let core = cfg.cores.get(q as usize).copied();
         let thread = std::thread::Builder::new()
             .name(format!("xs-worker-{q}"))

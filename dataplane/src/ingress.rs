@@ -19,6 +19,9 @@ pub enum Disposition {
     Reply { len: usize, next_hop: Ipv4Addr },
     /// Hand this to the control plane; the frame itself is done with.
     Control(ToControl),
+    /// A TCP segment for the stack: `buf[start..end]` from `src` to `dst`
+    /// (IPv4 header verified, TCP not yet).
+    Tcp { src: Ipv4Addr, dst: Ipv4Addr, start: usize, end: usize },
     /// Dropped; the counter says why.
     Drop(Counter),
 }
@@ -90,7 +93,11 @@ fn process_ipv4(iface: &Iface, state: &mut IngressState, buf: &mut [u8]) -> Disp
                 Err(e) => drop_for(e, Counter::drop_icmp_malformed, Counter::drop_icmp_checksum),
             }
         }
-        ipv4::protocol::TCP | ipv4::protocol::UDP => Disposition::Drop(Counter::drop_no_socket),
+        ipv4::protocol::TCP => {
+            let start = ethernet::HEADER_LEN + header_len;
+            Disposition::Tcp { src: repr.src_addr, dst: repr.dst_addr, start, end: ethernet::HEADER_LEN + total_len }
+        }
+        ipv4::protocol::UDP => Disposition::Drop(Counter::drop_no_socket),
         _ => Disposition::Drop(Counter::drop_ipv4_unknown_protocol),
     }
 }
@@ -128,6 +135,38 @@ fn echo_reply(
         ip.fill_checksum();
     }
     Disposition::Reply { len: ethernet::HEADER_LEN + total_len, next_hop }
+}
+
+/// Length of the Ethernet and IPv4 headers in front of a TCP segment.
+pub const TCP_OFFSET: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+
+/// Puts Ethernet (destination left for routing) and IPv4 headers in front
+/// of the `tcp_len`-byte segment at `buf[TCP_OFFSET..]`. Returns the frame
+/// length.
+pub fn emit_tcp_headers(
+    buf: &mut [u8],
+    src_mac: EthernetAddress,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    tcp_len: usize,
+) -> usize {
+    let mut eth = ethernet::Frame::new_unchecked(&mut buf[..]);
+    eth.set_src_addr(src_mac);
+    eth.set_ethertype(EtherType::Ipv4);
+    let ip = ipv4::Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: ipv4::protocol::TCP,
+        payload_len: tcp_len,
+        ttl: ipv4::DEFAULT_TTL,
+        tos: 0,
+        ident,
+        // Linux sets DF on TCP (path MTU discovery, RFC 1191).
+        dont_frag: true,
+    };
+    ip.emit(&mut ipv4::Packet::new_unchecked(&mut buf[ethernet::HEADER_LEN..TCP_OFFSET]));
+    TCP_OFFSET + tcp_len
 }
 
 /// Writes an Ethernet frame carrying `packet` into `buf`, padded to the
@@ -279,7 +318,7 @@ mod tests {
                 Counter::drop_ipv4_not_for_us,
             ),
             (ipv4_frame(PEER, OURS, 47, &[0; 8]), Counter::drop_ipv4_unknown_protocol),
-            (ipv4_frame(PEER, OURS, 6, &[0; 20]), Counter::drop_no_socket),
+            (ipv4_frame(PEER, OURS, 17, &[0; 8]), Counter::drop_no_socket),
             (ipv4_frame(PEER, OURS, 1, &[0; 3]), Counter::drop_icmp_malformed),
         ];
         for (mut frame, counter) in cases {

@@ -12,6 +12,8 @@
 #![deny(unsafe_code)]
 
 pub mod afxdp;
+pub mod app;
+pub mod apps;
 pub mod channel;
 pub mod iface;
 pub mod ingress;

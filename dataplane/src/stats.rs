@@ -61,6 +61,8 @@ counters! {
     /// No route to the destination (no gateway for an off-link address).
     drop_no_route,
     icmp_echo_replies,
+    tcp_segments_in,
+    tcp_segments_out,
     arp_to_control,
     neigh_resolve_requests,
     /// Frames currently waiting for a neighbour (a gauge).

@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::afxdp::{Accounting, Frame, Port, PortStats};
+use crate::app::{self, App, Io};
 use crate::channel::{ToControl, ToWorker, WorkerLink};
 use crate::iface::Iface;
 use crate::ingress::{self, Disposition, IngressState};
 use crate::neigh::NeighTable;
 use crate::stats::{Counter, WorkerStats};
+use crate::tcp;
 use crate::wire::ethernet::{self, EthernetAddress};
 use crate::wire::Ipv4Addr;
 
@@ -39,19 +41,35 @@ pub struct WorkerConfig {
     pub pending_limit: usize,
     /// How long a frame may wait for its neighbour before it is dropped.
     pub pending_timeout: Duration,
+    /// The TCP knobs.
+    pub tcp: tcp::Config,
+    /// Seed of the stack's randomness (ISN key, ephemeral ports, ...).
+    pub seed: u64,
+    /// Segments written per loop iteration at most, so output cannot
+    /// starve input.
+    pub tx_budget: usize,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { id: 0, poll: PollMode::Busy, pending_limit: 64, pending_timeout: Duration::from_secs(3) }
+        WorkerConfig {
+            id: 0,
+            poll: PollMode::Busy,
+            pending_limit: 64,
+            pending_timeout: Duration::from_secs(3),
+            tcp: tcp::Config::default(),
+            seed: 0,
+            tx_budget: 256,
+        }
     }
 }
 
 /// What a worker hands back when it stops.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WorkerReport {
     pub accounting: Accounting,
     pub port: PortStats,
+    pub tcp: tcp::Stats,
 }
 
 struct Pending {
@@ -70,6 +88,9 @@ pub struct Worker {
     neigh: NeighTable,
     pending: Vec<Pending>,
     ingress: IngressState,
+    stack: tcp::Stack,
+    app: Option<Box<dyn App>>,
+    epoch: Instant,
 }
 
 impl std::fmt::Debug for Worker {
@@ -86,9 +107,16 @@ impl Worker {
         link: WorkerLink,
         stats: Arc<WorkerStats>,
         stop: Arc<AtomicBool>,
+        app: Option<Box<dyn App>>,
     ) -> Self {
         let pending = Vec::with_capacity(cfg.pending_limit);
+        let addrs: Vec<Ipv4Addr> = iface.addrs.iter().map(|a| a.addr).collect();
+        let epoch = Instant::now();
+        let stack = tcp::Stack::new(cfg.tcp.clone(), &addrs, cfg.seed, tcp::Instant::ZERO);
         Worker {
+            stack,
+            app,
+            epoch,
             cfg,
             port,
             iface,
@@ -101,19 +129,42 @@ impl Worker {
         }
     }
 
+    /// The worker's clock, in the TCP engine's time.
+    fn now(&self) -> tcp::Instant {
+        tcp::Instant::from_nanos(self.epoch.elapsed().as_nanos() as u64)
+    }
+
+    /// Starts the app (its listeners). Errors here are configuration
+    /// errors (a port in use, ...), reported before serving.
+    pub fn start(&mut self) -> Result<(), tcp::Error> {
+        let now = self.now();
+        match self.app.as_mut() {
+            Some(app) => app.start(&mut Io::new(&mut self.stack, now)),
+            None => Ok(()),
+        }
+    }
+
     /// Runs until the stop flag is set, then drains in-flight transmissions
     /// and returns the final frame accounting.
     pub fn run(mut self) -> WorkerReport {
         let mut idle: u32 = 0;
         let mut iter: u32 = 0;
         while !self.stop.load(Ordering::Relaxed) {
+            let now = self.now();
             self.poll_control();
             let n = self.port.poll_rx();
             if n > 0 {
                 while let Some(frame) = self.port.recv() {
-                    self.handle(frame);
+                    self.handle(frame, now);
                 }
             }
+            if self.stack.poll_timeout().is_some_and(|t| t <= now) {
+                self.stack.handle_timeout(now);
+            }
+            if let Some(app) = self.app.as_mut() {
+                app::dispatch(app.as_mut(), &mut self.stack, now);
+            }
+            self.transmit_tcp(now);
             self.port.flush();
             iter = iter.wrapping_add(1);
             if !self.pending.is_empty() && iter % 1024 == 0 {
@@ -123,7 +174,13 @@ impl Worker {
                 idle = idle.saturating_add(1);
                 if let PollMode::Adaptive { spin, sleep_ms } = self.cfg.poll {
                     if idle > spin {
-                        let _ = self.port.wait_rx(sleep_ms);
+                        // Sleep no longer than the next TCP timer.
+                        let until_timer = self
+                            .stack
+                            .poll_timeout()
+                            .map(|t| t.saturating_duration_since(self.now()).as_millis() as i32)
+                            .unwrap_or(sleep_ms);
+                        let _ = self.port.wait_rx(sleep_ms.min(until_timer));
                     }
                 }
             } else {
@@ -156,7 +213,7 @@ impl Worker {
             }
             std::thread::yield_now();
         }
-        WorkerReport { accounting: self.port.accounting(), port: self.port.stats() }
+        WorkerReport { accounting: self.port.accounting(), port: self.port.stats(), tcp: self.stack.stats().clone() }
     }
 
     fn poll_control(&mut self) {
@@ -191,7 +248,7 @@ impl Worker {
         self.port.transmit(f);
     }
 
-    fn handle(&mut self, mut frame: Frame) {
+    fn handle(&mut self, mut frame: Frame, now: tcp::Instant) {
         let len = self.port.data(&frame).len();
         self.stats.inc(Counter::rx_frames);
         self.stats.add(Counter::rx_bytes, len as u64);
@@ -200,6 +257,12 @@ impl Worker {
             Disposition::Reply { len, next_hop } => {
                 self.stats.inc(Counter::icmp_echo_replies);
                 self.route(frame, len, next_hop);
+            }
+            Disposition::Tcp { src, dst, start, end } => {
+                self.stats.inc(Counter::tcp_segments_in);
+                // Errors are counted by the stack under their drop reason.
+                let _ = self.stack.handle_segment(now, src, dst, &self.port.data(&frame)[start..end]);
+                self.port.release(frame);
             }
             Disposition::Control(msg) => {
                 self.port.release(frame);
@@ -211,6 +274,42 @@ impl Worker {
             Disposition::Drop(c) => {
                 self.port.release(frame);
                 self.stats.inc(c);
+            }
+        }
+    }
+
+    /// Writes the stack's pending segments into frames and routes them.
+    fn transmit_tcp(&mut self, now: tcp::Instant) {
+        let mtu = usize::from(self.iface.mtu);
+        let cap = (ethernet::HEADER_LEN + mtu).min(self.port.frame_capacity());
+        for _ in 0..self.cfg.tx_budget {
+            let Some(mut frame) = self.port.alloc() else {
+                self.stats.inc(Counter::drop_no_free_frame);
+                return;
+            };
+            let t = self.stack.poll_transmit(now, &mut self.port.data_mut(&mut frame, cap)[ingress::TCP_OFFSET..]);
+            let Some(t) = t else {
+                self.port.release(frame);
+                return;
+            };
+            let ident = self.ingress.next_ident;
+            self.ingress.next_ident = ident.wrapping_add(1);
+            let len = ingress::emit_tcp_headers(
+                &mut self.port.data_mut(&mut frame, cap),
+                self.iface.mac,
+                t.src,
+                t.dst,
+                ident,
+                t.len,
+            );
+            self.stats.inc(Counter::tcp_segments_out);
+            match self.iface.next_hop(t.dst) {
+                Some(hop) => self.route(frame, len, hop),
+                None => {
+                    self.port.release(frame);
+                    self.stats.inc(Counter::drop_no_route);
+                    self.stack.handle_unreachable(t.dst);
+                }
             }
         }
     }
@@ -255,6 +354,11 @@ impl Worker {
                     self.send(frame, len);
                 }
                 None => {
+                    // The destination is unreachable: connections to it
+                    // fail with EHOSTUNREACH (tcp-behaviour.md section 1).
+                    if let Some(remote) = ipv4_dst(self.port.data(&frame)) {
+                        self.stack.handle_unreachable(remote);
+                    }
                     self.port.release(frame);
                     self.stats.inc(Counter::drop_neigh_unresolved);
                 }
@@ -276,6 +380,13 @@ impl Worker {
         }
         self.stats.set(Counter::neigh_pending, self.pending.len() as u64);
     }
+}
+
+/// The IPv4 destination of a TCP frame we built.
+fn ipv4_dst(frame: &[u8]) -> Option<Ipv4Addr> {
+    let f = ethernet::Frame::new_checked(frame).ok()?;
+    let p = crate::wire::ipv4::Packet::new_checked(f.payload()).ok()?;
+    (p.protocol() == crate::wire::ipv4::protocol::TCP).then(|| p.dst_addr())
 }
 
 fn set_dst_mac(buf: &mut [u8], mac: EthernetAddress) {

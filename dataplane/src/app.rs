@@ -1,0 +1,85 @@
+//! The run-to-completion application interface.
+//!
+//! An [`App`] runs on a worker, inside its loop: the worker hands it every
+//! event of its TCP stack (accepted, readable, writable, closed) and the
+//! app answers through [`Io`], which performs socket operations on that
+//! worker's stack directly. No queue, no thread switch, no copy beyond the
+//! socket buffers: the fastest way to serve on this stack. Each worker has
+//! its own instance, so an app holds per-worker state without locks.
+
+use crate::tcp::{Error, Event, Instant, Shutdown, SocketId, SocketOption, Stack, State};
+use crate::wire::Ipv4Addr;
+
+/// An application running on a worker.
+pub trait App: Send {
+    /// Called once, before the first packet: open listeners here.
+    fn start(&mut self, io: &mut Io<'_>) -> Result<(), Error>;
+    /// Called for each event of the worker's stack.
+    fn on_event(&mut self, io: &mut Io<'_>, event: Event);
+}
+
+/// Socket operations on the worker's stack, at the worker's current time.
+#[derive(Debug)]
+pub struct Io<'a> {
+    stack: &'a mut Stack,
+    now: Instant,
+}
+
+impl<'a> Io<'a> {
+    pub fn new(stack: &'a mut Stack, now: Instant) -> Self {
+        Io { stack, now }
+    }
+
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The whole stack, for what the shortcuts below do not cover.
+    pub fn stack(&mut self) -> &mut Stack {
+        self.stack
+    }
+
+    pub fn socket(&mut self) -> SocketId {
+        self.stack.socket()
+    }
+    pub fn set_option(&mut self, id: SocketId, opt: SocketOption) -> Result<(), Error> {
+        self.stack.set_option(self.now, id, opt)
+    }
+    pub fn bind(&mut self, id: SocketId, addr: Ipv4Addr, port: u16) -> Result<(), Error> {
+        self.stack.bind(id, addr, port)
+    }
+    pub fn listen(&mut self, id: SocketId, backlog: u32) -> Result<(), Error> {
+        self.stack.listen(id, backlog)
+    }
+    pub fn accept(&mut self, id: SocketId) -> Result<SocketId, Error> {
+        self.stack.accept(id)
+    }
+    pub fn connect(&mut self, id: SocketId, addr: Ipv4Addr, port: u16) -> Result<(), Error> {
+        self.stack.connect(self.now, id, addr, port)
+    }
+    pub fn read(&mut self, id: SocketId, buf: &mut [u8]) -> Result<usize, Error> {
+        self.stack.read(self.now, id, buf)
+    }
+    pub fn write(&mut self, id: SocketId, data: &[u8]) -> Result<usize, Error> {
+        self.stack.write(self.now, id, data)
+    }
+    pub fn shutdown(&mut self, id: SocketId, how: Shutdown) -> Result<(), Error> {
+        self.stack.shutdown(self.now, id, how)
+    }
+    pub fn close(&mut self, id: SocketId) -> Result<(), Error> {
+        self.stack.close(self.now, id)
+    }
+    pub fn state(&self, id: SocketId) -> Option<State> {
+        self.stack.state(id)
+    }
+}
+
+/// Runs `app` against the stack's pending events.
+pub fn dispatch(app: &mut dyn App, stack: &mut Stack, now: Instant) {
+    // Bounded per iteration: events caused by the app's own calls wait for
+    // the next round instead of starving RX.
+    for _ in 0..256 {
+        let Some(ev) = stack.poll_event() else { break };
+        app.on_event(&mut Io::new(stack, now), ev);
+    }
+}

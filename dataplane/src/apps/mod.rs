@@ -1,0 +1,3 @@
+//! Applications that run on the workers.
+
+pub mod server;
