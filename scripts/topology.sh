@@ -19,15 +19,18 @@ source "${SCRIPT_DIR}/lib.sh"
 
 LOCK_DIR=/run/xstack
 MAX_QUEUES=64
+IMPAIR_PY="${SCRIPT_DIR}/impair.py"
+IMPAIR_READY_TIMEOUT=10
 
 usage() {
     cat <<'EOF'
 Usage:
   topology.sh up NAME [--queues N] [--mtu M] [--router] [--netem "SPEC"]
-                      [--netem-impl auto|netem|bpf] [--subnet K]
+                      [--netem-impl auto|netem|bpf|user] [--subnet K]
                       [--keep-offloads] [--force]
   topology.sh down NAME
   topology.sh show NAME
+  topology.sh stats NAME
   topology.sh --help
 
 NAME is 1-8 characters of [a-z0-9], chosen by the caller and unique among
@@ -51,9 +54,20 @@ Options for "up":
                     both router interfaces (--router), else on xa-NAME's egress
                     (kernel peer -> stack direction only)
   --netem-impl I    auto (default): tc netem if the kernel has it, otherwise
-                    emulate; netem: require tc netem; bpf: emulate. The
-                    emulation (a classic-BPF filter on clsact egress that drops
-                    silently, as netem does) supports only "loss [random] P%".
+                    emulate (user with --router, else bpf); netem: require
+                    tc netem; bpf: a classic-BPF filter on clsact egress that
+                    drops silently, as netem does: only "loss [random] P%";
+                    user (--router only): scripts/impair.py, a user-space
+                    forwarder in xs-NAME-r (ip_forward is then 0 there) that
+                    applies SPEC to each direction independently:
+                      loss [random] P% | duplicate P% | delay T [JITTER]
+                      [distribution uniform|normal] | reorder P% [gap N] |
+                      rate R | limit N | seed N     (correlations allowed)
+                    reorder with a delay sends the chosen packets at once,
+                    ahead of the delay queue (as netem); without one it holds
+                    each chosen packet until the next one has gone (10 ms at
+                    most). With "user" and no --netem it forwards unimpaired.
+                    Its log, PID and counters are in /run/xstack/NAME/.
   --subnet K        third octet K (0-255) of the subnets; default: a hash of
                     NAME into 1..250
   --keep-offloads   keep tx checksum offload on the interfaces that send toward
@@ -68,11 +82,18 @@ Options for "up":
 single quotes, so the output can be eval'ed):
   NAME ROUTER NS_A NS_B NS_R IF_A IF_B IF_RA IF_RB SUBNET PREFIX IP_A
   IP_B_KERNEL IP_STACK IP_RA IP_RB GW_A GW_B MAC_A MAC_B MAC_RA MAC_RB
-  QUEUES MTU OFFLOADS NETEM NETEM_IMPL
-Router-only keys are empty without --router.
+  QUEUES MTU OFFLOADS NETEM NETEM_IMPL IMPAIR_PID IMPAIR_LOG IMPAIR_STATS
+Router-only keys are empty without --router; IMPAIR_* are empty unless
+NETEM_IMPL=user.
 
-"down" kills processes still running in the namespaces, deletes them (which
-removes their interfaces) and succeeds if NAME is already gone.
+"stats" (NETEM_IMPL=user only) prints the emulator's counters as KEY=VALUE
+lines, per direction: A2B_* (a -> b, toward the stack) and B2A_*, e.g.
+A2B_FORWARDED, A2B_DROPPED, A2B_DROPPED_LOSS, A2B_DUPLICATED,
+A2B_REORDERED, A2B_DELAYED, A2B_SOCKET_DROPS; and SEED, SPEC.
+
+"down" kills processes still running in the namespaces (the emulator too,
+which then logs its counters), deletes them (which removes their
+interfaces) and succeeds if NAME is already gone.
 
 Exit status: 0 ok, 1 failure, 2 usage error.
 EOF
@@ -98,6 +119,7 @@ set_names() {
     IF_B="xb-${name}"
     IF_RA="ra-${name}"
     IF_RB="rb-${name}"
+    RUN_DIR="${LOCK_DIR}/${name}"
 }
 
 default_subnet() {
@@ -204,6 +226,12 @@ do_down() {
     for ns in "${NS_R}" "${NS_A}" "${NS_B}"; do
         delete_ns "${ns}"
     done
+    if [[ -f "${RUN_DIR}/impair.log" ]]; then
+        # The emulator logged its counters when it was killed above.
+        grep -F 'exiting' "${RUN_DIR}/impair.log" | sed 's/^impair.py: /emulator: /' |
+            while IFS= read -r line; do xs_log "${line}"; done || true
+    fi
+    rm -rf "${RUN_DIR}"
 }
 
 # ---------------------------------------------------------------- netem
@@ -245,15 +273,120 @@ loss_bytecode() {
 apply_netem_bpf() {
     local ns=$1 dev=$2 spec=$3 p code
     if ! p=$(loss_percent "${spec}"); then
-        xs_die "--netem '${spec}': without tc netem only random loss can be emulated;" \
-            "use --netem \"loss P%\", or a kernel with sch_netem (CONFIG_NET_SCH_NETEM," \
-            "e.g. Debian's stock kernel: modprobe sch_netem)"
+        xs_die "--netem '${spec}': without tc netem and without --router only random loss" \
+            "can be emulated (BPF filter): use --netem \"loss P%\", or add --router (the" \
+            "user-space emulator impair.py then does loss, duplicate, delay, reorder, rate)," \
+            "or use a kernel with sch_netem (CONFIG_NET_SCH_NETEM, e.g. Debian's stock" \
+            "kernel: modprobe sch_netem)"
     fi
     tc -n "${ns}" qdisc replace dev "${dev}" clsact
     if awk -v p="${p}" 'BEGIN { exit !(p > 0) }'; then
         code=$(loss_bytecode "${p}")
         tc -n "${ns}" filter replace dev "${dev}" egress prio 1 handle 1 bpf da bytecode "${code}"
     fi
+}
+
+# check_impair_spec SPEC: succeed if impair.py accepts SPEC, else print why.
+check_impair_spec() {
+    python3 "${IMPAIR_PY}" --check-spec --netem "$1" 2>&1 >/dev/null | sed -E "s/^impair\.py: error: (--netem '[^']*': )?//"
+    return "${PIPESTATUS[0]}"
+}
+
+# start_impair SPEC KEEP_OFFLOADS: run scripts/impair.py in the router
+# namespace, forwarding between IF_RA and IF_RB instead of the kernel, and
+# wait until it is ready. Its PID, log, ready and stats files are in RUN_DIR.
+start_impair() {
+    local spec=$1 keep_offloads=$2 net_a net_b mac_a mac_b err i pid="" launcher
+    local -a extra=()
+    xs_have python3 || xs_die "'python3' not found: the user-space emulator (impair.py) needs it"
+    if ! err=$(check_impair_spec "${spec}"); then
+        xs_die "--netem '${spec}': ${err}"
+    fi
+    net_a=$(dev_ipv4 "${NS_A}" "${IF_A}")
+    net_b=$(dev_ipv4 "${NS_B}" "${IF_B}")
+    mac_a=$(dev_mac "${NS_A}" "${IF_A}")
+    mac_b=$(dev_mac "${NS_B}" "${IF_B}")
+    # The emulator forwards, the kernel of the router must not (it would
+    # send every packet twice). Its addresses stay: it still answers ARP.
+    ns_sysctl "${NS_R}" net.ipv4.ip_forward=0
+    # The emulator must see wire-sized frames with complete checksums: no
+    # GRO where it reads, no TSO and, unless --keep-offloads, no partial
+    # checksums from the kernels of a and b (with --keep-offloads it
+    # completes them itself, which costs CPU).
+    in_ns "${NS_R}" ethtool -K "${IF_RA}" gro off >/dev/null 2>&1 || true
+    in_ns "${NS_R}" ethtool -K "${IF_RB}" gro off >/dev/null 2>&1 || true
+    if ((keep_offloads == 0)); then
+        offloads_off "${NS_B}" "${IF_B}"
+    else
+        in_ns "${NS_A}" ethtool -K "${IF_A}" tso off >/dev/null 2>&1 || true
+        in_ns "${NS_B}" ethtool -K "${IF_B}" tso off >/dev/null 2>&1 || true
+        extra+=(--fix-checksums)
+    fi
+    mkdir -p "${RUN_DIR}"
+    rm -f "${RUN_DIR}/impair.ready" "${RUN_DIR}/impair.pid" "${RUN_DIR}/impair.stats"
+    # Detached: own session, no terminal, stdout/stderr to the log (so that
+    # $(topology.sh up) returns), and without our lock descriptor.
+    ip netns exec "${NS_R}" setsid python3 "${IMPAIR_PY}" --netem "${spec}" \
+        --neigh "${net_a}=${mac_a}" --neigh "${net_b}=${mac_b}" --neigh "${net_b%.*}.3=${mac_b}" \
+        --pid-file "${RUN_DIR}/impair.pid" --ready-file "${RUN_DIR}/impair.ready" \
+        --stats-file "${RUN_DIR}/impair.stats" "${extra[@]}" "${IF_RA}" "${IF_RB}" \
+        </dev/null >>"${RUN_DIR}/impair.log" 2>&1 {LOCK_FD}>&- &
+    launcher=$!
+    for ((i = 0; i < IMPAIR_READY_TIMEOUT * 20; i++)); do
+        if [[ -s "${RUN_DIR}/impair.ready" ]]; then
+            pid=$(<"${RUN_DIR}/impair.ready")
+            break
+        fi
+        if [[ -s "${RUN_DIR}/impair.pid" ]]; then
+            # Started: give up only if it died.
+            kill -0 "$(<"${RUN_DIR}/impair.pid")" 2>/dev/null || break
+        elif ((i > 40)) && ! kill -0 "${launcher}" 2>/dev/null; then
+            break
+        fi
+        sleep 0.05
+    done
+    if [[ -z "${pid}" ]] || ! kill -0 "${pid}" 2>/dev/null; then
+        sed 's/^/    | /' "${RUN_DIR}/impair.log" >&2 || true
+        xs_die "the user-space emulator (impair.py) did not start in ${NS_R}"
+    fi
+    xs_log "user-space emulator running in ${NS_R} (pid ${pid}, log ${RUN_DIR}/impair.log):" \
+        "$(grep -m1 'forwarding' "${RUN_DIR}/impair.log" | sed 's/^impair.py: forwarding //')"
+}
+
+# set_alias NS DEV IMPL SPEC: remember what was applied, for `show`; the
+# alias dies with the device.
+set_alias() {
+    ip -n "$1" link set dev "$2" alias "xstack-netem $3${4:+ $4}"
+}
+
+# apply_router_netem SPEC IMPL KEEP_OFFLOADS: impair both directions across
+# the router; sets NETEM_USED.
+apply_router_netem() {
+    local spec=$1 impl=$2 keep_offloads=$3 err dev
+    if [[ "${impl}" == auto && -n "${spec}" ]]; then
+        # Probe with a bare netem, so that SPEC errors are reported by the
+        # implementation chosen rather than mistaken for a missing qdisc.
+        if err=$(tc -n "${NS_R}" qdisc replace dev "${IF_RA}" root netem 2>&1); then
+            impl=netem
+            tc -n "${NS_R}" qdisc del dev "${IF_RA}" root 2>/dev/null || true
+        elif [[ "${err}" == *"qdisc kind is unknown"* ]]; then
+            xs_log "tc netem is not available in this kernel (CONFIG_NET_SCH_NETEM);" \
+                "emulating '${spec}' with the user-space forwarder impair.py"
+            impl=user
+        else
+            xs_die "tc netem '${spec}' on ${IF_RA} in ${NS_R} failed: ${err}"
+        fi
+    fi
+    if [[ "${impl}" == user ]]; then
+        start_impair "${spec}" "${keep_offloads}"
+        NETEM_USED=user
+        for dev in "${IF_RA}" "${IF_RB}"; do
+            set_alias "${NS_R}" "${dev}" user "${spec}"
+        done
+        return 0
+    fi
+    apply_netem "${NS_R}" "${IF_RA}" "${spec}" "${impl}"
+    apply_netem "${NS_R}" "${IF_RB}" "${spec}" "${impl}"
 }
 
 # apply_netem NS DEV SPEC IMPL: sets NETEM_USED to the implementation used.
@@ -278,8 +411,7 @@ apply_netem() {
         apply_netem_bpf "${ns}" "${dev}" "${spec}"
         NETEM_USED=bpf
     fi
-    # Remember what was applied, for `show`; the alias dies with the device.
-    ip -n "${ns}" link set dev "${dev}" alias "xstack-netem ${NETEM_USED} ${spec}"
+    set_alias "${ns}" "${dev}" "${NETEM_USED}" "${spec}"
 }
 
 # ---------------------------------------------------------------- up
@@ -387,13 +519,10 @@ do_up() {
         ip -n "${NS_B}" route add default via "${net_b}.254" dev "${IF_B}"
     fi
 
-    if [[ -n "${netem}" ]]; then
-        if ((router == 1)); then
-            apply_netem "${NS_R}" "${IF_RA}" "${netem}" "${netem_impl}"
-            apply_netem "${NS_R}" "${IF_RB}" "${netem}" "${netem_impl}"
-        else
-            apply_netem "${NS_A}" "${IF_A}" "${netem}" "${netem_impl}"
-        fi
+    if ((router == 1)) && [[ -n "${netem}" || "${netem_impl}" == user ]]; then
+        apply_router_netem "${netem}" "${netem_impl}" "${keep_offloads}"
+    elif [[ -n "${netem}" ]]; then
+        apply_netem "${NS_A}" "${IF_A}" "${netem}" "${netem_impl}"
     fi
 
     wait_up "${NS_A}" "${IF_A}"
@@ -434,6 +563,16 @@ dev_alias() {
     in_ns "$1" cat "/sys/class/net/$2/ifalias" 2>/dev/null || true
 }
 
+# impair_pid: the PID of the running emulator of NAME, or nothing.
+impair_pid() {
+    local pid
+    pid=$(cat "${RUN_DIR}/impair.ready" 2>/dev/null || true)
+    if [[ "${pid}" =~ ^[0-9]+$ ]] && kill -0 "${pid}" 2>/dev/null &&
+        tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -qF impair.py; then
+        echo "${pid}"
+    fi
+}
+
 dev_tx_csum() {
     in_ns "$1" ethtool -k "$2" 2>/dev/null | awk -F': *' '$1 == "tx-checksumming" { split($2, a, " "); print a[1]; exit }'
 }
@@ -441,6 +580,7 @@ dev_tx_csum() {
 print_facts() {
     local router=0 ip_a ip_b ip_stack subnet gw_a="" gw_b="" ip_ra="" ip_rb="" mac_ra="" mac_rb=""
     local ns_r="" if_ra="" if_rb="" netem="" netem_impl="" alias shaped_ns shaped_if
+    local impair_pid_="" impair_log="" impair_stats=""
     if ! xs_netns_exists "${NS_A}" || ! xs_netns_exists "${NS_B}"; then
         xs_die "topology '${NAME}' does not exist (no namespaces ${NS_A} and ${NS_B})"
     fi
@@ -474,7 +614,17 @@ print_facts() {
     if [[ "${alias}" == "xstack-netem "* ]]; then
         alias=${alias#xstack-netem }
         netem_impl=${alias%% *}
-        netem=${alias#* }
+        if [[ "${alias}" == *" "* ]]; then
+            netem=${alias#* }
+        fi
+    fi
+    if [[ "${netem_impl}" == user ]]; then
+        impair_pid_=$(impair_pid)
+        if [[ -z "${impair_pid_}" ]]; then
+            xs_warn "the user-space emulator of '${NAME}' is not running (see ${RUN_DIR}/impair.log)"
+        fi
+        impair_log="${RUN_DIR}/impair.log"
+        impair_stats="${RUN_DIR}/impair.stats"
     fi
 
     emit NAME "${NAME}"
@@ -508,6 +658,44 @@ print_facts() {
     fi
     emit NETEM "${netem}"
     emit NETEM_IMPL "${netem_impl}"
+    emit IMPAIR_PID "${impair_pid_}"
+    emit IMPAIR_LOG "${impair_log}"
+    emit IMPAIR_STATS "${impair_stats}"
+}
+
+# ---------------------------------------------------------------- stats
+
+print_stats() {
+    local pid i
+    if ! xs_netns_exists "${NS_R}"; then
+        xs_die "topology '${NAME}' has no router (stats need --router with the user-space emulator)"
+    fi
+    pid=$(impair_pid)
+    if [[ -z "${pid}" ]]; then
+        xs_die "no user-space emulator is running for '${NAME}' (NETEM_IMPL is not user?)"
+    fi
+    rm -f "${RUN_DIR}/impair.stats"
+    kill -USR1 "${pid}"
+    for ((i = 0; i < 100; i++)); do
+        if [[ -s "${RUN_DIR}/impair.stats" ]]; then
+            break
+        fi
+        sleep 0.05
+    done
+    [[ -s "${RUN_DIR}/impair.stats" ]] || xs_die "the emulator (pid ${pid}) wrote no counters"
+    python3 - "${RUN_DIR}/impair.stats" <<'PY'
+import json, re, sys
+s = json.load(open(sys.argv[1]))
+def emit(k, v):
+    v = str(v)
+    print(f"{k}={v}" if re.fullmatch(r"[A-Za-z0-9._:/%@+,-]*", v) else f"{k}='{v}'")
+emit("SEED", s["seed"])
+emit("SPEC", s["spec"])
+emit("UPTIME_S", s["uptime_s"])
+for d in ("a2b", "b2a"):
+    for k, v in sorted(s[d].items()):
+        emit(f"{d.upper()}_{k.upper()}", v)
+PY
 }
 
 # ---------------------------------------------------------------- main
@@ -533,8 +721,8 @@ main() {
     local cmd=$1
     shift
     case "${cmd}" in
-        up | down | show) ;;
-        *) xs_usage_die "unknown command '${cmd}' (expected up, down or show)" ;;
+        up | down | show | stats) ;;
+        *) xs_usage_die "unknown command '${cmd}' (expected up, down, show or stats)" ;;
     esac
     if (($# == 0)); then
         xs_usage_die "${cmd}: missing NAME"
@@ -636,8 +824,8 @@ main() {
     fi
     subnet=$((10#${subnet}))
     case "${netem_impl}" in
-        auto | netem | bpf) ;;
-        *) xs_usage_die "--netem-impl must be auto, netem or bpf (got '${netem_impl}')" ;;
+        auto | netem | bpf | user) ;;
+        *) xs_usage_die "--netem-impl must be auto, netem, bpf or user (got '${netem_impl}')" ;;
     esac
     if [[ "${netem}" == *"'"* ]]; then
         xs_usage_die "--netem SPEC must not contain quotes"
@@ -647,6 +835,17 @@ main() {
     fi
     if [[ "${netem_impl}" == bpf && -n "${netem}" ]] && ! loss_percent "${netem}" >/dev/null; then
         xs_usage_die "--netem-impl bpf supports only --netem \"loss [random] P%\" (got '${netem}')"
+    fi
+    if [[ "${netem_impl}" == user ]]; then
+        if ((router == 0)); then
+            xs_usage_die "--netem-impl user needs --router (the emulator forwards between" \
+                "the router's interfaces)"
+        fi
+        xs_have python3 || xs_die "'python3' not found (needed by --netem-impl user)"
+        local err
+        if ! err=$(check_impair_spec "${netem}"); then
+            xs_usage_die "--netem '${netem}': ${err}"
+        fi
     fi
 
     xs_ensure_root "${SCRIPT_DIR}/topology.sh" "${orig_args[@]}"
@@ -680,6 +879,9 @@ main() {
             ;;
         show)
             print_facts
+            ;;
+        stats)
+            print_stats
             ;;
     esac
 }
