@@ -56,8 +56,19 @@ pub struct ArpStats {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryState {
-    Incomplete { sent: u32, next_try: Instant },
-    Reachable { mac: EthernetAddress, confirmed: Instant },
+    Incomplete {
+        sent: u32,
+        next_try: Instant,
+    },
+    Reachable {
+        mac: EthernetAddress,
+        confirmed: Instant,
+    },
+    /// Configured by the operator (like `ip neigh ... nud permanent`):
+    /// never expires, never replaced by what the wire says.
+    Permanent {
+        mac: EthernetAddress,
+    },
 }
 
 /// One line of the neighbour table, for listing.
@@ -93,12 +104,12 @@ impl Resolver {
             .map(|(ip, (st, since))| NeighEntry {
                 ip: *ip,
                 mac: match st {
-                    EntryState::Reachable { mac, .. } => Some(*mac),
+                    EntryState::Reachable { mac, .. } | EntryState::Permanent { mac } => Some(*mac),
                     EntryState::Incomplete { .. } => None,
                 },
                 age: now.saturating_duration_since(match st {
                     EntryState::Reachable { confirmed, .. } => *confirmed,
-                    EntryState::Incomplete { .. } => *since,
+                    EntryState::Incomplete { .. } | EntryState::Permanent { .. } => *since,
                 }),
             })
             .collect();
@@ -106,7 +117,16 @@ impl Resolver {
         v
     }
 
+    /// Adds a permanent entry.
+    pub fn add_static(&mut self, now: Instant, ip: Ipv4Addr, mac: EthernetAddress, out: &mut Vec<Action>) {
+        self.entries.insert(ip, (EntryState::Permanent { mac }, now));
+        out.push(Action::Update { ip, mac: Some(mac) });
+    }
+
     fn learn(&mut self, now: Instant, ip: Ipv4Addr, mac: EthernetAddress, out: &mut Vec<Action>) {
+        if let Some((EntryState::Permanent { .. }, _)) = self.entries.get(&ip) {
+            return;
+        }
         let prev = self.entries.insert(ip, (EntryState::Reachable { mac, confirmed: now }, now));
         match prev {
             Some((EntryState::Reachable { mac: old, .. }, _)) if old == mac => {}
@@ -194,7 +214,9 @@ impl Resolver {
     pub fn resolve(&mut self, now: Instant, ip: Ipv4Addr, out: &mut Vec<Action>) {
         match self.entries.get(&ip) {
             // The worker may have asked before our update reached it.
-            Some((EntryState::Reachable { mac, .. }, _)) => out.push(Action::Update { ip, mac: Some(*mac) }),
+            Some((EntryState::Reachable { mac, .. } | EntryState::Permanent { mac }, _)) => {
+                out.push(Action::Update { ip, mac: Some(*mac) })
+            }
             Some((EntryState::Incomplete { .. }, _)) => {}
             None => {
                 self.entries
@@ -245,6 +267,7 @@ impl Resolver {
             .map(|(st, _)| match st {
                 EntryState::Incomplete { next_try, .. } => *next_try,
                 EntryState::Reachable { confirmed, .. } => *confirmed + self.cfg.timeout,
+                EntryState::Permanent { .. } => Instant::now() + Duration::from_secs(3600),
             })
             .min()
     }
@@ -383,6 +406,21 @@ mod tests {
         out.clear();
         r.resolve(t0 + Duration::from_secs(11), GW, &mut out);
         assert!(out.iter().any(|a| matches!(a, Action::Send { .. })));
+    }
+
+    #[test]
+    fn static_entries_never_expire_nor_change() {
+        let mut r = resolver();
+        let t0 = Instant::now();
+        let mut out = vec![];
+        r.add_static(t0, PEER, PEER_MAC, &mut out);
+        assert_eq!(out, vec![Action::Update { ip: PEER, mac: Some(PEER_MAC) }]);
+        out.clear();
+        r.poll(t0 + Duration::from_secs(100_000), &mut out);
+        let other = EthernetAddress([2, 0, 0, 0, 0, 9]);
+        r.on_packet(t0, other, &request_from(PEER, other, OURS), &mut out);
+        assert!(!out.iter().any(|a| matches!(a, Action::Update { .. })), "{out:?}");
+        assert_eq!(r.entries(t0)[0].mac, Some(PEER_MAC));
     }
 
     #[test]

@@ -60,6 +60,30 @@ pub struct FileConfig {
     pub arp: Option<ArpFile>,
     /// Services the server runs, e.g. `[[service]] kind = "echo" port = 7`.
     pub service: Option<Vec<ServiceFile>>,
+    /// Permanent neighbour entries: "IP" = "MAC".
+    pub static_neighbours: Option<std::collections::BTreeMap<String, String>>,
+    pub tcp: Option<TcpFile>,
+}
+
+/// TCP knobs, named after the Linux sysctls; unset ones keep Linux's default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpFile {
+    pub syn_retries: Option<u32>,
+    pub syn_linear_timeouts: Option<u32>,
+    pub synack_retries: Option<u32>,
+    pub max_syn_backlog: Option<usize>,
+    pub somaxconn: Option<u32>,
+    pub syncookies: Option<u8>,
+    pub abort_on_overflow: Option<bool>,
+    pub time_wait_secs: Option<u64>,
+    pub fin_timeout_secs: Option<u64>,
+    pub keepalive_time_secs: Option<u64>,
+    pub keepalive_intvl_secs: Option<u64>,
+    pub keepalive_probes: Option<u32>,
+    pub timestamps: Option<bool>,
+    pub sack: Option<bool>,
+    pub window_scaling: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +176,22 @@ pub struct Cli {
     /// Listen on PORT with BACKLOG and never accept.
     #[arg(long, value_name = "PORT:BACKLOG")]
     pub hold: Option<String>,
+    /// A permanent neighbour entry IP=MAC (repeatable).
+    #[arg(long = "static-neighbour", value_name = "IP=MAC")]
+    pub static_neighbours: Vec<String>,
+    /// tcp_syn_retries: SYN retransmissions before connect() fails.
+    #[arg(long)]
+    pub syn_retries: Option<u32>,
+    /// tcp_syn_linear_timeouts: SYN retransmissions 1 RTO apart before doubling.
+    #[arg(long)]
+    pub syn_linear_timeouts: Option<u32>,
+    /// Client mode: connect to HOST:PORT, send the payload, half-close, read
+    /// until the peer closes; print `connected` or the error and exit.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: Option<String>,
+    /// Client mode's payload.
+    #[arg(long, default_value = "")]
+    pub payload: String,
     /// Print the configuration in force and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -179,6 +219,95 @@ pub struct Config {
     pub ring_size: u32,
     pub arp: ArpConfig,
     pub services: Vec<ServiceSpec>,
+    pub static_neighbours: Vec<(Ipv4Addr, EthernetAddress)>,
+    pub tcp: xstack_dataplane::tcp::Config,
+    /// Client mode target and payload.
+    pub connect: Option<(Ipv4Addr, u16)>,
+    pub payload: Vec<u8>,
+}
+
+fn tcp_config(cli: &Cli, f: Option<TcpFile>) -> Result<xstack_dataplane::tcp::Config> {
+    let f = f.unwrap_or_default();
+    let mut c = xstack_dataplane::tcp::Config::default();
+    let secs = Duration::from_secs;
+    if let Some(v) = cli.syn_retries.or(f.syn_retries) {
+        c.syn_retries = v;
+    }
+    if let Some(v) = cli.syn_linear_timeouts.or(f.syn_linear_timeouts) {
+        c.syn_linear_timeouts = v;
+    }
+    if let Some(v) = f.synack_retries {
+        c.synack_retries = v;
+    }
+    if let Some(v) = f.max_syn_backlog {
+        c.max_syn_backlog = v;
+    }
+    if let Some(v) = f.somaxconn {
+        c.somaxconn = v;
+    }
+    if let Some(v) = f.syncookies {
+        if v > 2 {
+            bail!("tcp.syncookies must be 0, 1 or 2");
+        }
+        c.syncookies = v;
+    }
+    if let Some(v) = f.abort_on_overflow {
+        c.abort_on_overflow = v;
+    }
+    if let Some(v) = f.time_wait_secs {
+        c.time_wait = secs(v);
+    }
+    if let Some(v) = f.fin_timeout_secs {
+        c.fin_timeout = secs(v);
+    }
+    if let Some(v) = f.keepalive_time_secs {
+        c.keepalive_time = secs(v);
+    }
+    if let Some(v) = f.keepalive_intvl_secs {
+        c.keepalive_intvl = secs(v);
+    }
+    if let Some(v) = f.keepalive_probes {
+        c.keepalive_probes = v;
+    }
+    if let Some(v) = f.timestamps {
+        c.timestamps = v;
+    }
+    if let Some(v) = f.sack {
+        c.sack = v;
+    }
+    if let Some(v) = f.window_scaling {
+        c.window_scaling = v;
+    }
+    Ok(c)
+}
+
+fn static_neighbours(
+    cli: &Cli,
+    f: Option<std::collections::BTreeMap<String, String>>,
+) -> Result<Vec<(Ipv4Addr, EthernetAddress)>> {
+    let mut pairs: Vec<(String, String)> = f.unwrap_or_default().into_iter().collect();
+    for s in &cli.static_neighbours {
+        let (ip, mac) = s.split_once('=').with_context(|| format!("--static-neighbour {s:?}: expected IP=MAC"))?;
+        pairs.push((ip.into(), mac.into()));
+    }
+    pairs
+        .into_iter()
+        .map(|(ip, mac)| {
+            let ip: Ipv4Addr = ip.parse().with_context(|| format!("static neighbour {ip:?}"))?;
+            let mac: EthernetAddress = mac.parse().with_context(|| format!("static neighbour {ip} MAC {mac:?}"))?;
+            Ok((ip, mac))
+        })
+        .collect()
+}
+
+fn parse_target(s: &str) -> Result<(Ipv4Addr, u16)> {
+    let (h, p) = s.rsplit_once(':').with_context(|| format!("--connect {s:?}: expected HOST:PORT"))?;
+    let ip: Ipv4Addr = h.parse().with_context(|| format!("--connect host {h:?} is not an IPv4 address"))?;
+    let port: u16 = p.parse().with_context(|| format!("--connect port {p:?}"))?;
+    if port == 0 || ip.is_unspecified() {
+        bail!("--connect {s}: needs a host and a port other than 0");
+    }
+    Ok((ip, port))
 }
 
 const DEFAULT_BACKLOG: u32 = 128;
@@ -317,6 +446,12 @@ impl Config {
             retry_interval: arp_file.retry_interval_ms.map(Duration::from_millis).unwrap_or(defaults.retry_interval),
         };
         let services = services(cli, f.service)?;
+        let tcp = tcp_config(cli, f.tcp)?;
+        let static_neighbours = static_neighbours(cli, f.static_neighbours)?;
+        let connect = cli.connect.as_deref().map(parse_target).transpose()?;
+        if connect.is_some() && !services.is_empty() {
+            bail!("client mode (--connect) runs no services");
+        }
         let instance = cli.instance.clone().or(f.instance).unwrap_or_else(|| interface.clone());
         if instance.is_empty() || !instance.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             bail!("instance name {instance:?} may only hold letters, digits, '-' and '_'");
@@ -341,6 +476,10 @@ impl Config {
             ring_size: umem.ring_size.unwrap_or(2048),
             arp,
             services,
+            static_neighbours,
+            tcp,
+            connect,
+            payload: cli.payload.clone().into_bytes(),
         };
         Ok(cfg)
     }
@@ -426,6 +565,16 @@ mod tests {
             e(&["-i", "x", "-a", "198.18.0.3/24", "--echo", "7", "--discard", "7"]).contains("two services on port 7")
         );
         assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--source", "19"]).contains("PORT:NUMBER"));
+        assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--connect", "198.18.0.1"]).contains("HOST:PORT"));
+        assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--static-neighbour", "198.18.0.9"]).contains("IP=MAC"));
+        let c = Config::merge(
+            &cli(&["-i", "x", "-a", "198.18.0.3/24", "--connect", "198.18.0.1:80", "--syn-retries", "2"]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.connect, Some((Ipv4Addr::new(198, 18, 0, 1), 80)));
+        assert_eq!(c.tcp.syn_retries, 2);
+        assert_eq!(c.tcp.syn_linear_timeouts, 4, "unset knobs keep Linux's default");
         let unknown = toml::from_str::<FileConfig>("interfaces = \"x\"").unwrap_err().to_string();
         assert!(unknown.contains("unknown field"), "{unknown}");
     }

@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use xstack_bpf::{Counters, L4Proto, Steering};
 use xstack_dataplane::afxdp::{Port, PortConfig};
 use xstack_dataplane::app::App;
+use xstack_dataplane::apps::client::{errno_name, Client, ClientReport};
 use xstack_dataplane::apps::server::Server;
 use xstack_dataplane::channel::{ToControl, ToWorker, WorkerLink};
 use xstack_dataplane::iface::Iface;
@@ -42,6 +43,8 @@ pub struct Summary {
     pub xdp: Counters,
     pub arp: ArpStats,
     pub workers: Vec<WorkerSummary>,
+    /// Client mode's outcome: `Err(errno name)` if it failed.
+    pub client: Option<Result<(), String>>,
 }
 
 #[derive(Debug)]
@@ -148,7 +151,8 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     // From here on, `steering` detaches on drop, whatever fails.
     let worker_stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
-    let started = start_workers(cfg, &iface, &steering, &worker_stop, &mut workers);
+    let (client_tx, client_rx) = std::sync::mpsc::channel();
+    let started = start_workers(cfg, &iface, &steering, &worker_stop, &mut workers, client_tx);
     if let Err(e) = started {
         worker_stop.store(true, Ordering::Relaxed);
         for w in &mut workers {
@@ -192,7 +196,14 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     );
 
     let mut resolver = Resolver::new(cfg.arp, iface);
-    control_loop(&stop, &steering, &mut resolver, &mut workers);
+    let mut actions = Vec::new();
+    for (ip, mac) in &cfg.static_neighbours {
+        resolver.add_static(Instant::now(), *ip, *mac, &mut actions);
+        tracing::info!("static neighbour {ip} at {mac}");
+    }
+    apply(&mut actions, &steering, &workers, 0);
+    let mut client = cfg.connect.map(|_| ClientWatch { rx: client_rx, outcome: None });
+    control_loop(&stop, &steering, &mut resolver, &mut workers, client.as_mut());
 
     tracing::info!("stopping: {} worker(s)", workers.len());
     worker_stop.store(true, Ordering::Relaxed);
@@ -215,6 +226,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
                 died: w.died.clone(),
             })
             .collect(),
+        client: client.map(|c| c.outcome.unwrap_or_else(|| Err("interrupted".into()))),
     })
 }
 
@@ -224,6 +236,7 @@ fn start_workers(
     steering: &Steering,
     stop: &Arc<AtomicBool>,
     out: &mut Vec<WorkerHandle>,
+    client_tx: std::sync::mpsc::Sender<ClientReport>,
 ) -> Result<()> {
     for q in 0..cfg.queues {
         let port = Port::open(&PortConfig {
@@ -238,9 +251,20 @@ fn start_workers(
         steering.register_socket(q, port.fd())?;
         let link = WorkerLink::new(1024);
         let stats = Arc::new(WorkerStats::default());
-        let wcfg = WorkerConfig { id: q as u16, poll: cfg.poll, seed: random_seed()?, ..WorkerConfig::default() };
-        let app: Option<Box<dyn App>> =
-            if cfg.services.is_empty() { None } else { Some(Box::new(Server::new(cfg.services.clone()))) };
+        let wcfg = WorkerConfig {
+            id: q as u16,
+            poll: cfg.poll,
+            seed: random_seed()?,
+            tcp: cfg.tcp.clone(),
+            ..WorkerConfig::default()
+        };
+        let app: Option<Box<dyn App>> = match cfg.connect {
+            // The client connects from worker 0.
+            Some((ip, port)) if q == 0 => Some(Box::new(Client::new(ip, port, cfg.payload.clone(), client_tx.clone()))),
+            Some(_) => None,
+            None if cfg.services.is_empty() => None,
+            None => Some(Box::new(Server::new(cfg.services.clone()))),
+        };
         let mut worker = Worker::new(wcfg, port, iface.clone(), link.clone(), stats.clone(), stop.clone(), app);
         worker.start().map_err(|e| anyhow::anyhow!("starting the services on worker {q}: {e}"))?;
         let core = cfg.cores.get(q as usize).copied();
@@ -281,9 +305,52 @@ fn collect(w: &mut WorkerHandle) {
     }
 }
 
-fn control_loop(stop: &AtomicBool, steering: &Steering, resolver: &mut Resolver, workers: &mut [WorkerHandle]) {
+/// Client mode's progress, printed as it happens.
+struct ClientWatch {
+    rx: std::sync::mpsc::Receiver<ClientReport>,
+    outcome: Option<Result<(), String>>,
+}
+
+impl ClientWatch {
+    /// True when the client is finished.
+    fn poll(&mut self) -> bool {
+        use std::io::Write;
+        while let Ok(r) = self.rx.try_recv() {
+            let mut out = std::io::stdout().lock();
+            match r {
+                ClientReport::Connected { local } => {
+                    let _ = writeln!(out, "connected");
+                    if let Some((a, p)) = local {
+                        tracing::info!("connected from {a}:{p}");
+                    }
+                }
+                ClientReport::Done { sent, received } => {
+                    let _ = writeln!(out, "sent {sent} bytes, received {received} bytes");
+                    self.outcome = Some(Ok(()));
+                }
+                ClientReport::Failed(e) => {
+                    let _ = writeln!(out, "{}", errno_name(e));
+                    self.outcome = Some(Err(errno_name(e).into()));
+                }
+            }
+            let _ = out.flush();
+        }
+        self.outcome.is_some()
+    }
+}
+
+fn control_loop(
+    stop: &AtomicBool,
+    steering: &Steering,
+    resolver: &mut Resolver,
+    workers: &mut [WorkerHandle],
+    mut client: Option<&mut ClientWatch>,
+) {
     let mut actions = Vec::with_capacity(64);
     while !stop.load(Ordering::Relaxed) {
+        if client.as_mut().is_some_and(|c| c.poll()) {
+            break;
+        }
         let now = Instant::now();
         let mut busy = false;
         for i in 0..workers.len() {

@@ -31,6 +31,16 @@ fn real_main() -> Result<()> {
         signal_hook::flag::register(sig, stop.clone())?;
     }
     let summary = daemon::run(&cfg, stop)?;
-    print!("{}", summary.render());
+    match &summary.client {
+        // Client mode: stdout carries the client's lines; exit status says
+        // whether it worked.
+        Some(outcome) => {
+            eprint!("{}", summary.render());
+            if outcome.is_err() {
+                std::process::exit(1);
+            }
+        }
+        None => print!("{}", summary.render()),
+    }
     Ok(())
 }

@@ -1,3 +1,4 @@
 //! Applications that run on the workers.
 
+pub mod client;
 pub mod server;
