@@ -76,3 +76,32 @@ fn echo_discard_source_and_refusal_against_linux_clients() {
     assert_eq!(tcp["drop_checksum"] + tcp["drop_malformed"], 0, "{tcp:?}");
     assert!(summary.text("summary frames worker=0").contains("balanced=yes"));
 }
+
+/// Through a router that loses, duplicates, delays and reorders packets in
+/// both directions, echo and bulk transfers still deliver every byte.
+#[test]
+fn echo_and_bulk_survive_loss_duplication_delay_and_reordering() {
+    require_root();
+    let name = unique_name("sf");
+    let topo = Topology::up(&name, &["--router", "--netem", "loss 1% duplicate 1% delay 5ms reorder 25%"]);
+    let bpffs = Bpffs::mount(&name);
+    let daemon = Daemon::start(&topo, &bpffs, &["--instance", &name, "--echo", "7", "--source", "19:3000000"]);
+    let ip = topo.get("IP_STACK").to_owned();
+    let data: Vec<u8> = {
+        let mut v = vec![0u8; 1 << 20];
+        std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut v)).unwrap();
+        v
+    };
+    let out = nc(&topo, &["-N", &ip, "7"], &data);
+    assert!(out.status.success(), "nc echo: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout.len(), data.len(), "echoed length");
+    assert_eq!(sha256(&out.stdout), sha256(&data), "echoed bytes differ");
+    let out = nc(&topo, &["-d", &ip, "19"], b"");
+    assert_eq!(out.stdout.len(), 3_000_000, "bulk from the stack");
+    let period = 95 * 74;
+    let pattern = &out.stdout[..period];
+    assert!(out.stdout.chunks(period).all(|c| c == &pattern[..c.len()]), "bulk bytes differ from the pattern");
+    let summary = daemon.stop();
+    let tcp = summary.group("summary tcp worker=0");
+    assert!(tcp["retransmits"] > 0, "a lossy path must have caused retransmissions: {tcp:?}");
+}
