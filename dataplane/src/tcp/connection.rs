@@ -781,14 +781,20 @@ impl Connection {
         // Fourth: a SYN in a synchronized state draws a challenge ACK
         // (RFC 5961 section 4.2), wherever it falls.
         if f.syn() {
-            if self.state == State::SynReceived && seq == self.irs {
+            let in_syn_rcvd = self.state == State::SynReceived && seq == self.irs;
+            if in_syn_rcvd && f.ack() && SeqNum(seg.ack_number) == self.snd_max {
+                // The peer's SYN|ACK of a simultaneous open: it acknowledges
+                // our SYN and completes the handshake (Linux
+                // tcp_validate_incoming lets it pass).
+            } else if in_syn_rcvd && !f.ack() {
                 // A retransmitted SYN of a simultaneous open: our SYN|ACK
                 // goes again.
                 self.snd_nxt = self.iss;
                 return Outcome::Accepted;
+            } else {
+                self.challenge_ack(now, ctx);
+                return Outcome::Dropped;
             }
-            self.challenge_ack(now, ctx);
-            return Outcome::Dropped;
         }
 
         // Fifth: no ACK, no processing.

@@ -1187,7 +1187,13 @@ impl Stack {
             let Some(s) = sock_mut(&mut self.slots, id) else { continue };
             s.in_txq = false;
             let Kind::Conn(c) = &mut s.kind else { continue };
-            let Some(len) = c.poll_segment(now, &mut self.ctx, buf) else { continue };
+            let Some(len) = c.poll_segment(now, &mut self.ctx, buf) else {
+                // Polling may have armed a timer (persist); nothing to send
+                // means no place in the queue.
+                let deadline = c.next_deadline();
+                self.sync_timer(id, deadline);
+                continue;
+            };
             let (src, dst) = (c.tuple.local, c.tuple.remote);
             self.after_conn(now, id);
             return Some(Transmit { src, dst, len });

@@ -1,0 +1,530 @@
+//! Scripted scenarios from the seed documents, run in the simulator with
+//! the segments on the wire captured and checked.
+
+mod sim;
+
+use sim::{Captured, LinkConfig, Sim};
+use std::time::Duration;
+use xstack_dataplane::tcp::{Config, Error, EventKind, Instant, Shutdown, SocketId, SocketOption, Stack, State};
+use xstack_dataplane::wire::tcp::Flags;
+use xstack_dataplane::wire::Ipv4Addr;
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+fn pair(config: Config) -> (Sim, usize, usize) {
+    let mut sim = Sim::new(7, LinkConfig { delay: Duration::from_millis(5), ..LinkConfig::default() });
+    let c = sim.add_host(CLIENT, config.clone());
+    let s = sim.add_host(SERVER, config);
+    (sim, c, s)
+}
+
+fn listen(st: &mut Stack, port: u16, backlog: u32) -> SocketId {
+    let l = st.socket();
+    st.bind(l, Ipv4Addr::UNSPECIFIED, port).unwrap();
+    st.listen(l, backlog).unwrap();
+    l
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Gaps between consecutive captured segments, in seconds.
+fn gaps(segs: &[Captured]) -> Vec<f64> {
+    segs.windows(2).map(|w| secs(w[1].at - w[0].at)).collect()
+}
+
+fn assert_gaps(actual: &[f64], expected: &[f64]) {
+    assert_eq!(actual.len(), expected.len(), "gaps {actual:?}, expected {expected:?}");
+    for (a, e) in actual.iter().zip(expected) {
+        assert!((a - e).abs() < 0.01, "gaps {actual:?}, expected {expected:?}");
+    }
+}
+
+fn events(st: &mut Stack) -> Vec<(SocketId, EventKind)> {
+    std::iter::from_fn(|| st.poll_event()).map(|e| (e.socket, e.kind)).collect()
+}
+
+#[test]
+fn backlog_overflow_from_a_fast_client() {
+    let (mut sim, c, s) = pair(Config::default());
+    // backlog 0 still admits one connection (Linux: full when more than
+    // backlog are queued).
+    let l = listen(sim.stack(s), 80, 0);
+    let now = sim.now;
+    let socks: Vec<SocketId> = (0..3)
+        .map(|_| {
+            let k = sim.stack(c).socket();
+            sim.stack(c).connect(now, k, SERVER, 80).unwrap();
+            k
+        })
+        .collect();
+    let ports: Vec<u16> = socks.iter().map(|&k| sim.stack(c).local_addr(k).unwrap().1).collect();
+    sim.run_for(Duration::from_millis(100));
+    // The client believes all three are established; the server queued one
+    // and keeps two in SYN_RCVD, their final ACKs ignored.
+    for &k in &socks {
+        assert_eq!(sim.stack(c).state(k), Some(State::Established));
+    }
+    let by_state = sim.stack(s).count_by_state();
+    assert_eq!(by_state[State::Established as usize], 1);
+    assert_eq!(by_state[State::SynReceived as usize], 2);
+    assert_eq!(sim.stack(s).stats().listen_overflows, 2);
+
+    // A fourth SYN while the accept queue is full is dropped silently.
+    let late = sim.stack(c).socket();
+    let t_late = sim.now;
+    sim.stack(c).connect(t_late, late, SERVER, 80).unwrap();
+    let late_port = sim.stack(c).local_addr(late).unwrap().1;
+    sim.run_for(Duration::from_millis(500));
+    assert!(sim.segments(|x| x.dst_port == late_port).is_empty(), "no SYN|ACK nor RST for a dropped SYN");
+
+    // SYN|ACKs of the ignored handshakes are retransmitted after 1, 2, 4 s.
+    sim.run_for(Duration::from_secs(7));
+    let synacks = |sim: &Sim, port: u16| sim.segments(|x| x.dst_port == port && x.flags == Flags::SYN | Flags::ACK);
+    assert_gaps(&gaps(&synacks(&sim, ports[1])), &[1.0, 2.0, 4.0]);
+    assert_gaps(&gaps(&synacks(&sim, ports[2])), &[1.0, 2.0, 4.0]);
+    assert_eq!(sim.stack(c).state(late), Some(State::SynSent), "the late client retransmits its SYN");
+
+    // accept() frees room: the next SYN|ACK retransmission draws the
+    // client's ACK, which now completes one handshake.
+    let now = sim.now;
+    let first = sim.stack(s).accept(l).unwrap();
+    assert_eq!(sim.stack(s).peer_addr(first).unwrap().1, ports[0]);
+    assert_eq!(sim.stack(s).accept(l), Err(Error::WouldBlock));
+    // (Not accepted: the queue stays full behind it.)
+    let done = sim.run_until(Duration::from_secs(10), |sim| {
+        sim.stack(s).sockets().iter().any(|i| i.state == State::Established && i.remote.unwrap().1 != ports[0])
+    });
+    assert!(done, "a handshake completes once the queue has room");
+    assert!(secs(sim.now - now) > 0.5, "completion waits for the next SYN|ACK retransmission");
+    let info = sim.stack(s).sockets();
+    let second_port = info
+        .iter()
+        .find(|i| i.state == State::Established && i.remote.unwrap().1 != ports[0])
+        .unwrap()
+        .remote
+        .unwrap()
+        .1;
+    let other = if second_port == ports[1] { ports[2] } else { ports[1] };
+
+    // The other handshake stays ignored (the queue is full again): its
+    // SYN|ACKs go at 1, 2, 4, 8, 16 s (synack_retries 5), then the request
+    // is dropped.
+    sim.run_for(Duration::from_secs(60));
+    assert_gaps(&gaps(&synacks(&sim, other)), &[1.0, 2.0, 4.0, 8.0, 16.0]);
+    assert_eq!(sim.stack(s).count_by_state()[State::SynReceived as usize], 0);
+    assert!(sim.segments(|x| x.dst_port == late_port && x.src == SERVER).is_empty());
+    assert_eq!(sim.stack(c).socket_error(late), Some(Error::TimedOut));
+    // Client data on the dropped embryonic connection draws a RST.
+    let k = socks[ports.iter().position(|&p| p == other).unwrap()];
+    let now = sim.now;
+    sim.stack(c).write(now, k, b"hello").unwrap();
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.stack(c).state(k), Some(State::Closed));
+    assert_eq!(sim.stack(c).socket_error(k), Some(Error::ConnectionReset));
+}
+
+#[test]
+fn abort_on_overflow_answers_the_final_ack_with_rst() {
+    let config = Config { abort_on_overflow: true, ..Config::default() };
+    let (mut sim, c, s) = pair(config);
+    let _l = listen(sim.stack(s), 80, 0);
+    let now = sim.now;
+    let a = sim.stack(c).socket();
+    let b = sim.stack(c).socket();
+    sim.stack(c).connect(now, a, SERVER, 80).unwrap();
+    sim.stack(c).connect(now, b, SERVER, 80).unwrap();
+    let bport = sim.stack(c).local_addr(b).unwrap().1;
+    sim.run_for(Duration::from_millis(100));
+    let rsts = sim.segments(|x| x.dst_port == bport && x.flags.rst());
+    assert_eq!(rsts.len(), 1);
+    // The client saw ESTABLISHED, then the reset.
+    assert_eq!(sim.stack(c).socket_error(b), Some(Error::ConnectionReset));
+    assert_eq!(sim.stack(c).state(a), Some(State::Established));
+}
+
+#[test]
+fn connect_to_a_silent_host_times_out_on_linux_schedule() {
+    for (linear, expected, total) in
+        [(4u32, vec![1.0, 1.0, 1.0, 1.0, 1.0, 2.0], 11.0), (0, vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0], 127.0)]
+    {
+        let config = Config { syn_linear_timeouts: linear, ..Config::default() };
+        let (mut sim, c, s) = pair(config);
+        sim.hosts[s].blackhole = true;
+        let k = sim.stack(c).socket();
+        let t0 = sim.now;
+        sim.stack(c).connect(t0, k, SERVER, 80).unwrap();
+        let mut closed_at = None;
+        sim.run_until(Duration::from_secs(300), |sim| {
+            for (_, e) in events(sim.stack(c)) {
+                if let EventKind::Closed { error } = e {
+                    closed_at = Some((sim.now, error));
+                }
+            }
+            closed_at.is_some()
+        });
+        let syns = sim.segments(|x| x.flags == Flags::SYN);
+        assert_gaps(&gaps(&syns), &expected);
+        let (t, error) = closed_at.expect("connect fails");
+        assert_eq!(error, Some(Error::TimedOut));
+        assert!((secs(t - t0) - total).abs() < 0.01, "ETIMEDOUT after {} s", secs(t - t0));
+        assert_eq!(sim.stack(c).resources().connections, 0);
+    }
+}
+
+#[test]
+fn icmp_unreachable_while_connecting_reports_ehostunreach() {
+    let (mut sim, c, s) = pair(Config { syn_retries: 2, ..Config::default() });
+    sim.hosts[s].blackhole = true;
+    let k = sim.stack(c).socket();
+    let now = sim.now;
+    sim.stack(c).connect(now, k, SERVER, 80).unwrap();
+    let port = sim.stack(c).local_addr(k).unwrap().1;
+    let mut quoted = port.to_be_bytes().to_vec();
+    quoted.extend_from_slice(&80u16.to_be_bytes());
+    sim.stack(c).handle_icmp_unreachable(CLIENT, SERVER, 1, &quoted);
+    sim.run_for(Duration::from_secs(30));
+    assert_eq!(sim.stack(c).socket_error(k), Some(Error::HostUnreachable));
+}
+
+#[test]
+fn connect_to_a_closed_port_is_refused_at_once() {
+    let (mut sim, c, s) = pair(Config::default());
+    let k = sim.stack(c).socket();
+    let t0 = sim.now;
+    sim.stack(c).connect(t0, k, SERVER, 81).unwrap();
+    let mut refused_at = None;
+    sim.run_until(Duration::from_secs(5), |sim| {
+        for (_, e) in events(sim.stack(c)) {
+            if e == (EventKind::Closed { error: Some(Error::ConnectionRefused) }) {
+                refused_at = Some(sim.now);
+            }
+        }
+        refused_at.is_some()
+    });
+    // One round trip, no retransmission.
+    assert!(secs(refused_at.unwrap() - t0) < 0.011);
+    let syn = &sim.segments(|x| x.flags == Flags::SYN)[0];
+    let rst = sim.segments(|x| x.src == SERVER);
+    assert_eq!(rst.len(), 1);
+    assert_eq!(rst[0].flags, Flags::RST | Flags::ACK);
+    assert_eq!(rst[0].seq, 0);
+    assert_eq!(rst[0].ack, syn.seq.wrapping_add(1));
+    assert_eq!(sim.stack(s).stats().drop_no_socket, 1);
+    let now = sim.now;
+    assert_eq!(sim.stack(c).read(now, k, &mut [0; 4]), Err(Error::ConnectionRefused));
+}
+
+/// Connects a client socket to a listener and accepts it.
+fn established(sim: &mut Sim, c: usize, s: usize, l: SocketId) -> (SocketId, SocketId) {
+    let k = sim.stack(c).socket();
+    let now = sim.now;
+    sim.stack(c).connect(now, k, SERVER, 80).unwrap();
+    let mut a = None;
+    assert!(sim.run_until(Duration::from_secs(5), |sim| {
+        a = a.or_else(|| sim.stack(s).accept(l).ok());
+        a.is_some() && sim.stack(c).state(k) == Some(State::Established)
+    }));
+    (k, a.unwrap())
+}
+
+fn read_all(st: &mut Stack, now: Instant, k: SocketId) -> (Vec<u8>, bool) {
+    let mut out = vec![];
+    let mut buf = [0u8; 4096];
+    loop {
+        match st.read(now, k, &mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(Error::WouldBlock) => return (out, false),
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+#[test]
+fn half_close() {
+    let (mut sim, c, s) = pair(Config::default());
+    let l = listen(sim.stack(s), 80, 8);
+    let (k, a) = established(&mut sim, c, s, l);
+    let now = sim.now;
+    sim.stack(c).write(now, k, b"request").unwrap();
+    sim.stack(c).shutdown(now, k, Shutdown::Write).unwrap();
+    assert_eq!(sim.stack(c).write(now, k, b"more"), Err(Error::BrokenPipe));
+    sim.run_for(Duration::from_millis(100));
+    let now = sim.now;
+    let (got, eof) = read_all(sim.stack(s), now, a);
+    assert_eq!((&got[..], eof), (&b"request"[..], true));
+    assert_eq!(sim.stack(s).state(a), Some(State::CloseWait));
+    assert_eq!(sim.stack(c).state(k), Some(State::FinWait2));
+    // The server still sends after the client's FIN.
+    sim.stack(s).write(now, a, b"response").unwrap();
+    sim.stack(s).close(now, a).unwrap();
+    sim.run_for(Duration::from_millis(100));
+    let now = sim.now;
+    let (got, eof) = read_all(sim.stack(c), now, k);
+    assert_eq!((&got[..], eof), (&b"response"[..], true));
+    assert_eq!(sim.stack(c).state(k), Some(State::TimeWait));
+    assert_eq!(sim.stack(s).resources().connections, 0, "LAST_ACK -> CLOSED on the ACK");
+    sim.stack(c).close(now, k).unwrap();
+    sim.run_for(Duration::from_secs(61));
+    assert_eq!(sim.stack(c).resources().connections, 0, "TIME_WAIT ends after 60 s");
+}
+
+#[test]
+fn simultaneous_open() {
+    let (mut sim, c, s) = pair(Config::default());
+    let now = sim.now;
+    let a = sim.stack(c).socket();
+    sim.stack(c).bind(a, CLIENT, 5000).unwrap();
+    let b = sim.stack(s).socket();
+    sim.stack(s).bind(b, SERVER, 6000).unwrap();
+    sim.stack(c).connect(now, a, SERVER, 6000).unwrap();
+    sim.stack(s).connect(now, b, CLIENT, 5000).unwrap();
+    sim.run_for(Duration::from_millis(7));
+    // Each side got the other's SYN while in SYN_SENT.
+    assert_eq!(sim.stack(c).state(a), Some(State::SynReceived));
+    assert_eq!(sim.stack(s).state(b), Some(State::SynReceived));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.stack(c).state(a), Some(State::Established));
+    assert_eq!(sim.stack(s).state(b), Some(State::Established));
+    assert!(events(sim.stack(c)).contains(&(a, EventKind::Connected)));
+    let now = sim.now;
+    sim.stack(c).write(now, a, b"ping").unwrap();
+    sim.run_for(Duration::from_millis(100));
+    let now = sim.now;
+    assert_eq!(read_all(sim.stack(s), now, b).0, b"ping");
+}
+
+#[test]
+fn simultaneous_close_goes_through_closing() {
+    let (mut sim, c, s) = pair(Config::default());
+    let l = listen(sim.stack(s), 80, 8);
+    let (k, a) = established(&mut sim, c, s, l);
+    let now = sim.now;
+    sim.stack(c).shutdown(now, k, Shutdown::Write).unwrap();
+    sim.stack(s).shutdown(now, a, Shutdown::Write).unwrap();
+    sim.run_for(Duration::from_millis(6));
+    assert_eq!(sim.stack(c).state(k), Some(State::Closing));
+    assert_eq!(sim.stack(s).state(a), Some(State::Closing));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.stack(c).state(k), Some(State::TimeWait));
+    assert_eq!(sim.stack(s).state(a), Some(State::TimeWait));
+    let now = sim.now;
+    sim.stack(c).close(now, k).unwrap();
+    sim.stack(s).close(now, a).unwrap();
+    sim.stack(s).close(now, l).unwrap();
+    sim.run_for(Duration::from_secs(61));
+    for h in [c, s] {
+        assert_eq!(sim.stack(h).resources(), Default::default());
+    }
+}
+
+#[test]
+fn fin_wait_1_straight_to_time_wait_on_fin_ack() {
+    let (mut sim, c, s) = pair(Config::default());
+    let l = listen(sim.stack(s), 80, 8);
+    let (k, a) = established(&mut sim, c, s, l);
+    // The server closes as soon as it sees the FIN, so its FIN rides on
+    // the ACK of ours: FIN|ACK in FIN_WAIT_1.
+    let now = sim.now;
+    sim.stack(c).close(now, k).unwrap();
+    let mut saw_closing_or_fw2 = false;
+    sim.run_until(Duration::from_secs(1), |sim| {
+        let now = sim.now;
+        if sim.stack(s).state(a) == Some(State::CloseWait) {
+            sim.stack(s).close(now, a).unwrap();
+        }
+        let st = sim.stack(c).count_by_state();
+        saw_closing_or_fw2 |= st[State::Closing as usize] + st[State::FinWait2 as usize] > 0;
+        st[State::TimeWait as usize] == 1
+    });
+    // The server's ACK was delayed into its FIN, so the client never
+    // passed through FIN_WAIT_2 or CLOSING.
+    let from_server = sim.segments(|x| x.src == SERVER && x.flags.fin());
+    assert_eq!(from_server[0].ack, sim.segments(|x| x.src == CLIENT && x.flags.fin())[0].seq.wrapping_add(1));
+    assert!(!saw_closing_or_fw2);
+}
+
+#[test]
+fn time_wait_re_acks_a_retransmitted_fin() {
+    let (mut sim, c, s) = pair(Config::default());
+    let l = listen(sim.stack(s), 80, 8);
+    let (k, a) = established(&mut sim, c, s, l);
+    let now = sim.now;
+    sim.stack(c).close(now, k).unwrap();
+    sim.run_for(Duration::from_millis(50));
+    let now = sim.now;
+    sim.stack(s).close(now, a).unwrap();
+    // Lose the client's last ACK: the server retransmits its FIN and the
+    // client in TIME_WAIT answers it again.
+    sim.hosts[s].blackhole = true;
+    sim.run_for(Duration::from_millis(50));
+    sim.hosts[s].blackhole = false;
+    assert_eq!(sim.stack(c).count_by_state()[State::TimeWait as usize], 1);
+    sim.run_for(Duration::from_secs(3));
+    let fins = sim.segments(|x| x.src == SERVER && x.flags.fin());
+    assert!(fins.len() >= 2, "FIN retransmitted");
+    let acks_after = sim.segments(|x| x.src == CLIENT && x.at > fins[1].at && x.flags == Flags::ACK);
+    assert!(!acks_after.is_empty(), "TIME_WAIT re-ACKs the FIN");
+    assert_eq!(sim.stack(s).resources().connections, 0);
+}
+
+#[test]
+fn server_restart_with_connections_in_time_wait() {
+    let (mut sim, c, s) = pair(Config::default());
+    let l = listen(sim.stack(s), 80, 8);
+    let (k, a) = established(&mut sim, c, s, l);
+    let client_port = sim.stack(c).local_addr(k).unwrap().1;
+    // The server closes first ("Ctrl-C"): its side ends in TIME_WAIT.
+    let now = sim.now;
+    sim.stack(s).close(now, a).unwrap();
+    sim.stack(s).close(now, l).unwrap();
+    sim.run_until(Duration::from_secs(1), |sim| sim.stack(c).state(k) == Some(State::CloseWait));
+    let now = sim.now;
+    sim.stack(c).close(now, k).unwrap();
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.stack(s).count_by_state()[State::TimeWait as usize], 1);
+
+    // Restart without reuse-address fails.
+    let st = sim.stack(s);
+    let n = st.socket();
+    assert_eq!(st.bind(n, Ipv4Addr::UNSPECIFIED, 80), Err(Error::AddrInUse));
+    st.close(now, n).unwrap();
+    // With it, bind and listen work.
+    // Binding the port works, but the very same 4-tuple is still taken.
+    let m = st.socket();
+    st.set_option(now, m, SocketOption::ReuseAddr(true)).unwrap();
+    st.bind(m, SERVER, 80).unwrap();
+    assert_eq!(st.connect(now, m, CLIENT, client_port), Err(Error::AddrInUse));
+    st.close(now, m).unwrap();
+    let n = st.socket();
+    st.set_option(now, n, SocketOption::ReuseAddr(true)).unwrap();
+    st.bind(n, Ipv4Addr::UNSPECIFIED, 80).unwrap();
+    st.listen(n, 8).unwrap();
+    // New clients are served by the restarted listener.
+    let (k2, a2) = established(&mut sim, c, s, n);
+    let now = sim.now;
+    sim.stack(c).write(now, k2, b"after restart").unwrap();
+    sim.run_for(Duration::from_millis(50));
+    let now = sim.now;
+    assert_eq!(read_all(sim.stack(s), now, a2).0, b"after restart");
+}
+
+#[test]
+fn time_wait_tuple_reopened_by_a_newer_syn() {
+    let (mut sim, c, s) = pair(Config::default());
+    let l = listen(sim.stack(s), 80, 8);
+    let k = sim.stack(c).socket();
+    let now = sim.now;
+    sim.stack(c).set_option(now, k, SocketOption::ReuseAddr(true)).unwrap();
+    sim.stack(c).bind(k, CLIENT, 40000).unwrap();
+    let now = sim.now;
+    sim.stack(c).connect(now, k, SERVER, 80).unwrap();
+    let mut a = None;
+    sim.run_until(Duration::from_secs(1), |sim| {
+        a = a.or_else(|| sim.stack(s).accept(l).ok());
+        a.is_some()
+    });
+    let now = sim.now;
+    sim.stack(s).close(now, a.unwrap()).unwrap();
+    sim.run_until(Duration::from_secs(1), |sim| sim.stack(c).state(k) == Some(State::CloseWait));
+    let now = sim.now;
+    sim.stack(c).close(now, k).unwrap();
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.stack(s).count_by_state()[State::TimeWait as usize], 1);
+    // The client reuses its port right away (its side is CLOSED): the
+    // SYN, with a later ISN and timestamp, reopens the server's TIME_WAIT.
+    let k2 = sim.stack(c).socket();
+    let now = sim.now;
+    sim.stack(c).set_option(now, k2, SocketOption::ReuseAddr(true)).unwrap();
+    sim.stack(c).bind(k2, CLIENT, 40000).unwrap();
+    let now = sim.now;
+    sim.stack(c).connect(now, k2, SERVER, 80).unwrap();
+    assert!(sim.run_until(Duration::from_secs(2), |sim| sim.stack(s).accept(l).is_ok()));
+    assert_eq!(sim.stack(s).count_by_state()[State::TimeWait as usize], 0);
+}
+
+#[test]
+fn close_with_unread_data_sends_rst() {
+    let (mut sim, c, s) = pair(Config::default());
+    let l = listen(sim.stack(s), 80, 8);
+    let (k, a) = established(&mut sim, c, s, l);
+    let now = sim.now;
+    sim.stack(c).write(now, k, b"unread").unwrap();
+    sim.run_for(Duration::from_millis(50));
+    let now = sim.now;
+    sim.stack(s).close(now, a).unwrap();
+    sim.run_for(Duration::from_millis(50));
+    let from_server: Vec<_> = sim.segments(|x| x.src == SERVER && (x.flags.rst() || x.flags.fin()));
+    assert_eq!(from_server.len(), 1);
+    assert_eq!(from_server[0].flags, Flags::RST | Flags::ACK);
+    assert_eq!(sim.stack(c).socket_error(k), Some(Error::ConnectionReset));
+    assert_eq!(sim.stack(s).resources().connections, 0);
+}
+
+#[test]
+fn linger_zero_aborts() {
+    let (mut sim, c, s) = pair(Config::default());
+    let l = listen(sim.stack(s), 80, 8);
+    let (k, _a) = established(&mut sim, c, s, l);
+    let now = sim.now;
+    sim.stack(c).set_option(now, k, SocketOption::Linger(Some(Duration::ZERO))).unwrap();
+    sim.stack(c).close(now, k).unwrap();
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.segments(|x| x.src == CLIENT && x.flags.rst()).len(), 1);
+    assert_eq!(sim.segments(|x| x.src == CLIENT && x.flags.fin()).len(), 0);
+    assert_eq!(sim.stack(c).resources().connections, 0, "no TIME_WAIT after an abort");
+}
+
+#[test]
+fn keepalive_probes_then_timeout() {
+    let (mut sim, c, s) = pair(Config::default());
+    let l = listen(sim.stack(s), 80, 8);
+    let (k, _a) = established(&mut sim, c, s, l);
+    let now = sim.now;
+    let st = sim.stack(c);
+    st.set_option(now, k, SocketOption::KeepAlive(true)).unwrap();
+    st.set_option(now, k, SocketOption::KeepIdle(Duration::from_secs(10))).unwrap();
+    st.set_option(now, k, SocketOption::KeepIntvl(Duration::from_secs(2))).unwrap();
+    st.set_option(now, k, SocketOption::KeepCnt(3)).unwrap();
+    // Answered probes keep the connection up.
+    sim.run_for(Duration::from_secs(25));
+    assert_eq!(sim.stack(c).state(k), Some(State::Established));
+    let probes = sim.segments(|x| x.src == CLIENT && x.payload_len == 0 && x.flags == Flags::ACK && x.at > now);
+    assert!(probes.len() >= 2);
+    // A dead peer: 3 probes 2 s apart, then ETIMEDOUT.
+    sim.hosts[s].blackhole = true;
+    sim.run_for(Duration::from_secs(30));
+    assert_eq!(sim.stack(c).socket_error(k), Some(Error::TimedOut));
+}
+
+#[test]
+fn zero_window_is_probed_and_transfer_resumes() {
+    let (mut sim, c, s) = pair(Config::default());
+    let l = sim.stack(s).socket();
+    let now = sim.now;
+    sim.stack(s).set_option(now, l, SocketOption::RecvBuffer(4096)).unwrap();
+    sim.stack(s).bind(l, Ipv4Addr::UNSPECIFIED, 80).unwrap();
+    sim.stack(s).listen(l, 8).unwrap();
+    let (k, a) = established(&mut sim, c, s, l);
+    let data: Vec<u8> = (0..12000u32).map(|i| i as u8).collect();
+    let now = sim.now;
+    let n = sim.stack(c).write(now, k, &data).unwrap();
+    assert_eq!(n, data.len());
+    // The server does not read: the window closes, the client probes.
+    sim.run_for(Duration::from_secs(5));
+    let zero = sim.segments(|x| x.src == SERVER && x.window == 0);
+    assert!(!zero.is_empty());
+    let probes = sim.segments(|x| x.src == CLIENT && x.payload_len == 0 && x.at > zero[0].at);
+    assert!(probes.len() >= 2, "persist probes: {}", probes.len());
+    // Reading reopens the window and the rest arrives.
+    let mut got = vec![];
+    sim.run_until(Duration::from_secs(30), |sim| {
+        let now = sim.now;
+        got.extend(read_all(sim.stack(s), now, a).0);
+        got.len() == data.len()
+    });
+    assert_eq!(got, data);
+}
