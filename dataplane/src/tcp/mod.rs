@@ -40,3 +40,6 @@ pub use socket::{Event, EventKind, FourTuple, Shutdown, SocketId, SocketInfo, So
 pub use stack::{ConnectionInfo, Resources, Stack};
 pub use stats::{DropReason, Stats};
 pub use time::Instant;
+
+#[cfg(test)]
+mod tests;
