@@ -177,11 +177,11 @@ fn lossy_link_fixed_seeds() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn streams_arrive_exactly_once_in_order(seed in any::<u64>(), loss in 0.0f64..0.10, dup in 0.0f64..0.05,
-                                            reorder in 0.0f64..0.2, sizes in (0usize..40_000, 0usize..40_000),
+                                            reorder in 0.0f64..0.2, sizes in (0usize..100_000, 0usize..100_000),
                                             newreno in any::<bool>(), mtu in 300usize..1500, bufs in 4096usize..65536) {
         let link = LinkConfig {
             loss, duplicate: dup, reorder, jitter: Duration::from_millis(3), bandwidth: 50_000_000, mtu,
@@ -198,4 +198,135 @@ fn regression_small_mtu_bidirectional() {
     let link =
         LinkConfig { jitter: Duration::from_millis(3), bandwidth: 50_000_000, mtu: 448, ..LinkConfig::default() };
     exchange(0, link, (2177, 2721), Algorithm::Cubic, 32802).unwrap();
+}
+
+/// Several clients, several connections each, to one server: every stream
+/// (client to server, tagged by a per-connection salt) arrives intact, and
+/// everything is cleaned up.
+fn many(seed: u64, link: LinkConfig, clients: usize, per_client: usize, size: usize) -> Result<(), String> {
+    let mut sim = Sim::new(seed, link);
+    sim.capture = false;
+    let s = sim.add_host(SERVER, Config::default());
+    let hosts: Vec<usize> =
+        (0..clients).map(|i| sim.add_host(Ipv4Addr::new(10, 0, 1, i as u8 + 1), Config::default())).collect();
+    let l = sim.stack(s).socket();
+    sim.stack(s).bind(l, SERVER, 80).map_err(|e| e.to_string())?;
+    sim.stack(s).listen(l, 128).map_err(|e| e.to_string())?;
+    let now = sim.now;
+    // (host, socket, salt, bytes sent)
+    let mut senders = vec![];
+    for (i, &h) in hosts.iter().enumerate() {
+        for j in 0..per_client {
+            let k = sim.stack(h).socket();
+            sim.stack(h).connect(now, k, SERVER, 80).map_err(|e| e.to_string())?;
+            senders.push((h, k, (i * per_client + j) as u8, 0usize, false));
+        }
+    }
+    // Server side: accepted socket -> received bytes.
+    let mut received: Vec<(SocketId, Vec<u8>, bool)> = vec![];
+    let mut buf = vec![0u8; 8192];
+    let total = senders.len();
+    let done = sim.run_until(Duration::from_secs(3000), |sim| {
+        let now = sim.now;
+        while let Ok(a) = sim.stack(s).accept(l) {
+            received.push((a, vec![], false));
+        }
+        for (h, k, salt, sent, closed) in senders.iter_mut() {
+            if *closed {
+                continue;
+            }
+            while *sent < size {
+                let n = (size - *sent).min(buf.len());
+                for (x, b) in buf[..n].iter_mut().enumerate() {
+                    // The first byte of every stream names it.
+                    *b = if *sent + x == 0 { *salt } else { pattern(*sent + x, *salt) };
+                }
+                match sim.stack(*h).write(now, *k, &buf[..n]) {
+                    Ok(w) => *sent += w,
+                    Err(_) => break,
+                }
+            }
+            if *sent == size {
+                sim.stack(*h).close(now, *k).unwrap();
+                *closed = true;
+            }
+        }
+        for (a, got, eof) in received.iter_mut() {
+            if *eof {
+                continue;
+            }
+            loop {
+                match sim.stack(s).read(now, *a, &mut buf) {
+                    Ok(0) => {
+                        *eof = true;
+                        sim.stack(s).close(now, *a).unwrap();
+                        break;
+                    }
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(_) => break,
+                }
+            }
+        }
+        for h in std::iter::once(s).chain(hosts.iter().copied()) {
+            while sim.stack(h).poll_event().is_some() {}
+        }
+        received.len() == total
+            && received.iter().all(|r| r.2)
+            && std::iter::once(s).chain(hosts.iter().copied()).all(|h| sim.stack(h).resources().connections == 0)
+    });
+    if !done {
+        return Err(format!(
+            "did not finish: accepted {}, eof {}",
+            received.len(),
+            received.iter().filter(|r| r.2).count()
+        ));
+    }
+    let mut salts = vec![];
+    for (_, got, _) in &received {
+        if got.len() != size {
+            return Err(format!("stream of {} bytes, expected {size}", got.len()));
+        }
+        if size > 0 {
+            let salt = got[0];
+            salts.push(salt);
+            if let Some(k) = (1..size).find(|&k| got[k] != pattern(k, salt)) {
+                return Err(format!("stream {salt}: byte {k} differs"));
+            }
+        }
+    }
+    salts.sort_unstable();
+    salts.dedup();
+    if size > 0 && salts.len() != total {
+        return Err(format!("{} distinct streams of {total}", salts.len()));
+    }
+    let now = sim.now;
+    sim.stack(s).close(now, l).unwrap();
+    for h in std::iter::once(s).chain(hosts.iter().copied()) {
+        let r = sim.stack(h).resources();
+        if r != Resources::default() {
+            return Err(format!("host {h} left {r:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn three_engines_many_connections_clean() {
+    many(11, LinkConfig { bandwidth: 100_000_000, ..LinkConfig::default() }, 2, 4, 50_000).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn many_connections_over_impaired_links(seed in any::<u64>(), loss in 0.0f64..0.10, dup in 0.0f64..0.05,
+                                            reorder in 0.0f64..0.2, clients in 1usize..4, per in 1usize..4,
+                                            size in 0usize..30_000) {
+        let link = LinkConfig {
+            loss, duplicate: dup, reorder, jitter: Duration::from_millis(2), bandwidth: 20_000_000,
+            ..LinkConfig::default()
+        };
+        let r = many(seed, link, clients, per, size);
+        prop_assert!(r.is_ok(), "{:?}", r);
+    }
 }
