@@ -643,6 +643,14 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<String>> {
         cfg.server_cpus
     ));
 
+    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
+        let one: f64 = l.split_whitespace().next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+        notes.push(format!(
+            "load average at start: {} (1/5/15 min){}",
+            l.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+            if one > 0.5 { ": other processes compete for the cores, figures are noisy" } else { "" }
+        ));
+    }
     let placeholder = Ipv4Addr::UNSPECIFIED;
     let jobs = tcp_jobs(cfg, placeholder);
     let rr_label = jobs.iter().find(|p| p.workload == Workload::Rr).map(Params::label);

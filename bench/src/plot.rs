@@ -78,8 +78,21 @@ fn err<E: std::fmt::Debug>(e: E) -> io::Error {
     io::Error::other(format!("plotting: {e:?}"))
 }
 
+/// A latency tick label in microseconds: "0.5", "20", "1500", "2.5e6".
+fn fmt_us(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{v:.1e}")
+    } else if v >= 10.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 fn y_range(lo_ns: u64, hi_ns: u64) -> std::ops::Range<f64> {
-    let lo = (lo_ns.max(1) as f64 / 1000.0) * 0.8;
+    let lo = (lo_ns.max(1) as f64 / 1000.0) * 0.6;
     let hi = (hi_ns.max(lo_ns + 1) as f64 / 1000.0) * 1.25;
     lo..hi.max(lo * 2.0)
 }
@@ -96,6 +109,7 @@ where
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 26))
         .margin(20)
+        .margin_right(50)
         .x_label_area_size(50)
         .y_label_area_size(80)
         .build_cartesian_2d(0f64..max_x, y_range(lo, hi).log_scale())
@@ -104,7 +118,7 @@ where
         .configure_mesh()
         .x_labels(max_x as usize + 1)
         .x_label_formatter(&|v| percentile_label(*v))
-        .y_label_formatter(&|v| format!("{v}"))
+        .y_label_formatter(&|v| fmt_us(*v))
         .x_desc("percentile")
         .y_desc("latency (us, log scale)")
         .label_style((FONT, 16))
@@ -145,6 +159,7 @@ where
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 26))
         .margin(20)
+        .margin_right(50)
         .x_label_area_size(50)
         .y_label_area_size(80)
         .build_cartesian_2d(0f64..max_x, y_range(lo, hi).log_scale())
@@ -152,6 +167,7 @@ where
     chart
         .configure_mesh()
         .x_label_formatter(&|v| if *v >= 1000.0 { format!("{}k", v / 1000.0) } else { format!("{v}") })
+        .y_label_formatter(&|v| fmt_us(*v))
         .x_desc("achieved throughput (requests/s)")
         .y_desc("latency (us, log scale, coordinated-omission corrected)")
         .label_style((FONT, 16))

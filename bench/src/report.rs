@@ -57,7 +57,7 @@ impl RunResult {
         if self.ops == 0 && self.bytes == 0 {
             p.push(format!("{} {}: no operation completed", self.stack, self.label));
         }
-        if !(self.window_s > 0.0) {
+        if self.window_s.is_nan() || self.window_s <= 0.0 {
             p.push(format!("{} {}: empty measurement window", self.stack, self.label));
         }
         if let Some(l) = &self.latency {

@@ -195,7 +195,11 @@ pub fn serve_polled<B: Backend>(
                             break;
                         }
                         t.poll()?;
-                        for (svc, l) in ls.iter_mut() {
+                        // New connections are rare next to data: look for
+                        // them every 16th pass (always when idle), so that
+                        // request/response pays fewer useless accept calls.
+                        let look = conns.is_empty() || n % 16 == 0;
+                        for (svc, l) in ls.iter_mut().filter(|_| look) {
                             match t.accept(l) {
                                 Ok(c) => conns.push((Handler::new(*svc), c)),
                                 Err(e) if retry(&e) => {}
@@ -277,6 +281,8 @@ fn spawn_acceptor(
             };
             // The last idle thread took a connection: start another one.
             if idle.fetch_sub(1, Ordering::SeqCst) == 1 {
+                // The new thread starts idle.
+                idle.fetch_add(1, Ordering::SeqCst);
                 match l.try_clone() {
                     Ok(l2) => {
                         if let Err(e) = spawn_acceptor(l2, svc, idle.clone(), cpus.clone(), spawned.clone()) {

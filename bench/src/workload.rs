@@ -110,7 +110,7 @@ impl Params {
         if self.size == 0 || self.size > 16 << 20 {
             return Err("size must be in 1..=16 MiB".into());
         }
-        if !(self.duration_s > 0.0 && self.duration_s <= 3600.0) || !(0.0..=600.0).contains(&self.warmup_s) {
+        if !(self.duration_s > 0.0 && self.duration_s <= 3600.0 && (0.0..=600.0).contains(&self.warmup_s)) {
             return Err("duration must be in (0, 3600] s and warm-up in [0, 600] s".into());
         }
         if self.workload == Workload::Rate && !(self.rate > 0.0 && self.rate.is_finite()) {
@@ -388,7 +388,10 @@ fn echo_client<T: Transport>(
     loop {
         let now = Instant::now();
         if now >= tl.end {
-            let pending = flows.iter().any(|f| f.c.is_some() && f.ol.as_ref().is_some_and(|o| o.outstanding() > 0));
+            // RATE: answers (and sends already due) may finish during the drain.
+            let pending = flows
+                .iter()
+                .any(|f| f.c.is_some() && f.ol.as_ref().is_some_and(|o| o.outstanding() > 0 || !o.schedule_done()));
             if !open || !pending || now >= tl.drain_end {
                 break;
             }
