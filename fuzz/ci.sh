@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for a bounded time on its corpus (for CI).
+# Needs the nightly toolchain and cargo-fuzz (cargo install cargo-fuzz).
+# Usage: fuzz/ci.sh [seconds-per-target]   (default 20)
+set -euo pipefail
+cd "$(dirname "$0")"
+secs="${1:-20}"
+for t in wire_parsers tcp_segment udp_datagram listener_input established_input; do
+    echo "fuzz: $t for ${secs}s"
+    cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048
+done
