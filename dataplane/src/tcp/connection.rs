@@ -500,17 +500,26 @@ impl Connection {
         free.min(max) >> self.rcv_wscale << self.rcv_wscale
     }
 
-    /// RFC 9293 section 3.8.6.2.2 (receiver SWS avoidance): announce a
-    /// larger window only once it grew by min(buffer / 2, MSS).
+    /// After a read: announce the larger window only if it grew a lot
+    /// (receiver SWS avoidance, RFC 9293 section 3.8.6.2.2), the way
+    /// Linux's __tcp_cleanup_rbuf decides: the advertised window has
+    /// fallen to half the buffer or less and the new one is at least twice
+    /// it; or a delayed ACK is pending for more than a segment of data.
     fn maybe_window_update(&mut self, _before: u32) {
-        if !self.state.is_synchronized() {
+        if !self.state.is_synchronized() || self.rx_fin {
             return;
         }
-        let advertised = if self.rcv_adv > self.rcv_nxt { self.rcv_adv.dist(self.rcv_nxt) } else { 0 };
-        let now = self.window_now();
-        let threshold = (self.rx.capacity() as u32 / 2).min(u32::from(self.our_mss));
-        if now >= advertised + threshold {
+        if self.delack_at.is_some() && self.unacked_bytes > usize::from(self.our_mss) {
             self.ack_now = true;
+            return;
+        }
+        let advertised = self.rcv_wnd();
+        let clamp = (self.rx.capacity() as u32).min(65535 << self.rcv_wscale);
+        if 2 * advertised <= clamp {
+            let now = self.window_now();
+            if now > 0 && now >= 2 * advertised {
+                self.ack_now = true;
+            }
         }
     }
 

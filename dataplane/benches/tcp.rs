@@ -1,0 +1,89 @@
+//! Micro-benchmarks of the TCP engine's hot paths (criterion):
+//! - one in-order full-size data segment, including reading it and the
+//!   ACK it causes (one ACK per two segments, as Linux's delayed ACK);
+//! - one full handshake (SYN, SYN|ACK, ACK, accept) plus its abortive
+//!   teardown, across two in-memory stacks;
+//! - one timer wheel operation (arm + cancel, arm + expire) with 10 000
+//!   other timers armed.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::hint::black_box;
+use std::time::Duration;
+use xstack_dataplane::tcp::rng::Rng;
+use xstack_dataplane::tcp::timer_wheel::TimerWheel;
+use xstack_dataplane::tcp::Instant;
+
+mod support;
+
+fn data_segment(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tcp");
+    g.throughput(Throughput::Elements(1));
+    let mut d = support::DataPath::new();
+    g.bench_function("in_order_segment_with_ack", |b| b.iter(|| d.step()));
+    g.finish();
+}
+
+fn handshake(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tcp");
+    g.throughput(Throughput::Elements(1));
+    let mut p = support::Pair::new();
+    g.bench_function("handshake_and_abort", |b| {
+        b.iter(|| {
+            let (cs, ss) = p.handshake();
+            p.teardown(black_box(cs), ss);
+        })
+    });
+    g.finish();
+}
+
+fn timer_wheel(c: &mut Criterion) {
+    let mut g = c.benchmark_group("timer_wheel");
+    let start = Instant::from_secs(10);
+    let mut rng = Rng::new(9);
+    let mut w = TimerWheel::new(start);
+    for i in 0..10_000u32 {
+        w.insert(start + Duration::from_millis(u64::from(rng.below(3_600_000))), i);
+    }
+    g.bench_function("arm_and_cancel", |b| {
+        b.iter(|| {
+            let id = w.insert(black_box(start + Duration::from_millis(200)), 7);
+            w.cancel(id)
+        })
+    });
+    g.bench_function("arm_and_expire", |b| {
+        b.iter_batched(
+            || (),
+            |_| {
+                let mut w = TimerWheel::new(start);
+                w.insert(start + Duration::from_millis(40), 1u32);
+                w.poll(start + Duration::from_millis(41))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let mut t = start;
+    let mut w2 = TimerWheel::new(start);
+    for i in 0..10_000u32 {
+        w2.insert(start + Duration::from_millis(u64::from(rng.below(3_600_000))), i);
+    }
+    g.bench_function("arm_and_expire_amid_10k", |b| {
+        b.iter(|| {
+            t += Duration::from_millis(1);
+            w2.insert(t + Duration::from_millis(5), 1);
+            let mut n = 0;
+            while let Some(v) = w2.poll(t) {
+                if v == 1 {
+                    n += 1;
+                } else {
+                    // Keep the population steady.
+                    w2.insert(t + Duration::from_millis(3_600_000), v);
+                }
+            }
+            n
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, data_segment, handshake, timer_wheel);
+criterion_main!(benches);

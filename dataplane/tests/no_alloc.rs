@@ -1,0 +1,39 @@
+//! The established data path allocates nothing: an in-order segment in,
+//! its data read, its ACK out. (This binary counts allocations with a
+//! global allocator of its own.)
+
+#[path = "../benches/support.rs"]
+mod support;
+
+#[test]
+fn established_data_path_does_not_allocate() {
+    let mut d = support::DataPath::new();
+    // Warm up the queues and the timer wheel's slab.
+    for _ in 0..1000 {
+        d.step();
+    }
+    let info = allocation_counter::measure(|| {
+        for _ in 0..10_000 {
+            d.step();
+        }
+    });
+    assert_eq!(info.count_total, 0, "allocations on the data path: {info:?}");
+    assert_eq!(d.acks, 1000 / 2 + 10_000 / 2, "one ACK per two segments");
+}
+
+#[test]
+fn handshakes_free_everything() {
+    let mut p = support::Pair::new();
+    for _ in 0..10 {
+        let (c, s) = p.handshake();
+        p.teardown(c, s);
+    }
+    let info = allocation_counter::measure(|| {
+        for _ in 0..100 {
+            let (c, s) = p.handshake();
+            p.teardown(c, s);
+        }
+    });
+    assert_eq!(info.count_current, 0, "memory kept after handshakes: {info:?}");
+    assert_eq!(p.client.resources().connections + p.server.resources().connections, 0);
+}
