@@ -2,7 +2,7 @@
 //! its data read, its ACK out. (This binary counts allocations with a
 //! global allocator of its own.)
 
-#[path = "../benches/support.rs"]
+#[path = "../benches/support/mod.rs"]
 mod support;
 
 #[test]

@@ -33,6 +33,7 @@ fn segment(seq: u32, ack: u32, flags: Flags, options: Options, payload: &[u8]) -
 /// The receive side of a bulk transfer: every `step` hands the stack the
 /// next full-size in-order segment, reads it out, and collects the ACK
 /// (Linux's delayed ACK policy: one ACK per two segments).
+#[derive(Debug)]
 pub struct DataPath {
     pub st: Stack,
     pub now: Instant,
@@ -107,6 +108,7 @@ impl Default for DataPath {
 /// Two stacks for handshakes. Each `handshake` opens a connection through
 /// the three segments, accepts it, then tears it down with an abortive
 /// close (RST) so no TIME_WAIT piles up across iterations.
+#[derive(Debug)]
 pub struct Pair {
     pub client: Stack,
     pub server: Stack,
