@@ -28,6 +28,8 @@ fn bench_checksum(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(len as u64));
         g.bench_function(format!("internet/{len}B"), |b| b.iter(|| checksum::checksum(black_box(&data))));
     }
+    g.finish();
+    let mut g = c.benchmark_group("checksum_ops");
     g.bench_function("pseudo_header", |b| {
         b.iter(|| checksum::pseudo_header(black_box(A), black_box(B), 6, black_box(84)))
     });
