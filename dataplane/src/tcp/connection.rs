@@ -1493,7 +1493,14 @@ impl Connection {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.rtx_at, self.delack_at, self.ka_at, self.close_at].into_iter().flatten().min()
+        let mut d = self.rtx_at;
+        for t in [self.delack_at, self.ka_at, self.close_at].into_iter().flatten() {
+            d = Some(match d {
+                Some(x) if x <= t => x,
+                _ => t,
+            });
+        }
+        d
     }
 
     pub fn on_timer(&mut self, now: Instant, ctx: &mut Ctx) {
