@@ -94,9 +94,10 @@ fn client_mode_reports_like_connect() {
     let _ = dump.wait();
     assert_eq!(text.lines().filter(|l| l.contains("Flags [S]")).count(), 3, "SYNs on the wire:\n{text}");
 
-    // No ARP answer for the destination: EHOSTUNREACH. (Linux reports it
-    // when neighbour resolution fails, about 3 s.)
+    // No ARP answer for the destination: EHOSTUNREACH as soon as neighbour
+    // resolution fails (3 requests 1 s apart), as Linux does (3.3 s
+    // measured with a kernel client on this topology).
     let (out, took) = client(&topo, &bpffs, &name, &["--connect", &format!("{subnet}.78:7999")]);
     assert_eq!(lines(&out), vec!["EHOSTUNREACH"], "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(took >= Duration::from_millis(2900) && took < Duration::from_secs(5), "{took:?}");
 }

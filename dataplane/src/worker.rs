@@ -308,7 +308,7 @@ impl Worker {
                 None => {
                     self.port.release(frame);
                     self.stats.inc(Counter::drop_no_route);
-                    self.stack.handle_unreachable(t.dst);
+                    self.stack.handle_unreachable(now, t.dst);
                 }
             }
         }
@@ -357,7 +357,8 @@ impl Worker {
                     // The destination is unreachable: connections to it
                     // fail with EHOSTUNREACH (tcp-behaviour.md section 1).
                     if let Some(remote) = ipv4_dst(self.port.data(&frame)) {
-                        self.stack.handle_unreachable(remote);
+                        let now = self.now();
+                        self.stack.handle_unreachable(now, remote);
                     }
                     self.port.release(frame);
                     self.stats.inc(Counter::drop_neigh_unresolved);

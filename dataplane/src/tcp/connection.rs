@@ -594,6 +594,19 @@ impl Connection {
         }
     }
 
+    /// The next hop did not answer ARP. Linux fails a connect() in
+    /// progress at once (the neighbour failure reports a local host
+    /// unreachable, fatal in SYN_SENT: tcp_v4_err -> tcp_done_with_error):
+    /// measured, about 3 s after connect() with the default ARP retries.
+    /// Later states keep it as a soft error, as for ICMP.
+    pub fn on_neighbour_failure(&mut self, e: Error) {
+        if self.state == State::SynSent {
+            self.enter_closed(Some(e));
+        } else {
+            self.on_unreachable(e);
+        }
+    }
+
     /// Linux tcp_timewait_state_process: in TIME_WAIT, a SYN newer than
     /// the old incarnation (a higher sequence number, or a newer timestamp)
     /// may open the same 4-tuple again; returns the ISN to use, above the

@@ -881,12 +881,13 @@ impl Stack {
 
     /// The next hop for `remote` did not answer ARP: connections still
     /// connecting to it will fail with EHOSTUNREACH instead of ETIMEDOUT.
-    pub fn handle_unreachable(&mut self, remote: Ipv4Addr) {
+    pub fn handle_unreachable(&mut self, now: Instant, remote: Ipv4Addr) {
         let ids: Vec<SocketId> = self.conns.iter().filter(|(t, _)| t.remote == remote).map(|(_, &id)| id).collect();
         for id in ids {
             if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
-                c.on_unreachable(Error::HostUnreachable);
+                c.on_neighbour_failure(Error::HostUnreachable);
             }
+            self.after_conn(now, id);
         }
     }
 
