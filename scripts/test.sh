@@ -5,7 +5,7 @@
 #
 # usage: scripts/test.sh [--no-setup] [--quick]
 #   --no-setup  skip scripts/setup.sh (packages already installed)
-#   --quick     skip fmt/clippy and the fuzz smoke runs
+#   --quick     skip fmt/clippy and the bench and fuzz smoke runs
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -51,9 +51,11 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
-if [[ $quick == 0 && -x "$here/fuzz-smoke.sh" ]]; then
-    step "fuzz smoke runs"
-    bash "$here/fuzz-smoke.sh"
+if [[ $quick == 0 ]]; then
+    step "bench smoke: a short compare run, outputs validated"
+    bash "$here/bench-smoke.sh" || status=1
+    step "fuzz smoke: every target for a bounded time"
+    bash "$here/fuzz-smoke.sh" || status=1
 fi
 
 # One closing line over every test binary.
