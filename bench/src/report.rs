@@ -51,6 +51,25 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// Busy-polling stacks (all but kernel-default) should use their core
+    /// for the whole window; much less means another process took it from
+    /// them, and their latency shows the scheduler, not the stack.
+    pub fn descheduled_warning(&self) -> Option<String> {
+        if self.stack == "kernel-default" || self.window_s <= 0.0 {
+            return None;
+        }
+        let c = self.cpu?;
+        let (cl, sv) = (c.client_proc_s / self.window_s, c.server_proc_s / self.window_s);
+        (cl < 0.9 || sv < 0.9).then(|| {
+            format!(
+                "busy-polling client and server ran {:.0}% and {:.0}% of the window: other processes took their cores, \
+                 latency figures are inflated",
+                cl * 100.0,
+                sv * 100.0
+            )
+        })
+    }
+
     /// Problems that make the result unusable (empty, errors only, ...).
     pub fn sanity_problems(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -231,6 +250,9 @@ impl Report {
             }
             for s in &stacks {
                 if let Some(r) = self.find(&label, s) {
+                    if let Some(w) = r.descheduled_warning() {
+                        let _ = writeln!(out, "{s}: {w}");
+                    }
                     if r.unsent > 0 || r.incomplete > 0 {
                         let _ = writeln!(
                             out,
@@ -333,6 +355,9 @@ pub(crate) mod tests {
         for q in ["p90 us", "p99 us", "p99.9 us", "p99.99 us", "max us", "client CPU s", "server CPU s", "CPU us/op"] {
             assert!(rr.iter().any(|l| l.starts_with(q)), "missing {q}");
         }
+        // Spinning stacks that did not get their cores are flagged.
+        assert!(t.contains("kernel-spin: busy-polling client and server ran 50% and 25% of the window"), "{t}");
+        assert!(!t.contains("kernel-default: busy-polling"));
         // The CRR block has no floor column and a single ratio.
         let crr = t.split("== ").nth(2).unwrap();
         assert!(!crr.contains("floor"));
