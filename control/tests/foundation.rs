@@ -194,20 +194,30 @@ fn shared_address_steers_only_its_ports() {
     );
     assert_eq!(stdout(&client).trim(), "kernel", "{}", String::from_utf8_lossy(&client.stderr));
     assert!(server.wait_with_output().unwrap().status.success());
-    // The steered ports go to the stack (no socket there yet: counted).
+    // The steered ports go to the stack: the SYN to 8080, where the stack
+    // has no listener, is refused with RST; the UDP datagrams are counted.
     let probe = format!(
-        "import socket\nfor _ in range(3):\n  s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.sendto(b'x',('{kernel_ip}',9999))\ntry:\n  socket.create_connection(('{kernel_ip}',8080),timeout=1.5)\nexcept OSError as e:\n  print('tcp', type(e).__name__)"
+        "import socket\nfor _ in range(3):\n  s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.sendto(b'x',('{kernel_ip}',9999))\ntry:\n  socket.create_connection(('{kernel_ip}',8080),timeout=5)\nexcept OSError as e:\n  print('tcp', type(e).__name__)"
     );
-    let _ = topo.exec("NS_A", &["python3", "-c", &probe]);
+    let probed = topo.exec("NS_A", &["python3", "-c", &probe]);
+    assert_eq!(stdout(&probed).trim(), "tcp ConnectionRefusedError", "{}", String::from_utf8_lossy(&probed.stderr));
     let summary = daemon.stop();
     let xdp = summary.group("summary xdp");
+    let arp = summary.group("summary arp");
     assert!(xdp["redirect_tcp"] >= 1, "SYNs to 8080 go to the stack: {xdp:?}");
     assert_eq!(xdp["redirect_udp"], 3, "{xdp:?}");
     assert!(xdp["pass_port"] >= 3, "the kernel's TCP port is passed: {xdp:?}");
-    assert!(xdp["pass_shared"] >= 5, "ping to the shared address is the kernel's: {xdp:?}");
-    assert_eq!(xdp["redirect_icmp"] + xdp["redirect_arp"], 0, "{xdp:?}");
+    assert!(xdp["pass_shared"] >= 5, "ping and ARP requests for the shared address are the kernel's: {xdp:?}");
+    assert_eq!(xdp["redirect_icmp"], 0, "{xdp:?}");
+    // The stack resolved the peer itself to send its RST: only the reply to
+    // its own request reached it, never a request for the shared address.
+    assert_eq!(arp["requests_received"], 0, "{arp:?}");
+    assert!(arp["requests_sent"] >= 1, "{arp:?}");
+    assert_eq!(xdp["redirect_arp"], arp["replies_received"], "{xdp:?} {arp:?}");
     let w = summary.group("summary worker=0");
-    assert_eq!(w["drop_no_socket"], xdp["redirect_tcp"] + 3, "{w:?}");
+    assert_eq!(w["drop_no_socket"], 3, "UDP without a socket: {w:?}");
+    let tcp = summary.group("summary tcp worker=0");
+    assert!(tcp["rsts_sent"] >= 1 && tcp["drop_no_socket"] >= 1, "{tcp:?}");
 }
 
 /// One worker per queue on a 2-queue veth, each with its own socket.
