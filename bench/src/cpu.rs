@@ -1,7 +1,7 @@
 //! CPU time, from /proc: per process (utime + stime of all its threads,
-//! `/proc/PID/stat`) and per core (`/proc/stat`, which also counts the
-//! softirq work the kernel does for a socket on that core but charges to no
-//! process). Resolution: one clock tick (10 ms with Linux's USER_HZ of 100).
+//! `/proc/PID/stat`) and per core (`/proc/stat`: user, nice, system, irq
+//! and softirq time, which includes the softirq work the kernel does for a
+//! socket on that core but charges to no process). Resolution: one clock tick (10 ms with Linux's USER_HZ of 100).
 
 use std::io;
 
@@ -25,7 +25,7 @@ fn parse_proc_stat(s: &str) -> Option<f64> {
     Some((utime + stime) as f64 / TICKS_PER_S)
 }
 
-/// Busy (non-idle, non-iowait) seconds of each core so far, indexed by
+/// Busy (user, nice, system, irq, softirq) seconds of each core so far, indexed by
 /// core number.
 pub fn core_busy_s() -> io::Result<Vec<f64>> {
     let s = std::fs::read_to_string("/proc/stat")?;
@@ -42,9 +42,10 @@ fn parse_core_busy(s: &str) -> Vec<f64> {
         if v.len() < 5 {
             continue;
         }
-        // user nice system idle iowait irq softirq steal (guest is in user)
-        let total: u64 = v.iter().take(8).sum();
-        let busy = total - v[3] - v[4];
+        // user nice system idle iowait irq softirq steal (guest is in
+        // user). Count the work fields rather than "total minus idle": on
+        // a tickless VM the idle figure of a sleeping core lags.
+        let busy: u64 = [0usize, 1, 2, 5, 6].iter().map(|&i| v.get(i).copied().unwrap_or(0)).sum();
         if out.len() <= idx {
             out.resize(idx + 1, 0.0);
         }

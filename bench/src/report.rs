@@ -15,9 +15,11 @@ pub struct CpuUse {
     pub client_proc_s: f64,
     /// utime + stime of the server process (s).
     pub server_proc_s: f64,
-    /// Busy time of the client's cores (s), softirq included.
+    /// Busy time of the client's cores (s) from /proc/stat, softirq
+    /// included; sampled by the scheduler tick, so it undercounts tasks
+    /// that run in short bursts (use the process times for those).
     pub client_cores_s: f64,
-    /// Busy time of the server's cores (s), softirq included.
+    /// Busy time of the server's cores (s), as above.
     pub server_cores_s: f64,
 }
 
@@ -172,12 +174,12 @@ fn metrics(stream: bool) -> Vec<Metric> {
     }
     m.push(("client CPU s", |r| r.cpu.map(|c| c.client_proc_s), |v| format!("{v:.2}")));
     m.push(("server CPU s", |r| r.cpu.map(|c| c.server_proc_s), |v| format!("{v:.2}")));
-    m.push(("cores busy s", |r| r.cpu.map(|c| c.client_cores_s + c.server_cores_s), |v| format!("{v:.2}")));
+    m.push(("cores busy s (ticks)", |r| r.cpu.map(|c| c.client_cores_s + c.server_cores_s), |v| format!("{v:.2}")));
     m.push((
         "CPU us/op",
         |r| {
             let c = r.cpu?;
-            (r.ops > 0).then(|| (c.client_cores_s + c.server_cores_s) * 1e6 / r.ops as f64)
+            (r.ops > 0).then(|| (c.client_proc_s + c.server_proc_s) * 1e6 / r.ops as f64)
         },
         |v| format!("{v:.2}"),
     ));
