@@ -721,3 +721,68 @@ impl Outcome {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{serve_blocking, serve_polled, ServeConfig};
+    use crate::transport::kernel::{KernelBackend, Mode};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Every workload against the bench server over loopback, in both
+    /// kernel modes: the client and server logic end to end.
+    #[test]
+    fn every_workload_runs_against_the_server_over_loopback() {
+        for (k, mode) in [Mode::Blocking, Mode::Spin].into_iter().enumerate() {
+            let base = 41_000 + (std::process::id() % 2_000) as u16 * 8 + 4 * k as u16;
+            let cfg = ServeConfig {
+                addr: Ipv4Addr::LOCALHOST,
+                base_port: base,
+                threads: 1,
+                cpus: vec![],
+                max_time: Duration::from_secs(60),
+            };
+            let stop = AtomicBool::new(false);
+            let backend = KernelBackend::new(mode);
+            std::thread::scope(|s| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let srv = s.spawn(|| match mode {
+                    Mode::Blocking => serve_blocking(&cfg, &stop, move || tx.send(()).unwrap()),
+                    Mode::Spin => serve_polled(&backend, &cfg, &stop, move || tx.send(()).unwrap()),
+                });
+                rx.recv_timeout(Duration::from_secs(5)).expect("server ready");
+                for w in [Workload::Rr, Workload::Crr, Workload::StreamUp, Workload::StreamDown, Workload::Rate] {
+                    let mut p = Params::defaults(w, Ipv4Addr::LOCALHOST);
+                    p.base_port = base;
+                    p.warmup_s = 0.1;
+                    p.duration_s = 0.3;
+                    p.interval_s = 0.1;
+                    p.connections = 2;
+                    p.outstanding = if w == Workload::Rr { 2 } else { 1 };
+                    p.rate = 2000.0;
+                    let mut phases = Vec::new();
+                    let o = run(&backend, &p, |ph| phases.push(ph.to_string())).unwrap();
+                    let what = format!("{mode:?} {}", p.label());
+                    assert_eq!(phases, ["measure-start", "measure-end"], "{what}");
+                    assert!(o.ops > 0 && o.bytes > 0, "{what}: nothing done");
+                    assert_eq!(o.errors, 0, "{what}: {:?}", o.first_error);
+                    assert_eq!(o.threads, if mode == Mode::Blocking { 2 } else { 1 });
+                    if w.has_latency() {
+                        assert_eq!(o.latency.total.len(), o.ops, "{what}: one sample per operation");
+                        assert!(o.latency.intervals.len() >= 2, "{what}: per-interval histograms");
+                    }
+                    if w == Workload::Rate {
+                        let u = o.uncorrected.as_ref().expect("RATE keeps the uncorrected latency");
+                        assert_eq!(u.total.len(), o.latency.total.len());
+                        // Corrected latency is never below the uncorrected one.
+                        assert!(o.latency.total.value_at_quantile(0.5) >= u.total.value_at_quantile(0.5));
+                        // About 0.3 s x 2000/s requests were due in the window.
+                        assert!((300..=700).contains(&(o.ops + o.unsent + o.incomplete)), "{what}: {}", o.ops);
+                    }
+                }
+                stop.store(true, Ordering::SeqCst);
+                srv.join().unwrap().unwrap();
+            });
+        }
+    }
+}
