@@ -46,6 +46,8 @@ if [[ -z "$out" ]]; then
     out=$(mktemp -d /tmp/xstack-bench-smoke.XXXXXX)
 fi
 mkdir -p "$out"
+# Leave nothing behind when the run fails before writing anything.
+trap 'rmdir "$out" 2>/dev/null || true' EXIT
 
 echo "bench-smoke: compare run into $out"
 status=0

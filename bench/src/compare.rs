@@ -738,6 +738,97 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<String>> {
     Ok(problems)
 }
 
+/// Runs the comparison `repeat` times (each into `runK/` under the output
+/// directory, with all its files and charts) and writes, at the top, a
+/// report whose every figure is the median over the runs.
+pub fn run_repeated(cfg: &CompareConfig, repeat: usize) -> Result<Vec<String>> {
+    if repeat <= 1 {
+        return run(cfg);
+    }
+    let mut reports = Vec::new();
+    let mut problems = Vec::new();
+    for i in 1..=repeat {
+        let mut c = cfg.clone();
+        c.out_dir = cfg.out_dir.join(format!("run{i}"));
+        eprintln!("xstack-bench: run {i} of {repeat}");
+        problems.extend(run(&c)?.into_iter().map(|p| format!("run{i}: {p}")));
+        let path = c.out_dir.join("report.json");
+        reports.push(
+            serde_json::from_slice::<Report>(&std::fs::read(&path)?).with_context(|| path.display().to_string())?,
+        );
+    }
+    let med = median_report(&reports);
+    std::fs::write(cfg.out_dir.join("report.txt"), med.table())?;
+    std::fs::write(cfg.out_dir.join("report.json"), med.to_json())?;
+    println!("\n{}", med.table());
+    println!("\nmedians in {}, each run in run1..run{repeat}", cfg.out_dir.display());
+    Ok(problems)
+}
+
+/// A report whose every figure (throughput, each percentile, CPU, errors)
+/// is the median of that figure over `reports` (runs of the same compare).
+pub fn median_report(reports: &[Report]) -> Report {
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+    let mut out = reports.first().cloned().expect("at least one report");
+    out.notes.push(format!("every figure is the median of {} runs (each run's files in runK/)", reports.len()));
+    for r in out.results.iter_mut() {
+        let all: Vec<&RunResult> = reports
+            .iter()
+            .filter_map(|rep| rep.results.iter().find(|x| x.label == r.label && x.stack == r.stack))
+            .collect();
+        let m = |f: &dyn Fn(&RunResult) -> f64| median(all.iter().map(|x| f(x)).collect());
+        let mu = |f: &dyn Fn(&RunResult) -> u64| median(all.iter().map(|x| f(x) as f64).collect()).round() as u64;
+        r.window_s = m(&|x| x.window_s);
+        r.ops = mu(&|x| x.ops);
+        r.ops_per_s = m(&|x| x.ops_per_s);
+        r.bytes = mu(&|x| x.bytes);
+        r.gbit_per_s = m(&|x| x.gbit_per_s);
+        r.errors = mu(&|x| x.errors);
+        r.unsent = mu(&|x| x.unsent);
+        r.incomplete = mu(&|x| x.incomplete);
+        let lat = |get: fn(&RunResult) -> Option<Summary>| -> Option<Summary> {
+            let v: Vec<Summary> = all.iter().filter_map(|x| get(x)).collect();
+            if v.is_empty() {
+                return None;
+            }
+            let q = |f: fn(&Summary) -> u64| median(v.iter().map(|s| f(s) as f64).collect()).round() as u64;
+            Some(Summary {
+                count: q(|s| s.count),
+                min_ns: q(|s| s.min_ns),
+                mean_ns: median(v.iter().map(|s| s.mean_ns).collect()),
+                stdev_ns: median(v.iter().map(|s| s.stdev_ns).collect()),
+                p50_ns: q(|s| s.p50_ns),
+                p90_ns: q(|s| s.p90_ns),
+                p99_ns: q(|s| s.p99_ns),
+                p999_ns: q(|s| s.p999_ns),
+                p9999_ns: q(|s| s.p9999_ns),
+                max_ns: q(|s| s.max_ns),
+            })
+        };
+        r.latency = lat(|x| x.latency);
+        r.uncorrected = lat(|x| x.uncorrected);
+        let cpus: Vec<CpuUse> = all.iter().filter_map(|x| x.cpu).collect();
+        if !cpus.is_empty() {
+            let c = |f: fn(&CpuUse) -> f64| median(cpus.iter().map(f).collect());
+            r.cpu = Some(CpuUse {
+                client_proc_s: c(|c| c.client_proc_s),
+                server_proc_s: c(|c| c.server_proc_s),
+                client_cores_s: c(|c| c.client_cores_s),
+                server_cores_s: c(|c| c.server_cores_s),
+            });
+        }
+        r.hlog = r.hlog.as_ref().map(|h| format!("run1/{h}"));
+    }
+    out
+}
+
 /// Writes report.txt, report.json, the .hgrm distributions and the charts;
 /// returns problems (insane results, invalid charts).
 pub fn write_outputs(report: &Report, dir: &Path) -> Result<Vec<String>> {
@@ -858,6 +949,29 @@ mod tests {
         }
         let back: Report = serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
         assert_eq!(back, rep);
+        // Medians over runs, figure by figure.
+        let mut a = rep.clone();
+        let mut b = rep.clone();
+        for (r, k) in a.results.iter_mut().zip(0u64..) {
+            r.ops_per_s = 100.0 + k as f64;
+            r.latency.as_mut().unwrap().p50_ns = 30_000;
+        }
+        for r in b.results.iter_mut() {
+            r.ops_per_s = 50.0;
+            r.latency.as_mut().unwrap().p50_ns = 10_000;
+        }
+        let mut c = rep.clone();
+        c.results.retain(|r| r.stack != "floor");
+        let m = median_report(&[a.clone(), b, c]);
+        let floor = m.find("rr size=64", "floor").unwrap();
+        assert_eq!(floor.latency.unwrap().p50_ns, (30_000 + 10_000) / 2, "two runs had the floor: their mean");
+        let spin = m.find("rr size=64", "kernel-spin").unwrap();
+        assert_eq!(
+            spin.latency.unwrap().p50_ns,
+            rep.find("rr size=64", "kernel-spin").unwrap().latency.unwrap().p50_ns.clamp(10_000, 30_000)
+        );
+        assert!(m.notes.iter().any(|n| n.contains("median of 3 runs")));
+        assert_eq!(m.results.len(), a.results.len());
         // A missing log is reported, not ignored.
         rep.results[0].hlog = Some("missing.hlog".into());
         assert!(write_outputs(&rep, &dir).unwrap().iter().any(|p| p.contains("missing.hlog")));

@@ -237,6 +237,9 @@ struct CompareArgs {
     /// Path of scripts/topology.sh (default: found from the current directory or the binary).
     #[arg(long)]
     topology_script: Option<PathBuf>,
+    /// Run everything this many times and report the median of every figure.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Exit with status 1 if a result is empty or insane or a chart is invalid.
     #[arg(long)]
     check: bool,
@@ -475,7 +478,7 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
         topology_script: a.topology_script,
         progress: !a.quiet,
     };
-    let problems = compare::run(&cfg)?;
+    let problems = compare::run_repeated(&cfg, a.repeat)?;
     if a.check && !problems.is_empty() {
         for p in &problems {
             eprintln!("xstack-bench: check failed: {p}");
