@@ -35,7 +35,7 @@ fi
 # shellcheck source=/dev/null
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
 
-bin=target/$profile/xstack-bench
+bin=${CARGO_TARGET_DIR:-target}/$profile/xstack-bench
 if [[ $profile == release ]]; then
     cargo build --release -p xstack-bench --locked
 else

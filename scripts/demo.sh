@@ -51,7 +51,7 @@ eval "$(bash "$here/topology.sh" up "$name")"
 echo "  $NS_A ($IF_A $IP_A)  <--veth-->  $NS_B ($IF_B kernel $IP_B_KERNEL, stack $IP_STACK)"
 
 say "Starting the stack on $IF_B"
-ip netns exec "$NS_B" "$root/target/release/xstackd" -i "$IF_B" -a "$IP_STACK/$PREFIX" \
+ip netns exec "$NS_B" "${CARGO_TARGET_DIR:-$root/target}/release/xstackd" -i "$IF_B" -a "$IP_STACK/$PREFIX" \
     >"$out/stdout" 2>"$out/stderr" &
 daemon_pid=$!
 for _ in $(seq 1 300); do
