@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the data path's hot spots, through the dataplane
 //! crate's public API: checksums, header parsing and emission, TCP input of
-//! an in-order data segment, the timer wheel and the TCP ring buffer.
+//! an in-order data segment, the timer wheel, the TCP ring buffer and the
+//! worker's neighbour lookup.
 //!
 //! `cargo bench -p xstack-bench --bench hot_paths` (figures in
 //! docs/benchmarks.md). Quick look: append `-- --quick`.
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
+use xstack_dataplane::neigh::NeighTable;
 use xstack_dataplane::tcp::buffer::RingBuffer;
 use xstack_dataplane::tcp::timer_wheel::TimerWheel;
 use xstack_dataplane::tcp::{Config, Instant, SocketId, SocketOption, Stack};
@@ -242,5 +244,14 @@ fn bench_ring(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_checksum, bench_parse, bench_tcp_input, bench_timer_wheel, bench_ring);
+/// The next-hop MAC lookup a worker makes for every frame it sends.
+fn bench_neigh(c: &mut Criterion) {
+    let mut t = NeighTable::with_capacity(256, 0x5eed);
+    for i in 0..64u8 {
+        t.update(Ipv4Addr::new(198, 18, 0, i), Some(EthernetAddress([2, 0, 0, 0, 0, i])));
+    }
+    c.bench_function("neigh/lookup_hit_64_entries", |b| b.iter(|| t.lookup(black_box(Ipv4Addr::new(198, 18, 0, 33)))));
+}
+
+criterion_group!(benches, bench_checksum, bench_parse, bench_tcp_input, bench_timer_wheel, bench_ring, bench_neigh);
 criterion_main!(benches);

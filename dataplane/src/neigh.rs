@@ -6,20 +6,28 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::tcp::siphash::{KeyedState, SipKey};
 use crate::wire::ethernet::EthernetAddress;
 use crate::wire::Ipv4Addr;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NeighTable {
-    entries: HashMap<Ipv4Addr, EthernetAddress>,
+    /// Looked up for every frame sent: the engine's keyed table hash (the
+    /// jhash-like one of its connection tables) rather than std's SipHash.
+    entries: HashMap<Ipv4Addr, EthernetAddress, KeyedState>,
     /// Next hops asked of the control plane and not yet answered, so a burst
     /// of packets produces one request.
-    asked: HashSet<Ipv4Addr>,
+    asked: HashSet<Ipv4Addr, KeyedState>,
 }
 
 impl NeighTable {
-    pub fn with_capacity(n: usize) -> Self {
-        NeighTable { entries: HashMap::with_capacity(n), asked: HashSet::with_capacity(n) }
+    /// A table for `n` neighbours, its hash keyed from `seed`.
+    pub fn with_capacity(n: usize, seed: u64) -> Self {
+        let key = KeyedState(SipKey(seed ^ 0x6e65_6967_6862_6f75, seed.rotate_left(32) ^ 0x7220_7461_626c_6521));
+        NeighTable {
+            entries: HashMap::with_capacity_and_hasher(n, key),
+            asked: HashSet::with_capacity_and_hasher(n, key),
+        }
     }
 
     #[inline]
@@ -60,7 +68,7 @@ mod tests {
 
     #[test]
     fn updates_replace_and_remove() {
-        let mut t = NeighTable::with_capacity(4);
+        let mut t = NeighTable::with_capacity(4, 1);
         let ip = Ipv4Addr::new(198, 18, 0, 1);
         assert!(t.mark_asked(ip));
         assert!(!t.mark_asked(ip));

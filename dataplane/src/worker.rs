@@ -113,7 +113,9 @@ impl Worker {
         let addrs: Vec<Ipv4Addr> = iface.addrs.iter().map(|a| a.addr).collect();
         let epoch = Instant::now();
         let stack = tcp::Stack::new(cfg.tcp.clone(), &addrs, cfg.seed, tcp::Instant::ZERO);
+        let neigh = NeighTable::with_capacity(256, cfg.seed);
         Worker {
+            neigh,
             stack,
             app,
             epoch,
@@ -123,7 +125,6 @@ impl Worker {
             link,
             stats,
             stop,
-            neigh: NeighTable::with_capacity(256),
             pending,
             ingress: IngressState::default(),
         }
