@@ -284,6 +284,10 @@ impl Worker {
         let mtu = usize::from(self.iface.mtu);
         let cap = (ethernet::HEADER_LEN + mtu).min(self.port.frame_capacity());
         for _ in 0..self.cfg.tx_budget {
+            // Most iterations have nothing to send: don't take a frame then.
+            if !self.stack.has_output() {
+                return;
+            }
             let Some(mut frame) = self.port.alloc() else {
                 self.stats.inc(Counter::drop_no_free_frame);
                 return;

@@ -1174,6 +1174,13 @@ impl Stack {
 
     // ----- Output -----
 
+    /// True when `poll_transmit` may have a segment to write: lets the
+    /// caller skip taking a buffer when nothing is queued (it may still
+    /// find nothing, e.g. a connection held back by its window).
+    pub fn has_output(&self) -> bool {
+        !self.ctx.control.is_empty() || !self.txq.is_empty()
+    }
+
     /// Writes the next segment (header, options, payload, checksum) into
     /// `buf` and says where it goes. `buf` should hold the MTU minus the
     /// IPv4 header; no allocation happens here.
