@@ -103,17 +103,9 @@ impl Summary {
     }
 }
 
-/// `key=value` pairs of the TCP counters. Taken from the `Debug` form so
-/// a counter added to the engine shows up here without a second list.
+/// `key=value` pairs of the TCP counters.
 fn tcp_fields(s: &xstack_dataplane::tcp::Stats) -> String {
-    let d = format!("{s:?}");
-    let inner = d.split_once('{').map(|(_, r)| r.trim_end_matches('}')).unwrap_or("");
-    inner
-        .split(',')
-        .filter_map(|kv| kv.split_once(':'))
-        .map(|(k, v)| format!("{}={}", k.trim(), v.trim()))
-        .collect::<Vec<_>>()
-        .join(" ")
+    s.fields().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
 }
 
 /// 64 bits from the kernel's CSPRNG, for a worker's TCP secrets (ISN key,
