@@ -9,15 +9,19 @@
 //!   the control plane: lock-free queues, the neighbour table copy, counters
 //!   and the interface configuration.
 //! - [`tcp`]: the sans-IO TCP engine.
+//! - [`rss`], [`handoff`]: which worker owns a flow, and how segments that
+//!   arrive on another worker's queue reach it.
 #![deny(unsafe_code)]
 
 pub mod afxdp;
 pub mod app;
 pub mod apps;
 pub mod channel;
+pub mod handoff;
 pub mod iface;
 pub mod ingress;
 pub mod neigh;
+pub mod rss;
 pub mod stats;
 pub mod tcp;
 pub mod wire;

@@ -709,3 +709,21 @@ fn listen_on_unbound_socket_picks_a_port_and_lists() {
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].state, rows[0].send_q), (State::Listen, 5));
 }
+
+/// With a flow-to-worker map, connect() picks only ports whose return
+/// traffic belongs to this stack's worker.
+#[test]
+fn ephemeral_ports_are_owned_by_the_opening_worker() {
+    use crate::rss::{FlowSteer, DEFAULT_KEY};
+    let steer = std::sync::Arc::new(FlowSteer::new(&DEFAULT_KEY, &[], 2));
+    for me in 0..2u16 {
+        let mut t = T::new(Config::default());
+        t.st.set_flow_steer(steer.clone(), me);
+        for _ in 0..64 {
+            let s = t.st.socket();
+            t.st.connect(t.now, s, REMOTE, 80).unwrap();
+            let (_, port) = t.st.local_addr(s).unwrap();
+            assert_eq!(steer.owner(REMOTE, LOCAL, 80, port), me, "port {port}");
+        }
+    }
+}
