@@ -53,6 +53,8 @@ pub struct WorkerConfig {
     /// Frames whose owner's ring was full, kept for the next iteration
     /// before any is dropped.
     pub handoff_backlog: usize,
+    /// On stop, how long connections get to finish closing.
+    pub close_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -66,6 +68,7 @@ impl Default for WorkerConfig {
             seed: 0,
             tx_budget: 256,
             handoff_backlog: 1024,
+            close_grace: Duration::from_secs(1),
         }
     }
 }
@@ -116,6 +119,7 @@ pub struct Worker {
     app: Option<Box<dyn App>>,
     epoch: Instant,
     sharding: Option<Sharding>,
+    iter: u32,
     deferred: Vec<Deferred>,
     deferred_spare: Vec<Deferred>,
 }
@@ -145,6 +149,7 @@ impl Worker {
         let deferred_spare = Vec::with_capacity(cfg.handoff_backlog);
         Worker {
             sharding: None,
+            iter: 0,
             deferred,
             deferred_spare,
             neigh,
@@ -186,36 +191,13 @@ impl Worker {
         }
     }
 
-    /// Runs until the stop flag is set, then drains in-flight transmissions
-    /// and returns the final frame accounting.
+    /// Runs until the stop flag is set, closes the connections gracefully
+    /// (bounded by `close_grace`), then drains in-flight transmissions and
+    /// returns the final frame accounting.
     pub fn run(mut self) -> WorkerReport {
         let mut idle: u32 = 0;
-        let mut iter: u32 = 0;
         while !self.stop.load(Ordering::Relaxed) {
-            let now = self.now();
-            self.poll_control();
-            let mut n = self.port.poll_rx();
-            if n > 0 {
-                while let Some(frame) = self.port.recv() {
-                    self.handle(frame, now);
-                }
-            }
-            n += self.receive_handoffs(now);
-            if self.stack.poll_timeout().is_some_and(|t| t <= now) {
-                self.stack.handle_timeout(now);
-            }
-            if let Some(app) = self.app.as_mut() {
-                app::dispatch(app.as_mut(), &mut self.stack, now);
-            }
-            self.transmit_tcp(now);
-            self.port.flush();
-            if let Some(s) = self.sharding.as_mut() {
-                s.handoff.wake_receivers();
-            }
-            iter = iter.wrapping_add(1);
-            if !self.pending.is_empty() && iter % 1024 == 0 {
-                self.expire_pending(Instant::now());
-            }
+            let n = self.iterate(true);
             if n == 0 {
                 idle = idle.saturating_add(1);
                 if let PollMode::Adaptive { spin, sleep_ms } = self.cfg.poll {
@@ -233,7 +215,64 @@ impl Worker {
                 idle = 0;
             }
         }
+        self.close_gracefully();
         self.shutdown()
+    }
+
+    /// One run-to-completion round: control messages, one RX batch,
+    /// segments handed over by other workers, timers, the app, one TX
+    /// batch. Returns how many packets came in.
+    fn iterate(&mut self, with_app: bool) -> usize {
+        let now = self.now();
+        self.poll_control();
+        let mut n = self.port.poll_rx();
+        if n > 0 {
+            while let Some(frame) = self.port.recv() {
+                self.handle(frame, now);
+            }
+        }
+        n += self.receive_handoffs(now);
+        if self.stack.poll_timeout().is_some_and(|t| t <= now) {
+            self.stack.handle_timeout(now);
+        }
+        match self.app.as_mut() {
+            Some(app) if with_app => app::dispatch(app.as_mut(), &mut self.stack, now),
+            // Nobody listens any more (stopping): events are dropped.
+            _ => while self.stack.poll_event().is_some() {},
+        }
+        self.transmit_tcp(now);
+        self.port.flush();
+        if let Some(s) = self.sharding.as_mut() {
+            s.handoff.wake_receivers();
+        }
+        self.iter = self.iter.wrapping_add(1);
+        if !self.pending.is_empty() && self.iter % 1024 == 0 {
+            self.expire_pending(Instant::now());
+        }
+        n
+    }
+
+    /// What the kernel does when a server process exits: every socket is
+    /// closed (FIN, or RST where data was left unread), and the closes run
+    /// to completion. The worker keeps serving the network for up to
+    /// `close_grace` so peers see a clean end instead of silence;
+    /// connections left in TIME_WAIT are dropped with the process.
+    fn close_gracefully(&mut self) {
+        let now = self.now();
+        let closed = self.stack.close_all(now);
+        let deadline = Instant::now() + self.cfg.close_grace;
+        while self.stack.active_connections() > 0 && Instant::now() < deadline {
+            if self.iterate(false) == 0 {
+                std::thread::yield_now();
+            }
+        }
+        let left = self.stack.active_connections();
+        if closed > 0 {
+            tracing::info!(
+                "worker {}: closed {closed} socket(s) on stop; {left} connection(s) unfinished",
+                self.cfg.id
+            );
+        }
     }
 
     /// Sleeps until a frame arrives, a peer hands over a segment, or

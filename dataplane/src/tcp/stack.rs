@@ -499,6 +499,31 @@ impl Stack {
 
     /// close(): the handle is gone at once; a connection finishes (FIN,
     /// TIME_WAIT) or aborts (RST for unread data or linger 0) on its own.
+    /// Closes every socket the application holds, as the kernel does when
+    /// a process exits: connections send FIN (RST with unread data) and
+    /// finish closing on their own, listeners reset what they had queued.
+    /// Returns how many sockets were closed.
+    pub fn close_all(&mut self, now: Instant) -> usize {
+        let open: Vec<SocketId> = (0..self.slots.len())
+            .filter_map(|i| {
+                let slot = &self.slots[i];
+                let s = slot.socket.as_ref()?;
+                s.user_open.then_some(SocketId { index: i as u32, generation: slot.generation })
+            })
+            .collect();
+        for &id in &open {
+            let _ = self.close(now, id);
+        }
+        open.len()
+    }
+
+    /// Connections still exchanging data or closing (any state but
+    /// TIME_WAIT), for a graceful stop.
+    pub fn active_connections(&self) -> usize {
+        let c = self.count_by_state();
+        c.iter().sum::<usize>() - c[State::TimeWait.index()] - c[State::Listen.index()] - c[State::Closed.index()]
+    }
+
     pub fn close(&mut self, now: Instant, id: SocketId) -> Result<()> {
         self.user(id)?;
         let s = sock_mut(&mut self.slots, id).ok_or(Error::BadSocket)?;
