@@ -112,7 +112,7 @@ fn tcp_fields(s: &xstack_dataplane::tcp::Stats) -> String {
 
 /// 64 bits from the kernel's CSPRNG, for a worker's TCP secrets (ISN key,
 /// SYN cookie key, ephemeral port offsets).
-fn random_seed() -> Result<u64> {
+pub(crate) fn random_seed() -> Result<u64> {
     use std::io::Read;
     let mut b = [0u8; 8];
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).context("reading /dev/urandom")?;

@@ -219,6 +219,27 @@ impl Worker {
         self.shutdown()
     }
 
+    /// Library mode: the caller's thread is the worker and calls this in
+    /// its own loop instead of [`Worker::run`]. One run-to-completion
+    /// round; returns how many packets came in.
+    pub fn step(&mut self) -> usize {
+        self.iterate(true)
+    }
+
+    /// Library mode: socket operations on this worker's stack, at its
+    /// current time.
+    pub fn io(&mut self) -> Io<'_> {
+        let now = self.now();
+        Io::new(&mut self.stack, now)
+    }
+
+    /// Library mode: what [`Worker::run`] does after the stop flag: close
+    /// gracefully, drain, report.
+    pub fn finish(mut self) -> WorkerReport {
+        self.close_gracefully();
+        self.shutdown()
+    }
+
     /// One run-to-completion round: control messages, one RX batch,
     /// segments handed over by other workers, timers, the app, one TX
     /// batch. Returns how many packets came in.
