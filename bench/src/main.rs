@@ -198,7 +198,7 @@ struct CompareArgs {
     /// Workloads, in order.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "rr,crr,stream-up,stream-down,rate")]
     workloads: Vec<Workload>,
-    /// Stacks to compare (xstack is reported as not available yet).
+    /// Stacks to compare (xstack: our stack at both ends, on the XDP topology).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "kernel-default,kernel-spin,xstack")]
     stacks: Vec<StackKind>,
     /// Skip the raw AF_XDP floor.
