@@ -766,7 +766,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<String>> {
         let label = rr_label
             .clone()
             .unwrap_or_else(|| format!("floor frame={} outstanding={floor_outstanding}", cfg.floor_size));
-        if let Err(e) = run_floor(&mut ctx, &topo, &label, floor_outstanding) {
+        if let Err(e) = run_floor(&mut ctx, topo, &label, floor_outstanding) {
             if ctx.stop.load(Ordering::Relaxed) {
                 return Err(e);
             }
