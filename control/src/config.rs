@@ -338,9 +338,9 @@ fn services(cli: &Cli, file: Option<Vec<ServiceFile>>) -> Result<Vec<ServiceSpec
                 bytes: f.bytes.with_context(|| format!("source service on port {} needs `bytes`", f.port))?,
             },
             "hold" => Service::Hold,
-            "http" => Service::Http {
-                body: f.body.with_context(|| format!("http service on port {} needs `body`", f.port))?,
-            },
+            "http" => {
+                Service::Http { body: f.body.with_context(|| format!("http service on port {} needs `body`", f.port))? }
+            }
             "sockperf" => Service::Sockperf,
             other => bail!("unknown service kind {other:?} (echo, discard, source, hold, http, sockperf)"),
         };

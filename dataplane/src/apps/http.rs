@@ -92,7 +92,10 @@ pub enum Parsed {
     /// No complete head yet.
     Partial,
     /// A head of `len` bytes (leading empty lines included).
-    Complete { len: usize, request: Request },
+    Complete {
+        len: usize,
+        request: Request,
+    },
     Error(Status),
 }
 
@@ -191,8 +194,7 @@ pub fn parse_head(head: &[u8]) -> Result<Request, Status> {
     // request-line = method SP request-target SP HTTP-version, single
     // spaces, no whitespace inside the parts (RFC 9112 section 3).
     let mut parts = request_line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(ver), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(method), Some(target), Some(ver), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(Status::BadRequest);
     };
     if !is_token(method) || target.is_empty() || !target.iter().all(|&b| (0x21..=0x7e).contains(&b) || b >= 0x80) {
@@ -663,7 +665,7 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",                        // space before colon
             b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",              // obs-fold
             b"GET / HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n",              // no colon
-            b"GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n",                     // bare CR
+            b"GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n",                      // bare CR
             b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",   // not digits
             b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\n", // differing
             b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",

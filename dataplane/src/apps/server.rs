@@ -443,6 +443,14 @@ impl Server {
 
     fn accept_all(&mut self, io: &mut Io<'_>, listener: SocketId, service: Service, http: usize) {
         while let Ok(c) = io.accept(listener) {
+            if matches!(service, Service::Http { .. } | Service::Sockperf) {
+                // Request/response traffic: a response's last, partial
+                // segment must not wait for the ACK of the ones before it
+                // (which a client may delay 40 ms). `sockperf server`
+                // sets TCP_NODELAY too, and so do HTTP servers on
+                // keep-alive connections.
+                let _ = io.set_option(c, crate::tcp::SocketOption::NoDelay(true));
+            }
             let proto = match service {
                 Service::Http { .. } => Proto::Http(Box::new(HttpConn::new(http))),
                 Service::Sockperf => Proto::Sockperf(Framer::new()),
@@ -637,6 +645,9 @@ impl App for Server {
     }
 
     fn on_event(&mut self, io: &mut Io<'_>, ev: Event) {
+        // Before any response is written, accepts included: a request may
+        // arrive with the handshake and be answered from the accept.
+        self.refresh_date(io.now());
         if let Some(&(service, http)) = self.listeners.get(&ev.socket) {
             if ev.kind == EventKind::Acceptable && service != Service::Hold {
                 self.accept_all(io, ev.socket, service, http);
@@ -644,14 +655,8 @@ impl App for Server {
             return;
         }
         match ev.kind {
-            EventKind::Readable | EventKind::Writable => {
-                self.refresh_date(io.now());
-                if ev.kind == EventKind::Readable {
-                    self.readable(io, ev.socket);
-                } else {
-                    self.writable(io, ev.socket);
-                }
-            }
+            EventKind::Readable => self.readable(io, ev.socket),
+            EventKind::Writable => self.writable(io, ev.socket),
             EventKind::Closed { .. } => {
                 if self.conns.remove(&ev.socket).is_some() {
                     let _ = io.close(ev.socket);
@@ -869,6 +874,23 @@ mod tests {
     }
 
     #[test]
+    fn http_date_follows_the_wall_clock() {
+        let mut n = Net::new(&[http(0)]);
+        let c = n.connect(80);
+        // As if the heads were dated at the epoch and that was long ago.
+        n.app.http[0].set_date(0);
+        n.app.dated = Some(Instant::ZERO);
+        n.send(c, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (got, _) = n.recv(c);
+        let text = String::from_utf8(got).unwrap();
+        let mut today = [0u8; http::DATE_LEN];
+        http::http_date(unix_now(), &mut today);
+        let year = &today[12..16];
+        assert!(text.contains("\r\nDate: ") && !text.contains("1970"), "{text}");
+        assert!(text.contains(std::str::from_utf8(year).unwrap()), "{text}");
+    }
+
+    #[test]
     fn http_expect_continue_gets_100_before_the_body() {
         let mut n = Net::new(&[http(4)]);
         let c = n.connect(80);
@@ -918,6 +940,11 @@ mod tests {
         assert_eq!(info.count_total, 0, "allocations per request: {info:?}");
         assert_eq!(n.app.stats().http_responses, 250);
         assert_eq!(n.app.stats().sockperf_replies, 250);
+        // Both services answer without Nagle's wait, as sockperf does.
+        assert_eq!(n.app.conns.len(), 2);
+        for &id in n.app.conns.keys() {
+            assert!(n.server.options(id).unwrap().no_delay);
+        }
     }
 
     #[test]

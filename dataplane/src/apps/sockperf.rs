@@ -198,9 +198,9 @@ mod tests {
     #[test]
     fn only_pong_requests_from_clients_are_answered() {
         let msgs = vec![
-            (1, FLAG_CLIENT, vec![1, 2, 3]),                                 // under-load, no pong wanted
-            (2, FLAG_CLIENT | FLAG_PONG_REQUEST | FLAG_WARMUP, vec![]),      // warm-up
-            (3, FLAG_PONG_REQUEST, vec![9; 20]),                             // from a server
+            (1, FLAG_CLIENT, vec![1, 2, 3]),                            // under-load, no pong wanted
+            (2, FLAG_CLIENT | FLAG_PONG_REQUEST | FLAG_WARMUP, vec![]), // warm-up
+            (3, FLAG_PONG_REQUEST, vec![9; 20]),                        // from a server
             (4, FLAG_CLIENT | FLAG_PONG_REQUEST, (0..200).collect::<Vec<u8>>()), // answered
         ];
         let stream: Vec<u8> = msgs.iter().flat_map(|(s, f, p)| message(*s, *f, p)).collect();
