@@ -196,6 +196,7 @@ impl HttpConn {
 
     fn error(&mut self, status: http::Status, stats: &mut ServerStats) {
         stats.http_errors += 1;
+        tracing::debug!(?status, "http: malformed request, answering and closing");
         let answer = Answer { reply: Reply::error(status), body: 0, close: true };
         self.step = Step::Send { answer, off: 0, body_sent: 0 };
     }
