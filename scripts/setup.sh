@@ -36,13 +36,14 @@ REQUIRED_PKGS=(
     clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc libc6-dev linux-libc-dev
     libbpf-dev bpftool
     iproute2 ethtool iputils-ping iputils-arping tcpdump netcat-openbsd curl wrk apache2-utils iperf
-    python3 procps psmisc util-linux
+    sockperf python3 procps psmisc util-linux
 )
 # Installed when the release has them (checked with apt-cache), skipped with a
-# warning otherwise. Bookworm has all three in main: sockperf 3.7-1 (latency
-# benchmarks), iperf3 3.12 (the throughput figures in
-# shared/afxdp-on-this-machine.md) and shellcheck 0.9.0 (lints these scripts).
-OPTIONAL_PKGS=(sockperf iperf3 shellcheck)
+# warning otherwise. Bookworm has both in main: iperf3 3.12 (the throughput
+# figures in shared/afxdp-on-this-machine.md) and shellcheck 0.9.0 (lints
+# these scripts). sockperf (3.7-1 in bookworm) is required: the tests and the
+# demo run it against the stack.
+OPTIONAL_PKGS=(iperf3 shellcheck)
 
 MIN_KERNEL=5.10
 PROBE_NS="xs-probe-$$"
