@@ -9,6 +9,8 @@
 //!   the control plane: lock-free queues, the neighbour table copy, counters
 //!   and the interface configuration.
 //! - [`tcp`]: the sans-IO TCP engine.
+//! - [`app`]: the run-to-completion application interface on the workers.
+//! - [`sockets`]: sockets for ordinary threads, served by the workers.
 #![deny(unsafe_code)]
 
 pub mod afxdp;
@@ -18,6 +20,7 @@ pub mod channel;
 pub mod iface;
 pub mod ingress;
 pub mod neigh;
+pub mod sockets;
 pub mod stats;
 pub mod tcp;
 pub mod wire;

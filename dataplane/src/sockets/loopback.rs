@@ -1,0 +1,316 @@
+//! Stacks joined by an in-memory link, driven by one thread of this
+//! process, each with a [`Bridge`]: the socket API without a network, for
+//! examples and for tests of this crate and of applications.
+//!
+//! The driver plays every worker of every host in turn: it fires due
+//! timers, runs each bridge (`app::dispatch`), and hands every segment a
+//! stack emits straight to the destination stack (no delay, no loss). A
+//! host with several workers steers incoming segments like a NIC with
+//! RSS: a hash of the 4-tuple picks the worker, except for connections
+//! the host opened itself, which go back to the worker that sent the SYN
+//! (as a flow-steering rule would). Segments to an address no host has
+//! vanish (a silent host: connects time out); addresses listed in
+//! `unreachable` fail as a next hop that does not answer ARP
+//! (EHOSTUNREACH). When idle the driver parks until the next timer or
+//! until an application thread queues work.
+
+use super::{Bridge, Config, Handle};
+use crate::app::{self, App, Io};
+use crate::tcp::{self, Error, Stack};
+use crate::wire::Ipv4Addr;
+use std::collections::HashMap;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// One host on the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Host {
+    pub addr: Ipv4Addr,
+    /// Workers (stacks with a bridge each), at least 1.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoopbackConfig {
+    pub hosts: Vec<Host>,
+    /// Every stack's configuration.
+    pub tcp: tcp::Config,
+    /// Every host's socket runtime.
+    pub sockets: Config,
+    /// Addresses whose next hop fails ARP resolution.
+    pub unreachable: Vec<Ipv4Addr>,
+    pub seed: u64,
+    /// Quiet loop iterations before the driver parks.
+    pub idle_spins: u32,
+}
+
+impl Default for LoopbackConfig {
+    fn default() -> Self {
+        LoopbackConfig {
+            hosts: vec![
+                Host { addr: Ipv4Addr::new(10, 0, 0, 1), workers: 1 },
+                Host { addr: Ipv4Addr::new(10, 0, 0, 2), workers: 1 },
+            ],
+            tcp: tcp::Config::default(),
+            sockets: Config::default(),
+            unreachable: Vec::new(),
+            seed: 1,
+            idle_spins: 64,
+        }
+    }
+}
+
+/// What crossed the link so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkStats {
+    pub segments: u64,
+    /// Segments with RST set.
+    pub resets: u64,
+    /// Segments to an address nobody has.
+    pub dropped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    segments: AtomicU64,
+    resets: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// A running in-process network; dropping it stops the driver (blocked
+/// socket calls then fail with `ConnectionAborted`).
+#[derive(Debug)]
+pub struct Loopback {
+    handles: Vec<Handle>,
+    addrs: Vec<Ipv4Addr>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    driver: Option<JoinHandle<()>>,
+}
+
+struct Worker {
+    stack: Stack,
+    bridge: Bridge,
+}
+
+struct Driver {
+    hosts: Vec<(Ipv4Addr, Vec<Worker>)>,
+    unreachable: Vec<Ipv4Addr>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    idle_spins: u32,
+    mtu: usize,
+}
+
+impl Loopback {
+    /// Two hosts, 10.0.0.1 and 10.0.0.2, one worker each, defaults.
+    pub fn pair() -> Result<Loopback, Error> {
+        Loopback::start(LoopbackConfig::default())
+    }
+
+    pub fn start(cfg: LoopbackConfig) -> Result<Loopback, Error> {
+        let mut seen = Vec::new();
+        for h in &cfg.hosts {
+            if h.workers == 0 || h.workers > 64 || h.addr.is_unspecified() || seen.contains(&h.addr) {
+                return Err(Error::InvalidInput);
+            }
+            seen.push(h.addr);
+        }
+        if cfg.hosts.is_empty() {
+            return Err(Error::InvalidInput);
+        }
+        let mut handles = Vec::new();
+        let mut hosts = Vec::new();
+        for (i, h) in cfg.hosts.iter().enumerate() {
+            let (handle, bridges) = super::new(h.workers, cfg.sockets.clone());
+            let workers = bridges
+                .into_iter()
+                .enumerate()
+                .map(|(w, bridge)| {
+                    let seed = cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add((i * 64 + w) as u64);
+                    Worker { stack: Stack::new(cfg.tcp.clone(), &[h.addr], seed, tcp::Instant::ZERO), bridge }
+                })
+                .collect();
+            handles.push(handle);
+            hosts.push((h.addr, workers));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let driver = Driver {
+            hosts,
+            unreachable: cfg.unreachable.clone(),
+            counters: Arc::clone(&counters),
+            stop: Arc::clone(&stop),
+            idle_spins: cfg.idle_spins,
+            mtu: usize::from(cfg.tcp.mtu).max(88),
+        };
+        let driver = std::thread::Builder::new()
+            .name("xstack-loopback".into())
+            .spawn(move || driver.run())
+            .map_err(|_| Error::NotSupported)?;
+        Ok(Loopback { handles, addrs: seen, stop, counters, driver: Some(driver) })
+    }
+
+    /// The socket handle of host `i`.
+    pub fn handle(&self, i: usize) -> Option<Handle> {
+        self.handles.get(i).cloned()
+    }
+
+    /// The address of host `i`.
+    pub fn addr(&self, i: usize) -> Option<Ipv4Addr> {
+        self.addrs.get(i).copied()
+    }
+
+    pub fn stats(&self) -> LinkStats {
+        LinkStats {
+            segments: self.counters.segments.load(Ordering::Relaxed),
+            resets: self.counters.resets.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Loopback {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(d) = self.driver.take() {
+            d.thread().unpark();
+            let _ = d.join();
+        }
+    }
+}
+
+/// TCP header fields the driver looks at (the stack emits whole headers).
+fn ports_flags(seg: &[u8]) -> Option<(u16, u16, u8)> {
+    if seg.len() < 20 {
+        return None;
+    }
+    Some((u16::from_be_bytes([seg[0], seg[1]]), u16::from_be_bytes([seg[2], seg[3]]), seg[13]))
+}
+
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
+/// (host, local address, local port, remote address, remote port).
+type FlowKey = (usize, u32, u16, u32, u16);
+
+impl Driver {
+    fn run(mut self) {
+        let epoch = std::time::Instant::now();
+        let now = || tcp::Instant::from_nanos(u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        let me = std::thread::current();
+        for (_, ws) in &mut self.hosts {
+            for w in ws.iter_mut() {
+                w.bridge.set_doorbell(me.clone());
+                let _ = w.bridge.start(&mut Io::new(&mut w.stack, now()));
+            }
+        }
+        let mut buf = vec![0u8; self.mtu - 20];
+        let mut inflight: Vec<(usize, Ipv4Addr, Ipv4Addr, Vec<u8>)> = Vec::new();
+        let mut spare: Vec<Vec<u8>> = Vec::new();
+        let mut unreach: Vec<(usize, usize, Ipv4Addr)> = Vec::new();
+        let mut flows: HashMap<FlowKey, usize> = HashMap::new();
+        let addrs: Vec<Ipv4Addr> = self.hosts.iter().map(|(a, _)| *a).collect();
+        let mut idle = 0u32;
+        while !self.stop.load(Ordering::Acquire) {
+            let t = now();
+            let mut work = false;
+            for h in 0..self.hosts.len() {
+                for wi in 0..self.hosts[h].1.len() {
+                    let w = &mut self.hosts[h].1[wi];
+                    work |= w.bridge.has_pending();
+                    if w.stack.poll_timeout().is_some_and(|d| d <= t) {
+                        w.stack.handle_timeout(t);
+                        work = true;
+                    }
+                    app::dispatch(&mut w.bridge, &mut w.stack, t);
+                    while let Some(tx) = w.stack.poll_transmit(t, &mut buf) {
+                        work = true;
+                        let seg = &buf[..tx.len];
+                        self.counters.segments.fetch_add(1, Ordering::Relaxed);
+                        if let Some((sp, dp, flags)) = ports_flags(seg) {
+                            if flags & RST != 0 {
+                                self.counters.resets.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if flags & SYN != 0 && flags & ACK == 0 {
+                                flows.insert((h, tx.src.to_u32(), sp, tx.dst.to_u32(), dp), wi);
+                            }
+                        }
+                        match addrs.iter().position(|a| *a == tx.dst) {
+                            Some(d) => {
+                                let mut v = spare.pop().unwrap_or_default();
+                                v.clear();
+                                v.extend_from_slice(seg);
+                                inflight.push((d, tx.src, tx.dst, v));
+                            }
+                            None if self.unreachable.contains(&tx.dst) => unreach.push((h, wi, tx.dst)),
+                            None => {
+                                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            }
+            for (d, src, dst, bytes) in inflight.drain(..) {
+                let workers = &mut self.hosts[d].1;
+                let wi = match ports_flags(&bytes) {
+                    Some((sp, dp, _)) => match flows.get(&(d, dst.to_u32(), dp, src.to_u32(), sp)) {
+                        Some(&w) => w,
+                        None => steer(src, dst, sp, dp) % workers.len(),
+                    },
+                    None => 0,
+                };
+                let _ = workers[wi].stack.handle_segment(t, src, dst, &bytes);
+                spare.push(bytes);
+            }
+            for (h, wi, dst) in unreach.drain(..) {
+                self.hosts[h].1[wi].stack.handle_unreachable(t, dst);
+            }
+            if work {
+                idle = 0;
+                continue;
+            }
+            idle += 1;
+            if idle < self.idle_spins {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.park(now());
+        }
+    }
+
+    /// Sleeps until the next timer (at most a few ms), unless a thread
+    /// queued work: the idle flag tells threads to unpark us, the fence
+    /// and re-check close the race with one that queued just before.
+    fn park(&mut self, t: tcp::Instant) {
+        let bridges = || self.hosts.iter().flat_map(|(_, ws)| ws.iter().map(|w| &w.bridge));
+        for b in bridges() {
+            b.set_idle(true);
+        }
+        fence(Ordering::SeqCst);
+        if !bridges().any(Bridge::has_pending) && !self.stop.load(Ordering::Acquire) {
+            let next = self.hosts.iter().flat_map(|(_, ws)| ws.iter().filter_map(|w| w.stack.poll_timeout())).min();
+            let nap = match next {
+                Some(d) => d.saturating_duration_since(t).min(Duration::from_millis(5)),
+                None => Duration::from_millis(5),
+            };
+            if !nap.is_zero() {
+                std::thread::park_timeout(nap);
+            }
+        }
+        for b in bridges() {
+            b.set_idle(false);
+        }
+    }
+}
+
+/// The RSS-like hash choosing the worker of a flow nobody pinned.
+fn steer(src: Ipv4Addr, dst: Ipv4Addr, sp: u16, dp: u16) -> usize {
+    let mut h = u64::from(src.to_u32()) << 32 | u64::from(dst.to_u32());
+    h ^= u64::from(sp) << 16 | u64::from(dp);
+    h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 32) as usize
+}
