@@ -1,0 +1,550 @@
+//! The socket API for application threads, end to end without a network:
+//! `sockets::loopback` runs stacks joined by an in-memory link in a driver
+//! thread, each with a `Bridge` dispatched like a worker's app, and the
+//! tests use the sockets from ordinary threads. Every wait is bounded.
+
+use std::io::{ErrorKind, Read, Write};
+use std::thread;
+use std::time::{Duration, Instant};
+use xstack_dataplane::sockets::loopback::{Host, Loopback, LoopbackConfig};
+use xstack_dataplane::sockets::{Handle, Interest, PollEvent, Poller, TcpListener, TcpSocket, TcpStream};
+use xstack_dataplane::tcp::{Error, Shutdown, State};
+use xstack_dataplane::wire::Ipv4Addr;
+
+const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
+/// The bound on any one test's waiting.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn pair() -> (Loopback, Handle, Handle, Ipv4Addr) {
+    let net = Loopback::pair().expect("loopback");
+    let (server, client) = (net.handle(0).expect("host 0"), net.handle(1).expect("host 1"));
+    let addr = net.addr(0).expect("host 0");
+    (net, server, client, addr)
+}
+
+fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(7) % 251) as u8
+}
+
+/// Polls `f` until it holds or `limit` passes.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    f()
+}
+
+#[test]
+fn echo_of_one_mebibyte() {
+    let (_net, sh, ch, addr) = pair();
+    let listener = TcpListener::bind(&sh, ANY, 7000, 8).expect("listen");
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut total = 0usize;
+        loop {
+            let n = s.read(&mut buf).expect("server read");
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).expect("server write");
+            total += n;
+        }
+        total
+    });
+    let mut c = TcpStream::connect(&ch, addr, 7000).expect("connect");
+    assert_eq!(c.peer_addr(), Ok((addr, 7000)));
+    let data: Vec<u8> = (0..1 << 20).map(pattern).collect();
+    let mut back = vec![0u8; data.len()];
+    {
+        let (mut r, mut w) = c.split();
+        thread::scope(|sc| {
+            let writer = sc.spawn(|| {
+                w.write_all(&data).expect("client write");
+                w.shutdown().expect("shutdown");
+            });
+            r.read_exact(&mut back).expect("read the echo");
+            writer.join().expect("writer");
+        });
+    }
+    assert!(back == data, "the echo differs from what was sent");
+    // The server saw our FIN, echoed everything and closed: end of file.
+    assert_eq!(c.read(&mut [0u8; 16]), Ok(0));
+    assert_eq!(c.read(&mut [0u8; 16]), Ok(0));
+    assert_eq!(server.join().expect("server"), 1 << 20);
+}
+
+#[test]
+fn echo_in_rounds_through_the_io_traits() {
+    let (_net, sh, ch, addr) = pair();
+    let listener = TcpListener::bind(&sh, ANY, 7001, 8).expect("listen");
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut all = Vec::new();
+        // io::Read::read_to_end: reads until the client's FIN.
+        Read::read_to_end(&mut s, &mut all).expect("read_to_end");
+        Write::write_all(&mut s, &all).expect("write back");
+        all.len()
+    });
+    let mut c = TcpStream::connect(&ch, addr, 7001).expect("connect");
+    let data: Vec<u8> = (0..200_000).map(pattern).collect();
+    Write::write_all(&mut c, &data).expect("write");
+    c.shutdown(Shutdown::Write).expect("half-close");
+    let mut back = Vec::new();
+    Read::read_to_end(&mut c, &mut back).expect("read back");
+    assert!(back == data);
+    assert_eq!(server.join().expect("server"), data.len());
+}
+
+#[test]
+fn two_hundred_connections_on_one_poller_each_side() {
+    const N: usize = 200;
+    let (_net, sh, ch, addr) = pair();
+    let listener = TcpListener::bind(&sh, ANY, 7002, 256).expect("listen");
+    listener.set_nonblocking(true);
+    let server = thread::spawn(move || {
+        let mut poller = Poller::new(&sh);
+        poller.register_listener(&listener, usize::MAX, Interest::READABLE).expect("register listener");
+        let mut conns: Vec<Option<TcpStream>> = Vec::new();
+        let mut events: Vec<PollEvent> = Vec::new();
+        let mut buf = [0u8; 4096];
+        let (mut accepted, mut finished) = (0usize, 0usize);
+        let end = Instant::now() + LIMIT;
+        while finished < N && Instant::now() < end {
+            poller.wait(&mut events, Some(Duration::from_millis(100))).expect("wait");
+            for ev in events.clone() {
+                if ev.token == usize::MAX {
+                    loop {
+                        match listener.accept() {
+                            Ok((s, _)) => {
+                                s.set_nonblocking(true);
+                                poller.register_stream(&s, conns.len(), Interest::READABLE).expect("register");
+                                conns.push(Some(s));
+                                accepted += 1;
+                            }
+                            Err(Error::WouldBlock) => break,
+                            Err(e) => panic!("accept: {e}"),
+                        }
+                    }
+                    continue;
+                }
+                let Some(s) = conns[ev.token].as_mut() else { continue };
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => {
+                            // The client's FIN: close ours.
+                            poller.deregister(ev.token).expect("deregister");
+                            conns[ev.token] = None;
+                            finished += 1;
+                            break;
+                        }
+                        Ok(n) => assert_eq!(s.write(&buf[..n]), Ok(n), "small echoes fit the send ring"),
+                        Err(Error::WouldBlock) => break,
+                        Err(e) => panic!("server read: {e}"),
+                    }
+                }
+            }
+        }
+        (accepted, finished)
+    });
+
+    let mut poller = Poller::new(&ch);
+    let mut conns = Vec::new();
+    for i in 0..N {
+        let mut s = TcpSocket::new(&ch);
+        s.set_nonblocking(true);
+        s.set_nodelay(true).expect("nodelay");
+        let s = s.connect(addr, 7002).expect("connect in progress");
+        poller.register_stream(&s, i, Interest::BOTH).expect("register");
+        conns.push(s);
+    }
+    let msg = |i: usize| format!("message from connection {i:04}").into_bytes();
+    let mut sent = vec![false; N];
+    let mut got: Vec<Vec<u8>> = vec![Vec::new(); N];
+    let mut eof = vec![false; N];
+    let mut events = Vec::new();
+    let mut buf = [0u8; 256];
+    let end = Instant::now() + LIMIT;
+    while eof.iter().any(|e| !e) && Instant::now() < end {
+        poller.wait(&mut events, Some(Duration::from_millis(100))).expect("wait");
+        for ev in &events {
+            let i = ev.token;
+            assert!(!ev.error, "connection {i} failed: {:?}", conns[i].take_error());
+            if ev.writable && !sent[i] {
+                let m = msg(i);
+                assert_eq!(conns[i].write(&m), Ok(m.len()));
+                sent[i] = true;
+                poller.modify(i, Interest::READABLE).expect("modify");
+            }
+            if ev.readable {
+                loop {
+                    match conns[i].read(&mut buf) {
+                        Ok(0) => {
+                            eof[i] = true;
+                            poller.deregister(i).expect("deregister");
+                            break;
+                        }
+                        Ok(n) => {
+                            got[i].extend_from_slice(&buf[..n]);
+                            if got[i].len() == msg(i).len() {
+                                conns[i].shutdown(Shutdown::Write).expect("half-close");
+                            }
+                        }
+                        Err(Error::WouldBlock) => break,
+                        Err(e) => panic!("client read {i}: {e}"),
+                    }
+                }
+            }
+        }
+    }
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g, &msg(i), "echo of connection {i}");
+    }
+    assert!(eof.iter().all(|&e| e), "every connection ended");
+    assert_eq!(server.join().expect("server"), (N, N));
+}
+
+#[test]
+fn connect_to_a_closed_port_is_refused() {
+    let (_net, _sh, ch, addr) = pair();
+    let start = Instant::now();
+    let e = TcpStream::connect(&ch, addr, 9).expect_err("nobody listens on port 9");
+    assert_eq!(e, Error::ConnectionRefused);
+    assert!(start.elapsed() < Duration::from_secs(1), "refused at once, not after retries");
+    let io: std::io::Error = e.into();
+    assert_eq!(io.kind(), ErrorKind::ConnectionRefused);
+    assert_eq!(io.raw_os_error(), Some(libc::ECONNREFUSED));
+}
+
+#[test]
+fn silent_and_unreachable_hosts() {
+    let silent = Ipv4Addr::new(10, 0, 0, 77);
+    let unreachable = Ipv4Addr::new(10, 0, 0, 99);
+    let mut cfg = LoopbackConfig { unreachable: vec![unreachable], ..LoopbackConfig::default() };
+    // Two SYN retransmissions 100 ms apart instead of Linux's two minutes.
+    cfg.tcp.syn_retries = 2;
+    cfg.tcp.initial_rto = Duration::from_millis(100);
+    let net = Loopback::start(cfg).expect("loopback");
+    let ch = net.handle(1).expect("client");
+
+    let start = Instant::now();
+    let e = TcpStream::connect(&ch, silent, 80).expect_err("nobody answers");
+    assert_eq!(e, Error::TimedOut);
+    assert!(start.elapsed() >= Duration::from_millis(250), "after the retransmissions: {:?}", start.elapsed());
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(std::io::Error::from(e).raw_os_error(), Some(libc::ETIMEDOUT));
+
+    let e = TcpStream::connect(&ch, unreachable, 80).expect_err("no route");
+    assert_eq!(e, Error::HostUnreachable);
+    let io = std::io::Error::from(e);
+    assert_eq!(io.kind(), ErrorKind::HostUnreachable);
+    assert_eq!(io.raw_os_error(), Some(libc::EHOSTUNREACH));
+
+    // Non-blocking: the failure shows as an error event and SO_ERROR.
+    let mut s = TcpSocket::new(&ch);
+    s.set_nonblocking(true);
+    let s = s.connect(unreachable, 80).expect("in progress");
+    let mut p = Poller::new(&ch);
+    p.register_stream(&s, 1, Interest::WRITABLE).expect("register");
+    let mut ev = Vec::new();
+    p.wait(&mut ev, Some(LIMIT)).expect("wait");
+    assert!(ev[0].error && ev[0].writable, "{ev:?}");
+    assert_eq!(s.take_error(), Some(Error::HostUnreachable));
+    assert_eq!(s.take_error(), None, "reported once");
+
+    // connect_timeout gives up on its own clock.
+    let start = Instant::now();
+    let r = TcpSocket::new(&ch).connect_timeout(silent, 80, Duration::from_millis(50));
+    assert_eq!(r.err(), Some(Error::TimedOut));
+    assert!(start.elapsed() < Duration::from_millis(250));
+}
+
+#[test]
+fn half_close_keeps_the_other_direction() {
+    let (_net, sh, ch, addr) = pair();
+    let listener = TcpListener::bind(&sh, ANY, 7003, 8).expect("listen");
+    let server = thread::spawn(move || {
+        let (mut s, peer) = listener.accept().expect("accept");
+        let mut req = Vec::new();
+        Read::read_to_end(&mut s, &mut req).expect("read until the FIN");
+        // The peer half-closed: we are in CLOSE_WAIT and may still write.
+        assert!(eventually(LIMIT, || s.state() == State::CloseWait), "state {:?}", s.state());
+        let reply = format!("{} bytes from {}:{}", req.len(), peer.0, peer.1);
+        s.write_all(reply.as_bytes()).expect("reply after the peer's FIN");
+        reply
+    });
+    let mut c = TcpStream::connect(&ch, addr, 7003).expect("connect");
+    c.write_all(b"request body").expect("write");
+    c.shutdown(Shutdown::Write).expect("shutdown(write)");
+    assert_eq!(c.write(b"more"), Err(Error::BrokenPipe), "no writes after shutdown(write)");
+    let mut reply = String::new();
+    Read::read_to_string(&mut c, &mut reply).expect("read the reply");
+    let expect = server.join().expect("server");
+    assert_eq!(reply, expect);
+    let local = c.local_addr().expect("local address");
+    assert_eq!(reply, format!("12 bytes from {}:{}", local.0, local.1));
+}
+
+#[test]
+fn non_blocking_accept_and_read_would_block() {
+    let (_net, sh, ch, addr) = pair();
+    let listener = TcpListener::bind(&sh, ANY, 7004, 8).expect("listen");
+    listener.set_nonblocking(true);
+    assert_eq!(listener.accept().err(), Some(Error::WouldBlock));
+    let mut c = TcpStream::connect(&ch, addr, 7004).expect("connect");
+    let mut s = None;
+    assert!(eventually(LIMIT, || {
+        match listener.accept() {
+            Ok((st, _)) => s = Some(st),
+            Err(e) => assert_eq!(e, Error::WouldBlock),
+        }
+        s.is_some()
+    }));
+    let mut s = s.expect("accepted");
+    s.set_nonblocking(true);
+    let mut buf = [0u8; 8];
+    assert_eq!(s.read(&mut buf), Err(Error::WouldBlock));
+    assert_eq!(Read::read(&mut s, &mut buf).expect_err("io error").kind(), ErrorKind::WouldBlock);
+    c.write_all(b"x").expect("write");
+    let mut got = 0;
+    assert!(eventually(LIMIT, || {
+        match s.read(&mut buf) {
+            Ok(n) => got += n,
+            Err(e) => assert_eq!(e, Error::WouldBlock),
+        }
+        got == 1
+    }));
+    assert_eq!(buf[0], b'x');
+    assert_eq!(s.read(&mut buf), Err(Error::WouldBlock));
+    // A blocking read with SO_RCVTIMEO gives up with EAGAIN.
+    s.set_nonblocking(false);
+    s.set_read_timeout(Some(Duration::from_millis(30))).expect("timeout");
+    let start = Instant::now();
+    assert_eq!(s.read(&mut buf), Err(Error::WouldBlock));
+    assert!(start.elapsed() >= Duration::from_millis(30));
+}
+
+/// Section 2: backlog 1 holds two established connections; a third
+/// client's SYN is dropped (no RST), so its connect stays pending until
+/// an accept makes room and its SYN is retransmitted.
+#[test]
+fn backlog_keeps_further_connects_pending() {
+    let (net, sh, ch, addr) = pair();
+    let listener = TcpListener::bind(&sh, ANY, 7005, 1).expect("listen");
+    let c1 = TcpStream::connect(&ch, addr, 7005).expect("first connect");
+    let c2 = TcpStream::connect(&ch, addr, 7005).expect("second connect");
+    let mut s = TcpSocket::new(&ch);
+    s.set_nonblocking(true);
+    let c3 = s.connect(addr, 7005).expect("third connect in progress");
+    thread::sleep(Duration::from_millis(500));
+    assert!(!c3.is_connected(), "the third SYN must be dropped while the backlog is full");
+    assert_eq!(c3.state(), State::SynSent);
+    assert_eq!(net.stats().resets, 0, "overflow is silent");
+
+    let (a1, p1) = listener.accept().expect("accept 1");
+    assert_eq!(p1, c1.local_addr().expect("c1 address"));
+    // Room again: the retransmitted SYN (1 s after the first) gets in.
+    assert!(eventually(Duration::from_secs(10), || c3.is_connected()), "third connect completes after an accept");
+    let (_a2, p2) = listener.accept().expect("accept 2");
+    let (_a3, p3) = listener.accept().expect("accept 3");
+    assert_eq!(p2, c2.local_addr().expect("c2 address"));
+    assert_eq!(p3, c3.local_addr().expect("c3 address"));
+    drop(a1);
+}
+
+#[test]
+fn dropping_a_stream_with_unread_data_sends_rst() {
+    let (net, sh, ch, addr) = pair();
+    let listener = TcpListener::bind(&sh, ANY, 7006, 8).expect("listen");
+    let mut c = TcpStream::connect(&ch, addr, 7006).expect("connect");
+    let (s, _) = listener.accept().expect("accept");
+    c.write_all(b"never read").expect("write");
+    let mut p = Poller::new(&sh);
+    p.register_stream(&s, 7, Interest::READABLE).expect("register");
+    let mut ev = Vec::new();
+    assert_eq!(p.wait(&mut ev, Some(LIMIT)), Ok(1));
+    assert!(ev[0].readable);
+    // Level-triggered: still readable while nobody reads.
+    assert_eq!(p.wait(&mut ev, Some(Duration::ZERO)), Ok(1));
+    let resets = net.stats().resets;
+    drop(s);
+    let mut buf = [0u8; 16];
+    assert_eq!(c.read(&mut buf), Err(Error::ConnectionReset), "RST, not FIN");
+    assert!(net.stats().resets > resets);
+    // The error is reported once: then end of file and EPIPE.
+    assert_eq!(c.read(&mut buf), Ok(0));
+    assert_eq!(c.write(b"x"), Err(Error::BrokenPipe));
+}
+
+#[test]
+fn end_of_file_after_fin_and_errors_after_reset() {
+    let (_net, sh, ch, addr) = pair();
+    let listener = TcpListener::bind(&sh, ANY, 7007, 8).expect("listen");
+
+    // Orderly close: the data, then end of file, again and again.
+    let mut c = TcpStream::connect(&ch, addr, 7007).expect("connect");
+    let (mut s, _) = listener.accept().expect("accept");
+    s.write_all(b"bye").expect("write");
+    drop(s);
+    let mut buf = [0u8; 8];
+    let mut got = Vec::new();
+    loop {
+        let n = c.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"bye");
+    assert_eq!(c.read(&mut buf), Ok(0));
+    // Writing to a peer that closed is allowed (CLOSE_WAIT)...
+    assert_eq!(c.write(b"late"), Ok(4));
+    // ... and draws its RST: ECONNRESET once, then EPIPE.
+    let mut first = None;
+    assert!(eventually(LIMIT, || {
+        match c.write(b"x") {
+            Ok(_) => false,
+            Err(e) => {
+                first = Some(e);
+                true
+            }
+        }
+    }));
+    assert_eq!(first, Some(Error::ConnectionReset));
+    let e = c.write(b"x").expect_err("after the reset");
+    assert_eq!(e, Error::BrokenPipe);
+    assert_eq!(std::io::Error::from(e).kind(), ErrorKind::BrokenPipe);
+
+    // Abortive close (SO_LINGER 0): the peer's write sees ECONNRESET.
+    let mut c = TcpStream::connect(&ch, addr, 7007).expect("connect");
+    let (s, _) = listener.accept().expect("accept");
+    s.set_linger(Some(Duration::ZERO)).expect("linger 0");
+    drop(s);
+    let mut p = Poller::new(&ch);
+    p.register_stream(&c, 1, Interest::READABLE).expect("register");
+    let mut ev = Vec::new();
+    p.wait(&mut ev, Some(LIMIT)).expect("wait");
+    assert!(ev[0].error && ev[0].hangup, "{ev:?}");
+    let e = Write::write(&mut c, b"x").expect_err("reset");
+    assert_eq!(e.kind(), ErrorKind::ConnectionReset);
+    assert_eq!(e.raw_os_error(), Some(libc::ECONNRESET));
+    assert_eq!(c.write(b"x"), Err(Error::BrokenPipe));
+    assert_eq!(c.read(&mut buf), Ok(0));
+}
+
+#[test]
+fn listeners_span_workers_and_connections_spread() {
+    let cfg = LoopbackConfig {
+        hosts: vec![
+            Host { addr: Ipv4Addr::new(10, 0, 0, 1), workers: 2 },
+            Host { addr: Ipv4Addr::new(10, 0, 0, 2), workers: 2 },
+        ],
+        ..LoopbackConfig::default()
+    };
+    let net = Loopback::start(cfg).expect("loopback");
+    let (sh, ch, addr) = (net.handle(0).expect("server"), net.handle(1).expect("client"), net.addr(0).expect("addr"));
+    assert_eq!(sh.workers(), 2);
+    // Port 0: worker 0 picks the port, worker 1 listens on the same one.
+    let listener = TcpListener::bind(&sh, ANY, 0, 64).expect("listen");
+    let port = listener.local_addr().expect("local").1;
+    assert_ne!(port, 0);
+    assert_eq!(TcpListener::bind(&sh, ANY, port, 8).err(), Some(Error::AddrInUse));
+
+    let server = thread::spawn(move || {
+        let mut workers = [0usize; 2];
+        for _ in 0..40 {
+            let (mut s, _) = listener.accept().expect("accept");
+            workers[s.worker_index()] += 1;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).expect("read");
+            s.write_all(&b).expect("write");
+        }
+        workers
+    });
+    let mut client_workers = [0usize; 2];
+    for i in 0..40u8 {
+        // Round robin over the client's workers; replies find their way
+        // back to the worker that connected.
+        let mut c = TcpStream::connect(&ch, addr, port).expect("connect");
+        client_workers[c.worker_index()] += 1;
+        c.write_all(&[i]).expect("write");
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).expect("read");
+        assert_eq!(b[0], i);
+    }
+    let server_workers = server.join().expect("server");
+    assert_eq!(client_workers, [20, 20]);
+    assert!(server_workers.iter().all(|&n| n > 0), "both server workers accepted: {server_workers:?}");
+
+    // An explicit worker.
+    let mut s = TcpSocket::new(&ch);
+    s.set_worker(1).expect("worker 1");
+    assert_eq!(TcpSocket::new(&ch).set_worker(2), Err(Error::InvalidInput));
+    let c = s.connect(addr, port);
+    // The listener is gone: refused.
+    assert_eq!(c.err(), Some(Error::ConnectionRefused));
+}
+
+#[test]
+fn options_and_addresses() {
+    let (_net, sh, ch, addr) = pair();
+    let mut ls = TcpSocket::new(&sh);
+    ls.set_reuseaddr(true).expect("reuseaddr");
+    ls.set_recv_buffer_size(8192).expect("rcvbuf");
+    assert_eq!(ls.set_option(xstack_dataplane::tcp::SocketOption::KeepCnt(0)), Err(Error::InvalidInput));
+    ls.bind(addr, 7008).expect("bind");
+    assert_eq!(ls.bind(addr, 7009), Err(Error::InvalidInput), "bound twice");
+    let listener = ls.listen(4).expect("listen");
+    assert_eq!(listener.local_addr(), Ok((addr, 7008)));
+    // Not our address.
+    let mut other = TcpSocket::new(&sh);
+    other.bind(Ipv4Addr::new(10, 9, 9, 9), 7010).expect("recorded");
+    assert_eq!(other.listen(4).err(), Some(Error::AddrNotAvailable));
+
+    let mut cs = TcpSocket::new(&ch);
+    cs.set_nodelay(true).expect("nodelay");
+    cs.set_keepalive(true).expect("keepalive");
+    cs.set_send_buffer_size(4096).expect("sndbuf");
+    let mut c = cs.connect(addr, 7008).expect("connect");
+    let (mut s, peer) = listener.accept().expect("accept");
+    assert_eq!(peer, c.local_addr().expect("local"));
+    assert_eq!(s.peer_addr(), Ok(peer));
+    assert_eq!(s.local_addr(), Ok((addr, 7008)));
+    assert_eq!(c.state(), State::Established);
+    s.set_nodelay(true).expect("nodelay on a live stream");
+    assert_eq!(s.set_read_timeout(Some(Duration::ZERO)), Err(Error::InvalidInput));
+    // Small buffers still carry a lot.
+    let data: Vec<u8> = (0..300_000).map(pattern).collect();
+    let mut back = vec![0u8; data.len()];
+    thread::scope(|sc| {
+        sc.spawn(|| c.write_all(&data).expect("write"));
+        s.read_exact(&mut back).expect("read");
+    });
+    assert!(back == data);
+}
+
+#[test]
+fn blocked_calls_fail_when_the_stack_goes_away() {
+    let (net, sh, ch, addr) = pair();
+    let listener = TcpListener::bind(&sh, ANY, 7011, 8).expect("listen");
+    let mut c = TcpStream::connect(&ch, addr, 7011).expect("connect");
+    let (_s, _) = listener.accept().expect("accept");
+    let reader = thread::spawn(move || {
+        let mut b = [0u8; 4];
+        let start = Instant::now();
+        (c.read(&mut b), start.elapsed())
+    });
+    let acceptor = thread::spawn(move || listener.accept().map(|_| ()));
+    thread::sleep(Duration::from_millis(100));
+    drop(net);
+    let (r, took) = reader.join().expect("reader");
+    assert_eq!(r, Err(Error::ConnectionAborted));
+    assert!(took < Duration::from_secs(5));
+    assert_eq!(acceptor.join().expect("acceptor"), Err(Error::ConnectionAborted));
+    assert!(!ch.is_alive());
+    assert_eq!(TcpStream::connect(&ch, addr, 7011).err(), Some(Error::ConnectionAborted));
+}
