@@ -163,9 +163,9 @@ fn two_hundred_connections_on_one_poller_each_side() {
         conns.push(s);
     }
     let msg = |i: usize| format!("message from connection {i:04}").into_bytes();
-    let mut sent = vec![false; N];
+    let mut sent = [false; N];
     let mut got: Vec<Vec<u8>> = vec![Vec::new(); N];
-    let mut eof = vec![false; N];
+    let mut eof = [false; N];
     let mut events = Vec::new();
     let mut buf = [0u8; 256];
     let end = Instant::now() + LIMIT;

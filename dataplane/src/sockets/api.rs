@@ -43,7 +43,9 @@ impl Handle {
 /// Linux's limits on setsockopt values, checked before anything is queued.
 fn validate(o: SocketOption) -> Result<(), Error> {
     match o {
-        SocketOption::KeepIdle(d) | SocketOption::KeepIntvl(d) if d < Duration::from_secs(1) => Err(Error::InvalidInput),
+        SocketOption::KeepIdle(d) | SocketOption::KeepIntvl(d) if d < Duration::from_secs(1) => {
+            Err(Error::InvalidInput)
+        }
         SocketOption::KeepCnt(0) | SocketOption::SendBuffer(0) | SocketOption::RecvBuffer(0) => {
             Err(Error::InvalidInput)
         }
@@ -67,7 +69,13 @@ pub struct TcpSocket {
 
 impl TcpSocket {
     pub fn new(handle: &Handle) -> TcpSocket {
-        TcpSocket { rt: Arc::clone(&handle.rt), opts: OptionSet::default(), bind: None, worker: None, nonblocking: false }
+        TcpSocket {
+            rt: Arc::clone(&handle.rt),
+            opts: OptionSet::default(),
+            bind: None,
+            worker: None,
+            nonblocking: false,
+        }
     }
 
     /// setsockopt(): any [`SocketOption`]; buffer sizes also size the
@@ -674,13 +682,9 @@ impl TcpListener {
             if set.nonblocking.load(Ordering::Relaxed) {
                 return Err(Error::WouldBlock);
             }
-            block_until(
-                &set.rt.waiters,
-                set.rt.cfg.spin,
-                &|i| set.per_worker.get(i).map(|l| &l.notify),
-                None,
-                || set.acceptable() || set.dead(),
-            );
+            block_until(&set.rt.waiters, set.rt.cfg.spin, &|i| set.per_worker.get(i).map(|l| &l.notify), None, || {
+                set.acceptable() || set.dead()
+            });
         }
     }
 

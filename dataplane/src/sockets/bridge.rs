@@ -568,7 +568,10 @@ impl App for Bridge {
             let Some(token) = self.shared().kicks.pop() else { break };
             self.kicked(io, token);
         }
-        if self.shared().kick_overflow.swap(false, Ordering::AcqRel) {
+        // Load first: a swap would write the line every iteration and
+        // steal it from the threads that read the worker's other flags.
+        let overflow = &self.shared().kick_overflow;
+        if overflow.load(Ordering::Relaxed) && overflow.swap(false, Ordering::AcqRel) {
             self.scan_all(io);
         }
         if let Some(app) = self.inner.as_mut() {
@@ -585,11 +588,8 @@ impl App for Bridge {
             return;
         }
         match self.slot(sid) {
-            Some(Entry::Listener(_)) => {
-                if event.kind == EventKind::Acceptable {
-                    self.refill(io, sid);
-                }
-            }
+            Some(Entry::Listener(_)) if event.kind == EventKind::Acceptable => self.refill(io, sid),
+            Some(Entry::Listener(_)) => {}
             Some(Entry::Stream(_)) => self.on_stream_event(io, sid, event.kind),
             None => {}
         }

@@ -151,6 +151,9 @@ impl Poller {
             }
             if spins < self.rt.cfg.spin {
                 spins += 1;
+                if spins % 128 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(0);
+                }
                 std::hint::spin_loop();
                 continue;
             }
@@ -229,17 +232,10 @@ fn stream_event(rt: &Runtime, s: &StreamShared, token: usize, interest: Interest
     let dead = f & st::DEAD != 0 || !rt.worker(s.worker).is_some_and(WorkerShared::is_alive);
     let ended = f & (st::CLOSED | st::ERROR) != 0 || dead;
     let readable = !s.rx.is_empty() || f & st::EOF != 0 || u & usr::RD_SHUT != 0 || ended;
-    let writable =
-        ended || u & usr::WR_SHUT != 0 || (f & st::CONNECTED != 0 && s.tx.free() > 0);
+    let writable = ended || u & usr::WR_SHUT != 0 || (f & st::CONNECTED != 0 && s.tx.free() > 0);
     let error = dead || (f & st::ERROR != 0 && !s.err_taken.load(Ordering::Acquire));
     let hangup = ended || (f & st::EOF != 0 && u & usr::WR_SHUT != 0);
-    PollEvent {
-        token,
-        readable: interest.readable && readable,
-        writable: interest.writable && writable,
-        error,
-        hangup,
-    }
+    PollEvent { token, readable: interest.readable && readable, writable: interest.writable && writable, error, hangup }
 }
 
 impl Drop for Poller {

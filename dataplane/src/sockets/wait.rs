@@ -163,9 +163,12 @@ pub(crate) fn block_until<'a>(
     deadline: Option<Instant>,
     mut ready: impl FnMut() -> bool,
 ) -> bool {
-    for _ in 0..spin {
+    for i in 0..spin {
         if ready() {
             return true;
+        }
+        if i % 128 == 127 && deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
         }
         std::hint::spin_loop();
     }
