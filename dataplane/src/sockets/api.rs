@@ -34,10 +34,29 @@ impl Handle {
         &self.rt.cfg
     }
 
+    /// How often application threads slept, and how often a sleeper
+    /// that was registered with the worker woke by the backstop timer
+    /// rather than by the worker: on a busy socket that should never
+    /// happen, so a growing count flags lost wake-ups (or long idle
+    /// waits, which are harmless).
+    pub fn wait_stats(&self) -> WaitStats {
+        WaitStats {
+            parks: self.rt.waiters.parks.load(Ordering::Relaxed),
+            backstop_wakeups: self.rt.waiters.backstops.load(Ordering::Relaxed),
+        }
+    }
+
     /// False once any worker's bridge is gone (the stack is shutting down).
     pub fn is_alive(&self) -> bool {
         self.rt.workers.iter().all(WorkerShared::is_alive)
     }
+}
+
+/// See [`Handle::wait_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WaitStats {
+    pub parks: u64,
+    pub backstop_wakeups: u64,
 }
 
 /// Linux's limits on setsockopt values, checked before anything is queued.
@@ -149,7 +168,7 @@ impl TcpSocket {
         let cfg = &rt.cfg;
         let rx = self.opts.recv_buffer().unwrap_or(cfg.recv_ring).min(cfg.max_ring);
         let tx = self.opts.send_buffer().unwrap_or(cfg.send_ring).min(cfg.max_ring);
-        let s = Arc::new(StreamShared::new(w, rx, tx, self.opts));
+        let s = StreamShared::take(&rt, w, rx, tx, self.opts);
         rt.send(w, Command::Connect { s: Arc::clone(&s), remote: (addr, port), bind: self.bind })?;
         let stream = TcpStream::new(rt, s, self.nonblocking);
         if self.nonblocking {

@@ -135,7 +135,9 @@ impl Bridge {
 
     fn remove(&mut self, sid: SocketId) {
         if self.slot(sid).is_some() {
-            self.entries[sid.index as usize] = None;
+            if let Some(Entry::Stream(e)) = self.entries[sid.index as usize].take() {
+                StreamShared::recycle(&self.rt, e.s);
+            }
         }
     }
 
@@ -170,7 +172,11 @@ impl Bridge {
                 self.service(io, sid);
             }
             Command::Close(s) => {
-                let Some(sid) = self.stream_of(&s) else { return };
+                let sid = self.stream_of(&s);
+                // Let go of the command's reference first, so the state
+                // can be recycled if this closes the stack socket.
+                drop(s);
+                let Some(sid) = sid else { return };
                 if let Some(Entry::Stream(e)) = self.slot(sid) {
                     e.closing = true;
                 }
@@ -332,7 +338,7 @@ impl Bridge {
         let cfg = &self.rt.cfg;
         let rx = opts.recv_buffer().unwrap_or(cfg.recv_ring).min(cfg.max_ring);
         let tx = opts.send_buffer().unwrap_or(cfg.send_ring).min(cfg.max_ring);
-        let s = Arc::new(StreamShared::new(self.id, rx, tx, OptionSet::default()));
+        let s = StreamShared::take(&self.rt, self.id, rx, tx, OptionSet::default());
         s.token.store(token_of(child), Ordering::Release);
         if let Some(a) = io.stack().local_addr(child) {
             s.local.store(pack_addr(a), Ordering::Release);
@@ -370,7 +376,9 @@ impl Bridge {
         }
         let done = service_stream(e, io, scratch, rt);
         if done {
-            entries[sid.index as usize] = None;
+            if let Some(Entry::Stream(e)) = entries[sid.index as usize].take() {
+                StreamShared::recycle(rt, e.s);
+            }
         }
     }
 
@@ -385,6 +393,8 @@ impl Bridge {
                         e.s.peer.store(pack_addr(a), Ordering::Release);
                     }
                     e.s.set(st::CONNECTED);
+                    let s = Arc::clone(&e.s);
+                    s.notify.wake(&self.rt.waiters);
                 }
                 EventKind::Closed { error } => {
                     // Take what is still readable first, then say why it

@@ -174,7 +174,7 @@ impl Poller {
             }
             self.scan(events);
             if events.is_empty() {
-                std::thread::park_timeout(nap);
+                self.rt.waiters.park(nap);
             }
             if let Some(s) = self.slot {
                 self.rt.waiters.finish(s);

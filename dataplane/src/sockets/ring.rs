@@ -48,7 +48,7 @@ impl Ring {
     /// A ring holding at least `capacity` bytes (rounded up to a power of
     /// two, at least 8, at most [`MAX_CAPACITY`]).
     pub fn new(capacity: usize) -> Ring {
-        let cap = capacity.clamp(WORD, MAX_CAPACITY).next_power_of_two();
+        let cap = Ring::rounded(capacity);
         let words = (0..cap / WORD).map(|_| AtomicU64::new(0)).collect();
         Ring {
             words,
@@ -56,6 +56,17 @@ impl Ring {
             head: CachePadded::new(AtomicUsize::new(0)),
             tail: CachePadded::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The capacity `Ring::new(capacity)` has.
+    pub fn rounded(capacity: usize) -> usize {
+        capacity.clamp(WORD, MAX_CAPACITY).next_power_of_two()
+    }
+
+    /// Empties the ring for reuse; `&mut` proves nobody else uses it.
+    pub fn reset(&mut self) {
+        *self.head.get_mut() = 0;
+        *self.tail.get_mut() = 0;
     }
 
     pub fn capacity(&self) -> usize {
@@ -260,6 +271,11 @@ mod tests {
         assert!(r.is_empty());
         assert_eq!(r.pop(&mut out), 0);
         assert_eq!(r.consume(1), 0);
+        let mut r = r;
+        r.push(b"abc");
+        r.reset();
+        assert!(r.is_empty());
+        assert_eq!(r.free(), 8);
     }
 
     #[derive(Debug, Clone)]

@@ -163,6 +163,43 @@ impl StreamShared {
         }
     }
 
+    /// A connection's state from the runtime's spares if one with these
+    /// ring sizes is there, else a new one.
+    pub fn take(rt: &Runtime, worker: usize, rx: usize, tx: usize, opts: OptionSet) -> Arc<StreamShared> {
+        if let Some(mut s) = rt.spares.pop() {
+            if let Some(m) = Arc::get_mut(&mut s) {
+                if m.rx.capacity() == Ring::rounded(rx) && m.tx.capacity() == Ring::rounded(tx) {
+                    m.worker = worker;
+                    m.opts = opts;
+                    return s;
+                }
+            }
+        }
+        Arc::new(StreamShared::new(worker, rx, tx, opts))
+    }
+
+    /// Gives a finished connection's state back for reuse when nobody
+    /// else holds it (its rings are the expensive part: zeroed memory).
+    pub fn recycle(rt: &Runtime, mut s: Arc<StreamShared>) {
+        let Some(m) = Arc::get_mut(&mut s) else { return };
+        m.rx.reset();
+        m.tx.reset();
+        *m.state.get_mut() = 0;
+        *m.error.get_mut() = 0;
+        *m.err_taken.get_mut() = false;
+        *m.tcp_state.get_mut() = 0;
+        *m.wants.get_mut() = want::TX;
+        *m.kicked.get_mut() = false;
+        *m.user.get_mut() = 0;
+        *m.token.get_mut() = 0;
+        *m.local.get_mut() = 0;
+        *m.peer.get_mut() = 0;
+        m.notify = Notify::default();
+        m.opts = OptionSet::default();
+        // A full pool: the state is freed here instead.
+        let _ = rt.spares.push(s);
+    }
+
     pub fn flags(&self) -> u32 {
         self.state.load(Ordering::Acquire)
     }
@@ -354,12 +391,20 @@ pub(crate) struct Runtime {
     pub waiters: Waiters,
     /// Round-robin choice of the worker for a connect.
     pub next: AtomicUsize,
+    /// Finished connections' state, reset, for new connections.
+    pub spares: ArrayQueue<Arc<StreamShared>>,
 }
 
 impl Runtime {
     pub fn new(workers: usize, cfg: Config) -> Runtime {
         let workers = (0..workers.max(1)).map(|_| WorkerShared::new(&cfg)).collect();
-        Runtime { waiters: Waiters::new(cfg.park_slots), workers, cfg, next: AtomicUsize::new(0) }
+        Runtime {
+            waiters: Waiters::new(cfg.park_slots),
+            workers,
+            spares: ArrayQueue::new(cfg.spare_streams.max(1)),
+            cfg,
+            next: AtomicUsize::new(0),
+        }
     }
 
     pub fn worker(&self, w: usize) -> Option<&WorkerShared> {

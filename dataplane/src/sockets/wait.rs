@@ -19,7 +19,7 @@
 use crossbeam::atomic::AtomicCell;
 use crossbeam::queue::ArrayQueue;
 use crossbeam::utils::CachePadded;
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,11 @@ impl std::fmt::Debug for Slot {
 pub(crate) struct Waiters {
     slots: Box<[CachePadded<Slot>]>,
     free: ArrayQueue<u32>,
+    /// Parks so far, and parks of a registered thread that ended by the
+    /// backstop timer (nothing happened for that long, or a wake-up was
+    /// missed: in a busy test, a bug).
+    pub parks: AtomicU64,
+    pub backstops: AtomicU64,
 }
 
 impl Waiters {
@@ -66,7 +71,7 @@ impl Waiters {
         let slots = (0..n)
             .map(|_| CachePadded::new(Slot { thread: AtomicCell::new(None), sleeping: AtomicBool::new(false) }))
             .collect();
-        Waiters { slots, free }
+        Waiters { slots, free, parks: AtomicU64::new(0), backstops: AtomicU64::new(0) }
     }
 
     pub fn take(&self) -> Option<u32> {
@@ -88,6 +93,16 @@ impl Waiters {
             s.sleeping.store(true, Ordering::SeqCst);
         }
         fence(Ordering::SeqCst);
+    }
+
+    /// Parks for at most `nap`, counting it.
+    pub fn park(&self, nap: Duration) {
+        self.parks.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        std::thread::park_timeout(nap);
+        if nap == BACKSTOP && start.elapsed() >= BACKSTOP {
+            self.backstops.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn finish(&self, slot: u32) {
@@ -208,7 +223,7 @@ pub(crate) fn block_until<'a>(
             }
             break true;
         }
-        std::thread::park_timeout(nap);
+        waiters.park(nap);
         if let Some(s) = slot {
             waiters.finish(s);
         }
