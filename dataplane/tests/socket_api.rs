@@ -26,6 +26,35 @@ fn pattern(i: usize) -> u8 {
     (i.wrapping_mul(7) % 251) as u8
 }
 
+/// Ends the test process if a test outlives `LIMIT` (a blocking call that
+/// never returns would otherwise hang the harness). Dropped at the end of
+/// the test.
+struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Watchdog {
+    fn new(name: &'static str) -> Watchdog {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d = std::sync::Arc::clone(&done);
+        thread::spawn(move || {
+            let end = Instant::now() + LIMIT + Duration::from_secs(30);
+            while !d.load(std::sync::atomic::Ordering::Relaxed) {
+                if Instant::now() > end {
+                    eprintln!("{name}: still running after {:?}; aborting", LIMIT + Duration::from_secs(30));
+                    std::process::exit(101);
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Threads blocked on busy sockets must be woken by the worker, not by the
 /// 100 ms backstop timer. A systematic lost wake-up shows as dozens; two
 /// are tolerated for a machine so loaded that a worker stalls that long.
@@ -48,6 +77,7 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn echo_of_one_mebibyte() {
+    let _watchdog = Watchdog::new("echo_of_one_mebibyte");
     let (_net, sh, ch, addr) = pair();
     let listener = TcpListener::bind(&sh, ANY, 7000, 8).expect("listen");
     let server = thread::spawn(move || {
@@ -89,6 +119,7 @@ fn echo_of_one_mebibyte() {
 
 #[test]
 fn echo_in_rounds_through_the_io_traits() {
+    let _watchdog = Watchdog::new("echo_in_rounds_through_the_io_traits");
     let (_net, sh, ch, addr) = pair();
     let listener = TcpListener::bind(&sh, ANY, 7001, 8).expect("listen");
     let server = thread::spawn(move || {
@@ -112,6 +143,7 @@ fn echo_in_rounds_through_the_io_traits() {
 
 #[test]
 fn two_hundred_connections_on_one_poller_each_side() {
+    let _watchdog = Watchdog::new("two_hundred_connections_on_one_poller_each_side");
     const N: usize = 200;
     let (_net, sh, ch, addr) = pair();
     let listener = TcpListener::bind(&sh, ANY, 7002, 256).expect("listen");
@@ -221,6 +253,7 @@ fn two_hundred_connections_on_one_poller_each_side() {
 
 #[test]
 fn connect_to_a_closed_port_is_refused() {
+    let _watchdog = Watchdog::new("connect_to_a_closed_port_is_refused");
     let (_net, _sh, ch, addr) = pair();
     let start = Instant::now();
     let e = TcpStream::connect(&ch, addr, 9).expect_err("nobody listens on port 9");
@@ -233,6 +266,7 @@ fn connect_to_a_closed_port_is_refused() {
 
 #[test]
 fn silent_and_unreachable_hosts() {
+    let _watchdog = Watchdog::new("silent_and_unreachable_hosts");
     let silent = Ipv4Addr::new(10, 0, 0, 77);
     let unreachable = Ipv4Addr::new(10, 0, 0, 99);
     let mut cfg = LoopbackConfig { unreachable: vec![unreachable], ..LoopbackConfig::default() };
@@ -276,6 +310,7 @@ fn silent_and_unreachable_hosts() {
 
 #[test]
 fn half_close_keeps_the_other_direction() {
+    let _watchdog = Watchdog::new("half_close_keeps_the_other_direction");
     let (_net, sh, ch, addr) = pair();
     let listener = TcpListener::bind(&sh, ANY, 7003, 8).expect("listen");
     let server = thread::spawn(move || {
@@ -303,6 +338,7 @@ fn half_close_keeps_the_other_direction() {
 
 #[test]
 fn non_blocking_accept_and_read_would_block() {
+    let _watchdog = Watchdog::new("non_blocking_accept_and_read_would_block");
     let (_net, sh, ch, addr) = pair();
     let listener = TcpListener::bind(&sh, ANY, 7004, 8).expect("listen");
     listener.set_nonblocking(true);
@@ -346,6 +382,7 @@ fn non_blocking_accept_and_read_would_block() {
 /// an accept makes room and its SYN is retransmitted.
 #[test]
 fn backlog_keeps_further_connects_pending() {
+    let _watchdog = Watchdog::new("backlog_keeps_further_connects_pending");
     let (net, sh, ch, addr) = pair();
     let listener = TcpListener::bind(&sh, ANY, 7005, 1).expect("listen");
     let c1 = TcpStream::connect(&ch, addr, 7005).expect("first connect");
@@ -371,6 +408,7 @@ fn backlog_keeps_further_connects_pending() {
 
 #[test]
 fn dropping_a_stream_with_unread_data_sends_rst() {
+    let _watchdog = Watchdog::new("dropping_a_stream_with_unread_data_sends_rst");
     let (net, sh, ch, addr) = pair();
     let listener = TcpListener::bind(&sh, ANY, 7006, 8).expect("listen");
     let mut c = TcpStream::connect(&ch, addr, 7006).expect("connect");
@@ -396,6 +434,7 @@ fn dropping_a_stream_with_unread_data_sends_rst() {
 
 #[test]
 fn end_of_file_after_fin_and_errors_after_reset() {
+    let _watchdog = Watchdog::new("end_of_file_after_fin_and_errors_after_reset");
     let (_net, sh, ch, addr) = pair();
     let listener = TcpListener::bind(&sh, ANY, 7007, 8).expect("listen");
 
@@ -453,6 +492,7 @@ fn end_of_file_after_fin_and_errors_after_reset() {
 
 #[test]
 fn listeners_span_workers_and_connections_spread() {
+    let _watchdog = Watchdog::new("listeners_span_workers_and_connections_spread");
     let cfg = LoopbackConfig {
         hosts: vec![
             Host { addr: Ipv4Addr::new(10, 0, 0, 1), workers: 2 },
@@ -507,6 +547,7 @@ fn listeners_span_workers_and_connections_spread() {
 
 #[test]
 fn options_and_addresses() {
+    let _watchdog = Watchdog::new("options_and_addresses");
     let (_net, sh, ch, addr) = pair();
     let mut ls = TcpSocket::new(&sh);
     ls.set_reuseaddr(true).expect("reuseaddr");
@@ -546,6 +587,7 @@ fn options_and_addresses() {
 
 #[test]
 fn blocked_calls_fail_when_the_stack_goes_away() {
+    let _watchdog = Watchdog::new("blocked_calls_fail_when_the_stack_goes_away");
     let (net, sh, ch, addr) = pair();
     let listener = TcpListener::bind(&sh, ANY, 7011, 8).expect("listen");
     let mut c = TcpStream::connect(&ch, addr, 7011).expect("connect");
@@ -564,4 +606,68 @@ fn blocked_calls_fail_when_the_stack_goes_away() {
     assert_eq!(acceptor.join().expect("acceptor"), Err(Error::ConnectionAborted));
     assert!(!ch.is_alive());
     assert_eq!(TcpStream::connect(&ch, addr, 7011).err(), Some(Error::ConnectionAborted));
+}
+
+/// Pure spinning, as a benchmark would run it: threads never park, sockets
+/// are non-blocking, and timeouts still hold.
+#[test]
+fn pure_spinning_with_non_blocking_sockets() {
+    let _watchdog = Watchdog::new("pure_spinning_with_non_blocking_sockets");
+    let mut cfg = LoopbackConfig::default();
+    cfg.sockets.spin = u32::MAX;
+    let net = Loopback::start(cfg).expect("loopback");
+    let (sh, ch, addr) = (net.handle(0).expect("server"), net.handle(1).expect("client"), net.addr(0).expect("addr"));
+    let listener = TcpListener::bind(&sh, ANY, 7012, 8).expect("listen");
+    listener.set_nonblocking(true);
+    let mut s = TcpSocket::new(&ch);
+    s.set_nonblocking(true);
+    s.set_nodelay(true).expect("nodelay");
+    let mut c = s.connect(addr, 7012).expect("connect in progress");
+    let mut p = Poller::new(&ch);
+    p.register_stream(&c, 0, Interest::WRITABLE).expect("register");
+    let mut ev = Vec::new();
+    assert_eq!(p.wait(&mut ev, Some(LIMIT)), Ok(1), "connected");
+    let mut server = None;
+    assert!(eventually(LIMIT, || {
+        server = listener.accept().ok();
+        server.is_some()
+    }));
+    let (mut srv, _) = server.expect("accepted");
+    srv.set_nonblocking(true);
+
+    // An idle poll with a timeout returns on time even though it spins.
+    p.modify(0, Interest::READABLE).expect("modify");
+    let start = Instant::now();
+    assert_eq!(p.wait(&mut ev, Some(Duration::from_millis(30))), Ok(0));
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(30) && took < Duration::from_secs(5), "{took:?}");
+
+    let mut buf = [0u8; 64];
+    for round in 0..200u32 {
+        let msg = round.to_be_bytes();
+        assert_eq!(c.write(&msg), Ok(4));
+        let end = Instant::now() + LIMIT;
+        let mut got = 0;
+        while got < 4 && Instant::now() < end {
+            match srv.read(&mut buf[got..4]) {
+                Ok(n) => got += n,
+                Err(Error::WouldBlock) => std::hint::spin_loop(),
+                Err(e) => panic!("server read: {e}"),
+            }
+        }
+        assert_eq!(&buf[..4], &msg);
+        assert_eq!(srv.write(&buf[..4]), Ok(4));
+        assert_eq!(p.wait(&mut ev, Some(LIMIT)), Ok(1));
+        let mut back = [0u8; 4];
+        let mut got = 0;
+        while got < 4 && Instant::now() < end {
+            match c.read(&mut back[got..]) {
+                Ok(n) => got += n,
+                Err(Error::WouldBlock) => std::hint::spin_loop(),
+                Err(e) => panic!("client read: {e}"),
+            }
+        }
+        assert_eq!(back, msg);
+    }
+    assert_eq!(ch.wait_stats().parks + sh.wait_stats().parks, 0, "nobody parked");
 }
