@@ -671,3 +671,31 @@ fn pure_spinning_with_non_blocking_sockets() {
     }
     assert_eq!(ch.wait_stats().parks + sh.wait_stats().parks, 0, "nobody parked");
 }
+
+/// The connection can end (both FINs acknowledged: CLOSED) while the
+/// receiver's stack still holds data its ring had no room for; the reader
+/// still gets every byte, then end of file.
+#[test]
+fn data_left_in_the_stack_survives_a_normal_close() {
+    let _watchdog = Watchdog::new("data_left_in_the_stack_survives_a_normal_close");
+    let (_net, sh, ch, addr) = pair();
+    let listener = TcpListener::bind(&sh, ANY, 7013, 8).expect("listen");
+    let mut cs = TcpSocket::new(&ch);
+    cs.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut c = cs.connect(addr, 7013).expect("connect");
+    let (mut s, _) = listener.accept().expect("accept");
+    let data: Vec<u8> = (0..7000).map(pattern).collect();
+    s.write_all(&data).expect("write");
+    s.shutdown(Shutdown::Write).expect("FIN");
+    // The client's ring (4 KiB) is full, the rest waits in its stack with
+    // the FIN: CLOSE_WAIT. Our FIN then takes it through LAST_ACK to CLOSED.
+    assert!(eventually(LIMIT, || c.state() == State::CloseWait), "state {:?}", c.state());
+    c.shutdown(Shutdown::Write).expect("our FIN");
+    assert!(eventually(LIMIT, || c.state() == State::Closed), "state {:?}", c.state());
+    let mut got = Vec::new();
+    Read::read_to_end(&mut c, &mut got).expect("read everything");
+    assert_eq!(got.len(), data.len());
+    assert!(got == data);
+    drop(s);
+    assert_woken_by_workers(&[&ch]);
+}

@@ -353,7 +353,9 @@ impl TcpStream {
                 None => Ok(0),
             };
         }
-        if f & (st::EOF | st::CLOSED) != 0 {
+        // End of file only once the worker has moved everything before the
+        // FIN: a closed connection may still have bytes in the stack.
+        if f & st::EOF != 0 {
             return Ok(0);
         }
         if self.is_dead() {
@@ -363,9 +365,7 @@ impl TcpStream {
     }
 
     fn read_ready(s: &StreamShared, dead: bool) -> bool {
-        dead || !s.rx.is_empty()
-            || s.flags() & (st::EOF | st::CLOSED | st::ERROR) != 0
-            || s.user_flags() & usr::RD_SHUT != 0
+        dead || !s.rx.is_empty() || s.flags() & (st::EOF | st::ERROR) != 0 || s.user_flags() & usr::RD_SHUT != 0
     }
 
     /// The read side; callers guarantee one reader at a time (`&mut self`

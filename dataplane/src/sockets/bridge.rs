@@ -153,8 +153,8 @@ impl Bridge {
             Command::Listen(l) => self.listen(io, l),
             Command::SetOption(s, o) => {
                 if let Some(sid) = self.stream_of(&s) {
-                    // Validated by the thread; a live connection may still
-                    // refuse nothing else.
+                    // The thread validated the value; nothing else can
+                    // fail on a socket the bridge holds.
                     let _ = io.set_option(sid, o);
                 }
             }
@@ -398,7 +398,9 @@ impl Bridge {
                 }
                 EventKind::Closed { error } => {
                     // Take what is still readable first, then say why it
-                    // ended.
+                    // ended. After a normal end the stack may still hold
+                    // data the ring had no room for: the receive side
+                    // goes on until the stack's read says end of file.
                     let s = Arc::clone(&e.s);
                     self.service(io, sid);
                     match error.or_else(|| io.stack().socket_error(sid)) {
@@ -407,7 +409,6 @@ impl Bridge {
                     }
                     if let Some(Entry::Stream(e)) = self.slot(sid) {
                         e.tx_done = true;
-                        e.rx_done = true;
                     }
                     s.set_tcp_state(io.state(sid).unwrap_or(State::Closed));
                     s.notify.wake(&self.rt.waiters);

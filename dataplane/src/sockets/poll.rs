@@ -231,7 +231,9 @@ fn stream_event(rt: &Runtime, s: &StreamShared, token: usize, interest: Interest
     let u = s.user_flags();
     let dead = f & st::DEAD != 0 || !rt.worker(s.worker).is_some_and(WorkerShared::is_alive);
     let ended = f & (st::CLOSED | st::ERROR) != 0 || dead;
-    let readable = !s.rx.is_empty() || f & st::EOF != 0 || u & usr::RD_SHUT != 0 || ended;
+    // Not `ended`: a connection that closed normally may still have data
+    // on its way to the ring; EOF says when it is all there.
+    let readable = !s.rx.is_empty() || f & (st::EOF | st::ERROR) != 0 || u & usr::RD_SHUT != 0 || dead;
     let writable = ended || u & usr::WR_SHUT != 0 || (f & st::CONNECTED != 0 && s.tx.free() > 0);
     let error = dead || (f & st::ERROR != 0 && !s.err_taken.load(Ordering::Acquire));
     let hangup = ended || (f & st::EOF != 0 && u & usr::WR_SHUT != 0);
