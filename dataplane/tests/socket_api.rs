@@ -699,3 +699,101 @@ fn data_left_in_the_stack_survives_a_normal_close() {
     drop(s);
     assert_woken_by_workers(&[&ch]);
 }
+
+/// The worker side allocates nothing per packet: a hand-rolled driver
+/// thread (two stacks, a bridge on each, segments handed over through one
+/// buffer) counts its own allocations while two application threads echo
+/// through the sockets. Opening a connection allocates (its state and
+/// rings); moving its data must not.
+#[test]
+fn bridge_data_path_does_not_allocate() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+    use xstack_dataplane::app;
+    use xstack_dataplane::sockets::{self, Config};
+    use xstack_dataplane::tcp::{self, Stack};
+
+    let _watchdog = Watchdog::new("bridge_data_path_does_not_allocate");
+    let (a_addr, b_addr) = (Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 1, 0, 2));
+    let (ha, mut ba) = sockets::new(1, Config::default());
+    let (hb, mut bb) = sockets::new(1, Config::default());
+    // 0: warm-up, 1: measure, 2: stop.
+    let phase = Arc::new(AtomicU8::new(0));
+    let driver = {
+        let phase = Arc::clone(&phase);
+        let (mut ba, mut bb) = (ba.remove(0), bb.remove(0));
+        thread::spawn(move || {
+            let epoch = Instant::now();
+            let now = || tcp::Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
+            let mut a = Stack::new(tcp::Config::default(), &[a_addr], 1, tcp::Instant::ZERO);
+            let mut b = Stack::new(tcp::Config::default(), &[b_addr], 2, tcp::Instant::ZERO);
+            let mut buf = vec![0u8; 1480];
+            let end = Instant::now() + LIMIT;
+            let mut step = |a: &mut Stack, b: &mut Stack| {
+                let t = now();
+                for (s, br) in [(&mut *a, &mut ba), (&mut *b, &mut bb)] {
+                    if s.poll_timeout().is_some_and(|d| d <= t) {
+                        s.handle_timeout(t);
+                    }
+                    app::dispatch(br, s, t);
+                }
+                let mut moved = false;
+                while let Some(tx) = a.poll_transmit(t, &mut buf) {
+                    let _ = b.handle_segment(t, tx.src, tx.dst, &buf[..tx.len]);
+                    moved = true;
+                }
+                while let Some(tx) = b.poll_transmit(t, &mut buf) {
+                    let _ = a.handle_segment(t, tx.src, tx.dst, &buf[..tx.len]);
+                    moved = true;
+                }
+                if !moved {
+                    // Two cores for three busy threads: let the others run.
+                    thread::yield_now();
+                }
+            };
+            while phase.load(Ordering::Acquire) == 0 && Instant::now() < end {
+                step(&mut a, &mut b);
+            }
+            let info = allocation_counter::measure(|| {
+                while phase.load(Ordering::Acquire) == 1 && Instant::now() < end {
+                    step(&mut a, &mut b);
+                }
+            });
+            while phase.load(Ordering::Acquire) != 3 && Instant::now() < end {
+                step(&mut a, &mut b);
+            }
+            info
+        })
+    };
+    let listener = TcpListener::bind(&ha, ANY, 7100, 8).expect("listen");
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 2048];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => s.write_all(&buf[..n]).expect("echo"),
+                Err(e) => panic!("server read: {e}"),
+            }
+        }
+    });
+    let mut c = TcpStream::connect(&hb, a_addr, 7100).expect("connect");
+    let msg: Vec<u8> = (0..1000).map(pattern).collect();
+    let mut back = vec![0u8; msg.len()];
+    for round in 0..2200 {
+        if round == 200 {
+            phase.store(1, Ordering::Release);
+        }
+        c.write_all(&msg).expect("write");
+        c.read_exact(&mut back).expect("read");
+        assert!(back == msg);
+    }
+    phase.store(2, Ordering::Release);
+    c.shutdown(Shutdown::Write).expect("shutdown");
+    server.join().expect("server");
+    assert_eq!(c.read(&mut back), Ok(0));
+    drop(c);
+    phase.store(3, Ordering::Release);
+    let info = driver.join().expect("driver");
+    assert_eq!(info.count_total, 0, "worker-side allocations while moving data: {info:?}");
+}
