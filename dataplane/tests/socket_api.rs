@@ -262,6 +262,19 @@ fn connect_to_a_closed_port_is_refused() {
     let io: std::io::Error = e.into();
     assert_eq!(io.kind(), ErrorKind::ConnectionRefused);
     assert_eq!(io.raw_os_error(), Some(libc::ECONNREFUSED));
+    // Timeouts past the end of time mean "no timeout", not a panic.
+    let r = TcpSocket::new(&ch).connect_timeout(addr, 9, Duration::MAX);
+    assert_eq!(r.err(), Some(Error::ConnectionRefused));
+    let mut s = TcpSocket::new(&ch);
+    s.set_nonblocking(true);
+    let s = s.connect(addr, 9).expect("in progress");
+    s.set_read_timeout(Some(Duration::MAX)).expect("huge timeout");
+    let mut p = Poller::new(&ch);
+    p.register_stream(&s, 3, Interest::READABLE).expect("register");
+    let mut ev = Vec::new();
+    assert_eq!(p.wait(&mut ev, Some(Duration::MAX)), Ok(1));
+    assert!(ev[0].error);
+    assert_eq!(s.take_error(), Some(Error::ConnectionRefused));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use super::shared::{
     st, unpack_addr, usr, want, Command, ListenerShared, OptionSet, Runtime, StreamShared, WorkerShared,
 };
-use super::wait::block_until;
+use super::wait::{block_until, deadline_after};
 use super::Config;
 use crate::tcp::{Error, Shutdown, SocketOption, State};
 use crate::wire::Ipv4Addr;
@@ -158,7 +158,7 @@ impl TcpSocket {
 
     /// connect() giving up (`TimedOut`) after `timeout`.
     pub fn connect_timeout(self, addr: Ipv4Addr, port: u16, timeout: Duration) -> Result<TcpStream, Error> {
-        self.connect_inner(addr, port, Some(Instant::now() + timeout))
+        self.connect_inner(addr, port, deadline_after(timeout))
     }
 
     fn connect_inner(self, addr: Ipv4Addr, port: u16, deadline: Option<Instant>) -> Result<TcpStream, Error> {
@@ -242,8 +242,8 @@ impl TcpSocket {
 
 fn wait_listen(rt: &Runtime, l: &ListenerShared) -> Result<u16, Error> {
     let alive = || rt.worker(l.worker).is_some_and(WorkerShared::is_alive);
-    let deadline = Instant::now() + rt.cfg.op_timeout;
-    block_until(&rt.waiters, rt.cfg.spin, &|i| (i == 0).then_some(&l.notify), Some(deadline), || {
+    let deadline = deadline_after(rt.cfg.op_timeout);
+    block_until(&rt.waiters, rt.cfg.spin, &|i| (i == 0).then_some(&l.notify), deadline, || {
         l.result().is_some() || !alive()
     });
     match l.result() {
@@ -320,7 +320,7 @@ impl TcpStream {
     fn deadline(t: &AtomicU64) -> Option<Instant> {
         match t.load(Ordering::Relaxed) {
             0 => None,
-            ns => Some(Instant::now() + Duration::from_nanos(ns)),
+            ns => deadline_after(Duration::from_nanos(ns)),
         }
     }
 

@@ -161,9 +161,9 @@ impl Default for Config {
     }
 }
 
-/// A socket runtime over `workers` stacks: the handle for application
-/// threads, and one [`Bridge`] per worker (index i for worker i) to run as
-/// that worker's app.
+/// A socket runtime over `workers` stacks (at least one): the handle for
+/// application threads, and one [`Bridge`] per worker (index i for worker
+/// i) to run as that worker's app.
 pub fn new(workers: usize, cfg: Config) -> (Handle, Vec<Bridge>) {
     let rt = Arc::new(shared::Runtime::new(workers, cfg));
     let bridges = (0..rt.workers.len()).map(|i| Bridge::new(i, Arc::clone(&rt))).collect();

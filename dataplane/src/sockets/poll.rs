@@ -2,7 +2,7 @@
 
 use super::api::{ListenerSet, TcpListener, TcpStream};
 use super::shared::{st, usr, Runtime, StreamShared, WorkerShared};
-use super::wait::{BACKSTOP, UNREGISTERED_NAP};
+use super::wait::{deadline_after, BACKSTOP, UNREGISTERED_NAP};
 use super::Handle;
 use crate::tcp::Error;
 use std::sync::atomic::Ordering;
@@ -136,7 +136,7 @@ impl Poller {
     /// is gone and nothing is registered that could report it.
     pub fn wait(&mut self, events: &mut Vec<PollEvent>, timeout: Option<Duration>) -> Result<usize, Error> {
         events.clear();
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(deadline_after);
         let mut spins = 0u32;
         loop {
             self.scan(events);

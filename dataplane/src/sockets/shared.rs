@@ -415,7 +415,7 @@ impl Runtime {
     /// configured operation timeout) while its queue is full.
     pub fn send(&self, w: usize, cmd: Command) -> Result<(), Error> {
         let ws = self.worker(w).ok_or(Error::InvalidInput)?;
-        let deadline = std::time::Instant::now() + self.cfg.op_timeout;
+        let deadline = super::wait::deadline_after(self.cfg.op_timeout);
         let mut cmd = cmd;
         let mut spins = 0u32;
         loop {
@@ -432,7 +432,7 @@ impl Runtime {
             ws.ring();
             spins += 1;
             if spins > 64 {
-                if std::time::Instant::now() >= deadline {
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                     return Err(Error::TimedOut);
                 }
                 std::thread::sleep(std::time::Duration::from_micros(50));

@@ -167,6 +167,12 @@ impl Notify {
     }
 }
 
+/// `timeout` from now; `None` (no deadline) when that is past the end of
+/// representable time.
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
 /// Blocks the calling thread until `ready()` holds (true) or `deadline`
 /// passes (false): `spin` checks first, then parking as described above.
 /// `notifies(i)` lists the sockets' `Notify`s for i = 0, 1, ... until it
@@ -281,6 +287,15 @@ mod tests {
         assert!(!ok);
         assert!(start.elapsed() >= Duration::from_millis(30));
         assert_eq!(w.free.len(), 1);
+    }
+
+    /// The worker reads and takes a sleeper's thread handle: that must be
+    /// a plain atomic word, not crossbeam's lock-based fallback.
+    #[test]
+    fn the_thread_cell_is_lock_free() {
+        assert!(AtomicCell::<Option<Thread>>::is_lock_free());
+        assert!(deadline_after(Duration::MAX).is_none());
+        assert!(deadline_after(Duration::from_secs(1)).is_some());
     }
 
     #[test]
