@@ -810,3 +810,47 @@ fn bridge_data_path_does_not_allocate() {
     let info = driver.join().expect("driver");
     assert_eq!(info.count_total, 0, "worker-side allocations while moving data: {info:?}");
 }
+
+/// A bridge shares its worker with another run-to-completion app: the
+/// app's echo service and a thread's listener serve side by side, and
+/// threads talk to both.
+#[test]
+fn sockets_beside_a_run_to_completion_app() {
+    use xstack_dataplane::app::App;
+    use xstack_dataplane::apps::server::{Server, Service, ServiceSpec};
+    let _watchdog = Watchdog::new("sockets_beside_a_run_to_completion_app");
+    fn echo_on_server(host: usize, _worker: usize) -> Option<Box<dyn App>> {
+        (host == 0).then(|| {
+            Box::new(Server::new(vec![ServiceSpec { service: Service::Echo, port: 7, backlog: 16 }])) as Box<dyn App>
+        })
+    }
+    let cfg = LoopbackConfig { worker_app: Some(echo_on_server), ..LoopbackConfig::default() };
+    let net = Loopback::start(cfg).expect("loopback");
+    let (sh, ch, addr) = (net.handle(0).expect("server"), net.handle(1).expect("client"), net.addr(0).expect("addr"));
+    // A thread's listener on the same stack as the app's.
+    let listener = TcpListener::bind(&sh, ANY, 8000, 8).expect("listen beside the app");
+    assert_eq!(TcpListener::bind(&sh, ANY, 7, 8).err(), Some(Error::AddrInUse), "the app holds port 7");
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut v = Vec::new();
+        Read::read_to_end(&mut s, &mut v).expect("read");
+        v.len()
+    });
+    // The app's echo service, from a thread.
+    let mut e = TcpStream::connect(&ch, addr, 7).expect("connect to the app");
+    let data: Vec<u8> = (0..100_000).map(pattern).collect();
+    let mut back = vec![0u8; data.len()];
+    {
+        let (mut r, mut w) = e.split();
+        thread::scope(|sc| {
+            sc.spawn(|| w.write_all(&data).expect("write"));
+            r.read_exact(&mut back).expect("echo from the app");
+        });
+    }
+    assert!(back == data);
+    let mut t = TcpStream::connect(&ch, addr, 8000).expect("connect to the thread");
+    t.write_all(&data[..5000]).expect("write");
+    drop(t);
+    assert_eq!(server.join().expect("server"), 5000);
+    assert_woken_by_workers(&[&ch]);
+}

@@ -44,6 +44,10 @@ pub struct LoopbackConfig {
     pub seed: u64,
     /// Quiet loop iterations before the driver parks.
     pub idle_spins: u32,
+    /// An app to run on each worker beside its bridge
+    /// ([`Bridge::with_app`]), given (host, worker): e.g. the server's
+    /// services, to talk to them from threads.
+    pub worker_app: Option<fn(usize, usize) -> Option<Box<dyn App>>>,
 }
 
 impl Default for LoopbackConfig {
@@ -58,6 +62,7 @@ impl Default for LoopbackConfig {
             unreachable: Vec::new(),
             seed: 1,
             idle_spins: 64,
+            worker_app: None,
         }
     }
 }
@@ -129,6 +134,10 @@ impl Loopback {
                 .into_iter()
                 .enumerate()
                 .map(|(w, bridge)| {
+                    let bridge = match cfg.worker_app.and_then(|f| f(i, w)) {
+                        Some(app) => bridge.with_app(app),
+                        None => bridge,
+                    };
                     let seed = cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add((i * 64 + w) as u64);
                     Worker { stack: Stack::new(cfg.tcp.clone(), &[h.addr], seed, tcp::Instant::ZERO), bridge }
                 })
