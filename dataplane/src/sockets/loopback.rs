@@ -32,6 +32,9 @@ pub struct Host {
     pub workers: usize,
 }
 
+/// Makes the app for (host, worker), if that worker runs one.
+pub type AppFactory = fn(usize, usize) -> Option<Box<dyn App>>;
+
 #[derive(Debug, Clone)]
 pub struct LoopbackConfig {
     pub hosts: Vec<Host>,
@@ -47,7 +50,7 @@ pub struct LoopbackConfig {
     /// An app to run on each worker beside its bridge
     /// ([`Bridge::with_app`]), given (host, worker): e.g. the server's
     /// services, to talk to them from threads.
-    pub worker_app: Option<fn(usize, usize) -> Option<Box<dyn App>>>,
+    pub worker_app: Option<AppFactory>,
 }
 
 impl Default for LoopbackConfig {
