@@ -272,6 +272,9 @@ fn close_listeners(rt: &Runtime, ls: &[Arc<ListenerShared>]) {
 /// connection (RST if received data was left unread, FIN after every
 /// written byte otherwise, as Linux's close()).
 ///
+/// Dropping queues a close command for the worker; with the worker's
+/// command queue full it waits for room, at most [`Config::op_timeout`].
+///
 /// `read`/`write` here return the stack's typed [`Error`]; the
 /// `std::io::Read`/`Write` impls return the same as `std::io::Error` with
 /// the errno.
