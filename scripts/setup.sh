@@ -29,19 +29,21 @@ export DEBIAN_FRONTEND=noninteractive
 # programs; libxdp-sys builds libxdp from source (clang, llvm, libelf-dev,
 # zlib1g-dev, pkg-config, m4, make); libbpf-sys needs gcc and the kernel
 # headers. Tests: iproute2 (ip, tc), ethtool, ping/arping, tcpdump, nc, curl,
-# wrk, iperf, python3, procps (sysctl, ps), psmisc (fuser, killall is not
-# used by the scripts), util-linux (flock, unshare, nsenter).
+# wrk, ab (apache2-utils; wrk and ab load the HTTP service), iperf, python3,
+# procps (sysctl, ps), psmisc (fuser, killall is not used by the scripts),
+# util-linux (flock, unshare, nsenter).
 REQUIRED_PKGS=(
     clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc libc6-dev linux-libc-dev
     libbpf-dev bpftool
-    iproute2 ethtool iputils-ping iputils-arping tcpdump netcat-openbsd curl wrk iperf
-    python3 procps psmisc util-linux
+    iproute2 ethtool iputils-ping iputils-arping tcpdump netcat-openbsd curl wrk apache2-utils iperf
+    sockperf python3 procps psmisc util-linux
 )
 # Installed when the release has them (checked with apt-cache), skipped with a
-# warning otherwise. Bookworm has all three in main: sockperf 3.7-1 (latency
-# benchmarks), iperf3 3.12 (the throughput figures in
-# shared/afxdp-on-this-machine.md) and shellcheck 0.9.0 (lints these scripts).
-OPTIONAL_PKGS=(sockperf iperf3 shellcheck)
+# warning otherwise. Bookworm has both in main: iperf3 3.12 (the throughput
+# figures in shared/afxdp-on-this-machine.md) and shellcheck 0.9.0 (lints
+# these scripts). sockperf (3.7-1 in bookworm) is required: the tests and the
+# demo run it against the stack.
+OPTIONAL_PKGS=(iperf3 shellcheck)
 
 MIN_KERNEL=5.10
 PROBE_NS="xs-probe-$$"
@@ -59,7 +61,7 @@ Usage: setup.sh [--check-only] [--quiet] [--require-netem] [--help]
 
 Installs (apt) and checks everything xstack's build and tests need on Debian
 12: build packages (clang, llvm, libbpf-dev, libelf-dev, ...), test tools
-(iproute2, ethtool, tcpdump, wrk, iperf, sockperf, ...), a Rust toolchain with
+(iproute2, ethtool, tcpdump, wrk, ab, iperf, sockperf, ...), a Rust toolchain with
 rustfmt and clippy, bpffs at /sys/fs/bpf, and kernel support for XDP, AF_XDP,
 veth, network namespaces and tc netem (probed in a throwaway namespace).
 Safe to run again and again; a second run installs nothing.

@@ -42,14 +42,6 @@ use crate::report::{CpuUse, Report, RunResult};
 use crate::transport::StackKind;
 use crate::workload::{Params, Workload, DRAIN};
 
-/// Whether the xstack backend exists. See `transport/mod.rs` for how to
-/// plug it in; when it does, the xstack runs go on the floor topology.
-pub const XSTACK_AVAILABLE: bool = false;
-
-pub const XSTACK_MISSING: &str =
-    "xstack: not available yet (our stack's TCP engine and application API are still being \
-     written); this report compares kernel-default, kernel-spin and the raw AF_XDP floor";
-
 #[derive(Debug, Clone)]
 pub struct CompareConfig {
     pub workloads: Vec<Workload>,
@@ -281,8 +273,18 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // SIGTERM first: a server on our stack detaches its XDP program on
+        // the way out (a killed one would leave it attached to the link).
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while let Ok(None) = self.child.try_wait() {
+                if Instant::now() > deadline {
+                    let _ = self.child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         let _ = self.child.wait();
     }
@@ -463,7 +465,58 @@ fn run_args(p: &Params, stack: StackKind, out: &Path, hlog: &Path) -> Vec<String
     a
 }
 
-fn run_kernel_stack(ctx: &mut Ctx<'_>, topo: &Topology, stack: StackKind, jobs: &[Params]) -> Result<()> {
+/// How one stack's server and clients are started on a topology.
+struct Sides {
+    ns_server: String,
+    ns_client: String,
+    /// The address the server listens on (the clients' target).
+    server_addr: String,
+    server_extra: Vec<String>,
+    client_extra: Vec<String>,
+}
+
+impl Sides {
+    /// The kernel: its own address on the server side.
+    fn kernel(topo: &Topology) -> Result<Sides> {
+        Ok(Sides {
+            ns_server: topo.get("NS_B")?.into(),
+            ns_client: topo.get("NS_A")?.into(),
+            server_addr: topo.get("IP_B_KERNEL")?.into(),
+            server_extra: vec![],
+            client_extra: vec![],
+        })
+    }
+
+    /// Our stack at both ends, each in library mode on its interface of
+    /// the XDP topology: the server on the stack address, the client on an
+    /// unused address of the subnet (as the floor client). Neighbours are
+    /// static, from the topology's facts.
+    fn xstack(topo: &Topology) -> Result<Sides> {
+        let server_ip: Ipv4Addr = topo.get("IP_STACK")?.parse()?;
+        let o = server_ip.octets();
+        let client_ip = Ipv4Addr::new(o[0], o[1], o[2], 4);
+        let prefix = topo.get("PREFIX")?;
+        let side = |ifname: &str, ip: Ipv4Addr, peer: Ipv4Addr, peer_mac: &str| -> Vec<String> {
+            vec![
+                "--xstack-if".into(),
+                ifname.into(),
+                "--xstack-addr".into(),
+                format!("{ip}/{prefix}"),
+                "--xstack-neighbour".into(),
+                format!("{peer}={peer_mac}"),
+            ]
+        };
+        Ok(Sides {
+            ns_server: topo.get("NS_B")?.into(),
+            ns_client: topo.get("NS_A")?.into(),
+            server_addr: server_ip.to_string(),
+            server_extra: side(topo.get("IF_B")?, server_ip, client_ip, topo.get("MAC_A")?),
+            client_extra: side(topo.get("IF_A")?, client_ip, server_ip, topo.get("MAC_B")?),
+        })
+    }
+}
+
+fn run_stack(ctx: &mut Ctx<'_>, sides: &Sides, stack: StackKind, jobs: &[Params]) -> Result<()> {
     let cfg = ctx.cfg;
     let dir = &cfg.out_dir;
     let slog = ctx.logs.join(format!("{}.serve.stderr", stack.name()));
@@ -473,16 +526,17 @@ fn run_kernel_stack(ctx: &mut Ctx<'_>, topo: &Topology, stack: StackKind, jobs: 
         "--stack".into(),
         stack.name().into(),
         "--addr".into(),
-        topo.get("IP_B_KERNEL")?.into(),
+        sides.server_addr.clone(),
         "--max-time".into(),
         format!("{total:.0}"),
     ];
+    args.extend(sides.server_extra.iter().cloned());
     if !cfg.server_cpus.is_empty() {
         args.push("--cpus".into());
         args.push(cpus_arg(&cfg.server_cpus));
     }
     let mut server =
-        Proc::spawn(topo.get("NS_B")?, &cfg.server_cpus, &args, &slog, &format!("{} server", stack.name()))?;
+        Proc::spawn(&sides.ns_server, &cfg.server_cpus, &args, &slog, &format!("{} server", stack.name()))?;
     server.wait_line("xstack-bench phase ready", Duration::from_secs(10), &slog)?;
     for p in jobs {
         ctx.check_stop()?;
@@ -490,8 +544,11 @@ fn run_kernel_stack(ctx: &mut Ctx<'_>, topo: &Topology, stack: StackKind, jobs: 
         let (out, hlog) = (dir.join(format!("{base}.json")), dir.join(format!("{base}.hlog")));
         let clog = ctx.logs.join(format!("{base}.stderr"));
         let what = format!("{} {}", stack.name(), p.label());
-        let mut client =
-            Proc::spawn(topo.get("NS_A")?, &cfg.client_cpus, &run_args(p, stack, &out, &hlog), &clog, &what)?;
+        let mut p = p.clone();
+        p.target = sides.server_addr.parse()?;
+        let mut args = run_args(&p, stack, &out, &hlog);
+        args.extend(sides.client_extra.iter().cloned());
+        let mut client = Proc::spawn(&sides.ns_client, &cfg.client_cpus, &args, &clog, &what)?;
         let max = Duration::from_secs_f64(p.warmup_s + p.duration_s) + DRAIN + Duration::from_secs(15);
         match ctx.client_run(&mut client, server.pid(), &out, &clog, max) {
             Ok(r) => {
@@ -631,10 +688,6 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<String>> {
         cfg.stacks.iter().copied().filter(|s| matches!(s, StackKind::KernelDefault | StackKind::KernelSpin)).collect();
     let want_xstack = cfg.stacks.contains(&StackKind::Xstack);
     let mut notes = Vec::new();
-    if want_xstack && !XSTACK_AVAILABLE {
-        eprintln!("xstack-bench: {XSTACK_MISSING}");
-        notes.push(XSTACK_MISSING.to_string());
-    }
     notes.push(format!(
         "environment: {} vCPU VM, veth pair between network namespaces, AF_XDP in copy mode (veth has no zero-copy); \
          client cores {:?}, server cores {:?}",
@@ -655,7 +708,8 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<String>> {
     let jobs = tcp_jobs(cfg, placeholder);
     let rr_label = jobs.iter().find(|p| p.workload == Workload::Rr).map(Params::label);
     let floor_outstanding = cfg.connections * cfg.outstanding;
-    let planned: f64 = kernel_stacks.len() as f64 * jobs.iter().map(|p| p.warmup_s + p.duration_s + 0.6).sum::<f64>()
+    let runs = kernel_stacks.len() + usize::from(want_xstack);
+    let planned: f64 = runs as f64 * jobs.iter().map(|p| p.warmup_s + p.duration_s + 0.6).sum::<f64>()
         + if cfg.floor { cfg.warmup_s + cfg.duration_s + 1.0 } else { 0.0 };
     let pb = (cfg.progress && planned > 3.0).then(|| {
         let pb = ProgressBar::new((planned * 1000.0) as u64);
@@ -686,17 +740,33 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<String>> {
             .collect();
         for &stack in &kernel_stacks {
             ctx.say(&format!("{} (topology {}, offloads on, no XDP)", stack.name(), topo.name));
-            run_kernel_stack(&mut ctx, &topo, stack, &jobs)?;
+            run_stack(&mut ctx, &Sides::kernel(&topo)?, stack, &jobs)?;
         }
     }
-    if cfg.floor {
+    // Our stack and the floor share a topology with the XDP program at
+    // both ends.
+    let xdp_topo = if cfg.floor || (want_xstack && !jobs.is_empty()) {
+        Some(Topology::up(&script, &topo_name("bf"), &[])?)
+    } else {
+        None
+    };
+    if let (true, Some(topo)) = (want_xstack && !jobs.is_empty(), &xdp_topo) {
         ctx.check_stop()?;
-        let topo = Topology::up(&script, &topo_name("bf"), &[])?;
+        ctx.say(&format!("xstack (topology {}, our stack at both ends, XDP steering program on both ends)", topo.name));
+        run_stack(&mut ctx, &Sides::xstack(topo)?, StackKind::Xstack, &jobs)?;
+        ctx.notes.push(
+            "xstack: client and server both run our stack in library mode (the bench thread is the stack's worker, \
+             busy polling one AF_XDP socket in copy mode)"
+                .into(),
+        );
+    }
+    if let (true, Some(topo)) = (cfg.floor, &xdp_topo) {
+        ctx.check_stop()?;
         ctx.say(&format!("floor (topology {}, XDP steering program on both ends)", topo.name));
         let label = rr_label
             .clone()
             .unwrap_or_else(|| format!("floor frame={} outstanding={floor_outstanding}", cfg.floor_size));
-        if let Err(e) = run_floor(&mut ctx, &topo, &label, floor_outstanding) {
+        if let Err(e) = run_floor(&mut ctx, topo, &label, floor_outstanding) {
             if ctx.stop.load(Ordering::Relaxed) {
                 return Err(e);
             }
@@ -709,6 +779,9 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<String>> {
     }
 
     let mut stacks: Vec<String> = kernel_stacks.iter().map(|s| s.name().to_string()).collect();
+    if want_xstack {
+        stacks.push("xstack".into());
+    }
     if cfg.floor {
         stacks.push("floor".into());
     }

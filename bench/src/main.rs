@@ -106,6 +106,8 @@ struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    xstack: transport::xstack::XstackArgs,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +126,8 @@ struct ServeArgs {
     /// Exit after this many seconds.
     #[arg(long, default_value_t = 3600.0)]
     max_time: f64,
+    #[command(flatten)]
+    xstack: transport::xstack::XstackArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -194,7 +198,7 @@ struct CompareArgs {
     /// Workloads, in order.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "rr,crr,stream-up,stream-down,rate")]
     workloads: Vec<Workload>,
-    /// Stacks to compare (xstack is reported as not available yet).
+    /// Stacks to compare (xstack: our stack at both ends, on the XDP topology).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "kernel-default,kernel-spin,xstack")]
     stacks: Vec<StackKind>,
     /// Skip the raw AF_XDP floor.
@@ -320,7 +324,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let total = Duration::from_secs_f64(p.warmup_s + p.duration_s);
     let pb = progress(total, a.quiet, &format!("{} {}", a.stack.name(), p.label()));
     let started = SystemTime::now() + Duration::from_secs_f64(p.warmup_s);
-    let (outcome, name) = transport::with_backend(a.stack, RunJob { p: &p })??;
+    let (outcome, name) = transport::with_backend(a.stack, &a.xstack, RunJob { p: &p })??;
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
@@ -383,7 +387,7 @@ fn cmd_serve(a: ServeArgs) -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     match a.stack {
         StackKind::KernelDefault => server::serve_blocking(&cfg, &stop, || phase_line("ready"))?,
-        other => transport::with_backend(other, ServeJob { cfg: &cfg, stop: &stop })??,
+        other => transport::with_backend(other, &a.xstack, ServeJob { cfg: &cfg, stop: &stop })??,
     }
     Ok(())
 }

@@ -89,13 +89,15 @@ pub struct TcpFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceFile {
-    /// echo, discard, source or hold.
+    /// echo, discard, source, hold, http or sockperf.
     pub kind: String,
     pub port: u16,
     /// listen() backlog (default 128; hold: 1 is the classic demo).
     pub backlog: Option<u32>,
     /// source: bytes to send before closing.
     pub bytes: Option<u64>,
+    /// http: body bytes of every 200 response.
+    pub body: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +178,12 @@ pub struct Cli {
     /// Listen on PORT with BACKLOG and never accept.
     #[arg(long, value_name = "PORT:BACKLOG")]
     pub hold: Option<String>,
+    /// Run an HTTP/1.1 keep-alive responder: 200 and BODY_BYTES to every request.
+    #[arg(long, value_name = "PORT:BODY_BYTES")]
+    pub http: Option<String>,
+    /// Run a sockperf server (answers `sockperf ping-pong/under-load --tcp`).
+    #[arg(long, value_name = "PORT")]
+    pub sockperf: Option<u16>,
     /// A permanent neighbour entry IP=MAC (repeatable).
     #[arg(long = "static-neighbour", value_name = "IP=MAC")]
     pub static_neighbours: Vec<String>,
@@ -330,8 +338,20 @@ fn services(cli: &Cli, file: Option<Vec<ServiceFile>>) -> Result<Vec<ServiceSpec
                 bytes: f.bytes.with_context(|| format!("source service on port {} needs `bytes`", f.port))?,
             },
             "hold" => Service::Hold,
-            other => bail!("unknown service kind {other:?} (echo, discard, source, hold)"),
+            "http" => {
+                Service::Http { body: f.body.with_context(|| format!("http service on port {} needs `body`", f.port))? }
+            }
+            "sockperf" => Service::Sockperf,
+            other => bail!("unknown service kind {other:?} (echo, discard, source, hold, http, sockperf)"),
         };
+        // A size given to a service that has no use for it is a mistake
+        // (most likely the wrong key), not something to ignore.
+        if f.bytes.is_some() && !matches!(service, Service::Source { .. }) {
+            bail!("{} service on port {}: `bytes` is for source services (http takes `body`)", f.kind, f.port);
+        }
+        if f.body.is_some() && !matches!(service, Service::Http { .. }) {
+            bail!("{} service on port {}: `body` is for http services (source takes `bytes`)", f.kind, f.port);
+        }
         v.push(ServiceSpec { service, port: f.port, backlog: f.backlog.unwrap_or(DEFAULT_BACKLOG) });
     }
     if let Some(p) = cli.echo {
@@ -347,6 +367,13 @@ fn services(cli: &Cli, file: Option<Vec<ServiceFile>>) -> Result<Vec<ServiceSpec
     if let Some(s) = &cli.hold {
         let (port, backlog) = parse_pair(s, "--hold")?;
         v.push(ServiceSpec { service: Service::Hold, port, backlog: backlog.min(u64::from(u32::MAX)) as u32 });
+    }
+    if let Some(s) = &cli.http {
+        let (port, body) = parse_pair(s, "--http")?;
+        v.push(ServiceSpec { service: Service::Http { body }, port, backlog: DEFAULT_BACKLOG });
+    }
+    if let Some(p) = cli.sockperf {
+        v.push(ServiceSpec { service: Service::Sockperf, port: p, backlog: DEFAULT_BACKLOG });
     }
     let mut ports: Vec<u16> = v.iter().map(|s| s.port).collect();
     ports.sort_unstable();
@@ -548,6 +575,8 @@ mod tests {
         assert_eq!(c.addresses[0].prefix_len, 24);
         assert_eq!(c.arp.retries, 3);
         assert_eq!(c.frame_count, 4096);
+        let kinds: Vec<&str> = c.services.iter().map(|s| s.service.name()).collect();
+        assert_eq!(kinds, ["echo", "http", "sockperf"]);
     }
 
     #[test]
@@ -577,5 +606,57 @@ mod tests {
         assert_eq!(c.tcp.syn_linear_timeouts, 4, "unset knobs keep Linux's default");
         let unknown = toml::from_str::<FileConfig>("interfaces = \"x\"").unwrap_err().to_string();
         assert!(unknown.contains("unknown field"), "{unknown}");
+    }
+
+    #[test]
+    fn http_and_sockperf_services_from_the_command_line() {
+        let c = Config::merge(
+            &cli(&["-i", "x", "-a", "198.18.0.3/24", "--http", "80:1024", "--sockperf", "11111"]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.services,
+            [
+                ServiceSpec { service: Service::Http { body: 1024 }, port: 80, backlog: DEFAULT_BACKLOG },
+                ServiceSpec { service: Service::Sockperf, port: 11111, backlog: DEFAULT_BACKLOG },
+            ]
+        );
+        let e = |args: &[&str]| Config::merge(&cli(args), FileConfig::default()).unwrap_err().to_string();
+        assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--http", "80"]).contains("PORT:NUMBER"));
+        assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--http", "80:-1"]).contains("--http number"));
+        assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--http", "80:0", "--sockperf", "80"]).contains("port 80"));
+        assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--sockperf", "0"]).contains("port other than 0"));
+    }
+
+    #[test]
+    fn http_and_sockperf_services_from_the_file() {
+        let merge = |text: &str| {
+            let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+            Config::merge(&cli(&["-i", "x", "-a", "198.18.0.3/24"]), file).map_err(|e| e.to_string())
+        };
+        let c = merge(
+            r#"
+            [[service]]
+            kind = "http"
+            port = 8080
+            body = 0
+            backlog = 512
+            [[service]]
+            kind = "sockperf"
+            port = 11111
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.services[0], ServiceSpec { service: Service::Http { body: 0 }, port: 8080, backlog: 512 });
+        assert_eq!(c.services[1].service, Service::Sockperf);
+        let err = merge("[[service]]\nkind = \"http\"\nport = 80\n").unwrap_err();
+        assert!(err.contains("needs `body`"), "{err}");
+        let err = merge("[[service]]\nkind = \"http\"\nport = 80\nbody = 1\nbytes = 5\n").unwrap_err();
+        assert!(err.contains("`bytes` is for source"), "{err}");
+        let err = merge("[[service]]\nkind = \"sockperf\"\nport = 80\nbody = 5\n").unwrap_err();
+        assert!(err.contains("`body` is for http"), "{err}");
+        let err = merge("[[service]]\nkind = \"gopher\"\nport = 70\n").unwrap_err();
+        assert!(err.contains("http, sockperf"), "{err}");
     }
 }

@@ -20,9 +20,11 @@ use xstack_dataplane::app::App;
 use xstack_dataplane::apps::client::{errno_name, Client, ClientReport};
 use xstack_dataplane::apps::server::Server;
 use xstack_dataplane::channel::{ToControl, ToWorker, WorkerLink};
+use xstack_dataplane::handoff::Mesh;
 use xstack_dataplane::iface::Iface;
+use xstack_dataplane::rss::{self, FlowSteer};
 use xstack_dataplane::stats::WorkerStats;
-use xstack_dataplane::worker::{Worker, WorkerConfig, WorkerReport};
+use xstack_dataplane::worker::{Sharding, Worker, WorkerConfig, WorkerReport};
 
 use crate::arp::{Action, ArpStats, Resolver};
 use crate::config::Config;
@@ -110,7 +112,7 @@ fn tcp_fields(s: &xstack_dataplane::tcp::Stats) -> String {
 
 /// 64 bits from the kernel's CSPRNG, for a worker's TCP secrets (ISN key,
 /// SYN cookie key, ephemeral port offsets).
-fn random_seed() -> Result<u64> {
+pub(crate) fn random_seed() -> Result<u64> {
     use std::io::Read;
     let mut b = [0u8; 8];
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).context("reading /dev/urandom")?;
@@ -230,6 +232,7 @@ fn start_workers(
     out: &mut Vec<WorkerHandle>,
     client_tx: std::sync::mpsc::Sender<ClientReport>,
 ) -> Result<()> {
+    let mut sharding = sharding(cfg, iface)?;
     for q in 0..cfg.queues {
         let port = Port::open(&PortConfig {
             ifname: cfg.interface.clone(),
@@ -257,7 +260,13 @@ fn start_workers(
             None if cfg.services.is_empty() => None,
             None => Some(Box::new(Server::new(cfg.services.clone()))),
         };
+        let shard = sharding
+            .as_mut()
+            .map(|(steer, mesh)| Sharding { steer: steer.clone(), handoff: mesh.endpoint(q as usize) });
         let mut worker = Worker::new(wcfg, port, iface.clone(), link.clone(), stats.clone(), stop.clone(), app);
+        if let Some(shard) = shard {
+            worker = worker.with_sharding(shard);
+        }
         worker.start().map_err(|e| anyhow::anyhow!("starting the services on worker {q}: {e}"))?;
         let core = cfg.cores.get(q as usize).copied();
         let thread = std::thread::Builder::new()
@@ -281,6 +290,39 @@ fn start_workers(
     }
     Ok(())
 }
+
+/// With several queues: which worker owns each flow (the NIC's own RSS
+/// function when it can be read, so flows land on their owner) and the
+/// rings that carry misplaced segments to it.
+fn sharding(cfg: &Config, iface: &Iface) -> Result<Option<(Arc<FlowSteer>, Mesh)>> {
+    if cfg.queues < 2 {
+        return Ok(None);
+    }
+    let workers = cfg.queues as u16;
+    let steer = match sysfs::rss(&cfg.interface) {
+        Some(r) => {
+            tracing::info!("flows owned by RSS: {}'s Toeplitz key and {}-entry table", cfg.interface, r.table.len());
+            FlowSteer::new(&r.key, &r.table, workers)
+        }
+        None => {
+            tracing::info!(
+                "{} reports no Toeplitz RSS: flows owned by the default key; segments on another queue are handed over",
+                cfg.interface
+            );
+            FlowSteer::new(&rss::DEFAULT_KEY, &[], workers)
+        }
+    };
+    // A parcel holds one TCP segment of an MTU-sized packet; a pair's
+    // ring can take a whole RX ring's worth, so a burst of misplaced
+    // segments is absorbed while the owner is busy.
+    let slots = (cfg.ring_size as usize).max(HANDOFF_SLOTS);
+    let mesh = Mesh::new(cfg.queues as usize, slots, usize::from(iface.mtu))
+        .context("creating the hand-off rings' eventfds")?;
+    Ok(Some((Arc::new(steer), mesh)))
+}
+
+/// Parcels per ordered pair of workers, at least.
+const HANDOFF_SLOTS: usize = 512;
 
 fn collect(w: &mut WorkerHandle) {
     let Some(t) = w.thread.take() else { return };

@@ -5,4 +5,5 @@
 pub mod arp;
 pub mod config;
 pub mod daemon;
+pub mod embed;
 pub mod sysfs;

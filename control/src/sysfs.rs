@@ -56,3 +56,61 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The NIC's receive-side scaling configuration, as `ethtool -x` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rss {
+    pub key: Vec<u8>,
+    /// Indirection table: entry i is the queue for hashes with `hash % len == i`.
+    pub table: Vec<u32>,
+}
+
+/// The interface's RSS key and table if it hashes with Toeplitz; `None`
+/// when it has no RSS (veth), ethtool is missing, or another function is
+/// in use: the stack then uses the default key and hands misplaced
+/// segments to their owner.
+pub fn rss(ifname: &str) -> Option<Rss> {
+    let out = Command::new("ethtool").args(["-x", ifname]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_ethtool_rss(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_ethtool_rss(text: &str) -> Option<Rss> {
+    let mut table = Vec::new();
+    let mut key = None;
+    let mut toeplitz = false;
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let t = line.trim();
+        if t.starts_with("RSS hash key") {
+            let hex = lines.next()?.trim();
+            let bytes: Option<Vec<u8>> = hex.split(':').map(|b| u8::from_str_radix(b, 16).ok()).collect();
+            key = bytes.filter(|b| b.len() >= 16);
+        } else if t.starts_with("toeplitz:") {
+            toeplitz = t.ends_with("on");
+        } else if let Some((idx, rest)) = t.split_once(':') {
+            if idx.chars().all(|c| c.is_ascii_digit()) && !idx.is_empty() {
+                table.extend(rest.split_whitespace().filter_map(|q| q.parse::<u32>().ok()));
+            }
+        }
+    }
+    (toeplitz && !table.is_empty()).then_some(Rss { key: key?, table })
+}
+
+#[cfg(test)]
+mod rss_tests {
+    use super::*;
+
+    #[test]
+    fn parses_ethtool_output() {
+        let text = "RX flow hash indirection table for eth0 with 2 RX ring(s):\n    0:      0     1     0     1\n    4:      1     0     1     0\nRSS hash key:\n6d:5a:56:da:25:5b:0e:c2:41:67:25:3d:43:a3:8f:b0:d0:ca:2b:cb\nRSS hash function:\n    toeplitz: on\n    xor: off\n    crc32: off\n";
+        let r = parse_ethtool_rss(text).unwrap();
+        assert_eq!(r.table, vec![0, 1, 0, 1, 1, 0, 1, 0]);
+        assert_eq!(r.key.len(), 20);
+        assert_eq!(r.key[0], 0x6d);
+        assert!(parse_ethtool_rss(&text.replace("toeplitz: on", "toeplitz: off")).is_none());
+        assert!(parse_ethtool_rss("Cannot get RX flow hash indirection table: Operation not supported").is_none());
+    }
+}

@@ -9,6 +9,8 @@
 //!   the control plane: lock-free queues, the neighbour table copy, counters
 //!   and the interface configuration.
 //! - [`tcp`]: the sans-IO TCP engine.
+//! - [`rss`], [`handoff`]: which worker owns a flow, and how segments that
+//!   arrive on another worker's queue reach it.
 //! - [`app`]: the run-to-completion application interface on the workers.
 //! - [`sockets`]: sockets for ordinary threads, served by the workers.
 #![deny(unsafe_code)]
@@ -17,9 +19,11 @@ pub mod afxdp;
 pub mod app;
 pub mod apps;
 pub mod channel;
+pub mod handoff;
 pub mod iface;
 pub mod ingress;
 pub mod neigh;
+pub mod rss;
 pub mod sockets;
 pub mod stats;
 pub mod tcp;

@@ -60,6 +60,17 @@ counters! {
     drop_neigh_unresolved,
     /// No route to the destination (no gateway for an off-link address).
     drop_no_route,
+    /// A segment for another worker dropped: its ring and this worker's
+    /// backlog of waiting hand-offs were both full.
+    drop_handoff_full,
+    /// A segment for another worker larger than a hand-off parcel.
+    drop_handoff_too_large,
+    /// Segments that arrived here and were handed to the worker owning their flow.
+    handoff_out,
+    /// Segments other workers handed to this one.
+    handoff_in,
+    /// Hand-offs that waited for room in the owner's ring.
+    handoff_deferred,
     icmp_echo_replies,
     tcp_segments_in,
     tcp_segments_out,

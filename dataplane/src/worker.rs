@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 use crate::afxdp::{Accounting, Frame, Port, PortStats};
 use crate::app::{self, App, Io};
 use crate::channel::{ToControl, ToWorker, WorkerLink};
+use crate::handoff::{Handoff, SendError};
 use crate::iface::Iface;
 use crate::ingress::{self, Disposition, IngressState};
 use crate::neigh::NeighTable;
+use crate::rss::FlowSteer;
 use crate::stats::{Counter, WorkerStats};
 use crate::tcp;
 use crate::wire::ethernet::{self, EthernetAddress};
@@ -48,6 +50,11 @@ pub struct WorkerConfig {
     /// Segments written per loop iteration at most, so output cannot
     /// starve input.
     pub tx_budget: usize,
+    /// Frames whose owner's ring was full, kept for the next iteration
+    /// before any is dropped.
+    pub handoff_backlog: usize,
+    /// On stop, how long connections get to finish closing.
+    pub close_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -60,6 +67,8 @@ impl Default for WorkerConfig {
             tcp: tcp::Config::default(),
             seed: 0,
             tx_budget: 256,
+            handoff_backlog: 1024,
+            close_grace: Duration::from_secs(1),
         }
     }
 }
@@ -78,6 +87,24 @@ struct Pending {
     since: Instant,
 }
 
+/// A received segment for another worker that could not be handed over
+/// yet (its ring was full).
+struct Deferred {
+    owner: u16,
+    frame: Frame,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    start: usize,
+    end: usize,
+}
+
+/// How this worker shares flows with the others.
+#[derive(Debug)]
+pub struct Sharding {
+    pub steer: Arc<FlowSteer>,
+    pub handoff: Handoff,
+}
+
 pub struct Worker {
     cfg: WorkerConfig,
     port: Port,
@@ -91,6 +118,10 @@ pub struct Worker {
     stack: tcp::Stack,
     app: Option<Box<dyn App>>,
     epoch: Instant,
+    sharding: Option<Sharding>,
+    iter: u32,
+    deferred: Vec<Deferred>,
+    deferred_spare: Vec<Deferred>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -114,7 +145,13 @@ impl Worker {
         let epoch = Instant::now();
         let stack = tcp::Stack::new(cfg.tcp.clone(), &addrs, cfg.seed, tcp::Instant::ZERO);
         let neigh = NeighTable::with_capacity(256, cfg.seed);
+        let deferred = Vec::with_capacity(cfg.handoff_backlog);
+        let deferred_spare = Vec::with_capacity(cfg.handoff_backlog);
         Worker {
+            sharding: None,
+            iter: 0,
+            deferred,
+            deferred_spare,
             neigh,
             stack,
             app,
@@ -128,6 +165,15 @@ impl Worker {
             pending,
             ingress: IngressState::default(),
         }
+    }
+
+    /// Makes this one of several workers sharing flows: segments of flows
+    /// another worker owns go to it, and active opens pick ports this
+    /// worker owns.
+    pub fn with_sharding(mut self, sharding: Sharding) -> Self {
+        self.stack.set_flow_steer(sharding.steer.clone(), self.cfg.id);
+        self.sharding = Some(sharding);
+        self
     }
 
     /// The worker's clock, in the TCP engine's time.
@@ -145,32 +191,13 @@ impl Worker {
         }
     }
 
-    /// Runs until the stop flag is set, then drains in-flight transmissions
-    /// and returns the final frame accounting.
+    /// Runs until the stop flag is set, closes the connections gracefully
+    /// (bounded by `close_grace`), then drains in-flight transmissions and
+    /// returns the final frame accounting.
     pub fn run(mut self) -> WorkerReport {
         let mut idle: u32 = 0;
-        let mut iter: u32 = 0;
         while !self.stop.load(Ordering::Relaxed) {
-            let now = self.now();
-            self.poll_control();
-            let n = self.port.poll_rx();
-            if n > 0 {
-                while let Some(frame) = self.port.recv() {
-                    self.handle(frame, now);
-                }
-            }
-            if self.stack.poll_timeout().is_some_and(|t| t <= now) {
-                self.stack.handle_timeout(now);
-            }
-            if let Some(app) = self.app.as_mut() {
-                app::dispatch(app.as_mut(), &mut self.stack, now);
-            }
-            self.transmit_tcp(now);
-            self.port.flush();
-            iter = iter.wrapping_add(1);
-            if !self.pending.is_empty() && iter % 1024 == 0 {
-                self.expire_pending(Instant::now());
-            }
+            let n = self.iterate(true);
             if n == 0 {
                 idle = idle.saturating_add(1);
                 if let PollMode::Adaptive { spin, sleep_ms } = self.cfg.poll {
@@ -181,20 +208,197 @@ impl Worker {
                             .poll_timeout()
                             .map(|t| t.saturating_duration_since(self.now()).as_millis() as i32)
                             .unwrap_or(sleep_ms);
-                        let _ = self.port.wait_rx(sleep_ms.min(until_timer));
+                        self.sleep(sleep_ms.min(until_timer));
                     }
                 }
             } else {
                 idle = 0;
             }
         }
+        self.close_gracefully();
         self.shutdown()
+    }
+
+    /// Library mode: the caller's thread is the worker and calls this in
+    /// its own loop instead of [`Worker::run`]. One run-to-completion
+    /// round; returns how many packets came in.
+    pub fn step(&mut self) -> usize {
+        self.iterate(true)
+    }
+
+    /// Library mode: socket operations on this worker's stack, at its
+    /// current time.
+    pub fn io(&mut self) -> Io<'_> {
+        let now = self.now();
+        Io::new(&mut self.stack, now)
+    }
+
+    /// Library mode: what [`Worker::run`] does after the stop flag: close
+    /// gracefully, drain, report.
+    pub fn finish(mut self) -> WorkerReport {
+        self.close_gracefully();
+        self.shutdown()
+    }
+
+    /// One run-to-completion round: control messages, one RX batch,
+    /// segments handed over by other workers, timers, the app, one TX
+    /// batch. Returns how many packets came in.
+    fn iterate(&mut self, with_app: bool) -> usize {
+        let now = self.now();
+        self.poll_control();
+        let mut n = self.port.poll_rx();
+        if n > 0 {
+            while let Some(frame) = self.port.recv() {
+                self.handle(frame, now);
+            }
+        }
+        n += self.receive_handoffs(now);
+        if self.stack.poll_timeout().is_some_and(|t| t <= now) {
+            self.stack.handle_timeout(now);
+        }
+        match self.app.as_mut() {
+            Some(app) if with_app => app::dispatch(app.as_mut(), &mut self.stack, now),
+            // Nobody listens any more (stopping): events are dropped.
+            _ => while self.stack.poll_event().is_some() {},
+        }
+        self.transmit_tcp(now);
+        self.port.flush();
+        if let Some(s) = self.sharding.as_mut() {
+            s.handoff.wake_receivers();
+        }
+        self.iter = self.iter.wrapping_add(1);
+        if !self.pending.is_empty() && self.iter % 1024 == 0 {
+            self.expire_pending(Instant::now());
+        }
+        n
+    }
+
+    /// What the kernel does when a server process exits: every socket is
+    /// closed (FIN, or RST where data was left unread), and the closes run
+    /// to completion. The worker keeps serving the network for up to
+    /// `close_grace` so peers see a clean end instead of silence;
+    /// connections left in TIME_WAIT are dropped with the process.
+    fn close_gracefully(&mut self) {
+        let now = self.now();
+        let closed = self.stack.close_all(now);
+        let deadline = Instant::now() + self.cfg.close_grace;
+        while self.stack.active_connections() > 0 && Instant::now() < deadline {
+            if self.iterate(false) == 0 {
+                std::thread::yield_now();
+            }
+        }
+        let left = self.stack.active_connections();
+        if closed > 0 {
+            tracing::info!(
+                "worker {}: closed {closed} socket(s) on stop; {left} connection(s) unfinished",
+                self.cfg.id
+            );
+        }
+    }
+
+    /// Sleeps until a frame arrives, a peer hands over a segment, or
+    /// `timeout_ms` passes.
+    fn sleep(&mut self, timeout_ms: i32) {
+        let Some(s) = self.sharding.as_ref() else {
+            let _ = self.port.wait_rx(timeout_ms);
+            return;
+        };
+        if !s.handoff.prepare_sleep() {
+            return;
+        }
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let timeout = PollTimeout::try_from(timeout_ms.max(0)).unwrap_or(PollTimeout::ZERO);
+        let mut fds =
+            [PollFd::new(self.port.fd(), PollFlags::POLLIN), PollFd::new(s.handoff.wake_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, timeout);
+        s.handoff.woke();
+    }
+
+    /// The worker that owns the flow of a TCP segment, if not this one.
+    fn foreign_owner(&self, src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> Option<u16> {
+        let s = self.sharding.as_ref()?;
+        if segment.len() < 4 {
+            return None;
+        }
+        let sport = u16::from_be_bytes([segment[0], segment[1]]);
+        let dport = u16::from_be_bytes([segment[2], segment[3]]);
+        let owner = s.steer.owner(src, dst, sport, dport);
+        (owner != self.cfg.id).then_some(owner)
+    }
+
+    /// Copies a segment to its owner's ring; keeps the frame for a later
+    /// try when the ring is full, and drops (counted) only when that
+    /// backlog is full too.
+    fn hand_off(&mut self, d: Deferred) -> Option<Deferred> {
+        let Some(s) = self.sharding.as_mut() else {
+            self.port.release(d.frame);
+            return None;
+        };
+        let seg = &self.port.data(&d.frame)[d.start..d.end];
+        match s.handoff.send(usize::from(d.owner), d.src, d.dst, seg) {
+            Ok(()) => {
+                self.stats.inc(Counter::handoff_out);
+                self.port.release(d.frame);
+                None
+            }
+            Err(SendError::TooLarge) => {
+                self.stats.inc(Counter::drop_handoff_too_large);
+                self.port.release(d.frame);
+                None
+            }
+            Err(SendError::Full) => Some(d),
+        }
+    }
+
+    fn defer(&mut self, d: Deferred) {
+        if self.deferred.len() < self.cfg.handoff_backlog {
+            self.stats.inc(Counter::handoff_deferred);
+            self.deferred.push(d);
+        } else {
+            self.port.release(d.frame);
+            self.stats.inc(Counter::drop_handoff_full);
+        }
+    }
+
+    /// Runs the segments other workers handed to this one, after retrying
+    /// this worker's own deferred hand-offs (oldest first, so a flow's
+    /// segments keep their order). Returns how many arrived.
+    fn receive_handoffs(&mut self, now: tcp::Instant) -> usize {
+        if self.sharding.is_none() {
+            return 0;
+        }
+        if !self.deferred.is_empty() {
+            // Two vectors swapped back and forth: no allocation here.
+            let mut waiting = std::mem::take(&mut self.deferred);
+            std::mem::swap(&mut self.deferred, &mut self.deferred_spare);
+            for d in waiting.drain(..) {
+                // Behind a blocked one for the same owner: keep order.
+                if self.deferred.iter().any(|w| w.owner == d.owner) {
+                    self.deferred.push(d);
+                } else if let Some(d) = self.hand_off(d) {
+                    self.deferred.push(d);
+                }
+            }
+            self.deferred_spare = waiting;
+        }
+        let Some(s) = self.sharding.as_mut() else { return 0 };
+        let stack = &mut self.stack;
+        let n = s.handoff.receive(256, |p| {
+            let _ = stack.handle_segment(now, p.src, p.dst, p.segment());
+        });
+        self.stats.add(Counter::handoff_in, n as u64);
+        self.stats.add(Counter::tcp_segments_in, n as u64);
+        n
     }
 
     fn shutdown(mut self) -> WorkerReport {
         for p in std::mem::take(&mut self.pending) {
             self.port.release(p.frame);
             self.stats.inc(Counter::drop_neigh_unresolved);
+        }
+        for d in std::mem::take(&mut self.deferred) {
+            self.port.release(d.frame);
+            self.stats.inc(Counter::drop_handoff_full);
         }
         self.stats.set(Counter::neigh_pending, 0);
         // Give queued transmissions a bounded time to complete so the
@@ -260,6 +464,16 @@ impl Worker {
                 self.route(frame, len, next_hop);
             }
             Disposition::Tcp { src, dst, start, end } => {
+                if let Some(owner) = self.foreign_owner(src, dst, &self.port.data(&frame)[start..end]) {
+                    let d = Deferred { owner, frame, src, dst, start, end };
+                    // Keep a flow's order: behind earlier deferred ones.
+                    if self.deferred.iter().any(|w| w.owner == owner) {
+                        self.defer(d);
+                    } else if let Some(d) = self.hand_off(d) {
+                        self.defer(d);
+                    }
+                    return;
+                }
                 self.stats.inc(Counter::tcp_segments_in);
                 // Errors are counted by the stack under their drop reason.
                 let _ = self.stack.handle_segment(now, src, dst, &self.port.data(&frame)[start..end]);

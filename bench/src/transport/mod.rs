@@ -26,30 +26,16 @@
 //! - errors other than `WouldBlock`/`Interrupted` end the connection; the
 //!   workload counts them and drops the connection with [`Transport::close`].
 //!
-//! # Plugging in xstack (extension point)
+//! # The backends
 //!
-//! The xstack backend is not written yet: it needs the stack's
-//! application API. To add it:
-//! 1. Create `src/transport/xstack.rs` with a `XstackBackend` (config:
-//!    interface, queue, local address/prefix, gateway, XDP mode, UMEM
-//!    sizes) implementing [`Backend`], whose `thread(i)` opens that
-//!    thread's AF_XDP port and stack instance, and a `XstackTransport`
-//!    implementing [`Transport`] (non-blocking: `blocking()` is false;
-//!    `poll` runs one RX/TX pass of the stack; `connect`/`send`/`recv`/
-//!    `close`/`listen`/`accept` map to the socket-like API).
-//! 2. In `src/transport/mod.rs`, make [`StackKind::Xstack`] build it in
-//!    [`with_backend`] instead of returning [`not_available`].
-//! 3. In `src/compare.rs`, `XSTACK_AVAILABLE` becomes true; the compare
-//!    run then starts `xstack-bench serve --stack xstack` (or the project's
-//!    server binary speaking the same protocol, see `proto.rs`) in the
-//!    server namespace of the XDP topology and the client with
-//!    `--stack xstack` in the client namespace, on the same cores as the
-//!    kernel runs.
-//!
-//! Until then, selecting `xstack` fails with a message saying so, and
-//! `compare` reports kernel-default, kernel-spin and the AF_XDP floor.
+//! - [`kernel`]: Linux sockets, blocking (`kernel-default`) or spinning on
+//!   non-blocking sockets (`kernel-spin`).
+//! - [`xstack`]: our stack in library mode; the bench thread is the
+//!   stack's worker and `poll` runs one round of it. Configured with
+//!   `--xstack-if`, `--xstack-addr` (and optionally `--xstack-neighbour`).
 
 pub mod kernel;
+pub mod xstack;
 
 use std::io;
 use std::net::SocketAddrV4;
@@ -108,7 +94,7 @@ pub enum StackKind {
     KernelDefault,
     /// Linux sockets, non-blocking, busy polled (the kernel's lowest latency).
     KernelSpin,
-    /// The xstack user-space stack over AF_XDP (not available yet).
+    /// The xstack user-space stack over AF_XDP, in library mode.
     Xstack,
 }
 
@@ -128,23 +114,12 @@ pub trait WithBackend {
     fn run<B: Backend>(self, backend: &B) -> Self::Output;
 }
 
-/// The error for a stack that cannot be used yet.
-pub fn not_available(kind: StackKind) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!(
-            "the {} backend is not available yet: our stack's application API is still being written \
-             (see the extension point documented in bench/src/transport/mod.rs)",
-            kind.name()
-        ),
-    )
-}
-
-/// Builds the backend for `kind` and runs `f` with it.
-pub fn with_backend<F: WithBackend>(kind: StackKind, f: F) -> io::Result<F::Output> {
+/// Builds the backend for `kind` and runs `f` with it; `xs` configures
+/// the xstack backend (ignored by the others).
+pub fn with_backend<F: WithBackend>(kind: StackKind, xs: &xstack::XstackArgs, f: F) -> io::Result<F::Output> {
     match kind {
         StackKind::KernelDefault => Ok(f.run(&kernel::KernelBackend::new(kernel::Mode::Blocking))),
         StackKind::KernelSpin => Ok(f.run(&kernel::KernelBackend::new(kernel::Mode::Spin))),
-        StackKind::Xstack => Err(not_available(kind)),
+        StackKind::Xstack => Ok(f.run(&xstack::XstackBackend::new(xs)?)),
     }
 }

@@ -453,6 +453,17 @@ fn entry_sid(e: &Entry) -> SocketId {
     }
 }
 
+/// The stack no longer knows the socket: something closed it under the
+/// bridge (a graceful stop closing every socket). For the application the
+/// connection was aborted; EBADF would blame its handle.
+fn gone(e: Error) -> Error {
+    if e == Error::BadSocket {
+        Error::ConnectionAborted
+    } else {
+        e
+    }
+}
+
 /// One stream's work; returns true when the entry is finished (the stack
 /// socket was closed).
 fn service_stream(e: &mut StreamEntry, io: &mut Io<'_>, scratch: &mut [u8], rt: &Runtime) -> bool {
@@ -489,7 +500,7 @@ fn service_stream(e: &mut StreamEntry, io: &mut Io<'_>, scratch: &mut [u8], rt: 
             Err(Error::WouldBlock) => break,
             Err(err) => {
                 e.rx_done = true;
-                s.fail(err);
+                s.fail(gone(err));
                 changed = true;
             }
         }
@@ -530,7 +541,7 @@ fn service_stream(e: &mut StreamEntry, io: &mut Io<'_>, scratch: &mut [u8], rt: 
                 s.tx.clear();
                 e.tx_done = true;
                 if err != Error::BrokenPipe {
-                    s.fail(err);
+                    s.fail(gone(err));
                 }
                 changed = true;
             }

@@ -5,10 +5,11 @@
 //! The driver plays every worker of every host in turn: it fires due
 //! timers, runs each bridge (`app::dispatch`), and hands every segment a
 //! stack emits straight to the destination stack (no delay, no loss). A
-//! host with several workers steers incoming segments like a NIC with
-//! RSS: a hash of the 4-tuple picks the worker, except for connections
-//! the host opened itself, which go back to the worker that sent the SYN
-//! (as a flow-steering rule would). Segments to an address no host has
+//! host with several workers steers incoming segments as the daemon's
+//! workers are steered: the Toeplitz RSS hash with the default key and
+//! indirection table ([`rss::FlowSteer`](crate::rss::FlowSteer)), and
+//! each stack picks ephemeral ports whose return traffic it owns, so
+//! connections opened on any worker work. Segments to an address no host has
 //! vanish (a silent host: connects time out); addresses listed in
 //! `unreachable` fail as a next hop that does not answer ARP
 //! (EHOSTUNREACH). When idle the driver parks until the next timer or
@@ -16,9 +17,9 @@
 
 use super::{Bridge, Config, Handle};
 use crate::app::{self, App, Io};
+use crate::rss::{FlowSteer, DEFAULT_KEY};
 use crate::tcp::{self, Error, Stack};
 use crate::wire::Ipv4Addr;
-use std::collections::HashMap;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -105,6 +106,8 @@ struct Worker {
 
 struct Driver {
     hosts: Vec<(Ipv4Addr, Vec<Worker>)>,
+    /// Per host: which worker owns a flow (None with one worker).
+    steer: Vec<Option<Arc<FlowSteer>>>,
     unreachable: Vec<Ipv4Addr>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
@@ -131,8 +134,10 @@ impl Loopback {
         }
         let mut handles = Vec::new();
         let mut hosts = Vec::new();
+        let mut steers = Vec::new();
         for (i, h) in cfg.hosts.iter().enumerate() {
             let (handle, bridges) = super::new(h.workers, cfg.sockets.clone());
+            let steer = (h.workers > 1).then(|| Arc::new(FlowSteer::new(&DEFAULT_KEY, &[], h.workers as u16)));
             let workers = bridges
                 .into_iter()
                 .enumerate()
@@ -142,16 +147,22 @@ impl Loopback {
                         None => bridge,
                     };
                     let seed = cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add((i * 64 + w) as u64);
-                    Worker { stack: Stack::new(cfg.tcp.clone(), &[h.addr], seed, tcp::Instant::ZERO), bridge }
+                    let mut stack = Stack::new(cfg.tcp.clone(), &[h.addr], seed, tcp::Instant::ZERO);
+                    if let Some(s) = &steer {
+                        stack.set_flow_steer(Arc::clone(s), w as u16);
+                    }
+                    Worker { stack, bridge }
                 })
                 .collect();
             handles.push(handle);
             hosts.push((h.addr, workers));
+            steers.push(steer);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let driver = Driver {
             hosts,
+            steer: steers,
             unreachable: cfg.unreachable.clone(),
             counters: Arc::clone(&counters),
             stop: Arc::clone(&stop),
@@ -202,12 +213,7 @@ fn ports_flags(seg: &[u8]) -> Option<(u16, u16, u8)> {
     Some((u16::from_be_bytes([seg[0], seg[1]]), u16::from_be_bytes([seg[2], seg[3]]), seg[13]))
 }
 
-const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
-
-/// (host, local address, local port, remote address, remote port).
-type FlowKey = (usize, u32, u16, u32, u16);
 
 impl Driver {
     fn run(mut self) {
@@ -224,7 +230,6 @@ impl Driver {
         let mut inflight: Vec<(usize, Ipv4Addr, Ipv4Addr, Vec<u8>)> = Vec::new();
         let mut spare: Vec<Vec<u8>> = Vec::new();
         let mut unreach: Vec<(usize, usize, Ipv4Addr)> = Vec::new();
-        let mut flows: HashMap<FlowKey, usize> = HashMap::new();
         let addrs: Vec<Ipv4Addr> = self.hosts.iter().map(|(a, _)| *a).collect();
         let mut idle = 0u32;
         while !self.stop.load(Ordering::Acquire) {
@@ -243,13 +248,8 @@ impl Driver {
                         work = true;
                         let seg = &buf[..tx.len];
                         self.counters.segments.fetch_add(1, Ordering::Relaxed);
-                        if let Some((sp, dp, flags)) = ports_flags(seg) {
-                            if flags & RST != 0 {
-                                self.counters.resets.fetch_add(1, Ordering::Relaxed);
-                            }
-                            if flags & SYN != 0 && flags & ACK == 0 {
-                                flows.insert((h, tx.src.to_u32(), sp, tx.dst.to_u32(), dp), wi);
-                            }
+                        if ports_flags(seg).is_some_and(|(_, _, flags)| flags & RST != 0) {
+                            self.counters.resets.fetch_add(1, Ordering::Relaxed);
                         }
                         match addrs.iter().position(|a| *a == tx.dst) {
                             Some(d) => {
@@ -267,14 +267,12 @@ impl Driver {
                 }
             }
             for (d, src, dst, bytes) in inflight.drain(..) {
-                let workers = &mut self.hosts[d].1;
-                let wi = match ports_flags(&bytes) {
-                    Some((sp, dp, _)) => match flows.get(&(d, dst.to_u32(), dp, src.to_u32(), sp)) {
-                        Some(&w) => w,
-                        None => steer(src, dst, sp, dp) % workers.len(),
-                    },
-                    None => 0,
+                let wi = match (&self.steer[d], ports_flags(&bytes)) {
+                    (Some(steer), Some((sp, dp, _))) => usize::from(steer.owner(src, dst, sp, dp)),
+                    _ => 0,
                 };
+                let workers = &mut self.hosts[d].1;
+                let wi = wi.min(workers.len() - 1);
                 let _ = workers[wi].stack.handle_segment(t, src, dst, &bytes);
                 spare.push(bytes);
             }
@@ -317,12 +315,4 @@ impl Driver {
             b.set_idle(false);
         }
     }
-}
-
-/// The RSS-like hash choosing the worker of a flow nobody pinned.
-fn steer(src: Ipv4Addr, dst: Ipv4Addr, sp: u16, dp: u16) -> usize {
-    let mut h = u64::from(src.to_u32()) << 32 | u64::from(dst.to_u32());
-    h ^= u64::from(sp) << 16 | u64::from(dp);
-    h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (h >> 32) as usize
 }

@@ -178,6 +178,9 @@ pub(crate) struct Connection {
     /// Highest sequence number sent plus one; SND.NXT falls back below it
     /// after a timeout.
     snd_max: SeqNum,
+    /// End of the last segment sent shorter than the MSS (Linux's
+    /// `snd_sml`, for Minshall's Nagle test).
+    snd_sml: SeqNum,
     snd_wnd: u32,
     max_snd_wnd: u32,
     snd_wl1: SeqNum,
@@ -229,6 +232,14 @@ pub(crate) struct Connection {
     /// Consecutive timeouts (SYN, data or persist probes unanswered).
     retries: u32,
     delack_at: Option<Instant>,
+    /// Small segments received since our last ACK (Linux's
+    /// ICSK_ACK_PUSHED / PUSHED2), capped at 2.
+    ack_pushed: u8,
+    /// Interactive mode (Linux's pingpong): we answered data with data
+    /// within the delayed-ACK time, so ACKs ride on the replies.
+    pingpong: bool,
+    /// When in-sequence data last arrived.
+    last_data_in: Instant,
     /// Bytes received since our last ACK.
     unacked_bytes: usize,
     quickacks: u32,
@@ -266,6 +277,7 @@ impl Connection {
             snd_una: iss,
             snd_nxt: iss,
             snd_max: iss,
+            snd_sml: iss,
             snd_wnd: 0,
             max_snd_wnd: 0,
             snd_wl1: SeqNum(0),
@@ -301,6 +313,9 @@ impl Connection {
             rtx_mode: RtxMode::Retransmit,
             retries: 0,
             delack_at: None,
+            ack_pushed: 0,
+            pingpong: false,
+            last_data_in: Instant::ZERO,
             unacked_bytes: 0,
             quickacks: c.quickacks,
             ka_at: None,
@@ -337,6 +352,7 @@ impl Connection {
         c.snd_una = p.iss + 1u32;
         c.snd_nxt = c.snd_una;
         c.snd_max = c.snd_una;
+        c.snd_sml = c.snd_una;
         c.irs = p.irs;
         c.rcv_nxt = p.irs + 1u32;
         c.rcv_adv = c.rcv_nxt + u32::from(p.syn_window);
@@ -510,6 +526,16 @@ impl Connection {
             return;
         }
         if self.delack_at.is_some() && self.unacked_bytes > usize::from(self.our_mss) {
+            self.ack_now = true;
+            return;
+        }
+        // The read emptied the buffer after small pushed segments: ACK now
+        // unless the connection is interactive and a reply will carry it
+        // (Linux __tcp_cleanup_rbuf, ICSK_ACK_PUSHED/PUSHED2).
+        if self.delack_at.is_some()
+            && self.rx.is_empty()
+            && (self.ack_pushed >= 2 || (self.ack_pushed == 1 && !self.pingpong))
+        {
             self.ack_now = true;
             return;
         }
@@ -1035,6 +1061,14 @@ impl Connection {
             start = self.rcv_nxt;
         }
         let new_data = !payload.is_empty();
+        if new_data {
+            self.last_data_in = now;
+            // Linux tcp_measure_rcv_mss: a segment below the default MSS
+            // (536) or below our MSS marks the ACK as "pushed".
+            if payload.len() < usize::from(self.our_mss).min(536) {
+                self.ack_pushed = (self.ack_pushed + 1).min(2);
+            }
+        }
         // Linux tcp_rcv_state_process: new data after close() or
         // shutdown(read) in FIN_WAIT_1/2 resets the connection.
         if new_data && (self.user_closed || self.rd_shut) && matches!(self.state, State::FinWait1 | State::FinWait2) {
@@ -1261,6 +1295,7 @@ impl Connection {
             self.ack_now = false;
             self.delack_at = None;
             self.unacked_bytes = 0;
+            self.ack_pushed = 0;
         }
         Some(n)
     }
@@ -1425,9 +1460,13 @@ impl Connection {
             return None;
         }
         let with_fin = fin_pending && seq + len == data_end;
-        // Nagle (RFC 9293 section 3.7.4): a small segment waits while data
-        // is unacknowledged, unless TCP_NODELAY, or it carries the FIN.
-        if len > 0 && len < mss && !with_fin && in_flight && !self.opts.no_delay && !retransmission {
+        // Nagle (RFC 9293 section 3.7.4) in Minshall's form, as Linux
+        // (tcp_nagle_check): a small segment waits only while an earlier
+        // *small* segment is unacknowledged, so the short tail of a write
+        // goes out at once behind full-size segments. Not with
+        // TCP_NODELAY, nor for a segment carrying the FIN.
+        let small_in_flight = self.snd_sml > self.snd_una && self.snd_sml <= self.snd_nxt;
+        if len > 0 && len < mss && !with_fin && in_flight && small_in_flight && !self.opts.no_delay && !retransmission {
             return None;
         }
         let mut flags = Flags::ACK;
@@ -1456,8 +1495,16 @@ impl Connection {
         if with_fin {
             self.fin_seq = Some(seq + len);
         }
+        if len < mss {
+            self.snd_sml = end;
+        }
         self.snd_nxt = end;
         if end > self.snd_max {
+            // Data answering data within the delayed-ACK time: interactive
+            // (Linux tcp_event_data_sent).
+            if len > 0 && now - self.last_data_in < ctx.config.delayed_ack {
+                self.pingpong = true;
+            }
             if !retransmission && self.rtt_probe.is_none() {
                 self.rtt_probe = Some((end, now));
             }
@@ -1530,6 +1577,9 @@ impl Connection {
         if self.delack_at.is_some_and(|t| t <= now) {
             self.delack_at = None;
             self.ack_now = true;
+            // The delayed ACK was not carried by a reply: not interactive
+            // (Linux leaves pingpong mode here).
+            self.pingpong = false;
         }
         if self.rtx_at.is_some_and(|t| t <= now) {
             self.rtx_at = None;

@@ -20,9 +20,11 @@ use super::syncookie::{CookieTuple, SynCookies};
 use super::time::Instant;
 use super::timer_wheel::{TimerId, TimerWheel};
 use super::{Config, SeqNum};
+use crate::rss::FlowSteer;
 use crate::wire::tcp::{Packet, Repr};
 use crate::wire::{Error as WireError, Ipv4Addr};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a timer wheel entry refers to.
@@ -106,6 +108,9 @@ pub struct Stack {
     wheel: TimerWheel<TimerKey>,
     txq: VecDeque<SocketId>,
     events: VecDeque<SocketId>,
+    /// With several workers: the flow-to-worker map and this stack's
+    /// worker, so active opens pick ports whose return traffic is ours.
+    steer: Option<(Arc<FlowSteer>, u16)>,
 }
 
 impl Stack {
@@ -132,7 +137,15 @@ impl Stack {
             wheel: TimerWheel::new(now),
             txq: VecDeque::new(),
             events: VecDeque::new(),
+            steer: None,
         }
+    }
+
+    /// Makes this the stack of worker `me` among several that share flows
+    /// by `steer`: ephemeral ports are then chosen so that the peer's
+    /// packets belong to `me`.
+    pub fn set_flow_steer(&mut self, steer: Arc<FlowSteer>, me: u16) {
+        self.steer = Some((steer, me));
     }
 
     pub fn config(&self) -> &Config {
@@ -345,7 +358,8 @@ impl Stack {
         for i in 0..range {
             let port = lo + (offset.wrapping_add(i) % range) as u16;
             let t = FourTuple { local, local_port: port, remote, remote_port: rport };
-            if port != 0 && !self.port_owners.contains_key(&port) && !self.conns.contains_key(&t) {
+            let ours = self.steer.as_ref().is_none_or(|(s, me)| s.owner(remote, local, rport, port) == *me);
+            if ours && port != 0 && !self.port_owners.contains_key(&port) && !self.conns.contains_key(&t) {
                 self.port_counter = self.port_counter.wrapping_add(i + 1);
                 return Some(port);
             }
@@ -485,6 +499,31 @@ impl Stack {
 
     /// close(): the handle is gone at once; a connection finishes (FIN,
     /// TIME_WAIT) or aborts (RST for unread data or linger 0) on its own.
+    /// Closes every socket the application holds, as the kernel does when
+    /// a process exits: connections send FIN (RST with unread data) and
+    /// finish closing on their own, listeners reset what they had queued.
+    /// Returns how many sockets were closed.
+    pub fn close_all(&mut self, now: Instant) -> usize {
+        let open: Vec<SocketId> = (0..self.slots.len())
+            .filter_map(|i| {
+                let slot = &self.slots[i];
+                let s = slot.socket.as_ref()?;
+                s.user_open.then_some(SocketId { index: i as u32, generation: slot.generation })
+            })
+            .collect();
+        for &id in &open {
+            let _ = self.close(now, id);
+        }
+        open.len()
+    }
+
+    /// Connections still exchanging data or closing (any state but
+    /// TIME_WAIT), for a graceful stop.
+    pub fn active_connections(&self) -> usize {
+        let c = self.count_by_state();
+        c.iter().sum::<usize>() - c[State::TimeWait.index()] - c[State::Listen.index()] - c[State::Closed.index()]
+    }
+
     pub fn close(&mut self, now: Instant, id: SocketId) -> Result<()> {
         self.user(id)?;
         let s = sock_mut(&mut self.slots, id).ok_or(Error::BadSocket)?;

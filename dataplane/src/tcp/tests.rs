@@ -552,6 +552,25 @@ fn established_nagle_holds_small_segments_unless_no_delay() {
     assert_eq!(t.recv_one().data, b"d");
 }
 
+/// Minshall's variant, as Linux: the short tail of a write follows its
+/// full-size segments at once; only a second small segment waits for the
+/// first to be acknowledged.
+#[test]
+fn established_nagle_lets_the_tail_of_a_write_go() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let mss = 1460;
+    t.st.write(t.now, c, &vec![7u8; mss + 100]).unwrap();
+    let out = t.recv();
+    assert_eq!(out.iter().map(|s| s.data.len()).collect::<Vec<_>>(), vec![mss, 100], "tail sent at once");
+    t.st.write(t.now, c, b"x").unwrap();
+    assert!(t.recv().is_empty(), "a small segment is unacknowledged");
+    t.send(&seg(PEER_ISN + 1, iss + 1 + mss as u32, Flags::ACK)).unwrap();
+    assert!(t.recv().is_empty(), "the small one is still unacknowledged");
+    t.send(&seg(PEER_ISN + 1, iss + 1 + mss as u32 + 100, Flags::ACK)).unwrap();
+    assert_eq!(t.recv_one().data, b"x");
+}
+
 #[test]
 fn established_window_scale_is_applied() {
     let mut t = T::new(Config { window_scaling: true, ..plain() });
@@ -708,4 +727,61 @@ fn listen_on_unbound_socket_picks_a_port_and_lists() {
     let rows = t.st.sockets();
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].state, rows[0].send_q), (State::Listen, 5));
+}
+
+/// With a flow-to-worker map, connect() picks only ports whose return
+/// traffic belongs to this stack's worker.
+#[test]
+fn ephemeral_ports_are_owned_by_the_opening_worker() {
+    use crate::rss::{FlowSteer, DEFAULT_KEY};
+    let steer = std::sync::Arc::new(FlowSteer::new(&DEFAULT_KEY, &[], 2));
+    for me in 0..2u16 {
+        let mut t = T::new(Config::default());
+        t.st.set_flow_steer(steer.clone(), me);
+        for _ in 0..64 {
+            let s = t.st.socket();
+            t.st.connect(t.now, s, REMOTE, 80).unwrap();
+            let (_, port) = t.st.local_addr(s).unwrap();
+            assert_eq!(steer.owner(REMOTE, LOCAL, 80, port), me, "port {port}");
+        }
+    }
+}
+
+/// Linux ACKs when a read empties the buffer after small pushed segments
+/// (two of them, or one outside interactive use), instead of waiting for
+/// the delayed-ACK timer.
+#[test]
+fn established_read_after_small_pushed_segments_acks() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let mut buf = [0u8; 64];
+    let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK | Flags::PSH);
+    d.data = vec![1u8; 14];
+    t.send(&d).unwrap();
+    assert!(t.recv().is_empty(), "delayed");
+    assert_eq!(t.st.read(t.now, c, &mut buf).unwrap(), 14);
+    let a = t.recv_one();
+    assert_eq!(a.ack, PEER_ISN + 1 + 14, "one small segment, not interactive: ACK on read");
+
+    // Interactive: we answer with data, so one small segment's ACK waits
+    // for the reply.
+    t.st.set_option(t.now, c, SocketOption::NoDelay(true)).unwrap();
+    let mut d = seg(PEER_ISN + 15, iss + 1, Flags::ACK | Flags::PSH);
+    d.data = vec![2u8; 14];
+    t.send(&d).unwrap();
+    assert_eq!(t.st.read(t.now, c, &mut buf).unwrap(), 14);
+    t.recv();
+    t.st.write(t.now, c, b"reply").unwrap();
+    assert_eq!(t.recv_one().data, b"reply");
+    let mut d = seg(PEER_ISN + 29, iss + 6, Flags::ACK | Flags::PSH);
+    d.data = vec![3u8; 14];
+    t.send(&d).unwrap();
+    assert_eq!(t.st.read(t.now, c, &mut buf).unwrap(), 14);
+    assert!(t.recv().is_empty(), "interactive: the reply will carry the ACK");
+    // Two small segments: ACK on read even when interactive.
+    let mut d = seg(PEER_ISN + 43, iss + 6, Flags::ACK | Flags::PSH);
+    d.data = vec![4u8; 14];
+    t.send(&d).unwrap();
+    assert_eq!(t.st.read(t.now, c, &mut buf).unwrap(), 14);
+    assert_eq!(t.recv_one().ack, PEER_ISN + 57);
 }

@@ -1,0 +1,178 @@
+//! Our stack as a bench transport, in library mode: the bench thread is
+//! the stack's worker ([`xstack_control::embed::Embedded`]). `poll` runs one
+//! run-to-completion round (RX batch, TCP, timers, TX batch); the socket
+//! calls go straight to the worker's TCP engine. Nothing blocks and no
+//! other thread is involved, so a run measures the stack itself.
+//!
+//! One thread per process: the embedded stack drives queue 0 of its
+//! interface (the namespace topology's veth has one queue unless asked).
+
+use std::io;
+use std::net::SocketAddrV4;
+
+use clap::Parser;
+use xstack_control::config::{Cli, Config};
+use xstack_control::embed::Embedded;
+use xstack_dataplane::tcp::{self, SocketId, SocketOption, State};
+use xstack_dataplane::wire::Ipv4Addr;
+
+use super::{Backend, Transport};
+
+/// Where the stack runs: the arguments `xstackd` would take for it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct XstackArgs {
+    /// Interface the xstack backend drives (its XDP program and queue 0).
+    #[arg(long = "xstack-if", id = "xstack-if")]
+    pub ifname: Option<String>,
+    /// The backend's own address with prefix, e.g. 198.18.0.4/24.
+    #[arg(long = "xstack-addr", id = "xstack-addr")]
+    pub addr: Option<String>,
+    /// Static neighbour IP=MAC (repeatable): skips ARP for the peer.
+    #[arg(long = "xstack-neighbour", id = "xstack-neighbour")]
+    pub neighbours: Vec<String>,
+    /// XDP attach mode: auto, native or generic.
+    #[arg(long = "xstack-xdp-mode", id = "xstack-xdp-mode", default_value = "auto")]
+    pub xdp_mode: String,
+}
+
+impl XstackArgs {
+    /// The stack's configuration, validated as `xstackd` validates its own.
+    pub fn config(&self) -> io::Result<Config> {
+        let (Some(ifname), Some(addr)) = (&self.ifname, &self.addr) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the xstack backend needs --xstack-if IFNAME and --xstack-addr ADDR/PREFIX",
+            ));
+        };
+        let mut argv: Vec<String> = vec!["xstack-bench".into(), "-i".into(), ifname.clone(), "-a".into(), addr.clone()];
+        argv.extend(["--xdp-mode".into(), self.xdp_mode.clone(), "--poll".into(), "busy".into()]);
+        for n in &self.neighbours {
+            argv.extend(["--static-neighbour".into(), n.clone()]);
+        }
+        let cli = Cli::try_parse_from(&argv).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        Config::load(&cli).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e:#}")))
+    }
+}
+
+#[derive(Debug)]
+pub struct XstackBackend {
+    cfg: Config,
+}
+
+impl XstackBackend {
+    pub fn new(args: &XstackArgs) -> io::Result<XstackBackend> {
+        Ok(XstackBackend { cfg: args.config()? })
+    }
+}
+
+impl Backend for XstackBackend {
+    type T = XstackTransport;
+    fn name(&self) -> &'static str {
+        "xstack"
+    }
+    fn blocking(&self) -> bool {
+        false
+    }
+    fn thread(&self, index: usize) -> io::Result<XstackTransport> {
+        if index > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the xstack backend runs one thread per process (one queue); use --threads 1",
+            ));
+        }
+        let e = Embedded::start(&self.cfg).map_err(|e| io::Error::other(format!("starting the stack: {e:#}")))?;
+        Ok(XstackTransport { e })
+    }
+}
+
+#[derive(Debug)]
+pub struct XstackTransport {
+    e: Embedded,
+}
+
+/// The errno-style error as the std error a socket would return.
+pub fn io_error(e: tcp::Error) -> io::Error {
+    use io::ErrorKind as K;
+    let kind = match e {
+        tcp::Error::ConnectionRefused => K::ConnectionRefused,
+        tcp::Error::ConnectionReset => K::ConnectionReset,
+        tcp::Error::TimedOut => K::TimedOut,
+        tcp::Error::HostUnreachable => K::HostUnreachable,
+        tcp::Error::NetworkUnreachable => K::NetworkUnreachable,
+        tcp::Error::AddrInUse => K::AddrInUse,
+        tcp::Error::AddrNotAvailable => K::AddrNotAvailable,
+        tcp::Error::WouldBlock => K::WouldBlock,
+        tcp::Error::NotConnected => K::NotConnected,
+        tcp::Error::BrokenPipe => K::BrokenPipe,
+        tcp::Error::ConnectionAborted => K::ConnectionAborted,
+        tcp::Error::InvalidInput | tcp::Error::BadSocket => K::InvalidInput,
+        tcp::Error::IsConnected | tcp::Error::AlreadyInProgress | tcp::Error::NotSupported => K::Other,
+    };
+    io::Error::new(kind, e)
+}
+
+fn ip(a: std::net::Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr(a.octets())
+}
+
+impl Transport for XstackTransport {
+    type Conn = SocketId;
+    type Listener = SocketId;
+
+    fn blocking(&self) -> bool {
+        false
+    }
+
+    fn connect(&mut self, to: SocketAddrV4) -> io::Result<SocketId> {
+        let mut io = self.e.io();
+        let s = io.socket();
+        io.set_option(s, SocketOption::NoDelay(true)).map_err(io_error)?;
+        io.connect(s, ip(*to.ip()), to.port()).map_err(io_error)?;
+        Ok(s)
+    }
+
+    fn connected(&mut self, c: &mut SocketId) -> io::Result<bool> {
+        let mut io = self.e.io();
+        if let Some(err) = io.stack().socket_error(*c) {
+            return Err(io_error(err));
+        }
+        match io.state(*c) {
+            Some(State::SynSent) => Ok(false),
+            Some(_) => Ok(true),
+            None => Err(io_error(tcp::Error::BadSocket)),
+        }
+    }
+
+    fn send(&mut self, c: &mut SocketId, buf: &[u8]) -> io::Result<usize> {
+        self.e.io().write(*c, buf).map_err(io_error)
+    }
+
+    fn recv(&mut self, c: &mut SocketId, buf: &mut [u8]) -> io::Result<usize> {
+        self.e.io().read(*c, buf).map_err(io_error)
+    }
+
+    fn close(&mut self, c: SocketId) {
+        let _ = self.e.io().close(c);
+    }
+
+    fn listen(&mut self, at: SocketAddrV4, backlog: u32) -> io::Result<SocketId> {
+        let mut io = self.e.io();
+        let s = io.socket();
+        io.set_option(s, SocketOption::ReuseAddr(true)).map_err(io_error)?;
+        io.bind(s, ip(*at.ip()), at.port()).map_err(io_error)?;
+        io.listen(s, backlog).map_err(io_error)?;
+        Ok(s)
+    }
+
+    fn accept(&mut self, l: &mut SocketId) -> io::Result<SocketId> {
+        let mut io = self.e.io();
+        let c = io.accept(*l).map_err(io_error)?;
+        io.set_option(c, SocketOption::NoDelay(true)).map_err(io_error)?;
+        Ok(c)
+    }
+
+    fn poll(&mut self) -> io::Result<()> {
+        self.e.poll();
+        Ok(())
+    }
+}
