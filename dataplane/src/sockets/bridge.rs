@@ -109,13 +109,11 @@ impl Bridge {
         self.shared().has_pending()
     }
 
-    /// The thread to unpark when work is queued while it is idle.
-    pub(crate) fn set_doorbell(&self, t: std::thread::Thread) {
-        let _ = self.shared().doorbell.set(t);
-    }
-
-    pub(crate) fn set_idle(&self, idle: bool) {
-        self.shared().idle.store(idle, Ordering::SeqCst);
+    /// For a worker that sleeps when idle: lets application threads wake
+    /// it when they queue work. Cloneable, so the worker's loop can keep it
+    /// while the bridge itself runs as the worker's app.
+    pub fn sleep_hook(&self) -> SleepHook {
+        SleepHook { rt: Arc::clone(&self.rt), worker: self.id }
     }
 
     fn slot(&mut self, sid: SocketId) -> Option<&mut Entry> {
@@ -443,6 +441,55 @@ impl Bridge {
             // As a kick: clears the socket's flag, so its next kick queues.
             self.kicked(io, token_of(sid));
         }
+    }
+}
+
+/// A worker's sleep, seen by the socket runtime. The worker calls
+/// [`prepare_sleep`](SleepHook::prepare_sleep) before it sleeps (and skips
+/// the sleep when it returns false: work is queued), sleeps until its
+/// waker fires or its timeout, then calls [`woke`](SleepHook::woke).
+/// Threads that queue a command or a kick for a sleeping worker call the
+/// waker; a busy-polling worker never has it called.
+#[derive(Clone)]
+pub struct SleepHook {
+    rt: Arc<Runtime>,
+    worker: usize,
+}
+
+impl std::fmt::Debug for SleepHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SleepHook").field("worker", &self.worker).finish()
+    }
+}
+
+impl SleepHook {
+    fn shared(&self) -> &WorkerShared {
+        &self.rt.workers[self.worker]
+    }
+
+    /// What wakes the worker: e.g. a write to an eventfd its sleep polls,
+    /// or unparking its thread. Set once; `InvalidInput` after that.
+    pub fn set_waker(&self, wake: impl Fn() + Send + Sync + 'static) -> Result<(), Error> {
+        self.shared().waker.set(Box::new(wake)).map_err(|_| Error::InvalidInput)
+    }
+
+    /// Announces the sleep; false (do not sleep) if work is already queued.
+    /// The store, fence and check pair with the threads' queue, fence,
+    /// check of the flag: either they see the flag or we see their work.
+    pub fn prepare_sleep(&self) -> bool {
+        let ws = self.shared();
+        ws.idle.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if ws.has_pending() {
+            ws.idle.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Back from the sleep.
+    pub fn woke(&self) {
+        self.shared().idle.store(false, Ordering::SeqCst);
     }
 }
 

@@ -15,12 +15,12 @@
 //! (EHOSTUNREACH). When idle the driver parks until the next timer or
 //! until an application thread queues work.
 
-use super::{Bridge, Config, Handle};
+use super::{Bridge, Config, Handle, SleepHook};
 use crate::app::{self, App, Io};
 use crate::rss::{FlowSteer, DEFAULT_KEY};
 use crate::tcp::{self, Error, Stack};
 use crate::wire::Ipv4Addr;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -222,7 +222,8 @@ impl Driver {
         let me = std::thread::current();
         for (_, ws) in &mut self.hosts {
             for w in ws.iter_mut() {
-                w.bridge.set_doorbell(me.clone());
+                let t = me.clone();
+                let _ = w.bridge.sleep_hook().set_waker(move || t.unpark());
                 let _ = w.bridge.start(&mut Io::new(&mut w.stack, now()));
             }
         }
@@ -231,6 +232,8 @@ impl Driver {
         let mut spare: Vec<Vec<u8>> = Vec::new();
         let mut unreach: Vec<(usize, usize, Ipv4Addr)> = Vec::new();
         let addrs: Vec<Ipv4Addr> = self.hosts.iter().map(|(a, _)| *a).collect();
+        let hooks: Vec<SleepHook> =
+            self.hosts.iter().flat_map(|(_, ws)| ws.iter().map(|w| w.bridge.sleep_hook())).collect();
         let mut idle = 0u32;
         while !self.stop.load(Ordering::Acquire) {
             let t = now();
@@ -288,20 +291,19 @@ impl Driver {
                 std::hint::spin_loop();
                 continue;
             }
-            self.park(now());
+            self.park(now(), &hooks);
         }
     }
 
     /// Sleeps until the next timer (at most a few ms), unless a thread
-    /// queued work: the idle flag tells threads to unpark us, the fence
-    /// and re-check close the race with one that queued just before.
-    fn park(&mut self, t: tcp::Instant) {
-        let bridges = || self.hosts.iter().flat_map(|(_, ws)| ws.iter().map(|w| &w.bridge));
-        for b in bridges() {
-            b.set_idle(true);
+    /// queued work: every bridge's sleep hook is armed first, and a thread
+    /// that queues work then unparks us.
+    fn park(&mut self, t: tcp::Instant, hooks: &[SleepHook]) {
+        let mut sleep = true;
+        for h in hooks {
+            sleep &= h.prepare_sleep();
         }
-        fence(Ordering::SeqCst);
-        if !bridges().any(Bridge::has_pending) && !self.stop.load(Ordering::Acquire) {
+        if sleep && !self.stop.load(Ordering::Acquire) {
             let next = self.hosts.iter().flat_map(|(_, ws)| ws.iter().filter_map(|w| w.stack.poll_timeout())).min();
             let nap = match next {
                 Some(d) => d.saturating_duration_since(t).min(Duration::from_millis(5)),
@@ -311,8 +313,8 @@ impl Driver {
                 std::thread::park_timeout(nap);
             }
         }
-        for b in bridges() {
-            b.set_idle(false);
+        for h in hooks {
+            h.woke();
         }
     }
 }

@@ -105,7 +105,7 @@ mod shared;
 mod wait;
 
 pub use api::{Handle, ReadHalf, TcpListener, TcpSocket, TcpStream, WaitStats, WriteHalf};
-pub use bridge::Bridge;
+pub use bridge::{Bridge, SleepHook};
 pub use error::errno;
 pub use poll::{Interest, PollEvent, Poller};
 
@@ -176,6 +176,42 @@ mod tests {
     use super::*;
     use crate::wire::Ipv4Addr;
     use std::io::{Read, Write};
+
+    /// A sleeping worker is woken when a thread queues work, an awake one
+    /// never, and it does not go to sleep with work queued.
+    #[test]
+    fn sleep_hook_wakes_only_a_sleeping_worker() {
+        use crate::app;
+        use crate::tcp::{self, Stack};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let (h, mut bridges) = new(1, Config::default());
+        let hook = bridges[0].sleep_hook();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&calls);
+        hook.set_waker(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        })
+        .expect("first waker");
+        assert_eq!(hook.set_waker(|| {}), Err(crate::tcp::Error::InvalidInput));
+        let local = Ipv4Addr::new(10, 0, 0, 1);
+        let mut stack = Stack::new(tcp::Config::default(), &[local], 1, tcp::Instant::ZERO);
+        let connect = || {
+            let mut s = TcpSocket::new(&h);
+            s.set_nonblocking(true);
+            s.connect(Ipv4Addr::new(10, 0, 0, 2), 80).expect("queued")
+        };
+        let _a = connect();
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "an awake worker is not woken");
+        assert!(!hook.prepare_sleep(), "work is queued: no sleep");
+        app::dispatch(&mut bridges[0], &mut stack, tcp::Instant::from_millis(1));
+        assert!(hook.prepare_sleep(), "nothing queued: sleep");
+        let _b = connect();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the sleeper is woken");
+        hook.woke();
+        let _c = connect();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
 
     /// Connections' shared state goes back to the spares when they close
     /// and serves the next ones, on both the connect and the accept side.

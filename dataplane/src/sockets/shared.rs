@@ -12,7 +12,6 @@ use crossbeam::queue::ArrayQueue;
 use crossbeam::utils::CachePadded;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::thread::Thread;
 
 /// `StreamShared::state` bits, set by the worker only.
 pub(crate) mod st {
@@ -325,7 +324,6 @@ pub(crate) enum Command {
 }
 
 /// What the threads share with one worker.
-#[derive(Debug)]
 pub(crate) struct WorkerShared {
     pub commands: ArrayQueue<Command>,
     /// Tokens of sockets that need the worker's attention.
@@ -334,10 +332,25 @@ pub(crate) struct WorkerShared {
     pub kick_overflow: AtomicBool,
     /// False once the worker's bridge is gone.
     pub alive: AtomicBool,
-    /// The worker's thread parks when idle (the in-process loopback
-    /// driver): threads that queue work unpark it.
+    /// The worker sleeps (see [`SleepHook`](super::SleepHook)): threads
+    /// that queue work call `waker`.
     pub idle: CachePadded<AtomicBool>,
-    pub doorbell: OnceLock<Thread>,
+    pub waker: OnceLock<Waker>,
+}
+
+/// What wakes a sleeping worker (an eventfd write, a thread unpark).
+pub(crate) type Waker = Box<dyn Fn() + Send + Sync>;
+
+impl std::fmt::Debug for WorkerShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerShared")
+            .field("commands", &self.commands.len())
+            .field("kicks", &self.kicks.len())
+            .field("alive", &self.is_alive())
+            .field("idle", &self.idle.load(Ordering::Relaxed))
+            .field("waker", &self.waker.get().is_some())
+            .finish()
+    }
 }
 
 impl WorkerShared {
@@ -348,7 +361,7 @@ impl WorkerShared {
             kick_overflow: AtomicBool::new(false),
             alive: AtomicBool::new(true),
             idle: CachePadded::new(AtomicBool::new(false)),
-            doorbell: OnceLock::new(),
+            waker: OnceLock::new(),
         }
     }
 
@@ -361,8 +374,8 @@ impl WorkerShared {
     pub fn ring(&self) {
         fence(Ordering::SeqCst);
         if self.idle.load(Ordering::Relaxed) {
-            if let Some(t) = self.doorbell.get() {
-                t.unpark();
+            if let Some(wake) = self.waker.get() {
+                wake();
             }
         }
     }
