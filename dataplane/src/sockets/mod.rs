@@ -38,6 +38,10 @@
 //! socket per worker. (Backlog 0 admits two connections rather than one:
 //! one in each queue.)
 //!
+//! A worker that sleeps when idle arms its bridge's [`SleepHook`] before
+//! sleeping and gives it a waker (an eventfd write, an unpark): threads
+//! that queue work for it call the waker, and only then.
+//!
 //! Blocking calls spin [`Config::spin`] checks, then park the thread;
 //! the worker pays for an unpark only when a thread really sleeps (a
 //! per-waiter "sleeping" flag), so spinning applications cost it a few
