@@ -16,6 +16,12 @@ pub trait App: Send {
     fn start(&mut self, io: &mut Io<'_>) -> Result<(), Error>;
     /// Called for each event of the worker's stack.
     fn on_event(&mut self, io: &mut Io<'_>, event: Event);
+    /// Called once per loop iteration, before the events: for work that
+    /// does not come from the stack (queues fed by other threads). Most
+    /// apps have none.
+    fn poll(&mut self, io: &mut Io<'_>) {
+        let _ = io;
+    }
 }
 
 /// Socket operations on the worker's stack, at the worker's current time.
@@ -76,6 +82,7 @@ impl<'a> Io<'a> {
 
 /// Runs `app` against the stack's pending events.
 pub fn dispatch(app: &mut dyn App, stack: &mut Stack, now: Instant) {
+    app.poll(&mut Io::new(stack, now));
     // Bounded per iteration: events caused by the app's own calls wait for
     // the next round instead of starving RX.
     for _ in 0..256 {

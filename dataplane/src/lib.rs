@@ -11,6 +11,8 @@
 //! - [`tcp`]: the sans-IO TCP engine.
 //! - [`rss`], [`handoff`]: which worker owns a flow, and how segments that
 //!   arrive on another worker's queue reach it.
+//! - [`app`]: the run-to-completion application interface on the workers.
+//! - [`sockets`]: sockets for ordinary threads, served by the workers.
 #![deny(unsafe_code)]
 
 pub mod afxdp;
@@ -22,6 +24,7 @@ pub mod iface;
 pub mod ingress;
 pub mod neigh;
 pub mod rss;
+pub mod sockets;
 pub mod stats;
 pub mod tcp;
 pub mod wire;

@@ -1466,8 +1466,7 @@ impl Connection {
         // goes out at once behind full-size segments. Not with
         // TCP_NODELAY, nor for a segment carrying the FIN.
         let small_in_flight = self.snd_sml > self.snd_una && self.snd_sml <= self.snd_nxt;
-        if len > 0 && len < mss && !with_fin && in_flight && small_in_flight && !self.opts.no_delay && !retransmission
-        {
+        if len > 0 && len < mss && !with_fin && in_flight && small_in_flight && !self.opts.no_delay && !retransmission {
             return None;
         }
         let mut flags = Flags::ACK;
