@@ -23,6 +23,7 @@ use xstack_dataplane::channel::{ToControl, ToWorker, WorkerLink};
 use xstack_dataplane::handoff::Mesh;
 use xstack_dataplane::iface::Iface;
 use xstack_dataplane::rss::{self, FlowSteer};
+use xstack_dataplane::sockets::Bridge;
 use xstack_dataplane::stats::WorkerStats;
 use xstack_dataplane::worker::{Sharding, Worker, WorkerConfig, WorkerReport};
 
@@ -121,6 +122,17 @@ pub(crate) fn random_seed() -> Result<u64> {
 
 /// Runs the stack until `stop` is set (by SIGINT/SIGTERM).
 pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
+    run_with_sockets(cfg, stop, Vec::new())
+}
+
+/// As [`run`], with the socket API for application threads: `bridges`
+/// (from [`xstack_dataplane::sockets::new`], one per queue) run on the
+/// workers beside the configured services, and the threads holding the
+/// matching `Handle` open, accept and use connections on the stack.
+pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge>) -> Result<Summary> {
+    if !bridges.is_empty() && bridges.len() != cfg.queues as usize {
+        anyhow::bail!("{} socket bridges for {} queues", bridges.len(), cfg.queues);
+    }
     let ifname = &cfg.interface;
     let mac = match cfg.mac {
         Some(m) => m,
@@ -146,7 +158,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     let worker_stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     let (client_tx, client_rx) = std::sync::mpsc::channel();
-    let started = start_workers(cfg, &iface, &steering, &worker_stop, &mut workers, client_tx);
+    let started = start_workers(cfg, &iface, &steering, &worker_stop, &mut workers, client_tx, bridges);
     if let Err(e) = started {
         worker_stop.store(true, Ordering::Relaxed);
         for w in &mut workers {
@@ -231,7 +243,9 @@ fn start_workers(
     stop: &Arc<AtomicBool>,
     out: &mut Vec<WorkerHandle>,
     client_tx: std::sync::mpsc::Sender<ClientReport>,
+    bridges: Vec<Bridge>,
 ) -> Result<()> {
+    let mut bridges = bridges.into_iter();
     let mut sharding = sharding(cfg, iface)?;
     for q in 0..cfg.queues {
         let port = Port::open(&PortConfig {
@@ -260,12 +274,29 @@ fn start_workers(
             None if cfg.services.is_empty() => None,
             None => Some(Box::new(Server::new(cfg.services.clone()))),
         };
+        // The socket API's bridge, with the services beside it.
+        let (app, hook): (Option<Box<dyn App>>, _) = match bridges.next() {
+            Some(b) => {
+                let hook = b.sleep_hook();
+                let b = match app {
+                    Some(a) => b.with_app(a),
+                    None => b,
+                };
+                (Some(Box::new(b)), Some(hook))
+            }
+            None => (app, None),
+        };
         let shard = sharding
             .as_mut()
             .map(|(steer, mesh)| Sharding { steer: steer.clone(), handoff: mesh.endpoint(q as usize) });
         let mut worker = Worker::new(wcfg, port, iface.clone(), link.clone(), stats.clone(), stop.clone(), app);
         if let Some(shard) = shard {
             worker = worker.with_sharding(shard);
+        }
+        if let Some(hook) = hook {
+            // Application threads' commands end the worker's adaptive sleep.
+            let wake = worker.set_sleep_gate(Box::new(hook.clone()));
+            hook.set_waker(wake).map_err(|e| anyhow::anyhow!("socket bridge of worker {q}: {e}"))?;
         }
         worker.start().map_err(|e| anyhow::anyhow!("starting the services on worker {q}: {e}"))?;
         let core = cfg.cores.get(q as usize).copied();

@@ -7,7 +7,10 @@
 //! with one wakeup, reap completions and refill the fill ring. No locks and
 //! no allocation on this path.
 
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,6 +101,26 @@ struct Deferred {
     end: usize,
 }
 
+/// Something besides packets that may wake a sleeping worker (adaptive
+/// polling): for example the socket API's commands from application
+/// threads.
+pub trait SleepGate: Send {
+    /// Before sleeping; false means work is queued and the worker must not
+    /// sleep.
+    fn prepare_sleep(&self) -> bool;
+    /// After the sleep.
+    fn woke(&self);
+}
+
+impl SleepGate for crate::sockets::SleepHook {
+    fn prepare_sleep(&self) -> bool {
+        crate::sockets::SleepHook::prepare_sleep(self)
+    }
+    fn woke(&self) {
+        crate::sockets::SleepHook::woke(self)
+    }
+}
+
 /// How this worker shares flows with the others.
 #[derive(Debug)]
 pub struct Sharding {
@@ -119,6 +142,9 @@ pub struct Worker {
     app: Option<Box<dyn App>>,
     epoch: Instant,
     sharding: Option<Sharding>,
+    gate: Option<Box<dyn SleepGate>>,
+    /// Written by whoever wants to end this worker's sleep early.
+    wake: Arc<EventFd>,
     iter: u32,
     deferred: Vec<Deferred>,
     deferred_spare: Vec<Deferred>,
@@ -147,8 +173,17 @@ impl Worker {
         let neigh = NeighTable::with_capacity(256, cfg.seed);
         let deferred = Vec::with_capacity(cfg.handoff_backlog);
         let deferred_spare = Vec::with_capacity(cfg.handoff_backlog);
+        // Creating an eventfd fails only when the process is out of file
+        // descriptors; a worker without one simply cannot be woken early.
+        let wake = Arc::new(
+            EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+                .or_else(|_| EventFd::from_flags(EfdFlags::EFD_NONBLOCK))
+                .expect("an eventfd for the worker (out of file descriptors?)"),
+        );
         Worker {
             sharding: None,
+            gate: None,
+            wake,
             iter: 0,
             deferred,
             deferred_spare,
@@ -299,19 +334,44 @@ impl Worker {
     /// Sleeps until a frame arrives, a peer hands over a segment, or
     /// `timeout_ms` passes.
     fn sleep(&mut self, timeout_ms: i32) {
-        let Some(s) = self.sharding.as_ref() else {
-            let _ = self.port.wait_rx(timeout_ms);
-            return;
-        };
-        if !s.handoff.prepare_sleep() {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        if self.gate.as_ref().is_some_and(|g| !g.prepare_sleep()) {
             return;
         }
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        if self.sharding.as_ref().is_some_and(|s| !s.handoff.prepare_sleep()) {
+            if let Some(g) = &self.gate {
+                g.woke();
+            }
+            return;
+        }
         let timeout = PollTimeout::try_from(timeout_ms.max(0)).unwrap_or(PollTimeout::ZERO);
-        let mut fds =
-            [PollFd::new(self.port.fd(), PollFlags::POLLIN), PollFd::new(s.handoff.wake_fd(), PollFlags::POLLIN)];
-        let _ = poll(&mut fds, timeout);
-        s.handoff.woke();
+        let xsk = PollFd::new(self.port.fd(), PollFlags::POLLIN);
+        let own = PollFd::new(self.wake.as_fd(), PollFlags::POLLIN);
+        match self.sharding.as_ref() {
+            Some(s) => {
+                let _ = poll(&mut [xsk, own, PollFd::new(s.handoff.wake_fd(), PollFlags::POLLIN)], timeout);
+                s.handoff.woke();
+            }
+            None => {
+                let _ = poll(&mut [xsk, own], timeout);
+            }
+        }
+        if let Some(g) = &self.gate {
+            g.woke();
+        }
+        let _ = self.wake.read();
+    }
+
+    /// Lets something other than packets end this worker's adaptive
+    /// sleep: `gate` is asked before each sleep (false: work is queued,
+    /// do not sleep) and told after it; the returned function wakes the
+    /// worker (an eventfd write), for the gate's owner to call.
+    pub fn set_sleep_gate(&mut self, gate: Box<dyn SleepGate>) -> impl Fn() + Send + Sync + 'static {
+        self.gate = Some(gate);
+        let wake = self.wake.clone();
+        move || {
+            let _ = wake.write(1);
+        }
     }
 
     /// The worker that owns the flow of a TCP segment, if not this one.
