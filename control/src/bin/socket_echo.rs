@@ -12,7 +12,7 @@
 //! `xstack-socket-echo listening on PORT` once it accepts, and stops on
 //! SIGINT/SIGTERM (blocked calls then fail with ECONNABORTED).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
