@@ -397,6 +397,19 @@ impl Config {
     }
 
     /// The interface as the workers see it, with the MAC resolved.
+    /// The AF_XDP port settings for `queue` of the interface.
+    pub fn port_config(&self, queue: u32) -> xstack_dataplane::afxdp::PortConfig {
+        xstack_dataplane::afxdp::PortConfig {
+            ifname: self.interface.clone(),
+            queue,
+            frame_count: self.frame_count,
+            frame_size: self.frame_size,
+            ring_size: self.ring_size,
+            zero_copy: self.zero_copy,
+            ..xstack_dataplane::afxdp::PortConfig::default()
+        }
+    }
+
     pub fn iface(&self, mac: EthernetAddress, mtu: u16) -> Iface {
         Iface { mac, addrs: self.addresses.clone(), gateway: self.gateway, mtu }
     }

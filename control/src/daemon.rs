@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use xstack_bpf::{Counters, L4Proto, Steering};
-use xstack_dataplane::afxdp::{Port, PortConfig};
+use xstack_dataplane::afxdp::Port;
 use xstack_dataplane::app::App;
 use xstack_dataplane::apps::client::{errno_name, Client, ClientReport};
 use xstack_dataplane::apps::server::Server;
@@ -248,15 +248,7 @@ fn start_workers(
     let mut bridges = bridges.into_iter();
     let mut sharding = sharding(cfg, iface)?;
     for q in 0..cfg.queues {
-        let port = Port::open(&PortConfig {
-            ifname: cfg.interface.clone(),
-            queue: q,
-            frame_count: cfg.frame_count,
-            frame_size: cfg.frame_size,
-            ring_size: cfg.ring_size,
-            zero_copy: cfg.zero_copy,
-            ..PortConfig::default()
-        })?;
+        let port = Port::open(&cfg.port_config(q))?;
         steering.register_socket(q, port.fd())?;
         let link = WorkerLink::new(1024);
         let stats = Arc::new(WorkerStats::default());

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use xstack_bpf::Steering;
-use xstack_dataplane::afxdp::{Port, PortConfig};
+use xstack_dataplane::afxdp::Port;
 use xstack_dataplane::app::Io;
 use xstack_dataplane::channel::{ToControl, ToWorker, WorkerLink};
 use xstack_dataplane::stats::WorkerStats;
@@ -53,15 +53,7 @@ impl Embedded {
         // No pinning: the maps live as long as this process holds them.
         let steering = Steering::load(ifname, cfg.xdp_mode, cfg.replace, None)
             .with_context(|| format!("setting up XDP on {ifname}"))?;
-        let port = Port::open(&PortConfig {
-            ifname: ifname.clone(),
-            queue: 0,
-            frame_count: cfg.frame_count,
-            frame_size: cfg.frame_size,
-            ring_size: cfg.ring_size,
-            zero_copy: cfg.zero_copy,
-            ..PortConfig::default()
-        })?;
+        let port = Port::open(&cfg.port_config(0))?;
         steering.register_socket(0, port.fd())?;
         let link = WorkerLink::new(1024);
         let stats = Arc::new(WorkerStats::default());

@@ -90,25 +90,10 @@ pub struct XstackTransport {
     e: Embedded,
 }
 
-/// The errno-style error as the std error a socket would return.
+/// The stack's error as the `io::Error` a kernel socket would return (the
+/// same errno).
 pub fn io_error(e: tcp::Error) -> io::Error {
-    use io::ErrorKind as K;
-    let kind = match e {
-        tcp::Error::ConnectionRefused => K::ConnectionRefused,
-        tcp::Error::ConnectionReset => K::ConnectionReset,
-        tcp::Error::TimedOut => K::TimedOut,
-        tcp::Error::HostUnreachable => K::HostUnreachable,
-        tcp::Error::NetworkUnreachable => K::NetworkUnreachable,
-        tcp::Error::AddrInUse => K::AddrInUse,
-        tcp::Error::AddrNotAvailable => K::AddrNotAvailable,
-        tcp::Error::WouldBlock => K::WouldBlock,
-        tcp::Error::NotConnected => K::NotConnected,
-        tcp::Error::BrokenPipe => K::BrokenPipe,
-        tcp::Error::ConnectionAborted => K::ConnectionAborted,
-        tcp::Error::InvalidInput | tcp::Error::BadSocket => K::InvalidInput,
-        tcp::Error::IsConnected | tcp::Error::AlreadyInProgress | tcp::Error::NotSupported => K::Other,
-    };
-    io::Error::new(kind, e)
+    io::Error::from(e)
 }
 
 fn ip(a: std::net::Ipv4Addr) -> Ipv4Addr {
