@@ -281,7 +281,8 @@ fn start_workers(
         let shard = sharding
             .as_mut()
             .map(|(steer, mesh)| Sharding { steer: steer.clone(), handoff: mesh.endpoint(q as usize) });
-        let mut worker = Worker::new(wcfg, port, iface.clone(), link.clone(), stats.clone(), stop.clone(), app);
+        let mut worker = Worker::new(wcfg, port, iface.clone(), link.clone(), stats.clone(), stop.clone(), app)
+            .context("creating the worker's wake-up eventfd")?;
         if let Some(shard) = shard {
             worker = worker.with_sharding(shard);
         }

@@ -65,7 +65,8 @@ impl Embedded {
             ..WorkerConfig::default()
         };
         let never = Arc::new(AtomicBool::new(false));
-        let worker = Worker::new(wcfg, port, iface.clone(), link.clone(), stats.clone(), never, None);
+        let worker = Worker::new(wcfg, port, iface.clone(), link.clone(), stats.clone(), never, None)
+            .context("creating the worker's wake-up eventfd")?;
         for a in &cfg.addresses {
             steering.add_address(a.addr.into(), cfg.shared())?;
         }

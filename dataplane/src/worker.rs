@@ -165,7 +165,7 @@ impl Worker {
         stats: Arc<WorkerStats>,
         stop: Arc<AtomicBool>,
         app: Option<Box<dyn App>>,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let pending = Vec::with_capacity(cfg.pending_limit);
         let addrs: Vec<Ipv4Addr> = iface.addrs.iter().map(|a| a.addr).collect();
         let epoch = Instant::now();
@@ -173,14 +173,8 @@ impl Worker {
         let neigh = NeighTable::with_capacity(256, cfg.seed);
         let deferred = Vec::with_capacity(cfg.handoff_backlog);
         let deferred_spare = Vec::with_capacity(cfg.handoff_backlog);
-        // Creating an eventfd fails only when the process is out of file
-        // descriptors; a worker without one simply cannot be woken early.
-        let wake = Arc::new(
-            EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
-                .or_else(|_| EventFd::from_flags(EfdFlags::EFD_NONBLOCK))
-                .expect("an eventfd for the worker (out of file descriptors?)"),
-        );
-        Worker {
+        let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?);
+        Ok(Worker {
             sharding: None,
             gate: None,
             wake,
@@ -199,7 +193,7 @@ impl Worker {
             stop,
             pending,
             ingress: IngressState::default(),
-        }
+        })
     }
 
     /// Makes this one of several workers sharing flows: segments of flows

@@ -272,12 +272,6 @@ impl Port {
         Some(Frame { desc, port: self.id })
     }
 
-    /// Waits up to `timeout_ms` for the RX ring to become readable (the
-    /// adaptive polling mode's sleep). Returns true if frames arrived.
-    pub fn wait_rx(&mut self, timeout_ms: i32) -> io::Result<bool> {
-        self.rx.poll(timeout_ms)
-    }
-
     /// A free frame for a new outgoing packet, with length 0.
     pub fn alloc(&mut self) -> Option<Frame> {
         match self.pool.alloc() {
