@@ -98,7 +98,8 @@ ksp_pid=$!
 sleep 0.5
 sockperf_summary() {
     ip netns exec "$NS_A" timeout 30 sockperf ping-pong --tcp -i "$1" -p 11111 -t 5 -m 64 2>&1 \
-        | grep -E 'Summary: Latency|percentile (50|99|99.9)0* =|observations' | sed 's/^sockperf: //'
+        | sed 's/\x1b\[[0-9;]*m//g' | grep -E 'Summary: Latency|percentile (50|99|99\.9)[0.]* =|observations' \
+        | sed 's/^sockperf: //'
 }
 echo "  stack  $IP_STACK:";  sockperf_summary "$IP_STACK" | sed 's/^/    /'
 echo "  kernel $IP_B_KERNEL:"; sockperf_summary "$IP_B_KERNEL" | sed 's/^/    /'

@@ -465,6 +465,15 @@ fn run_args(p: &Params, stack: StackKind, out: &Path, hlog: &Path) -> Vec<String
     a
 }
 
+/// The XDP topology's addresses for user-space ends: the server's is the
+/// stack address; the client steers an unused address of the subnet to
+/// itself (`.4`).
+fn stack_addrs(topo: &Topology) -> Result<(Ipv4Addr, Ipv4Addr)> {
+    let server: Ipv4Addr = topo.get("IP_STACK")?.parse()?;
+    let o = server.octets();
+    Ok((server, Ipv4Addr::new(o[0], o[1], o[2], 4)))
+}
+
 /// How one stack's server and clients are started on a topology.
 struct Sides {
     ns_server: String,
@@ -492,9 +501,7 @@ impl Sides {
     /// unused address of the subnet (as the floor client). Neighbours are
     /// static, from the topology's facts.
     fn xstack(topo: &Topology) -> Result<Sides> {
-        let server_ip: Ipv4Addr = topo.get("IP_STACK")?.parse()?;
-        let o = server_ip.octets();
-        let client_ip = Ipv4Addr::new(o[0], o[1], o[2], 4);
+        let (server_ip, client_ip) = stack_addrs(topo)?;
         let prefix = topo.get("PREFIX")?;
         let side = |ifname: &str, ip: Ipv4Addr, peer: Ipv4Addr, peer_mac: &str| -> Vec<String> {
             vec![
@@ -579,10 +586,7 @@ fn run_stack(ctx: &mut Ctx<'_>, sides: &Sides, stack: StackKind, jobs: &[Params]
 
 fn run_floor(ctx: &mut Ctx<'_>, topo: &Topology, label: &str, outstanding: usize) -> Result<()> {
     let cfg = ctx.cfg;
-    let stack_ip: Ipv4Addr = topo.get("IP_STACK")?.parse()?;
-    let o = stack_ip.octets();
-    // The floor client steers an unused address of the subnet to itself.
-    let client_ip = Ipv4Addr::new(o[0], o[1], o[2], 4);
+    let (stack_ip, client_ip) = stack_addrs(topo)?;
     let rlog = ctx.logs.join("floor.reflect.stderr");
     let common =
         |role: &str, ifname: &str, smac: &str, dmac: &str, sip: Ipv4Addr, dip: Ipv4Addr, cpu: Option<&usize>| {

@@ -328,7 +328,7 @@ pub(crate) mod tests {
             kernel: "6.18".into(),
             cpus: 2,
             config: serde_json::json!({"duration": 2}),
-            notes: vec!["xstack: not available yet".into()],
+            notes: vec!["environment: a test fixture".into()],
             stacks: vec!["kernel-default".into(), "kernel-spin".into(), "floor".into()],
             results: vec![
                 result("kernel-default", "rr size=64", 54, 36_000),
@@ -343,7 +343,7 @@ pub(crate) mod tests {
     #[test]
     fn table_shows_stacks_side_by_side_with_ratios() {
         let t = report().table();
-        assert!(t.contains("note: xstack: not available yet"));
+        assert!(t.contains("note: environment: a test fixture"));
         assert!(t.contains("== rr size=64"));
         assert!(t.contains("== crr size=64"));
         let rr: Vec<&str> = t.split("== ").nth(1).unwrap().lines().collect();

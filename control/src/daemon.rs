@@ -336,10 +336,12 @@ fn sharding(cfg: &Config, iface: &Iface) -> Result<Option<(Arc<FlowSteer>, Mesh)
             FlowSteer::new(&rss::DEFAULT_KEY, &[], workers)
         }
     };
-    // A parcel holds one TCP segment of an MTU-sized packet; a pair's
-    // ring can take a whole RX ring's worth, so a burst of misplaced
-    // segments is absorbed while the owner is busy.
-    let slots = (cfg.ring_size as usize).max(HANDOFF_SLOTS);
+    // A parcel holds one TCP segment of an MTU-sized packet. Together an
+    // owner's peers can hold a whole RX ring's worth for it, so a burst of
+    // misplaced segments is absorbed while it is busy; memory grows with
+    // the number of workers, not with its square.
+    let peers = cfg.queues as usize - 1;
+    let slots = (cfg.ring_size as usize / peers).max(HANDOFF_SLOTS);
     let mesh = Mesh::new(cfg.queues as usize, slots, usize::from(iface.mtu))
         .context("creating the hand-off rings' eventfds")?;
     Ok(Some((Arc::new(steer), mesh)))

@@ -50,7 +50,7 @@ fn iperf_into_discard_for_ten_seconds_without_a_stall() {
 
 /// Counts packets seen by tcpdump on the client side.
 struct Capture {
-    child: Child,
+    child: Option<Child>,
 }
 
 impl Capture {
@@ -63,13 +63,24 @@ impl Capture {
             .unwrap();
         // tcpdump needs a moment before it captures.
         std::thread::sleep(Duration::from_millis(700));
-        Capture { child }
+        Capture { child: Some(child) }
     }
 
     fn stop(mut self) -> String {
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
-        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap()).wait_with_output().unwrap();
+        let child = self.child.take().expect("stopped once");
+        let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+        let out = child.wait_with_output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Capture {
+    /// A failed test must not leave tcpdump running.
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

@@ -90,12 +90,6 @@ pub struct XstackTransport {
     e: Embedded,
 }
 
-/// The stack's error as the `io::Error` a kernel socket would return (the
-/// same errno).
-pub fn io_error(e: tcp::Error) -> io::Error {
-    io::Error::from(e)
-}
-
 fn ip(a: std::net::Ipv4Addr) -> Ipv4Addr {
     Ipv4Addr(a.octets())
 }
@@ -111,29 +105,29 @@ impl Transport for XstackTransport {
     fn connect(&mut self, to: SocketAddrV4) -> io::Result<SocketId> {
         let mut io = self.e.io();
         let s = io.socket();
-        io.set_option(s, SocketOption::NoDelay(true)).map_err(io_error)?;
-        io.connect(s, ip(*to.ip()), to.port()).map_err(io_error)?;
+        io.set_option(s, SocketOption::NoDelay(true)).map_err(io::Error::from)?;
+        io.connect(s, ip(*to.ip()), to.port()).map_err(io::Error::from)?;
         Ok(s)
     }
 
     fn connected(&mut self, c: &mut SocketId) -> io::Result<bool> {
         let mut io = self.e.io();
         if let Some(err) = io.stack().socket_error(*c) {
-            return Err(io_error(err));
+            return Err(err.into());
         }
         match io.state(*c) {
             Some(State::SynSent) => Ok(false),
             Some(_) => Ok(true),
-            None => Err(io_error(tcp::Error::BadSocket)),
+            None => Err(tcp::Error::BadSocket.into()),
         }
     }
 
     fn send(&mut self, c: &mut SocketId, buf: &[u8]) -> io::Result<usize> {
-        self.e.io().write(*c, buf).map_err(io_error)
+        self.e.io().write(*c, buf).map_err(io::Error::from)
     }
 
     fn recv(&mut self, c: &mut SocketId, buf: &mut [u8]) -> io::Result<usize> {
-        self.e.io().read(*c, buf).map_err(io_error)
+        self.e.io().read(*c, buf).map_err(io::Error::from)
     }
 
     fn close(&mut self, c: SocketId) {
@@ -143,16 +137,16 @@ impl Transport for XstackTransport {
     fn listen(&mut self, at: SocketAddrV4, backlog: u32) -> io::Result<SocketId> {
         let mut io = self.e.io();
         let s = io.socket();
-        io.set_option(s, SocketOption::ReuseAddr(true)).map_err(io_error)?;
-        io.bind(s, ip(*at.ip()), at.port()).map_err(io_error)?;
-        io.listen(s, backlog).map_err(io_error)?;
+        io.set_option(s, SocketOption::ReuseAddr(true)).map_err(io::Error::from)?;
+        io.bind(s, ip(*at.ip()), at.port()).map_err(io::Error::from)?;
+        io.listen(s, backlog).map_err(io::Error::from)?;
         Ok(s)
     }
 
     fn accept(&mut self, l: &mut SocketId) -> io::Result<SocketId> {
         let mut io = self.e.io();
-        let c = io.accept(*l).map_err(io_error)?;
-        io.set_option(c, SocketOption::NoDelay(true)).map_err(io_error)?;
+        let c = io.accept(*l).map_err(io::Error::from)?;
+        io.set_option(c, SocketOption::NoDelay(true)).map_err(io::Error::from)?;
         Ok(c)
     }
 
