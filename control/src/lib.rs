@@ -6,4 +6,5 @@ pub mod arp;
 pub mod config;
 pub mod daemon;
 pub mod embed;
+pub mod pcap;
 pub mod sysfs;

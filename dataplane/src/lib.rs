@@ -18,6 +18,7 @@
 pub mod afxdp;
 pub mod app;
 pub mod apps;
+pub mod capture;
 pub mod channel;
 pub mod handoff;
 pub mod iface;
