@@ -37,6 +37,7 @@ REQUIRED_PKGS=(
     libbpf-dev bpftool
     iproute2 ethtool iputils-ping iputils-arping tcpdump netcat-openbsd curl wrk apache2-utils iperf
     sockperf python3 procps psmisc util-linux
+    tshark python3-prometheus-client
 )
 # Installed when the release has them (checked with apt-cache), skipped with a
 # warning otherwise. Bookworm has both in main: iperf3 3.12 (the throughput
@@ -171,6 +172,9 @@ ensure_packages() {
         warn_item "optional packages not in this release's apt sources, skipped: ${unavailable[*]}"
     fi
     if ((${#install[@]} > 0)); then
+        # tshark's package asks whether non-root users may capture; the
+        # tests read pcap files only, so the answer is no, asked of nobody.
+        echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
         xs_log "apt-get install ${install[*]}"
         if ! run_apt install --no-install-recommends "${install[@]}"; then
             fail_item "apt-get install ${install[*]} failed (see above)"

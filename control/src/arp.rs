@@ -78,6 +78,8 @@ pub struct NeighEntry {
     pub mac: Option<EthernetAddress>,
     /// Time since the entry was last confirmed (or since resolution began).
     pub age: Duration,
+    /// Configured by the operator; never expires.
+    pub permanent: bool,
 }
 
 #[derive(Debug)]
@@ -111,6 +113,7 @@ impl Resolver {
                     EntryState::Reachable { confirmed, .. } => *confirmed,
                     EntryState::Incomplete { .. } | EntryState::Permanent { .. } => *since,
                 }),
+                permanent: matches!(st, EntryState::Permanent { .. }),
             })
             .collect();
         v.sort_by_key(|e| e.ip);

@@ -63,6 +63,13 @@ pub struct FileConfig {
     /// Permanent neighbour entries: "IP" = "MAC".
     pub static_neighbours: Option<std::collections::BTreeMap<String, String>>,
     pub tcp: Option<TcpFile>,
+    /// The control socket's path (default /run/xstack/<instance>.sock).
+    pub control_socket: Option<PathBuf>,
+    /// A group (name or gid) whose members may use the control socket
+    /// besides root.
+    pub control_group: Option<String>,
+    /// Serve Prometheus metrics on this address, e.g. "127.0.0.1:9464".
+    pub metrics: Option<String>,
 }
 
 /// TCP knobs, named after the Linux sysctls; unset ones keep Linux's default.
@@ -203,6 +210,19 @@ pub struct Cli {
     /// Print the configuration in force and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Control socket path (default /run/xstack/<instance>.sock).
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// Group (name or gid) whose members may use the control socket besides root.
+    #[arg(long, value_name = "GROUP")]
+    pub control_group: Option<String>,
+    /// Serve Prometheus metrics over HTTP on ADDR:PORT (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
+    /// Accept `xstackctl fault` (make a worker panic): for testing the
+    /// supervision only.
+    #[arg(long)]
+    pub fault_injection: bool,
 }
 
 /// The configuration in force, validated.
@@ -232,6 +252,11 @@ pub struct Config {
     /// Client mode target and payload.
     pub connect: Option<(Ipv4Addr, u16)>,
     pub payload: Vec<u8>,
+    pub control_socket: Option<PathBuf>,
+    /// The gid allowed to use the control socket besides root.
+    pub control_group: Option<u32>,
+    pub metrics: Option<std::net::SocketAddr>,
+    pub fault_injection: bool,
 }
 
 fn tcp_config(cli: &Cli, f: Option<TcpFile>) -> Result<xstack_dataplane::tcp::Config> {
@@ -392,6 +417,11 @@ impl Config {
         !self.tcp_ports.is_empty() || !self.udp_ports.is_empty()
     }
 
+    /// Where the control socket is.
+    pub fn control_socket(&self) -> PathBuf {
+        self.control_socket.clone().unwrap_or_else(|| default_control_socket(&self.instance))
+    }
+
     pub fn pin_dir(&self) -> PathBuf {
         self.bpffs.join("xstack").join(&self.instance)
     }
@@ -496,7 +526,20 @@ impl Config {
         if instance.is_empty() || !instance.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             bail!("instance name {instance:?} may only hold letters, digits, '-' and '_'");
         }
+        let control_group = cli.control_group.clone().or(f.control_group).map(|g| group_id(&g)).transpose()?;
+        let metrics = cli
+            .metrics
+            .clone()
+            .or(f.metrics)
+            .map(|m| {
+                m.parse::<std::net::SocketAddr>().with_context(|| format!("metrics address {m:?}: expected ADDR:PORT"))
+            })
+            .transpose()?;
         let cfg = Config {
+            control_socket: cli.control_socket.clone().or(f.control_socket),
+            control_group,
+            metrics,
+            fault_injection: cli.fault_injection,
             interface,
             addresses,
             gateway,
@@ -522,6 +565,23 @@ impl Config {
             payload: cli.payload.clone().into_bytes(),
         };
         Ok(cfg)
+    }
+}
+
+/// The control socket of an instance when none is configured.
+pub fn default_control_socket(instance: &str) -> PathBuf {
+    PathBuf::from(format!("/run/xstack/{instance}.sock"))
+}
+
+/// A group given by name or number.
+fn group_id(g: &str) -> Result<u32> {
+    if let Ok(n) = g.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::Group::from_name(g) {
+        Ok(Some(gr)) => Ok(gr.gid.as_raw()),
+        Ok(None) => bail!("control group {g:?}: no such group"),
+        Err(e) => bail!("control group {g:?}: {e}"),
     }
 }
 

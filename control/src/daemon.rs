@@ -19,9 +19,11 @@ use xstack_dataplane::afxdp::Port;
 use xstack_dataplane::app::App;
 use xstack_dataplane::apps::client::{errno_name, Client, ClientReport};
 use xstack_dataplane::apps::server::Server;
+use xstack_dataplane::capture::Tap;
 use xstack_dataplane::channel::{ToControl, ToWorker, WorkerLink};
 use xstack_dataplane::handoff::Mesh;
 use xstack_dataplane::iface::Iface;
+use xstack_dataplane::introspect::Snapshot;
 use xstack_dataplane::rss::{self, FlowSteer};
 use xstack_dataplane::sockets::Bridge;
 use xstack_dataplane::stats::WorkerStats;
@@ -29,15 +31,21 @@ use xstack_dataplane::worker::{Sharding, Worker, WorkerConfig, WorkerReport};
 
 use crate::arp::{Action, ArpStats, Resolver};
 use crate::config::Config;
+use crate::ctlsock::{self, Job};
+use crate::ops::{self, Ops};
 use crate::sysfs;
 
-struct WorkerHandle {
-    queue: u32,
-    link: WorkerLink,
-    stats: Arc<WorkerStats>,
+pub(crate) struct WorkerHandle {
+    pub queue: u32,
+    pub link: WorkerLink,
+    pub stats: Arc<WorkerStats>,
+    /// Ends the worker's adaptive sleep (after a command is queued).
+    pub wake: Box<dyn Fn() + Send + Sync>,
+    /// The worker's last answer to a status request (kept after it dies).
+    pub last: Option<Box<Snapshot>>,
     thread: Option<JoinHandle<std::thread::Result<WorkerReport>>>,
     report: Option<WorkerReport>,
-    died: Option<String>,
+    pub died: Option<String>,
 }
 
 /// What the daemon reports when it stops.
@@ -158,7 +166,8 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
     let worker_stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     let (client_tx, client_rx) = std::sync::mpsc::channel();
-    let started = start_workers(cfg, &iface, &steering, &worker_stop, &mut workers, client_tx, bridges);
+    let taps: Vec<Arc<Tap>> = (0..cfg.queues).map(|_| Arc::new(Tap::new(crate::capture::BUFFERS))).collect();
+    let started = start_workers(cfg, &iface, &steering, &worker_stop, &mut workers, client_tx, bridges, &taps);
     if let Err(e) = started {
         worker_stop.store(true, Ordering::Relaxed);
         for w in &mut workers {
@@ -209,7 +218,31 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
     }
     apply(&mut actions, &steering, &workers, 0);
     let mut client = cfg.connect.map(|_| ClientWatch { rx: client_rx, outcome: None });
-    control_loop(&stop, &steering, &mut resolver, &mut workers, client.as_mut());
+
+    // The operator's windows into the stack: the control socket and the
+    // Prometheus endpoint, both served through the control loop.
+    let (jobs_tx, jobs) = std::sync::mpsc::channel::<Job>();
+    let access = ctlsock::Access { group: cfg.control_group };
+    let control_socket = ctlsock::Server::start(&cfg.control_socket(), access, jobs_tx.clone())?;
+    tracing::info!("control socket {}", control_socket.path().display());
+    let metrics = match cfg.metrics {
+        Some(addr) => {
+            let m = crate::metrics::Server::start(addr, jobs_tx.clone())?;
+            tracing::info!("Prometheus metrics on http://{}/metrics", m.addr());
+            Some(m)
+        }
+        None => None,
+    };
+    drop(jobs_tx);
+    let mut ops = Ops::new(cfg, settings(cfg, &steering));
+    let mut ctl =
+        Control { steering: &steering, resolver: &mut resolver, workers: &mut workers, taps: &taps, jobs: &jobs };
+    control_loop(&stop, &mut ctl, &mut ops, client.as_mut());
+    drop(metrics);
+    drop(control_socket);
+    for t in &taps {
+        t.stop();
+    }
 
     tracing::info!("stopping: {} worker(s)", workers.len());
     worker_stop.store(true, Ordering::Relaxed);
@@ -236,6 +269,36 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
     })
 }
 
+/// What `config` shows besides the knobs.
+fn settings(cfg: &Config, steering: &Steering) -> Vec<(String, String)> {
+    let addrs: Vec<String> = cfg.addresses.iter().map(|a| format!("{}/{}", a.addr, a.prefix_len)).collect();
+    let services: Vec<String> =
+        cfg.services.iter().map(|s| format!("{}:{} backlog {}", s.service.name(), s.port, s.backlog)).collect();
+    [
+        ("interface", cfg.interface.clone()),
+        ("addresses", addrs.join(",")),
+        ("gateway", cfg.gateway.map(|g| g.to_string()).unwrap_or_else(|| "-".into())),
+        ("address_mode", if cfg.shared() { "shared with the kernel (ports steered)" } else { "dedicated" }.into()),
+        ("queues", cfg.queues.to_string()),
+        ("cores", format!("{:?}", cfg.cores)),
+        ("poll", format!("{:?}", cfg.poll)),
+        ("xdp_mode", steering.mode().to_string()),
+        ("zero_copy", cfg.zero_copy.to_string()),
+        ("umem", format!("{} frames of {} bytes, rings of {}", cfg.frame_count, cfg.frame_size, cfg.ring_size)),
+        ("services", if services.is_empty() { "-".into() } else { services.join(", ") }),
+        ("arp_timeout_secs", format!("{}", cfg.arp.timeout.as_secs_f64())),
+        ("instance", cfg.instance.clone()),
+        ("pin_dir", cfg.pin_dir().display().to_string()),
+        ("control_socket", cfg.control_socket().display().to_string()),
+        ("control_group", cfg.control_group.map(|g| g.to_string()).unwrap_or_else(|| "- (root only)".into())),
+        ("metrics", cfg.metrics.map(|a| a.to_string()).unwrap_or_else(|| "off".into())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
 fn start_workers(
     cfg: &Config,
     iface: &Iface,
@@ -244,6 +307,7 @@ fn start_workers(
     out: &mut Vec<WorkerHandle>,
     client_tx: std::sync::mpsc::Sender<ClientReport>,
     bridges: Vec<Bridge>,
+    taps: &[Arc<Tap>],
 ) -> Result<()> {
     let mut bridges = bridges.into_iter();
     let mut sharding = sharding(cfg, iface)?;
@@ -291,6 +355,8 @@ fn start_workers(
             let wake = worker.set_sleep_gate(Box::new(hook.clone()));
             hook.set_waker(wake).map_err(|e| anyhow::anyhow!("socket bridge of worker {q}: {e}"))?;
         }
+        worker.set_tap(taps[q as usize].clone());
+        let wake = Box::new(worker.waker());
         worker.start().map_err(|e| anyhow::anyhow!("starting the services on worker {q}: {e}"))?;
         let core = cfg.cores.get(q as usize).copied();
         let thread = std::thread::Builder::new()
@@ -310,7 +376,16 @@ fn start_workers(
             if cfg.zero_copy { "zero-" } else { "" },
             core.map(|c| format!(", pinned to core {c}")).unwrap_or_default()
         );
-        out.push(WorkerHandle { queue: q, link, stats, thread: Some(thread), report: None, died: None });
+        out.push(WorkerHandle {
+            queue: q,
+            link,
+            stats,
+            wake,
+            last: None,
+            thread: Some(thread),
+            report: None,
+            died: None,
+        });
     }
     Ok(())
 }
@@ -399,20 +474,37 @@ impl ClientWatch {
     }
 }
 
-fn control_loop(
-    stop: &AtomicBool,
-    steering: &Steering,
-    resolver: &mut Resolver,
-    workers: &mut [WorkerHandle],
-    mut client: Option<&mut ClientWatch>,
-) {
+/// What the control loop owns.
+struct Control<'a> {
+    steering: &'a Steering,
+    resolver: &'a mut Resolver,
+    workers: &'a mut [WorkerHandle],
+    taps: &'a [Arc<Tap>],
+    jobs: &'a std::sync::mpsc::Receiver<Job>,
+}
+
+impl Control<'_> {
+    fn ops_ctx(&mut self) -> ops::Ctx<'_> {
+        ops::Ctx { steering: self.steering, resolver: self.resolver, workers: self.workers, taps: self.taps }
+    }
+}
+
+fn control_loop(stop: &AtomicBool, ctl: &mut Control<'_>, ops: &mut Ops, mut client: Option<&mut ClientWatch>) {
     let mut actions = Vec::with_capacity(64);
     while !stop.load(Ordering::Relaxed) {
         if client.as_mut().is_some_and(|c| c.poll()) {
             break;
         }
-        let now = Instant::now();
         let mut busy = false;
+        while let Ok(job) = ctl.jobs.try_recv() {
+            busy = true;
+            ops.handle(job, &mut ctl.ops_ctx());
+        }
+        if ops.drain_done(&mut ctl.ops_ctx()) {
+            break;
+        }
+        let (steering, resolver, workers) = (ctl.steering, &mut *ctl.resolver, &mut *ctl.workers);
+        let now = Instant::now();
         for i in 0..workers.len() {
             while let Some(msg) = workers[i].link.to_control.pop() {
                 busy = true;

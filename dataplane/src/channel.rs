@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
 
+use crate::introspect::{Answer, Command};
 use crate::wire::arp;
 use crate::wire::ethernet::EthernetAddress;
 use crate::wire::Ipv4Addr;
@@ -38,10 +39,23 @@ pub enum ToWorker {
 pub struct WorkerLink {
     pub to_control: Arc<ArrayQueue<ToControl>>,
     pub to_worker: Arc<ArrayQueue<ToWorker>>,
+    /// The operator's requests (statistics, connection table, knobs,
+    /// drain): rare, so a few slots; answers come back in `answers`.
+    pub commands: Arc<ArrayQueue<Command>>,
+    pub answers: Arc<ArrayQueue<Answer>>,
 }
 
 impl WorkerLink {
     pub fn new(capacity: usize) -> Self {
-        WorkerLink { to_control: Arc::new(ArrayQueue::new(capacity)), to_worker: Arc::new(ArrayQueue::new(capacity)) }
+        WorkerLink {
+            to_control: Arc::new(ArrayQueue::new(capacity)),
+            to_worker: Arc::new(ArrayQueue::new(capacity)),
+            commands: Arc::new(ArrayQueue::new(COMMAND_SLOTS)),
+            answers: Arc::new(ArrayQueue::new(COMMAND_SLOTS)),
+        }
     }
 }
+
+/// Operator requests in flight per worker at most (the control plane
+/// serves one at a time).
+const COMMAND_SLOTS: usize = 8;

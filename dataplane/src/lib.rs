@@ -11,6 +11,8 @@
 //! - [`tcp`]: the sans-IO TCP engine.
 //! - [`rss`], [`handoff`]: which worker owns a flow, and how segments that
 //!   arrive on another worker's queue reach it.
+//! - [`introspect`]: what the control plane asks a running worker (counters,
+//!   connection table, knobs, drain) and the answers.
 //! - [`app`]: the run-to-completion application interface on the workers.
 //! - [`sockets`]: sockets for ordinary threads, served by the workers.
 #![deny(unsafe_code)]
@@ -23,6 +25,7 @@ pub mod channel;
 pub mod handoff;
 pub mod iface;
 pub mod ingress;
+pub mod introspect;
 pub mod neigh;
 pub mod rss;
 pub mod sockets;

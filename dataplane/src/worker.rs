@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use crate::afxdp::{Accounting, Frame, Port, PortStats};
 use crate::app::{self, App, Io};
+use crate::capture::{Direction, Tap};
 use crate::channel::{ToControl, ToWorker, WorkerLink};
 use crate::handoff::{Handoff, SendError};
 use crate::iface::Iface;
 use crate::ingress::{self, Disposition, IngressState};
+use crate::introspect::{Answer, Command, LatencyHistogram, Snapshot};
 use crate::neigh::NeighTable;
 use crate::rss::FlowSteer;
 use crate::stats::{Counter, WorkerStats};
@@ -146,6 +148,13 @@ pub struct Worker {
     /// Written by whoever wants to end this worker's sleep early.
     wake: Arc<EventFd>,
     iter: u32,
+    /// Loop rounds that received packets, by how long they took.
+    round_latency: LatencyHistogram,
+    /// Told to drain: listeners are closed.
+    draining: bool,
+    /// Packet capture: off unless an operator captures (one relaxed load
+    /// per frame then).
+    tap: Option<Arc<Tap>>,
     deferred: Vec<Deferred>,
     deferred_spare: Vec<Deferred>,
 }
@@ -179,6 +188,9 @@ impl Worker {
             gate: None,
             wake,
             iter: 0,
+            round_latency: LatencyHistogram::default(),
+            draining: false,
+            tap: None,
             deferred,
             deferred_spare,
             neigh,
@@ -299,6 +311,11 @@ impl Worker {
         if !self.pending.is_empty() && self.iter % 1024 == 0 {
             self.expire_pending(Instant::now());
         }
+        if n > 0 {
+            // One more clock read, only in rounds that did work.
+            let took = self.now().saturating_duration_since(now);
+            self.round_latency.record(took);
+        }
         n
     }
 
@@ -362,9 +379,54 @@ impl Worker {
     /// worker (an eventfd write), for the gate's owner to call.
     pub fn set_sleep_gate(&mut self, gate: Box<dyn SleepGate>) -> impl Fn() + Send + Sync + 'static {
         self.gate = Some(gate);
+        self.waker()
+    }
+
+    /// Gives the worker its capture tap (the control plane keeps the
+    /// other end).
+    pub fn set_tap(&mut self, tap: Arc<Tap>) {
+        self.tap = Some(tap);
+    }
+
+    /// A function that ends this worker's adaptive sleep early (an eventfd
+    /// write), for the control plane after it queues a command.
+    pub fn waker(&self) -> impl Fn() + Send + Sync + 'static {
         let wake = self.wake.clone();
         move || {
             let _ = wake.write(1);
+        }
+    }
+
+    /// The operator's requests, answered between two loop rounds.
+    fn command(&mut self, cmd: Command) {
+        let now = self.now();
+        let answer = match cmd {
+            Command::Snapshot { sockets } => Answer::Snapshot(Box::new(self.snapshot(sockets))),
+            Command::SetTcp(c) => {
+                self.stack.set_config(*c);
+                Answer::Done { listeners_closed: 0 }
+            }
+            Command::Drain => {
+                self.draining = true;
+                Answer::Done { listeners_closed: self.stack.close_listeners(now) }
+            }
+            Command::Panic => panic!("fault injection: the control plane told worker {} to panic", self.cfg.id),
+        };
+        if self.link.answers.push(answer).is_err() {
+            self.stats.inc(Counter::drop_control_queue_full);
+        }
+    }
+
+    fn snapshot(&mut self, sockets: bool) -> Snapshot {
+        Snapshot {
+            worker: self.cfg.id,
+            tcp: self.stack.stats().clone(),
+            states: self.stack.count_by_state(),
+            sockets: if sockets { self.stack.sockets() } else { Vec::new() },
+            port: self.port.stats(),
+            frames: self.port.accounting(),
+            round_latency: self.round_latency.clone(),
+            draining: self.draining,
         }
     }
 
@@ -476,6 +538,9 @@ impl Worker {
     }
 
     fn poll_control(&mut self) {
+        if let Some(cmd) = self.link.commands.pop() {
+            self.command(cmd);
+        }
         // Bounded per iteration so a burst of updates cannot stall RX.
         for _ in 0..32 {
             let Some(msg) = self.link.to_worker.pop() else { break };
@@ -502,6 +567,9 @@ impl Worker {
     }
 
     fn send(&mut self, f: Frame, len: usize) {
+        if let Some(t) = self.tap.as_ref().filter(|t| t.active()) {
+            t.offer(Direction::Tx, self.port.data(&f));
+        }
         self.stats.inc(Counter::tx_frames);
         self.stats.add(Counter::tx_bytes, len as u64);
         self.port.transmit(f);
@@ -509,6 +577,9 @@ impl Worker {
 
     fn handle(&mut self, mut frame: Frame, now: tcp::Instant) {
         let len = self.port.data(&frame).len();
+        if let Some(t) = self.tap.as_ref().filter(|t| t.active()) {
+            t.offer(Direction::Rx, self.port.data(&frame));
+        }
         self.stats.inc(Counter::rx_frames);
         self.stats.add(Counter::rx_bytes, len as u64);
         let d = ingress::process(&self.iface, self.cfg.id, &mut self.ingress, &mut self.port.data_mut(&mut frame, len));

@@ -181,17 +181,24 @@ impl Daemon {
     }
 
     /// SIGTERM, wait, and return the summary it printed.
-    pub fn stop(mut self) -> Summary {
+    pub fn stop(self) -> Summary {
+        let pid = self.child.as_ref().unwrap().id();
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        self.wait_exit(Duration::from_secs(15))
+    }
+
+    /// Waits for the daemon to exit by itself (a drain) within `timeout`,
+    /// and returns the summary it printed.
+    pub fn wait_exit(mut self, timeout: Duration) -> Summary {
         let mut child = self.child.take().unwrap();
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(st) = child.try_wait().unwrap() {
                 break st;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("xstackd did not stop within 15 s of SIGTERM:\n{}", self.stderr());
+                panic!("xstackd did not stop within {timeout:?}:\n{}", self.stderr());
             }
             std::thread::sleep(Duration::from_millis(20));
         };

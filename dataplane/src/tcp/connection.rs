@@ -231,6 +231,9 @@ pub(crate) struct Connection {
     rtx_mode: RtxMode,
     /// Consecutive timeouts (SYN, data or persist probes unanswered).
     retries: u32,
+    /// Segments retransmitted over the connection's life (ss's
+    /// `retrans:X/total`).
+    retrans_total: u32,
     delack_at: Option<Instant>,
     /// Small segments received since our last ACK (Linux's
     /// ICSK_ACK_PUSHED / PUSHED2), capped at 2.
@@ -312,6 +315,7 @@ impl Connection {
             rtx_at: None,
             rtx_mode: RtxMode::Retransmit,
             retries: 0,
+            retrans_total: 0,
             delack_at: None,
             ack_pushed: 0,
             pingpong: false,
@@ -392,15 +396,30 @@ impl Connection {
     pub fn send_queue(&self) -> usize {
         self.tx.len()
     }
-    pub fn cwnd(&self) -> u32 {
-        self.cc.cwnd()
+    /// What `ss -tin` shows of a connection.
+    pub fn info(&self) -> super::stack::ConnectionInfo {
+        super::stack::ConnectionInfo {
+            state: self.state,
+            cwnd: self.cc.cwnd(),
+            ssthresh: self.cc.ssthresh(),
+            mss: self.send_mss,
+            srtt: self.rtt.srtt(),
+            rttvar: self.rtt.rttvar(),
+            rto: self.rtt.rto(),
+            send_queue: self.tx.len(),
+            recv_queue: self.rx.len(),
+            snd_wnd: self.snd_wnd,
+            snd_wscale: self.snd_wscale,
+            rcv_wscale: self.rcv_wscale,
+            sack: self.sack_ok,
+            timestamps: self.ts_ok,
+            algorithm: self.cc.algorithm(),
+            backoff: self.retries,
+            retrans_total: self.retrans_total,
+            buffers_released: self.buffers_released(),
+        }
     }
-    pub fn mss(&self) -> u16 {
-        self.send_mss
-    }
-    pub fn srtt(&self) -> Option<Duration> {
-        self.rtt.srtt()
-    }
+
     /// True when the connection holds no buffer memory (TIME_WAIT, CLOSED).
     pub fn buffers_released(&self) -> bool {
         self.tx.capacity() == 0 && self.rx.capacity() == 0
@@ -1412,6 +1431,7 @@ impl Connection {
             }
         }
         ctx.stats.retransmits += 1;
+        self.retrans_total = self.retrans_total.wrapping_add(1);
         if self.rtt_probe.is_some_and(|(end, _)| end > seq) {
             self.rtt_probe = None;
         }
@@ -1512,6 +1532,7 @@ impl Connection {
         }
         if retransmission {
             ctx.stats.retransmits += 1;
+            self.retrans_total = self.retrans_total.wrapping_add(1);
             if self.rtt_probe.is_some_and(|(e, _)| e > seq) {
                 self.rtt_probe = None;
             }

@@ -187,4 +187,7 @@ pub struct SocketInfo {
     pub recv_q: usize,
     /// Bytes not yet acknowledged (Send-Q), or for a listener its backlog.
     pub send_q: usize,
+    /// Transfer details of a connection (absent for listeners and
+    /// embryonic connections).
+    pub conn: Option<super::stack::ConnectionInfo>,
 }

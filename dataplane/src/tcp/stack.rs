@@ -81,11 +81,27 @@ pub struct Resources {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionInfo {
     pub state: State,
+    /// Congestion window and slow-start threshold, in bytes.
     pub cwnd: u32,
+    pub ssthresh: u32,
+    /// The MSS we send with (the peer's, clamped).
     pub mss: u16,
     pub srtt: Option<Duration>,
+    pub rttvar: Duration,
+    pub rto: Duration,
     pub send_queue: usize,
     pub recv_queue: usize,
+    /// The peer's window, unscaled.
+    pub snd_wnd: u32,
+    pub snd_wscale: u8,
+    pub rcv_wscale: u8,
+    pub sack: bool,
+    pub timestamps: bool,
+    pub algorithm: Algorithm,
+    /// Consecutive unanswered timeouts (RTO backoff).
+    pub backoff: u32,
+    /// Segments retransmitted over the connection's life.
+    pub retrans_total: u32,
     pub buffers_released: bool,
 }
 
@@ -146,6 +162,14 @@ impl Stack {
     /// packets belong to `me`.
     pub fn set_flow_steer(&mut self, steer: Arc<FlowSteer>, me: u16) {
         self.steer = Some((steer, me));
+    }
+
+    /// Replaces the knobs at run time. Each value takes effect where it is
+    /// next read (the next SYN retransmission, listen(), socket, ...), as
+    /// a sysctl change does on Linux; the caller keeps the ones fixed at
+    /// start (MTU, queue bounds) unchanged.
+    pub fn set_config(&mut self, config: Config) {
+        self.ctx.config = config;
     }
 
     pub fn config(&self) -> &Config {
@@ -517,6 +541,25 @@ impl Stack {
         open.len()
     }
 
+    /// Drain: closes every listener the application holds, so new
+    /// connections are refused with RST (as after close() of a listening
+    /// socket on Linux) while established ones carry on. Returns how many
+    /// were closed.
+    pub fn close_listeners(&mut self, now: Instant) -> usize {
+        let listening: Vec<SocketId> = (0..self.slots.len())
+            .filter_map(|i| {
+                let slot = &self.slots[i];
+                let s = slot.socket.as_ref()?;
+                (s.user_open && matches!(s.kind, Kind::Listener(_)))
+                    .then_some(SocketId { index: i as u32, generation: slot.generation })
+            })
+            .collect();
+        for &id in &listening {
+            let _ = self.close(now, id);
+        }
+        listening.len()
+    }
+
     /// Connections still exchanging data or closing (any state but
     /// TIME_WAIT), for a graceful stop.
     pub fn active_connections(&self) -> usize {
@@ -612,15 +655,7 @@ impl Stack {
     /// Transfer internals of a connection, for tests and reports.
     pub fn connection_info(&self, id: SocketId) -> Option<ConnectionInfo> {
         match &self.get(id)?.kind {
-            Kind::Conn(c) => Some(ConnectionInfo {
-                state: c.state(),
-                cwnd: c.cwnd(),
-                mss: c.mss(),
-                srtt: c.srtt(),
-                send_queue: c.send_queue(),
-                recv_queue: c.recv_queue(),
-                buffers_released: c.buffers_released(),
-            }),
+            Kind::Conn(c) => Some(c.info()),
             _ => None,
         }
     }
@@ -648,6 +683,7 @@ impl Stack {
                         remote: None,
                         recv_q: l.accept_queue.len(),
                         send_q: l.backlog,
+                        conn: None,
                     });
                     for r in l.syn_queue.values() {
                         out.push(SocketInfo {
@@ -657,6 +693,7 @@ impl Stack {
                             remote: Some((r.tuple.remote, r.tuple.remote_port)),
                             recv_q: 0,
                             send_q: 0,
+                            conn: None,
                         });
                     }
                 }
@@ -667,6 +704,7 @@ impl Stack {
                     remote: Some((c.tuple.remote, c.tuple.remote_port)),
                     recv_q: c.recv_queue(),
                     send_q: c.send_queue(),
+                    conn: Some(c.info()),
                 }),
             }
         }
@@ -852,6 +890,9 @@ impl Stack {
         let seg = Repr::parse(&p, src, dst).map_err(wire_reason)?;
         if src.is_broadcast() || src.is_multicast() || src.is_unspecified() {
             return Err(DropReason::Malformed);
+        }
+        if seg.flags.rst() {
+            self.ctx.stats.rsts_received += 1;
         }
         let tuple = FourTuple { local: dst, local_port: seg.dst_port, remote: src, remote_port: seg.src_port };
         let mut isn_hint = None;

@@ -25,6 +25,8 @@ pub struct Stats {
     pub segments_out: u64,
     pub retransmits: u64,
     pub rsts_sent: u64,
+    /// Valid segments (checksum and header) carrying RST, in any state.
+    pub rsts_received: u64,
     pub drop_truncated: u64,
     pub drop_malformed: u64,
     pub drop_checksum: u64,
@@ -55,12 +57,13 @@ pub struct Stats {
 impl Stats {
     /// Every counter with its name, in declaration order (for statistics
     /// output and metrics).
-    pub fn fields(&self) -> [(&'static str, u64); 25] {
+    pub fn fields(&self) -> [(&'static str, u64); 26] {
         [
             ("segments_in", self.segments_in),
             ("segments_out", self.segments_out),
             ("retransmits", self.retransmits),
             ("rsts_sent", self.rsts_sent),
+            ("rsts_received", self.rsts_received),
             ("drop_truncated", self.drop_truncated),
             ("drop_malformed", self.drop_malformed),
             ("drop_checksum", self.drop_checksum),

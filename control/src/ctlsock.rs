@@ -1,0 +1,303 @@
+//! The control socket: a Unix stream socket through which `xstackctl`
+//! (or anything speaking [`crate::protocol`]) asks the running daemon for
+//! statistics, connections, the neighbour table and the configuration,
+//! changes knobs and steered ports, drains, and captures packets.
+//!
+//! Who may use it: root, and members of one configured group. The socket
+//! file is created mode 0600 (root only) or 0660 owned by that group, so
+//! the file system refuses everyone else at connect(); each accepted
+//! connection is checked again with the peer's credentials (SO_PEERCRED,
+//! supplementary groups from /proc), so a socket file whose mode was
+//! loosened by hand still refuses them, with a message saying why.
+//!
+//! Each client gets its own thread (the control plane is not a fast
+//! path); requests go to the control loop, which owns the workers'
+//! links, the steering maps and the ARP resolver, and is the only one to
+//! talk to the workers, so answers are never mixed up.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::capture::Stream;
+use crate::protocol::{Reply, Request, MAX_REQUEST};
+
+/// A request for the control loop, with where to send what it decides.
+#[derive(Debug)]
+pub struct Job {
+    pub request: Request,
+    pub reply: mpsc::Sender<Outcome>,
+}
+
+/// What the control loop answers.
+#[derive(Debug)]
+pub enum Outcome {
+    Reply(Reply),
+    /// A capture was started: the client's thread streams it.
+    Capture(Stream),
+}
+
+/// How long a client's thread waits for the control loop.
+const JOB_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clients served at once at most; more are told to retry.
+const MAX_CLIENTS: usize = 16;
+
+/// Who may use the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// Members of this group (primary or supplementary) besides root.
+    pub group: Option<u32>,
+}
+
+impl Access {
+    /// Root always; otherwise only a member of the configured group.
+    pub fn allows(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
+        uid == 0 || self.group.is_some_and(|g| gid == g || groups.contains(&g))
+    }
+}
+
+/// The running server; stops and removes its socket file on drop.
+#[derive(Debug)]
+pub struct Server {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `path` (replacing a stale socket file, refusing to replace a
+    /// live one or anything that is not a socket) and serves it.
+    pub fn start(path: &Path, access: Access, jobs: mpsc::Sender<Job>) -> Result<Server> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() && !dir.exists() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
+        remove_stale(path)?;
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("binding the control socket {}", path.display()))?;
+        let mode = if access.group.is_some() { 0o660 } else { 0o600 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        if let Some(g) = access.group {
+            nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(g)))
+                .with_context(|| format!("giving {} to group {g}", path.display()))?;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("xs-control-sock".into())
+            .spawn(move || accept_loop(listener, access, jobs, flag))
+            .context("spawning the control socket thread")?;
+        Ok(Server { path: path.to_owned(), stop, thread: Some(thread) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the blocking accept().
+        let _ = UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn remove_stale(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    if !meta.file_type().is_socket() {
+        bail!("{} exists and is not a socket; not replacing it", path.display());
+    }
+    if UnixStream::connect(path).is_ok() {
+        bail!("{} is in use by a running daemon (another instance?)", path.display());
+    }
+    std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))
+}
+
+fn accept_loop(listener: UnixListener, access: Access, jobs: mpsc::Sender<Job>, stop: Arc<AtomicBool>) {
+    let clients = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let Ok(mut stream) = conn else { continue };
+        if clients.load(Ordering::Relaxed) >= MAX_CLIENTS {
+            let _ = send_reply(&mut stream, &Reply::error("too many control clients at once; try again"));
+            continue;
+        }
+        clients.fetch_add(1, Ordering::Relaxed);
+        let (jobs, clients2) = (jobs.clone(), clients.clone());
+        let spawned = std::thread::Builder::new().name("xs-control-client".into()).spawn(move || {
+            if let Err(e) = serve_client(stream, access, &jobs) {
+                tracing::debug!("control client: {e:#}");
+            }
+            clients2.fetch_sub(1, Ordering::Relaxed);
+        });
+        if spawned.is_err() {
+            clients.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The peer's uid, gid and supplementary groups.
+fn peer(stream: &UnixStream) -> Result<(u32, u32, Vec<u32>)> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let cred = getsockopt(stream, PeerCredentials).context("SO_PEERCRED")?;
+    let groups = std::fs::read_to_string(format!("/proc/{}/status", cred.pid()))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Groups:")
+                    .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect::<Vec<u32>>())
+            })
+        })
+        .unwrap_or_default();
+    Ok((cred.uid(), cred.gid(), groups))
+}
+
+fn serve_client(mut stream: UnixStream, access: Access, jobs: &mpsc::Sender<Job>) -> Result<()> {
+    let (uid, gid, groups) = peer(&stream)?;
+    if !access.allows(uid, gid, &groups) {
+        tracing::warn!("control socket: refused uid {uid} gid {gid}");
+        let who = match access.group {
+            Some(g) => format!("root or members of group {g}"),
+            None => "root".to_string(),
+        };
+        send_reply(
+            &mut stream,
+            &Reply::error(format!("permission denied: uid {uid} may not use this socket (only {who})")),
+        )?;
+        return Ok(());
+    }
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let line = match read_line(&mut stream) {
+        Ok(l) => l,
+        Err(e) => return send_reply(&mut stream, &Reply::error(format!("{e:#}"))),
+    };
+    let request: Request = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => return send_reply(&mut stream, &Reply::error(format!("bad request: {e}"))),
+    };
+    let (tx, rx) = mpsc::channel();
+    if jobs.send(Job { request, reply: tx }).is_err() {
+        return send_reply(&mut stream, &Reply::error("the daemon is stopping"));
+    }
+    match rx.recv_timeout(JOB_TIMEOUT) {
+        Ok(Outcome::Reply(r)) => send_reply(&mut stream, &r),
+        Ok(Outcome::Capture(c)) => {
+            send_reply(&mut stream, &Reply::ok(serde_json::json!({ "capturing": true })))?;
+            c.pump(&mut stream)
+        }
+        Err(_) => send_reply(&mut stream, &Reply::error("the control loop did not answer in time")),
+    }
+}
+
+fn read_line(stream: &mut UnixStream) -> Result<String> {
+    let mut line = String::new();
+    let mut r = BufReader::new(stream.take(MAX_REQUEST as u64 + 1));
+    r.read_line(&mut line).context("reading the request")?;
+    if line.len() > MAX_REQUEST {
+        bail!("request longer than {MAX_REQUEST} bytes");
+    }
+    if !line.ends_with('\n') {
+        bail!("request not terminated by a newline");
+    }
+    Ok(line)
+}
+
+fn send_reply(stream: &mut UnixStream, r: &Reply) -> Result<()> {
+    let mut s = serde_json::to_string(r)?;
+    s.push('\n');
+    stream.write_all(s.as_bytes())?;
+    Ok(())
+}
+
+/// Client side: connects, sends `request`, reads the reply line. Returns
+/// the stream too, for a capture's records that follow.
+pub fn call(path: &Path, request: &Request) -> Result<(Reply, BufReader<UnixStream>)> {
+    let mut stream = UnixStream::connect(path).with_context(|| match std::fs::metadata(path) {
+        Ok(_) => format!("connecting to the control socket {}", path.display()),
+        Err(_) => format!("connecting to {} (is xstackd running? see --socket)", path.display()),
+    })?;
+    let mut s = serde_json::to_string(request)?;
+    s.push('\n');
+    // A refused peer is answered before the request is read: a failed
+    // write then still leaves the reason to read.
+    let _ = stream.write_all(s.as_bytes());
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).context("reading the reply")?;
+    if line.is_empty() {
+        bail!("the daemon closed the connection without a reply");
+    }
+    let reply: Reply = serde_json::from_str(&line).with_context(|| format!("bad reply {line:?}"))?;
+    Ok((reply, r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_and_group_members_only() {
+        let open = Access { group: None };
+        assert!(open.allows(0, 0, &[]));
+        assert!(!open.allows(1000, 1000, &[1000]));
+        let g = Access { group: Some(4242) };
+        assert!(g.allows(0, 5, &[]));
+        assert!(g.allows(1000, 4242, &[]), "primary group");
+        assert!(g.allows(1000, 1000, &[27, 4242]), "supplementary group");
+        assert!(!g.allows(1000, 1000, &[27]));
+    }
+
+    /// A server with a fake control loop: requests reach the loop, replies
+    /// reach the client, bad input gets an error, a stale socket file is
+    /// replaced and a live one is not.
+    #[test]
+    fn requests_and_replies_over_the_socket() {
+        let dir = std::env::temp_dir().join(format!("xs-ctl-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("t.sock");
+        // A stale socket file from a crashed daemon.
+        drop(UnixListener::bind(&path).unwrap());
+        let (tx, rx) = mpsc::channel::<Job>();
+        let server = Server::start(&path, Access { group: None }, tx).unwrap();
+        assert!(Server::start(&path, Access { group: None }, mpsc::channel().0).is_err(), "live socket kept");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let fake_loop = std::thread::spawn(move || {
+            let job = rx.recv().unwrap();
+            assert_eq!(job.request, Request::Arp);
+            job.reply.send(Outcome::Reply(Reply::ok(vec!["entry"]))).unwrap();
+        });
+        let (reply, _) = call(&path, &Request::Arp).unwrap();
+        assert!(reply.ok);
+        assert_eq!(reply.data, serde_json::json!(["entry"]));
+        fake_loop.join().unwrap();
+
+        let mut raw = UnixStream::connect(&path).unwrap();
+        raw.write_all(b"{\"cmd\":\"reboot\"}\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(raw).read_line(&mut line).unwrap();
+        let r: Reply = serde_json::from_str(&line).unwrap();
+        assert!(!r.ok && r.error.unwrap().contains("bad request"));
+
+        drop(server);
+        assert!(!path.exists(), "socket file removed on stop");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,291 @@
+//! The TCP knobs of the behaviour contract, by name: what `config` lists
+//! and what `set` may change while the stack runs.
+//!
+//! Names are those of the `[tcp]` table of the configuration file (the
+//! Linux sysctl without its `tcp_` prefix, durations with their unit), so
+//! an operator uses one vocabulary for the file and the control socket.
+//! A knob is changeable at run time when the engine reads it at each use
+//! (the next retransmission, listen(), new socket or connection), exactly
+//! as a sysctl change takes effect on Linux; the others are fixed when
+//! the workers start (the MTU sizes the frames, for example).
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use xstack_dataplane::tcp::{Algorithm, Config};
+
+/// One knob: its name, the sysctl it mirrors, and how to read and set it.
+#[derive(Debug)]
+pub struct Knob {
+    pub name: &'static str,
+    pub sysctl: &'static str,
+    /// Can be changed without a restart.
+    pub runtime: bool,
+    get: fn(&Config) -> String,
+    set: fn(&mut Config, &str) -> Result<()>,
+}
+
+impl Knob {
+    pub fn value(&self, c: &Config) -> String {
+        (self.get)(c)
+    }
+}
+
+fn num<T: std::str::FromStr>(v: &str) -> Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    v.trim().parse::<T>().with_context(|| format!("{v:?} is not a valid number"))
+}
+
+fn flag(v: &str) -> Result<bool> {
+    match v.trim() {
+        "1" | "true" | "on" | "yes" => Ok(true),
+        "0" | "false" | "off" | "no" => Ok(false),
+        _ => bail!("{v:?} is not a boolean (0/1, true/false, on/off)"),
+    }
+}
+
+fn secs(d: Duration) -> String {
+    d.as_secs().to_string()
+}
+
+fn millis(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+macro_rules! knob {
+    ($name:literal, $sysctl:literal, $runtime:expr, |$c:ident| $get:expr, |$m:ident, $v:ident| $set:expr) => {
+        Knob { name: $name, sysctl: $sysctl, runtime: $runtime, get: |$c| $get, set: |$m, $v| $set }
+    };
+}
+
+/// Every knob, in the order `config` lists them.
+pub static KNOBS: &[Knob] = &[
+    knob!("syn_retries", "net.ipv4.tcp_syn_retries", true, |c| c.syn_retries.to_string(), |c, v| {
+        c.syn_retries = num(v)?;
+        Ok(())
+    }),
+    knob!(
+        "syn_linear_timeouts",
+        "net.ipv4.tcp_syn_linear_timeouts",
+        true,
+        |c| c.syn_linear_timeouts.to_string(),
+        |c, v| {
+            c.syn_linear_timeouts = num(v)?;
+            Ok(())
+        }
+    ),
+    knob!("synack_retries", "net.ipv4.tcp_synack_retries", true, |c| c.synack_retries.to_string(), |c, v| {
+        c.synack_retries = num(v)?;
+        Ok(())
+    }),
+    knob!("retries2", "net.ipv4.tcp_retries2", true, |c| c.retries2.to_string(), |c, v| {
+        c.retries2 = num(v)?;
+        Ok(())
+    }),
+    knob!("max_syn_backlog", "net.ipv4.tcp_max_syn_backlog", true, |c| c.max_syn_backlog.to_string(), |c, v| {
+        c.max_syn_backlog = num(v)?;
+        Ok(())
+    }),
+    knob!("somaxconn", "net.core.somaxconn", true, |c| c.somaxconn.to_string(), |c, v| {
+        c.somaxconn = num(v)?;
+        Ok(())
+    }),
+    knob!("syncookies", "net.ipv4.tcp_syncookies", true, |c| c.syncookies.to_string(), |c, v| {
+        let n: u8 = num(v)?;
+        if n > 2 {
+            bail!("syncookies must be 0, 1 or 2");
+        }
+        c.syncookies = n;
+        Ok(())
+    }),
+    knob!(
+        "abort_on_overflow",
+        "net.ipv4.tcp_abort_on_overflow",
+        true,
+        |c| u8::from(c.abort_on_overflow).to_string(),
+        |c, v| {
+            c.abort_on_overflow = flag(v)?;
+            Ok(())
+        }
+    ),
+    knob!("time_wait_secs", "TCP_TIMEWAIT_LEN (2 MSL)", true, |c| secs(c.time_wait), |c, v| {
+        c.time_wait = Duration::from_secs(num(v)?);
+        Ok(())
+    }),
+    knob!("fin_timeout_secs", "net.ipv4.tcp_fin_timeout", true, |c| secs(c.fin_timeout), |c, v| {
+        c.fin_timeout = Duration::from_secs(num(v)?);
+        Ok(())
+    }),
+    knob!("keepalive_time_secs", "net.ipv4.tcp_keepalive_time", true, |c| secs(c.keepalive_time), |c, v| {
+        c.keepalive_time = Duration::from_secs(num(v)?);
+        Ok(())
+    }),
+    knob!("keepalive_intvl_secs", "net.ipv4.tcp_keepalive_intvl", true, |c| secs(c.keepalive_intvl), |c, v| {
+        c.keepalive_intvl = Duration::from_secs(num(v)?);
+        Ok(())
+    }),
+    knob!("keepalive_probes", "net.ipv4.tcp_keepalive_probes", true, |c| c.keepalive_probes.to_string(), |c, v| {
+        c.keepalive_probes = num(v)?;
+        Ok(())
+    }),
+    knob!(
+        "local_port_range",
+        "net.ipv4.ip_local_port_range",
+        true,
+        |c| format!("{} {}", c.ephemeral_ports.0, c.ephemeral_ports.1),
+        |c, v| {
+            let mut it = v.split(|ch: char| ch.is_whitespace() || ch == '-' || ch == ',').filter(|s| !s.is_empty());
+            let (Some(lo), Some(hi), None) = (it.next(), it.next(), it.next()) else {
+                bail!("local_port_range takes two ports, e.g. \"32768 60999\"");
+            };
+            let (lo, hi): (u16, u16) = (num(lo)?, num(hi)?);
+            if lo == 0 || lo > hi {
+                bail!("local_port_range {lo} {hi}: the first port must be 1 or more and not above the second");
+            }
+            c.ephemeral_ports = (lo, hi);
+            Ok(())
+        }
+    ),
+    knob!("timestamps", "net.ipv4.tcp_timestamps", true, |c| u8::from(c.timestamps).to_string(), |c, v| {
+        c.timestamps = flag(v)?;
+        Ok(())
+    }),
+    knob!("sack", "net.ipv4.tcp_sack", true, |c| u8::from(c.sack).to_string(), |c, v| {
+        c.sack = flag(v)?;
+        Ok(())
+    }),
+    knob!("window_scaling", "net.ipv4.tcp_window_scaling", true, |c| u8::from(c.window_scaling).to_string(), |c, v| {
+        c.window_scaling = flag(v)?;
+        Ok(())
+    }),
+    knob!(
+        "congestion_control",
+        "net.ipv4.tcp_congestion_control",
+        true,
+        |c| algorithm_name(c.congestion).into(),
+        |c, v| {
+            c.congestion = match v.trim() {
+                "cubic" => Algorithm::Cubic,
+                "reno" | "newreno" => Algorithm::NewReno,
+                other => bail!("congestion_control {other:?}: cubic or reno"),
+            };
+            Ok(())
+        }
+    ),
+    knob!(
+        "challenge_ack_limit",
+        "net.ipv4.tcp_challenge_ack_limit",
+        true,
+        |c| c.challenge_ack_limit.to_string(),
+        |c, v| {
+            c.challenge_ack_limit = num(v)?;
+            Ok(())
+        }
+    ),
+    knob!("invalid_ratelimit_ms", "net.ipv4.tcp_invalid_ratelimit", true, |c| millis(c.invalid_ratelimit), |c, v| {
+        c.invalid_ratelimit = Duration::from_millis(num(v)?);
+        Ok(())
+    }),
+    knob!("rmem_default", "net.ipv4.tcp_rmem[1]", true, |c| c.recv_buffer.to_string(), |c, v| {
+        c.recv_buffer = buffer(v)?;
+        Ok(())
+    }),
+    knob!("wmem_default", "net.ipv4.tcp_wmem[1]", true, |c| c.send_buffer.to_string(), |c, v| {
+        c.send_buffer = buffer(v)?;
+        Ok(())
+    }),
+    knob!("rto_initial_ms", "TCP_TIMEOUT_INIT", false, |c| millis(c.initial_rto), |c, v| {
+        c.initial_rto = Duration::from_millis(num(v)?);
+        Ok(())
+    }),
+    knob!("rto_min_ms", "TCP_RTO_MIN", false, |c| millis(c.min_rto), |c, v| {
+        c.min_rto = Duration::from_millis(num(v)?);
+        Ok(())
+    }),
+    knob!("delayed_ack_ms", "TCP_DELACK_MIN", false, |c| millis(c.delayed_ack), |c, v| {
+        c.delayed_ack = Duration::from_millis(num(v)?);
+        Ok(())
+    }),
+    knob!("rmem_max", "net.ipv4.tcp_rmem[2]", false, |c| c.recv_buffer_max.to_string(), |c, v| {
+        c.recv_buffer_max = buffer(v)?;
+        Ok(())
+    }),
+    knob!("mtu", "the interface's MTU", false, |c| c.mtu.to_string(), |c, v| {
+        c.mtu = num(v)?;
+        Ok(())
+    }),
+];
+
+fn buffer(v: &str) -> Result<usize> {
+    let n: usize = num(v)?;
+    // Linux clamps SO_RCVBUF/SO_SNDBUF to at least a few KiB; far larger
+    // than a UMEM is surely a typo.
+    if !(4096..=(1 << 30)).contains(&n) {
+        bail!("buffer size {n} out of range 4096..=1073741824");
+    }
+    Ok(n)
+}
+
+pub fn algorithm_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::Cubic => "cubic",
+        Algorithm::NewReno => "reno",
+    }
+}
+
+pub fn find(name: &str) -> Result<&'static Knob> {
+    KNOBS.iter().find(|k| k.name == name).with_context(|| {
+        let names: Vec<&str> = KNOBS.iter().map(|k| k.name).collect();
+        format!("no knob named {name:?}; knobs: {}", names.join(", "))
+    })
+}
+
+/// `config` with `name` set to `value`, if the knob exists, may change at
+/// run time and the value is valid.
+pub fn set(config: &Config, name: &str, value: &str) -> Result<Config> {
+    let k = find(name)?;
+    if !k.runtime {
+        bail!("{name} is fixed while the stack runs: set it in the configuration file and restart");
+    }
+    let mut c = config.clone();
+    (k.set)(&mut c, value).with_context(|| format!("setting {name}"))?;
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_knob_reads_back_what_was_set() {
+        let base = Config::default();
+        for k in KNOBS {
+            let v = k.value(&base);
+            let mut c = base.clone();
+            (k.set)(&mut c, &v).unwrap_or_else(|e| panic!("{}: {e:#}", k.name));
+            assert_eq!(k.value(&c), v, "{}", k.name);
+        }
+        let names: std::collections::HashSet<_> = KNOBS.iter().map(|k| k.name).collect();
+        assert_eq!(names.len(), KNOBS.len(), "knob names are unique");
+    }
+
+    #[test]
+    fn set_validates_and_refuses_fixed_knobs() {
+        let base = Config::default();
+        let c = set(&base, "syn_retries", "3").unwrap();
+        assert_eq!(c.syn_retries, 3);
+        let c = set(&c, "local_port_range", "40000 40100").unwrap();
+        assert_eq!(c.ephemeral_ports, (40000, 40100));
+        let c = set(&c, "congestion_control", "reno").unwrap();
+        assert_eq!(c.congestion, Algorithm::NewReno);
+        assert!(set(&base, "syn_retries", "many").is_err());
+        assert!(set(&base, "syncookies", "3").is_err());
+        assert!(set(&base, "local_port_range", "500 100").is_err());
+        let e = set(&base, "mtu", "9000").unwrap_err().to_string();
+        assert!(e.contains("restart"), "{e}");
+        let e = set(&base, "nope", "1").unwrap_err().to_string();
+        assert!(e.contains("syn_retries"), "lists the knobs: {e}");
+    }
+}
