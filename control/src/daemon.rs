@@ -153,6 +153,24 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
     }
     let iface = cfg.iface(mac, mtu);
 
+    // The operator's windows into the stack: the control socket and the
+    // Prometheus endpoint, both served through the control loop (requests
+    // wait in `jobs` until it runs). Up first: a second daemon for the
+    // same instance fails here before touching the interface, and whoever
+    // waits for the ready line can use them at once.
+    let (jobs_tx, jobs) = std::sync::mpsc::channel::<Job>();
+    let access = ctlsock::Access { group: cfg.control_group };
+    let control_socket = ctlsock::Server::start(&cfg.control_socket(), access, jobs_tx.clone())?;
+    tracing::info!("control socket {}", control_socket.path().display());
+    let metrics = match cfg.metrics {
+        Some(addr) => {
+            let m = crate::metrics::Server::start(addr, jobs_tx.clone())?;
+            tracing::info!("Prometheus metrics on http://{}/metrics", m.addr());
+            Some(m)
+        }
+        None => None,
+    };
+    drop(jobs_tx);
     sysfs::ensure_bpffs(&cfg.bpffs)?;
     let steering = Steering::load(ifname, cfg.xdp_mode, cfg.replace, Some(&cfg.pin_dir()))
         .with_context(|| format!("setting up XDP on {ifname}"))?;
@@ -219,21 +237,6 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
     apply(&mut actions, &steering, &workers, 0);
     let mut client = cfg.connect.map(|_| ClientWatch { rx: client_rx, outcome: None });
 
-    // The operator's windows into the stack: the control socket and the
-    // Prometheus endpoint, both served through the control loop.
-    let (jobs_tx, jobs) = std::sync::mpsc::channel::<Job>();
-    let access = ctlsock::Access { group: cfg.control_group };
-    let control_socket = ctlsock::Server::start(&cfg.control_socket(), access, jobs_tx.clone())?;
-    tracing::info!("control socket {}", control_socket.path().display());
-    let metrics = match cfg.metrics {
-        Some(addr) => {
-            let m = crate::metrics::Server::start(addr, jobs_tx.clone())?;
-            tracing::info!("Prometheus metrics on http://{}/metrics", m.addr());
-            Some(m)
-        }
-        None => None,
-    };
-    drop(jobs_tx);
     let mut ops = Ops::new(cfg, settings(cfg, &steering));
     let mut ctl =
         Control { steering: &steering, resolver: &mut resolver, workers: &mut workers, taps: &taps, jobs: &jobs };
