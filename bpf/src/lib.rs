@@ -2,10 +2,11 @@
 //!
 //! The program (`src/bpf/steer.bpf.c`) sends the stack's frames to the
 //! AF_XDP socket of the queue they arrive on and passes everything else to
-//! the kernel. [`Steering`] loads it, attaches it in native mode (falling
-//! back to generic mode with a warning), pins its maps under a per-instance
-//! bpffs directory, fills the maps, reads the verdict counters and detaches
-//! and unpins cleanly.
+//! the kernel, except TCP for a dedicated address on a queue with no socket,
+//! which it answers with a reset itself. [`Steering`] loads it, attaches it
+//! in native mode (falling back to generic mode with a warning), pins its
+//! maps under a per-instance bpffs directory, fills the maps, reads the
+//! verdict counters and detaches and unpins cleanly.
 
 use std::fmt;
 use std::mem::MaybeUninit;
@@ -36,10 +37,13 @@ pub enum Verdict {
     PassShared,
     PassMalformed,
     PassNoSocket,
+    /// TCP to a dedicated address on a queue with no socket, answered with
+    /// a reset (XDP_TX).
+    TxRst,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 11] = [
+    pub const ALL: [Verdict; 12] = [
         Verdict::RedirectArp,
         Verdict::RedirectTcp,
         Verdict::RedirectUdp,
@@ -51,6 +55,7 @@ impl Verdict {
         Verdict::PassShared,
         Verdict::PassMalformed,
         Verdict::PassNoSocket,
+        Verdict::TxRst,
     ];
 
     /// The name used in logs, statistics and metrics.
@@ -67,23 +72,30 @@ impl Verdict {
             Verdict::PassShared => "pass_shared",
             Verdict::PassMalformed => "pass_malformed",
             Verdict::PassNoSocket => "pass_no_socket",
+            Verdict::TxRst => "tx_rst",
         }
     }
 }
 
 /// Totals of the per-CPU verdict counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters(pub [u64; 11]);
+pub struct Counters(pub [u64; Verdict::ALL.len()]);
 
 impl Counters {
     pub fn get(&self, v: Verdict) -> u64 {
         self.0[v as usize]
     }
+    /// Frames sent to an AF_XDP socket.
     pub fn redirected(&self) -> u64 {
-        self.0[..5].iter().sum()
+        self.0[..=Verdict::RedirectOther as usize].iter().sum()
     }
+    /// Frames left to the kernel.
     pub fn passed(&self) -> u64 {
-        self.0[5..].iter().sum()
+        self.0[Verdict::PassNotOurs as usize..=Verdict::PassNoSocket as usize].iter().sum()
+    }
+    /// Frames the program answered itself (XDP_TX).
+    pub fn answered(&self) -> u64 {
+        self.0[Verdict::TxRst as usize..].iter().sum()
     }
 }
 
@@ -440,10 +452,21 @@ mod tests {
         for (i, v) in Verdict::ALL.iter().enumerate() {
             assert_eq!(*v as usize, i);
         }
-        let c = Counters([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        let c = Counters([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         assert_eq!(c.redirected(), 15);
         assert_eq!(c.passed(), 51);
+        assert_eq!(c.answered(), 12);
+        assert_eq!(c.redirected() + c.passed() + c.answered(), (1..=12).sum());
         assert!(c.to_string().starts_with("redirect_arp=1 redirect_tcp=2"));
+    }
+
+    /// The program's counter array has one slot per `Verdict` (opening the
+    /// object reads its map definitions; nothing is loaded, no root needed).
+    #[test]
+    fn counter_map_matches_verdicts() {
+        let mut storage = MaybeUninit::uninit();
+        let open = skel::SteerSkelBuilder::default().open(&mut storage).unwrap();
+        assert_eq!(open.maps.counters.max_entries() as usize, Verdict::ALL.len());
     }
 
     #[test]

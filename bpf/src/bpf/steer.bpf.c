@@ -13,6 +13,12 @@
  * a request of the stack's own (the control plane lists the target in
  * `arp_pending`) go to the stack too.
  *
+ * A queue can lose its socket (the control plane unregisters it when the
+ * queue's worker dies). Its frames are then passed to the kernel, which for
+ * a shared address answers TCP itself; for a dedicated address the kernel
+ * does not have the address, so the program answers TCP with a reset
+ * itself (send_reset) rather than let peers retry into silence.
+ *
  * Every header is bounds-checked before it is read: the verifier demands
  * it, and it is what keeps truncated frames from being misread.
  */
@@ -86,6 +92,13 @@ static __always_inline int count(__u32 idx, int action)
 	return action;
 }
 
+static __always_inline int has_socket(struct xdp_md *ctx)
+{
+	__u32 q = ctx->rx_queue_index;
+
+	return bpf_map_lookup_elem(&xsks, &q) != 0;
+}
+
 static __always_inline int to_stack(struct xdp_md *ctx, __u32 idx)
 {
 	__u32 q = ctx->rx_queue_index;
@@ -96,6 +109,155 @@ static __always_inline int to_stack(struct xdp_md *ctx, __u32 idx)
 		return count(XS_PASS_NO_SOCKET, XDP_PASS);
 	count(idx, 0);
 	return bpf_redirect_map(&xsks, q, XDP_PASS);
+}
+
+/* One's complement sum of n 16-bit words at p, which the caller has
+ * bounds-checked; n is a constant, so the loop unrolls. The sum is taken in
+ * memory order, which gives the checksum in memory order too (RFC 1071 2(B)). */
+static __always_inline __u32 csum_words(const __u16 *p, int n, __u32 sum)
+{
+#pragma unroll
+	for (int i = 0; i < n; i++)
+		sum += p[i];
+	return sum;
+}
+
+static __always_inline __u16 csum_fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+/* Ethernet, IPv4 without options and TCP without options: the reset. */
+#define RST_FRAME_LEN (ETH_HLEN + 20 + 20)
+
+/*
+ * A TCP segment for a dedicated address arrived on a queue with no socket.
+ * Answer it as a closed port does (RFC 9293 3.10.7.1, as Linux's
+ * tcp_v4_send_reset): never an RST for an RST; if the segment has ACK,
+ * <SEQ=SEG.ACK><CTL=RST>; else <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>,
+ * SYN and FIN each counting one in SEG.LEN. The frame itself becomes the
+ * reset and goes back out the interface it came in on (XDP_TX).
+ *
+ * Incoming IP options are handled, not refused: every field the reply needs
+ * is read into locals first, then the reply is written at fixed offsets
+ * (IPv4 at 14 with IHL 5, TCP at 34) over whatever was there. Like Linux we
+ * do not echo the options.
+ *
+ * The segment's TCP checksum is not verified: XDP does not see the NIC's
+ * receive checksum status, and frames from a local peer (veth) may carry
+ * only a partial checksum, so checking would refuse to answer good
+ * segments. A corrupted segment gets a reset carrying its corrupted
+ * numbers, which the peer rejects unless they happen to be right (RFC 5961
+ * 3.2); where the damage is elsewhere, the reset is the right one anyway.
+ *
+ * Whatever is not answered is passed and counted as XS_PASS_NO_SOCKET, as
+ * before, so pass_no_socket + tx_rst counts every frame that found no socket.
+ */
+static __always_inline int send_reset(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+	struct tcphdr *th;
+	__u8 peer_mac[ETH_ALEN], our_mac[ETH_ALEN];
+	__u32 ihl, doff, tot_len, seg_len, saddr, daddr, seq, ack_seq, sum, first;
+	__u16 sport, dport;
+	__u8 tos, ctl;
+	int delta;
+
+	if ((void *)(ip + 1) > end)
+		return count(XS_PASS_NO_SOCKET, XDP_PASS);
+	/* Lengths must agree with each other and with the frame (which may be
+	 * longer than the datagram: Ethernet padding). */
+	ihl = ip->ihl * 4;
+	tot_len = bpf_ntohs(ip->tot_len);
+	if (ihl < sizeof(*ip) || tot_len < ihl + sizeof(*th) || (void *)ip + tot_len > end)
+		return count(XS_PASS_NO_SOCKET, XDP_PASS);
+	/* A first fragment's SEG.LEN is not known until reassembly, which is
+	 * the stack's job; non-first fragments never get here. */
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return count(XS_PASS_NO_SOCKET, XDP_PASS);
+	th = (void *)ip + ihl;
+	if ((void *)(th + 1) > end)
+		return count(XS_PASS_NO_SOCKET, XDP_PASS);
+	doff = th->doff * 4;
+	if (doff < sizeof(*th) || ihl + doff > tot_len)
+		return count(XS_PASS_NO_SOCKET, XDP_PASS);
+	/* RFC 9293 3.10.7.1: "An incoming segment containing a RST is
+	 * discarded." */
+	if (th->rst)
+		return count(XS_PASS_NO_SOCKET, XDP_PASS);
+	/* Only unicast to us from a unicast, non-martian source, as Linux
+	 * (tcp_v4_rcv takes only PACKET_HOST; routing drops martian sources):
+	 * never reset towards a broadcast or multicast address. */
+	saddr = ip->saddr;
+	daddr = ip->daddr;
+	first = bpf_ntohl(saddr) >> 24;
+	if ((eth->h_dest[0] & 1) || (eth->h_source[0] & 1) || first == 0 || first == 127 || first >= 224)
+		return count(XS_PASS_NO_SOCKET, XDP_PASS);
+
+	seg_len = tot_len - ihl - doff;
+	if (th->ack) {
+		seq = th->ack_seq;
+		ack_seq = 0;
+		ctl = 0x04; /* RST */
+	} else {
+		seq = 0;
+		ack_seq = bpf_htonl(bpf_ntohl(th->seq) + seg_len + th->syn + th->fin);
+		ctl = 0x14; /* RST|ACK */
+	}
+	sport = th->source;
+	dport = th->dest;
+	/* Linux echoes the segment's DSCP and clears ECN in its resets. */
+	tos = ip->tos & ~0x3;
+	__builtin_memcpy(peer_mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(our_mac, eth->h_dest, ETH_ALEN);
+
+	/* Shrink to exactly the reset (never grows: the segment had at least
+	 * 20 + 20 bytes of headers). Every packet pointer is stale from here. */
+	delta = RST_FRAME_LEN - (int)(end - data);
+	if (delta && bpf_xdp_adjust_tail(ctx, delta))
+		return count(XS_PASS_NO_SOCKET, XDP_PASS);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + RST_FRAME_LEN > end)
+		return XDP_ABORTED; /* cannot happen; the verifier needs the check */
+	eth = data;
+	ip = data + sizeof(*eth);
+	th = (void *)(ip + 1);
+
+	__builtin_memcpy(eth->h_dest, peer_mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, our_mac, ETH_ALEN);
+	/* eth->h_proto stays ETH_P_IP. TTL 64 and DF with id 0, as Linux
+	 * sends its resets (ip_default_ttl, IP_PMTUDISC_DO). */
+	*(__u8 *)ip = 0x45; /* version 4, IHL 5 */
+	ip->tos = tos;
+	ip->tot_len = bpf_htons(20 + 20);
+	ip->id = 0;
+	ip->frag_off = bpf_htons(0x4000);
+	ip->ttl = 64;
+	ip->protocol = IPPROTO_TCP;
+	ip->check = 0;
+	ip->saddr = daddr;
+	ip->daddr = saddr;
+	ip->check = csum_fold(csum_words((__u16 *)ip, 10, 0));
+
+	th->source = dport;
+	th->dest = sport;
+	th->seq = seq;
+	th->ack_seq = ack_seq;
+	((__u8 *)th)[12] = 5 << 4; /* data offset 5: no options */
+	((__u8 *)th)[13] = ctl;
+	th->window = 0;
+	th->check = 0;
+	th->urg_ptr = 0;
+	/* Pseudo-header (RFC 9293 3.1): addresses, zero + protocol, TCP length. */
+	sum = csum_words((__u16 *)&ip->saddr, 4, 0) + bpf_htons(IPPROTO_TCP) + bpf_htons(20);
+	th->check = csum_fold(csum_words((__u16 *)th, 10, sum));
+	return count(XS_TX_RST, XDP_TX);
 }
 
 static __always_inline int handle_arp(struct xdp_md *ctx, void *l3, void *end)
@@ -153,8 +315,13 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, void *l3, void *end)
 	if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) {
 		__u32 idx = ip->protocol == IPPROTO_TCP ? XS_REDIRECT_TCP : XS_REDIRECT_UDP;
 
-		if (!a->ports_only)
+		if (!a->ports_only) {
+			/* The kernel does not have a dedicated address: it
+			 * would drop this silently, so answer it here. */
+			if (ip->protocol == IPPROTO_TCP && !has_socket(ctx))
+				return send_reset(ctx);
 			return to_stack(ctx, idx);
+		}
 		/* Both TCP and UDP carry the destination port at offset 2. */
 		if (l4 + 4 > end)
 			return count(XS_PASS_MALFORMED, XDP_PASS);

@@ -16,6 +16,7 @@ enum xs_verdict {
 	XS_PASS_SHARED,          /* ARP/ICMP/other for a shared address: the kernel's */
 	XS_PASS_MALFORMED,       /* headers too short or inconsistent to steer */
 	XS_PASS_NO_SOCKET,       /* steered, but no AF_XDP socket on this queue */
+	XS_TX_RST,               /* TCP to a dedicated address, no socket: RST sent */
 	XS_VERDICT_MAX,
 };
 
