@@ -9,7 +9,7 @@ secs="${1:-20}"
 # so a CI run leaves the repository unchanged.
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-for t in wire_parsers tcp_segment udp_datagram listener_input established_input app_protocols; do
+for t in wire_parsers tcp_segment udp_datagram listener_input established_input app_protocols capture_filter; do
     echo "fuzz: $t for ${secs}s"
     mkdir -p "$scratch/$t"
     cargo +nightly fuzz run "$t" "$scratch/$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048

@@ -296,6 +296,14 @@ mod tests {
         let r: Reply = serde_json::from_str(&line).unwrap();
         assert!(!r.ok && r.error.unwrap().contains("bad request"));
 
+        // An endless line is cut off with an error, not read forever.
+        let mut raw = UnixStream::connect(&path).unwrap();
+        let _ = raw.write_all(&vec![b'x'; MAX_REQUEST + 10]);
+        let mut line = String::new();
+        BufReader::new(raw).read_line(&mut line).unwrap();
+        let r: Reply = serde_json::from_str(&line).unwrap();
+        assert!(!r.ok && r.error.unwrap().contains("longer than"));
+
         drop(server);
         assert!(!path.exists(), "socket file removed on stop");
         let _ = std::fs::remove_dir_all(&dir);

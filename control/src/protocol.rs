@@ -223,4 +223,17 @@ mod tests {
         assert_eq!(line, r#"{"cmd":"status","sockets":false}"#);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever a client sends, parsing a request and applying a knob
+        /// are errors at worst, never a panic in the daemon.
+        #[test]
+        fn any_request_line_or_knob_value_is_handled(line in ".{0,200}", knob in "[a-z_]{0,24}", value in ".{0,40}") {
+            let _ = serde_json::from_str::<Request>(&line);
+            let _ = crate::knobs::set(&xstack_dataplane::tcp::Config::default(), &knob, &value);
+            for k in crate::knobs::KNOBS {
+                let _ = crate::knobs::set(&xstack_dataplane::tcp::Config::default(), k.name, &value);
+            }
+        }
+    }
 }
