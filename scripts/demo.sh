@@ -62,8 +62,8 @@ eval "$(bash "$here/topology.sh" up "$name")"
 echo "  $NS_A ($IF_A $IP_A)  <--veth-->  $NS_B ($IF_B kernel $IP_B_KERNEL, stack $IP_STACK)"
 
 say "Starting the stack on $IF_B: echo 7, discard 9, http 80 (1 KiB body), sockperf 11111"
-ip netns exec "$NS_B" "$bin/xstackd" -i "$IF_B" -a "$IP_STACK/$PREFIX" --poll adaptive \
-    --echo 7 --discard 9 --http 80:1024 --sockperf 11111 >"$out/stdout" 2>"$out/stderr" &
+ip netns exec "$NS_B" "$bin/xstackd" -i "$IF_B" -a "$IP_STACK/$PREFIX" --poll adaptive --instance "$name" \
+    --metrics 127.0.0.1:9464 --echo 7 --discard 9 --http 80:1024 --sockperf 11111 >"$out/stdout" 2>"$out/stderr" &
 daemon_pid=$!
 for _ in $(seq 1 300); do
     grep -q '^xstackd ready' "$out/stdout" 2>/dev/null && break
@@ -91,6 +91,33 @@ ip netns exec "$NS_A" curl -sS -v -o /dev/null -o /dev/null "http://$IP_STACK/" 
 say "nc: echo with half-close (nc shuts down its sending side, still reads the echo)"
 echo "  sent:     hello from the kernel side"
 printf 'hello from the kernel side\n' | ip netns exec "$NS_A" timeout 10 nc -N "$IP_STACK" 7 | sed 's/^/  received: /'
+
+say "The operator's view: xstackctl (ss, capture, stats) and the Prometheus endpoint"
+ctl() { "$bin/xstackctl" --instance "$name" "$@"; }
+# Two connections held open for a moment, so ss has something to show.
+ip netns exec "$NS_A" python3 -c "
+import socket,time
+ss=[socket.create_connection(('$IP_STACK',7)) for _ in range(2)]
+for s in ss: s.sendall(b'hi\n'); s.recv(10)
+time.sleep(2)" &
+held=$!
+sleep 0.7
+echo "  \$ xstackctl ss -i --port 7"
+ctl ss -i --port 7 | sed 's/^/  /'
+echo "  \$ xstackctl capture -w demo.pcap --port 80 -c 12   (while curl fetches 3 pages)"
+ctl capture -w "$out/demo.pcap" --port 80 -c 12 2>"$out/capture" &
+cap=$!
+sleep 0.5
+for _ in 1 2 3; do ip netns exec "$NS_A" curl -sS -o /dev/null "http://$IP_STACK/"; done
+wait "$cap" || true
+sed 's/^/  /' "$out/capture"
+echo "  \$ tcpdump -nn -r demo.pcap"
+tcpdump -nn -r "$out/demo.pcap" 2>/dev/null | sed 's/^/    /'
+wait "$held" 2>/dev/null || true
+echo "  \$ xstackctl stats   (first lines)"
+ctl stats | sed -n '1,25p' | sed 's/^/  /'
+echo "  \$ curl http://127.0.0.1:9464/metrics   ($(ip netns exec "$NS_B" curl -s http://127.0.0.1:9464/metrics | grep -vc '^#') samples), for example:"
+ip netns exec "$NS_B" curl -s http://127.0.0.1:9464/metrics | grep -E '^xstack_tcp_passive_opens_total|^xstack_round_latency_seconds_count' | sed 's/^/    /'
 
 say "sockperf ping-pong over TCP, 5 s each: the stack's server, then the kernel's on the same link"
 ip netns exec "$NS_B" sockperf server --tcp -i "$IP_B_KERNEL" -p 11111 >"$out/ksp" 2>&1 &
