@@ -50,9 +50,17 @@ pub fn stats(s: &Status) -> String {
     let _ = writeln!(o, "    {} frames sent ({} bytes)", get(&c, "tx_frames"), get(&c, "tx_bytes"));
     let _ = writeln!(o, "    {} ICMP echo replies sent", get(&c, "icmp_echo_replies"));
     let _ = writeln!(o, "    {} segments handed to their owner worker", get(&c, "handoff_out"));
-    let _ = writeln!(o, "  drops:");
-    for (k, v) in c.iter().filter(|(k, _)| k.starts_with("drop_")) {
-        let _ = writeln!(o, "    {v} {}", k.trim_start_matches("drop_"));
+    // Drops by reason, the nonzero ones (netstat -s also omits most zeros);
+    // --json has every counter.
+    let drops: Vec<_> = c.iter().filter(|(k, v)| k.starts_with("drop_") && **v > 0).collect();
+    let _ = writeln!(
+        o,
+        "    {} frames dropped{}",
+        drops.iter().map(|(_, v)| **v).sum::<u64>(),
+        if drops.is_empty() { "" } else { ":" }
+    );
+    for (k, v) in drops {
+        let _ = writeln!(o, "      {v} {}", k.trim_start_matches("drop_"));
     }
     let _ = writeln!(o, "Tcp:");
     for (k, label) in [
