@@ -650,6 +650,28 @@ mod tests {
         assert_eq!(c.frame_count, 4096);
         let kinds: Vec<&str> = c.services.iter().map(|s| s.service.name()).collect();
         assert_eq!(kinds, ["echo", "http", "sockperf"]);
+        assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.control_socket(), PathBuf::from("/run/xstack/eth1.sock"));
+    }
+
+    #[test]
+    fn control_socket_group_and_metrics_options() {
+        let c = Config::merge(
+            &cli(&["-i", "eth1", "-a", "198.18.0.3/24", "--control-group", "0", "--control-socket", "/tmp/x.sock"]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.control_group, Some(0));
+        assert_eq!(c.control_socket(), PathBuf::from("/tmp/x.sock"));
+        assert_eq!(c.metrics, None);
+        let e =
+            Config::merge(&cli(&["-i", "eth1", "-a", "198.18.0.3/24", "--metrics", "nowhere"]), FileConfig::default());
+        assert!(format!("{:#}", e.unwrap_err()).contains("metrics address"));
+        let e = Config::merge(
+            &cli(&["-i", "eth1", "-a", "198.18.0.3/24", "--control-group", "no-such-group-xs"]),
+            FileConfig::default(),
+        );
+        assert!(format!("{:#}", e.unwrap_err()).contains("no such group"));
     }
 
     #[test]
