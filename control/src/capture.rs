@@ -7,24 +7,37 @@
 //! capture starts and never wait: when the client cannot keep up the
 //! buffers run out and frames are counted as dropped, as tcpdump reports
 //! "dropped by kernel". A capture ends at its packet count, its duration,
-//! when the client half-closes (Ctrl-C in `xstackctl`) or goes away, and
-//! the taps are always turned off again (also on error, by `Drop`).
+//! when the client half-closes (Ctrl-C in `xstackctl`), goes away or stops
+//! reading, or when the daemon stops; what was captured until then is
+//! still sent, and the taps are always turned off again (also on error,
+//! by `Drop`). One capture runs at a time.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use xstack_dataplane::capture::{Filter, Tap};
+use xstack_dataplane::capture::{Filter, Record, Tap};
 use xstack_dataplane::wire::Ipv4Addr;
 
-use crate::protocol::{CaptureSpec, CaptureTotals, END};
+use crate::protocol::{CaptureSpec, CaptureTotals, END, RECORD_HEADER};
 
-/// Buffers per worker for one capture (at the default snaplen, ~8 MiB).
+/// Buffers per worker for one capture, at most.
 pub const BUFFERS: usize = 4096;
+/// Buffer memory of one capture over all workers, at most.
+const MAX_POOL_BYTES: usize = 256 << 20;
 /// The largest snaplen (a jumbo frame).
 const MAX_SNAPLEN: u32 = 9216;
+/// Records taken from one tap before the others (and the limits) get a
+/// turn, so one busy worker cannot starve the rest or the clock.
+const BATCH: usize = 64;
+/// A client that does not take a record for this long ends the capture.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One capture at a time in this process.
+static RUNNING: AtomicBool = AtomicBool::new(false);
 
 #[derive(Debug)]
 pub struct Stream {
@@ -43,50 +56,47 @@ impl Stream {
         if spec.count == Some(0) {
             bail!("a packet count of 0 captures nothing");
         }
+        if RUNNING.swap(true, Ordering::AcqRel) {
+            bail!("a capture is already running");
+        }
         let filter = Filter { host: spec.host.map(|h| Ipv4Addr(h.octets())), port: spec.port };
-        let mut started: Vec<Arc<Tap>> = Vec::with_capacity(taps.len());
+        let per_worker = (MAX_POOL_BYTES / (spec.snaplen as usize * taps.len().max(1))).clamp(64, BUFFERS);
+        // From here on `Drop` turns the taps off and releases RUNNING.
+        let mut stream = Stream {
+            taps: Vec::with_capacity(taps.len()),
+            count: spec.count,
+            deadline: spec.duration_ms.map(|ms| Instant::now() + Duration::from_millis(ms.min(u64::from(u32::MAX)))),
+            stopped: false,
+        };
         for t in taps {
-            if t.start(filter, spec.snaplen as usize, BUFFERS).is_err() {
-                for s in &started {
-                    s.stop();
-                }
+            if t.start(filter, spec.snaplen as usize, per_worker).is_err() {
                 bail!("a capture is already running");
             }
-            started.push(t.clone());
+            stream.taps.push(t.clone());
         }
         tracing::info!(
-            "capture started: host {:?} port {:?} count {:?} duration {:?} ms",
+            "capture started: host {:?} port {:?} count {:?} duration {:?} ms, {per_worker} buffers per worker",
             spec.host,
             spec.port,
             spec.count,
             spec.duration_ms
         );
-        Ok(Stream {
-            taps: started,
-            count: spec.count,
-            deadline: spec.duration_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
-            stopped: false,
-        })
+        Ok(stream)
     }
 
-    /// Streams records to `out` until the capture ends, then the end
-    /// marker and the totals.
+    /// Streams records to `out` until the capture ends, then what was
+    /// captured before the end, the end marker and the totals.
     pub fn pump(mut self, out: &mut UnixStream) -> Result<()> {
-        let mut probe = out.try_clone()?;
-        probe.set_nonblocking(true)?;
+        out.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let mut sent = 0u64;
         let mut last_probe = Instant::now();
-        let mut header = [0u8; crate::protocol::RECORD_HEADER];
         'outer: loop {
             let mut any = false;
             for t in &self.taps {
-                while let Some(r) = t.next() {
+                for _ in 0..BATCH {
+                    let Some(r) = t.next() else { break };
                     any = true;
-                    let data = r.data();
-                    header[0..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
-                    header[4..8].copy_from_slice(&r.orig_len.to_le_bytes());
-                    header[8..16].copy_from_slice(&r.nanos.to_le_bytes());
-                    let w = out.write_all(&header).and_then(|_| out.write_all(data));
+                    let w = send(out, &r);
                     t.recycle(r);
                     w?;
                     sent += 1;
@@ -98,24 +108,37 @@ impl Stream {
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
-            if !any || last_probe.elapsed() > Duration::from_millis(100) {
+            // The daemon is stopping (it turned the taps off).
+            if !self.taps.iter().any(|t| t.active()) {
+                break;
+            }
+            if !any || last_probe.elapsed() >= Duration::from_millis(10) {
                 last_probe = Instant::now();
-                // The client half-closed (Ctrl-C) or went away.
-                let mut b = [0u8; 1];
-                match probe.read(&mut b) {
-                    Ok(_) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => break,
+                if client_gone(out) {
+                    break;
                 }
                 if !any {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
         }
+        // No more frames; send what the workers captured before that.
+        for t in &self.taps {
+            t.pause();
+        }
+        for t in &self.taps {
+            while self.count.is_none_or(|c| sent < c) {
+                let Some(r) = t.next() else { break };
+                let w = send(out, &r);
+                t.recycle(r);
+                w?;
+                sent += 1;
+            }
+        }
         let mut totals = self.finish();
-        // Records past the count were matched but are not in the file.
+        // Records past the count were captured but are not in the file.
         totals.captured = sent;
-        header = [0u8; crate::protocol::RECORD_HEADER];
+        let mut header = [0u8; RECORD_HEADER];
         header[0..4].copy_from_slice(&END.to_le_bytes());
         out.write_all(&header)?;
         let mut line = serde_json::to_string(&totals)?;
@@ -134,6 +157,7 @@ impl Stream {
                 t.captured += s.captured;
                 t.dropped += s.dropped;
             }
+            RUNNING.store(false, Ordering::Release);
         }
         t
     }
@@ -142,5 +166,28 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// One record: caplen, orig_len, ns since the epoch (little-endian), data.
+fn send(out: &mut UnixStream, r: &Record) -> std::io::Result<()> {
+    let data = r.data();
+    let mut header = [0u8; RECORD_HEADER];
+    header[0..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    header[4..8].copy_from_slice(&r.orig_len.to_le_bytes());
+    header[8..16].copy_from_slice(&r.nanos.to_le_bytes());
+    out.write_all(&header)?;
+    out.write_all(data)
+}
+
+/// The client sends nothing after its request: anything readable (its
+/// half-close on Ctrl-C, or a hang-up) ends the capture.
+fn client_gone(out: &UnixStream) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(out), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(_) => true,
     }
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -34,6 +34,16 @@ use crate::protocol::{Reply, Request, MAX_REQUEST};
 pub struct Job {
     pub request: Request,
     pub reply: mpsc::Sender<Outcome>,
+    /// When the client stops waiting: the loop drops the job after it.
+    pub deadline: Instant,
+}
+
+impl Job {
+    pub fn new(request: Request, reply: mpsc::Sender<Outcome>) -> Job {
+        // A little before the client gives up, so a job is either done and
+        // answered or not done at all.
+        Job { request, reply, deadline: Instant::now() + JOB_TIMEOUT - Duration::from_secs(1) }
+    }
 }
 
 /// What the control loop answers.
@@ -45,9 +55,12 @@ pub enum Outcome {
 }
 
 /// How long a client's thread waits for the control loop.
-const JOB_TIMEOUT: Duration = Duration::from_secs(10);
-/// Clients served at once at most; more are told to retry.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clients served at once at most; more are told to retry. Root gets as
+/// many again, so other users cannot lock the operator out.
 const MAX_CLIENTS: usize = 16;
+/// The whole request line must arrive within this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Who may use the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +70,13 @@ pub struct Access {
 }
 
 impl Access {
-    /// Root always; otherwise only a member of the configured group.
+    /// Root (and the daemon's own user, when it runs with capabilities
+    /// instead of as root) always; otherwise only a member of the
+    /// configured group.
     pub fn allows(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
-        uid == 0 || self.group.is_some_and(|g| gid == g || groups.contains(&g))
+        uid == 0
+            || uid == nix::unistd::geteuid().as_raw()
+            || self.group.is_some_and(|g| gid == g || groups.contains(&g))
     }
 }
 
@@ -67,6 +84,9 @@ impl Access {
 #[derive(Debug)]
 pub struct Server {
     path: PathBuf,
+    /// (device, inode) of the socket file we bound: removed on stop only
+    /// if it is still ours (not another daemon's that bound it since).
+    identity: (u64, u64),
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -87,16 +107,20 @@ impl Server {
         let mode = if access.group.is_some() { 0o660 } else { 0o600 };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
         if let Some(g) = access.group {
-            nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(g)))
+            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(g)))
                 .with_context(|| format!("giving {} to group {g}", path.display()))?;
         }
+        let identity = file_identity(path)?;
+        // Polled with a timeout, so stopping never depends on waking a
+        // blocked accept() through the file system.
+        listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("xs-control-sock".into())
             .spawn(move || accept_loop(listener, access, jobs, flag))
             .context("spawning the control socket thread")?;
-        Ok(Server { path: path.to_owned(), stop, thread: Some(thread) })
+        Ok(Server { path: path.to_owned(), identity, stop, thread: Some(thread) })
     }
 
     pub fn path(&self) -> &Path {
@@ -107,13 +131,19 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wake the blocking accept().
-        let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        if file_identity(&self.path).is_ok_and(|id| id == self.identity) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
+}
+
+fn file_identity(path: &Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).with_context(|| format!("{}", path.display()))?;
+    Ok((m.dev(), m.ino()))
 }
 
 fn remove_stale(path: &Path) -> Result<()> {
@@ -129,13 +159,18 @@ fn remove_stale(path: &Path) -> Result<()> {
 }
 
 fn accept_loop(listener: UnixListener, access: Access, jobs: mpsc::Sender<Job>, stop: Arc<AtomicBool>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let clients = Arc::new(AtomicUsize::new(0));
-    for conn in listener.incoming() {
-        if stop.load(Ordering::Relaxed) {
-            break;
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&listener), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, PollTimeout::from(100u8)), Ok(n) if n > 0) {
+            continue;
         }
-        let Ok(mut stream) = conn else { continue };
-        if clients.load(Ordering::Relaxed) >= MAX_CLIENTS {
+        let Ok((mut stream, _)) = listener.accept() else { continue };
+        let _ = stream.set_nonblocking(false);
+        let busy = clients.load(Ordering::Relaxed);
+        let root = peer(&stream).is_ok_and(|(uid, _, _)| uid == 0);
+        if busy >= MAX_CLIENTS && !(root && busy < 2 * MAX_CLIENTS) {
             let _ = send_reply(&mut stream, &Reply::error("too many control clients at once; try again"));
             continue;
         }
@@ -183,7 +218,6 @@ fn serve_client(mut stream: UnixStream, access: Access, jobs: &mpsc::Sender<Job>
         )?;
         return Ok(());
     }
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let line = match read_line(&mut stream) {
         Ok(l) => l,
         Err(e) => return send_reply(&mut stream, &Reply::error(format!("{e:#}"))),
@@ -193,7 +227,7 @@ fn serve_client(mut stream: UnixStream, access: Access, jobs: &mpsc::Sender<Job>
         Err(e) => return send_reply(&mut stream, &Reply::error(format!("bad request: {e}"))),
     };
     let (tx, rx) = mpsc::channel();
-    if jobs.send(Job { request, reply: tx }).is_err() {
+    if jobs.send(Job::new(request, tx)).is_err() {
         return send_reply(&mut stream, &Reply::error("the daemon is stopping"));
     }
     match rx.recv_timeout(JOB_TIMEOUT) {
@@ -206,17 +240,37 @@ fn serve_client(mut stream: UnixStream, access: Access, jobs: &mpsc::Sender<Job>
     }
 }
 
+/// The request line, which must arrive whole within `REQUEST_TIMEOUT`
+/// (a client trickling bytes cannot hold its slot longer).
 fn read_line(stream: &mut UnixStream) -> Result<String> {
-    let mut line = String::new();
-    let mut r = BufReader::new(stream.take(MAX_REQUEST as u64 + 1));
-    r.read_line(&mut line).context("reading the request")?;
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    let mut line = Vec::with_capacity(256);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("no complete request within {} s", REQUEST_TIMEOUT.as_secs());
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => bail!("request not terminated by a newline"),
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e) => return Err(e).context("reading the request"),
+        };
+        line.extend_from_slice(&chunk[..n]);
+        if let Some(end) = line.iter().position(|b| *b == b'\n') {
+            line.truncate(end + 1);
+            break;
+        }
+        if line.len() > MAX_REQUEST {
+            bail!("request longer than {MAX_REQUEST} bytes");
+        }
+    }
     if line.len() > MAX_REQUEST {
         bail!("request longer than {MAX_REQUEST} bytes");
     }
-    if !line.ends_with('\n') {
-        bail!("request not terminated by a newline");
-    }
-    Ok(line)
+    String::from_utf8(line).context("request is not UTF-8")
 }
 
 fn send_reply(stream: &mut UnixStream, r: &Reply) -> Result<()> {
@@ -262,6 +316,7 @@ mod tests {
         assert!(g.allows(1000, 4242, &[]), "primary group");
         assert!(g.allows(1000, 1000, &[27, 4242]), "supplementary group");
         assert!(!g.allows(1000, 1000, &[27]));
+        assert!(open.allows(nix::unistd::geteuid().as_raw(), 1, &[]), "the daemon's own user");
     }
 
     /// A server with a fake control loop: requests reach the loop, replies
@@ -282,6 +337,7 @@ mod tests {
         let fake_loop = std::thread::spawn(move || {
             let job = rx.recv().unwrap();
             assert_eq!(job.request, Request::Arp);
+            assert!(job.deadline > Instant::now());
             job.reply.send(Outcome::Reply(Reply::ok(vec!["entry"]))).unwrap();
         });
         let (reply, _) = call(&path, &Request::Arp).unwrap();
@@ -303,6 +359,19 @@ mod tests {
         BufReader::new(raw).read_line(&mut line).unwrap();
         let r: Reply = serde_json::from_str(&line).unwrap();
         assert!(!r.ok && r.error.unwrap().contains("longer than"));
+
+        // A request trickled byte by byte past the deadline is cut off.
+        let mut slow = UnixStream::connect(&path).unwrap();
+        let t = Instant::now();
+        while t.elapsed() < REQUEST_TIMEOUT + Duration::from_millis(500) {
+            if slow.write_all(b" ").is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut line = String::new();
+        let _ = BufReader::new(slow).read_line(&mut line);
+        assert!(line.contains("no complete request"), "{line:?}");
 
         drop(server);
         assert!(!path.exists(), "socket file removed on stop");

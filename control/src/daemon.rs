@@ -477,6 +477,9 @@ impl ClientWatch {
     }
 }
 
+/// Operator requests served per control-loop round at most.
+const JOBS_PER_ROUND: usize = 4;
+
 /// What the control loop owns.
 struct Control<'a> {
     steering: &'a Steering,
@@ -499,7 +502,9 @@ fn control_loop(stop: &AtomicBool, ctl: &mut Control<'_>, ops: &mut Ops, mut cli
             break;
         }
         let mut busy = false;
-        while let Ok(job) = ctl.jobs.try_recv() {
+        // A few requests per round, so ARP and supervision keep their pace
+        // however many operators ask at once.
+        for job in ctl.jobs.try_iter().take(JOBS_PER_ROUND) {
             busy = true;
             ops.handle(job, &mut ctl.ops_ctx());
         }

@@ -5,9 +5,14 @@
 //! Linux sysctl without its `tcp_` prefix, durations with their unit), so
 //! an operator uses one vocabulary for the file and the control socket.
 //! A knob is changeable at run time when the engine reads it at each use
-//! (the next retransmission, listen(), new socket or connection), exactly
-//! as a sysctl change takes effect on Linux; the others are fixed when
-//! the workers start (the MTU sizes the frames, for example).
+//! (the next retransmission, SYN, listen() or connect()), exactly as a
+//! sysctl change takes effect on Linux. The others are fixed when the
+//! workers start: the MTU sizes the frames; buffer sizes, keep-alive
+//! timing and the congestion algorithm are copied into each socket's
+//! options when it is created, and accepted connections inherit their
+//! listener's (created at start), so a change would not reach them; the
+//! options announced in SYNs (timestamps, SACK, window scaling) must not
+//! change under a SYN cookie in flight.
 
 use std::time::Duration;
 
@@ -118,16 +123,16 @@ pub static KNOBS: &[Knob] = &[
         c.fin_timeout = Duration::from_secs(num(v)?);
         Ok(())
     }),
-    knob!("keepalive_time_secs", "net.ipv4.tcp_keepalive_time", true, |c| secs(c.keepalive_time), |c, v| {
-        c.keepalive_time = Duration::from_secs(num(v)?);
+    knob!("keepalive_time_secs", "net.ipv4.tcp_keepalive_time", false, |c| secs(c.keepalive_time), |c, v| {
+        c.keepalive_time = Duration::from_secs(at_least_one(num(v)?)?);
         Ok(())
     }),
-    knob!("keepalive_intvl_secs", "net.ipv4.tcp_keepalive_intvl", true, |c| secs(c.keepalive_intvl), |c, v| {
-        c.keepalive_intvl = Duration::from_secs(num(v)?);
+    knob!("keepalive_intvl_secs", "net.ipv4.tcp_keepalive_intvl", false, |c| secs(c.keepalive_intvl), |c, v| {
+        c.keepalive_intvl = Duration::from_secs(at_least_one(num(v)?)?);
         Ok(())
     }),
-    knob!("keepalive_probes", "net.ipv4.tcp_keepalive_probes", true, |c| c.keepalive_probes.to_string(), |c, v| {
-        c.keepalive_probes = num(v)?;
+    knob!("keepalive_probes", "net.ipv4.tcp_keepalive_probes", false, |c| c.keepalive_probes.to_string(), |c, v| {
+        c.keepalive_probes = at_least_one(num(v)?)?;
         Ok(())
     }),
     knob!(
@@ -148,22 +153,28 @@ pub static KNOBS: &[Knob] = &[
             Ok(())
         }
     ),
-    knob!("timestamps", "net.ipv4.tcp_timestamps", true, |c| u8::from(c.timestamps).to_string(), |c, v| {
+    knob!("timestamps", "net.ipv4.tcp_timestamps", false, |c| u8::from(c.timestamps).to_string(), |c, v| {
         c.timestamps = flag(v)?;
         Ok(())
     }),
-    knob!("sack", "net.ipv4.tcp_sack", true, |c| u8::from(c.sack).to_string(), |c, v| {
+    knob!("sack", "net.ipv4.tcp_sack", false, |c| u8::from(c.sack).to_string(), |c, v| {
         c.sack = flag(v)?;
         Ok(())
     }),
-    knob!("window_scaling", "net.ipv4.tcp_window_scaling", true, |c| u8::from(c.window_scaling).to_string(), |c, v| {
-        c.window_scaling = flag(v)?;
-        Ok(())
-    }),
+    knob!(
+        "window_scaling",
+        "net.ipv4.tcp_window_scaling",
+        false,
+        |c| u8::from(c.window_scaling).to_string(),
+        |c, v| {
+            c.window_scaling = flag(v)?;
+            Ok(())
+        }
+    ),
     knob!(
         "congestion_control",
         "net.ipv4.tcp_congestion_control",
-        true,
+        false,
         |c| algorithm_name(c.congestion).into(),
         |c, v| {
             c.congestion = match v.trim() {
@@ -188,11 +199,11 @@ pub static KNOBS: &[Knob] = &[
         c.invalid_ratelimit = Duration::from_millis(num(v)?);
         Ok(())
     }),
-    knob!("rmem_default", "net.ipv4.tcp_rmem[1]", true, |c| c.recv_buffer.to_string(), |c, v| {
+    knob!("rmem_default", "net.ipv4.tcp_rmem[1]", false, |c| c.recv_buffer.to_string(), |c, v| {
         c.recv_buffer = buffer(v)?;
         Ok(())
     }),
-    knob!("wmem_default", "net.ipv4.tcp_wmem[1]", true, |c| c.send_buffer.to_string(), |c, v| {
+    knob!("wmem_default", "net.ipv4.tcp_wmem[1]", false, |c| c.send_buffer.to_string(), |c, v| {
         c.send_buffer = buffer(v)?;
         Ok(())
     }),
@@ -217,6 +228,14 @@ pub static KNOBS: &[Knob] = &[
         Ok(())
     }),
 ];
+
+/// As setsockopt(TCP_KEEPIDLE/KEEPINTVL/KEEPCNT): zero is invalid.
+fn at_least_one<T: PartialEq + From<u8>>(n: T) -> Result<T> {
+    if n == T::from(0u8) {
+        bail!("must be at least 1");
+    }
+    Ok(n)
+}
 
 fn buffer(v: &str) -> Result<usize> {
     let n: usize = num(v)?;
@@ -278,11 +297,12 @@ mod tests {
         assert_eq!(c.syn_retries, 3);
         let c = set(&c, "local_port_range", "40000 40100").unwrap();
         assert_eq!(c.ephemeral_ports, (40000, 40100));
-        let c = set(&c, "congestion_control", "reno").unwrap();
-        assert_eq!(c.congestion, Algorithm::NewReno);
+        assert!(set(&c, "congestion_control", "reno").is_err(), "copied into sockets: restart");
         assert!(set(&base, "syn_retries", "many").is_err());
         assert!(set(&base, "syncookies", "3").is_err());
         assert!(set(&base, "local_port_range", "500 100").is_err());
+        let mut c = base.clone();
+        assert!((find("keepalive_probes").unwrap().set)(&mut c, "0").is_err(), "as setsockopt: at least 1");
         let e = set(&base, "mtu", "9000").unwrap_err().to_string();
         assert!(e.contains("restart"), "{e}");
         let e = set(&base, "nope", "1").unwrap_err().to_string();

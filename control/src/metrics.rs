@@ -10,7 +10,6 @@
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use prometheus_client::collector::Collector;
@@ -25,7 +24,7 @@ use crate::protocol::{Request, Status};
 
 /// Per-worker figures that are levels, not totals.
 const WORKER_GAUGES: &[&str] = &["neigh_pending"];
-const RING_GAUGES: &[&str] = &["frames_total", "frames_free", "fill_ring", "frames_held", "tx_pending", "tx_ring"];
+const RING_GAUGES: &[&str] = &["umem_frames", "frames_free", "fill_ring", "frames_held", "tx_pending", "tx_ring"];
 
 /// The running endpoint; stops on drop.
 pub struct Server {
@@ -42,6 +41,11 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     pub fn start(addr: SocketAddr, jobs: mpsc::Sender<Job>) -> Result<Server> {
+        // Metrics need no credentials and each open connection holds a
+        // thread of this process: keep the endpoint on a local address.
+        if !addr.ip().is_loopback() {
+            tracing::warn!("metrics on {addr}: not a loopback address; anyone who can reach it can read the counters");
+        }
         let http = tiny_http::Server::http(addr)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("serving metrics on {addr}"))?;
@@ -95,8 +99,8 @@ fn serve(http: &tiny_http::Server, jobs: &mpsc::Sender<Job>) {
 
 fn scrape(jobs: &mpsc::Sender<Job>) -> Result<String> {
     let (tx, rx) = mpsc::channel();
-    jobs.send(Job { request: Request::Status { sockets: false }, reply: tx }).context("the daemon is stopping")?;
-    let status = match rx.recv_timeout(Duration::from_secs(10)).context("the control loop did not answer")? {
+    jobs.send(Job::new(Request::Status { sockets: false }, tx)).context("the daemon is stopping")?;
+    let status = match rx.recv_timeout(crate::ctlsock::JOB_TIMEOUT).context("the control loop did not answer")? {
         Outcome::Reply(r) if r.ok => serde_json::from_value::<Status>(r.data)?,
         Outcome::Reply(r) => anyhow::bail!("{}", r.error.unwrap_or_default()),
         Outcome::Capture(_) => anyhow::bail!("unexpected capture"),

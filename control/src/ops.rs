@@ -2,6 +2,7 @@
 //! the workers (one command at a time each, answers matched to it), reads
 //! the steering maps and the resolver, and keeps the knobs in force.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,8 @@ use crate::protocol::{
 /// How long a worker gets to answer (an adaptive worker is woken at once;
 /// one that does not answer within this is reported as not fresh).
 const ANSWER_TIMEOUT: Duration = Duration::from_millis(500);
+/// The longest drain an operator may ask for.
+const MAX_DRAIN_SECS: u64 = 7 * 24 * 3600;
 
 /// What the control loop needs to serve requests.
 pub(crate) struct Ops {
@@ -62,6 +65,12 @@ impl Ops {
     }
 
     pub fn handle(&mut self, job: Job, ctx: &mut Ctx<'_>) {
+        // The client stopped waiting: do not act on it (a drain reported
+        // as failed must not happen later).
+        if Instant::now() >= job.deadline {
+            tracing::warn!("control request {:?} dropped: its client stopped waiting", job.request);
+            return;
+        }
         let outcome = match job.request {
             Request::Capture(spec) => match crate::capture::Stream::start(ctx.taps, &spec) {
                 Ok(s) => Outcome::Capture(s),
@@ -210,6 +219,9 @@ impl Ops {
         if self.drain.is_some() {
             return Reply::error("already draining");
         }
+        if timeout_secs > MAX_DRAIN_SECS {
+            return Reply::error(format!("drain timeout {timeout_secs} s is more than {MAX_DRAIN_SECS} s (a week)"));
+        }
         let answers = ask(ctx.workers, || Command::Drain);
         let closed: usize = answers
             .iter()
@@ -265,7 +277,7 @@ impl Ops {
         let Some(w) = ctx.workers.iter().find(|w| w.queue == worker && w.died.is_none()) else {
             return Reply::error(format!("no live worker {worker}"));
         };
-        if w.link.commands.push(Command::Panic).is_err() {
+        if w.link.commands.push((0, Command::Panic)).is_err() {
             return Reply::error(format!("worker {worker}'s command queue is full"));
         }
         (w.wake)();
@@ -277,15 +289,15 @@ impl Ops {
 /// Sends a command to every live worker and collects the answers (None
 /// from dead workers and from those that did not answer in time).
 fn ask(workers: &mut [WorkerHandle], make: impl Fn() -> Command) -> Vec<Option<Answer>> {
+    static SEQ: AtomicU64 = AtomicU64::new(1);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let mut out: Vec<Option<Answer>> = (0..workers.len()).map(|_| None).collect();
     let mut waiting = vec![false; workers.len()];
     for (i, w) in workers.iter().enumerate() {
         if w.died.is_some() {
             continue;
         }
-        // Answers to an earlier request that timed out.
-        while w.link.answers.pop().is_some() {}
-        if w.link.commands.push(make()).is_ok() {
+        if w.link.commands.push((seq, make())).is_ok() {
             (w.wake)();
             waiting[i] = true;
         }
@@ -293,10 +305,16 @@ fn ask(workers: &mut [WorkerHandle], make: impl Fn() -> Command) -> Vec<Option<A
     let deadline = Instant::now() + ANSWER_TIMEOUT;
     while waiting.iter().any(|w| *w) && Instant::now() < deadline {
         for (i, w) in workers.iter().enumerate() {
-            if waiting[i] {
-                if let Some(a) = w.link.answers.pop() {
-                    out[i] = Some(a);
-                    waiting[i] = false;
+            // Answers to earlier requests that timed out are dropped: only
+            // this request's sequence number counts.
+            while waiting[i] {
+                match w.link.answers.pop() {
+                    Some((s, a)) if s == seq => {
+                        out[i] = Some(a);
+                        waiting[i] = false;
+                    }
+                    Some(_) => {}
+                    None => break,
                 }
             }
         }
@@ -352,10 +370,16 @@ pub(crate) fn worker_status(
     let Some(s) = snap else { return st };
     st.draining = s.draining;
     st.tcp = s.tcp.fields().iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    st.states = State::ALL.iter().zip(s.states).map(|(k, v)| (k.name().to_string(), v as u64)).collect();
+    // A dead worker's sockets died with it.
+    let alive = st.alive;
+    st.states = State::ALL
+        .iter()
+        .zip(s.states)
+        .map(|(k, v)| (k.name().to_string(), if alive { v as u64 } else { 0 }))
+        .collect();
     let (p, f) = (s.port, s.frames);
     st.ring = [
-        ("frames_total", u64::from(f.total)),
+        ("umem_frames", u64::from(f.total)),
         ("frames_free", u64::from(f.free)),
         ("fill_ring", u64::from(f.fill)),
         ("frames_held", u64::from(f.held)),

@@ -147,7 +147,8 @@ pub struct ConnRow {
     pub cwnd: u32,
     pub ssthresh: Option<u32>,
     pub snd_wnd: u32,
-    /// Consecutive timeouts now, and retransmissions over the life.
+    /// Consecutive timeouts now (ss's `backoff`), and segments
+    /// retransmitted over the connection's life.
     pub retrans: u32,
     pub retrans_total: u32,
     pub sack: bool,

@@ -50,9 +50,11 @@ pub fn stats(s: &Status) -> String {
     let _ = writeln!(o, "    {} frames sent ({} bytes)", get(&c, "tx_frames"), get(&c, "tx_bytes"));
     let _ = writeln!(o, "    {} ICMP echo replies sent", get(&c, "icmp_echo_replies"));
     let _ = writeln!(o, "    {} segments handed to their owner worker", get(&c, "handoff_out"));
+    let _ = writeln!(o, "    {} messages to the control plane lost (queue full)", get(&c, "drop_control_queue_full"));
     // Drops by reason, the nonzero ones (netstat -s also omits most zeros);
     // --json has every counter.
-    let drops: Vec<_> = c.iter().filter(|(k, v)| k.starts_with("drop_") && **v > 0).collect();
+    let drops: Vec<_> =
+        c.iter().filter(|(k, v)| k.starts_with("drop_") && *k != "drop_control_queue_full" && **v > 0).collect();
     let _ = writeln!(
         o,
         "    {} frames dropped{}",
@@ -244,17 +246,17 @@ pub fn ss(rows: &[SocketRow], f: &SsFilter, info: bool) -> String {
             let ssthresh = c.ssthresh.map(|s| format!(" ssthresh:{s}")).unwrap_or_default();
             let _ = writeln!(
                 o,
-                "\t {}{}{} wscale:{},{} rto:{:.0}{rtt} mss:{} cwnd:{}{ssthresh} snd_wnd:{} retrans:{}/{}",
+                "\t {}{}{} wscale:{},{} rto:{:.0}{}{rtt} mss:{} cwnd:{}{ssthresh} snd_wnd:{} retrans:{}",
                 if c.sack { "sack " } else { "" },
                 if c.timestamps { "ts " } else { "" },
                 c.congestion,
                 c.snd_wscale,
                 c.rcv_wscale,
                 c.rto_ms,
+                if c.retrans > 0 { format!(" backoff:{}", c.retrans) } else { String::new() },
                 c.mss,
                 c.cwnd,
                 c.snd_wnd,
-                c.retrans,
                 c.retrans_total
             );
         }

@@ -385,6 +385,18 @@ impl Tap {
         }
     }
 
+    /// Control side: stop capturing new frames but keep what was captured:
+    /// `next` still hands out the records taken so far (their buffers are
+    /// freed when recycled), until `stop`. Waits for a worker inside
+    /// `offer` to leave it, as `stop` does, so nothing is added afterwards.
+    pub fn pause(&self) {
+        let _session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        self.state.store(0, Ordering::SeqCst);
+        while self.worker.in_offer.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
     /// Control side: stop the capture, free its buffers (records not taken
     /// yet are discarded; records taken and not recycled are freed when
     /// recycled or dropped) and return its counts. Waits for a worker that is
@@ -698,6 +710,24 @@ mod tests {
         assert_eq!(tap.stop(), TapStats { captured: 2, dropped: 0 });
         assert!(!tap.active());
         assert_eq!(tap.free.len() + tap.ready.len(), 0, "the pool is freed");
+    }
+
+    /// Pausing keeps what was captured for the control side to send, and
+    /// takes nothing new.
+    #[test]
+    fn pause_keeps_the_captured_records() {
+        let tap = Tap::new(8);
+        tap.start(Filter::ALL, 64, 4).unwrap();
+        tap.offer(Direction::Rx, &frame_of(60, 1));
+        tap.pause();
+        assert!(!tap.active());
+        tap.offer(Direction::Rx, &frame_of(60, 2));
+        let r = tap.next().expect("the record from before the pause");
+        assert_eq!(r.data()[..], frame_of(60, 1)[..]);
+        tap.recycle(r);
+        assert!(tap.next().is_none(), "nothing after the pause");
+        assert_eq!(tap.stop(), TapStats { captured: 1, dropped: 0 });
+        assert_eq!(tap.free.len() + tap.ready.len(), 0);
     }
 
     #[test]

@@ -40,9 +40,11 @@ pub struct WorkerLink {
     pub to_control: Arc<ArrayQueue<ToControl>>,
     pub to_worker: Arc<ArrayQueue<ToWorker>>,
     /// The operator's requests (statistics, connection table, knobs,
-    /// drain): rare, so a few slots; answers come back in `answers`.
-    pub commands: Arc<ArrayQueue<Command>>,
-    pub answers: Arc<ArrayQueue<Answer>>,
+    /// drain): rare, so a few slots. Each carries a sequence number that
+    /// its answer in `answers` repeats, so an answer to a request that
+    /// timed out is never taken for the answer to a later one.
+    pub commands: Arc<ArrayQueue<(u64, Command)>>,
+    pub answers: Arc<ArrayQueue<(u64, Answer)>>,
 }
 
 impl WorkerLink {

@@ -398,7 +398,7 @@ impl Worker {
     }
 
     /// The operator's requests, answered between two loop rounds.
-    fn command(&mut self, cmd: Command) {
+    fn command(&mut self, seq: u64, cmd: Command) {
         let now = self.now();
         let answer = match cmd {
             Command::Snapshot { sockets } => Answer::Snapshot(Box::new(self.snapshot(sockets))),
@@ -412,7 +412,7 @@ impl Worker {
             }
             Command::Panic => panic!("fault injection: the control plane told worker {} to panic", self.cfg.id),
         };
-        if self.link.answers.push(answer).is_err() {
+        if self.link.answers.push((seq, answer)).is_err() {
             self.stats.inc(Counter::drop_control_queue_full);
         }
     }
@@ -538,8 +538,8 @@ impl Worker {
     }
 
     fn poll_control(&mut self) {
-        if let Some(cmd) = self.link.commands.pop() {
-            self.command(cmd);
+        if let Some((seq, cmd)) = self.link.commands.pop() {
+            self.command(seq, cmd);
         }
         // Bounded per iteration so a burst of updates cannot stall RX.
         for _ in 0..32 {

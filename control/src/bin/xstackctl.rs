@@ -245,12 +245,13 @@ fn run(cli: Cli) -> Result<()> {
                 v["listeners_closed"]
             );
             if wait {
-                let deadline = Instant::now() + Duration::from_secs(timeout + 10);
+                let grace = timeout.saturating_add(10);
+                let deadline = Instant::now() + Duration::from_secs(grace);
                 while path.exists() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 if path.exists() {
-                    bail!("the daemon is still running after {} s", timeout + 10);
+                    bail!("the daemon is still running after {grace} s");
                 }
                 println!("stopped");
             }
@@ -288,17 +289,24 @@ fn capture(path: &std::path::Path, spec: CaptureSpec, file: &std::path::Path) ->
         signal_hook::flag::register(sig, interrupted.clone())?;
     }
     r.get_ref().set_read_timeout(Some(Duration::from_millis(200)))?;
-    let mut half_closed = false;
+    let mut half_closed: Option<Instant> = None;
     let mut header = [0u8; RECORD_HEADER];
     let mut buf = vec![0u8; 65536];
     loop {
-        if interrupted.load(Ordering::Relaxed) && !half_closed {
+        if interrupted.load(Ordering::Relaxed) && half_closed.is_none() {
             let _ = r.get_ref().shutdown(std::net::Shutdown::Write);
-            half_closed = true;
+            half_closed = Some(Instant::now());
         }
         match read_full(&mut r, &mut header) {
             Ok(()) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                // Quiet moment: make what we have visible (`-w -` into a pipe).
+                sink.flush()?;
+                if half_closed.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
+                    bail!("the daemon did not end the capture within 5 s of the interrupt (packets so far are in the file)");
+                }
+                continue;
+            }
             Err(e) => return Err(e).context("reading the capture stream"),
         }
         let caplen = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
