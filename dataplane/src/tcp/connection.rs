@@ -1574,14 +1574,16 @@ impl Connection {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        let mut d = self.rtx_at;
-        for t in [self.delack_at, self.ka_at, self.close_at].into_iter().flatten() {
-            d = Some(match d {
-                Some(x) if x <= t => x,
-                _ => t,
-            });
+        // The earliest of four optional deadlines, without a branch per
+        // deadline (this runs after every segment).
+        fn min(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+            match (a, b) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, None) => x,
+                (None, y) => y,
+            }
         }
-        d
+        min(min(self.rtx_at, self.delack_at), min(self.ka_at, self.close_at))
     }
 
     pub fn on_timer(&mut self, now: Instant, ctx: &mut Ctx) {

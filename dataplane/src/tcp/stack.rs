@@ -127,6 +127,11 @@ pub struct Stack {
     /// With several workers: the flow-to-worker map and this stack's
     /// worker, so active opens pick ports whose return traffic is ours.
     steer: Option<(Arc<FlowSteer>, u16)>,
+    /// The connection the last segment was for: a burst of one flow's
+    /// segments (bulk data, a batch from the ring) finds it without
+    /// hashing the 4-tuple (a keyed SipHash, most of a lookup's cost).
+    /// Kept exact by `insert_conn` and `remove_conn`.
+    last_flow: Option<(FourTuple, SocketId)>,
 }
 
 impl Stack {
@@ -154,6 +159,7 @@ impl Stack {
             txq: VecDeque::new(),
             events: VecDeque::new(),
             steer: None,
+            last_flow: None,
         }
     }
 
@@ -245,12 +251,18 @@ impl Stack {
     }
 
     fn insert_conn(&mut self, t: FourTuple, id: SocketId) {
+        if self.last_flow.is_some_and(|(lt, _)| lt == t) {
+            self.last_flow = None;
+        }
         if self.conns.insert(t, id).is_none() {
             *self.conn_ports.entry(t.local_port).or_insert(0) += 1;
         }
     }
 
     fn remove_conn(&mut self, t: FourTuple, id: SocketId) {
+        if self.last_flow.is_some_and(|(lt, _)| lt == t) {
+            self.last_flow = None;
+        }
         if self.conns.get(&t) == Some(&id) {
             self.conns.remove(&t);
             if let Some(n) = self.conn_ports.get_mut(&t.local_port) {
@@ -823,15 +835,16 @@ impl Stack {
     /// Keeps one wheel entry per socket at or before its earliest
     /// deadline. A later deadline leaves the entry alone (it fires early
     /// and re-arms), so the common case, pushing the RTO back on each
-    /// ACK, costs no wheel operation.
+    /// ACK, costs no wheel operation. No deadline leaves it alone too: a
+    /// receiver's delayed-ACK deadline comes and goes with every other
+    /// segment, and cancelling and re-arming each time would cost two wheel
+    /// operations per pair; the entry fires once, finds nothing due and
+    /// re-arms for whatever is pending then. `release` cancels it.
     fn sync_timer(&mut self, id: SocketId, deadline: Option<Instant>) {
         let Some(s) = sock_mut(&mut self.slots, id) else { return };
         let current = s.timer;
         match (deadline, current) {
-            (None, Some((t, _))) => {
-                s.timer = None;
-                self.wheel.cancel(t);
-            }
+            (None, Some(_)) => {}
             (Some(d), Some((_, at))) if at <= d => {}
             (Some(d), cur) => {
                 if let Some((t, _)) = cur {
@@ -896,7 +909,15 @@ impl Stack {
         }
         let tuple = FourTuple { local: dst, local_port: seg.dst_port, remote: src, remote_port: seg.src_port };
         let mut isn_hint = None;
-        if let Some(&id) = self.conns.get(&tuple) {
+        let found = match self.last_flow {
+            Some((t, id)) if t == tuple => Some(id),
+            _ => {
+                let id = self.conns.get(&tuple).copied();
+                self.last_flow = id.map(|id| (tuple, id));
+                id
+            }
+        };
+        if let Some(id) = found {
             let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) else {
                 return Err(DropReason::NoSocket);
             };

@@ -785,3 +785,38 @@ fn established_read_after_small_pushed_segments_acks() {
     assert_eq!(t.st.read(t.now, c, &mut buf).unwrap(), 14);
     assert_eq!(t.recv_one().ack, PEER_ISN + 57);
 }
+
+// ----- The last-flow cache -----
+
+/// The connection a segment finds through the one-entry flow cache is
+/// always the one the table holds: after a reset removes a connection,
+/// the same 4-tuple's next SYN reaches the listener (a new connection),
+/// and that connection's segments reach it, not the old one.
+#[test]
+fn the_flow_cache_follows_removal_and_reuse() {
+    let mut t = T::new(plain());
+    let (l, c, iss) = t.established();
+    // Data fills the cache with this connection.
+    let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK | Flags::PSH);
+    d.data = b"one".to_vec();
+    t.send(&d).unwrap();
+    // An exact RST (RFC 5961 3.2: seq == RCV.NXT) removes it.
+    t.send(&seg(PEER_ISN + 4, 0, Flags::RST)).unwrap();
+    assert_eq!(t.state(c), Some(State::Closed));
+    let _ = t.recv();
+    // The same 4-tuple again: a SYN for the listener, answered with SYN|ACK.
+    let mut s2 = syn();
+    s2.seq = PEER_ISN + 100_000;
+    t.send(&s2).unwrap();
+    let sa = t.recv_one();
+    assert_eq!(sa.flags, Flags::SYN | Flags::ACK);
+    assert_eq!(sa.ack, PEER_ISN + 100_001);
+    t.send(&seg(PEER_ISN + 100_001, sa.seq + 1, Flags::ACK)).unwrap();
+    let c2 = t.st.accept(l).unwrap();
+    let mut d2 = seg(PEER_ISN + 100_001, sa.seq + 1, Flags::ACK | Flags::PSH);
+    d2.data = b"two".to_vec();
+    t.send(&d2).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(t.st.read(t.now, c2, &mut buf).unwrap(), 3);
+    assert_eq!(&buf[..3], b"two");
+}
