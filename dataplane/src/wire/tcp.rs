@@ -456,7 +456,8 @@ impl<'a> Repr<'a> {
         }
         let b: &'a [u8] = p.buffer.as_ref();
         let hl = usize::from(p.header_len());
-        let options = Options::parse(&b[field::OPTIONS..hl])?;
+        // Most segments of a connection without timestamps carry none.
+        let options = if hl == field::OPTIONS { Options::default() } else { Options::parse(&b[field::OPTIONS..hl])? };
         Ok(Repr {
             src_port: p.src_port(),
             dst_port: p.dst_port(),
