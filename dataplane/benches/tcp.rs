@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the TCP engine's hot paths (criterion):
 //! - one in-order full-size data segment, including reading it and the
-//!   ACK it causes (one ACK per two segments, as Linux's delayed ACK);
+//!   ACK it causes (one ACK per two segments, as Linux's delayed ACK),
+//!   without and with TCP timestamps;
 //! - one full handshake (SYN, SYN|ACK, ACK, accept) plus its abortive
 //!   teardown, across two in-memory stacks;
 //! - one timer wheel operation (arm + cancel, arm + expire) with 10 000
@@ -20,6 +21,8 @@ fn data_segment(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let mut d = support::DataPath::new();
     g.bench_function("in_order_segment_with_ack", |b| b.iter(|| d.step()));
+    let mut d = support::DataPath::with_timestamps();
+    g.bench_function("in_order_segment_with_ack_timestamps", |b| b.iter(|| d.step()));
     g.finish();
 }
 

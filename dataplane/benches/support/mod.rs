@@ -45,25 +45,45 @@ pub struct DataPath {
 }
 
 impl DataPath {
+    /// Without TCP timestamps: the engine's own cost, options aside.
     pub fn new() -> DataPath {
+        Self::build(false)
+    }
+
+    /// With timestamps on both sides, as between two Linux hosts (every
+    /// segment carries the option, and PAWS checks it).
+    pub fn with_timestamps() -> DataPath {
+        Self::build(true)
+    }
+
+    fn build(timestamps: bool) -> DataPath {
         let now = Instant::from_secs(1);
-        let config = Config { timestamps: false, ..Config::default() };
+        let config = Config { timestamps, ..Config::default() };
+        let ts = |v: u32| if timestamps { Some((v, 0)) } else { None };
         let mut st = Stack::new(config, &[SERVER], 3, now);
         let l = st.socket();
         st.bind(l, SERVER, 80).unwrap();
         st.listen(l, 16).unwrap();
         let mut out = vec![0u8; 1500];
         let peer_isn = 1_000_000u32;
-        let syn = segment(peer_isn, 0, Flags::SYN, Options { mss: Some(MSS as u16), ..Options::default() }, &[]);
+        let syn = segment(
+            peer_isn,
+            0,
+            Flags::SYN,
+            Options { mss: Some(MSS as u16), timestamp: ts(1), ..Options::default() },
+            &[],
+        );
         st.handle_segment(now, CLIENT, SERVER, &syn).unwrap();
         let t = st.poll_transmit(now, &mut out).unwrap();
         let iss = Packet::new_checked(&out[..t.len]).unwrap().seq_number();
-        let ack = segment(peer_isn + 1, iss + 1, Flags::ACK, Options::default(), &[]);
+        let ack = segment(peer_isn + 1, iss + 1, Flags::ACK, Options { timestamp: ts(2), ..Options::default() }, &[]);
         st.handle_segment(now, CLIENT, SERVER, &ack).unwrap();
         let conn = st.accept(l).unwrap();
         st.set_option(now, conn, SocketOption::NoDelay(true)).unwrap();
         let payload: Vec<u8> = (0..MSS).map(|i| i as u8).collect();
-        let seg = segment(peer_isn + 1, iss + 1, Flags::ACK, Options::default(), &payload);
+        // The peer's TSval stays put: equal values pass PAWS (RFC 7323
+        // section 5.3), and the template's checksum stays valid.
+        let seg = segment(peer_isn + 1, iss + 1, Flags::ACK, Options { timestamp: ts(2), ..Options::default() }, &payload);
         let mut d = DataPath { st, now, conn, seg, out, rbuf: vec![0u8; 65536], acks: 0 };
         // Past the quick-ack start so the steady state shows.
         for _ in 0..64 {
