@@ -311,6 +311,13 @@ impl Options {
     /// 2 or one that runs past the area is malformed (RFC 9293 section 3.1
     /// requires every option but EOL and NOP to carry a length).
     pub fn parse(mut data: &[u8]) -> Result<Options> {
+        // The layout every Linux segment after the handshake carries: NOP,
+        // NOP, timestamp (Linux's tcp_fast_parse_options takes the same
+        // shortcut for it).
+        if let [option_kind::NOP, option_kind::NOP, option_kind::TIMESTAMP, 10, v0, v1, v2, v3, e0, e1, e2, e3] = *data {
+            let ts = (u32::from_be_bytes([v0, v1, v2, v3]), u32::from_be_bytes([e0, e1, e2, e3]));
+            return Ok(Options { timestamp: Some(ts), ..Options::default() });
+        }
         let mut o = Options::default();
         while let Some(&kind) = data.first() {
             match kind {
@@ -519,6 +526,22 @@ mod tests {
 
     const SRC: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
     const DST: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 2);
+
+    proptest! {
+        /// The NOP NOP timestamp shortcut agrees with the general parser
+        /// (a trailing EOL sends the same option through the loop).
+        #[test]
+        fn timestamp_shortcut_agrees_with_the_loop(v: u32, e: u32) {
+            let mut b = vec![option_kind::NOP, option_kind::NOP, option_kind::TIMESTAMP, 10];
+            b.extend_from_slice(&v.to_be_bytes());
+            b.extend_from_slice(&e.to_be_bytes());
+            let fast = Options::parse(&b).unwrap();
+            b.push(option_kind::EOL);
+            let slow = Options::parse(&b).unwrap();
+            prop_assert_eq!(fast, slow);
+            prop_assert_eq!(fast.timestamp, Some((v, e)));
+        }
+    }
 
     /// A SYN from Linux 6.x (`nc 192.168.1.2 80`), options as Linux lays
     /// them out: MSS 1460, SACK-permitted + TS, NOP WS 7. Checksum real.
