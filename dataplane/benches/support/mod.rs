@@ -83,7 +83,8 @@ impl DataPath {
         let payload: Vec<u8> = (0..MSS).map(|i| i as u8).collect();
         // The peer's TSval stays put: equal values pass PAWS (RFC 7323
         // section 5.3), and the template's checksum stays valid.
-        let seg = segment(peer_isn + 1, iss + 1, Flags::ACK, Options { timestamp: ts(2), ..Options::default() }, &payload);
+        let seg =
+            segment(peer_isn + 1, iss + 1, Flags::ACK, Options { timestamp: ts(2), ..Options::default() }, &payload);
         let mut d = DataPath { st, now, conn, seg, out, rbuf: vec![0u8; 65536], acks: 0 };
         // Past the quick-ack start so the steady state shows.
         for _ in 0..64 {

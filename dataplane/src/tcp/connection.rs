@@ -234,6 +234,9 @@ pub(crate) struct Connection {
     /// Segments retransmitted over the connection's life (ss's
     /// `retrans:X/total`).
     retrans_total: u32,
+    /// Bytes of the segment being processed that `prefill` already put
+    /// just past the stored data (0: none).
+    prefilled: usize,
     delack_at: Option<Instant>,
     /// Small segments received since our last ACK (Linux's
     /// ICSK_ACK_PUSHED / PUSHED2), capped at 2.
@@ -316,6 +319,7 @@ impl Connection {
             rtx_mode: RtxMode::Retransmit,
             retries: 0,
             retrans_total: 0,
+            prefilled: 0,
             delack_at: None,
             ack_pushed: 0,
             pingpong: false,
@@ -396,6 +400,32 @@ impl Connection {
     pub fn send_queue(&self) -> usize {
         self.tx.len()
     }
+    /// The receive fast path for a plain in-order data segment of an
+    /// established connection: its payload goes into the receive buffer
+    /// (just past the stored data, not yet counted as stored) while its
+    /// checksum sum is computed, before anything else of the segment is
+    /// looked at. Returns that sum, or `None` when the segment is not such
+    /// a segment; the caller verifies the checksum with it and, if it
+    /// fails, calls `clear_prefill` (the bytes were never counted).
+    pub fn prefill(&mut self, seg: &Repr<'_>) -> Option<u16> {
+        let plain = self.state == State::Established
+            && !seg.payload.is_empty()
+            && !seg.flags.intersects(Flags::SYN.union(Flags::RST))
+            && SeqNum(seg.seq_number) == self.rcv_nxt
+            && self.assembler.is_empty()
+            && !self.rd_shut;
+        if !plain {
+            return None;
+        }
+        let sum = self.rx.write_unallocated_summing(seg.payload)?;
+        self.prefilled = seg.payload.len();
+        Some(sum)
+    }
+
+    pub fn clear_prefill(&mut self) {
+        self.prefilled = 0;
+    }
+
     /// What `ss -tin` shows of a connection.
     pub fn info(&self) -> super::stack::ConnectionInfo {
         super::stack::ConnectionInfo {
@@ -1097,7 +1127,13 @@ impl Connection {
         let offset = start.dist(self.rcv_nxt) as usize;
         let had_holes = !self.assembler.is_empty();
         if new_data {
-            let written = self.rx.write_unallocated(offset, payload);
+            // `prefill` already put exactly these bytes there.
+            let written = if offset == 0 && self.prefilled == payload.len() {
+                payload.len()
+            } else {
+                self.rx.write_unallocated(offset, payload)
+            };
+            self.prefilled = 0;
             if written == 0 {
                 // No room: the ACK repeats the (zero) window.
                 self.ack_now = true;

@@ -21,6 +21,8 @@ use super::time::Instant;
 use super::timer_wheel::{TimerId, TimerWheel};
 use super::{Config, SeqNum};
 use crate::rss::FlowSteer;
+use crate::wire::checksum;
+use crate::wire::ipv4::protocol as ip_protocol;
 use crate::wire::tcp::{Packet, Repr};
 use crate::wire::{Error as WireError, Ipv4Addr};
 use std::collections::{HashMap, VecDeque};
@@ -900,12 +902,11 @@ impl Stack {
             return Err(DropReason::NotOurAddress);
         }
         let p = Packet::new_checked(bytes).map_err(wire_reason)?;
-        let seg = Repr::parse(&p, src, dst).map_err(wire_reason)?;
+        // The checksum is verified below, once the connection is known: an
+        // in-order payload is checksummed while it is copied in.
+        let seg = Repr::parse_unverified(&p).map_err(wire_reason)?;
         if src.is_broadcast() || src.is_multicast() || src.is_unspecified() {
             return Err(DropReason::Malformed);
-        }
-        if seg.flags.rst() {
-            self.ctx.stats.rsts_received += 1;
         }
         let tuple = FourTuple { local: dst, local_port: seg.dst_port, remote: src, remote_port: seg.src_port };
         let mut isn_hint = None;
@@ -917,6 +918,34 @@ impl Stack {
                 id
             }
         };
+        // RFC 9293 section 3.1: nothing of a segment with a bad checksum
+        // may count. The fast path (`prefill`) has written the payload
+        // past the stored data but not stored it; a failure forgets it.
+        let mut verified = false;
+        if let Some(id) = found {
+            if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
+                if let Some(payload_sum) = c.prefill(&seg) {
+                    let header = &bytes[..bytes.len() - seg.payload.len()];
+                    let Ok(len) = u16::try_from(bytes.len()) else { return Err(DropReason::Checksum) };
+                    // The header is a multiple of 4 bytes: the payload's
+                    // words line up with the segment's.
+                    let acc = checksum::pseudo_header(src, dst, ip_protocol::TCP, len)
+                        + u64::from(checksum::sum(header))
+                        + u64::from(payload_sum);
+                    if !checksum::fold(acc) != 0 {
+                        c.clear_prefill();
+                        return Err(DropReason::Checksum);
+                    }
+                    verified = true;
+                }
+            }
+        }
+        if !verified && !p.verify_checksum(src, dst) {
+            return Err(DropReason::Checksum);
+        }
+        if seg.flags.rst() {
+            self.ctx.stats.rsts_received += 1;
+        }
         if let Some(id) = found {
             let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) else {
                 return Err(DropReason::NoSocket);
@@ -933,6 +962,8 @@ impl Stack {
                 }
             } else {
                 let out = c.on_segment(now, &mut self.ctx, &seg);
+                // Whatever path the segment took, a prefill is for it only.
+                c.clear_prefill();
                 self.after_conn(now, id);
                 return match out {
                     Outcome::Accepted => Ok(()),

@@ -314,7 +314,8 @@ impl Options {
         // The layout every Linux segment after the handshake carries: NOP,
         // NOP, timestamp (Linux's tcp_fast_parse_options takes the same
         // shortcut for it).
-        if let [option_kind::NOP, option_kind::NOP, option_kind::TIMESTAMP, 10, v0, v1, v2, v3, e0, e1, e2, e3] = *data {
+        if let [option_kind::NOP, option_kind::NOP, option_kind::TIMESTAMP, 10, v0, v1, v2, v3, e0, e1, e2, e3] = *data
+        {
             let ts = (u32::from_be_bytes([v0, v1, v2, v3]), u32::from_be_bytes([e0, e1, e2, e3]));
             return Ok(Options { timestamp: Some(ts), ..Options::default() });
         }
