@@ -13,6 +13,13 @@ use xstack_dataplane::wire::Ipv4Addr;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 
+/// Random cases per property: the default keeps the test command quick;
+/// `SIM_CASES=N` runs N times more (a soak).
+fn cases(default: u32) -> u32 {
+    let scale = std::env::var("SIM_CASES").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(1).max(1);
+    default.saturating_mul(scale)
+}
+
 fn pattern(i: usize, salt: u8) -> u8 {
     (i.wrapping_mul(2654435761) >> 7) as u8 ^ salt
 }
@@ -177,7 +184,7 @@ fn lossy_link_fixed_seeds() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
 
     #[test]
     fn streams_arrive_exactly_once_in_order(seed in any::<u64>(), loss in 0.0f64..0.10, dup in 0.0f64..0.05,
@@ -316,7 +323,7 @@ fn three_engines_many_connections_clean() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(16), ..ProptestConfig::default() })]
 
     #[test]
     fn many_connections_over_impaired_links(seed in any::<u64>(), loss in 0.0f64..0.10, dup in 0.0f64..0.05,
