@@ -200,6 +200,36 @@ proptest! {
     }
 }
 
+/// Found by a soak (SIM_CASES=100): 19 bytes missing at the client.
+#[test]
+fn regression_lossy_reordered_small_buffers() {
+    let link = LinkConfig {
+        loss: 0.05084026113156779,
+        duplicate: 0.04545515996405315,
+        reorder: 0.1487282456569576,
+        jitter: Duration::from_millis(3),
+        bandwidth: 50_000_000,
+        mtu: 1197,
+        ..LinkConfig::default()
+    };
+    exchange(1133698882972519877, link, (13777, 6869), Algorithm::Cubic, 12672).unwrap();
+}
+
+/// Found by a soak (SIM_CASES=100): the client's read timed out.
+#[test]
+fn regression_small_mtu_lossy_timeout() {
+    let link = LinkConfig {
+        loss: 0.06020300658450048,
+        duplicate: 0.04312182305172485,
+        reorder: 0.16406798056539398,
+        jitter: Duration::from_millis(3),
+        bandwidth: 50_000_000,
+        mtu: 415,
+        ..LinkConfig::default()
+    };
+    exchange(14021474963995588231, link, (17838, 32657), Algorithm::Cubic, 13312).unwrap();
+}
+
 #[test]
 fn regression_small_mtu_bidirectional() {
     let link =

@@ -501,10 +501,11 @@ impl Connection {
     }
 
     /// Sends <SEQ=SND.NXT><ACK=RCV.NXT><CTL=RST,ACK> now and closes
-    /// (Linux tcp_send_active_reset).
+    /// (Linux tcp_send_active_reset). SND.NXT as Linux means it: the
+    /// highest sent (`snd_max`; ours walks back after a timeout).
     fn abort(&mut self, now: Instant, ctx: &mut Ctx, error: Option<Error>) {
         if self.state.is_synchronized() || self.state == State::SynReceived {
-            let mut h = self.header(now, self.snd_nxt, Flags::RST | Flags::ACK);
+            let mut h = self.header(now, self.snd_max, Flags::RST | Flags::ACK);
             h.window = 0;
             h.options = Options::default();
             ctx.stats.rsts_sent += 1;
@@ -1409,9 +1410,15 @@ impl Connection {
             return self.emit(buf, &h, 0, 0);
         }
 
-        // 4. A pure ACK or window update.
+        // 4. A pure ACK or window update. Its sequence number is the highest
+        // sent, not SND.NXT: after a timeout SND.NXT walks back through data
+        // the peer may already hold, and an ACK numbered below the peer's
+        // RCV.NXT is unacceptable to it (RFC 9293 section 3.10.7.4), so its
+        // acknowledgment would be ignored; two ends doing that at once
+        // deadlock. BSD's tcp_output numbers pure ACKs with snd_max for the
+        // same reason; Linux never walks snd_nxt back.
         if self.ack_now {
-            let h = self.header(now, self.snd_nxt, ack_flags);
+            let h = self.header(now, self.snd_max, ack_flags);
             return self.emit(buf, &h, 0, 0);
         }
         None
@@ -1455,10 +1462,24 @@ impl Connection {
         }
         let flags = if with_fin { Flags::ACK | Flags::FIN } else { Flags::ACK };
         let flags = if len > 0 && seq + len == data_end { flags | Flags::PSH } else { flags };
-        let h = self.header(now, seq, flags);
+        let mut h = self.header(now, seq, flags);
         let offset = seq.dist(self.tx_seq) as usize;
         let room = buf.len().saturating_sub(h.len());
         let len = len.min(room);
+        // Cut short by the buffer (SACK blocks make the header longer): the
+        // FIN belongs to the segment that carries the last byte (RFC 9293
+        // section 3.4: it occupies the sequence number after it), and so
+        // does PSH.
+        let with_fin = with_fin && seq + len == self.fin_seq.unwrap_or(seq);
+        if !with_fin {
+            h.flags = Flags(h.flags.0 & !Flags::FIN.0);
+        }
+        if !(len > 0 && seq + len == data_end) {
+            h.flags = Flags(h.flags.0 & !Flags::PSH.0);
+        }
+        if len == 0 && !with_fin {
+            return None;
+        }
         let n = self.emit(buf, &h, offset, len)?;
         if let Some(r) = self.recovery.as_mut() {
             let end = seq + len + u32::from(with_fin);
