@@ -42,6 +42,24 @@ struct T {
     now: Instant,
 }
 
+/// `s` as the peer puts it on the wire, checksum included.
+fn wire_bytes(s: &Seg) -> Vec<u8> {
+    let r = Repr {
+        src_port: s.src_port,
+        dst_port: s.dst_port,
+        seq_number: s.seq,
+        ack_number: s.ack,
+        flags: s.flags,
+        window_len: s.window,
+        urgent_at: 0,
+        options: s.options,
+        payload: &s.data,
+    };
+    let mut buf = vec![0u8; r.buffer_len()];
+    r.emit(&mut Packet::new_unchecked(&mut buf[..]), REMOTE, LOCAL);
+    buf
+}
+
 /// Options off so segments are easy to write out, quick-ack off so the
 /// delayed ACK shows, unless a test turns them on.
 fn plain() -> Config {
@@ -55,19 +73,7 @@ impl T {
     }
 
     fn send(&mut self, s: &Seg) -> Result<(), DropReason> {
-        let r = Repr {
-            src_port: s.src_port,
-            dst_port: s.dst_port,
-            seq_number: s.seq,
-            ack_number: s.ack,
-            flags: s.flags,
-            window_len: s.window,
-            urgent_at: 0,
-            options: s.options,
-            payload: &s.data,
-        };
-        let mut buf = vec![0u8; r.buffer_len()];
-        r.emit(&mut Packet::new_unchecked(&mut buf[..]), REMOTE, LOCAL);
+        let buf = wire_bytes(s);
         self.st.handle_segment(self.now, REMOTE, LOCAL, &buf)
     }
 
@@ -830,19 +836,7 @@ fn an_in_order_segment_with_a_bad_checksum_counts_for_nothing() {
     let (_l, c, iss) = t.established();
     let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK | Flags::PSH);
     d.data = b"payload!".to_vec();
-    let r = Repr {
-        src_port: d.src_port,
-        dst_port: d.dst_port,
-        seq_number: d.seq,
-        ack_number: d.ack,
-        flags: d.flags,
-        window_len: d.window,
-        urgent_at: 0,
-        options: d.options,
-        payload: &d.data,
-    };
-    let mut buf = vec![0u8; r.buffer_len()];
-    r.emit(&mut Packet::new_unchecked(&mut buf[..]), REMOTE, LOCAL);
+    let buf = wire_bytes(&d);
     let mut bad = buf.clone();
     let last = bad.len() - 1;
     bad[last] ^= 0x20; // one payload bit
