@@ -230,6 +230,22 @@ fn regression_small_mtu_lossy_timeout() {
     exchange(14021474963995588231, link, (17838, 32657), Algorithm::Cubic, 13312).unwrap();
 }
 
+/// Found by the property test: the server's side ended while the client
+/// still missed its last bytes.
+#[test]
+fn regression_lossy_tiny_buffers() {
+    let link = LinkConfig {
+        loss: 0.09512253924247215,
+        duplicate: 0.015085352441983982,
+        reorder: 0.0,
+        jitter: Duration::from_millis(3),
+        bandwidth: 50_000_000,
+        mtu: 1125,
+        ..LinkConfig::default()
+    };
+    exchange(8547184215097997362, link, (8627, 45204), Algorithm::Cubic, 4353).unwrap();
+}
+
 #[test]
 fn regression_small_mtu_bidirectional() {
     let link =

@@ -1522,6 +1522,15 @@ impl Connection {
         }
         let in_flight = self.snd_nxt > self.snd_una;
         let retransmission = seq < self.snd_max;
+        if avail > 0 && len == 0 && win_room == 0 && retransmission && seq == self.snd_una && self.retries > 0 {
+            // A timeout while the peer's window is zero (it shrank, or its
+            // last update said so): the head is retransmitted anyway, as a
+            // probe the peer answers with its current window (RFC 9293
+            // section 3.8.6.1: keep probing a zero window; Linux
+            // tcp_retransmit_timer does this). Otherwise nothing would go
+            // out until the retries ran out.
+            len = avail.min(mss);
+        }
         if avail > 0 && len == 0 {
             // Nothing fits: a zero window with nothing in flight starts the
             // persist timer (RFC 9293 section 3.8.6.1).

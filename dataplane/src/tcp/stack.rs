@@ -1150,7 +1150,7 @@ impl Stack {
                         peer_wscale,
                         sack,
                         ts_recent,
-                        syn_window: syn_window(c.our_mss(), opts.recv_buffer),
+                        syn_window: syn_window(c.our_mss(), ts_recent.is_some(), opts.recv_buffer),
                         our_wscale,
                     };
                     self.complete(now, lid, opts, tuple, p, seg);
@@ -1193,7 +1193,7 @@ impl Stack {
             our_wscale,
             sack: o.sack_permitted && c.sack,
             ts_recent,
-            syn_window: syn_window(c.our_mss(), opts.recv_buffer),
+            syn_window: syn_window(c.our_mss(), ts_recent.is_some(), opts.recv_buffer),
             retries: 0,
             timer: None,
             acked: false,
@@ -1371,9 +1371,12 @@ fn cookie_tuple(t: FourTuple) -> CookieTuple {
     CookieTuple { local: t.local, lport: t.local_port, remote: t.remote, rport: t.remote_port }
 }
 
-/// The window of a SYN|ACK: the buffer, at most 64 KiB, in whole MSS (Linux
-/// tcp_select_initial_window gives 64240 for MSS 1460).
-fn syn_window(mss: u16, buffer: usize) -> u16 {
+/// The window of a SYN|ACK: the buffer, at most 64 KiB, in whole segments.
+/// Linux (tcp_openreq_init_rwin) counts a segment as the MSS less the
+/// timestamp option when the SYN asked for timestamps: 65160 (45 x 1448)
+/// then, 64240 (44 x 1460) without.
+fn syn_window(mss: u16, timestamps: bool, buffer: usize) -> u16 {
+    let seg = if timestamps { mss.saturating_sub(12) } else { mss }.max(1);
     let w = buffer.min(65535) as u16;
-    w - w % mss.max(1)
+    w - w % seg
 }
