@@ -200,50 +200,66 @@ proptest! {
     }
 }
 
-/// Found by a soak (SIM_CASES=100): 19 bytes missing at the client.
-#[test]
-fn regression_lossy_reordered_small_buffers() {
-    let link = LinkConfig {
+/// A failing case of `streams_arrive_exactly_once_in_order`, kept.
+struct Regression {
+    what: &'static str,
+    seed: u64,
+    loss: f64,
+    duplicate: f64,
+    reorder: f64,
+    mtu: usize,
+    sizes: (usize, usize),
+    bufs: usize,
+}
+
+/// Cases the soaks found (each failed before its fix).
+const REGRESSIONS: [Regression; 3] = [
+    Regression {
+        what: "19 bytes missing: a retransmission cut short kept its FIN",
+        seed: 1133698882972519877,
         loss: 0.05084026113156779,
         duplicate: 0.04545515996405315,
         reorder: 0.1487282456569576,
-        jitter: Duration::from_millis(3),
-        bandwidth: 50_000_000,
         mtu: 1197,
-        ..LinkConfig::default()
-    };
-    exchange(1133698882972519877, link, (13777, 6869), Algorithm::Cubic, 12672).unwrap();
-}
-
-/// Found by a soak (SIM_CASES=100): the client's read timed out.
-#[test]
-fn regression_small_mtu_lossy_timeout() {
-    let link = LinkConfig {
+        sizes: (13777, 6869),
+        bufs: 12672,
+    },
+    Regression {
+        what: "read timed out: pure ACKs numbered below the peer's RCV.NXT after a timeout",
+        seed: 14021474963995588231,
         loss: 0.06020300658450048,
         duplicate: 0.04312182305172485,
         reorder: 0.16406798056539398,
-        jitter: Duration::from_millis(3),
-        bandwidth: 50_000_000,
         mtu: 415,
-        ..LinkConfig::default()
-    };
-    exchange(14021474963995588231, link, (17838, 32657), Algorithm::Cubic, 13312).unwrap();
-}
-
-/// Found by the property test: the server's side ended while the client
-/// still missed its last bytes.
-#[test]
-fn regression_lossy_tiny_buffers() {
-    let link = LinkConfig {
+        sizes: (17838, 32657),
+        bufs: 13312,
+    },
+    Regression {
+        what: "server gave up: a timeout under a zero window sent nothing",
+        seed: 8547184215097997362,
         loss: 0.09512253924247215,
         duplicate: 0.015085352441983982,
         reorder: 0.0,
-        jitter: Duration::from_millis(3),
-        bandwidth: 50_000_000,
         mtu: 1125,
-        ..LinkConfig::default()
-    };
-    exchange(8547184215097997362, link, (8627, 45204), Algorithm::Cubic, 4353).unwrap();
+        sizes: (8627, 45204),
+        bufs: 4353,
+    },
+];
+
+#[test]
+fn regressions_found_by_soaks() {
+    for r in &REGRESSIONS {
+        let link = LinkConfig {
+            loss: r.loss,
+            duplicate: r.duplicate,
+            reorder: r.reorder,
+            jitter: Duration::from_millis(3),
+            bandwidth: 50_000_000,
+            mtu: r.mtu,
+            ..LinkConfig::default()
+        };
+        exchange(r.seed, link, r.sizes, Algorithm::Cubic, r.bufs).unwrap_or_else(|e| panic!("{}: {e}", r.what));
+    }
 }
 
 #[test]
