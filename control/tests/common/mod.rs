@@ -106,6 +106,8 @@ impl Drop for Bpffs {
 #[derive(Debug)]
 pub struct Daemon {
     child: Option<Child>,
+    /// The control socket of the instance, removed if the daemon is killed.
+    socket: Option<PathBuf>,
     pub ready_line: String,
     stdout_rx: mpsc::Receiver<String>,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
@@ -151,7 +153,12 @@ impl Daemon {
                 sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let mut d = Daemon { child: Some(child), ready_line: String::new(), stdout_rx: rx, stderr };
+        let socket = extra
+            .iter()
+            .position(|a| *a == "--instance")
+            .and_then(|i| extra.get(i + 1))
+            .map(|inst| PathBuf::from(format!("/run/xstack/{inst}.sock")));
+        let mut d = Daemon { child: Some(child), socket, ready_line: String::new(), stdout_rx: rx, stderr };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match d.stdout_rx.recv_timeout(Duration::from_millis(100)) {
@@ -212,10 +219,15 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// A failed test kills the daemon, which then cannot remove its
+    /// control socket: the test does.
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            if let Some(p) = &self.socket {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
 }
