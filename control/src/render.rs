@@ -146,23 +146,13 @@ pub fn stats(s: &Status) -> String {
 /// The bucket bound at quantile `q` of a worker's round latency.
 pub fn latency_quantile(w: &WorkerStatus, q: f64) -> String {
     let l = &w.round_latency;
-    if l.count == 0 {
-        return "-".into();
+    let Some(i) = xstack_dataplane::introspect::quantile_bucket(&l.buckets, q) else { return "-".into() };
+    match l.bounds_ns.get(i) {
+        Some(ns) if *ns < 1000 => format!("<{ns}ns"),
+        Some(ns) if *ns < 1_000_000 => format!("<{:.1}us", *ns as f64 / 1e3),
+        Some(ns) => format!("<{:.1}ms", *ns as f64 / 1e6),
+        None => format!(">{:.1}ms", l.bounds_ns.last().copied().unwrap_or(0) as f64 / 1e6),
     }
-    let want = ((l.count as f64) * q).ceil().max(1.0) as u64;
-    let mut seen = 0;
-    for (i, n) in l.buckets.iter().enumerate() {
-        seen += n;
-        if seen >= want {
-            return match l.bounds_ns.get(i) {
-                Some(ns) if *ns < 1000 => format!("<{ns}ns"),
-                Some(ns) if *ns < 1_000_000 => format!("<{:.1}us", *ns as f64 / 1e3),
-                Some(ns) => format!("<{:.1}ms", *ns as f64 / 1e6),
-                None => format!(">{:.1}ms", l.bounds_ns.last().copied().unwrap_or(0) as f64 / 1e6),
-            };
-        }
-    }
-    "-".into()
 }
 
 fn kv(m: &BTreeMap<String, u64>) -> String {

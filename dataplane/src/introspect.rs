@@ -106,19 +106,24 @@ impl LatencyHistogram {
     /// The smallest bucket bound at or above quantile `q` (0..=1), or
     /// `None` if empty or in the open last bucket.
     pub fn quantile_bound(&self, q: f64) -> Option<Duration> {
-        if self.count == 0 {
-            return None;
-        }
-        let want = ((self.count as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= want {
-                return Self::bound(i);
-            }
-        }
-        None
+        quantile_bucket(&self.buckets, q).and_then(Self::bound)
     }
+}
+
+/// The index of the bucket holding quantile `q` (0..=1) of `buckets`
+/// (counts per bucket, not cumulative), or `None` when they are empty. The
+/// control client uses it on the counts a daemon sends.
+pub fn quantile_bucket(buckets: &[u64], q: f64) -> Option<usize> {
+    let count: u64 = buckets.iter().sum();
+    if count == 0 {
+        return None;
+    }
+    let want = ((count as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    buckets.iter().position(|n| {
+        seen += n;
+        seen >= want
+    })
 }
 
 #[cfg(test)]
