@@ -23,19 +23,7 @@ pub fn sum(data: &[u8]) -> u16 {
             *lane += word(w);
         }
     }
-    let mut acc: u64 = a.iter().sum();
-    let mut words = chunks.remainder().chunks_exact(4);
-    for c in &mut words {
-        acc += word(c);
-    }
-    let mut halves = words.remainder().chunks_exact(2);
-    for c in &mut halves {
-        acc += u64::from(u16::from_ne_bytes([c[0], c[1]]));
-    }
-    if let [b] = halves.remainder() {
-        // An odd trailing byte is padded with a zero byte (RFC 1071 section 4.1).
-        acc += u64::from(u16::from_ne_bytes([*b, 0]));
-    }
+    let acc: u64 = a.iter().sum::<u64>() + u64::from(native_sum_tail(chunks.remainder()));
     let native = fold(acc);
     if cfg!(target_endian = "little") {
         native.swap_bytes()
@@ -89,6 +77,7 @@ fn native_sum_tail(rest: &[u8]) -> u16 {
         acc += u64::from(u16::from_ne_bytes([c[0], c[1]]));
     }
     if let [b] = halves.remainder() {
+        // An odd trailing byte is padded with a zero byte (RFC 1071 section 4.1).
         acc += u64::from(u16::from_ne_bytes([*b, 0]));
     }
     fold(acc)
