@@ -13,7 +13,7 @@ pub struct Range {
     pub end: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Assembler {
     ranges: [Range; MAX_RANGES],
     count: usize,
@@ -25,6 +25,14 @@ pub struct Assembler {
 impl Default for Assembler {
     fn default() -> Self {
         Assembler { ranges: [Range::default(); MAX_RANGES], count: 0, latest: None }
+    }
+}
+
+/// The ranges held, not the array's stale slots: two assemblers holding
+/// the same ranges print the same.
+impl core::fmt::Debug for Assembler {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Assembler").field("ranges", &self.ranges()).field("latest", &self.latest()).finish()
     }
 }
 

@@ -426,6 +426,66 @@ impl Connection {
         self.prefilled = 0;
     }
 
+    /// Header prediction (Jacobson's fast path; Linux tcp_rcv_established
+    /// with its pred_flags): a prefilled, checksum-verified segment that
+    /// carries only in-order data, acknowledges nothing new, leaves the
+    /// send window as it was, brings no SACK blocks and passes PAWS takes
+    /// the few steps of `on_segment` that such a segment can reach, and
+    /// nothing else. Returns false, having changed nothing, for any other
+    /// segment; the caller then takes the full path. A differential test
+    /// (`tcp::tests::header_prediction_*`) holds the two paths to the same
+    /// wire output and the same state.
+    pub fn receive_predicted(&mut self, now: Instant, ctx: &Ctx, seg: &Repr<'_>) -> bool {
+        let len = seg.payload.len();
+        let seq = SeqNum(seg.seq_number);
+        let ack = SeqNum(seg.ack_number);
+        // Without the option (or without timestamps) there is neither a
+        // PAWS test nor a TS.Recent update, on either path.
+        let tsval = seg.options.timestamp.filter(|_| self.ts_ok).map(|(v, _)| v);
+        let predicted = self.prefilled == len
+            && len > 0
+            && seg.flags.difference(Flags::PSH) == Flags::ACK
+            && ack == self.snd_una
+            && u32::from(seg.window_len) << self.snd_wscale == self.snd_wnd
+            && (seg.options.sack_count == 0 || !self.sack_ok)
+            && tsval.is_none_or(|v| (v.wrapping_sub(self.ts_recent) as i32) >= 0)
+            && self.ooo_fin.is_none();
+        if !predicted {
+            return false;
+        }
+        // RFC 7323 section 4.3: the segment covers RCV.NXT.
+        if let Some(v) = tsval {
+            self.ts_recent = v;
+            self.ts_recent_at = now;
+        }
+        self.last_recv = now;
+        self.ka_probes = 0;
+        // The window is unchanged; SND.WL1/WL2 still move to this segment.
+        if self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack) {
+            self.snd_wl1 = seq;
+            self.snd_wl2 = ack;
+        }
+        self.last_data_in = now;
+        if len < usize::from(self.our_mss).min(536) {
+            self.ack_pushed = (self.ack_pushed + 1).min(2);
+        }
+        self.rx.enqueue_unallocated(len);
+        self.prefilled = 0;
+        self.rcv_nxt += len as u32;
+        self.unacked_bytes += len;
+        self.events |= readiness::READABLE;
+        // The delayed-ACK policy of `process_data` for in-order data.
+        if self.quickacks > 0 {
+            self.quickacks -= 1;
+            self.ack_now = true;
+        } else if self.unacked_bytes >= 2 * usize::from(self.our_mss) {
+            self.ack_now = true;
+        } else if self.delack_at.is_none() {
+            self.delack_at = Some(now + ctx.config.delayed_ack);
+        }
+        true
+    }
+
     /// What `ss -tin` shows of a connection.
     pub fn info(&self) -> super::stack::ConnectionInfo {
         super::stack::ConnectionInfo {

@@ -134,6 +134,9 @@ pub struct Stack {
     /// hashing the 4-tuple (a keyed SipHash, most of a lookup's cost).
     /// Kept exact by `insert_conn` and `remove_conn`.
     last_flow: Option<(FourTuple, SocketId)>,
+    /// Header prediction on (the default); off only to compare the two
+    /// receive paths in tests.
+    header_prediction: bool,
 }
 
 impl Stack {
@@ -162,6 +165,7 @@ impl Stack {
             events: VecDeque::new(),
             steer: None,
             last_flow: None,
+            header_prediction: true,
         }
     }
 
@@ -811,53 +815,45 @@ impl Stack {
     /// Hands out its events, frees it if it is over and nobody holds it,
     /// re-arms its timer and queues it for output.
     fn after_conn(&mut self, now: Instant, id: SocketId) {
+        let _ = now;
         let Some(s) = sock_mut(&mut self.slots, id) else { return };
         let Kind::Conn(c) = &mut s.kind else { return };
         let bits = c.take_events();
-        let state = c.state();
-        let tuple = c.tuple;
-        let orphan = c.user_closed;
+        let closed = c.state() == State::Closed;
+        let (tuple, orphan) = (c.tuple, c.user_closed);
         let wants = c.wants_to_send();
         let deadline = c.next_deadline();
-        self.queue_events(id, bits);
-        if state == State::Closed {
+        // One slot lookup for the common case (this runs after every
+        // segment and every read or write): events, timer and transmit
+        // queue are fields beside the slots.
+        if bits != 0 && s.user_open {
+            if s.queued == 0 {
+                self.events.push_back(id);
+            }
+            s.queued |= bits;
+        }
+        if closed {
             self.remove_conn(tuple, id);
             if orphan {
                 self.release(id);
                 return;
             }
+            self.sync_timer(id, deadline);
+            if wants {
+                self.schedule(id);
+            }
+            return;
         }
-        self.sync_timer(id, deadline);
-        if wants {
-            self.schedule(id);
+        sync_timer(&mut self.wheel, s, id, deadline);
+        if wants && !s.in_txq {
+            s.in_txq = true;
+            self.txq.push_back(id);
         }
-        let _ = now;
     }
 
-    /// Keeps one wheel entry per socket at or before its earliest
-    /// deadline. A later deadline leaves the entry alone (it fires early
-    /// and re-arms), so the common case, pushing the RTO back on each
-    /// ACK, costs no wheel operation. No deadline leaves it alone too: a
-    /// receiver's delayed-ACK deadline comes and goes with every other
-    /// segment, and cancelling and re-arming each time would cost two wheel
-    /// operations per pair; the entry fires once, finds nothing due and
-    /// re-arms for whatever is pending then. `release` cancels it.
     fn sync_timer(&mut self, id: SocketId, deadline: Option<Instant>) {
-        let Some(s) = sock_mut(&mut self.slots, id) else { return };
-        let current = s.timer;
-        match (deadline, current) {
-            (None, Some(_)) => {}
-            (Some(d), Some((_, at))) if at <= d => {}
-            (Some(d), cur) => {
-                if let Some((t, _)) = cur {
-                    self.wheel.cancel(t);
-                }
-                let t = self.wheel.insert(d, TimerKey::Socket(id));
-                if let Some(s) = sock_mut(&mut self.slots, id) {
-                    s.timer = Some((t, d));
-                }
-            }
-            (None, None) => {}
+        if let Some(s) = sock_mut(&mut self.slots, id) {
+            sync_timer(&mut self.wheel, s, id, deadline);
         }
     }
 
@@ -871,6 +867,14 @@ impl Stack {
     }
 
     // ----- Input -----
+
+    /// Turns header prediction (the receive fast path for plain in-order
+    /// data) on or off. It is on by default and changes no outcome, only
+    /// the cost; tests turn it off to compare the two paths.
+    #[doc(hidden)]
+    pub fn set_header_prediction(&mut self, on: bool) {
+        self.header_prediction = on;
+    }
 
     /// A TCP segment (the IPv4 payload) from `src` to `dst`. The IPv4
     /// layer has checked its own header; this checks the TCP checksum over
@@ -935,6 +939,11 @@ impl Stack {
                     if !checksum::fold(acc) != 0 {
                         c.clear_prefill();
                         return Err(DropReason::Checksum);
+                    }
+                    if self.header_prediction && c.receive_predicted(now, &self.ctx, &seg) {
+                        self.ctx.stats.header_predicted += 1;
+                        self.after_conn(now, id);
+                        return Ok(());
                     }
                     verified = true;
                 }
@@ -1339,6 +1348,27 @@ impl Stack {
             return Some(Transmit { src, dst, len });
         }
         None
+    }
+}
+
+/// Keeps one wheel entry per socket at or before its earliest deadline.
+/// A later deadline leaves the entry alone (it fires early and re-arms),
+/// so the common case, pushing the RTO back on each ACK, costs no wheel
+/// operation. No deadline leaves it alone too: a receiver's delayed-ACK
+/// deadline comes and goes with every other segment, and cancelling and
+/// re-arming each time would cost two wheel operations per pair; the
+/// entry fires once, finds nothing due and re-arms for whatever is
+/// pending then. `release` cancels it.
+fn sync_timer(wheel: &mut TimerWheel<TimerKey>, s: &mut Socket, id: SocketId, deadline: Option<Instant>) {
+    match (deadline, s.timer) {
+        (Some(d), Some((_, at))) if at <= d => {}
+        (Some(d), cur) => {
+            if let Some((t, _)) = cur {
+                wheel.cancel(t);
+            }
+            s.timer = Some((wheel.insert(d, TimerKey::Socket(id)), d));
+        }
+        (None, _) => {}
     }
 }
 

@@ -52,12 +52,14 @@ pub struct Stats {
     pub passive_opens: u64,
     pub attempt_fails: u64,
     pub estab_resets: u64,
+    /// TcpExtTCPHPHits: in-order data segments taken by header prediction.
+    pub header_predicted: u64,
 }
 
 impl Stats {
     /// Every counter with its name, in declaration order (for statistics
     /// output and metrics).
-    pub fn fields(&self) -> [(&'static str, u64); 26] {
+    pub fn fields(&self) -> [(&'static str, u64); 27] {
         [
             ("segments_in", self.segments_in),
             ("segments_out", self.segments_out),
@@ -85,6 +87,7 @@ impl Stats {
             ("passive_opens", self.passive_opens),
             ("attempt_fails", self.attempt_fails),
             ("estab_resets", self.estab_resets),
+            ("header_predicted", self.header_predicted),
         ]
     }
 

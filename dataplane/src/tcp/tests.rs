@@ -856,3 +856,5 @@ fn an_in_order_segment_with_a_bad_checksum_counts_for_nothing() {
     assert_eq!(t.st.read(t.now, c, &mut out).unwrap(), 8);
     assert_eq!(&out[..8], b"payload!");
 }
+
+mod prediction;

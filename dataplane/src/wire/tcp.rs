@@ -65,6 +65,10 @@ impl Flags {
     pub const fn union(self, other: Flags) -> Flags {
         Flags(self.0 | other.0)
     }
+    /// These flags without those of `other`.
+    pub const fn difference(self, other: Flags) -> Flags {
+        Flags(self.0 & !other.0)
+    }
     pub const fn fin(self) -> bool {
         self.contains(Flags::FIN)
     }
