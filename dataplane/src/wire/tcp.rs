@@ -314,15 +314,30 @@ impl Options {
     /// Parses an option area. Unknown kinds are skipped; a length byte below
     /// 2 or one that runs past the area is malformed (RFC 9293 section 3.1
     /// requires every option but EOL and NOP to carry a length).
-    pub fn parse(mut data: &[u8]) -> Result<Options> {
-        // The layout every Linux segment after the handshake carries: NOP,
-        // NOP, timestamp (Linux's tcp_fast_parse_options takes the same
-        // shortcut for it).
-        if let [option_kind::NOP, option_kind::NOP, option_kind::TIMESTAMP, 10, v0, v1, v2, v3, e0, e1, e2, e3] = *data
-        {
-            let ts = (u32::from_be_bytes([v0, v1, v2, v3]), u32::from_be_bytes([e0, e1, e2, e3]));
-            return Ok(Options { timestamp: Some(ts), ..Options::default() });
+    #[inline]
+    pub fn parse(data: &[u8]) -> Result<Options> {
+        match Self::only_timestamp(data) {
+            Some(ts) => Ok(Options { timestamp: Some(ts), ..Options::default() }),
+            None => Self::parse_any(data),
         }
+    }
+
+    /// The layout every Linux segment after the handshake carries: NOP,
+    /// NOP, timestamp (Linux's tcp_fast_parse_options takes the same
+    /// shortcut for it). Inlined into the segment parser so the common
+    /// case builds its options in place.
+    #[inline(always)]
+    fn only_timestamp(data: &[u8]) -> Option<(u32, u32)> {
+        match *data {
+            [option_kind::NOP, option_kind::NOP, option_kind::TIMESTAMP, 10, v0, v1, v2, v3, e0, e1, e2, e3] => {
+                Some((u32::from_be_bytes([v0, v1, v2, v3]), u32::from_be_bytes([e0, e1, e2, e3])))
+            }
+            _ => None,
+        }
+    }
+
+    #[inline(never)]
+    fn parse_any(mut data: &[u8]) -> Result<Options> {
         let mut o = Options::default();
         while let Some(&kind) = data.first() {
             match kind {
@@ -461,6 +476,7 @@ impl<'a> Repr<'a> {
 
     /// Parses without checking the checksum (for checksum-offloaded input
     /// and for tests that build segments by hand).
+    #[inline]
     pub fn parse_unverified<T: AsRef<[u8]> + ?Sized>(p: &'a Packet<&'a T>) -> Result<Repr<'a>> {
         p.check_len()?;
         if p.src_port() == 0 || p.dst_port() == 0 {
@@ -468,9 +484,7 @@ impl<'a> Repr<'a> {
         }
         let b: &'a [u8] = p.buffer.as_ref();
         let hl = usize::from(p.header_len());
-        // Most segments of a connection without timestamps carry none.
-        let options = if hl == field::OPTIONS { Options::default() } else { Options::parse(&b[field::OPTIONS..hl])? };
-        Ok(Repr {
+        let mut repr = Repr {
             src_port: p.src_port(),
             dst_port: p.dst_port(),
             seq_number: p.seq_number(),
@@ -478,9 +492,21 @@ impl<'a> Repr<'a> {
             flags: p.flags(),
             window_len: p.window_len(),
             urgent_at: p.urgent_at(),
-            options,
+            options: Options::default(),
             payload: &b[hl..],
-        })
+        };
+        // Most segments of a connection without timestamps carry none;
+        // with them, most carry only NOP NOP TS. Either way the options
+        // are filled in place: building them apart and copying them in
+        // costs a store-forwarding stall on x86.
+        if hl != field::OPTIONS {
+            let area = &b[field::OPTIONS..hl];
+            match Options::only_timestamp(area) {
+                Some(ts) => repr.options.timestamp = Some(ts),
+                None => repr.options = Options::parse_any(area)?,
+            }
+        }
+        Ok(repr)
     }
 
     pub fn header_len(&self) -> usize {
