@@ -2,6 +2,8 @@
 //! - one in-order full-size data segment, including reading it and the
 //!   ACK it causes (one ACK per two segments, as Linux's delayed ACK),
 //!   without and with TCP timestamps;
+//! - the sender's side: one full-size segment written, sent and (half
+//!   an ACK) acknowledged;
 //! - one full handshake (SYN, SYN|ACK, ACK, accept) plus its abortive
 //!   teardown, across two in-memory stacks;
 //! - one timer wheel operation (arm + cancel, arm + expire) with 10 000
@@ -23,6 +25,8 @@ fn data_segment(c: &mut Criterion) {
     g.bench_function("in_order_segment_with_ack", |b| b.iter(|| d.step()));
     let mut d = support::DataPath::with_timestamps();
     g.bench_function("in_order_segment_with_ack_timestamps", |b| b.iter(|| d.step()));
+    let mut s = support::SendPath::new();
+    g.bench_function("send_segment_with_ack", |b| b.iter(|| s.step()));
     g.finish();
 }
 

@@ -1405,7 +1405,11 @@ impl Connection {
         let (src, dst) = (self.tuple.local, self.tuple.remote);
         let tx = &self.tx;
         let n = write_with(buf, src, dst, h, len, |out| {
-            tx.read_slice(data_offset, &mut out[..len]);
+            if len == 0 {
+                0
+            } else {
+                tx.read_slice_summing(data_offset, &mut out[..len])
+            }
         })?;
         if h.flags.ack() {
             self.ack_now = false;

@@ -3,8 +3,9 @@
 //! ACKs) that belong to no connection object.
 
 use super::SeqNum;
+use crate::wire::ipv4::protocol as ip_protocol;
 use crate::wire::tcp::{Flags, Options, Packet, Repr};
-use crate::wire::Ipv4Addr;
+use crate::wire::{checksum, Ipv4Addr};
 
 /// Where a segment written by `poll_transmit` goes. The segment is the
 /// first `len` bytes of the caller's buffer, checksum filled; the caller
@@ -51,26 +52,31 @@ impl Header {
 /// Writes a header-only segment with its checksum; None if `buf` is too
 /// small.
 pub(crate) fn write_control(buf: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr, h: &Header) -> Option<usize> {
-    write_with(buf, src, dst, h, 0, |_| ())
+    write_with(buf, src, dst, h, 0, |_| 0)
 }
 
-/// Writes `h` and then `payload_len` bytes produced by `fill`, and the
-/// checksum. None if `buf` cannot hold it.
+/// Writes `h` and then `payload_len` bytes produced by `fill`, which
+/// returns their sum (as [`checksum::sum`] gives it, so the payload can be
+/// summed while it is copied), and the checksum. None if `buf` cannot
+/// hold it.
 pub(crate) fn write_with(
     buf: &mut [u8],
     src: Ipv4Addr,
     dst: Ipv4Addr,
     h: &Header,
     payload_len: usize,
-    fill: impl FnOnce(&mut [u8]),
+    fill: impl FnOnce(&mut [u8]) -> u16,
 ) -> Option<usize> {
     let repr = h.repr();
     let total = repr.header_len() + payload_len;
     let buf = buf.get_mut(..total)?;
+    let Ok(len) = u16::try_from(total) else { return None };
     let mut p = Packet::new_unchecked(&mut buf[..]);
-    let hl = repr.emit_header(&mut p);
-    fill(&mut buf[hl..]);
-    Packet::new_unchecked(&mut buf[..]).fill_checksum(src, dst);
+    let (hl, header_sum) = repr.emit_header_summing(&mut p);
+    // The header is a multiple of 4 bytes: the payload's words line up.
+    let payload_sum = fill(&mut buf[hl..]);
+    let acc = checksum::pseudo_header(src, dst, ip_protocol::TCP, len) + header_sum + u64::from(payload_sum);
+    Packet::new_unchecked(&mut buf[..]).set_checksum(!checksum::fold(acc));
     Some(total)
 }
 
