@@ -581,9 +581,13 @@ impl<'a> Repr<'a> {
     /// Writes the whole segment with its checksum; `p` must be exactly
     /// `buffer_len()` bytes.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Packet<T>, src: Ipv4Addr, dst: Ipv4Addr) {
-        let hl = self.emit_header(p);
-        p.buffer.as_mut()[hl..hl + self.payload.len()].copy_from_slice(self.payload);
-        p.fill_checksum(src, dst);
+        let (hl, header) = self.emit_header_summing(p);
+        let len = hl + self.payload.len();
+        // The payload is summed while copied; the header's sum came from
+        // its fields (nothing just written is read back).
+        let payload = checksum::copy_and_sum(&mut p.buffer.as_mut()[hl..len], self.payload);
+        let acc = checksum::pseudo_header(src, dst, protocol::TCP, len as u16) + header + u64::from(payload);
+        p.set_checksum(!checksum::fold(acc));
     }
 }
 
