@@ -223,7 +223,7 @@ fn control_socket_refuses_unauthorised_users() {
     let err = String::from_utf8_lossy(&outsider.stderr).to_string();
     assert!(!outsider.status.success(), "outsider allowed by a loosened mode");
     assert!(err.contains("permission denied: uid 65534 may not use this socket"), "{err}");
-    assert!(daemon.stderr().contains("control socket: refused uid 65534"), "{}", daemon.stderr());
+    assert!(daemon.log_shows("control socket: refused uid 65534", Duration::from_secs(5)), "{}", daemon.stderr());
     let _ = std::fs::remove_dir_all(&dir);
     daemon.stop();
 }
@@ -430,7 +430,7 @@ fn a_dead_workers_flows_are_reset_and_reported() {
     let _ = client.wait();
     assert!(rest.contains("second ECONNRESET"), "the established flow is reset: {rest}");
     assert!(rest.contains("new ECONNREFUSED"), "a new connection is refused: {rest}");
-    assert!(daemon.stderr().contains("worker 0 died"), "{}", daemon.stderr());
+    assert!(daemon.log_shows("worker 0 died", Duration::from_secs(5)), "{}", daemon.stderr());
     // The daemon keeps running (its control plane answers) and stops cleanly.
     let summary = daemon.stop();
     assert!(summary.text("summary worker=0 died").contains("fault injection"), "{:#?}", summary.lines);

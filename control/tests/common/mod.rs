@@ -182,6 +182,22 @@ impl Daemon {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Whether `needle` shows up in the daemon's log within `timeout`: a
+    /// line the daemon has written may still be on its way through the
+    /// pipe to the thread collecting it.
+    pub fn log_shows(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A `key=value` field of the ready line.
     pub fn ready(&self, key: &str) -> String {
         fields(&self.ready_line).remove(key).unwrap_or_else(|| panic!("no {key} in {:?}", self.ready_line))

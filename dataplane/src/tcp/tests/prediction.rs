@@ -17,54 +17,83 @@ enum Op {
         len: u16,
         psh: bool,
         fin: bool,
+        /// Control bits replacing the usual ACK(|PSH|FIN): SYN, RST, URG,
+        /// ECE, CWR, no ACK at all.
+        odd_flags: Option<u8>,
         /// The peer acknowledges this many more of our bytes (up to what
         /// was sent).
         ack_more: u16,
+        /// Added to this segment's ACK only: old ACKs, ACKs of unsent data.
+        ack_skew: i16,
         /// The peer's advertised window changes to this (scaled) value.
         window: Option<u16>,
         /// TSval step from the previous one (negative: older, PAWS).
         ts_step: i8,
-        /// Omit the timestamp option although it was negotiated.
-        no_ts: bool,
-        /// One SACK block over data we sent.
+        /// Flip whether a timestamp option goes: omitted although
+        /// negotiated, or sent although not.
+        ts_flip: bool,
+        /// One SACK block over data we sent (whether or not SACK was
+        /// negotiated).
         sack: bool,
-        /// Flip a payload bit after the checksum is computed.
-        corrupt: bool,
+        /// Flip bit `.1` of byte `.0` (modulo the length) after the
+        /// checksum is computed: header, options or payload.
+        corrupt: Option<(u16, u8)>,
     },
     Read(u16),
     Write(u16),
     Advance(u16),
+    /// shutdown(): 0 read, 1 write, 2 both.
+    Shutdown(u8),
+    Close,
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        6 => (
+fn segment_op() -> impl Strategy<Value = Op> {
+    (
+        (
             prop_oneof![4 => Just(0i32), 1 => -3000i32..3000],
             0u16..1500,
             any::<bool>(),
             prop::bool::weighted(0.08),
+            prop::option::weighted(0.05, any::<u8>()),
+        ),
+        (
             prop_oneof![3 => Just(0u16), 1 => 0u16..3000],
+            prop_oneof![12 => Just(0i16), 1 => -3000i16..3000],
             prop::option::weighted(0.15, 0u16..65535),
             prop_oneof![4 => 0i8..3, 1 => -3i8..0],
             prop::bool::weighted(0.05),
             prop::bool::weighted(0.1),
-            prop::bool::weighted(0.03),
+            prop::option::weighted(0.04, (any::<u16>(), 0u8..8)),
+        ),
+    )
+        .prop_map(
+            |((at, len, psh, fin, odd_flags), (ack_more, ack_skew, window, ts_step, ts_flip, sack, corrupt))| {
+                Op::Segment {
+                    at,
+                    len,
+                    psh,
+                    fin,
+                    odd_flags,
+                    ack_more,
+                    ack_skew,
+                    window,
+                    ts_step,
+                    ts_flip,
+                    sack,
+                    corrupt,
+                }
+            },
         )
-            .prop_map(|(at, len, psh, fin, ack_more, window, ts_step, no_ts, sack, corrupt)| Op::Segment {
-                at,
-                len,
-                psh,
-                fin,
-                ack_more,
-                window,
-                ts_step,
-                no_ts,
-                sack,
-                corrupt
-            }),
-        2 => (0u16..8000).prop_map(Op::Read),
-        1 => (0u16..4000).prop_map(Op::Write),
-        1 => (0u16..1200).prop_map(Op::Advance),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        30 => segment_op(),
+        10 => (0u16..8000).prop_map(Op::Read),
+        5 => (0u16..4000).prop_map(Op::Write),
+        5 => (0u16..1200).prop_map(Op::Advance),
+        1 => (0u8..3).prop_map(Op::Shutdown),
+        1 => Just(Op::Close),
     ]
 }
 
@@ -88,7 +117,8 @@ fn state_of(st: &Stack) -> String {
 /// The peer: a scripted Linux-like sender with its own sequence space.
 struct Peer {
     config: Config,
-    /// RCV.NXT as the stack sees it (the peer's next in-order byte).
+    /// RCV.NXT as the stack last told it (the ACK of its latest segment),
+    /// or as the peer's own sending moved it.
     next: u32,
     /// What the peer has acknowledged of ours, and the end of what we sent.
     acked: u32,
@@ -107,19 +137,39 @@ struct Twin {
     peer: Peer,
 }
 
+/// Where a connection starts: the peer's ISN and first TSval (near the
+/// 2^32 wrap or not) and whether keep-alive probes run.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    isn: u32,
+    tsval: u32,
+    keepalive: bool,
+}
+
+fn start() -> impl Strategy<Value = Start> {
+    (
+        prop_oneof![Just(PEER_ISN), (u32::MAX - 20_000)..=u32::MAX, any::<u32>()],
+        prop_oneof![Just(1000u32), (u32::MAX - 20)..=u32::MAX, any::<u32>()],
+        any::<bool>(),
+    )
+        .prop_map(|(isn, tsval, keepalive)| Start { isn, tsval, keepalive })
+}
+
 impl Twin {
-    fn new(config: Config, keepalive: bool) -> Twin {
+    fn new(config: Config, start: Start) -> Twin {
         let mut on = T::new(config.clone());
         let mut off = T::new(config.clone());
         off.st.set_header_prediction(false);
         let mut syn = syn();
+        syn.seq = start.isn;
         if config.timestamps {
-            syn.options.timestamp = Some((1000, 0));
+            syn.options.timestamp = Some((start.tsval, 0));
         }
         syn.options.sack_permitted = config.sack;
         if config.window_scaling {
             syn.options.window_scale = Some(7);
         }
+        let tsval = start.tsval.wrapping_add(1);
         let mut conn = None;
         let mut iss = 0;
         for t in [&mut on, &mut off] {
@@ -127,16 +177,16 @@ impl Twin {
             t.send(&syn).unwrap();
             let sa = t.recv_one();
             iss = sa.seq;
-            let mut a = seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK);
+            let mut a = seg(start.isn.wrapping_add(1), sa.seq.wrapping_add(1), Flags::ACK);
             if config.timestamps {
-                a.options.timestamp = Some((1001, sa.options.timestamp.map_or(0, |t| t.0)));
+                a.options.timestamp = Some((tsval, sa.options.timestamp.map_or(0, |t| t.0)));
             }
             if config.window_scaling {
                 a.window = 512;
             }
             t.send(&a).unwrap();
             let c = t.st.accept(l).unwrap();
-            if keepalive {
+            if start.keepalive {
                 // Probes within a few Advance steps: a segment must then
                 // reset the probe count on both paths.
                 for o in [
@@ -153,10 +203,10 @@ impl Twin {
         let peer = Peer {
             window: if config.window_scaling { 512 } else { 65535 },
             config,
-            next: PEER_ISN + 1,
-            acked: iss + 1,
-            sent_end: iss + 1,
-            tsval: 1001,
+            next: start.isn.wrapping_add(1),
+            acked: iss.wrapping_add(1),
+            sent_end: iss.wrapping_add(1),
+            tsval,
             fin_sent: false,
             fin_at: None,
         };
@@ -167,7 +217,20 @@ impl Twin {
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
         let c = self.conn;
         match *op {
-            Op::Segment { at, len, psh, fin, ack_more, window, ts_step, no_ts, sack, corrupt } => {
+            Op::Segment {
+                at,
+                len,
+                psh,
+                fin,
+                odd_flags,
+                ack_more,
+                ack_skew,
+                window,
+                ts_step,
+                ts_flip,
+                sack,
+                corrupt,
+            } => {
                 let p = &mut self.peer;
                 if p.fin_sent {
                     return Ok(());
@@ -186,44 +249,42 @@ impl Twin {
                     }
                 } else if fin && at == 0 {
                     flags = flags | Flags::FIN;
-                    p.fin_sent = true;
                 } else if fin && at > 0 {
                     // A bare FIN overtakes the data before it.
                     flags = flags | Flags::FIN;
                     len = 0;
                     p.fin_at = Some(seq);
                 }
+                if let Some(f) = odd_flags {
+                    flags = Flags(f);
+                }
                 p.acked = p.acked.wrapping_add(u32::from(ack_more).min(p.sent_end.wrapping_sub(p.acked)));
                 if let Some(w) = window {
                     p.window = w;
                 }
                 p.tsval = p.tsval.wrapping_add_signed(i32::from(ts_step));
-                let mut s = seg(seq, p.acked, flags);
+                let mut s = seg(seq, p.acked.wrapping_add_signed(i32::from(ack_skew)), flags);
                 s.window = p.window;
                 s.data = (0..len).map(|i| (seq.wrapping_add(i) % 251) as u8).collect();
-                if p.config.timestamps && !no_ts {
+                if p.config.timestamps != ts_flip {
                     s.options.timestamp = Some((p.tsval, 0));
                 }
                 let outstanding = p.sent_end.wrapping_sub(p.acked);
-                if sack && p.config.sack && outstanding > 2 {
+                if sack && outstanding > 2 {
                     let left = p.acked.wrapping_add(1);
                     s.options.push_sack(SackBlock { left, right: p.sent_end });
                 }
                 let mut bytes = wire_bytes(&s);
-                if corrupt && !s.data.is_empty() {
-                    let last = bytes.len() - 1;
-                    bytes[last] ^= 0x10;
+                if let Some((at, bit)) = corrupt {
+                    let i = usize::from(at) % bytes.len();
+                    bytes[i] ^= 1 << bit;
                 }
                 let a = self.on.st.handle_segment(self.on.now, REMOTE, LOCAL, &bytes);
                 let b = self.off.st.handle_segment(self.off.now, REMOTE, LOCAL, &bytes);
                 prop_assert_eq!(a, b, "handle_segment answers differ for {:?}", op);
-                if at == 0 && a.is_ok() && !corrupt {
+                if at == 0 && a.is_ok() && odd_flags.is_none() && corrupt.is_none() {
                     p.next = p.next.wrapping_add(len + u32::from(flags.fin()));
-                    if p.fin_at == Some(p.next) {
-                        // The FIN waiting past this data counts now.
-                        p.next = p.next.wrapping_add(1);
-                        p.fin_sent = true;
-                    }
+                    p.fin_sent |= flags.fin();
                 }
             }
             Op::Read(n) => {
@@ -244,6 +305,17 @@ impl Twin {
                 self.on.advance(Duration::from_millis(u64::from(ms)));
                 self.off.advance(Duration::from_millis(u64::from(ms)));
             }
+            Op::Shutdown(how) => {
+                let how = [Shutdown::Read, Shutdown::Write, Shutdown::Both][usize::from(how % 3)];
+                let a = self.on.st.shutdown(self.on.now, c, how);
+                let b = self.off.st.shutdown(self.off.now, c, how);
+                prop_assert_eq!(a, b);
+            }
+            Op::Close => {
+                let a = self.on.st.close(self.on.now, c);
+                let b = self.off.st.close(self.off.now, c);
+                prop_assert_eq!(a, b);
+            }
         }
         let sa = self.on.recv();
         let sb = self.off.recv();
@@ -252,6 +324,16 @@ impl Twin {
             let end = s.seq.wrapping_add(s.data.len() as u32).wrapping_add(u32::from(s.flags.fin()));
             if end.wrapping_sub(self.peer.sent_end) as i32 > 0 {
                 self.peer.sent_end = end;
+            }
+            // The peer resynchronises with what the stack acknowledges, as
+            // a real sender would after a drop: otherwise one segment that
+            // did not fit would leave every later "in-order" one ahead.
+            if s.flags.ack() && !s.flags.rst() {
+                let p = &mut self.peer;
+                p.next = s.ack;
+                if p.fin_at.is_some_and(|f| s.ack == f.wrapping_add(1)) {
+                    p.fin_sent = true;
+                }
             }
         }
         let ea: Vec<Event> = std::iter::from_fn(|| self.on.st.poll_event()).collect();
@@ -291,8 +373,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn header_prediction_changes_nothing(config in config(), keepalive in any::<bool>(), ops in prop::collection::vec(op(), 1..60)) {
-        let mut t = Twin::new(config, keepalive);
+    fn header_prediction_changes_nothing(config in config(), start in start(), ops in prop::collection::vec(op(), 1..60)) {
+        let mut t = Twin::new(config, start);
         for op in &ops {
             t.apply(op)?;
         }
@@ -301,24 +383,28 @@ proptest! {
 }
 
 /// The comparison above is only worth something if the fast path runs:
-/// a plain bulk transfer, with timestamps and without, goes through it
-/// segment after segment, and the same state results.
+/// a plain bulk transfer, with timestamps and without, across the
+/// sequence and timestamp wrap, goes through it segment after segment, and
+/// the same state results.
 #[test]
 fn header_prediction_takes_plain_in_order_data() {
     for timestamps in [false, true] {
         let config = Config { timestamps, sack: true, window_scaling: true, ..Config::default() };
-        let mut t = Twin::new(config, false);
+        let start = Start { isn: u32::MAX - 30_000, tsval: u32::MAX - 10, keepalive: false };
+        let mut t = Twin::new(config, start);
         let data = Op::Segment {
             at: 0,
             len: 1448,
             psh: false,
             fin: false,
+            odd_flags: None,
             ack_more: 0,
+            ack_skew: 0,
             window: None,
             ts_step: 1,
-            no_ts: false,
+            ts_flip: false,
             sack: false,
-            corrupt: false,
+            corrupt: None,
         };
         for i in 0..40 {
             t.apply(&data).unwrap();
