@@ -30,6 +30,50 @@ fn segment(seq: u32, ack: u32, flags: Flags, options: Options, payload: &[u8]) -
     buf
 }
 
+/// A server stack with one connection accepted from CLIENT (peer ISN
+/// 1 000 000, MSS option, timestamps if `timestamps`), Nagle off; returns
+/// the stack, the connection and our ISS.
+fn accepted(now: Instant, timestamps: bool) -> (Stack, SocketId, u32) {
+    let config = Config { timestamps, ..Config::default() };
+    let ts = |v: u32| if timestamps { Some((v, 0)) } else { None };
+    let mut st = Stack::new(config, &[SERVER], 3, now);
+    let l = st.socket();
+    st.bind(l, SERVER, 80).unwrap();
+    st.listen(l, 16).unwrap();
+    let mut out = vec![0u8; 1500];
+    let syn = segment(
+        PEER_ISN,
+        0,
+        Flags::SYN,
+        Options { mss: Some(MSS as u16), timestamp: ts(1), ..Options::default() },
+        &[],
+    );
+    st.handle_segment(now, CLIENT, SERVER, &syn).unwrap();
+    let t = st.poll_transmit(now, &mut out).unwrap();
+    let iss = Packet::new_checked(&out[..t.len]).unwrap().seq_number();
+    let ack = segment(PEER_ISN + 1, iss + 1, Flags::ACK, Options { timestamp: ts(2), ..Options::default() }, &[]);
+    st.handle_segment(now, CLIENT, SERVER, &ack).unwrap();
+    let conn = st.accept(l).unwrap();
+    st.set_option(now, conn, SocketOption::NoDelay(true)).unwrap();
+    (st, conn, iss)
+}
+
+const PEER_ISN: u32 = 1_000_000;
+
+/// Adds `by` to the 32-bit field of a template segment that `get`/`set`
+/// reach, fixing the checksum incrementally (RFC 1624) so building input
+/// costs next to nothing.
+fn bump(seg: &mut [u8], by: u32, get: fn(&Packet<&mut [u8]>) -> u32, set: fn(&mut Packet<&mut [u8]>, u32)) {
+    let mut p = Packet::new_unchecked(seg);
+    let old = get(&p);
+    let new = old.wrapping_add(by);
+    let mut sum = p.checksum();
+    sum = checksum::update16(sum, (old >> 16) as u16, (new >> 16) as u16);
+    sum = checksum::update16(sum, old as u16, new as u16);
+    set(&mut p, new);
+    p.set_checksum(sum);
+}
+
 /// The receive side of a bulk transfer: every `step` hands the stack the
 /// next full-size in-order segment, reads it out, and collects the ACK
 /// (Linux's delayed ACK policy: one ACK per two segments).
@@ -58,33 +102,14 @@ impl DataPath {
 
     fn build(timestamps: bool) -> DataPath {
         let now = Instant::from_secs(1);
-        let config = Config { timestamps, ..Config::default() };
         let ts = |v: u32| if timestamps { Some((v, 0)) } else { None };
-        let mut st = Stack::new(config, &[SERVER], 3, now);
-        let l = st.socket();
-        st.bind(l, SERVER, 80).unwrap();
-        st.listen(l, 16).unwrap();
-        let mut out = vec![0u8; 1500];
-        let peer_isn = 1_000_000u32;
-        let syn = segment(
-            peer_isn,
-            0,
-            Flags::SYN,
-            Options { mss: Some(MSS as u16), timestamp: ts(1), ..Options::default() },
-            &[],
-        );
-        st.handle_segment(now, CLIENT, SERVER, &syn).unwrap();
-        let t = st.poll_transmit(now, &mut out).unwrap();
-        let iss = Packet::new_checked(&out[..t.len]).unwrap().seq_number();
-        let ack = segment(peer_isn + 1, iss + 1, Flags::ACK, Options { timestamp: ts(2), ..Options::default() }, &[]);
-        st.handle_segment(now, CLIENT, SERVER, &ack).unwrap();
-        let conn = st.accept(l).unwrap();
-        st.set_option(now, conn, SocketOption::NoDelay(true)).unwrap();
+        let (st, conn, iss) = accepted(now, timestamps);
+        let out = vec![0u8; 1500];
         let payload: Vec<u8> = (0..MSS).map(|i| i as u8).collect();
         // The peer's TSval stays put: equal values pass PAWS (RFC 7323
         // section 5.3), and the template's checksum stays valid.
         let seg =
-            segment(peer_isn + 1, iss + 1, Flags::ACK, Options { timestamp: ts(2), ..Options::default() }, &payload);
+            segment(PEER_ISN + 1, iss + 1, Flags::ACK, Options { timestamp: ts(2), ..Options::default() }, &payload);
         let mut d = DataPath { st, now, conn, seg, out, rbuf: vec![0u8; 65536], acks: 0 };
         // Past the quick-ack start so the steady state shows.
         for _ in 0..64 {
@@ -94,17 +119,9 @@ impl DataPath {
         d
     }
 
-    /// Moves the template segment on by one MSS, fixing the checksum
-    /// incrementally (RFC 1624) so building input costs next to nothing.
+    /// Moves the template segment on by one MSS.
     fn advance_template(&mut self) {
-        let mut p = Packet::new_unchecked(&mut self.seg[..]);
-        let old = p.seq_number();
-        let new = old.wrapping_add(MSS as u32);
-        let mut sum = p.checksum();
-        sum = checksum::update16(sum, (old >> 16) as u16, (new >> 16) as u16);
-        sum = checksum::update16(sum, old as u16, new as u16);
-        p.set_seq_number(new);
-        p.set_checksum(sum);
+        bump(&mut self.seg, MSS as u32, |p| p.seq_number(), |p, v| p.set_seq_number(v));
     }
 
     /// One in-order data segment in, its data read, the ACK (if any) out.
@@ -145,20 +162,9 @@ pub struct SendPath {
 impl SendPath {
     pub fn new() -> SendPath {
         let now = Instant::from_secs(1);
-        let mut st = Stack::new(Config::default(), &[SERVER], 3, now);
-        let l = st.socket();
-        st.bind(l, SERVER, 80).unwrap();
-        st.listen(l, 16).unwrap();
-        let mut out = vec![0u8; 1500];
-        let peer_isn = 1_000_000u32;
-        let syn = segment(peer_isn, 0, Flags::SYN, Options { mss: Some(MSS as u16), ..Options::default() }, &[]);
-        st.handle_segment(now, CLIENT, SERVER, &syn).unwrap();
-        let t = st.poll_transmit(now, &mut out).unwrap();
-        let iss = Packet::new_checked(&out[..t.len]).unwrap().seq_number();
-        let ack = segment(peer_isn + 1, iss + 1, Flags::ACK, Options::default(), &[]);
-        st.handle_segment(now, CLIENT, SERVER, &ack).unwrap();
-        let conn = st.accept(l).unwrap();
-        st.set_option(now, conn, SocketOption::NoDelay(true)).unwrap();
+        let (st, conn, iss) = accepted(now, false);
+        let out = vec![0u8; 1500];
+        let ack = segment(PEER_ISN + 1, iss + 1, Flags::ACK, Options::default(), &[]);
         let data: Vec<u8> = (0..MSS).map(|i| (i * 7) as u8).collect();
         let mut d = SendPath { st, now, conn, data, ack, out, mss: MSS, segments: 0 };
         // Past slow start's first rounds so the window never limits.
@@ -169,16 +175,9 @@ impl SendPath {
         d
     }
 
-    /// Moves the template ACK on by two segments (RFC 1624 checksum update).
+    /// Moves the template ACK on by two segments.
     fn advance_ack(&mut self) {
-        let mut p = Packet::new_unchecked(&mut self.ack[..]);
-        let old = p.ack_number();
-        let new = old.wrapping_add(2 * self.mss as u32);
-        let mut sum = p.checksum();
-        sum = checksum::update16(sum, (old >> 16) as u16, (new >> 16) as u16);
-        sum = checksum::update16(sum, old as u16, new as u16);
-        p.set_ack_number(new);
-        p.set_checksum(sum);
+        bump(&mut self.ack, 2 * self.mss as u32, |p| p.ack_number(), |p, v| p.set_ack_number(v));
     }
 
     /// One full segment written, sent, and (every second one) acknowledged.

@@ -474,15 +474,7 @@ impl Connection {
         self.rcv_nxt += len as u32;
         self.unacked_bytes += len;
         self.events |= readiness::READABLE;
-        // The delayed-ACK policy of `process_data` for in-order data.
-        if self.quickacks > 0 {
-            self.quickacks -= 1;
-            self.ack_now = true;
-        } else if self.unacked_bytes >= 2 * usize::from(self.our_mss) {
-            self.ack_now = true;
-        } else if self.delack_at.is_none() {
-            self.delack_at = Some(now + ctx.config.delayed_ack);
-        }
+        self.ack_in_order_data(now, ctx);
         true
     }
 
@@ -1236,7 +1228,15 @@ impl Connection {
         let out_of_order = offset > 0 || !self.assembler.is_empty();
         if out_of_order || had_holes || !new_data {
             self.ack_now = true;
-        } else if self.quickacks > 0 {
+        } else {
+            self.ack_in_order_data(now, ctx);
+        }
+    }
+
+    /// The ACK for new in-order data: at once in quick-ack mode or once
+    /// two full segments are unacknowledged, otherwise delayed.
+    fn ack_in_order_data(&mut self, now: Instant, ctx: &Ctx) {
+        if self.quickacks > 0 {
             self.quickacks -= 1;
             self.ack_now = true;
         } else if self.unacked_bytes >= 2 * usize::from(self.our_mss) {

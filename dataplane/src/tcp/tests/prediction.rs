@@ -10,41 +10,44 @@ use proptest::prelude::*;
 /// What the peer or the application does next.
 #[derive(Debug, Clone)]
 enum Op {
-    /// A segment from the peer. `at` places it relative to RCV.NXT in
-    /// bytes (0: in order; negative: old or overlapping; positive: ahead).
-    Segment {
-        at: i32,
-        len: u16,
-        psh: bool,
-        fin: bool,
-        /// Control bits replacing the usual ACK(|PSH|FIN): SYN, RST, URG,
-        /// ECE, CWR, no ACK at all.
-        odd_flags: Option<u8>,
-        /// The peer acknowledges this many more of our bytes (up to what
-        /// was sent).
-        ack_more: u16,
-        /// Added to this segment's ACK only: old ACKs, ACKs of unsent data.
-        ack_skew: i16,
-        /// The peer's advertised window changes to this (scaled) value.
-        window: Option<u16>,
-        /// TSval step from the previous one (negative: older, PAWS).
-        ts_step: i8,
-        /// Flip whether a timestamp option goes: omitted although
-        /// negotiated, or sent although not.
-        ts_flip: bool,
-        /// One SACK block over data we sent (whether or not SACK was
-        /// negotiated).
-        sack: bool,
-        /// Flip bit `.1` of byte `.0` (modulo the length) after the
-        /// checksum is computed: header, options or payload.
-        corrupt: Option<(u16, u8)>,
-    },
+    Segment(SegmentOp),
     Read(u16),
     Write(u16),
     Advance(u16),
     /// shutdown(): 0 read, 1 write, 2 both.
     Shutdown(u8),
     Close,
+}
+
+/// A segment from the peer. `at` places it relative to RCV.NXT in bytes
+/// (0: in order; negative: old or overlapping; positive: ahead).
+#[derive(Debug, Clone)]
+struct SegmentOp {
+    at: i32,
+    len: u16,
+    psh: bool,
+    fin: bool,
+    /// Control bits replacing the usual ACK(|PSH|FIN): SYN, RST, URG,
+    /// ECE, CWR, no ACK at all.
+    odd_flags: Option<u8>,
+    /// The peer acknowledges this many more of our bytes (up to what
+    /// was sent).
+    ack_more: u16,
+    /// Added to this segment's ACK only: old ACKs, ACKs of unsent data.
+    ack_skew: i16,
+    /// The peer's advertised window changes to this (scaled) value.
+    window: Option<u16>,
+    /// TSval step from the previous one (negative: older, PAWS).
+    ts_step: i8,
+    /// Flip whether a timestamp option goes: omitted although
+    /// negotiated, or sent although not.
+    ts_flip: bool,
+    /// One SACK block over data we sent (whether or not SACK was
+    /// negotiated).
+    sack: bool,
+    /// Flip bit `.1` of byte `.0` (modulo the length) after the
+    /// checksum is computed: header, options or payload.
+    corrupt: Option<(u16, u8)>,
 }
 
 fn segment_op() -> impl Strategy<Value = Op> {
@@ -68,7 +71,7 @@ fn segment_op() -> impl Strategy<Value = Op> {
     )
         .prop_map(
             |((at, len, psh, fin, odd_flags), (ack_more, ack_skew, window, ts_step, ts_flip, sack, corrupt))| {
-                Op::Segment {
+                Op::Segment(SegmentOp {
                     at,
                     len,
                     psh,
@@ -81,7 +84,7 @@ fn segment_op() -> impl Strategy<Value = Op> {
                     ts_flip,
                     sack,
                     corrupt,
-                }
+                })
             },
         )
 }
@@ -217,20 +220,8 @@ impl Twin {
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
         let c = self.conn;
         match *op {
-            Op::Segment {
-                at,
-                len,
-                psh,
-                fin,
-                odd_flags,
-                ack_more,
-                ack_skew,
-                window,
-                ts_step,
-                ts_flip,
-                sack,
-                corrupt,
-            } => {
+            Op::Segment(ref g) => {
+                let SegmentOp { at, len, psh, fin, odd_flags, .. } = *g;
                 let p = &mut self.peer;
                 if p.fin_sent {
                     return Ok(());
@@ -258,31 +249,31 @@ impl Twin {
                 if let Some(f) = odd_flags {
                     flags = Flags(f);
                 }
-                p.acked = p.acked.wrapping_add(u32::from(ack_more).min(p.sent_end.wrapping_sub(p.acked)));
-                if let Some(w) = window {
+                p.acked = p.acked.wrapping_add(u32::from(g.ack_more).min(p.sent_end.wrapping_sub(p.acked)));
+                if let Some(w) = g.window {
                     p.window = w;
                 }
-                p.tsval = p.tsval.wrapping_add_signed(i32::from(ts_step));
-                let mut s = seg(seq, p.acked.wrapping_add_signed(i32::from(ack_skew)), flags);
+                p.tsval = p.tsval.wrapping_add_signed(i32::from(g.ts_step));
+                let mut s = seg(seq, p.acked.wrapping_add_signed(i32::from(g.ack_skew)), flags);
                 s.window = p.window;
                 s.data = (0..len).map(|i| (seq.wrapping_add(i) % 251) as u8).collect();
-                if p.config.timestamps != ts_flip {
+                if p.config.timestamps != g.ts_flip {
                     s.options.timestamp = Some((p.tsval, 0));
                 }
                 let outstanding = p.sent_end.wrapping_sub(p.acked);
-                if sack && outstanding > 2 {
+                if g.sack && outstanding > 2 {
                     let left = p.acked.wrapping_add(1);
                     s.options.push_sack(SackBlock { left, right: p.sent_end });
                 }
                 let mut bytes = wire_bytes(&s);
-                if let Some((at, bit)) = corrupt {
+                if let Some((at, bit)) = g.corrupt {
                     let i = usize::from(at) % bytes.len();
                     bytes[i] ^= 1 << bit;
                 }
                 let a = self.on.st.handle_segment(self.on.now, REMOTE, LOCAL, &bytes);
                 let b = self.off.st.handle_segment(self.off.now, REMOTE, LOCAL, &bytes);
                 prop_assert_eq!(a, b, "handle_segment answers differ for {:?}", op);
-                if at == 0 && a.is_ok() && odd_flags.is_none() && corrupt.is_none() {
+                if at == 0 && a.is_ok() && odd_flags.is_none() && g.corrupt.is_none() {
                     p.next = p.next.wrapping_add(len + u32::from(flags.fin()));
                     p.fin_sent |= flags.fin();
                 }
@@ -392,7 +383,7 @@ fn header_prediction_takes_plain_in_order_data() {
         let config = Config { timestamps, sack: true, window_scaling: true, ..Config::default() };
         let start = Start { isn: u32::MAX - 30_000, tsval: u32::MAX - 10, keepalive: false };
         let mut t = Twin::new(config, start);
-        let data = Op::Segment {
+        let data = Op::Segment(SegmentOp {
             at: 0,
             len: 1448,
             psh: false,
@@ -405,7 +396,7 @@ fn header_prediction_takes_plain_in_order_data() {
             ts_flip: false,
             sack: false,
             corrupt: None,
-        };
+        });
         for i in 0..40 {
             t.apply(&data).unwrap();
             if i % 3 == 2 {
