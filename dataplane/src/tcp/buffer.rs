@@ -101,14 +101,13 @@ impl RingBuffer {
         debug_assert!(offset + out.len() <= self.len);
         let stored = self.len.saturating_sub(offset).min(out.len());
         let (a, b) = self.span(offset, stored);
-        let split = a.len().min(out.len());
-        let (first_out, rest) = out.split_at_mut(split);
-        let second_len = b.len().min(rest.len());
-        let (second_out, beyond) = rest.split_at_mut(second_len);
+        let (out, beyond) = out.split_at_mut(stored);
         // Nothing is stored there (a caller's mistake): zeros, not stale bytes.
         beyond.fill(0);
-        let first = checksum::copy_and_sum(first_out, &self.storage[a.start..a.start + split]);
-        let second = checksum::copy_and_sum(second_out, &self.storage[b.start..b.start + second_len]);
+        let split = a.len();
+        let (first_out, second_out) = out.split_at_mut(split);
+        let first = checksum::copy_and_sum(first_out, &self.storage[a]);
+        let second = checksum::copy_and_sum(second_out, &self.storage[b]);
         checksum::concat(first, split, second)
     }
 

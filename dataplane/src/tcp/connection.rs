@@ -433,7 +433,7 @@ impl Connection {
     /// the few steps of `on_segment` that such a segment can reach, and
     /// nothing else. Returns false, having changed nothing, for any other
     /// segment; the caller then takes the full path. A differential test
-    /// (`tcp::tests::header_prediction_*`) holds the two paths to the same
+    /// (`tcp::tests::prediction`) holds the two paths to the same
     /// wire output and the same state.
     pub fn receive_predicted(&mut self, now: Instant, ctx: &Ctx, seg: &Repr<'_>) -> bool {
         let len = seg.payload.len();

@@ -766,14 +766,8 @@ impl Stack {
     // ----- Events -----
 
     fn queue_events(&mut self, id: SocketId, bits: u8) {
-        let Some(s) = sock_mut(&mut self.slots, id) else { return };
-        if !s.user_open || bits == 0 {
-            return;
-        }
-        let was_empty = s.queued == 0;
-        s.queued |= bits;
-        if was_empty {
-            self.events.push_back(id);
+        if let Some(s) = sock_mut(&mut self.slots, id) {
+            queue_events(&mut self.events, s, id, bits);
         }
     }
 
@@ -824,14 +818,9 @@ impl Stack {
         let wants = c.wants_to_send();
         let deadline = c.next_deadline();
         // One slot lookup for the common case (this runs after every
-        // segment and every read or write): events, timer and transmit
-        // queue are fields beside the slots.
-        if bits != 0 && s.user_open {
-            if s.queued == 0 {
-                self.events.push_back(id);
-            }
-            s.queued |= bits;
-        }
+        // segment and every read or write): the events, timer and
+        // transmit queue helpers take the slot found here.
+        queue_events(&mut self.events, s, id, bits);
         if closed {
             self.remove_conn(tuple, id);
             if orphan {
@@ -845,9 +834,8 @@ impl Stack {
             return;
         }
         sync_timer(&mut self.wheel, s, id, deadline);
-        if wants && !s.in_txq {
-            s.in_txq = true;
-            self.txq.push_back(id);
+        if wants {
+            schedule(&mut self.txq, s, id);
         }
     }
 
@@ -859,10 +847,7 @@ impl Stack {
 
     fn schedule(&mut self, id: SocketId) {
         if let Some(s) = sock_mut(&mut self.slots, id) {
-            if !s.in_txq {
-                s.in_txq = true;
-                self.txq.push_back(id);
-            }
+            schedule(&mut self.txq, s, id);
         }
     }
 
@@ -1369,6 +1354,26 @@ fn sync_timer(wheel: &mut TimerWheel<TimerKey>, s: &mut Socket, id: SocketId, de
             s.timer = Some((wheel.insert(d, TimerKey::Socket(id)), d));
         }
         (None, _) => {}
+    }
+}
+
+/// Queues readiness `bits` for the application, the socket once in the
+/// event queue however many bits pile up.
+fn queue_events(events: &mut VecDeque<SocketId>, s: &mut Socket, id: SocketId, bits: u8) {
+    if !s.user_open || bits == 0 {
+        return;
+    }
+    if s.queued == 0 {
+        events.push_back(id);
+    }
+    s.queued |= bits;
+}
+
+/// Puts the socket in the transmit queue, once.
+fn schedule(txq: &mut VecDeque<SocketId>, s: &mut Socket, id: SocketId) {
+    if !s.in_txq {
+        s.in_txq = true;
+        txq.push_back(id);
     }
 }
 
