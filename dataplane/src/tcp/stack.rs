@@ -856,8 +856,8 @@ impl Stack {
     /// Turns header prediction (the receive fast path for plain in-order
     /// data) on or off. It is on by default and changes no outcome, only
     /// the cost; tests turn it off to compare the two paths.
-    #[doc(hidden)]
-    pub fn set_header_prediction(&mut self, on: bool) {
+    #[cfg(test)]
+    pub(crate) fn set_header_prediction(&mut self, on: bool) {
         self.header_prediction = on;
     }
 

@@ -41,7 +41,8 @@ fn to_network(native: u16) -> u16 {
 }
 
 /// The exact sum of the native-endian 16-bit words of whole 32-byte
-/// blocks (the caller folds it). On x86-64, SSE2's pmaddwd adds pairs of
+/// blocks (the caller folds it), for 96 bytes and more on x86-64 (see
+/// [`blocks`]). SSE2's pmaddwd adds pairs of
 /// words into 32-bit lanes, one instruction per 16 bytes (through
 /// safe_arch's safe wrappers): it takes words as signed, so each is
 /// flipped to `w - 32768` first and the bias is added back at the end.
