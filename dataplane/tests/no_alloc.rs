@@ -1,6 +1,7 @@
 //! The established data path allocates nothing: an in-order segment in,
-//! its data read, its ACK out. (This binary counts allocations with a
-//! global allocator of its own.)
+//! its data read, its ACK out (with and without timestamps); and on the
+//! sending side, a write, its data segment out, the peer's ACK in. (This
+//! binary counts allocations with a global allocator of its own.)
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -19,6 +20,36 @@ fn established_data_path_does_not_allocate() {
     });
     assert_eq!(info.count_total, 0, "allocations on the data path: {info:?}");
     assert_eq!(d.acks, 1000 / 2 + 10_000 / 2, "one ACK per two segments");
+}
+
+#[test]
+fn established_data_path_with_timestamps_does_not_allocate() {
+    let mut d = support::DataPath::with_timestamps();
+    for _ in 0..1000 {
+        d.step();
+    }
+    let info = allocation_counter::measure(|| {
+        for _ in 0..10_000 {
+            d.step();
+        }
+    });
+    assert_eq!(info.count_total, 0, "allocations on the data path: {info:?}");
+    assert_eq!(d.acks, 1000 / 2 + 10_000 / 2, "one ACK per two segments");
+}
+
+#[test]
+fn send_path_does_not_allocate() {
+    let mut s = support::SendPath::new();
+    for _ in 0..1000 {
+        s.step();
+    }
+    let info = allocation_counter::measure(|| {
+        for _ in 0..10_000 {
+            s.step();
+        }
+    });
+    assert_eq!(info.count_total, 0, "allocations on the send path: {info:?}");
+    assert_eq!(s.segments, 1000 + 10_000, "one data segment per write");
 }
 
 #[test]
