@@ -1,7 +1,7 @@
 //! The socket API for application threads on the real stack: the
 //! `xstack-socket-echo` program (blocking TcpListener/TcpStream, one thread per
 //! connection, running on the daemon's workers) against Linux clients, on
-//! one and on two queues.
+//! one and on two queues; stopped by a signal, or drained by the operator.
 
 mod common;
 
@@ -11,7 +11,17 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn run(queues: &str, tag: &str) {
+/// How the test stops the server once the load is done.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Signal,
+    /// `xstackctl drain`: the listener closes on every worker, the thread
+    /// blocked in accept() fails with EINVAL and the program ends by
+    /// itself once no connection is left.
+    Drain,
+}
+
+fn run(queues: &str, tag: &str, how: Stop) {
     require_root();
     let name = unique_name(tag);
     let topo = Topology::up(&name, &["--queues", queues]);
@@ -29,6 +39,9 @@ fn run(queues: &str, tag: &str) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    // Read all along, so a chatty daemon never blocks on a full pipe.
+    let err_pipe = server.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || BufReader::new(err_pipe).lines().map_while(Result::ok).collect::<Vec<_>>());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let l = lines.next().expect("xstack-socket-echo ended before listening").unwrap();
@@ -47,11 +60,49 @@ fn run(queues: &str, tag: &str) {
         .output()
         .unwrap();
     let report = stdout(&out);
-    let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
+    let mut drained = String::new();
+    match how {
+        Stop::Signal => {
+            let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
+        }
+        Stop::Drain => {
+            let o = Command::new(env!("CARGO_BIN_EXE_xstackctl"))
+                .args(["--socket", &format!("/run/xstack/{name}.sock"), "drain", "--timeout", "20"])
+                .output()
+                .unwrap();
+            drained = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    // Bounded: a server that does not end is killed, and the test fails.
+    let end = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(st) = server.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > end {
+            let _ = server.kill();
+            let _ = server.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = server.wait().unwrap();
-    assert!(out.status.success() && report.contains("verified=50 failed=0"), "{report}\n{rest:#?}");
-    assert!(status.success(), "xstack-socket-echo exited with {status}");
+    let log = stderr.join().unwrap();
+    assert!(
+        out.status.success() && report.contains("verified=50 failed=0"),
+        "{report}{}\n{rest:#?}\n{log:#?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = status.unwrap_or_else(|| panic!("xstack-socket-echo did not end\n{drained}\n{log:#?}"));
+    assert!(status.success(), "xstack-socket-echo exited with {status}\n{log:#?}");
+    if how == Stop::Drain {
+        let workers = queues.parse::<usize>().unwrap();
+        assert!(drained.contains(&format!("{workers} listener(s) closed")), "{drained}");
+        // The accept loop's thread woke with EINVAL rather than staying
+        // blocked on a listener that is gone.
+        assert!(log.iter().any(|l| l.contains("xstack-socket-echo: accept: invalid argument")), "{log:#?}");
+        assert!(log.iter().any(|l| l.contains("drained")), "{log:#?}");
+    }
     // The daemon's summary: every frame accounted for.
     for q in 0..queues.parse::<usize>().unwrap() {
         let frames = rest.iter().find(|l| l.starts_with(&format!("summary frames worker={q} "))).unwrap();
@@ -61,10 +112,10 @@ fn run(queues: &str, tag: &str) {
 
 #[test]
 fn threads_echo_through_the_socket_api_on_one_queue() {
-    run("1", "sa");
+    run("1", "sa", Stop::Signal);
 }
 
 #[test]
-fn threads_echo_through_the_socket_api_on_two_queues() {
-    run("2", "sab");
+fn threads_echo_through_the_socket_api_on_two_queues_then_drain() {
+    run("2", "sab", Stop::Drain);
 }

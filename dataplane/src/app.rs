@@ -22,6 +22,15 @@ pub trait App: Send {
     fn poll(&mut self, io: &mut Io<'_>) {
         let _ = io;
     }
+    /// The operator drains the worker (see [`drain`]): called before the
+    /// stack closes every listener still open, for an app whose listeners
+    /// others wait on (the socket bridge fails their `accept()` calls).
+    /// Returns how many listeners it closed itself. Most apps have nothing
+    /// to do: their listeners simply stop producing `Acceptable` events.
+    fn on_drain(&mut self, io: &mut Io<'_>) -> usize {
+        let _ = io;
+        0
+    }
 }
 
 /// Socket operations on the worker's stack, at the worker's current time.
@@ -78,6 +87,15 @@ impl<'a> Io<'a> {
     pub fn state(&self, id: SocketId) -> Option<State> {
         self.stack.state(id)
     }
+}
+
+/// Drains a worker: no new connections, the open ones go on. The app hears
+/// of it first, then the stack closes every listener left (Linux's close()
+/// of a listener: connections not yet accepted are reset). Returns the
+/// listeners closed.
+pub fn drain(app: Option<&mut dyn App>, stack: &mut Stack, now: Instant) -> usize {
+    let by_app = app.map_or(0, |a| a.on_drain(&mut Io::new(stack, now)));
+    by_app + stack.close_listeners(now)
 }
 
 /// Runs `app` against the stack's pending events.

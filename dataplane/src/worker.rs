@@ -408,7 +408,8 @@ impl Worker {
             }
             Command::Drain => {
                 self.draining = true;
-                Answer::Done { listeners_closed: self.stack.close_listeners(now) }
+                let closed = app::drain(self.app.as_mut().map(|a| &mut **a as &mut dyn App), &mut self.stack, now);
+                Answer::Done { listeners_closed: closed }
             }
             Command::Panic => panic!("fault injection: the control plane told worker {} to panic", self.cfg.id),
         };

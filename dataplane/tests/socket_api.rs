@@ -6,7 +6,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
-use xstack_dataplane::sockets::loopback::{Host, Loopback, LoopbackConfig};
+use xstack_dataplane::sockets::loopback::{DrainStats, Host, Loopback, LoopbackConfig};
 use xstack_dataplane::sockets::{Handle, Interest, PollEvent, Poller, TcpListener, TcpSocket, TcpStream};
 use xstack_dataplane::tcp::{Error, Shutdown, State};
 use xstack_dataplane::wire::Ipv4Addr;
@@ -853,4 +853,77 @@ fn sockets_beside_a_run_to_completion_app() {
     drop(t);
     assert_eq!(server.join().expect("server"), 5000);
     assert_woken_by_workers(&[&ch]);
+}
+
+/// An operator's drain (`xstackctl drain`; here `Loopback::drain`, which
+/// runs the same `app::drain` as the daemon's workers): the threads'
+/// listeners close like the app's, a thread blocked in accept() wakes with
+/// EINVAL (Linux's accept() on a listener that was shut down), a poller
+/// sees the listener readable and hung up, connections already open go
+/// on, and new ones are refused.
+#[test]
+fn drain_fails_blocked_accepts_and_keeps_open_connections() {
+    use std::sync::{mpsc, Arc};
+    use xstack_dataplane::app::App;
+    use xstack_dataplane::apps::server::{Server, Service, ServiceSpec};
+    let _watchdog = Watchdog::new("drain_fails_blocked_accepts_and_keeps_open_connections");
+    fn echo_on_server(host: usize, _worker: usize) -> Option<Box<dyn App>> {
+        (host == 0).then(|| {
+            Box::new(Server::new(vec![ServiceSpec { service: Service::Echo, port: 7, backlog: 16 }])) as Box<dyn App>
+        })
+    }
+    let cfg = LoopbackConfig {
+        hosts: vec![
+            Host { addr: Ipv4Addr::new(10, 0, 0, 1), workers: 2 },
+            Host { addr: Ipv4Addr::new(10, 0, 0, 2), workers: 1 },
+        ],
+        worker_app: Some(echo_on_server),
+        ..LoopbackConfig::default()
+    };
+    let net = Loopback::start(cfg).expect("loopback");
+    let (sh, ch, addr) = (net.handle(0).expect("server"), net.handle(1).expect("client"), net.addr(0).expect("addr"));
+    let listener = Arc::new(TcpListener::bind(&sh, ANY, 7030, 8).expect("listen"));
+    let mut c = TcpStream::connect(&ch, addr, 7030).expect("connect");
+    let (mut s, _) = listener.accept().expect("accept");
+    let mut e = TcpStream::connect(&ch, addr, 7).expect("connect to the app");
+    let mut poller = Poller::new(&sh);
+    poller.register_listener(&listener, 1, Interest::READABLE).expect("register");
+    let mut events = Vec::new();
+    assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)), Ok(0), "nothing to accept yet");
+
+    let (tx, rx) = mpsc::channel();
+    let l = Arc::clone(&listener);
+    thread::spawn(move || {
+        let _ = tx.send(l.accept().map(|_| ()));
+    });
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "accept() blocks before the drain");
+    assert_eq!(net.drained(0), Some(DrainStats::default()));
+    assert!(net.drain(0));
+    let woke = rx.recv_timeout(Duration::from_secs(10));
+    assert_eq!(woke, Ok(Err(Error::InvalidInput)), "the blocked accept() fails");
+    assert!(eventually(LIMIT, || net.drained(0).is_some_and(|d| d.drains == 1)));
+    // Per worker: the thread's listener and the app's.
+    assert_eq!(net.drained(0), Some(DrainStats { drains: 1, listeners_closed: 4 }));
+    assert!(!net.drain(2), "no host 2");
+
+    assert_eq!(listener.accept().err(), Some(Error::InvalidInput), "and so does the next one, at once");
+    listener.set_nonblocking(true);
+    assert_eq!(listener.accept().err(), Some(Error::InvalidInput), "non-blocking too");
+    assert_eq!(poller.wait(&mut events, Some(Duration::from_secs(10))), Ok(1));
+    assert!(events[0].token == 1 && events[0].readable && events[0].hangup && !events[0].error, "{events:?}");
+
+    // Open connections go on: the thread's and the app's.
+    c.write_all(b"ping").expect("write");
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).expect("read");
+    s.write_all(&b).expect("write back");
+    c.read_exact(&mut b).expect("read back");
+    assert_eq!(&b, b"ping");
+    e.write_all(b"echo").expect("write to the app");
+    e.read_exact(&mut b).expect("echo from the app");
+    assert_eq!(&b, b"echo");
+    // New ones are refused, on both ports.
+    assert_eq!(TcpStream::connect(&ch, addr, 7030).err(), Some(Error::ConnectionRefused));
+    assert_eq!(TcpStream::connect(&ch, addr, 7).err(), Some(Error::ConnectionRefused));
+    assert_woken_by_workers(&[&ch, &sh]);
 }

@@ -652,6 +652,14 @@ impl ListenerSet {
     pub fn acceptable(&self) -> bool {
         self.per_worker.iter().any(|l| !l.queue.is_empty())
     }
+
+    /// Drained: every copy was closed by its worker (or its worker is
+    /// gone) and at least one was closed, so nothing will come to accept.
+    pub fn shut(&self) -> bool {
+        let alive = |l: &ListenerShared| self.rt.worker(l.worker).is_some_and(WorkerShared::is_alive);
+        self.per_worker.iter().any(|l| l.shut.load(Ordering::Acquire))
+            && self.per_worker.iter().all(|l| l.shut.load(Ordering::Acquire) || !alive(l))
+    }
 }
 
 /// A listening socket on every worker. `accept` takes connections from
@@ -701,11 +709,14 @@ impl TcpListener {
             if set.dead() {
                 return Err(Error::ConnectionAborted);
             }
+            if set.shut() {
+                return Err(Error::InvalidInput);
+            }
             if set.nonblocking.load(Ordering::Relaxed) {
                 return Err(Error::WouldBlock);
             }
             block_until(&set.rt.waiters, set.rt.cfg.spin, &|i| set.per_worker.get(i).map(|l| &l.notify), None, || {
-                set.acceptable() || set.dead()
+                set.acceptable() || set.dead() || set.shut()
             });
         }
     }

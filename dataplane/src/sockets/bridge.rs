@@ -648,6 +648,28 @@ impl App for Bridge {
         }
     }
 
+    /// Closes the threads' listeners as `TcpListener`'s drop would (the
+    /// connections nobody accepted are reset), then marks them shut so
+    /// that threads blocked in accept() wake with EINVAL instead of
+    /// waiting for connections that will never come.
+    fn on_drain(&mut self, io: &mut Io<'_>) -> usize {
+        let listeners: Vec<Arc<ListenerShared>> = self
+            .entries
+            .iter()
+            .flatten()
+            .filter_map(|e| match e {
+                Entry::Listener(l) => Some(Arc::clone(&l.l)),
+                Entry::Stream(_) => None,
+            })
+            .collect();
+        for l in &listeners {
+            self.close_listener(io, l);
+            l.shut.store(true, Ordering::Release);
+            l.notify.wake(&self.rt.waiters);
+        }
+        listeners.len() + self.inner.as_mut().map_or(0, |app| app.on_drain(io))
+    }
+
     fn on_event(&mut self, io: &mut Io<'_>, event: Event) {
         let sid = event.socket;
         if !self.is_ours(sid) {

@@ -86,6 +86,17 @@ struct Counters {
     segments: AtomicU64,
     resets: AtomicU64,
     dropped: AtomicU64,
+    /// Per host: a drain was asked and not yet done.
+    drain: Vec<AtomicBool>,
+    /// Per host: drains done and listeners they closed.
+    drained: Vec<(AtomicU64, AtomicU64)>,
+}
+
+/// Drains of one host done so far ([`Loopback::drained`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DrainStats {
+    pub drains: u64,
+    pub listeners_closed: u64,
 }
 
 /// A running in-process network; dropping it stops the driver (blocked
@@ -97,6 +108,8 @@ pub struct Loopback {
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
     driver: Option<JoinHandle<()>>,
+    /// The driver's thread, to wake it for a drain.
+    thread: std::thread::Thread,
 }
 
 struct Worker {
@@ -159,7 +172,11 @@ impl Loopback {
             steers.push(steer);
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters {
+            drain: hosts.iter().map(|_| AtomicBool::new(false)).collect(),
+            drained: hosts.iter().map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect(),
+            ..Counters::default()
+        });
         let driver = Driver {
             hosts,
             steer: steers,
@@ -173,7 +190,8 @@ impl Loopback {
             .name("xstack-loopback".into())
             .spawn(move || driver.run())
             .map_err(|_| Error::NotSupported)?;
-        Ok(Loopback { handles, addrs: seen, stop, counters, driver: Some(driver) })
+        let thread = driver.thread().clone();
+        Ok(Loopback { handles, addrs: seen, stop, counters, driver: Some(driver), thread })
     }
 
     /// The socket handle of host `i`.
@@ -184,6 +202,25 @@ impl Loopback {
     /// The address of host `i`.
     pub fn addr(&self, i: usize) -> Option<Ipv4Addr> {
         self.addrs.get(i).copied()
+    }
+
+    /// Drains host `i` as the daemon's `xstackctl drain` does a worker
+    /// ([`app::drain`] on each of its workers): its listeners close, open
+    /// connections go on. Returns at once; the driver does it on its next
+    /// round. False if there is no host `i`.
+    pub fn drain(&self, i: usize) -> bool {
+        let Some(flag) = self.counters.drain.get(i) else { return false };
+        flag.store(true, Ordering::Release);
+        self.thread.unpark();
+        true
+    }
+
+    /// The drains of host `i` done so far (None if there is no host `i`).
+    pub fn drained(&self, i: usize) -> Option<DrainStats> {
+        self.counters.drained.get(i).map(|(drains, closed)| DrainStats {
+            drains: drains.load(Ordering::Acquire),
+            listeners_closed: closed.load(Ordering::Acquire),
+        })
     }
 
     pub fn stats(&self) -> LinkStats {
@@ -238,6 +275,15 @@ impl Driver {
         while !self.stop.load(Ordering::Acquire) {
             let t = now();
             let mut work = false;
+            for (h, (_, ws)) in self.hosts.iter_mut().enumerate() {
+                if self.counters.drain[h].swap(false, Ordering::AcqRel) {
+                    let closed: usize = ws.iter_mut().map(|w| app::drain(Some(&mut w.bridge), &mut w.stack, t)).sum();
+                    let (drains, listeners) = &self.counters.drained[h];
+                    listeners.fetch_add(closed as u64, Ordering::Relaxed);
+                    drains.fetch_add(1, Ordering::Release);
+                    work = true;
+                }
+            }
             for h in 0..self.hosts.len() {
                 for wi in 0..self.hosts[h].1.len() {
                     let w = &mut self.hosts[h].1[wi];

@@ -202,12 +202,15 @@ impl Poller {
                 Target::Stream(s) => stream_event(&self.rt, s, r.token, r.interest),
                 Target::Listener(l) => {
                     let dead = l.dead();
+                    // Drained: accept() fails at once, and Linux polls a
+                    // closed listener as EPOLLIN | EPOLLHUP.
+                    let shut = !dead && l.shut();
                     PollEvent {
                         token: r.token,
-                        readable: r.interest.readable && (l.acceptable() || dead),
+                        readable: r.interest.readable && (l.acceptable() || dead || shut),
                         writable: false,
                         error: dead,
-                        hangup: dead,
+                        hangup: dead || shut,
                     }
                 }
             };

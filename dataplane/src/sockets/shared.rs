@@ -255,6 +255,10 @@ pub(crate) struct ListenerShared {
     pub port: AtomicU32,
     pub token: AtomicU64,
     pub kicked: AtomicBool,
+    /// The worker closed this listener on a drain: once the queue is
+    /// empty, accept() fails with EINVAL, as Linux's accept() on a
+    /// listener that was shut down.
+    pub shut: AtomicBool,
     pub notify: Notify,
     pub addr: Ipv4Addr,
     pub requested_port: u16,
@@ -278,6 +282,7 @@ impl ListenerShared {
             port: AtomicU32::new(0),
             token: AtomicU64::new(0),
             kicked: AtomicBool::new(false),
+            shut: AtomicBool::new(false),
             notify: Notify::default(),
             addr,
             requested_port: port,
