@@ -99,5 +99,7 @@ fn client_mode_reports_like_connect() {
     // measured with a kernel client on this topology).
     let (out, took) = client(&topo, &bpffs, &name, &["--connect", &format!("{subnet}.78:7999")]);
     assert_eq!(lines(&out), vec!["EHOSTUNREACH"], "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(took >= Duration::from_millis(2900) && took < Duration::from_secs(5), "{took:?}");
+    // The bound leaves room for a slow start-up of the client; without the
+    // neighbour failure it would wait for the SYN timeout (minutes).
+    assert!(took >= Duration::from_millis(2900) && took < Duration::from_secs(8), "{took:?}");
 }

@@ -318,7 +318,9 @@ fn silent_and_unreachable_hosts() {
     let start = Instant::now();
     let r = TcpSocket::new(&ch).connect_timeout(silent, 80, Duration::from_millis(50));
     assert_eq!(r.err(), Some(Error::TimedOut));
-    assert!(start.elapsed() < Duration::from_millis(250));
+    // Well before the first SYN retransmission (1 s), with room for a
+    // loaded machine.
+    assert!(start.elapsed() < Duration::from_millis(900));
 }
 
 #[test]
