@@ -4,6 +4,8 @@
 //!   without and with TCP timestamps;
 //! - the sender's side: one full-size segment written, sent and (half
 //!   an ACK) acknowledged;
+//! - request/response: a 64-byte request that acknowledges the previous
+//!   response, read, and a 64-byte response written and sent;
 //! - one full handshake (SYN, SYN|ACK, ACK, accept) plus its abortive
 //!   teardown, across two in-memory stacks;
 //! - one timer wheel operation (arm + cancel, arm + expire) with 10 000
@@ -27,6 +29,8 @@ fn data_segment(c: &mut Criterion) {
     g.bench_function("in_order_segment_with_ack_timestamps", |b| b.iter(|| d.step()));
     let mut s = support::SendPath::new();
     g.bench_function("send_segment_with_ack", |b| b.iter(|| s.step()));
+    let mut r = support::RrPath::new();
+    g.bench_function("request_response_64B", |b| b.iter(|| r.step()));
     g.finish();
 }
 

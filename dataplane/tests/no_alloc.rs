@@ -1,6 +1,7 @@
 //! The established data path allocates nothing: an in-order segment in,
 //! its data read, its ACK out (with and without timestamps); and on the
-//! sending side, a write, its data segment out, the peer's ACK in. (This
+//! sending side, a write, its data segment out, the peer's ACK in; and
+//! request/response, each request acknowledging a response. (This
 //! binary counts allocations with a global allocator of its own.)
 
 #[path = "../benches/support/mod.rs"]
@@ -50,6 +51,22 @@ fn send_path_does_not_allocate() {
     });
     assert_eq!(info.count_total, 0, "allocations on the send path: {info:?}");
     assert_eq!(s.segments, 1000 + 10_000, "one data segment per write");
+}
+
+#[test]
+fn request_response_path_does_not_allocate() {
+    let mut r = support::RrPath::new();
+    for _ in 0..1000 {
+        r.step();
+    }
+    let info = allocation_counter::measure(|| {
+        for _ in 0..10_000 {
+            r.step();
+        }
+    });
+    assert_eq!(info.count_total, 0, "allocations on the request/response path: {info:?}");
+    assert_eq!(r.segments, 1000 + 10_000, "one response per request, carrying its ACK");
+    assert!(r.st.stats().header_predicted >= 11_000, "requests take the fast path: {:?}", r.st.stats());
 }
 
 #[test]

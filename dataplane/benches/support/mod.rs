@@ -201,6 +201,63 @@ impl Default for SendPath {
     }
 }
 
+/// The server side of request/response traffic (RR): every `step` hands
+/// the stack the client's next 64-byte request, which also acknowledges
+/// the previous response, reads it, writes a 64-byte response and takes
+/// the segment that carries it (and the ACK of the request).
+#[derive(Debug)]
+pub struct RrPath {
+    pub st: Stack,
+    pub now: Instant,
+    pub conn: SocketId,
+    req: Vec<u8>,
+    out: Vec<u8>,
+    rbuf: Vec<u8>,
+    pub segments: u64,
+}
+
+/// Request and response size of [`RrPath`].
+pub const RR_SIZE: usize = 64;
+
+impl RrPath {
+    pub fn new() -> RrPath {
+        let now = Instant::from_secs(1);
+        let (st, conn, iss) = accepted(now, false);
+        let payload = [0x5a; RR_SIZE];
+        // The first request acknowledges nothing new; every later one the
+        // response before it.
+        let req = segment(PEER_ISN + 1, iss + 1, Flags::ACK.union(Flags::PSH), Options::default(), &payload);
+        let mut d = RrPath { st, now, conn, req, out: vec![0u8; 1500], rbuf: vec![0u8; 4096], segments: 0 };
+        for _ in 0..64 {
+            d.step();
+        }
+        d.segments = 0;
+        d
+    }
+
+    /// One request in and read, one response written and sent.
+    #[inline]
+    pub fn step(&mut self) {
+        self.st.handle_segment(self.now, CLIENT, SERVER, &self.req).expect("request accepted");
+        let n = self.st.read(self.now, self.conn, &mut self.rbuf).expect("request readable");
+        debug_assert_eq!(n, RR_SIZE);
+        let n = self.st.write(self.now, self.conn, &self.rbuf[..RR_SIZE]).expect("room for the response");
+        debug_assert_eq!(n, RR_SIZE);
+        while let Some(_t) = self.st.poll_transmit(self.now, &mut self.out) {
+            self.segments += 1;
+        }
+        // The next request: its bytes, and the ACK of this response.
+        bump(&mut self.req, RR_SIZE as u32, |p| p.seq_number(), |p, v| p.set_seq_number(v));
+        bump(&mut self.req, RR_SIZE as u32, |p| p.ack_number(), |p, v| p.set_ack_number(v));
+    }
+}
+
+impl Default for RrPath {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Two stacks for handshakes. Each `handshake` opens a connection through
 /// the three segments, accepts it, then tears it down with an abortive
 /// close (RST) so no TIME_WAIT piles up across iterations.

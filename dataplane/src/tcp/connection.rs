@@ -428,24 +428,30 @@ impl Connection {
 
     /// Header prediction (Jacobson's fast path; Linux tcp_rcv_established
     /// with its pred_flags): a prefilled, checksum-verified segment that
-    /// carries only in-order data, acknowledges nothing new, leaves the
-    /// send window as it was, brings no SACK blocks and passes PAWS takes
-    /// the few steps of `on_segment` that such a segment can reach, and
-    /// nothing else. Returns false, having changed nothing, for any other
-    /// segment; the caller then takes the full path. A differential test
+    /// carries only in-order data (and may acknowledge new data of ours),
+    /// leaves the send window as it was, brings no SACK blocks and passes
+    /// PAWS takes the few steps of `on_segment` that such a segment can
+    /// reach, and nothing else. Returns false, having changed nothing, for
+    /// any other segment; the caller then takes the full path. A differential test
     /// (`tcp::tests::prediction`) holds the two paths to the same
     /// wire output and the same state.
-    pub fn receive_predicted(&mut self, now: Instant, ctx: &Ctx, seg: &Repr<'_>) -> bool {
+    pub fn receive_predicted(&mut self, now: Instant, ctx: &mut Ctx, seg: &Repr<'_>) -> bool {
         let len = seg.payload.len();
         let seq = SeqNum(seg.seq_number);
         let ack = SeqNum(seg.ack_number);
         // Without the option (or without timestamps) there is neither a
         // PAWS test nor a TS.Recent update, on either path.
         let tsval = seg.options.timestamp.filter(|_| self.ts_ok).map(|(v, _)| v);
+        // Data that also acknowledges new data of ours (request/response
+        // traffic: each request acknowledges the last response), as Linux's
+        // fast path takes it: with no SACK blocks and the window unchanged,
+        // the general path does nothing for such an ACK but `on_new_ack`
+        // (in ESTABLISHED no FIN of ours can be acknowledged).
+        let new_ack = ack > self.snd_una && ack <= self.snd_max;
         let predicted = self.prefilled == len
             && len > 0
             && seg.flags.difference(Flags::PSH) == Flags::ACK
-            && ack == self.snd_una
+            && (ack == self.snd_una || new_ack)
             && u32::from(seg.window_len) << self.snd_wscale == self.snd_wnd
             && (seg.options.sack_count == 0 || !self.sack_ok)
             && tsval.is_none_or(|v| (v.wrapping_sub(self.ts_recent) as i32) >= 0)
@@ -464,6 +470,9 @@ impl Connection {
         if self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack) {
             self.snd_wl1 = seq;
             self.snd_wl2 = ack;
+        }
+        if new_ack {
+            self.on_new_ack(now, ctx, ack);
         }
         self.last_data_in = now;
         if len < usize::from(self.our_mss).min(536) {

@@ -925,7 +925,7 @@ impl Stack {
                         c.clear_prefill();
                         return Err(DropReason::Checksum);
                     }
-                    if self.header_prediction && c.receive_predicted(now, &self.ctx, &seg) {
+                    if self.header_prediction && c.receive_predicted(now, &mut self.ctx, &seg) {
                         self.ctx.stats.header_predicted += 1;
                         self.after_conn(now, id);
                         return Ok(());

@@ -407,3 +407,38 @@ fn header_prediction_takes_plain_in_order_data() {
         assert_eq!(t.predicted(), (40, 0), "timestamps {timestamps}");
     }
 }
+
+/// Request/response traffic through the fast path: every request after
+/// the first acknowledges the response before it (new data of ours), with
+/// timestamps and without, across the wrap.
+#[test]
+fn header_prediction_takes_requests_that_acknowledge_responses() {
+    for timestamps in [false, true] {
+        let config = Config { timestamps, sack: true, window_scaling: true, ..Config::default() };
+        let start = Start { isn: u32::MAX - 3_000, tsval: u32::MAX - 10, keepalive: false };
+        let mut t = Twin::new(config, start);
+        let request = Op::Segment(SegmentOp {
+            at: 0,
+            len: 64,
+            psh: true,
+            fin: false,
+            odd_flags: None,
+            ack_more: 64,
+            ack_skew: 0,
+            window: None,
+            ts_step: 1,
+            ts_flip: false,
+            sack: false,
+            corrupt: None,
+        });
+        for _ in 0..40 {
+            t.apply(&request).unwrap();
+            t.apply(&Op::Read(4000)).unwrap();
+            t.apply(&Op::Write(64)).unwrap();
+        }
+        t.apply(&Op::Advance(50)).unwrap();
+        assert_eq!(t.predicted(), (40, 0), "timestamps {timestamps}");
+        // Every response but the last was acknowledged.
+        assert_eq!(t.peer.sent_end.wrapping_sub(t.peer.acked), 64, "timestamps {timestamps}");
+    }
+}
