@@ -26,6 +26,16 @@ fn pattern(i: usize) -> u8 {
     (i.wrapping_mul(7) % 251) as u8
 }
 
+/// The `worker_app` of a loopback whose host 0 runs the echo service on
+/// port 7 on every worker, beside its bridge.
+fn echo_on_server(host: usize, _worker: usize) -> Option<Box<dyn xstack_dataplane::app::App>> {
+    use xstack_dataplane::apps::server::{Server, Service, ServiceSpec};
+    (host == 0).then(|| {
+        Box::new(Server::new(vec![ServiceSpec { service: Service::Echo, port: 7, backlog: 16 }]))
+            as Box<dyn xstack_dataplane::app::App>
+    })
+}
+
 /// Ends the test process if a test outlives `LIMIT` (a blocking call that
 /// never returns would otherwise hang the harness). Dropped at the end of
 /// the test.
@@ -818,14 +828,7 @@ fn bridge_data_path_does_not_allocate() {
 /// threads talk to both.
 #[test]
 fn sockets_beside_a_run_to_completion_app() {
-    use xstack_dataplane::app::App;
-    use xstack_dataplane::apps::server::{Server, Service, ServiceSpec};
     let _watchdog = Watchdog::new("sockets_beside_a_run_to_completion_app");
-    fn echo_on_server(host: usize, _worker: usize) -> Option<Box<dyn App>> {
-        (host == 0).then(|| {
-            Box::new(Server::new(vec![ServiceSpec { service: Service::Echo, port: 7, backlog: 16 }])) as Box<dyn App>
-        })
-    }
     let cfg = LoopbackConfig { worker_app: Some(echo_on_server), ..LoopbackConfig::default() };
     let net = Loopback::start(cfg).expect("loopback");
     let (sh, ch, addr) = (net.handle(0).expect("server"), net.handle(1).expect("client"), net.addr(0).expect("addr"));
@@ -866,14 +869,7 @@ fn sockets_beside_a_run_to_completion_app() {
 #[test]
 fn drain_fails_blocked_accepts_and_keeps_open_connections() {
     use std::sync::{mpsc, Arc};
-    use xstack_dataplane::app::App;
-    use xstack_dataplane::apps::server::{Server, Service, ServiceSpec};
     let _watchdog = Watchdog::new("drain_fails_blocked_accepts_and_keeps_open_connections");
-    fn echo_on_server(host: usize, _worker: usize) -> Option<Box<dyn App>> {
-        (host == 0).then(|| {
-            Box::new(Server::new(vec![ServiceSpec { service: Service::Echo, port: 7, backlog: 16 }])) as Box<dyn App>
-        })
-    }
     let cfg = LoopbackConfig {
         hosts: vec![
             Host { addr: Ipv4Addr::new(10, 0, 0, 1), workers: 2 },

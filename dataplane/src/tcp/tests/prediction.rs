@@ -373,6 +373,25 @@ proptest! {
     }
 }
 
+/// The peer's next in-order segment: `len` bytes, acknowledging
+/// `ack_more` more of ours, TSval one up, nothing odd.
+fn in_order(len: u16, psh: bool, ack_more: u16) -> Op {
+    Op::Segment(SegmentOp {
+        at: 0,
+        len,
+        psh,
+        fin: false,
+        odd_flags: None,
+        ack_more,
+        ack_skew: 0,
+        window: None,
+        ts_step: 1,
+        ts_flip: false,
+        sack: false,
+        corrupt: None,
+    })
+}
+
 /// The comparison above is only worth something if the fast path runs:
 /// a plain bulk transfer, with timestamps and without, across the
 /// sequence and timestamp wrap, goes through it segment after segment, and
@@ -383,20 +402,7 @@ fn header_prediction_takes_plain_in_order_data() {
         let config = Config { timestamps, sack: true, window_scaling: true, ..Config::default() };
         let start = Start { isn: u32::MAX - 30_000, tsval: u32::MAX - 10, keepalive: false };
         let mut t = Twin::new(config, start);
-        let data = Op::Segment(SegmentOp {
-            at: 0,
-            len: 1448,
-            psh: false,
-            fin: false,
-            odd_flags: None,
-            ack_more: 0,
-            ack_skew: 0,
-            window: None,
-            ts_step: 1,
-            ts_flip: false,
-            sack: false,
-            corrupt: None,
-        });
+        let data = in_order(1448, false, 0);
         for i in 0..40 {
             t.apply(&data).unwrap();
             if i % 3 == 2 {
@@ -417,20 +423,7 @@ fn header_prediction_takes_requests_that_acknowledge_responses() {
         let config = Config { timestamps, sack: true, window_scaling: true, ..Config::default() };
         let start = Start { isn: u32::MAX - 3_000, tsval: u32::MAX - 10, keepalive: false };
         let mut t = Twin::new(config, start);
-        let request = Op::Segment(SegmentOp {
-            at: 0,
-            len: 64,
-            psh: true,
-            fin: false,
-            odd_flags: None,
-            ack_more: 64,
-            ack_skew: 0,
-            window: None,
-            ts_step: 1,
-            ts_flip: false,
-            sack: false,
-            corrupt: None,
-        });
+        let request = in_order(64, true, 64);
         for _ in 0..40 {
             t.apply(&request).unwrap();
             t.apply(&Op::Read(4000)).unwrap();
