@@ -241,6 +241,10 @@ pub(crate) struct Connection {
     /// Small segments received since our last ACK (Linux's
     /// ICSK_ACK_PUSHED / PUSHED2), capped at 2.
     ack_pushed: u8,
+    /// The peer's segment size as measured (Linux's icsk_ack.rcv_mss):
+    /// the largest in-order payload seen, at most our MSS, from
+    /// min(our MSS, 536). More than this unacknowledged sends the ACK.
+    rcv_mss: u16,
     /// Interactive mode (Linux's pingpong): we answered data with data
     /// within the delayed-ACK time, so ACKs ride on the replies.
     pingpong: bool,
@@ -322,6 +326,7 @@ impl Connection {
             prefilled: 0,
             delack_at: None,
             ack_pushed: 0,
+            rcv_mss: our_mss.min(DEFAULT_MSS),
             pingpong: false,
             last_data_in: Instant::ZERO,
             unacked_bytes: 0,
@@ -475,9 +480,7 @@ impl Connection {
             self.on_new_ack(now, ctx, ack);
         }
         self.last_data_in = now;
-        if len < usize::from(self.our_mss).min(536) {
-            self.ack_pushed = (self.ack_pushed + 1).min(2);
-        }
+        self.measure_rcv_mss(len);
         self.rx.enqueue_unallocated(len);
         self.prefilled = 0;
         self.rcv_nxt += len as u32;
@@ -636,7 +639,7 @@ impl Connection {
         if !self.state.is_synchronized() || self.rx_fin {
             return;
         }
-        if self.delack_at.is_some() && self.unacked_bytes > usize::from(self.our_mss) {
+        if self.delack_at.is_some() && self.unacked_bytes > usize::from(self.rcv_mss) {
             self.ack_now = true;
             return;
         }
@@ -1174,11 +1177,7 @@ impl Connection {
         let new_data = !payload.is_empty();
         if new_data {
             self.last_data_in = now;
-            // Linux tcp_measure_rcv_mss: a segment below the default MSS
-            // (536) or below our MSS marks the ACK as "pushed".
-            if payload.len() < usize::from(self.our_mss).min(536) {
-                self.ack_pushed = (self.ack_pushed + 1).min(2);
-            }
+            self.measure_rcv_mss(payload.len());
         }
         // Linux tcp_rcv_state_process: new data after close() or
         // shutdown(read) in FIN_WAIT_1/2 resets the connection.
@@ -1233,7 +1232,7 @@ impl Connection {
         }
         // ACK policy (Linux __tcp_ack_snd_check): at once for out-of-order
         // data, for data filling a hole, for a duplicate, in quick-ack mode
-        // and once two full segments are unacknowledged; otherwise delayed.
+        // and once more than a segment is unacknowledged; otherwise delayed.
         let out_of_order = offset > 0 || !self.assembler.is_empty();
         if out_of_order || had_holes || !new_data {
             self.ack_now = true;
@@ -1242,13 +1241,28 @@ impl Connection {
         }
     }
 
-    /// The ACK for new in-order data: at once in quick-ack mode or once
-    /// two full segments are unacknowledged, otherwise delayed.
+    /// Linux tcp_measure_rcv_mss: a segment at least as large as the
+    /// measured one sets it (up to our MSS), so a peer sending 1448-byte
+    /// segments (timestamps) or smaller ones is ACKed every second segment
+    /// all the same; one below the default MSS (536) or below our MSS
+    /// marks the ACK as "pushed".
+    fn measure_rcv_mss(&mut self, len: usize) {
+        if len >= usize::from(self.rcv_mss) {
+            self.rcv_mss = len.min(usize::from(self.our_mss)) as u16;
+        }
+        if len < usize::from(self.our_mss.min(DEFAULT_MSS)) {
+            self.ack_pushed = (self.ack_pushed + 1).min(2);
+        }
+    }
+
+    /// The ACK for new in-order data (Linux __tcp_ack_snd_check): at once
+    /// in quick-ack mode or once more than one measured segment is
+    /// unacknowledged, otherwise delayed.
     fn ack_in_order_data(&mut self, now: Instant, ctx: &Ctx) {
         if self.quickacks > 0 {
             self.quickacks -= 1;
             self.ack_now = true;
-        } else if self.unacked_bytes >= 2 * usize::from(self.our_mss) {
+        } else if self.unacked_bytes > usize::from(self.rcv_mss) {
             self.ack_now = true;
         } else if self.delack_at.is_none() {
             self.delack_at = Some(now + ctx.config.delayed_ack);

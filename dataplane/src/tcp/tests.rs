@@ -431,6 +431,29 @@ fn established_delays_the_ack_then_acks_every_second_segment() {
     assert_eq!(t.st.read(t.now, c, &mut buf), Ok(3 * 1460));
 }
 
+/// Linux ACKs every second segment of whatever size the peer sends
+/// (more than one measured segment unacknowledged, tcp_measure_rcv_mss):
+/// 1448-byte segments (a peer using timestamps) and 600-byte ones alike,
+/// not only once two of our MSS (2 x 1460 bytes) have piled up.
+#[test]
+fn established_acks_every_second_segment_of_any_size() {
+    for size in [1448usize, 600] {
+        let mut t = T::new(plain());
+        let (_, c, iss) = t.established();
+        let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK);
+        d.data = vec![1; size];
+        let mut acks = Vec::new();
+        for i in 0..6u32 {
+            d.seq = PEER_ISN + 1 + i * size as u32;
+            t.send(&d).unwrap();
+            acks.extend(t.recv().into_iter().map(|a| a.ack.wrapping_sub(PEER_ISN + 1) / size as u32));
+        }
+        assert_eq!(acks, vec![2, 4, 6], "{size}-byte segments: ACKs after these many");
+        let mut buf = vec![0; 10_000];
+        assert_eq!(t.st.read(t.now, c, &mut buf), Ok(6 * size));
+    }
+}
+
 #[test]
 fn established_out_of_order_gets_dupack_with_sack() {
     let mut t = T::new(Config { sack: true, ..plain() });
