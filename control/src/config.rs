@@ -194,7 +194,8 @@ pub struct Cli {
     /// A permanent neighbour entry IP=MAC (repeatable).
     #[arg(long = "static-neighbour", value_name = "IP=MAC")]
     pub static_neighbours: Vec<String>,
-    /// tcp_syn_retries: SYN retransmissions before connect() fails.
+    /// tcp_syn_retries: connect() fails after the time this many doubling
+    /// SYN retransmissions take (Linux 6.x; 127 s for 6).
     #[arg(long)]
     pub syn_retries: Option<u32>,
     /// tcp_syn_linear_timeouts: SYN retransmissions 1 RTO apart before doubling.

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// tcp_syn_retries: SYN retransmissions before connect() fails.
+    /// tcp_syn_retries: connect() fails once the time these many doubling
+    /// SYN retransmissions would take has passed (127 s for 6), as Linux
+    /// 6.x counts it; the linear timeouts fit more SYNs into that time.
     pub syn_retries: u32,
     /// tcp_syn_linear_timeouts: SYN retransmissions made one initial RTO
     /// apart before the backoff starts doubling (0 gives the classic 1, 2,

@@ -1711,6 +1711,33 @@ impl Connection {
         (base * (1u32 << doublings)).min(ctx.config.max_rto)
     }
 
+    /// Whether connect() gives up at this SYN timeout (Linux 6.x
+    /// tcp_write_timeout, retransmits_timed_out): once the time since the
+    /// first SYN reaches what `syn_retries` doubling retransmissions would
+    /// take (tcp_model_timeout: 127 s for 6 with a 1 s initial RTO). The
+    /// linear timeouts only pack more SYNs into that time: with the
+    /// defaults, 10 retransmissions (1, 2, 3, 4, 5, 7, 11, 19, 35, 67 s)
+    /// and ETIMEDOUT at 131 s; with syn_retries = 3, ETIMEDOUT at 19 s after
+    /// 7 (measured on this machine's 6.18 kernel). With syn_linear_timeouts
+    /// = 0 this is the classic count: 6 retransmissions, ETIMEDOUT at 127 s.
+    fn syn_timed_out(&self, ctx: &Ctx) -> bool {
+        let base = ctx.config.initial_rto;
+        let max = ctx.config.max_rto.max(base);
+        // The timer has fired after the original SYN and `retries`
+        // retransmissions, each gap as armed.
+        let elapsed: Duration = (0..=self.retries).map(|k| self.syn_interval(ctx, k)).sum();
+        // tcp_model_timeout: doubling from `base` up to `max`, then `max`.
+        let (base, max) = (base.as_nanos().max(1), max.as_nanos());
+        let thresh = (max / base).max(1).ilog2().min(64);
+        let boundary = ctx.config.syn_retries;
+        let model = if boundary <= thresh {
+            base.saturating_mul((2u128 << boundary) - 1)
+        } else {
+            base.saturating_mul((2u128 << thresh) - 1).saturating_add(max.saturating_mul(u128::from(boundary - thresh)))
+        };
+        elapsed.as_nanos() >= model
+    }
+
     fn arm_keepalive(&mut self, now: Instant) {
         if self.opts.keep_alive {
             self.ka_at = Some(now + self.opts.keep_idle);
@@ -1777,9 +1804,12 @@ impl Connection {
         ctx.stats.timeouts += 1;
         match self.state {
             State::SynSent | State::SynReceived => {
-                let limit =
-                    if self.state == State::SynSent { ctx.config.syn_retries } else { ctx.config.synack_retries };
-                if self.retries >= limit {
+                let expired = if self.state == State::SynSent {
+                    self.syn_timed_out(ctx)
+                } else {
+                    self.retries >= ctx.config.synack_retries
+                };
+                if expired {
                     ctx.stats.attempt_fails += 1;
                     let e = self.soft_error.unwrap_or(Error::TimedOut);
                     self.enter_closed(Some(e));
