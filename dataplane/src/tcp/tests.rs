@@ -664,6 +664,29 @@ fn established_fast_retransmit_on_three_dupacks() {
     assert_eq!(info.send_queue, 0);
 }
 
+/// Back-to-back retransmission timeouts of the same data: cwnd one
+/// segment each time, ssthresh from the flight at the first only (RFC
+/// 5681 section 3.1; Linux tcp_enter_loss), for NewReno and CUBIC.
+#[test]
+fn repeated_timeouts_hold_ssthresh() {
+    for algo in [Algorithm::NewReno, Algorithm::Cubic] {
+        let mut t = T::new(plain());
+        let (_, c, _) = t.established();
+        t.st.set_option(t.now, c, SocketOption::Congestion(algo)).unwrap();
+        t.st.write(t.now, c, &[7u8; 8 * 1460]).unwrap();
+        assert_eq!(t.recv().len(), 8);
+        t.advance(Duration::from_millis(1001));
+        assert_eq!(t.recv().len(), 1, "the first timeout retransmits one segment");
+        let first = t.st.connection_info(c).unwrap();
+        assert_eq!(first.cwnd, 1460);
+        t.advance(Duration::from_millis(2001));
+        assert_eq!(t.recv().len(), 1, "the second, after the doubled RTO");
+        let second = t.st.connection_info(c).unwrap();
+        assert_eq!((second.cwnd, second.ssthresh), (1460, first.ssthresh), "{algo:?}");
+        assert!(second.ssthresh > 2 * 1460, "{algo:?}: from the flight of 8 segments: {}", second.ssthresh);
+    }
+}
+
 // ----- Closing states -----
 
 #[test]

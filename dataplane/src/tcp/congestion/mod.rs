@@ -100,10 +100,14 @@ impl Congestion {
         self.cwnd = self.ssthresh;
     }
 
-    /// A retransmission timeout: ssthresh as for a loss, cwnd to one
-    /// segment (RFC 5681 section 3.1, RFC 9438 section 4.8).
-    pub fn on_timeout(&mut self, now: Instant, flight: u32) {
-        self.on_loss(now, flight);
+    /// A retransmission timeout: cwnd to one segment; ssthresh as for a
+    /// loss on the first timeout of a series only (RFC 5681 section 3.1:
+    /// when the segment was already retransmitted by the timer, ssthresh
+    /// is held constant; Linux tcp_enter_loss; RFC 9438 section 4.8).
+    pub fn on_timeout(&mut self, now: Instant, flight: u32, first: bool) {
+        if first {
+            self.on_loss(now, flight);
+        }
         self.cwnd = self.mss;
     }
 
@@ -145,9 +149,14 @@ mod tests {
             let expect = if algo == Algorithm::NewReno { 5_500 } else { 7_700 };
             assert_eq!(c.ssthresh(), expect, "{algo:?}");
             assert_eq!(c.cwnd(), expect);
-            c.on_timeout(t, 5_000);
+            c.on_timeout(t, 5_000, true);
             assert_eq!(c.cwnd(), 1000);
             assert!(c.in_slow_start());
+            let held = c.ssthresh();
+            // The same segment timed out again: ssthresh held (RFC 5681
+            // section 3.1), not recomputed from a one-segment window.
+            c.on_timeout(t, 1_000, false);
+            assert_eq!((c.cwnd(), c.ssthresh()), (1000, held), "{algo:?}");
         }
     }
 }
