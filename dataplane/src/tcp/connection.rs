@@ -542,9 +542,10 @@ impl Connection {
         self.probe_now = false;
         self.rtx_now = false;
         self.tx.release();
-        // Unread data stays readable after a normal end; after a reset
-        // Linux discards it.
-        if error.is_some() {
+        // Unread data stays readable, after a reset or a timeout too: Linux
+        // keeps the receive queue until close(), and read() returns the
+        // data, then the error (measured on this machine's kernel).
+        if self.user_closed {
             self.rx.release();
         }
         self.events |= readiness::CLOSED | readiness::READABLE;
@@ -611,10 +612,15 @@ impl Connection {
             self.maybe_window_update(before);
             return Ok(n);
         }
+        // After the peer's FIN, reads see end of file even if a reset
+        // came later (Linux: SOCK_DONE is tested before sk_err).
+        if self.rx_fin {
+            return Ok(0);
+        }
         if let Some(e) = self.error {
             return Err(e);
         }
-        if self.rx_fin || self.rd_shut || self.state == State::Closed {
+        if self.rd_shut || self.state == State::Closed {
             return Ok(0);
         }
         match self.state {
@@ -927,9 +933,15 @@ impl Connection {
                 self.challenge_ack(now, ctx);
                 return Outcome::Dropped;
             }
+            // Linux tcp_reset: EPIPE in CLOSE_WAIT (the peer had finished
+            // sending), ECONNRESET otherwise.
             let error = match self.state {
                 State::SynReceived => Some(Error::ConnectionRefused),
-                State::Established | State::FinWait1 | State::FinWait2 | State::CloseWait => {
+                State::CloseWait => {
+                    ctx.stats.estab_resets += 1;
+                    Some(Error::BrokenPipe)
+                }
+                State::Established | State::FinWait1 | State::FinWait2 => {
                     ctx.stats.estab_resets += 1;
                     Some(Error::ConnectionReset)
                 }

@@ -525,6 +525,40 @@ fn established_ack_of_unsent_data_is_answered_and_dropped() {
     assert_eq!(a.ack, PEER_ISN + 1, "data of the bad segment not taken");
 }
 
+/// An RST in CLOSE_WAIT (Linux tcp_reset): writes fail with EPIPE, not
+/// ECONNRESET, and reads still see end of file; data left unread is read
+/// first, in ESTABLISHED too. Checked against this machine's kernel.
+#[test]
+fn close_wait_reset_is_epipe_and_reads_stay_eof() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let mut f = seg(PEER_ISN + 1, iss + 1, Flags::FIN | Flags::ACK);
+    f.data = b"bye".to_vec();
+    t.send(&f).unwrap();
+    t.recv();
+    assert_eq!(t.state(c), Some(State::CloseWait));
+    t.send(&seg(PEER_ISN + 5, iss + 1, Flags::RST)).unwrap();
+    assert_eq!(t.state(c), Some(State::Closed));
+    assert_eq!(t.st.write(t.now, c, b"x"), Err(Error::BrokenPipe));
+    let mut buf = [0; 8];
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(3));
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(0));
+    assert_eq!(t.st.write(t.now, c, b"x"), Err(Error::BrokenPipe));
+
+    // In ESTABLISHED: the data that came before the RST, then ECONNRESET.
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK | Flags::PSH);
+    d.data = b"data".to_vec();
+    t.send(&d).unwrap();
+    t.send(&seg(PEER_ISN + 5, iss + 1, Flags::RST)).unwrap();
+    assert_eq!(t.state(c), Some(State::Closed));
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(4));
+    assert_eq!(t.st.read(t.now, c, &mut buf), Err(Error::ConnectionReset));
+    t.st.close(t.now, c).unwrap();
+    assert_eq!(t.st.resources().connections, 0);
+}
+
 #[test]
 fn established_fin_goes_to_close_wait_and_reads_eof() {
     let mut t = T::new(plain());
