@@ -7,18 +7,23 @@
 #[path = "../benches/support/mod.rs"]
 mod support;
 
+/// Steps 1000 times (the queues and the timer wheel's slab warm up), then
+/// counts the allocations of 10 000 more steps.
+fn allocations_after_warm_up(mut step: impl FnMut()) -> allocation_counter::AllocationInfo {
+    for _ in 0..1000 {
+        step();
+    }
+    allocation_counter::measure(|| {
+        for _ in 0..10_000 {
+            step();
+        }
+    })
+}
+
 #[test]
 fn established_data_path_does_not_allocate() {
     let mut d = support::DataPath::new();
-    // Warm up the queues and the timer wheel's slab.
-    for _ in 0..1000 {
-        d.step();
-    }
-    let info = allocation_counter::measure(|| {
-        for _ in 0..10_000 {
-            d.step();
-        }
-    });
+    let info = allocations_after_warm_up(|| d.step());
     assert_eq!(info.count_total, 0, "allocations on the data path: {info:?}");
     assert_eq!(d.acks, 1000 / 2 + 10_000 / 2, "one ACK per two segments");
 }
@@ -26,14 +31,7 @@ fn established_data_path_does_not_allocate() {
 #[test]
 fn established_data_path_with_timestamps_does_not_allocate() {
     let mut d = support::DataPath::with_timestamps();
-    for _ in 0..1000 {
-        d.step();
-    }
-    let info = allocation_counter::measure(|| {
-        for _ in 0..10_000 {
-            d.step();
-        }
-    });
+    let info = allocations_after_warm_up(|| d.step());
     assert_eq!(info.count_total, 0, "allocations on the data path: {info:?}");
     assert_eq!(d.acks, 1000 / 2 + 10_000 / 2, "one ACK per two segments");
 }
@@ -41,14 +39,7 @@ fn established_data_path_with_timestamps_does_not_allocate() {
 #[test]
 fn send_path_does_not_allocate() {
     let mut s = support::SendPath::new();
-    for _ in 0..1000 {
-        s.step();
-    }
-    let info = allocation_counter::measure(|| {
-        for _ in 0..10_000 {
-            s.step();
-        }
-    });
+    let info = allocations_after_warm_up(|| s.step());
     assert_eq!(info.count_total, 0, "allocations on the send path: {info:?}");
     assert_eq!(s.segments, 1000 + 10_000, "one data segment per write");
 }
@@ -56,14 +47,7 @@ fn send_path_does_not_allocate() {
 #[test]
 fn request_response_path_does_not_allocate() {
     let mut r = support::RrPath::new();
-    for _ in 0..1000 {
-        r.step();
-    }
-    let info = allocation_counter::measure(|| {
-        for _ in 0..10_000 {
-            r.step();
-        }
-    });
+    let info = allocations_after_warm_up(|| r.step());
     assert_eq!(info.count_total, 0, "allocations on the request/response path: {info:?}");
     assert_eq!(r.segments, 1000 + 10_000, "one response per request, carrying its ACK");
     assert!(r.st.stats().header_predicted >= 11_000, "requests take the fast path: {:?}", r.st.stats());
