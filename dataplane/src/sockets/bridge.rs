@@ -131,11 +131,11 @@ impl Bridge {
         self.entries[i] = Some(e);
     }
 
+    /// Forgets a socket; its shared state goes when its last holder lets
+    /// go (the rings to the spares, `StreamShared`'s drop).
     fn remove(&mut self, sid: SocketId) {
         if self.slot(sid).is_some() {
-            if let Some(Entry::Stream(e)) = self.entries[sid.index as usize].take() {
-                StreamShared::recycle(&self.rt, e.s);
-            }
+            self.entries[sid.index as usize] = None;
         }
     }
 
@@ -170,11 +170,7 @@ impl Bridge {
                 self.service(io, sid);
             }
             Command::Close(s) => {
-                let sid = self.stream_of(&s);
-                // Let go of the command's reference first, so the state
-                // can be recycled if this closes the stack socket.
-                drop(s);
-                let Some(sid) = sid else { return };
+                let Some(sid) = self.stream_of(&s) else { return };
                 if let Some(Entry::Stream(e)) = self.slot(sid) {
                     e.closing = true;
                 }
@@ -372,11 +368,8 @@ impl Bridge {
         if e.sid != sid {
             return;
         }
-        let done = service_stream(e, io, scratch, rt);
-        if done {
-            if let Some(Entry::Stream(e)) = entries[sid.index as usize].take() {
-                StreamShared::recycle(rt, e.s);
-            }
+        if service_stream(e, io, scratch, rt) {
+            entries[sid.index as usize] = None;
         }
     }
 

@@ -58,6 +58,17 @@ impl Ring {
         }
     }
 
+    /// A ring with no storage, standing in for one that was moved out
+    /// (to the spares) while its owner is dropped. Never read or written.
+    pub(crate) fn detached() -> Ring {
+        Ring {
+            words: Box::default(),
+            mask: 0,
+            head: CachePadded::new(AtomicUsize::new(0)),
+            tail: CachePadded::new(AtomicUsize::new(0)),
+        }
+    }
+
     /// The capacity `Ring::new(capacity)` has.
     pub fn rounded(capacity: usize) -> usize {
         capacity.clamp(WORD, MAX_CAPACITY).next_power_of_two()

@@ -4,6 +4,7 @@
 
 use super::error::{errno, from_errno};
 use super::ring::Ring;
+use super::spares::{RingSpares, Side};
 use super::wait::{Notify, Waiters};
 use super::Config;
 use crate::tcp::{Error, Shutdown, SocketId, SocketOption, State};
@@ -138,14 +139,21 @@ pub(crate) struct StreamShared {
     /// Options for a connect (empty for accepted connections, which
     /// inherit their listener's).
     pub opts: OptionSet,
+    /// Where the rings go when the last holder lets go (see `spares`).
+    spares: Option<Arc<RingSpares>>,
 }
 
 impl StreamShared {
+    #[cfg(test)]
     pub fn new(worker: usize, rx: usize, tx: usize, opts: OptionSet) -> StreamShared {
+        StreamShared::with_rings(worker, Ring::new(rx), Ring::new(tx), opts, None)
+    }
+
+    fn with_rings(worker: usize, rx: Ring, tx: Ring, opts: OptionSet, spares: Option<Arc<RingSpares>>) -> StreamShared {
         StreamShared {
             worker,
-            rx: Ring::new(rx),
-            tx: Ring::new(tx),
+            rx,
+            tx,
             state: CachePadded::new(AtomicU32::new(0)),
             error: AtomicU8::new(0),
             err_taken: AtomicBool::new(false),
@@ -159,44 +167,17 @@ impl StreamShared {
             peer: AtomicU64::new(0),
             notify: Notify::default(),
             opts,
+            spares,
         }
     }
 
-    /// A connection's state from the runtime's spares if one with these
-    /// ring sizes is there, else a new one.
+    /// A connection's state, its rings taken from the runtime's spares
+    /// when it keeps rings of these sizes; they go back there when the
+    /// last holder drops the state.
     pub fn take(rt: &Runtime, worker: usize, rx: usize, tx: usize, opts: OptionSet) -> Arc<StreamShared> {
-        if let Some(mut s) = rt.spares.pop() {
-            if let Some(m) = Arc::get_mut(&mut s) {
-                if m.rx.capacity() == Ring::rounded(rx) && m.tx.capacity() == Ring::rounded(tx) {
-                    m.worker = worker;
-                    m.opts = opts;
-                    return s;
-                }
-            }
-        }
-        Arc::new(StreamShared::new(worker, rx, tx, opts))
-    }
-
-    /// Gives a finished connection's state back for reuse when nobody
-    /// else holds it (its rings are the expensive part: zeroed memory).
-    pub fn recycle(rt: &Runtime, mut s: Arc<StreamShared>) {
-        let Some(m) = Arc::get_mut(&mut s) else { return };
-        m.rx.reset();
-        m.tx.reset();
-        *m.state.get_mut() = 0;
-        *m.error.get_mut() = 0;
-        *m.err_taken.get_mut() = false;
-        *m.tcp_state.get_mut() = 0;
-        *m.wants.get_mut() = want::TX;
-        *m.kicked.get_mut() = false;
-        *m.user.get_mut() = 0;
-        *m.token.get_mut() = 0;
-        *m.local.get_mut() = 0;
-        *m.peer.get_mut() = 0;
-        m.notify = Notify::default();
-        m.opts = OptionSet::default();
-        // A full pool: the state is freed here instead.
-        let _ = rt.spares.push(s);
+        let sp = &rt.spares;
+        let (rx, tx) = (sp.take(Side::Rx, rx), sp.take(Side::Tx, tx));
+        Arc::new(StreamShared::with_rings(worker, rx, tx, opts, Some(Arc::clone(sp))))
     }
 
     pub fn flags(&self) -> u32 {
@@ -401,6 +382,16 @@ impl WorkerShared {
     }
 }
 
+impl Drop for StreamShared {
+    /// The last holder let go: the rings go back to the spares.
+    fn drop(&mut self) {
+        if let Some(sp) = self.spares.take() {
+            sp.give(Side::Rx, std::mem::replace(&mut self.rx, Ring::detached()));
+            sp.give(Side::Tx, std::mem::replace(&mut self.tx, Ring::detached()));
+        }
+    }
+}
+
 /// Everything a [`Handle`](super::Handle) and its bridges share.
 #[derive(Debug)]
 pub(crate) struct Runtime {
@@ -409,8 +400,8 @@ pub(crate) struct Runtime {
     pub waiters: Waiters,
     /// Round-robin choice of the worker for a connect.
     pub next: AtomicUsize,
-    /// Finished connections' state, reset, for new connections.
-    pub spares: ArrayQueue<Arc<StreamShared>>,
+    /// Finished connections' rings, for new connections.
+    pub spares: Arc<RingSpares>,
 }
 
 impl Runtime {
@@ -419,7 +410,7 @@ impl Runtime {
         Runtime {
             waiters: Waiters::new(cfg.park_slots),
             workers,
-            spares: ArrayQueue::new(cfg.spare_streams.max(1)),
+            spares: Arc::new(RingSpares::new(cfg.recv_ring, cfg.send_ring, cfg.spare_streams)),
             cfg,
             next: AtomicUsize::new(0),
         }
