@@ -142,7 +142,10 @@ pub struct Cli {
     /// MAC address to use (default: the interface's).
     #[arg(long)]
     pub mac: Option<String>,
-    /// Number of queues, one worker each (default 1).
+    /// Workers, one per receive queue from queue 0 (default: every
+    /// receive queue of the interface). Fewer than the interface has
+    /// confines its RSS to them (ethtool -X equal N, restored on exit),
+    /// or is refused when the NIC cannot do that.
     #[arg(short, long)]
     pub queues: Option<u32>,
     /// CPU cores to pin workers to, in queue order (comma-separated).
@@ -234,6 +237,8 @@ pub struct Config {
     pub gateway: Option<Ipv4Addr>,
     pub mac: Option<EthernetAddress>,
     pub queues: u32,
+    /// `queues` was not configured: one worker per receive queue.
+    pub queues_default: bool,
     pub cores: Vec<usize>,
     pub xdp_mode: ModeRequest,
     pub replace: bool,
@@ -485,12 +490,29 @@ impl Config {
             }
             None => None,
         };
-        let queues = cli.queues.or(f.queues).unwrap_or(1);
-        if queues == 0 || queues > 64 {
-            bail!("queues must be in 1..=64, got {queues}");
-        }
+        let queues = match cli.queues.or(f.queues) {
+            Some(q) => {
+                if q == 0 || q > 64 {
+                    bail!("queues must be in 1..=64, got {q}");
+                }
+                q
+            }
+            // One worker per receive queue: RSS spreads flows over all of
+            // them, and a queue without a worker would refuse its share
+            // of the connections. An interface that cannot be read yet
+            // fails later with its own message.
+            None => crate::sysfs::rx_queues(&interface).unwrap_or(1).clamp(1, 64),
+        };
+        let queues_default = cli.queues.or(f.queues).is_none();
         let cores = cli.cores.clone().or(f.cores).unwrap_or_default();
         if !cores.is_empty() && cores.len() < queues as usize {
+            if queues_default {
+                bail!(
+                    "cores lists {} cores but {interface} has {queues} receive queues, one worker each by default; \
+                     list {queues} cores, or set queues to the number of workers you want",
+                    cores.len()
+                );
+            }
             bail!("cores lists {} cores for {queues} queues", cores.len());
         }
         let xdp_mode = match cli.xdp_mode.or(f.xdp_mode).unwrap_or_default() {
@@ -546,6 +568,7 @@ impl Config {
             gateway,
             mac,
             queues,
+            queues_default,
             cores,
             xdp_mode,
             replace: cli.replace || f.replace.unwrap_or(false),

@@ -151,6 +151,12 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
     if cfg.queues > available {
         anyhow::bail!("{ifname} has {available} receive queue(s); {} requested", cfg.queues);
     }
+    if cfg.queues_default && available > 1 {
+        tracing::info!("{ifname} has {available} receive queues: one worker each (set queues for fewer)");
+    }
+    // Dropped last (declared first): the NIC's RSS is spread over every
+    // queue again only after the workers stopped.
+    let _rss = crate::queues::Confinement::apply(ifname, cfg.queues, available)?;
     let iface = cfg.iface(mac, mtu);
 
     // The operator's windows into the stack: the control socket and the

@@ -15,5 +15,6 @@ pub mod metrics;
 pub(crate) mod ops;
 pub mod pcap;
 pub mod protocol;
+pub mod queues;
 pub mod render;
 pub mod sysfs;

@@ -103,3 +103,58 @@ fn active_opens_pick_ports_owned_by_the_opening_worker() {
     let served = server.wait_with_output().unwrap();
     assert_eq!(stdout(&served).trim(), "served");
 }
+
+/// The default on a multi-queue NIC: one worker per receive queue, so
+/// every connection is served whichever queue RSS (on veth: the peer's
+/// transmit queue) puts it on. With one worker for four queues, 0 of 100
+/// connections succeeded and every frame, ARP included, was passed as
+/// `pass_no_socket`.
+#[test]
+fn default_configuration_serves_every_queue() {
+    require_root();
+    let name = unique_name("mqd");
+    let topo = Topology::up(&name, &["--queues", "4"]);
+    let bpffs = Bpffs::mount(&name);
+    let daemon = Daemon::start(&topo, &bpffs, &["--instance", &name, "--poll", "adaptive", "--echo", "7"]);
+    assert!(daemon.ready_line.contains(" queues=4 "), "{}", daemon.ready_line);
+    let script = repo_root().join("control/tests/support/echo_load.py");
+    let out = Command::new("timeout")
+        .args(["90", "ip", "netns", "exec", topo.get("NS_A"), "python3"])
+        .arg(&script)
+        .args([topo.get("IP_STACK"), "7", "--conns", "100", "--bytes", "4096", "--timeout", "60"])
+        .output()
+        .unwrap();
+    let report = stdout(&out);
+    let summary = daemon.stop();
+    assert!(report.contains("verified=100 failed=0"), "{report}\n{:#?}", summary.lines);
+    let xdp = summary.group("summary xdp");
+    assert_eq!((xdp["pass_no_socket"], xdp["tx_rst"]), (0, 0), "{xdp:?}");
+    let opens: Vec<u64> = (0..4).map(|q| summary.group(&format!("summary tcp worker={q}"))["passive_opens"]).collect();
+    assert_eq!(opens.iter().sum::<u64>(), 100, "{opens:?}");
+}
+
+/// Fewer workers than queues where RSS cannot be confined to them (veth
+/// has no indirection table): a clear refusal before anything is
+/// attached, not a daemon that refuses most of its connections.
+#[test]
+fn fewer_workers_than_queues_without_rss_control_is_refused() {
+    require_root();
+    let name = unique_name("mqr");
+    let topo = Topology::up(&name, &["--queues", "4"]);
+    let bpffs = Bpffs::mount(&name);
+    let addr = format!("{}/{}", topo.get("IP_STACK"), topo.get("PREFIX"));
+    let out = Command::new("timeout")
+        .args(["30", "ip", "netns", "exec", topo.get("NS_B"), env!("CARGO_BIN_EXE_xstackd")])
+        .args(["-i", topo.get("IF_B"), "-a", &addr, "--instance", &name, "--queues", "2", "--echo", "7", "--bpffs"])
+        .arg(&bpffs.path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("has 4 receive queues and 2 worker(s) were configured"), "{err}");
+    assert!(err.contains("RSS cannot be confined to queues 0..2"), "{err}");
+    assert!(err.contains("--queues 4"), "{err}");
+    assert!(!stdout(&out).contains("xstackd ready"));
+    let link = stdout(&topo.exec("NS_B", &["ip", "link", "show", "dev", topo.get("IF_B")]));
+    assert!(!link.contains("xdp"), "nothing attached: {link}");
+}
