@@ -268,51 +268,33 @@ pub struct Config {
 fn tcp_config(cli: &Cli, f: Option<TcpFile>) -> Result<xstack_dataplane::tcp::Config> {
     let f = f.unwrap_or_default();
     let mut c = xstack_dataplane::tcp::Config::default();
-    let secs = Duration::from_secs;
-    if let Some(v) = cli.syn_retries.or(f.syn_retries) {
-        c.syn_retries = v;
-    }
+    // Values with a knob go through the knob's checks, as `xstackctl set`
+    // does: the file cannot hold what the running stack would refuse
+    // (keep-alive values of 0, a syncookies mode that does not exist).
+    let mut knob = |name: &str, v: Option<String>| -> Result<()> {
+        match v {
+            Some(v) => crate::knobs::find(name)?.apply(&mut c, &v).with_context(|| format!("tcp.{name} = {v}")),
+            None => Ok(()),
+        }
+    };
+    let text = |v: Option<u64>| v.map(|v| v.to_string());
+    knob("syn_retries", cli.syn_retries.or(f.syn_retries).map(|v| v.to_string()))?;
+    knob("synack_retries", f.synack_retries.map(|v| v.to_string()))?;
+    knob("max_syn_backlog", f.max_syn_backlog.map(|v| v.to_string()))?;
+    knob("somaxconn", f.somaxconn.map(|v| v.to_string()))?;
+    knob("syncookies", f.syncookies.map(|v| v.to_string()))?;
+    knob("time_wait_secs", text(f.time_wait_secs))?;
+    knob("fin_timeout_secs", text(f.fin_timeout_secs))?;
+    knob("keepalive_time_secs", text(f.keepalive_time_secs))?;
+    knob("keepalive_intvl_secs", text(f.keepalive_intvl_secs))?;
+    knob("keepalive_probes", f.keepalive_probes.map(|v| v.to_string()))?;
+    knob("timestamps", f.timestamps.map(|v| v.to_string()))?;
+    knob("sack", f.sack.map(|v| v.to_string()))?;
     if let Some(v) = cli.syn_linear_timeouts.or(f.syn_linear_timeouts) {
         c.syn_linear_timeouts = v;
     }
-    if let Some(v) = f.synack_retries {
-        c.synack_retries = v;
-    }
-    if let Some(v) = f.max_syn_backlog {
-        c.max_syn_backlog = v;
-    }
-    if let Some(v) = f.somaxconn {
-        c.somaxconn = v;
-    }
-    if let Some(v) = f.syncookies {
-        if v > 2 {
-            bail!("tcp.syncookies must be 0, 1 or 2");
-        }
-        c.syncookies = v;
-    }
     if let Some(v) = f.abort_on_overflow {
         c.abort_on_overflow = v;
-    }
-    if let Some(v) = f.time_wait_secs {
-        c.time_wait = secs(v);
-    }
-    if let Some(v) = f.fin_timeout_secs {
-        c.fin_timeout = secs(v);
-    }
-    if let Some(v) = f.keepalive_time_secs {
-        c.keepalive_time = secs(v);
-    }
-    if let Some(v) = f.keepalive_intvl_secs {
-        c.keepalive_intvl = secs(v);
-    }
-    if let Some(v) = f.keepalive_probes {
-        c.keepalive_probes = v;
-    }
-    if let Some(v) = f.timestamps {
-        c.timestamps = v;
-    }
-    if let Some(v) = f.sack {
-        c.sack = v;
     }
     if let Some(v) = f.window_scaling {
         c.window_scaling = v;
@@ -533,9 +515,19 @@ impl Config {
                 bail!("arp timeout must be a positive number of seconds, got {t}");
             }
         }
+        if arp_file.retries == Some(0) {
+            bail!("arp.retries must be at least 1 (requests sent before a next hop counts as unreachable)");
+        }
+        if let Some(ms) = arp_file.retry_interval_ms {
+            // Linux's retrans_time is 1 s; below 10 ms every resolution
+            // would give up before a peer on a loaded link could answer.
+            if !(10..=60_000).contains(&ms) {
+                bail!("arp.retry_interval_ms must be in 10..=60000 (Linux retrans_time: 1000), got {ms}");
+            }
+        }
         let arp = ArpConfig {
             timeout: timeout_secs.map(Duration::from_secs_f64).unwrap_or(defaults.timeout),
-            retries: arp_file.retries.unwrap_or(defaults.retries).max(1),
+            retries: arp_file.retries.unwrap_or(defaults.retries),
             retry_interval: arp_file.retry_interval_ms.map(Duration::from_millis).unwrap_or(defaults.retry_interval),
         };
         let services = services(cli, f.service)?;
@@ -696,6 +688,27 @@ mod tests {
             FileConfig::default(),
         );
         assert!(format!("{:#}", e.unwrap_err()).contains("no such group"));
+    }
+
+    /// Values the running stack would refuse are refused in the file
+    /// too, with the key named.
+    #[test]
+    fn senseless_file_values_are_refused_with_their_key() {
+        let e = |toml_text: &str| {
+            let file: FileConfig = toml::from_str(toml_text).unwrap();
+            format!("{:#}", Config::merge(&cli(&["-i", "x", "-a", "198.18.0.3/24"]), file).unwrap_err())
+        };
+        assert!(e("[arp]\nretry_interval_ms = 0").contains("arp.retry_interval_ms"));
+        assert!(e("[arp]\nretries = 0").contains("arp.retries"));
+        for key in ["keepalive_time_secs", "keepalive_intvl_secs", "keepalive_probes"] {
+            let msg = e(&format!("[tcp]\n{key} = 0"));
+            assert!(msg.contains(&format!("tcp.{key} = 0")) && msg.contains("at least 1"), "{msg}");
+        }
+        assert!(e("[tcp]\nsyncookies = 3").contains("tcp.syncookies = 3"));
+        let ok: FileConfig = toml::from_str("[tcp]\nkeepalive_time_secs = 60\n[arp]\nretry_interval_ms = 500").unwrap();
+        let c = Config::merge(&cli(&["-i", "x", "-a", "198.18.0.3/24"]), ok).unwrap();
+        assert_eq!(c.tcp.keepalive_time, Duration::from_secs(60));
+        assert_eq!(c.arp.retry_interval, Duration::from_millis(500));
     }
 
     #[test]

@@ -34,6 +34,12 @@ impl Knob {
     pub fn value(&self, c: &Config) -> String {
         (self.get)(c)
     }
+
+    /// Sets the knob in `c` from its text form, with the knob's own
+    /// checks (the configuration file and `set` validate alike).
+    pub fn apply(&self, c: &mut Config, v: &str) -> Result<()> {
+        (self.set)(c, v)
+    }
 }
 
 fn num<T: std::str::FromStr>(v: &str) -> Result<T>
