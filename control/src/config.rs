@@ -121,6 +121,8 @@ pub struct ArpFile {
     pub timeout_secs: Option<f64>,
     pub retries: Option<u32>,
     pub retry_interval_ms: Option<u64>,
+    /// Neighbour entries at most (Linux gc_thresh3).
+    pub max_entries: Option<usize>,
 }
 
 /// Command-line options; each overrides the file's value.
@@ -525,7 +527,13 @@ impl Config {
                 bail!("arp.retry_interval_ms must be in 10..=60000 (Linux retrans_time: 1000), got {ms}");
             }
         }
+        if let Some(n) = arp_file.max_entries {
+            if !(16..=1 << 20).contains(&n) {
+                bail!("arp.max_entries must be in 16..=1048576 (Linux gc_thresh3: 1024), got {n}");
+            }
+        }
         let arp = ArpConfig {
+            max_entries: arp_file.max_entries.unwrap_or(defaults.max_entries),
             timeout: timeout_secs.map(Duration::from_secs_f64).unwrap_or(defaults.timeout),
             retries: arp_file.retries.unwrap_or(defaults.retries),
             retry_interval: arp_file.retry_interval_ms.map(Duration::from_millis).unwrap_or(defaults.retry_interval),

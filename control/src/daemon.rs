@@ -20,7 +20,7 @@ use xstack_dataplane::app::App;
 use xstack_dataplane::apps::client::{errno_name, Client, ClientReport};
 use xstack_dataplane::apps::server::Server;
 use xstack_dataplane::capture::Tap;
-use xstack_dataplane::channel::{ToControl, ToWorker, WorkerLink};
+use xstack_dataplane::channel::{Bell, ToControl, ToWorker, WorkerLink};
 use xstack_dataplane::handoff::Mesh;
 use xstack_dataplane::iface::Iface;
 use xstack_dataplane::introspect::Snapshot;
@@ -46,6 +46,10 @@ pub(crate) struct WorkerHandle {
     thread: Option<JoinHandle<std::thread::Result<WorkerReport>>>,
     report: Option<WorkerReport>,
     pub died: Option<String>,
+    /// Neighbour updates its inbox had no room for, oldest first: sent
+    /// before anything newer, never dropped (a lost update could leave a
+    /// next hop unreachable until its entry expires).
+    backlog: std::collections::VecDeque<ToWorker>,
 }
 
 /// What the daemon reports when it stops.
@@ -72,12 +76,11 @@ impl Summary {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "summary xdp {}", self.xdp);
-        let a = self.arp;
-        let _ = writeln!(
-            s,
-            "summary arp requests_received={} replies_sent={} requests_sent={} replies_received={} learned={} expired={} failed={} ignored={}",
-            a.requests_received, a.replies_sent, a.requests_sent, a.replies_received, a.learned, a.expired, a.failed, a.ignored
-        );
+        let _ = write!(s, "summary arp");
+        for (k, v) in self.arp.fields() {
+            let _ = write!(s, " {k}={v}");
+        }
+        let _ = writeln!(s);
         for WorkerSummary { queue: q, counters, report, died } in &self.workers {
             let _ = write!(s, "summary worker={q}");
             for (k, v) in counters {
@@ -191,7 +194,9 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
     let mut workers = Vec::new();
     let (client_tx, client_rx) = std::sync::mpsc::channel();
     let taps: Vec<Arc<Tap>> = (0..cfg.queues).map(|_| Arc::new(Tap::new(crate::capture::BUFFERS))).collect();
-    let started = start_workers(cfg, &iface, &steering, &worker_stop, &mut workers, client_tx, bridges, &taps);
+    // Rung by the workers when they queue ARP work for the control loop.
+    let bell = Arc::new(Bell::new().context("creating the control plane's eventfd")?);
+    let started = start_workers(cfg, &iface, &steering, &worker_stop, &mut workers, client_tx, bridges, &taps, &bell);
     if let Err(e) = started {
         worker_stop.store(true, Ordering::Relaxed);
         for w in &mut workers {
@@ -240,12 +245,18 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
         resolver.add_static(Instant::now(), *ip, *mac, &mut actions);
         tracing::info!("static neighbour {ip} at {mac}");
     }
-    apply(&mut actions, &steering, &workers, 0);
+    apply(&mut actions, &steering, &mut workers, 0);
     let mut client = cfg.connect.map(|_| ClientWatch { rx: client_rx, outcome: None });
 
     let mut ops = Ops::new(cfg, settings(cfg, &steering));
-    let mut ctl =
-        Control { steering: &steering, resolver: &mut resolver, workers: &mut workers, taps: &taps, jobs: &jobs };
+    let mut ctl = Control {
+        steering: &steering,
+        resolver: &mut resolver,
+        workers: &mut workers,
+        taps: &taps,
+        jobs: &jobs,
+        bell: &bell,
+    };
     control_loop(&stop, &mut ctl, &mut ops, client.as_mut());
     drop(metrics);
     drop(control_socket);
@@ -317,13 +328,14 @@ fn start_workers(
     client_tx: std::sync::mpsc::Sender<ClientReport>,
     bridges: Vec<Bridge>,
     taps: &[Arc<Tap>],
+    bell: &Arc<Bell>,
 ) -> Result<()> {
     let mut bridges = bridges.into_iter();
     let mut sharding = sharding(cfg, iface)?;
     for q in 0..cfg.queues {
         let port = Port::open(&cfg.port_config(q))?;
         steering.register_socket(q, port.fd())?;
-        let link = WorkerLink::new(1024);
+        let link = WorkerLink::new(1024, Arc::clone(bell));
         let stats = Arc::new(WorkerStats::default());
         let wcfg = WorkerConfig {
             id: q as u16,
@@ -394,6 +406,7 @@ fn start_workers(
             thread: Some(thread),
             report: None,
             died: None,
+            backlog: std::collections::VecDeque::new(),
         });
     }
     Ok(())
@@ -493,6 +506,7 @@ struct Control<'a> {
     workers: &'a mut [WorkerHandle],
     taps: &'a [Arc<Tap>],
     jobs: &'a std::sync::mpsc::Receiver<Job>,
+    bell: &'a Bell,
 }
 
 impl Control<'_> {
@@ -534,29 +548,59 @@ fn control_loop(stop: &AtomicBool, ctl: &mut Control<'_>, ops: &mut Ops, mut cli
         apply(&mut actions, steering, workers, 0);
         supervise(steering, workers);
         if !busy {
-            // The control path is not latency-critical: 1 ms granularity
-            // bounds ARP handling delay while costing almost no CPU.
-            std::thread::sleep(Duration::from_millis(1));
+            // Sleep until a worker queues ARP work (it rings the bell) or
+            // 1 ms passes: operator requests, retries, expiry and
+            // supervision keep that pace; ARP is answered at once.
+            ctl.bell.prepare();
+            if workers.iter().any(|w| !w.link.to_control.is_empty()) {
+                ctl.bell.cancel();
+            } else {
+                ctl.bell.wait(Duration::from_millis(1));
+            }
         }
     }
 }
 
-fn apply(actions: &mut Vec<Action>, steering: &Steering, workers: &[WorkerHandle], sender: usize) {
+fn apply(actions: &mut Vec<Action>, steering: &Steering, workers: &mut [WorkerHandle], sender: usize) {
+    // Updates that did not fit earlier go first, in their order.
+    for w in workers.iter_mut().filter(|w| w.died.is_none()) {
+        let mut sent = false;
+        while let Some(&m) = w.backlog.front() {
+            if w.link.to_worker.push(m).is_err() {
+                break;
+            }
+            w.backlog.pop_front();
+            sent = true;
+        }
+        if sent {
+            (w.wake)();
+        }
+    }
+    let mut woken = [false; 64];
     for a in actions.drain(..) {
         match a {
             Action::Send { dst_mac, packet } => {
                 let target = live(workers, sender);
                 if let Some(w) = target {
+                    // A reply lost here is a request the peer repeats.
                     if w.link.to_worker.push(ToWorker::SendArp { dst_mac, packet }).is_err() {
                         tracing::warn!("worker {} inbox full: ARP packet dropped", w.queue);
+                    } else {
+                        woken[w.queue as usize % 64] = true;
                     }
                 }
             }
             Action::Update { ip, mac } => {
                 tracing::debug!("neighbour {ip} -> {mac:?}");
-                for w in workers.iter().filter(|w| w.died.is_none()) {
-                    if w.link.to_worker.push(ToWorker::Neigh { ip, mac }).is_err() {
-                        tracing::warn!("worker {} inbox full: neighbour update for {ip} dropped", w.queue);
+                for w in workers.iter_mut().filter(|w| w.died.is_none()) {
+                    let m = ToWorker::Neigh { ip, mac };
+                    if !w.backlog.is_empty() || w.link.to_worker.push(m).is_err() {
+                        if w.backlog.len() == BACKLOG_WARN {
+                            tracing::warn!("worker {} inbox full: {BACKLOG_WARN} neighbour updates wait", w.queue);
+                        }
+                        w.backlog.push_back(m);
+                    } else {
+                        woken[w.queue as usize % 64] = true;
                     }
                 }
             }
@@ -567,7 +611,17 @@ fn apply(actions: &mut Vec<Action>, steering: &Steering, workers: &[WorkerHandle
             }
         }
     }
+    // A sleeping worker would see its inbox only after its sleep (up to
+    // 10 ms): wake the ones given work.
+    for w in workers.iter() {
+        if woken[w.queue as usize % 64] {
+            (w.wake)();
+        }
+    }
 }
+
+/// Queued neighbour updates of one worker past which the log says so.
+const BACKLOG_WARN: usize = 1024;
 
 /// The worker `i` if alive, else any live worker.
 fn live(workers: &[WorkerHandle], i: usize) -> Option<&WorkerHandle> {

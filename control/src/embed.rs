@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use xstack_bpf::Steering;
 use xstack_dataplane::afxdp::Port;
 use xstack_dataplane::app::Io;
-use xstack_dataplane::channel::{ToControl, ToWorker, WorkerLink};
+use xstack_dataplane::channel::{Bell, ToControl, ToWorker, WorkerLink};
 use xstack_dataplane::stats::WorkerStats;
 use xstack_dataplane::worker::{PollMode, Worker, WorkerConfig, WorkerReport};
 
@@ -55,7 +55,10 @@ impl Embedded {
             .with_context(|| format!("setting up XDP on {ifname}"))?;
         let port = Port::open(&cfg.port_config(0))?;
         steering.register_socket(0, port.fd())?;
-        let link = WorkerLink::new(1024);
+        // The embedding thread runs the control work itself: nobody waits
+        // on this bell.
+        let bell = Arc::new(Bell::new().context("creating an eventfd")?);
+        let link = WorkerLink::new(1024, bell);
         let stats = Arc::new(WorkerStats::default());
         let wcfg = WorkerConfig {
             id: 0,

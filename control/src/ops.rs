@@ -115,19 +115,7 @@ impl Ops {
             uptime_secs: self.started.elapsed().as_secs_f64(),
             draining: self.drain.is_some(),
             xdp: Verdict::ALL.iter().map(|v| (v.name().to_string(), xdp.get(*v))).collect(),
-            arp: [
-                ("requests_received", a.requests_received),
-                ("replies_sent", a.replies_sent),
-                ("requests_sent", a.requests_sent),
-                ("replies_received", a.replies_received),
-                ("learned", a.learned),
-                ("expired", a.expired),
-                ("failed", a.failed),
-                ("ignored", a.ignored),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
+            arp: a.fields().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             workers,
         }
     }

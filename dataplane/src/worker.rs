@@ -138,7 +138,15 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     stop: Arc<AtomicBool>,
     neigh: NeighTable,
+    /// Frames waiting for their next hop's MAC, oldest first (released in
+    /// this order, as Linux's ARP queue does).
     pending: Vec<Pending>,
+    /// Empty, with `pending`'s capacity: the other half of an
+    /// order-keeping filter of `pending` that allocates nothing.
+    pending_spare: Vec<Pending>,
+    /// When the parked frames are next looked at (expiry, questions to
+    /// ask again).
+    pending_check: Instant,
     ingress: IngressState,
     stack: tcp::Stack,
     app: Option<Box<dyn App>>,
@@ -176,6 +184,7 @@ impl Worker {
         app: Option<Box<dyn App>>,
     ) -> std::io::Result<Self> {
         let pending = Vec::with_capacity(cfg.pending_limit);
+        let pending_spare = Vec::with_capacity(cfg.pending_limit);
         let addrs: Vec<Ipv4Addr> = iface.addrs.iter().map(|a| a.addr).collect();
         let epoch = Instant::now();
         let stack = tcp::Stack::new(cfg.tcp.clone(), &addrs, cfg.seed, tcp::Instant::ZERO);
@@ -204,6 +213,8 @@ impl Worker {
             stats,
             stop,
             pending,
+            pending_spare,
+            pending_check: epoch,
             ingress: IngressState::default(),
         })
     }
@@ -249,7 +260,14 @@ impl Worker {
                             .poll_timeout()
                             .map(|t| t.saturating_duration_since(self.now()).as_millis() as i32)
                             .unwrap_or(sleep_ms);
-                        self.sleep(sleep_ms.min(until_timer));
+                        // Parked frames expire and their questions are
+                        // asked again on time, asleep or not.
+                        let until_pending = if self.pending.is_empty() {
+                            sleep_ms
+                        } else {
+                            self.pending_check.saturating_duration_since(Instant::now()).as_millis() as i32
+                        };
+                        self.sleep(sleep_ms.min(until_timer).min(until_pending));
                     }
                 }
             } else {
@@ -308,8 +326,11 @@ impl Worker {
             s.handoff.wake_receivers();
         }
         self.iter = self.iter.wrapping_add(1);
-        if !self.pending.is_empty() && self.iter % 1024 == 0 {
-            self.expire_pending(Instant::now());
+        if !self.pending.is_empty() {
+            let t = Instant::now();
+            if t >= self.pending_check {
+                self.service_pending(t);
+            }
         }
         if n > 0 {
             // One more clock read, only in rounds that did work.
@@ -610,6 +631,8 @@ impl Worker {
                 self.stats.inc(Counter::arp_to_control);
                 if self.link.to_control.push(msg).is_err() {
                     self.stats.inc(Counter::drop_control_queue_full);
+                } else {
+                    self.link.control_bell.ring();
                 }
             }
             Disposition::Drop(c) => {
@@ -674,59 +697,100 @@ impl Worker {
         }
         // The frame's descriptor keeps the reply's length while it waits.
         let _ = self.port.data_mut(&mut frame, len);
-        self.pending.push(Pending { next_hop, frame, since: Instant::now() });
+        let now = Instant::now();
+        if self.pending.is_empty() {
+            self.pending_check = now + PENDING_CHECK;
+        }
+        self.pending.push(Pending { next_hop, frame, since: now });
         self.stats.set(Counter::neigh_pending, self.pending.len() as u64);
-        if self.neigh.mark_asked(next_hop) {
-            self.stats.inc(Counter::neigh_resolve_requests);
-            if self.link.to_control.push(ToControl::Resolve { worker: self.cfg.id, ip: next_hop }).is_err() {
-                self.stats.inc(Counter::drop_control_queue_full);
+        self.ask(next_hop, now);
+    }
+
+    /// Asks the control plane for the MAC of `ip`, unless a question is
+    /// already on its way. A question that cannot be queued (the control
+    /// queue is full, e.g. under an ARP flood) is not recorded as asked,
+    /// so the next frame for `ip`, or the next look at the parked frames,
+    /// asks again; so is one left unanswered for `neigh::ASK_AGAIN`.
+    fn ask(&mut self, ip: Ipv4Addr, now: Instant) {
+        if !self.neigh.should_ask(ip, now) {
+            return;
+        }
+        if self.link.to_control.push(ToControl::Resolve { worker: self.cfg.id, ip }).is_err() {
+            self.stats.inc(Counter::drop_control_queue_full);
+            return;
+        }
+        self.neigh.mark_asked(ip, now);
+        self.stats.inc(Counter::neigh_resolve_requests);
+        self.link.control_bell.ring();
+    }
+
+    /// Takes the parked frames for which `pick` says yes out of `pending`
+    /// and hands them to `f` in the order they were parked; the others
+    /// keep theirs. Allocates nothing.
+    fn take_pending(&mut self, mut pick: impl FnMut(&Pending) -> bool, mut f: impl FnMut(&mut Self, Pending)) {
+        let mut all = std::mem::take(&mut self.pending);
+        let mut keep = std::mem::take(&mut self.pending_spare);
+        for p in all.drain(..) {
+            if pick(&p) {
+                f(self, p);
+            } else {
+                keep.push(p);
             }
         }
+        self.pending = keep;
+        self.pending_spare = all;
+        self.stats.set(Counter::neigh_pending, self.pending.len() as u64);
     }
 
     fn flush_pending(&mut self, ip: Ipv4Addr, mac: Option<EthernetAddress>) {
-        let mut i = 0;
-        while i < self.pending.len() {
-            if self.pending[i].next_hop != ip {
-                i += 1;
-                continue;
-            }
-            let Pending { mut frame, .. } = self.pending.swap_remove(i);
-            match mac {
-                Some(mac) => {
-                    let len = self.port.data(&frame).len();
-                    set_dst_mac(&mut self.port.data_mut(&mut frame, len), mac);
-                    self.send(frame, len);
-                }
-                None => {
-                    // The destination is unreachable: connections to it
-                    // fail with EHOSTUNREACH (tcp-behaviour.md section 1).
-                    if let Some(remote) = ipv4_dst(self.port.data(&frame)) {
-                        let now = self.now();
-                        self.stack.handle_unreachable(now, remote);
+        self.take_pending(
+            |p| p.next_hop == ip,
+            |w, p| {
+                let mut frame = p.frame;
+                match mac {
+                    Some(mac) => {
+                        let len = w.port.data(&frame).len();
+                        set_dst_mac(&mut w.port.data_mut(&mut frame, len), mac);
+                        w.send(frame, len);
                     }
-                    self.port.release(frame);
-                    self.stats.inc(Counter::drop_neigh_unresolved);
+                    None => {
+                        // The destination is unreachable: connections to it
+                        // fail with EHOSTUNREACH (tcp-behaviour.md section 1).
+                        if let Some(remote) = ipv4_dst(w.port.data(&frame)) {
+                            let now = w.now();
+                            w.stack.handle_unreachable(now, remote);
+                        }
+                        w.port.release(frame);
+                        w.stats.inc(Counter::drop_neigh_unresolved);
+                    }
                 }
-            }
-        }
-        self.stats.set(Counter::neigh_pending, self.pending.len() as u64);
+            },
+        );
     }
 
-    fn expire_pending(&mut self, now: Instant) {
-        let mut i = 0;
-        while i < self.pending.len() {
-            if now.duration_since(self.pending[i].since) < self.cfg.pending_timeout {
-                i += 1;
-                continue;
-            }
-            let p = self.pending.swap_remove(i);
-            self.port.release(p.frame);
-            self.stats.inc(Counter::drop_neigh_unresolved);
+    /// The periodic look at the parked frames: those parked longer than
+    /// `pending_timeout` are dropped, and next hops whose question went
+    /// unanswered are asked again.
+    fn service_pending(&mut self, now: Instant) {
+        let timeout = self.cfg.pending_timeout;
+        self.take_pending(
+            |p| now.saturating_duration_since(p.since) >= timeout,
+            |w, p| {
+                w.port.release(p.frame);
+                w.stats.inc(Counter::drop_neigh_unresolved);
+            },
+        );
+        for i in 0..self.pending.len() {
+            let hop = self.pending[i].next_hop;
+            self.ask(hop, now);
         }
-        self.stats.set(Counter::neigh_pending, self.pending.len() as u64);
+        self.pending_check = now + PENDING_CHECK;
     }
 }
+
+/// How often parked frames are looked at: their expiry (seconds) and a
+/// question to ask again (one second) are both due within this.
+const PENDING_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The IPv4 destination of a TCP frame we built.
 fn ipv4_dst(frame: &[u8]) -> Option<Ipv4Addr> {
