@@ -7,7 +7,7 @@
 //! file is created mode 0600 (root only) or 0660 owned by that group, so
 //! the file system refuses everyone else at connect(); each accepted
 //! connection is checked again with the peer's credentials (SO_PEERCRED,
-//! supplementary groups from /proc), so a socket file whose mode was
+//! SO_PEERGROUPS), so a socket file whose mode was
 //! loosened by hand still refuses them, with a message saying why.
 //!
 //! Each client gets its own thread (the control plane is not a fast
@@ -61,6 +61,9 @@ pub const JOB_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CLIENTS: usize = 16;
 /// The whole request line must arrive within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Each write of the reply (or of a capture's records) must be taken
+/// within this.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Who may use the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,23 +191,22 @@ fn accept_loop(listener: UnixListener, access: Access, jobs: mpsc::Sender<Job>, 
     }
 }
 
-/// The peer's uid, gid and supplementary groups.
+/// The peer's uid, gid and supplementary groups, all as the kernel
+/// recorded them when the peer connected (SO_PEERCRED, SO_PEERGROUPS):
+/// they belong to the process that connected, whatever became of its PID
+/// since (reading /proc/PID could answer for another process that got the
+/// PID after the client passed its socket on and exited).
 fn peer(stream: &UnixStream) -> Result<(u32, u32, Vec<u32>)> {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     let cred = getsockopt(stream, PeerCredentials).context("SO_PEERCRED")?;
-    let groups = std::fs::read_to_string(format!("/proc/{}/status", cred.pid()))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("Groups:")
-                    .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect::<Vec<u32>>())
-            })
-        })
-        .unwrap_or_default();
+    let groups = crate::peer::groups(std::os::fd::AsFd::as_fd(stream)).context("SO_PEERGROUPS")?;
     Ok((cred.uid(), cred.gid(), groups))
 }
 
 fn serve_client(mut stream: UnixStream, access: Access, jobs: &mpsc::Sender<Job>) -> Result<()> {
+    // A client that never reads its reply (or a capture it stopped
+    // reading) gives its slot back after this.
+    stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
     let (uid, gid, groups) = peer(&stream)?;
     if !access.allows(uid, gid, &groups) {
         tracing::warn!("control socket: refused uid {uid} gid {gid}");
@@ -375,6 +377,48 @@ mod tests {
 
         drop(server);
         assert!(!path.exists(), "socket file removed on stop");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Clients that ask and never read a reply larger than the socket's
+    /// buffer give their slots back after the reply timeout; before, 32
+    /// of them (root's share) locked every later client out for good.
+    #[test]
+    fn clients_that_never_read_give_their_slots_back() {
+        let dir = std::env::temp_dir().join(format!("xs-ctl-w-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("t.sock");
+        let (tx, rx) = mpsc::channel::<Job>();
+        let server = Server::start(&path, Access { group: None }, tx).unwrap();
+        let stuck = 2 * MAX_CLIENTS;
+        let fake_loop = std::thread::spawn(move || {
+            let mut n = 0;
+            while let Ok(job) = rx.recv() {
+                n += 1;
+                let big = if n <= stuck { vec!["x".repeat(4096); 1024] } else { vec!["small".to_string()] };
+                let _ = job.reply.send(Outcome::Reply(Reply::ok(big)));
+            }
+        });
+        let mut held = Vec::new();
+        for _ in 0..stuck {
+            let mut c = UnixStream::connect(&path).unwrap();
+            c.write_all(b"{\"cmd\":\"arp\"}\n").unwrap();
+            held.push(c);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let t = Instant::now();
+        let reply = loop {
+            let (r, _) = call(&path, &Request::Arp).unwrap();
+            if r.ok || t.elapsed() > REPLY_TIMEOUT * 3 {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(reply.ok, "{reply:?}");
+        assert_eq!(reply.data, serde_json::json!(["small"]));
+        drop(held);
+        drop(server);
+        fake_loop.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -14,6 +14,7 @@ pub mod knobs;
 pub mod metrics;
 pub(crate) mod ops;
 pub mod pcap;
+pub(crate) mod peer;
 pub mod protocol;
 pub mod queues;
 pub mod render;

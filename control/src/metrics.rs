@@ -7,9 +7,12 @@
 //! `prometheus-client` crate; nothing is kept between scrapes, so there is
 //! no second copy of the counters to drift from the workers'.
 
-use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use prometheus_client::collector::Collector;
@@ -26,10 +29,26 @@ use crate::protocol::{Request, Status};
 const WORKER_GAUGES: &[&str] = &["neigh_pending"];
 const RING_GAUGES: &[&str] = &["umem_frames", "frames_free", "fill_ring", "frames_held", "tx_pending", "tx_ring"];
 
+/// How long a client has to send its request, and again to take the
+/// answer: a client that connects and says nothing, or never reads, is
+/// cut off after this instead of holding anything.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A request head longer than this is refused (a scrape's is ~100 bytes).
+const MAX_HEAD: usize = 8192;
+/// Connections open at once; newer ones are closed at once beyond it.
+const MAX_CLIENTS: usize = 64;
+
 /// The running endpoint; stops on drop.
+///
+/// One thread serves every client with poll(2): scrapes are rare and each
+/// is answered in milliseconds, so there is nothing to gain from a thread
+/// per connection and much to lose (an idle client would pin a thread,
+/// and a thousand would pin a thousand). Each client is bounded by
+/// [`CLIENT_TIMEOUT`] for its request and again for the answer, and idle
+/// ones never delay the others.
 pub struct Server {
-    http: std::sync::Arc<tiny_http::Server>,
     addr: SocketAddr,
+    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -41,22 +60,20 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     pub fn start(addr: SocketAddr, jobs: mpsc::Sender<Job>) -> Result<Server> {
-        // Metrics need no credentials and each open connection holds a
-        // thread of this process: keep the endpoint on a local address.
+        // Metrics need no credentials: keep the endpoint on a local address.
         if !addr.ip().is_loopback() {
             tracing::warn!("metrics on {addr}: not a loopback address; anyone who can reach it can read the counters");
         }
-        let http = tiny_http::Server::http(addr)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("serving metrics on {addr}"))?;
-        let addr = http.server_addr().to_ip().context("metrics endpoint has no IP address")?;
-        let http = std::sync::Arc::new(http);
-        let h = http.clone();
+        let listener = TcpListener::bind(addr).with_context(|| format!("serving metrics on {addr}"))?;
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("xs-metrics".into())
-            .spawn(move || serve(&h, &jobs))
+            .spawn(move || serve(&listener, &jobs, &flag))
             .context("spawning the metrics thread")?;
-        Ok(Server { http, addr, thread: Some(thread) })
+        Ok(Server { addr, stop, thread: Some(thread) })
     }
 
     /// The address it listens on (the port is the kernel's choice for 0).
@@ -67,34 +84,143 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.http.unblock();
+        self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn serve(http: &tiny_http::Server, jobs: &mpsc::Sender<Job>) {
-    for req in http.incoming_requests() {
-        let path = req.url().split('?').next().unwrap_or("");
-        let response = if req.method() != &tiny_http::Method::Get {
-            tiny_http::Response::from_string("only GET\n").with_status_code(405)
-        } else if path != "/metrics" {
-            tiny_http::Response::from_string("metrics are at /metrics\n").with_status_code(404)
-        } else {
-            match scrape(jobs) {
-                Ok(body) => tiny_http::Response::from_string(body).with_header(
-                    tiny_http::Header::from_bytes(
-                        "Content-Type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )
-                    .expect("static header"),
-                ),
-                Err(e) => tiny_http::Response::from_string(format!("{e:#}\n")).with_status_code(503),
+/// One connection: reading its request head, then writing the answer.
+struct Client {
+    stream: TcpStream,
+    head: Vec<u8>,
+    /// The answer, once the head is complete; `sent` bytes of it are out.
+    out: Option<Vec<u8>>,
+    sent: usize,
+    deadline: Instant,
+}
+
+impl Client {
+    /// Does what the socket is ready for; false when the client is done
+    /// (answered, gone, or in error).
+    fn advance(&mut self, jobs: &mpsc::Sender<Job>) -> bool {
+        let mut chunk = [0u8; 1024];
+        if self.out.is_none() {
+            loop {
+                match self.stream.read(&mut chunk) {
+                    Ok(0) => return false,
+                    Ok(n) => self.head.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => return false,
+                }
+                if let Some(end) = self.head.windows(4).position(|w| w == b"\r\n\r\n") {
+                    self.out = Some(response(answer(&String::from_utf8_lossy(&self.head[..end]), jobs)));
+                    self.deadline = Instant::now() + CLIENT_TIMEOUT;
+                    break;
+                }
+                if self.head.len() > MAX_HEAD {
+                    let body = "request head too long\n".to_string();
+                    self.out = Some(response((431, "text/plain; charset=utf-8", body)));
+                    self.deadline = Instant::now() + CLIENT_TIMEOUT;
+                    break;
+                }
             }
-        };
-        let _ = req.respond(response);
+        }
+        let Some(out) = &self.out else { return true };
+        while self.sent < out.len() {
+            match self.stream.write(&out[self.sent..]) {
+                Ok(0) => return false,
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+        false
     }
+}
+
+fn serve(listener: &TcpListener, jobs: &mpsc::Sender<Job>, stop: &AtomicBool) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut clients: Vec<Client> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        clients.retain(|c| c.deadline > now);
+        let wait = clients
+            .iter()
+            .map(|c| c.deadline.saturating_duration_since(now))
+            .min()
+            .unwrap_or(Duration::from_millis(100))
+            .min(Duration::from_millis(100));
+        let ready: Vec<bool> = {
+            let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+            fds.extend(clients.iter().map(|c| {
+                let want = if c.out.is_some() { PollFlags::POLLOUT } else { PollFlags::POLLIN };
+                PollFd::new(c.stream.as_fd(), want)
+            }));
+            let t = PollTimeout::try_from(wait.as_millis() as i32 + 1).unwrap_or(PollTimeout::ZERO);
+            if poll(&mut fds, t).is_err() {
+                continue;
+            }
+            fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect()
+        };
+        let mut i = clients.len();
+        while i > 0 {
+            i -= 1;
+            if ready[i + 1] && !clients[i].advance(jobs) {
+                clients.swap_remove(i);
+            }
+        }
+        if ready[0] {
+            while let Ok((stream, _)) = listener.accept() {
+                if clients.len() >= MAX_CLIENTS || stream.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                clients.push(Client {
+                    stream,
+                    head: Vec::new(),
+                    out: None,
+                    sent: 0,
+                    deadline: Instant::now() + CLIENT_TIMEOUT,
+                });
+            }
+        }
+    }
+}
+
+/// What a request head asks for: (status, content type, body).
+fn answer(head: &str, jobs: &mpsc::Sender<Job>) -> (u16, &'static str, String) {
+    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let plain = "text/plain; charset=utf-8";
+    if method != "GET" {
+        return (405, plain, "only GET\n".into());
+    }
+    if target.split('?').next() != Some("/metrics") {
+        return (404, plain, "metrics are at /metrics\n".into());
+    }
+    match scrape(jobs) {
+        Ok(body) => (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", body),
+        Err(e) => (503, plain, format!("{e:#}\n")),
+    }
+}
+
+fn response((status, kind, body): (u16, &str, String)) -> Vec<u8> {
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        _ => "Service Unavailable",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
 }
 
 fn scrape(jobs: &mpsc::Sender<Job>) -> Result<String> {
@@ -263,6 +389,58 @@ mod tests {
         let mut s = Status { workers: vec![w, dead], ..Default::default() };
         s.xdp.insert("redirect_tcp".into(), 5);
         s
+    }
+
+    fn threads() -> usize {
+        std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// Clients that connect and say nothing, or never finish their
+    /// request, are cut off after the timeout without a thread each, and
+    /// a scrape is still answered.
+    #[test]
+    fn idle_clients_hold_no_thread_and_are_cut_off() {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let server = Server::start("127.0.0.1:0".parse().unwrap(), tx).unwrap();
+        let fake_loop = std::thread::spawn(move || {
+            while let Ok(job) = rx.recv() {
+                let data = serde_json::to_value(status()).unwrap();
+                let _ = job.reply.send(Outcome::Reply(crate::protocol::Reply::ok(data)));
+            }
+        });
+        let before = threads();
+        let idle: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(server.addr()).unwrap()).collect();
+        let mut half = TcpStream::connect(server.addr()).unwrap();
+        half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(threads() <= before + 1, "a thread per idle client: {} -> {}", before, threads());
+        // A scrape is answered while they wait.
+        let mut c = TcpStream::connect(server.addr()).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        // Each idle client is closed by the server after its timeout.
+        let t = Instant::now();
+        for mut c in idle.into_iter().chain([half]) {
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut b = [0u8; 64];
+            assert!(matches!(c.read(&mut b), Ok(0)), "closed by the server");
+        }
+        assert!(t.elapsed() < CLIENT_TIMEOUT + Duration::from_secs(5), "{:?}", t.elapsed());
+        let mut c = TcpStream::connect(server.addr()).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("xstack_worker_rx_frames_total"), "{text}");
+        let mut c = TcpStream::connect(server.addr()).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+        drop(server);
+        fake_loop.join().unwrap();
     }
 
     #[test]
