@@ -197,6 +197,10 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
     // Rung by the workers when they queue ARP work for the control loop.
     let bell = Arc::new(Bell::new().context("creating the control plane's eventfd")?);
     let started = start_workers(cfg, &iface, &steering, &worker_stop, &mut workers, client_tx, bridges, &taps, &bell);
+    let steer = match &started {
+        Ok(s) => s.clone(),
+        Err(_) => None,
+    };
     if let Err(e) = started {
         worker_stop.store(true, Ordering::Relaxed);
         for w in &mut workers {
@@ -256,6 +260,7 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
         taps: &taps,
         jobs: &jobs,
         bell: &bell,
+        steer: steer.as_deref(),
     };
     control_loop(&stop, &mut ctl, &mut ops, client.as_mut());
     drop(metrics);
@@ -329,9 +334,10 @@ fn start_workers(
     bridges: Vec<Bridge>,
     taps: &[Arc<Tap>],
     bell: &Arc<Bell>,
-) -> Result<()> {
+) -> Result<Option<Arc<FlowSteer>>> {
     let mut bridges = bridges.into_iter();
     let mut sharding = sharding(cfg, iface)?;
+    let steer = sharding.as_ref().map(|(s, _)| Arc::clone(s));
     for q in 0..cfg.queues {
         let port = Port::open(&cfg.port_config(q))?;
         steering.register_socket(q, port.fd())?;
@@ -409,7 +415,7 @@ fn start_workers(
             backlog: std::collections::VecDeque::new(),
         });
     }
-    Ok(())
+    Ok(steer)
 }
 
 /// With several queues: which worker owns each flow (the NIC's own RSS
@@ -507,6 +513,9 @@ struct Control<'a> {
     taps: &'a [Arc<Tap>],
     jobs: &'a std::sync::mpsc::Receiver<Job>,
     bell: &'a Bell,
+    /// Flow ownership with several workers: a dead worker is retired
+    /// from it.
+    steer: Option<&'a FlowSteer>,
 }
 
 impl Control<'_> {
@@ -546,7 +555,7 @@ fn control_loop(stop: &AtomicBool, ctl: &mut Control<'_>, ops: &mut Ops, mut cli
         }
         resolver.poll(now, &mut actions);
         apply(&mut actions, steering, workers, 0);
-        supervise(steering, workers);
+        supervise(steering, workers, ctl.steer);
         if !busy {
             // Sleep until a worker queues ARP work (it rings the bell) or
             // 1 ms passes: operator requests, retries, expiry and
@@ -628,7 +637,7 @@ fn live(workers: &[WorkerHandle], i: usize) -> Option<&WorkerHandle> {
     workers.get(i).filter(|w| w.died.is_none()).or_else(|| workers.iter().find(|w| w.died.is_none()))
 }
 
-fn supervise(steering: &Steering, workers: &mut [WorkerHandle]) {
+fn supervise(steering: &Steering, workers: &mut [WorkerHandle], steer: Option<&FlowSteer>) {
     for w in workers.iter_mut() {
         if w.died.is_some() || !w.thread.as_ref().is_some_and(|t| t.is_finished()) {
             continue;
@@ -640,6 +649,14 @@ fn supervise(steering: &Steering, workers: &mut [WorkerHandle]) {
         match steering.unregister_socket(w.queue) {
             Ok(()) => tracing::error!("worker {} died ({why}); its queue now goes to the kernel", w.queue),
             Err(e) => tracing::error!("worker {} died ({why}); unsteering its queue failed: {e}", w.queue),
+        }
+        // Its flows now belong to the live workers: segments of its lost
+        // connections that arrive on their queues get the RST of a closed
+        // port, new flows are served, and nothing more is handed to rings
+        // nobody reads.
+        if let Some(s) = steer {
+            let moved = s.retire(w.queue as u16);
+            tracing::info!("worker {}'s {moved} RSS table entries now go to the live workers", w.queue);
         }
     }
 }

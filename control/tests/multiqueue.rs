@@ -158,3 +158,63 @@ fn fewer_workers_than_queues_without_rss_control_is_refused() {
     let link = stdout(&topo.exec("NS_B", &["ip", "link", "show", "dev", topo.get("IF_B")]));
     assert!(!link.contains("xdp"), "nothing attached: {link}");
 }
+
+/// A worker killed on a 2-queue veth: every new connection is served by
+/// the live worker or refused at once (RST from the dead queue), never
+/// left to time out. Before, flows whose hash named the dead worker but
+/// that arrived on the live worker's queue were handed to rings nobody
+/// read, and their SYNs went unanswered until the client gave up.
+#[test]
+fn a_dead_workers_share_is_served_or_refused_never_left_hanging() {
+    require_root();
+    let name = unique_name("mqk");
+    let topo = Topology::up(&name, &["--queues", "2"]);
+    let bpffs = Bpffs::mount(&name);
+    // Generic XDP: veth drops the program's XDP_TX frames (the dead
+    // queue's RST) in native mode unless the peer runs XDP too.
+    let daemon = Daemon::start(
+        &topo,
+        &bpffs,
+        &["--instance", &name, "--echo", "7", "--fault-injection", "--xdp-mode", "generic", "--poll", "adaptive"],
+    );
+    let ctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_xstackctl")).args(["--instance", &name]).args(args).output().unwrap()
+    };
+    assert!(ctl(&["fault", "--worker", "1"]).status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !stdout(&ctl(&["stats"])).contains("worker 1 DIED") {
+        assert!(std::time::Instant::now() < deadline, "worker 1's death not noticed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let script = repo_root().join("control/tests/support/echo_load.py");
+    let out = Command::new("timeout")
+        .args(["90", "ip", "netns", "exec", topo.get("NS_A"), "python3"])
+        .arg(&script)
+        .args([topo.get("IP_STACK"), "7", "--conns", "100", "--bytes", "2048", "--timeout", "40"])
+        .output()
+        .unwrap();
+    let report = stdout(&out);
+    let summary = daemon.stop();
+    eprintln!("{report}");
+    assert!(!report.contains("timeout"), "connections left hanging: {report}\n{:#?}", summary.lines);
+    let field = |k: &str| -> u64 {
+        report.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))?.parse().ok()).unwrap_or(0)
+    };
+    assert!(field("verified") > 0, "the live worker serves its share and the dead one's: {report}");
+    let refused: u64 = report
+        .split("errors=")
+        .nth(1)
+        .map(|e| {
+            e.split_whitespace().next().unwrap_or("").split(',').filter_map(|kv| kv.split_once(':')).fold(
+                0,
+                |n, (k, v)| {
+                    assert!(matches!(k, "ECONNREFUSED" | "ECONNRESET"), "unexpected error {k}: {report}");
+                    n + v.parse::<u64>().unwrap_or(0)
+                },
+            )
+        })
+        .unwrap_or(0);
+    assert_eq!(field("verified") + refused, 100, "{report}");
+    let w0 = summary.group("summary worker=0");
+    assert_eq!(w0["drop_handoff_full"], 0, "nothing piled up for the dead worker: {w0:?}");
+}

@@ -15,6 +15,8 @@
 //! function still gives every flow exactly one owner; packets that arrive
 //! elsewhere are handed to it (see [`crate::handoff`]).
 
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+
 use crate::wire::Ipv4Addr;
 
 /// The key most NICs (and Windows) use unless configured otherwise.
@@ -77,12 +79,22 @@ impl Toeplitz {
 }
 
 /// The flow-to-worker map: the hash plus the indirection table.
-#[derive(Debug, Clone)]
+///
+/// Shared by every worker. When a worker dies, the control plane
+/// [retires](FlowSteer::retire) it: the table entries that named it are
+/// spread over the live workers, so its share of new flows is served by
+/// them, and segments of its lost connections reach a live worker, which
+/// answers them as a closed port answers (RST), instead of being handed to
+/// rings nobody reads. Entries are atomics read with relaxed loads: an
+/// owner lookup costs the same plain load as before.
+#[derive(Debug)]
 pub struct FlowSteer {
     hash: Toeplitz,
     /// Entry i: the worker for hashes with `hash % len == i`.
-    table: Vec<u16>,
+    table: Box<[AtomicU16]>,
     workers: u16,
+    /// Bit w: worker w is alive (at most 64 workers).
+    alive: AtomicU64,
 }
 
 impl FlowSteer {
@@ -90,13 +102,14 @@ impl FlowSteer {
     /// a worker maps to worker `queue % workers`. An empty table means the
     /// default most drivers install: queues in turn.
     pub fn new(key: &[u8], table: &[u32], workers: u16) -> FlowSteer {
-        let workers = workers.max(1);
+        let workers = workers.clamp(1, 64);
         let table = if table.is_empty() {
-            (0..128u16).map(|i| i % workers).collect()
+            (0..128u16).map(|i| AtomicU16::new(i % workers)).collect()
         } else {
-            table.iter().map(|&q| (q % u32::from(workers)) as u16).collect()
+            table.iter().map(|&q| AtomicU16::new((q % u32::from(workers)) as u16)).collect()
         };
-        FlowSteer { hash: Toeplitz::new(key), table, workers }
+        let alive = if workers == 64 { u64::MAX } else { (1u64 << workers) - 1 };
+        FlowSteer { hash: Toeplitz::new(key), table, workers, alive: AtomicU64::new(alive) }
     }
 
     pub fn workers(&self) -> u16 {
@@ -107,7 +120,33 @@ impl FlowSteer {
     /// `remote:remote_port` for `local:local_port`.
     pub fn owner(&self, remote: Ipv4Addr, local: Ipv4Addr, remote_port: u16, local_port: u16) -> u16 {
         let h = self.hash.hash(remote, local, remote_port, local_port);
-        self.table[h as usize % self.table.len()]
+        self.table[h as usize % self.table.len()].load(Ordering::Relaxed)
+    }
+
+    pub fn is_alive(&self, worker: u16) -> bool {
+        worker < 64 && self.alive.load(Ordering::Acquire) & (1 << worker) != 0
+    }
+
+    /// Worker `dead` is gone: its table entries go to the live workers in
+    /// turn. With no live worker left, nothing changes (nobody would read
+    /// the rings anyway). Returns how many entries moved.
+    pub fn retire(&self, dead: u16) -> usize {
+        if dead >= 64 {
+            return 0;
+        }
+        let alive = self.alive.fetch_and(!(1 << dead), Ordering::AcqRel) & !(1 << dead);
+        let live: Vec<u16> = (0..self.workers).filter(|w| alive & (1 << w) != 0).collect();
+        if live.is_empty() {
+            return 0;
+        }
+        let mut moved = 0;
+        for e in self.table.iter() {
+            if e.load(Ordering::Relaxed) == dead {
+                e.store(live[moved % live.len()], Ordering::Relaxed);
+                moved += 1;
+            }
+        }
+        moved
     }
 }
 
@@ -181,5 +220,31 @@ mod tests {
         assert_eq!(s.owner(ip("198.18.0.1"), ip("198.18.0.2"), 80, 1000), 1);
         let single = FlowSteer::new(&DEFAULT_KEY, &[], 1);
         assert_eq!(single.owner(ip("198.18.0.1"), ip("198.18.0.2"), 80, 1000), 0);
+    }
+
+    /// A retired worker owns no flow any more; its share is spread over
+    /// the live ones, and the others' flows keep their owner.
+    #[test]
+    fn a_retired_worker_owns_nothing() {
+        let s = FlowSteer::new(&DEFAULT_KEY, &[], 3);
+        let flows: Vec<u16> = (32768..34768u16).collect();
+        let before: Vec<u16> = flows.iter().map(|&p| s.owner(ip("198.18.0.1"), ip("198.18.0.2"), 80, p)).collect();
+        assert!(s.is_alive(1));
+        assert!(s.retire(1) > 0);
+        assert!(!s.is_alive(1) && s.is_alive(0) && s.is_alive(2));
+        let mut took = [0u32; 3];
+        for (&p, &old) in flows.iter().zip(&before) {
+            let now = s.owner(ip("198.18.0.1"), ip("198.18.0.2"), 80, p);
+            assert_ne!(now, 1);
+            if old == 1 {
+                took[usize::from(now)] += 1;
+            } else {
+                assert_eq!(now, old, "a live worker's flow keeps its owner");
+            }
+        }
+        assert!(took[0] > 100 && took[2] > 100, "spread over the live workers: {took:?}");
+        s.retire(0);
+        s.retire(2);
+        assert_eq!(s.retire(2), 0, "nobody left to take them");
     }
 }

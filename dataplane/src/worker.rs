@@ -165,6 +165,9 @@ pub struct Worker {
     tap: Option<Arc<Tap>>,
     deferred: Vec<Deferred>,
     deferred_spare: Vec<Deferred>,
+    /// Entries of `deferred` per owner: whether a segment must queue
+    /// behind earlier ones of its owner is one load, not a scan.
+    deferred_by_owner: [u32; 64],
 }
 
 impl std::fmt::Debug for Worker {
@@ -202,6 +205,7 @@ impl Worker {
             tap: None,
             deferred,
             deferred_spare,
+            deferred_by_owner: [0; 64],
             neigh,
             stack,
             app,
@@ -491,6 +495,7 @@ impl Worker {
     fn defer(&mut self, d: Deferred) {
         if self.deferred.len() < self.cfg.handoff_backlog {
             self.stats.inc(Counter::handoff_deferred);
+            self.deferred_by_owner[usize::from(d.owner) % 64] += 1;
             self.deferred.push(d);
         } else {
             self.port.release(d.frame);
@@ -509,11 +514,27 @@ impl Worker {
             // Two vectors swapped back and forth: no allocation here.
             let mut waiting = std::mem::take(&mut self.deferred);
             std::mem::swap(&mut self.deferred, &mut self.deferred_spare);
-            for d in waiting.drain(..) {
+            self.deferred_by_owner = [0; 64];
+            for mut d in waiting.drain(..) {
+                // The owner died since: the flow has a live owner now
+                // (the control plane retired the dead one), maybe us.
+                if self.sharding.as_ref().is_some_and(|s| !s.steer.is_alive(d.owner)) {
+                    match self.foreign_owner(d.src, d.dst, &self.port.data(&d.frame)[d.start..d.end]) {
+                        Some(o) => d.owner = o,
+                        None => {
+                            self.stats.inc(Counter::tcp_segments_in);
+                            let seg = &self.port.data(&d.frame)[d.start..d.end];
+                            let _ = self.stack.handle_segment(now, d.src, d.dst, seg);
+                            self.port.release(d.frame);
+                            continue;
+                        }
+                    }
+                }
                 // Behind a blocked one for the same owner: keep order.
-                if self.deferred.iter().any(|w| w.owner == d.owner) {
-                    self.deferred.push(d);
-                } else if let Some(d) = self.hand_off(d) {
+                let queued = self.deferred_by_owner[usize::from(d.owner) % 64] > 0;
+                let left = if queued { Some(d) } else { self.hand_off(d) };
+                if let Some(d) = left {
+                    self.deferred_by_owner[usize::from(d.owner) % 64] += 1;
                     self.deferred.push(d);
                 }
             }
@@ -538,6 +559,7 @@ impl Worker {
             self.port.release(d.frame);
             self.stats.inc(Counter::drop_handoff_full);
         }
+        self.deferred_by_owner = [0; 64];
         self.stats.set(Counter::neigh_pending, 0);
         // Give queued transmissions a bounded time to complete so the
         // accounting we report is final.
@@ -614,7 +636,7 @@ impl Worker {
                 if let Some(owner) = self.foreign_owner(src, dst, &self.port.data(&frame)[start..end]) {
                     let d = Deferred { owner, frame, src, dst, start, end };
                     // Keep a flow's order: behind earlier deferred ones.
-                    if self.deferred.iter().any(|w| w.owner == owner) {
+                    if self.deferred_by_owner[usize::from(owner) % 64] > 0 {
                         self.defer(d);
                     } else if let Some(d) = self.hand_off(d) {
                         self.defer(d);
