@@ -443,14 +443,13 @@ fn sharding(cfg: &Config, iface: &Iface) -> Result<Option<(Arc<FlowSteer>, Mesh)
     // owner's peers can hold a whole RX ring's worth for it, so a burst of
     // misplaced segments is absorbed while it is busy; memory grows with
     // the number of workers, not with its square.
-    let peers = cfg.queues as usize - 1;
-    let slots = (cfg.ring_size as usize / peers).max(HANDOFF_SLOTS);
+    let slots = (cfg.ring_size as usize).max(HANDOFF_SLOTS);
     let mesh = Mesh::new(cfg.queues as usize, slots, usize::from(iface.mtu))
         .context("creating the hand-off rings' eventfds")?;
     Ok(Some((Arc::new(steer), mesh)))
 }
 
-/// Parcels per ordered pair of workers, at least.
+/// Parcels in transit to one worker, at least.
 const HANDOFF_SLOTS: usize = 512;
 
 fn collect(w: &mut WorkerHandle) {

@@ -4,10 +4,14 @@
 //! A UMEM frame cannot cross workers (each worker's port has its own UMEM,
 //! and the frame must go back to that port's fill ring), so the sender
 //! copies the TCP segment into a parcel: a buffer allocated once, at
-//! start-up, that circulates between a `free` and a `full` queue of the
-//! (sender, receiver) pair. Sending is pop free, copy, push full; receiving
-//! is pop full, run the segment, push free. No lock, no allocation, one copy
-//! of at most an MTU.
+//! start-up, that circulates between the `free` and `full` queues of its
+//! receiver. Sending is pop free, copy, push full; receiving is pop full,
+//! run the segment, push free. No lock, no allocation, one copy of at most
+//! an MTU. The queues are per receiver, shared by all its senders
+//! (crossbeam's `ArrayQueue` takes many producers): memory grows with the
+//! number of workers, not with its square, and the receiver takes parcels
+//! in the order they were sent, whichever worker sent them, so no sender
+//! can starve another (each sender's own parcels stay in its order).
 //!
 //! A receiver that sleeps (adaptive polling) is woken through an eventfd,
 //! written only when it has said it sleeps, so busy workers pay nothing.
@@ -79,50 +83,49 @@ pub enum SendError {
 /// [`Handoff`] endpoint per worker.
 #[derive(Debug)]
 pub struct Mesh {
-    n: usize,
-    /// channels[from * n + to]
-    channels: Vec<Arc<Channel>>,
+    /// inboxes[to]: parcels for worker `to`, from any other.
+    inboxes: Vec<Arc<Channel>>,
     wakers: Vec<Arc<Waker>>,
+    parcel_bytes: usize,
 }
 
 impl Mesh {
-    /// Rings for `workers` workers, `slots` parcels of `parcel_size` bytes
-    /// per ordered pair.
+    /// Rings for `workers` workers: `slots` parcels of `parcel_size` bytes
+    /// in transit to each worker at most, from all its peers together.
     pub fn new(workers: usize, slots: usize, parcel_size: usize) -> std::io::Result<Mesh> {
-        let slots = slots.max(1);
-        let mut channels = Vec::with_capacity(workers * workers);
-        for from in 0..workers {
-            for to in 0..workers {
-                let per_pair = if from == to { 1 } else { slots };
-                let c = Channel { full: ArrayQueue::new(per_pair), free: ArrayQueue::new(per_pair) };
-                if from != to {
-                    for _ in 0..per_pair {
+        let slots = if workers > 1 { slots.max(1) } else { 1 };
+        let mut parcel_bytes = 0;
+        let inboxes = (0..workers)
+            .map(|_| {
+                let c = Channel { full: ArrayQueue::new(slots), free: ArrayQueue::new(slots) };
+                if workers > 1 {
+                    for _ in 0..slots {
                         let p = Parcel {
                             src: Ipv4Addr::UNSPECIFIED,
                             dst: Ipv4Addr::UNSPECIFIED,
                             len: 0,
                             data: vec![0u8; parcel_size].into_boxed_slice(),
                         };
+                        parcel_bytes += p.data.len();
                         let _ = c.free.push(p);
                     }
                 }
-                channels.push(Arc::new(c));
-            }
-        }
+                Arc::new(c)
+            })
+            .collect();
         let wakers = (0..workers).map(|_| Waker::new().map(Arc::new)).collect::<std::io::Result<_>>()?;
-        Ok(Mesh { n: workers, channels, wakers })
+        Ok(Mesh { inboxes, wakers, parcel_bytes })
+    }
+
+    /// Bytes of parcel memory the mesh allocated.
+    pub fn parcel_bytes(&self) -> usize {
+        self.parcel_bytes
     }
 
     /// The endpoint of worker `me`.
     pub fn endpoint(&self, me: usize) -> Handoff {
-        let n = self.n;
-        Handoff {
-            me,
-            outbox: (0..n).map(|to| self.channels[me * n + to].clone()).collect(),
-            inbox: (0..n).map(|from| self.channels[from * n + me].clone()).collect(),
-            wakers: self.wakers.clone(),
-            to_wake: vec![false; n],
-        }
+        let n = self.inboxes.len();
+        Handoff { me, peers: self.inboxes.clone(), wakers: self.wakers.clone(), to_wake: vec![false; n] }
     }
 }
 
@@ -130,8 +133,8 @@ impl Mesh {
 #[derive(Debug)]
 pub struct Handoff {
     me: usize,
-    outbox: Vec<Arc<Channel>>,
-    inbox: Vec<Arc<Channel>>,
+    /// Every worker's inbox; ours is `peers[me]`.
+    peers: Vec<Arc<Channel>>,
     wakers: Vec<Arc<Waker>>,
     /// Receivers sent to since the last `wake_receivers`.
     to_wake: Vec<bool>,
@@ -139,12 +142,15 @@ pub struct Handoff {
 
 impl Handoff {
     pub fn workers(&self) -> usize {
-        self.outbox.len()
+        self.peers.len()
     }
 
     /// Copies `segment` to worker `to`.
     pub fn send(&mut self, to: usize, src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> Result<(), SendError> {
-        let ch = &self.outbox[to];
+        if to == self.me {
+            return Err(SendError::Full);
+        }
+        let ch = &self.peers[to];
         let Some(mut p) = ch.free.pop() else { return Err(SendError::Full) };
         if segment.len() > p.data.len() {
             let _ = ch.free.push(p);
@@ -154,8 +160,8 @@ impl Handoff {
         p.len = segment.len();
         p.src = src;
         p.dst = dst;
-        // Cannot fail: at most `slots` parcels exist for this pair and the
-        // one we hold is not in `full`.
+        // Cannot fail: `slots` parcels exist for this inbox and the one we
+        // hold is not in `full`.
         let _ = ch.full.push(p);
         self.to_wake[to] = true;
         Ok(())
@@ -171,27 +177,24 @@ impl Handoff {
         }
     }
 
-    /// Runs `f` on up to `budget` parcels sent to this worker and returns
-    /// them to their senders. Returns how many were received.
+    /// Runs `f` on up to `budget` parcels sent to this worker, oldest
+    /// first whoever sent them, and returns them to the pool. Returns how
+    /// many were received.
     pub fn receive(&mut self, budget: usize, mut f: impl FnMut(&Parcel)) -> usize {
+        let ch = &self.peers[self.me];
         let mut n = 0;
-        for (from, ch) in self.inbox.iter().enumerate() {
-            if from == self.me {
-                continue;
-            }
-            while n < budget {
-                let Some(p) = ch.full.pop() else { break };
-                f(&p);
-                let _ = ch.free.push(p);
-                n += 1;
-            }
+        while n < budget {
+            let Some(p) = ch.full.pop() else { break };
+            f(&p);
+            let _ = ch.free.push(p);
+            n += 1;
         }
         n
     }
 
     /// True if any peer has parcels waiting for this worker.
     pub fn has_incoming(&self) -> bool {
-        self.inbox.iter().any(|c| !c.full.is_empty())
+        !self.peers[self.me].full.is_empty()
     }
 
     /// Announces that this worker is about to sleep. Returns false if it
@@ -231,7 +234,7 @@ mod tests {
         let ip = Ipv4Addr([198, 18, 0, 1]);
         a.send(1, ip, ip, b"one").unwrap();
         a.send(1, ip, ip, b"two").unwrap();
-        // Two slots per pair: the third waits.
+        // Two slots per receiver: the third waits.
         assert_eq!(a.send(1, ip, ip, b"three"), Err(SendError::Full));
         assert_eq!(a.send(2, ip, ip, &[0u8; 65]), Err(SendError::TooLarge));
         assert!(b.has_incoming());
@@ -303,5 +306,35 @@ mod tests {
             assert_eq!(s.join().unwrap(), 10_000);
         }
         assert_eq!(&next[1..], &[10_000, 10_000]);
+    }
+
+    /// Parcel memory grows with the number of workers, not its square.
+    #[test]
+    fn memory_is_linear_in_workers() {
+        let per = |n: usize| Mesh::new(n, 512, 1500).unwrap().parcel_bytes();
+        assert_eq!(per(2), 2 * 512 * 1500);
+        assert_eq!(per(16), 16 * 512 * 1500);
+        assert_eq!(Mesh::new(1, 512, 1500).unwrap().parcel_bytes(), 0, "one worker hands nothing over");
+    }
+
+    /// A receiver with a small budget takes parcels in the order they were
+    /// sent, whoever sent them: a higher-numbered sender is not starved by
+    /// a busy lower-numbered one.
+    #[test]
+    fn senders_are_served_in_turn() {
+        let mesh = Mesh::new(3, 64, 16).unwrap();
+        let (mut r, mut s1, mut s2) = (mesh.endpoint(0), mesh.endpoint(1), mesh.endpoint(2));
+        let ip = Ipv4Addr([198, 18, 0, 1]);
+        for i in 0..20u8 {
+            s1.send(0, ip, ip, &[1, i]).unwrap();
+            s2.send(0, ip, ip, &[2, i]).unwrap();
+        }
+        let mut got = Vec::new();
+        r.receive(10, |p| got.push(p.segment().to_vec()));
+        let from2 = got.iter().filter(|m| m[0] == 2).count();
+        assert_eq!(from2, 5, "both senders in the first batch: {got:?}");
+        // Each sender's parcels in its order.
+        let ones: Vec<u8> = got.iter().filter(|m| m[0] == 1).map(|m| m[1]).collect();
+        assert_eq!(ones, [0, 1, 2, 3, 4]);
     }
 }
