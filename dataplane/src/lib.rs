@@ -4,6 +4,7 @@
 //! - [`afxdp`]: the AF_XDP port (UMEM, fill/completion/RX/TX rings, frame pool).
 //!   The only module allowed to use `unsafe`.
 //! - [`ingress`]: what the stack does with one received frame (pure code).
+//! - [`egress`]: the Ethernet, IPv4 and ARP framing of what it sends.
 //! - [`worker`]: the per-core run-to-completion loop around a port.
 //! - [`channel`], [`neigh`], [`stats`], [`iface`]: what a worker shares with
 //!   the control plane: lock-free queues, the neighbour table copy, counters
@@ -22,6 +23,7 @@ pub mod app;
 pub mod apps;
 pub mod capture;
 pub mod channel;
+pub mod egress;
 pub mod handoff;
 pub mod iface;
 pub mod ingress;

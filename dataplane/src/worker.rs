@@ -20,7 +20,8 @@ use crate::capture::{Direction, Tap};
 use crate::channel::{ToControl, ToWorker, WorkerLink};
 use crate::handoff::{Handoff, SendError};
 use crate::iface::Iface;
-use crate::ingress::{self, Disposition, IngressState};
+use crate::egress::{self, IpIdent};
+use crate::ingress::{self, Disposition};
 use crate::introspect::{Answer, Command, LatencyHistogram, Snapshot};
 use crate::neigh::NeighTable;
 use crate::rss::FlowSteer;
@@ -139,7 +140,7 @@ pub struct Worker {
     stop: Arc<AtomicBool>,
     neigh: NeighTable,
     pending: Vec<Pending>,
-    ingress: IngressState,
+    ip_ident: IpIdent,
     stack: tcp::Stack,
     app: Option<Box<dyn App>>,
     epoch: Instant,
@@ -204,7 +205,7 @@ impl Worker {
             stats,
             stop,
             pending,
-            ingress: IngressState::default(),
+            ip_ident: IpIdent::default(),
         })
     }
 
@@ -555,7 +556,7 @@ impl Worker {
                         self.stats.inc(Counter::drop_no_free_frame);
                         continue;
                     };
-                    let len = ingress::emit_arp(
+                    let len = egress::emit_arp(
                         &mut self.port.data_mut(&mut f, ethernet::MIN_FRAME_LEN),
                         self.iface.mac,
                         dst_mac,
@@ -583,7 +584,7 @@ impl Worker {
         }
         self.stats.inc(Counter::rx_frames);
         self.stats.add(Counter::rx_bytes, len as u64);
-        let d = ingress::process(&self.iface, self.cfg.id, &mut self.ingress, &mut self.port.data_mut(&mut frame, len));
+        let d = ingress::process(&self.iface, self.cfg.id, &mut self.ip_ident, &mut self.port.data_mut(&mut frame, len));
         match d {
             Disposition::Reply { len, next_hop } => {
                 self.stats.inc(Counter::icmp_echo_replies);
@@ -632,14 +633,13 @@ impl Worker {
                 self.stats.inc(Counter::drop_no_free_frame);
                 return;
             };
-            let t = self.stack.poll_transmit(now, &mut self.port.data_mut(&mut frame, cap)[ingress::TCP_OFFSET..]);
+            let t = self.stack.poll_transmit(now, &mut self.port.data_mut(&mut frame, cap)[egress::TCP_OFFSET..]);
             let Some(t) = t else {
                 self.port.release(frame);
                 return;
             };
-            let ident = self.ingress.next_ident;
-            self.ingress.next_ident = ident.wrapping_add(1);
-            let len = ingress::emit_tcp_headers(
+            let ident = self.ip_ident.take();
+            let len = egress::emit_tcp_headers(
                 &mut self.port.data_mut(&mut frame, cap),
                 self.iface.mac,
                 t.src,
