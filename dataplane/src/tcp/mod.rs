@@ -22,6 +22,7 @@ pub(crate) mod listener;
 pub mod output;
 pub mod rng;
 pub mod rtt;
+pub(crate) mod sack;
 pub mod seq;
 pub mod siphash;
 pub mod socket;
@@ -36,8 +37,10 @@ pub use congestion::Algorithm;
 pub use error::Error;
 pub use output::Transmit;
 pub use seq::SeqNum;
-pub use socket::{Event, EventKind, FourTuple, Shutdown, SocketId, SocketInfo, SocketOption, SocketOptions, State};
-pub use stack::{ConnectionInfo, Resources, Stack};
+pub use socket::{
+    ConnectionInfo, Event, EventKind, FourTuple, Shutdown, SocketId, SocketInfo, SocketOption, SocketOptions, State,
+};
+pub use stack::{Resources, Stack};
 pub use stats::{DropReason, Stats};
 pub use time::Instant;
 
