@@ -8,7 +8,7 @@ use super::congestion::Algorithm;
 use super::connection::{Connection, Outcome, PassiveOpen};
 use super::ctx::Ctx;
 use super::error::{Error, Result};
-use super::listener::{Listener, Request};
+use super::listener::{ListenAction, Listener};
 use super::output::{write_control, Transmit};
 use super::rng::Rng;
 use super::siphash::{KeyedState, SipHasher24, SipKey};
@@ -17,7 +17,6 @@ use super::socket::{
     State,
 };
 use super::stats::{DropReason, Stats};
-use super::syncookie::{CookieTuple, SynCookies};
 use super::time::Instant;
 use super::timer_wheel::{TimerId, TimerWheel};
 use super::{Config, SeqNum};
@@ -589,10 +588,8 @@ impl Stack {
         if let Some(k) = local {
             self.listeners.remove(&k);
         }
-        for r in l.syn_queue.values() {
-            if let Some(t) = r.timer {
-                self.wheel.cancel(t);
-            }
+        for t in l.request_timers() {
+            self.wheel.cancel(t);
         }
         for child in l.accept_queue {
             if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, child) {
@@ -990,8 +987,8 @@ impl Stack {
         }
     }
 
-    /// LISTEN and SYN_RCVD input (RFC 9293 section 3.10.7.2, Linux
-    /// tcp_conn_request and tcp_check_req).
+    /// A segment for the listener `lid`: the listener decides (LISTEN and
+    /// SYN_RCVD live in `listener.rs`), the stack carries it out.
     fn listener_input(
         &mut self,
         now: Instant,
@@ -1000,194 +997,32 @@ impl Stack {
         seg: &Repr<'_>,
         isn_hint: Option<SeqNum>,
     ) -> core::result::Result<(), DropReason> {
-        let f = seg.flags;
-        let seq = SeqNum(seg.seq_number);
-        let ack = SeqNum(seg.ack_number);
-        let abort_on_overflow = self.ctx.config.abort_on_overflow;
         let Some((l, opts)) = listener_of(&mut self.slots, lid) else { return Err(DropReason::NoSocket) };
-        let accept_full = l.accept_queue_full();
-
-        if let Some(req) = l.syn_queue.get_mut(&tuple) {
-            if f.rst() {
-                // RFC 5961 section 3.2 applies in SYN_RCVD too: only an
-                // exact RST kills the request.
-                if seq == req.irs + 1u32 {
-                    let t = req.timer.take();
-                    l.syn_queue.remove(&tuple);
-                    if let Some(t) = t {
-                        self.wheel.cancel(t);
-                    }
-                }
-                return Err(DropReason::ListenDrop);
-            }
-            if f.syn() && !f.ack() {
-                if seq == req.irs {
-                    // The peer's SYN again: our SYN|ACK was lost.
-                    let h = req.syn_ack(now, &self.ctx, false);
-                    self.ctx.push_control(tuple.local, tuple.remote, h);
-                    return Ok(());
-                }
-                return Err(DropReason::ListenDrop);
-            }
-            if !f.ack() || f.syn() {
-                return Err(DropReason::ListenDrop);
-            }
-            if ack != req.iss + 1u32 {
-                self.ctx.reply_rst(tuple.local, tuple.remote, seg);
-                return Err(DropReason::ListenDrop);
-            }
-            // The ACK must be in the window we offered.
-            let rcv_nxt = req.irs + 1u32;
-            let wnd = u32::from(req.syn_window);
-            if seq < rcv_nxt || seq > rcv_nxt + wnd {
-                let h = {
-                    let mut h = req.syn_ack(now, &self.ctx, false);
-                    h.flags = crate::wire::tcp::Flags::ACK;
-                    h.seq = req.iss + 1u32;
-                    h
-                };
-                self.ctx.push_control(tuple.local, tuple.remote, h);
-                return Err(DropReason::ListenDrop);
-            }
-            if accept_full {
-                self.ctx.stats.listen_overflows += 1;
-                self.ctx.stats.listen_drops += 1;
-                if abort_on_overflow {
-                    let t = req.timer.take();
-                    l.syn_queue.remove(&tuple);
-                    if let Some(t) = t {
-                        self.wheel.cancel(t);
-                    }
-                    self.ctx.reply_rst(tuple.local, tuple.remote, seg);
-                } else {
-                    // Ignored: the request stays in SYN_RCVD and its
-                    // SYN|ACK timer keeps running; a later ACK completes it.
-                    req.acked = true;
-                }
-                return Err(DropReason::ListenDrop);
-            }
-            let req = l.syn_queue.remove(&tuple).expect("found above");
-            if let Some(t) = req.timer {
+        match l.on_segment(now, &mut self.ctx, &opts, tuple, seg, isn_hint) {
+            ListenAction::Done(result) => result,
+            ListenAction::CancelTimer(t) => {
                 self.wheel.cancel(t);
+                Err(DropReason::ListenDrop)
             }
-            let p = PassiveOpen {
-                iss: req.iss,
-                irs: req.irs,
-                peer_mss: req.peer_mss,
-                peer_wscale: req.peer_wscale,
-                sack: req.sack,
-                ts_recent: req.ts_recent,
-                syn_window: req.syn_window,
-                our_wscale: req.our_wscale,
-            };
-            self.complete(now, lid, opts, tuple, p, seg);
-            return Ok(());
-        }
-
-        if f.rst() {
-            return Err(DropReason::ListenDrop);
-        }
-        if f.ack() {
-            // No request: a SYN cookie, or a stray ACK (RST, RFC 9293
-            // section 3.10.7.2).
-            if !f.syn() && self.ctx.config.syncookies != 0 && l.last_overflow.is_some() {
-                let ct = cookie_tuple(tuple);
-                if let Some(mss) = self.ctx.cookies.check(now, &ct, ack - 1u32, seq - 1u32) {
-                    if accept_full {
-                        self.ctx.stats.listen_overflows += 1;
-                        self.ctx.stats.listen_drops += 1;
-                        return Err(DropReason::ListenDrop);
-                    }
-                    self.ctx.stats.syncookies_recv += 1;
-                    let c = &self.ctx.config;
-                    // Window scale and SACK come back in TSecr; without
-                    // timestamps they are lost (as on Linux).
-                    let (peer_wscale, sack, ts_recent) = match seg.options.timestamp {
-                        Some((tsval, tsecr)) if c.timestamps => match SynCookies::decode_timestamp(tsecr) {
-                            Some((ws, sack)) => (ws.filter(|_| c.window_scaling), sack && c.sack, Some(tsval)),
-                            None => (None, false, None),
-                        },
-                        _ => (None, false, None),
-                    };
-                    let our_wscale = if peer_wscale.is_some() { c.window_scale_for(opts.recv_buffer) } else { 0 };
-                    let p = PassiveOpen {
-                        iss: ack - 1u32,
-                        irs: seq - 1u32,
-                        peer_mss: Some(mss),
-                        peer_wscale,
-                        sack,
-                        ts_recent,
-                        syn_window: syn_window(c.our_mss(), ts_recent.is_some(), opts.recv_buffer),
-                        our_wscale,
-                    };
-                    self.complete(now, lid, opts, tuple, p, seg);
-                    return Ok(());
+            ListenAction::ArmTimer(at) => {
+                self.arm_request_timer(lid, tuple, at);
+                Ok(())
+            }
+            ListenAction::Establish { open, timer } => {
+                if let Some(t) = timer {
+                    self.wheel.cancel(t);
                 }
-                self.ctx.stats.syncookies_failed += 1;
+                self.complete(now, lid, opts, tuple, open, seg);
+                Ok(())
             }
-            self.ctx.reply_rst(tuple.local, tuple.remote, seg);
-            return Err(DropReason::ListenDrop);
         }
-        if !f.syn() {
-            return Err(DropReason::ListenDrop);
-        }
+    }
 
-        // A new SYN.
-        let c = &self.ctx.config;
-        let syn_full = l.syn_queue.len() >= c.max_syn_backlog;
-        let want_cookie = isn_hint.is_none() && (c.syncookies == 2 || (syn_full && c.syncookies == 1));
-        if syn_full && !want_cookie {
-            self.ctx.stats.syn_queue_drops += 1;
-            self.ctx.stats.listen_drops += 1;
-            return Err(DropReason::ListenDrop);
-        }
-        if accept_full {
-            // Dropped silently: the client retransmits its SYN.
-            self.ctx.stats.listen_overflows += 1;
-            self.ctx.stats.listen_drops += 1;
-            return Err(DropReason::ListenDrop);
-        }
-        let o = &seg.options;
-        let peer_wscale = o.window_scale.filter(|_| c.window_scaling).map(|w| w.min(14));
-        let our_wscale = if peer_wscale.is_some() { c.window_scale_for(opts.recv_buffer) } else { 0 };
-        let ts_recent = o.timestamp.filter(|_| c.timestamps).map(|(v, _)| v);
-        let mut req = Request {
-            tuple,
-            iss: SeqNum(0),
-            irs: seq,
-            peer_mss: o.mss,
-            peer_wscale,
-            our_wscale,
-            sack: o.sack_permitted && c.sack,
-            ts_recent,
-            syn_window: syn_window(c.our_mss(), ts_recent.is_some(), opts.recv_buffer),
-            retries: 0,
-            timer: None,
-            acked: false,
-        };
-        if want_cookie {
-            l.last_overflow = Some(now);
-            req.iss = self.ctx.cookies.make(now, &cookie_tuple(tuple), seq, o.mss.unwrap_or(536));
-            if req.ts_recent.is_none() {
-                // Without timestamps nothing can carry these back.
-                req.peer_wscale = None;
-                req.sack = false;
-            }
-            let h = req.syn_ack(now, &self.ctx, true);
-            self.ctx.stats.syncookies_sent += 1;
-            self.ctx.push_control(tuple.local, tuple.remote, h);
-            return Ok(());
-        }
-        req.iss = isn_hint
-            .unwrap_or_else(|| self.ctx.isn.isn(now, tuple.local, tuple.local_port, tuple.remote, tuple.remote_port));
-        let h = req.syn_ack(now, &self.ctx, false);
-        let deadline = now + self.ctx.config.initial_rto;
-        req.timer = Some(self.wheel.insert(deadline, TimerKey::Request(lid, tuple)));
+    fn arm_request_timer(&mut self, lid: SocketId, tuple: FourTuple, at: Instant) {
+        let t = self.wheel.insert(at, TimerKey::Request(lid, tuple));
         if let Some((l, _)) = listener_of(&mut self.slots, lid) {
-            l.syn_queue.insert(tuple, req);
+            l.set_request_timer(tuple, t);
         }
-        self.ctx.push_control(tuple.local, tuple.remote, h);
-        Ok(())
     }
 
     /// The third step of a passive open: a connection in the accept queue.
@@ -1245,30 +1080,13 @@ impl Stack {
         }
     }
 
-    /// SYN|ACK retransmission with backoff; the request goes after
-    /// `synack_retries` (Linux reqsk_timer_handler).
+    /// A request's SYN|ACK timer: the listener resends and says when to
+    /// try again.
     fn request_timer(&mut self, now: Instant, lid: SocketId, tuple: FourTuple) {
-        let limit = self.ctx.config.synack_retries;
-        let initial = self.ctx.config.initial_rto;
-        let max_rto = self.ctx.config.max_rto;
         let Some((l, _)) = listener_of(&mut self.slots, lid) else { return };
-        let Some(req) = l.syn_queue.get_mut(&tuple) else { return };
-        req.timer = None;
-        if req.retries >= limit {
-            l.syn_queue.remove(&tuple);
-            return;
+        if let Some(at) = l.on_synack_timer(now, &mut self.ctx, tuple) {
+            self.arm_request_timer(lid, tuple, at);
         }
-        req.retries += 1;
-        let delay = (initial * (1u32 << req.retries.min(16))).min(max_rto);
-        let h = req.syn_ack(now, &self.ctx, false);
-        let t = self.wheel.insert(now + delay, TimerKey::Request(lid, tuple));
-        if let Some((l, _)) = listener_of(&mut self.slots, lid) {
-            if let Some(req) = l.syn_queue.get_mut(&tuple) {
-                req.timer = Some(t);
-            }
-        }
-        self.ctx.stats.retransmits += 1;
-        self.ctx.push_control(tuple.local, tuple.remote, h);
     }
 
     // ----- Output -----
@@ -1373,18 +1191,4 @@ fn wire_reason(e: WireError) -> DropReason {
         WireError::Checksum => DropReason::Checksum,
         WireError::Malformed | WireError::Unsupported => DropReason::Malformed,
     }
-}
-
-fn cookie_tuple(t: FourTuple) -> CookieTuple {
-    CookieTuple { local: t.local, lport: t.local_port, remote: t.remote, rport: t.remote_port }
-}
-
-/// The window of a SYN|ACK: the buffer, at most 64 KiB, in whole segments.
-/// Linux (tcp_openreq_init_rwin) counts a segment as the MSS less the
-/// timestamp option when the SYN asked for timestamps: 65160 (45 x 1448)
-/// then, 64240 (44 x 1460) without.
-fn syn_window(mss: u16, timestamps: bool, buffer: usize) -> u16 {
-    let seg = if timestamps { mss.saturating_sub(12) } else { mss }.max(1);
-    let w = buffer.min(65535) as u16;
-    w - w % seg
 }
