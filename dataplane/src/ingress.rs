@@ -7,10 +7,10 @@
 //! ARP) is framed in [`crate::egress`].
 
 use crate::channel::ToControl;
+use crate::egress::IpIdent;
 use crate::iface::Iface;
 use crate::stats::Counter;
 use crate::wire::ethernet::{self, EtherType, EthernetAddress};
-use crate::egress::IpIdent;
 use crate::wire::{arp, checksum, icmp, ipv4, Error, Ipv4Addr};
 
 /// The outcome for one frame.
@@ -208,10 +208,7 @@ mod tests {
         let mut no_gw = iface();
         no_gw.gateway = None;
         let mut buf = echo_request(far, b"x");
-        assert_eq!(
-            process(&no_gw, 0, &mut IpIdent::default(), &mut buf),
-            Disposition::Drop(Counter::drop_no_route)
-        );
+        assert_eq!(process(&no_gw, 0, &mut IpIdent::default(), &mut buf), Disposition::Drop(Counter::drop_no_route));
     }
 
     #[test]

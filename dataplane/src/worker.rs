@@ -18,9 +18,9 @@ use crate::afxdp::{Accounting, Frame, Port, PortStats};
 use crate::app::{self, App, Io};
 use crate::capture::{Direction, Tap};
 use crate::channel::{ToControl, ToWorker, WorkerLink};
+use crate::egress::{self, IpIdent};
 use crate::handoff::{Handoff, SendError};
 use crate::iface::Iface;
-use crate::egress::{self, IpIdent};
 use crate::ingress::{self, Disposition};
 use crate::introspect::{Answer, Command, LatencyHistogram, Snapshot};
 use crate::neigh::NeighTable;
@@ -584,7 +584,8 @@ impl Worker {
         }
         self.stats.inc(Counter::rx_frames);
         self.stats.add(Counter::rx_bytes, len as u64);
-        let d = ingress::process(&self.iface, self.cfg.id, &mut self.ip_ident, &mut self.port.data_mut(&mut frame, len));
+        let d =
+            ingress::process(&self.iface, self.cfg.id, &mut self.ip_ident, &mut self.port.data_mut(&mut frame, len));
         match d {
             Disposition::Reply { len, next_hop } => {
                 self.stats.inc(Counter::icmp_echo_replies);

@@ -10,8 +10,8 @@
 //! socket table.
 
 use super::connection::PassiveOpen;
-use super::ctx::Ctx;
 use super::output::Header;
+use super::shared::Shared;
 use super::siphash::KeyedState;
 use super::socket::{FourTuple, SocketId, SocketOptions};
 use super::stats::DropReason;
@@ -48,14 +48,14 @@ pub(crate) struct Request {
 impl Request {
     /// The SYN|ACK: options only as the peer offered them (RFC 7323
     /// sections 2.2 and 3.2, RFC 2018 section 2).
-    pub fn syn_ack(&self, now: Instant, ctx: &Ctx, cookie_ts: bool) -> Header {
-        let mut o = Options { mss: Some(ctx.config.our_mss()), ..Options::default() };
+    pub fn syn_ack(&self, now: Instant, shared: &Shared, cookie_ts: bool) -> Header {
+        let mut o = Options { mss: Some(shared.config.our_mss()), ..Options::default() };
         if self.peer_wscale.is_some() {
             o.window_scale = Some(self.our_wscale);
         }
         o.sack_permitted = self.sack;
         if let Some(ts_recent) = self.ts_recent {
-            let ts_now = Ctx::ts_clock(now).wrapping_add(ctx.isn.ts_offset(self.tuple.local, self.tuple.remote));
+            let ts_now = Shared::ts_clock(now).wrapping_add(shared.isn.ts_offset(self.tuple.local, self.tuple.remote));
             let tsval =
                 if cookie_ts { SynCookies::encode_timestamp(ts_now, self.peer_wscale, self.sack) } else { ts_now };
             o.timestamp = Some((tsval, ts_recent));
@@ -118,14 +118,14 @@ impl Listener {
     pub fn on_segment(
         &mut self,
         now: Instant,
-        ctx: &mut Ctx,
+        shared: &mut Shared,
         opts: &SocketOptions,
         tuple: FourTuple,
         seg: &Repr<'_>,
         isn_hint: Option<SeqNum>,
     ) -> ListenAction {
         if self.syn_queue.contains_key(&tuple) {
-            return self.on_request_segment(now, ctx, tuple, seg);
+            return self.on_request_segment(now, shared, tuple, seg);
         }
         let f = seg.flags;
         if f.rst() {
@@ -134,23 +134,29 @@ impl Listener {
         if f.ack() {
             // No request: a SYN cookie, or a stray ACK (RST, RFC 9293
             // section 3.10.7.2).
-            if !f.syn() && ctx.config.syncookies != 0 && self.last_overflow.is_some() {
-                if let Some(action) = self.on_cookie_ack(now, ctx, opts, tuple, seg) {
+            if !f.syn() && shared.config.syncookies != 0 && self.last_overflow.is_some() {
+                if let Some(action) = self.on_cookie_ack(now, shared, opts, tuple, seg) {
                     return action;
                 }
-                ctx.stats.syncookies_failed += 1;
+                shared.stats.syncookies_failed += 1;
             }
-            ctx.reply_rst(tuple.local, tuple.remote, seg);
+            shared.reply_rst(tuple.local, tuple.remote, seg);
             return ListenAction::dropped();
         }
         if !f.syn() {
             return ListenAction::dropped();
         }
-        self.on_syn(now, ctx, opts, tuple, seg, isn_hint)
+        self.on_syn(now, shared, opts, tuple, seg, isn_hint)
     }
 
     /// A segment for an embryonic connection in SYN_RCVD.
-    fn on_request_segment(&mut self, now: Instant, ctx: &mut Ctx, tuple: FourTuple, seg: &Repr<'_>) -> ListenAction {
+    fn on_request_segment(
+        &mut self,
+        now: Instant,
+        shared: &mut Shared,
+        tuple: FourTuple,
+        seg: &Repr<'_>,
+    ) -> ListenAction {
         let f = seg.flags;
         let seq = SeqNum(seg.seq_number);
         let ack = SeqNum(seg.ack_number);
@@ -169,8 +175,8 @@ impl Listener {
         if f.syn() && !f.ack() {
             if seq == req.irs {
                 // The peer's SYN again: our SYN|ACK was lost.
-                let h = req.syn_ack(now, ctx, false);
-                ctx.push_control(tuple.local, tuple.remote, h);
+                let h = req.syn_ack(now, shared, false);
+                shared.push_control(tuple.local, tuple.remote, h);
                 return ListenAction::Done(Ok(()));
             }
             return ListenAction::dropped();
@@ -179,26 +185,26 @@ impl Listener {
             return ListenAction::dropped();
         }
         if ack != req.iss + 1u32 {
-            ctx.reply_rst(tuple.local, tuple.remote, seg);
+            shared.reply_rst(tuple.local, tuple.remote, seg);
             return ListenAction::dropped();
         }
         // The ACK must be in the window we offered.
         let rcv_nxt = req.irs + 1u32;
         let wnd = u32::from(req.syn_window);
         if seq < rcv_nxt || seq > rcv_nxt + wnd {
-            let mut h = req.syn_ack(now, ctx, false);
+            let mut h = req.syn_ack(now, shared, false);
             h.flags = Flags::ACK;
             h.seq = req.iss + 1u32;
-            ctx.push_control(tuple.local, tuple.remote, h);
+            shared.push_control(tuple.local, tuple.remote, h);
             return ListenAction::dropped();
         }
         if accept_full {
-            ctx.stats.listen_overflows += 1;
-            ctx.stats.listen_drops += 1;
-            if ctx.config.abort_on_overflow {
+            shared.stats.listen_overflows += 1;
+            shared.stats.listen_drops += 1;
+            if shared.config.abort_on_overflow {
                 let timer = req.timer.take();
                 self.syn_queue.remove(&tuple);
-                ctx.reply_rst(tuple.local, tuple.remote, seg);
+                shared.reply_rst(tuple.local, tuple.remote, seg);
                 return ListenAction::forget(timer);
             }
             // Ignored: the request stays in SYN_RCVD and its SYN|ACK
@@ -226,21 +232,21 @@ impl Listener {
     fn on_cookie_ack(
         &mut self,
         now: Instant,
-        ctx: &mut Ctx,
+        shared: &mut Shared,
         opts: &SocketOptions,
         tuple: FourTuple,
         seg: &Repr<'_>,
     ) -> Option<ListenAction> {
         let seq = SeqNum(seg.seq_number);
         let ack = SeqNum(seg.ack_number);
-        let mss = ctx.cookies.check(now, &cookie_tuple(tuple), ack - 1u32, seq - 1u32)?;
+        let mss = shared.cookies.check(now, &cookie_tuple(tuple), ack - 1u32, seq - 1u32)?;
         if self.accept_queue_full() {
-            ctx.stats.listen_overflows += 1;
-            ctx.stats.listen_drops += 1;
+            shared.stats.listen_overflows += 1;
+            shared.stats.listen_drops += 1;
             return Some(ListenAction::dropped());
         }
-        ctx.stats.syncookies_recv += 1;
-        let c = &ctx.config;
+        shared.stats.syncookies_recv += 1;
+        let c = &shared.config;
         // Window scale and SACK come back in TSecr; without
         // timestamps they are lost (as on Linux).
         let (peer_wscale, sack, ts_recent) = match seg.options.timestamp {
@@ -270,25 +276,25 @@ impl Listener {
     fn on_syn(
         &mut self,
         now: Instant,
-        ctx: &mut Ctx,
+        shared: &mut Shared,
         opts: &SocketOptions,
         tuple: FourTuple,
         seg: &Repr<'_>,
         isn_hint: Option<SeqNum>,
     ) -> ListenAction {
         let seq = SeqNum(seg.seq_number);
-        let c = &ctx.config;
+        let c = &shared.config;
         let syn_full = self.syn_queue.len() >= c.max_syn_backlog;
         let want_cookie = isn_hint.is_none() && (c.syncookies == 2 || (syn_full && c.syncookies == 1));
         if syn_full && !want_cookie {
-            ctx.stats.syn_queue_drops += 1;
-            ctx.stats.listen_drops += 1;
+            shared.stats.syn_queue_drops += 1;
+            shared.stats.listen_drops += 1;
             return ListenAction::dropped();
         }
         if self.accept_queue_full() {
             // Dropped silently: the client retransmits its SYN.
-            ctx.stats.listen_overflows += 1;
-            ctx.stats.listen_drops += 1;
+            shared.stats.listen_overflows += 1;
+            shared.stats.listen_drops += 1;
             return ListenAction::dropped();
         }
         let o = &seg.options;
@@ -311,41 +317,41 @@ impl Listener {
         };
         if want_cookie {
             self.last_overflow = Some(now);
-            req.iss = ctx.cookies.make(now, &cookie_tuple(tuple), seq, o.mss.unwrap_or(536));
+            req.iss = shared.cookies.make(now, &cookie_tuple(tuple), seq, o.mss.unwrap_or(536));
             if req.ts_recent.is_none() {
                 // Without timestamps nothing can carry these back.
                 req.peer_wscale = None;
                 req.sack = false;
             }
-            let h = req.syn_ack(now, ctx, true);
-            ctx.stats.syncookies_sent += 1;
-            ctx.push_control(tuple.local, tuple.remote, h);
+            let h = req.syn_ack(now, shared, true);
+            shared.stats.syncookies_sent += 1;
+            shared.push_control(tuple.local, tuple.remote, h);
             return ListenAction::Done(Ok(()));
         }
         req.iss = isn_hint
-            .unwrap_or_else(|| ctx.isn.isn(now, tuple.local, tuple.local_port, tuple.remote, tuple.remote_port));
-        let h = req.syn_ack(now, ctx, false);
-        let deadline = now + ctx.config.initial_rto;
+            .unwrap_or_else(|| shared.isn.isn(now, tuple.local, tuple.local_port, tuple.remote, tuple.remote_port));
+        let h = req.syn_ack(now, shared, false);
+        let deadline = now + shared.config.initial_rto;
         self.syn_queue.insert(tuple, req);
-        ctx.push_control(tuple.local, tuple.remote, h);
+        shared.push_control(tuple.local, tuple.remote, h);
         ListenAction::ArmTimer(deadline)
     }
 
     /// The SYN|ACK timer of the request for `tuple` fired: the SYN|ACK
     /// again with backoff, and the time of the next try; the request goes
     /// after `synack_retries` (Linux reqsk_timer_handler).
-    pub fn on_synack_timer(&mut self, now: Instant, ctx: &mut Ctx, tuple: FourTuple) -> Option<Instant> {
+    pub fn on_synack_timer(&mut self, now: Instant, shared: &mut Shared, tuple: FourTuple) -> Option<Instant> {
         let req = self.syn_queue.get_mut(&tuple)?;
         req.timer = None;
-        if req.retries >= ctx.config.synack_retries {
+        if req.retries >= shared.config.synack_retries {
             self.syn_queue.remove(&tuple);
             return None;
         }
         req.retries += 1;
-        let delay = (ctx.config.initial_rto * (1u32 << req.retries.min(16))).min(ctx.config.max_rto);
-        let h = req.syn_ack(now, ctx, false);
-        ctx.stats.retransmits += 1;
-        ctx.push_control(tuple.local, tuple.remote, h);
+        let delay = (shared.config.initial_rto * (1u32 << req.retries.min(16))).min(shared.config.max_rto);
+        let h = req.syn_ack(now, shared, false);
+        shared.stats.retransmits += 1;
+        shared.push_control(tuple.local, tuple.remote, h);
         Some(now + delay)
     }
 }

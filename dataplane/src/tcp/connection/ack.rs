@@ -5,7 +5,7 @@
 
 use super::timers::Timer;
 use super::{Connection, Outcome};
-use crate::tcp::ctx::Ctx;
+use crate::tcp::shared::Shared;
 use crate::tcp::socket::{readiness, State};
 use crate::tcp::time::Instant;
 use crate::tcp::SeqNum;
@@ -29,7 +29,7 @@ impl Connection {
     /// Everything the ACK of a segment past the checks of `input.rs` does.
     /// `Break` ends the segment with that outcome (its data is not looked
     /// at).
-    pub(super) fn on_ack(&mut self, now: Instant, ctx: &mut Ctx, seg: &Repr<'_>) -> ControlFlow<Outcome> {
+    pub(super) fn on_ack(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) -> ControlFlow<Outcome> {
         let f = seg.flags;
         let seq = SeqNum(seg.seq_number);
         let has_data = seg.segment_len() > 0;
@@ -45,14 +45,14 @@ impl Connection {
 
         if ack > self.snd_max {
             // Acknowledges something not yet sent: ACK and drop.
-            self.oow_ack(now, ctx, has_data);
+            self.oow_ack(now, shared, has_data);
             return ControlFlow::Break(Outcome::Dropped);
         }
         // RFC 5961 section 5.2: an ACK older than the largest window the
         // peer could have seen is blind; challenge it.
         let floor = self.snd_una - self.max_snd_wnd.max(65535);
         if ack < floor {
-            self.challenge_ack(now, ctx);
+            self.challenge_ack(now, shared);
             return ControlFlow::Break(Outcome::Dropped);
         }
 
@@ -77,7 +77,7 @@ impl Connection {
             && self.snd_max > self.snd_una
         {
             // RFC 5681 section 2 duplicate ACK.
-            self.on_dupack(now, ctx);
+            self.on_dupack(now, shared);
         }
 
         // State changes driven by the ACK of our FIN.
@@ -86,11 +86,11 @@ impl Connection {
             State::FinWait1 if fin_acked => {
                 self.set_state(State::FinWait2);
                 if self.user_closed {
-                    self.timers.set(Timer::FinWait2, now + ctx.config.fin_timeout);
+                    self.timers.set(Timer::FinWait2, now + shared.config.fin_timeout);
                 }
             }
             State::Closing if fin_acked => {
-                self.enter_time_wait(now, ctx);
+                self.enter_time_wait(now, shared);
                 return ControlFlow::Break(Outcome::Accepted);
             }
             State::LastAck if fin_acked => {
@@ -98,7 +98,7 @@ impl Connection {
                 return ControlFlow::Break(Outcome::Accepted);
             }
             State::TimeWait => {
-                self.time_wait_segment(now, ctx, f.fin());
+                self.time_wait_segment(now, shared, f.fin());
                 return ControlFlow::Break(Outcome::Accepted);
             }
             _ => {}
@@ -184,7 +184,7 @@ impl Connection {
         }
     }
 
-    fn on_dupack(&mut self, now: Instant, ctx: &mut Ctx) {
+    fn on_dupack(&mut self, now: Instant, shared: &mut Shared) {
         self.dupacks += 1;
         if self.recovery.is_some() {
             return;
@@ -200,7 +200,7 @@ impl Connection {
             self.rtx_now = true;
             // Karn: the timed segment may be the one retransmitted.
             self.rtt_probe = None;
-            ctx.stats.fast_retransmits += 1;
+            shared.stats.fast_retransmits += 1;
         }
     }
 

@@ -6,8 +6,8 @@
 
 use super::timers::Timer;
 use super::{Connection, Outcome};
-use crate::tcp::ctx::Ctx;
 use crate::tcp::error::Error;
+use crate::tcp::shared::Shared;
 use crate::tcp::socket::{readiness, State};
 use crate::tcp::time::Instant;
 use crate::tcp::SeqNum;
@@ -20,16 +20,16 @@ use std::time::Duration;
 const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 
 impl Connection {
-    pub fn on_segment(&mut self, now: Instant, ctx: &mut Ctx, seg: &Repr<'_>) -> Outcome {
+    pub fn on_segment(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) -> Outcome {
         match self.state {
-            State::SynSent => self.on_segment_syn_sent(now, ctx, seg),
+            State::SynSent => self.on_segment_syn_sent(now, shared, seg),
             State::Closed | State::Listen => Outcome::ReplyRst,
-            _ => self.on_segment_synchronized(now, ctx, seg),
+            _ => self.on_segment_synchronized(now, shared, seg),
         }
     }
 
     /// RFC 9293 section 3.10.7.3.
-    fn on_segment_syn_sent(&mut self, now: Instant, ctx: &mut Ctx, seg: &Repr<'_>) -> Outcome {
+    fn on_segment_syn_sent(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) -> Outcome {
         let f = seg.flags;
         let ack = SeqNum(seg.ack_number);
         let mut ack_ok = false;
@@ -45,7 +45,7 @@ impl Connection {
             // RFC 5961 section 3.2 leaves SYN_SENT as RFC 9293 has it: an
             // RST with an acceptable ACK refuses the connection.
             if ack_ok {
-                ctx.stats.attempt_fails += 1;
+                shared.stats.attempt_fails += 1;
                 self.enter_closed(Some(Error::ConnectionRefused));
                 return Outcome::Accepted;
             }
@@ -57,14 +57,14 @@ impl Connection {
         self.irs = SeqNum(seg.seq_number);
         self.rcv_nxt = self.irs + 1u32;
         let o = &seg.options;
-        if let (true, Some(ws)) = (ctx.config.window_scaling, o.window_scale) {
+        if let (true, Some(ws)) = (shared.config.window_scaling, o.window_scale) {
             self.snd_wscale = ws.min(14);
         } else {
             self.snd_wscale = 0;
             self.rcv_wscale = 0;
         }
-        self.sack_ok = ctx.config.sack && o.sack_permitted;
-        if let (true, Some((tsval, _))) = (ctx.config.timestamps, o.timestamp) {
+        self.sack_ok = shared.config.sack && o.sack_permitted;
+        if let (true, Some((tsval, _))) = (shared.config.timestamps, o.timestamp) {
             self.ts_ok = true;
             self.ts_recent = tsval;
             self.ts_recent_at = now;
@@ -97,7 +97,7 @@ impl Connection {
             self.events |= readiness::CONNECTED | readiness::WRITABLE;
             self.arm_keepalive(now);
             if !seg.payload.is_empty() || f.fin() {
-                self.process_data(now, ctx, seg);
+                self.process_data(now, shared, seg);
             }
         } else {
             // Simultaneous open (RFC 9293 figure 8): SYN_RCVD, and our SYN
@@ -111,14 +111,14 @@ impl Connection {
 
     /// Sends an ACK in answer to an unacceptable segment, at most one per
     /// `invalid_ratelimit` (Linux tcp_oow_rate_limited).
-    pub(super) fn oow_ack(&mut self, now: Instant, ctx: &Ctx, has_data: bool) {
+    pub(super) fn oow_ack(&mut self, now: Instant, shared: &Shared, has_data: bool) {
         // Segments carrying data always get their duplicate ACK.
         if has_data {
             self.ack_now = true;
             return;
         }
         if let Some(t) = self.last_oow_ack {
-            if now - t < ctx.config.invalid_ratelimit {
+            if now - t < shared.config.invalid_ratelimit {
                 return;
             }
         }
@@ -126,8 +126,8 @@ impl Connection {
         self.ack_now = true;
     }
 
-    pub(super) fn challenge_ack(&mut self, now: Instant, ctx: &mut Ctx) {
-        if ctx.challenge_ack_allowed(now) {
+    pub(super) fn challenge_ack(&mut self, now: Instant, shared: &mut Shared) {
+        if shared.challenge_ack_allowed(now) {
             self.ack_now = true;
         }
     }
@@ -135,8 +135,8 @@ impl Connection {
     /// RFC 9293 section 3.10.7.4 for SYN_RCVD and the synchronized states,
     /// in the RFC's order: the checks below, then the ACK (`ack.rs`), then
     /// the data and FIN (`receive.rs`).
-    fn on_segment_synchronized(&mut self, now: Instant, ctx: &mut Ctx, seg: &Repr<'_>) -> Outcome {
-        if let ControlFlow::Break(out) = self.check_segment(now, ctx, seg) {
+    fn on_segment_synchronized(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) -> Outcome {
+        if let ControlFlow::Break(out) = self.check_segment(now, shared, seg) {
             return out;
         }
         let f = seg.flags;
@@ -156,11 +156,11 @@ impl Connection {
         self.last_recv = now;
         self.ka_probes = 0;
 
-        if let ControlFlow::Break(out) = self.on_ack(now, ctx, seg) {
+        if let ControlFlow::Break(out) = self.on_ack(now, shared, seg) {
             return out;
         }
         if !seg.payload.is_empty() || f.fin() {
-            self.process_data(now, ctx, seg);
+            self.process_data(now, shared, seg);
         }
         Outcome::Accepted
     }
@@ -168,7 +168,7 @@ impl Connection {
     /// The checks before the ACK field counts: PAWS, sequence
     /// acceptability, RST, SYN and the ACK bit. `Break` ends the segment
     /// with that outcome.
-    fn check_segment(&mut self, now: Instant, ctx: &mut Ctx, seg: &Repr<'_>) -> ControlFlow<Outcome> {
+    fn check_segment(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) -> ControlFlow<Outcome> {
         let f = seg.flags;
         let seq = SeqNum(seg.seq_number);
         let seg_len = seg.payload.len() as u32 + u32::from(f.fin()) + u32::from(f.syn());
@@ -178,8 +178,8 @@ impl Connection {
         if self.ts_ok && !f.rst() {
             if let Some((tsval, _)) = seg.options.timestamp {
                 if (tsval.wrapping_sub(self.ts_recent) as i32) < 0 && now - self.ts_recent_at < PAWS_IDLE {
-                    ctx.stats.paws_drops += 1;
-                    self.oow_ack(now, ctx, seg_len > 0);
+                    shared.stats.paws_drops += 1;
+                    self.oow_ack(now, shared, seg_len > 0);
                     return ControlFlow::Break(Outcome::Dropped);
                 }
             }
@@ -191,21 +191,21 @@ impl Connection {
         let acceptable = end >= self.rcv_nxt && seq <= self.rcv_nxt + self.rcv_wnd();
         if !acceptable {
             if !f.rst() {
-                self.oow_ack(now, ctx, seg_len > 0);
+                self.oow_ack(now, shared, seg_len > 0);
             }
-            ctx.stats.drop_invalid += 1;
+            shared.stats.drop_invalid += 1;
             return ControlFlow::Break(Outcome::Dropped);
         }
 
         // Second: RST (RFC 5961 section 3.2).
         if f.rst() {
-            return ControlFlow::Break(self.on_rst(now, ctx, seq));
+            return ControlFlow::Break(self.on_rst(now, shared, seq));
         }
 
         // Fourth: a SYN in a synchronized state draws a challenge ACK
         // (RFC 5961 section 4.2), wherever it falls.
         if f.syn() {
-            self.on_syn(now, ctx, seg)?;
+            self.on_syn(now, shared, seg)?;
         }
 
         // Fifth: no ACK, no processing.
@@ -217,9 +217,9 @@ impl Connection {
 
     /// An acceptable RST (RFC 5961 section 3.2): an exact match resets,
     /// anything else in the window draws a challenge ACK.
-    fn on_rst(&mut self, now: Instant, ctx: &mut Ctx, seq: SeqNum) -> Outcome {
+    fn on_rst(&mut self, now: Instant, shared: &mut Shared, seq: SeqNum) -> Outcome {
         if seq != self.rcv_nxt {
-            self.challenge_ack(now, ctx);
+            self.challenge_ack(now, shared);
             return Outcome::Dropped;
         }
         // Linux tcp_reset: EPIPE in CLOSE_WAIT (the peer had finished
@@ -227,11 +227,11 @@ impl Connection {
         let error = match self.state {
             State::SynReceived => Some(Error::ConnectionRefused),
             State::CloseWait => {
-                ctx.stats.estab_resets += 1;
+                shared.stats.estab_resets += 1;
                 Some(Error::BrokenPipe)
             }
             State::Established | State::FinWait1 | State::FinWait2 => {
-                ctx.stats.estab_resets += 1;
+                shared.stats.estab_resets += 1;
                 Some(Error::ConnectionReset)
             }
             _ => None,
@@ -243,7 +243,7 @@ impl Connection {
 
     /// A SYN past the handshake: only a simultaneous open's SYN|ACK or
     /// its retransmitted SYN pass; anything else is challenged.
-    fn on_syn(&mut self, now: Instant, ctx: &mut Ctx, seg: &Repr<'_>) -> ControlFlow<Outcome> {
+    fn on_syn(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) -> ControlFlow<Outcome> {
         let (f, seq) = (seg.flags, SeqNum(seg.seq_number));
         let in_syn_rcvd = self.state == State::SynReceived && seq == self.irs;
         if in_syn_rcvd && f.ack() && SeqNum(seg.ack_number) == self.snd_max {
@@ -258,7 +258,7 @@ impl Connection {
             self.snd_nxt = self.iss;
             return ControlFlow::Break(Outcome::Accepted);
         }
-        self.challenge_ack(now, ctx);
+        self.challenge_ack(now, shared);
         ControlFlow::Break(Outcome::Dropped)
     }
 

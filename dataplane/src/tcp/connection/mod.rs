@@ -30,10 +30,10 @@ mod window;
 use super::assembler::Assembler;
 use super::buffer::RingBuffer;
 use super::congestion::Congestion;
-use super::ctx::Ctx;
 use super::error::Error;
 use super::rtt::RttEstimator;
 use super::sack::Scoreboard;
+use super::shared::Shared;
 use super::socket::{readiness, ConnectionInfo, FourTuple, SocketOptions, State};
 use super::time::Instant;
 use super::SeqNum;
@@ -178,8 +178,8 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    fn blank(now: Instant, ctx: &Ctx, tuple: FourTuple, opts: SocketOptions, iss: SeqNum, state: State) -> Self {
-        let c = &ctx.config;
+    fn blank(now: Instant, shared: &Shared, tuple: FourTuple, opts: SocketOptions, iss: SeqNum, state: State) -> Self {
+        let c = &shared.config;
         let our_mss = c.our_mss();
         Connection {
             tuple,
@@ -202,7 +202,7 @@ impl Connection {
             ts_ok: false,
             ts_recent: 0,
             ts_recent_at: now,
-            ts_offset: ctx.isn.ts_offset(tuple.local, tuple.remote),
+            ts_offset: shared.isn.ts_offset(tuple.local, tuple.remote),
             tx: RingBuffer::new(opts.send_buffer),
             tx_seq: iss + 1u32,
             fin_queued: false,
@@ -248,17 +248,23 @@ impl Connection {
 
     /// connect(): a connection in SYN_SENT whose SYN goes out at the next
     /// poll.
-    pub fn new_active(now: Instant, ctx: &mut Ctx, tuple: FourTuple, opts: SocketOptions) -> Self {
-        let iss = ctx.isn.isn(now, tuple.local, tuple.local_port, tuple.remote, tuple.remote_port);
-        let mut c = Self::blank(now, ctx, tuple, opts, iss, State::SynSent);
-        c.rcv_wscale = if ctx.config.window_scaling { ctx.config.window_scale_for(opts.recv_buffer) } else { 0 };
-        ctx.stats.active_opens += 1;
+    pub fn new_active(now: Instant, shared: &mut Shared, tuple: FourTuple, opts: SocketOptions) -> Self {
+        let iss = shared.isn.isn(now, tuple.local, tuple.local_port, tuple.remote, tuple.remote_port);
+        let mut c = Self::blank(now, shared, tuple, opts, iss, State::SynSent);
+        c.rcv_wscale = if shared.config.window_scaling { shared.config.window_scale_for(opts.recv_buffer) } else { 0 };
+        shared.stats.active_opens += 1;
         c
     }
 
     /// A listener's handshake completed: the connection starts ESTABLISHED.
-    pub fn new_passive(now: Instant, ctx: &mut Ctx, tuple: FourTuple, opts: SocketOptions, p: PassiveOpen) -> Self {
-        let mut c = Self::blank(now, ctx, tuple, opts, p.iss, State::Established);
+    pub fn new_passive(
+        now: Instant,
+        shared: &mut Shared,
+        tuple: FourTuple,
+        opts: SocketOptions,
+        p: PassiveOpen,
+    ) -> Self {
+        let mut c = Self::blank(now, shared, tuple, opts, p.iss, State::Established);
         c.snd_una = p.iss + 1u32;
         c.snd_nxt = c.snd_una;
         c.snd_max = c.snd_una;
@@ -279,7 +285,7 @@ impl Connection {
             c.ts_recent_at = now;
         }
         c.set_mss(p.peer_mss);
-        ctx.stats.passive_opens += 1;
+        shared.stats.passive_opens += 1;
         c
     }
 
@@ -333,7 +339,7 @@ impl Connection {
     }
 
     fn ts_val(&self, now: Instant) -> u32 {
-        Ctx::ts_clock(now).wrapping_add(self.ts_offset)
+        Shared::ts_clock(now).wrapping_add(self.ts_offset)
     }
 
     fn set_state(&mut self, s: State) {
@@ -364,13 +370,13 @@ impl Connection {
     /// Sends <SEQ=SND.NXT><ACK=RCV.NXT><CTL=RST,ACK> now and closes
     /// (Linux tcp_send_active_reset). SND.NXT as Linux means it: the
     /// highest sent (`snd_max`; ours walks back after a timeout).
-    fn abort(&mut self, now: Instant, ctx: &mut Ctx, error: Option<Error>) {
+    fn abort(&mut self, now: Instant, shared: &mut Shared, error: Option<Error>) {
         if self.state.is_synchronized() || self.state == State::SynReceived {
             let mut h = self.header(now, self.snd_max, Flags::RST | Flags::ACK);
             h.window = 0;
             h.options = Options::default();
-            ctx.stats.rsts_sent += 1;
-            ctx.push_control(self.tuple.local, self.tuple.remote, h);
+            shared.stats.rsts_sent += 1;
+            shared.push_control(self.tuple.local, self.tuple.remote, h);
         }
         self.enter_closed(error);
     }

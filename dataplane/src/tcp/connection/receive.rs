@@ -5,7 +5,7 @@
 
 use super::timers::Timer;
 use super::{Connection, DEFAULT_MSS};
-use crate::tcp::ctx::Ctx;
+use crate::tcp::shared::Shared;
 use crate::tcp::socket::{readiness, State};
 use crate::tcp::time::Instant;
 use crate::tcp::SeqNum;
@@ -47,7 +47,7 @@ impl Connection {
     /// any other segment; the caller then takes the full path. A differential test
     /// (`tcp::tests::prediction`) holds the two paths to the same
     /// wire output and the same state.
-    pub fn receive_predicted(&mut self, now: Instant, ctx: &Ctx, seg: &Repr<'_>) -> bool {
+    pub fn receive_predicted(&mut self, now: Instant, shared: &Shared, seg: &Repr<'_>) -> bool {
         let len = seg.payload.len();
         let seq = SeqNum(seg.seq_number);
         let ack = SeqNum(seg.ack_number);
@@ -93,13 +93,13 @@ impl Connection {
         self.rcv_nxt += len as u32;
         self.unacked_bytes += len;
         self.events |= readiness::READABLE;
-        self.ack_in_order_data(now, ctx);
+        self.ack_in_order_data(now, shared);
         true
     }
 
     /// Data and FIN of an acceptable segment (RFC 9293 section 3.10.7.4,
     /// seventh and eighth).
-    pub(super) fn process_data(&mut self, now: Instant, ctx: &mut Ctx, seg: &Repr<'_>) {
+    pub(super) fn process_data(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) {
         match self.state {
             State::Established | State::FinWait1 | State::FinWait2 | State::SynReceived => {}
             // The peer's FIN came already: anything else is a duplicate.
@@ -125,7 +125,7 @@ impl Connection {
         // Linux tcp_rcv_state_process: new data after close() or
         // shutdown(read) in FIN_WAIT_1/2 resets the connection.
         if new_data && (self.user_closed || self.rd_shut) && matches!(self.state, State::FinWait1 | State::FinWait2) {
-            self.abort(now, ctx, None);
+            self.abort(now, shared, None);
             return;
         }
         let offset = start.dist(self.rcv_nxt) as usize;
@@ -165,13 +165,13 @@ impl Connection {
         if seg.flags.fin() {
             let fin_seq = seq + seg.payload.len();
             if fin_seq == self.rcv_nxt {
-                self.accept_fin(now, ctx);
+                self.accept_fin(now, shared);
             } else if fin_seq > self.rcv_nxt {
                 self.ooo_fin = Some(fin_seq);
             }
         }
         if self.ooo_fin == Some(self.rcv_nxt) && !self.rx_fin {
-            self.accept_fin(now, ctx);
+            self.accept_fin(now, shared);
         }
         // ACK policy (Linux __tcp_ack_snd_check): at once for out-of-order
         // data, for data filling a hole, for a duplicate, in quick-ack mode
@@ -180,7 +180,7 @@ impl Connection {
         if out_of_order || had_holes || !new_data {
             self.ack_now = true;
         } else {
-            self.ack_in_order_data(now, ctx);
+            self.ack_in_order_data(now, shared);
         }
     }
 
@@ -201,18 +201,18 @@ impl Connection {
     /// The ACK for new in-order data (Linux __tcp_ack_snd_check): at once
     /// in quick-ack mode or once more than one measured segment is
     /// unacknowledged, otherwise delayed.
-    fn ack_in_order_data(&mut self, now: Instant, ctx: &Ctx) {
+    fn ack_in_order_data(&mut self, now: Instant, shared: &Shared) {
         if self.quickacks > 0 {
             self.quickacks -= 1;
             self.ack_now = true;
         } else if self.unacked_bytes > usize::from(self.rcv_mss) {
             self.ack_now = true;
         } else if !self.timers.is_set(Timer::DelayedAck) {
-            self.timers.set(Timer::DelayedAck, now + ctx.config.delayed_ack);
+            self.timers.set(Timer::DelayedAck, now + shared.config.delayed_ack);
         }
     }
 
-    fn accept_fin(&mut self, now: Instant, ctx: &mut Ctx) {
+    fn accept_fin(&mut self, now: Instant, shared: &mut Shared) {
         self.rcv_nxt += 1u32;
         self.rx_fin = true;
         self.ooo_fin = None;
@@ -222,13 +222,13 @@ impl Connection {
             State::SynReceived | State::Established => self.set_state(State::CloseWait),
             State::FinWait1 => {
                 if self.fin_seq.is_some_and(|s| self.snd_una > s) {
-                    self.enter_time_wait(now, ctx);
+                    self.enter_time_wait(now, shared);
                 } else {
                     // Simultaneous close (RFC 9293 figure 13).
                     self.set_state(State::Closing);
                 }
             }
-            State::FinWait2 => self.enter_time_wait(now, ctx),
+            State::FinWait2 => self.enter_time_wait(now, shared),
             _ => {}
         }
     }

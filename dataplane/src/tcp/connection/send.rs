@@ -6,8 +6,8 @@
 use super::timers::Timer;
 use super::Connection;
 use crate::tcp::assembler::Range;
-use crate::tcp::ctx::Ctx;
 use crate::tcp::output::{write_with, Header};
+use crate::tcp::shared::Shared;
 use crate::tcp::socket::State;
 use crate::tcp::time::Instant;
 use crate::tcp::SeqNum;
@@ -42,10 +42,7 @@ impl Connection {
             // then the others.
             let room = if self.ts_ok { 3 } else { MAX_SACK_BLOCKS };
             let latest = self.assembler.latest();
-            let to_block = |r: Range, base: SeqNum| SackBlock {
-                left: (base + r.start).0,
-                right: (base + r.end).0,
-            };
+            let to_block = |r: Range, base: SeqNum| SackBlock { left: (base + r.start).0, right: (base + r.end).0 };
             if let Some(l) = latest {
                 options.push_sack(to_block(l, self.rcv_nxt));
             }
@@ -69,9 +66,9 @@ impl Connection {
         }
     }
 
-    fn syn_header(&mut self, now: Instant, ctx: &Ctx, with_ack: bool) -> Header {
+    fn syn_header(&mut self, now: Instant, shared: &Shared, with_ack: bool) -> Header {
         let mut h = self.header(now, self.iss, if with_ack { Flags::SYN | Flags::ACK } else { Flags::SYN });
-        let c = &ctx.config;
+        let c = &shared.config;
         let mut o = Options { mss: Some(self.our_mss), ..Options::default() };
         if with_ack {
             // SYN|ACK of a simultaneous open: echo only what the peer offered.
@@ -99,9 +96,9 @@ impl Connection {
     }
 
     /// Writes one segment into `buf` if there is anything to send.
-    pub fn poll_segment(&mut self, now: Instant, ctx: &mut Ctx, buf: &mut [u8]) -> Option<usize> {
-        let n = self.poll_segment_inner(now, ctx, buf)?;
-        ctx.stats.segments_out += 1;
+    pub fn poll_segment(&mut self, now: Instant, shared: &mut Shared, buf: &mut [u8]) -> Option<usize> {
+        let n = self.poll_segment_inner(now, shared, buf)?;
+        shared.stats.segments_out += 1;
         self.last_send = now;
         Some(n)
     }
@@ -125,10 +122,10 @@ impl Connection {
         Some(n)
     }
 
-    fn poll_segment_inner(&mut self, now: Instant, ctx: &mut Ctx, buf: &mut [u8]) -> Option<usize> {
+    fn poll_segment_inner(&mut self, now: Instant, shared: &mut Shared, buf: &mut [u8]) -> Option<usize> {
         match self.state {
             State::SynSent | State::SynReceived if self.snd_nxt == self.iss => {
-                let h = self.syn_header(now, ctx, self.state == State::SynReceived);
+                let h = self.syn_header(now, shared, self.state == State::SynReceived);
                 let n = self.emit(buf, &h, 0, 0)?;
                 self.snd_nxt = self.iss + 1u32;
                 self.snd_max = self.snd_max.max(self.snd_nxt);
@@ -136,7 +133,7 @@ impl Connection {
                     self.rtt_probe = Some((self.snd_nxt, now));
                 }
                 if !self.timers.is_set(Timer::Rto) {
-                    self.timers.set(Timer::Rto, now + self.syn_interval(ctx, 0));
+                    self.timers.set(Timer::Rto, now + self.syn_interval(shared, 0));
                 }
                 return Some(n);
             }
@@ -152,14 +149,14 @@ impl Connection {
 
         // 1. A retransmission the loss recovery asked for.
         if sending_allowed && (self.rtx_now || self.recovery.is_some()) {
-            if let Some(n) = self.poll_retransmit(now, ctx, buf, mss) {
+            if let Some(n) = self.poll_retransmit(now, shared, buf, mss) {
                 return Some(n);
             }
         }
 
         // 2. New data, a go-back-N retransmission after a timeout, or FIN.
         if sending_allowed {
-            if let Some(n) = self.poll_data(now, ctx, buf, mss) {
+            if let Some(n) = self.poll_data(now, shared, buf, mss) {
                 return Some(n);
             }
         }
@@ -186,7 +183,7 @@ impl Connection {
     }
 
     /// Fast retransmit, partial-ACK retransmit and RFC 6675 NextSeg().
-    fn poll_retransmit(&mut self, now: Instant, ctx: &mut Ctx, buf: &mut [u8], mss: usize) -> Option<usize> {
+    fn poll_retransmit(&mut self, now: Instant, shared: &mut Shared, buf: &mut [u8], mss: usize) -> Option<usize> {
         let data_end = self.tx_seq + self.tx.len();
         let seq = if self.rtx_now {
             self.rtx_now = false;
@@ -248,7 +245,7 @@ impl Connection {
                 r.high_rxt = end;
             }
         }
-        ctx.stats.retransmits += 1;
+        shared.stats.retransmits += 1;
         self.retrans_total = self.retrans_total.wrapping_add(1);
         if self.rtt_probe.is_some_and(|(end, _)| end > seq) {
             self.rtt_probe = None;
@@ -257,7 +254,7 @@ impl Connection {
         Some(n)
     }
 
-    fn poll_data(&mut self, now: Instant, ctx: &mut Ctx, buf: &mut [u8], mss: usize) -> Option<usize> {
+    fn poll_data(&mut self, now: Instant, shared: &mut Shared, buf: &mut [u8], mss: usize) -> Option<usize> {
         let data_end = self.tx_seq + self.tx.len();
         // After a timeout SND.NXT walks again through what was sent; skip
         // what the peer SACKed.
@@ -349,7 +346,7 @@ impl Connection {
         if end > self.snd_max {
             // Data answering data within the delayed-ACK time: interactive
             // (Linux tcp_event_data_sent).
-            if len > 0 && now - self.last_data_in < ctx.config.delayed_ack {
+            if len > 0 && now - self.last_data_in < shared.config.delayed_ack {
                 self.pingpong = true;
             }
             if !retransmission && self.rtt_probe.is_none() {
@@ -358,7 +355,7 @@ impl Connection {
             self.snd_max = end;
         }
         if retransmission {
-            ctx.stats.retransmits += 1;
+            shared.stats.retransmits += 1;
             self.retrans_total = self.retrans_total.wrapping_add(1);
             if self.rtt_probe.is_some_and(|(e, _)| e > seq) {
                 self.rtt_probe = None;

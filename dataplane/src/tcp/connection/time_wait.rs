@@ -5,18 +5,18 @@
 
 use super::timers::Timer;
 use super::Connection;
-use crate::tcp::ctx::Ctx;
+use crate::tcp::shared::Shared;
 use crate::tcp::socket::State;
 use crate::tcp::time::Instant;
 use crate::tcp::SeqNum;
 use crate::wire::tcp::Repr;
 
 impl Connection {
-    pub(super) fn enter_time_wait(&mut self, now: Instant, ctx: &Ctx) {
+    pub(super) fn enter_time_wait(&mut self, now: Instant, shared: &Shared) {
         self.set_state(State::TimeWait);
         self.timers.stop_all();
         self.recovery = None;
-        self.timers.set(Timer::TimeWait, now + ctx.time_wait());
+        self.timers.set(Timer::TimeWait, now + shared.time_wait());
         // A TIME_WAIT connection keeps only its sequence numbers.
         self.tx.release();
         if self.user_closed {
@@ -26,10 +26,10 @@ impl Connection {
 
     /// A segment that passed the checks in TIME_WAIT. A retransmitted FIN:
     /// ACK it and restart 2 MSL.
-    pub(super) fn time_wait_segment(&mut self, now: Instant, ctx: &Ctx, fin: bool) {
+    pub(super) fn time_wait_segment(&mut self, now: Instant, shared: &Shared, fin: bool) {
         if fin {
             self.ack_now = true;
-            self.timers.set(Timer::TimeWait, now + ctx.time_wait());
+            self.timers.set(Timer::TimeWait, now + shared.time_wait());
         }
     }
 

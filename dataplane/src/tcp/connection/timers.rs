@@ -7,8 +7,8 @@
 //! orphan's FIN_WAIT_2.
 
 use super::Connection;
-use crate::tcp::ctx::Ctx;
 use crate::tcp::error::Error;
+use crate::tcp::shared::Shared;
 use crate::tcp::socket::State;
 use crate::tcp::time::Instant;
 use std::time::Duration;
@@ -107,10 +107,10 @@ impl Connection {
 
     /// The gap before SYN retransmission `k + 1`: `syn_linear_timeouts`
     /// gaps of the initial RTO, then doubling (Linux 6.x tcp_retransmit_timer).
-    pub(super) fn syn_interval(&self, ctx: &Ctx, k: u32) -> Duration {
-        let base = ctx.config.initial_rto;
-        let doublings = k.saturating_sub(ctx.config.syn_linear_timeouts).min(16);
-        (base * (1u32 << doublings)).min(ctx.config.max_rto)
+    pub(super) fn syn_interval(&self, shared: &Shared, k: u32) -> Duration {
+        let base = shared.config.initial_rto;
+        let doublings = k.saturating_sub(shared.config.syn_linear_timeouts).min(16);
+        (base * (1u32 << doublings)).min(shared.config.max_rto)
     }
 
     /// Whether connect() gives up at this SYN timeout (Linux 6.x
@@ -122,16 +122,16 @@ impl Connection {
     /// and ETIMEDOUT at 131 s; with syn_retries = 3, ETIMEDOUT at 19 s after
     /// 7 (measured on this machine's 6.18 kernel). With syn_linear_timeouts
     /// = 0 this is the classic count: 6 retransmissions, ETIMEDOUT at 127 s.
-    fn syn_timed_out(&self, ctx: &Ctx) -> bool {
-        let base = ctx.config.initial_rto;
-        let max = ctx.config.max_rto.max(base);
+    fn syn_timed_out(&self, shared: &Shared) -> bool {
+        let base = shared.config.initial_rto;
+        let max = shared.config.max_rto.max(base);
         // The timer has fired after the original SYN and `retries`
         // retransmissions, each gap as armed.
-        let elapsed: Duration = (0..=self.retries).map(|k| self.syn_interval(ctx, k)).sum();
+        let elapsed: Duration = (0..=self.retries).map(|k| self.syn_interval(shared, k)).sum();
         // tcp_model_timeout: doubling from `base` up to `max`, then `max`.
         let (base, max) = (base.as_nanos().max(1), max.as_nanos());
         let thresh = (max / base).max(1).ilog2().min(64);
-        let boundary = ctx.config.syn_retries;
+        let boundary = shared.config.syn_retries;
         let model = if boundary <= thresh {
             base.saturating_mul((2u128 << boundary) - 1)
         } else {
@@ -161,7 +161,7 @@ impl Connection {
     }
 
     /// Runs every timer due at `now`.
-    pub fn on_timer(&mut self, now: Instant, ctx: &mut Ctx) {
+    pub fn on_timer(&mut self, now: Instant, shared: &mut Shared) {
         // Both end the connection in the states that arm them.
         if self.timers.expire(Timer::FinWait2, now) || self.timers.expire(Timer::TimeWait, now) {
             match self.state {
@@ -179,10 +179,10 @@ impl Connection {
             self.pingpong = false;
         }
         let rtx_fired = if self.timers.expire(Timer::Rto, now) {
-            self.on_rto(now, ctx);
+            self.on_rto(now, shared);
             true
         } else if self.timers.expire(Timer::Persist, now) {
-            self.on_persist(now, ctx);
+            self.on_persist(now, shared);
             true
         } else {
             false
@@ -191,21 +191,21 @@ impl Connection {
             return;
         }
         if self.timers.expire(Timer::Keepalive, now) {
-            self.on_keepalive(now, ctx);
+            self.on_keepalive(now, shared);
         }
     }
 
-    fn on_rto(&mut self, now: Instant, ctx: &mut Ctx) {
-        ctx.stats.timeouts += 1;
+    fn on_rto(&mut self, now: Instant, shared: &mut Shared) {
+        shared.stats.timeouts += 1;
         match self.state {
             State::SynSent | State::SynReceived => {
                 let expired = if self.state == State::SynSent {
-                    self.syn_timed_out(ctx)
+                    self.syn_timed_out(shared)
                 } else {
-                    self.retries >= ctx.config.synack_retries
+                    self.retries >= shared.config.synack_retries
                 };
                 if expired {
-                    ctx.stats.attempt_fails += 1;
+                    shared.stats.attempt_fails += 1;
                     let e = self.soft_error.unwrap_or(Error::TimedOut);
                     self.enter_closed(Some(e));
                     return;
@@ -213,13 +213,13 @@ impl Connection {
                 self.retries += 1;
                 self.rtt_probe = None;
                 self.snd_nxt = self.iss;
-                self.timers.set(Timer::Rto, now + self.syn_interval(ctx, self.retries));
+                self.timers.set(Timer::Rto, now + self.syn_interval(shared, self.retries));
             }
             _ => {
                 if self.snd_una == self.snd_max {
                     return;
                 }
-                if self.retries >= ctx.config.retries2 {
+                if self.retries >= shared.config.retries2 {
                     // Linux tcp_write_timeout: give up with ETIMEDOUT.
                     self.enter_closed(Some(Error::TimedOut));
                     return;
@@ -239,14 +239,14 @@ impl Connection {
         }
     }
 
-    fn on_persist(&mut self, now: Instant, ctx: &mut Ctx) {
+    fn on_persist(&mut self, now: Instant, shared: &mut Shared) {
         let data_end = self.tx_seq + self.tx.len();
         // The window opened, or nothing is left to send: no probe.
         if self.snd_wnd > 0 || self.snd_nxt >= data_end {
             return;
         }
-        if self.retries >= ctx.config.retries2 {
-            self.abort(now, ctx, Some(Error::TimedOut));
+        if self.retries >= shared.config.retries2 {
+            self.abort(now, shared, Some(Error::TimedOut));
             return;
         }
         self.retries += 1;
@@ -255,7 +255,7 @@ impl Connection {
         self.timers.set(Timer::Persist, now + self.rtt.rto());
     }
 
-    fn on_keepalive(&mut self, now: Instant, ctx: &mut Ctx) {
+    fn on_keepalive(&mut self, now: Instant, shared: &mut Shared) {
         if !self.opts.keep_alive || !matches!(self.state, State::Established | State::CloseWait | State::FinWait2) {
             return;
         }
@@ -270,7 +270,7 @@ impl Connection {
             return;
         }
         if self.ka_probes >= self.opts.keep_cnt {
-            self.abort(now, ctx, Some(Error::TimedOut));
+            self.abort(now, shared, Some(Error::TimedOut));
             return;
         }
         self.ka_probes += 1;

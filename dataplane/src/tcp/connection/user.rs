@@ -4,8 +4,8 @@
 
 use super::timers::Timer;
 use super::Connection;
-use crate::tcp::ctx::Ctx;
 use crate::tcp::error::{Error, Result};
+use crate::tcp::shared::Shared;
 use crate::tcp::socket::{Shutdown, State};
 use crate::tcp::time::Instant;
 use std::time::Duration;
@@ -83,7 +83,7 @@ impl Connection {
 
     /// close(): the handle goes away; the connection finishes on its own.
     /// Returns true if the connection is over and can be freed.
-    pub fn close(&mut self, now: Instant, ctx: &mut Ctx) -> bool {
+    pub fn close(&mut self, now: Instant, shared: &mut Shared) -> bool {
         self.user_closed = true;
         match self.state {
             State::Closed => return true,
@@ -96,13 +96,13 @@ impl Connection {
         // RFC 2525 section 2.17 and Linux tcp_close: unread data, or
         // SO_LINGER with a zero timeout, aborts with RST instead of FIN.
         if !self.rx.is_empty() || self.opts.linger == Some(Duration::ZERO) {
-            self.abort(now, ctx, None);
+            self.abort(now, shared, None);
             return true;
         }
         self.rd_shut = true;
         self.queue_fin();
         if self.state == State::FinWait2 {
-            self.timers.set(Timer::FinWait2, now + ctx.config.fin_timeout);
+            self.timers.set(Timer::FinWait2, now + shared.config.fin_timeout);
         }
         if self.state == State::TimeWait {
             self.rx.release();
@@ -112,8 +112,8 @@ impl Connection {
 
     /// Abortive close for connections still in a listener's accept queue
     /// when the listener closes (Linux inet_csk_listen_stop).
-    pub fn reset(&mut self, now: Instant, ctx: &mut Ctx) {
+    pub fn reset(&mut self, now: Instant, shared: &mut Shared) {
         self.user_closed = true;
-        self.abort(now, ctx, Some(Error::ConnectionAborted));
+        self.abort(now, shared, Some(Error::ConnectionAborted));
     }
 }
