@@ -4,11 +4,15 @@
 //! comes in as [`Instant`] arguments and randomness from the seed given to
 //! the [`Stack`]. The behaviour contract is `shared/tcp-behaviour.md`.
 //!
-//! - [`stack`]: the per-worker surface (sockets, input, output, timers).
-//! - [`connection`]: one connection's state machine.
-//! - [`listener`]: SYN queue, accept queue, SYN cookies.
-//! - the pieces: [`seq`], [`timer_wheel`], [`isn`], [`syncookie`],
-//!   [`buffer`], [`assembler`], [`rtt`], [`congestion`].
+//! - [`stack`]: the per-worker surface and the order to call it in; the
+//!   socket table, demultiplexing, the socket operations, events.
+//! - [`connection`]: one connection's state machine, a file per behaviour
+//!   (input, ACK, receive, send, window, timers, user calls, TIME_WAIT).
+//! - [`listener`]: LISTEN and SYN_RCVD: SYN queue, accept queue, overflow,
+//!   SYN cookies, the SYN|ACK timer.
+//! - the pieces: [`sack`], [`seq`], [`timer_wheel`], [`isn`],
+//!   [`syncookie`], [`buffer`], [`assembler`], [`rtt`], [`congestion`],
+//!   [`output`], [`shared`] (what the sockets of one stack share).
 
 pub mod assembler;
 pub mod buffer;
