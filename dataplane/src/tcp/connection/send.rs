@@ -245,11 +245,7 @@ impl Connection {
                 r.high_rxt = end;
             }
         }
-        shared.stats.retransmits += 1;
-        self.retrans_total = self.retrans_total.wrapping_add(1);
-        if self.rtt_probe.is_some_and(|(end, _)| end > seq) {
-            self.rtt_probe = None;
-        }
+        self.count_retransmission(shared, seq);
         self.arm_rtx(now);
         Some(n)
     }
@@ -355,13 +351,19 @@ impl Connection {
             self.snd_max = end;
         }
         if retransmission {
-            shared.stats.retransmits += 1;
-            self.retrans_total = self.retrans_total.wrapping_add(1);
-            if self.rtt_probe.is_some_and(|(e, _)| e > seq) {
-                self.rtt_probe = None;
-            }
+            self.count_retransmission(shared, seq);
         }
         self.arm_rtx(now);
         Some(n)
+    }
+
+    /// A segment from `seq` went out again: counted, and no RTT sample
+    /// from the segment being timed if this covers it (Karn).
+    fn count_retransmission(&mut self, shared: &mut Shared, seq: SeqNum) {
+        shared.stats.retransmits += 1;
+        self.retrans_total = self.retrans_total.wrapping_add(1);
+        if self.rtt_probe.is_some_and(|(end, _)| end > seq) {
+            self.rtt_probe = None;
+        }
     }
 }

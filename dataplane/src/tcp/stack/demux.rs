@@ -65,7 +65,7 @@ impl Stack {
                         c.clear_prefill();
                         return Err(DropReason::Checksum);
                     }
-                    if self.header_prediction && c.receive_predicted(now, &mut self.shared, &seg) {
+                    if self.header_prediction && c.receive_predicted(now, &self.shared, &seg) {
                         self.shared.stats.header_predicted += 1;
                         self.after_conn(id);
                         return Ok(());
