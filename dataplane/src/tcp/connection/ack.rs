@@ -29,6 +29,7 @@ impl Connection {
     /// Everything the ACK of a segment past the checks of `input.rs` does.
     /// `Break` ends the segment with that outcome (its data is not looked
     /// at).
+    #[inline]
     pub(super) fn on_ack(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) -> ControlFlow<Outcome> {
         let f = seg.flags;
         let seq = SeqNum(seg.seq_number);
@@ -110,6 +111,7 @@ impl Connection {
     /// recent segment (SND.WL1/SND.WL2 order them). Returns whether the
     /// segment's window differs from SND.WND (such a segment is no
     /// duplicate ACK).
+    #[inline]
     fn update_send_window(&mut self, seq: SeqNum, ack: SeqNum, window_len: u16) -> bool {
         let scaled_wnd = u32::from(window_len) << self.snd_wscale;
         let window_changed = scaled_wnd != self.snd_wnd;
@@ -129,6 +131,7 @@ impl Connection {
     }
 
     /// SND.UNA advances to `ack`.
+    #[inline]
     pub(super) fn on_new_ack(&mut self, now: Instant, ack: SeqNum) {
         let acked = ack.dist(self.snd_una);
         // Data bytes acknowledged (the SYN and FIN take a number but no

@@ -20,6 +20,7 @@ use std::time::Duration;
 const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 
 impl Connection {
+    #[inline]
     pub fn on_segment(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) -> Outcome {
         match self.state {
             State::SynSent => self.on_segment_syn_sent(now, shared, seg),
@@ -168,6 +169,7 @@ impl Connection {
     /// The checks before the ACK field counts: PAWS, sequence
     /// acceptability, RST, SYN and the ACK bit. `Break` ends the segment
     /// with that outcome.
+    #[inline]
     fn check_segment(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) -> ControlFlow<Outcome> {
         let f = seg.flags;
         let seq = SeqNum(seg.seq_number);

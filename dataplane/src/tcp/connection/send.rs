@@ -15,6 +15,7 @@ use crate::wire::tcp::{Flags, Options, SackBlock, MAX_SACK_BLOCKS};
 
 impl Connection {
     /// A cheap over-approximation of "poll_segment would write something".
+    #[inline]
     pub fn wants_to_send(&self) -> bool {
         if self.ack_now || self.probe_now || self.rtx_now {
             return true;
@@ -31,6 +32,7 @@ impl Connection {
         }
     }
 
+    #[inline]
     pub(super) fn header(&mut self, now: Instant, seq: SeqNum, flags: Flags) -> Header {
         let mut options = Options::default();
         if self.ts_ok {
@@ -103,6 +105,7 @@ impl Connection {
         Some(n)
     }
 
+    #[inline]
     fn emit(&mut self, buf: &mut [u8], h: &Header, data_offset: usize, len: usize) -> Option<usize> {
         let (src, dst) = (self.tuple.local, self.tuple.remote);
         let tx = &self.tx;

@@ -43,6 +43,7 @@ pub(super) struct TimerTable {
 }
 
 impl TimerTable {
+    #[inline]
     pub fn set(&mut self, timer: Timer, at: Instant) {
         match timer {
             Timer::Rto => self.stop(Timer::Persist),
@@ -52,6 +53,7 @@ impl TimerTable {
         self.at[timer as usize] = Some(at);
     }
 
+    #[inline]
     pub fn stop(&mut self, timer: Timer) {
         self.at[timer as usize] = None;
     }
@@ -60,15 +62,18 @@ impl TimerTable {
         self.at = [None; Timer::COUNT];
     }
 
+    #[inline]
     pub fn get(&self, timer: Timer) -> Option<Instant> {
         self.at[timer as usize]
     }
 
+    #[inline]
     pub fn is_set(&self, timer: Timer) -> bool {
         self.get(timer).is_some()
     }
 
     /// Stops `timer` and returns true if it was due at `now`.
+    #[inline]
     pub fn expire(&mut self, timer: Timer, now: Instant) -> bool {
         let due = self.get(timer).is_some_and(|t| t <= now);
         if due {
@@ -79,6 +84,7 @@ impl TimerTable {
 
     /// The earliest deadline, without a branch per timer (this runs after
     /// every segment).
+    #[inline]
     pub fn next_timeout(&self) -> Option<Instant> {
         self.at.iter().fold(None, |earliest, &t| match (earliest, t) {
             (Some(x), Some(y)) => Some(x.min(y)),
@@ -91,6 +97,7 @@ impl TimerTable {
 impl Connection {
     /// Starts the retransmission timer unless it runs already (a persist
     /// timer gives way to it: data is in flight).
+    #[inline]
     pub(super) fn arm_rtx(&mut self, now: Instant) {
         if !self.timers.is_set(Timer::Rto) {
             self.timers.set(Timer::Rto, now + self.rtt.rto());
@@ -156,6 +163,7 @@ impl Connection {
     }
 
     /// The earliest deadline of the connection, for the stack's wheel.
+    #[inline]
     pub fn next_deadline(&self) -> Option<Instant> {
         self.timers.next_timeout()
     }

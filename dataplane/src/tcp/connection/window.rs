@@ -7,6 +7,7 @@ use super::Connection;
 
 impl Connection {
     /// The window we would advertise now, in bytes.
+    #[inline]
     pub(super) fn window_now(&self) -> u32 {
         let free = self.rx.free() as u32;
         let max = 65535u32 << self.rcv_wscale;
@@ -14,6 +15,7 @@ impl Connection {
     }
 
     /// RCV.WND: what is left of the window last advertised.
+    #[inline]
     pub(super) fn rcv_wnd(&self) -> u32 {
         if self.rcv_adv > self.rcv_nxt {
             self.rcv_adv.dist(self.rcv_nxt)
@@ -24,6 +26,7 @@ impl Connection {
 
     /// The window field of a segment we send, RCV.ADV moved to the right
     /// edge it announces.
+    #[inline]
     pub(super) fn window_to_send(&mut self, syn: bool) -> u16 {
         if syn {
             // Unscaled in SYNs; Linux rounds the first window to whole MSS.
