@@ -308,7 +308,9 @@ fn sample(client: u32, server: u32) -> CpuSample {
 
 // ------------------------------------------------------------ the run
 
-struct Ctx<'a> {
+/// One comparison under way: its configuration, progress, logs and what
+/// it has found so far.
+struct Comparison<'a> {
     cfg: &'a CompareConfig,
     stop: Arc<AtomicBool>,
     pb: Option<ProgressBar>,
@@ -319,7 +321,7 @@ struct Ctx<'a> {
     failures: Vec<String>,
 }
 
-impl Ctx<'_> {
+impl Comparison<'_> {
     fn tick(&self, msg: &str) {
         if let Some(pb) = &self.pb {
             pb.set_message(msg.to_string());
@@ -523,10 +525,10 @@ impl Sides {
     }
 }
 
-fn run_stack(ctx: &mut Ctx<'_>, sides: &Sides, stack: StackKind, jobs: &[Params]) -> Result<()> {
-    let cfg = ctx.cfg;
+fn run_stack(run: &mut Comparison<'_>, sides: &Sides, stack: StackKind, jobs: &[Params]) -> Result<()> {
+    let cfg = run.cfg;
     let dir = &cfg.out_dir;
-    let slog = ctx.logs.join(format!("{}.serve.stderr", stack.name()));
+    let slog = run.logs.join(format!("{}.serve.stderr", stack.name()));
     let total: f64 = jobs.iter().map(|p| p.warmup_s + p.duration_s + 5.0).sum::<f64>() + 60.0;
     let mut args: Vec<String> = vec![
         "serve".into(),
@@ -546,10 +548,10 @@ fn run_stack(ctx: &mut Ctx<'_>, sides: &Sides, stack: StackKind, jobs: &[Params]
         Proc::spawn(&sides.ns_server, &cfg.server_cpus, &args, &slog, &format!("{} server", stack.name()))?;
     server.wait_line("xstack-bench phase ready", Duration::from_secs(10), &slog)?;
     for p in jobs {
-        ctx.check_stop()?;
+        run.check_stop()?;
         let base = format!("{}.{}", slug(&p.label()), stack.name());
         let (out, hlog) = (dir.join(format!("{base}.json")), dir.join(format!("{base}.hlog")));
-        let clog = ctx.logs.join(format!("{base}.stderr"));
+        let clog = run.logs.join(format!("{base}.stderr"));
         let what = format!("{} {}", stack.name(), p.label());
         let mut p = p.clone();
         p.target = sides.server_addr.parse()?;
@@ -557,9 +559,9 @@ fn run_stack(ctx: &mut Ctx<'_>, sides: &Sides, stack: StackKind, jobs: &[Params]
         args.extend(sides.client_extra.iter().cloned());
         let mut client = Proc::spawn(&sides.ns_client, &cfg.client_cpus, &args, &clog, &what)?;
         let max = Duration::from_secs_f64(p.warmup_s + p.duration_s) + DRAIN + Duration::from_secs(15);
-        match ctx.client_run(&mut client, server.pid(), &out, &clog, max) {
+        match run.client_run(&mut client, server.pid(), &out, &clog, max) {
             Ok(r) => {
-                ctx.say(&format!(
+                run.say(&format!(
                     "  {what}: {:.0} ops/s, {:.3} Gbit/s, p50 {:.2} us, p99 {:.2} us, {} errors",
                     r.ops_per_s,
                     r.gbit_per_s,
@@ -567,14 +569,14 @@ fn run_stack(ctx: &mut Ctx<'_>, sides: &Sides, stack: StackKind, jobs: &[Params]
                     r.latency.map_or(0.0, |l| l.p99_ns as f64 / 1e3),
                     r.errors
                 ));
-                ctx.results.push(r);
+                run.results.push(r);
             }
             Err(e) => {
-                if ctx.stop.load(Ordering::Relaxed) {
+                if run.stop.load(Ordering::Relaxed) {
                     return Err(e);
                 }
-                ctx.say(&format!("  {what}: FAILED: {e:#}"));
-                ctx.failures.push(format!("{what}: {e:#}"));
+                run.say(&format!("  {what}: FAILED: {e:#}"));
+                run.failures.push(format!("{what}: {e:#}"));
             }
         }
         if let Ok(Some(st)) = server.child.try_wait() {
@@ -584,10 +586,10 @@ fn run_stack(ctx: &mut Ctx<'_>, sides: &Sides, stack: StackKind, jobs: &[Params]
     Ok(())
 }
 
-fn run_floor(ctx: &mut Ctx<'_>, topo: &Topology, label: &str, outstanding: usize) -> Result<()> {
-    let cfg = ctx.cfg;
+fn run_floor(run: &mut Comparison<'_>, topo: &Topology, label: &str, outstanding: usize) -> Result<()> {
+    let cfg = run.cfg;
     let (stack_ip, client_ip) = stack_addrs(topo)?;
-    let rlog = ctx.logs.join("floor.reflect.stderr");
+    let rlog = run.logs.join("floor.reflect.stderr");
     let common =
         |role: &str, ifname: &str, smac: &str, dmac: &str, sip: Ipv4Addr, dip: Ipv4Addr, cpu: Option<&usize>| {
             let mut a: Vec<String> = vec![
@@ -635,7 +637,7 @@ fn run_floor(ctx: &mut Ctx<'_>, topo: &Topology, label: &str, outstanding: usize
     let mode = ready.rsplit('=').next().unwrap_or("?").to_string();
     let base = format!("{}.floor", slug(label));
     let (out, hlog) = (cfg.out_dir.join(format!("{base}.json")), cfg.out_dir.join(format!("{base}.hlog")));
-    let clog = ctx.logs.join(format!("{base}.stderr"));
+    let clog = run.logs.join(format!("{base}.stderr"));
     let mut cargs = common(
         "client",
         topo.get("IF_A")?,
@@ -656,20 +658,20 @@ fn run_floor(ctx: &mut Ctx<'_>, topo: &Topology, label: &str, outstanding: usize
     let what = format!("floor ({mode} XDP, {} B frames)", cfg.floor_size);
     let mut client = Proc::spawn(topo.get("NS_A")?, &cfg.client_cpus, &cargs, &clog, &what)?;
     let max = Duration::from_secs_f64(cfg.warmup_s + cfg.duration_s + 20.0);
-    let r = ctx.client_run(&mut client, refl.pid(), &out, &clog, max)?;
-    ctx.say(&format!(
+    let r = run.client_run(&mut client, refl.pid(), &out, &clog, max)?;
+    run.say(&format!(
         "  {what}: {:.0} round trips/s, p50 {:.2} us, p99 {:.2} us, {} lost",
         r.ops_per_s,
         r.latency.map_or(0.0, |l| l.p50_ns as f64 / 1e3),
         r.latency.map_or(0.0, |l| l.p99_ns as f64 / 1e3),
         r.errors
     ));
-    ctx.notes.push(format!(
+    run.notes.push(format!(
         "floor: raw {}-byte Ethernet frames ping-ponged between two AF_XDP sockets (copy mode, {mode} XDP, busy poll, \
          {outstanding} in flight), no TCP: the limit of this path",
         cfg.floor_size
     ));
-    ctx.results.push(r);
+    run.results.push(r);
     Ok(())
 }
 
@@ -723,8 +725,8 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<String>> {
         );
         pb
     });
-    let mut ctx =
-        Ctx { cfg, stop, pb, started: Instant::now(), logs, notes, results: Vec::new(), failures: Vec::new() };
+    let mut run =
+        Comparison { cfg, stop, pb, started: Instant::now(), logs, notes, results: Vec::new(), failures: Vec::new() };
     let started_at = SystemTime::now();
 
     if !kernel_stacks.is_empty() && !jobs.is_empty() {
@@ -743,8 +745,8 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<String>> {
             })
             .collect();
         for &stack in &kernel_stacks {
-            ctx.say(&format!("{} (topology {}, offloads on, no XDP)", stack.name(), topo.name));
-            run_stack(&mut ctx, &Sides::kernel(&topo)?, stack, &jobs)?;
+            run.say(&format!("{} (topology {}, offloads on, no XDP)", stack.name(), topo.name));
+            run_stack(&mut run, &Sides::kernel(&topo)?, stack, &jobs)?;
         }
     }
     // Our stack and the floor share a topology with the XDP program at
@@ -755,30 +757,30 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<String>> {
         None
     };
     if let (true, Some(topo)) = (want_xstack && !jobs.is_empty(), &xdp_topo) {
-        ctx.check_stop()?;
-        ctx.say(&format!("xstack (topology {}, our stack at both ends, XDP steering program on both ends)", topo.name));
-        run_stack(&mut ctx, &Sides::xstack(topo)?, StackKind::Xstack, &jobs)?;
-        ctx.notes.push(
+        run.check_stop()?;
+        run.say(&format!("xstack (topology {}, our stack at both ends, XDP steering program on both ends)", topo.name));
+        run_stack(&mut run, &Sides::xstack(topo)?, StackKind::Xstack, &jobs)?;
+        run.notes.push(
             "xstack: client and server both run our stack in library mode (the bench thread is the stack's worker, \
              busy polling one AF_XDP socket in copy mode)"
                 .into(),
         );
     }
     if let (true, Some(topo)) = (cfg.floor, &xdp_topo) {
-        ctx.check_stop()?;
-        ctx.say(&format!("floor (topology {}, XDP steering program on both ends)", topo.name));
+        run.check_stop()?;
+        run.say(&format!("floor (topology {}, XDP steering program on both ends)", topo.name));
         let label = rr_label
             .clone()
             .unwrap_or_else(|| format!("floor frame={} outstanding={floor_outstanding}", cfg.floor_size));
-        if let Err(e) = run_floor(&mut ctx, topo, &label, floor_outstanding) {
-            if ctx.stop.load(Ordering::Relaxed) {
+        if let Err(e) = run_floor(&mut run, topo, &label, floor_outstanding) {
+            if run.stop.load(Ordering::Relaxed) {
                 return Err(e);
             }
-            ctx.say(&format!("  floor: FAILED: {e:#}"));
-            ctx.failures.push(format!("floor: {e:#}"));
+            run.say(&format!("  floor: FAILED: {e:#}"));
+            run.failures.push(format!("floor: {e:#}"));
         }
     }
-    if let Some(pb) = ctx.pb.take() {
+    if let Some(pb) = run.pb.take() {
         pb.finish_and_clear();
     }
 
@@ -803,11 +805,11 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<String>> {
             "client_cpus": cfg.client_cpus, "server_cpus": cfg.server_cpus, "seed": cfg.seed,
             "floor_size": cfg.floor_size, "floor_xdp_mode": cfg.floor_xdp_mode,
         }),
-        notes: ctx.notes.clone(),
+        notes: run.notes.clone(),
         stacks,
-        results: ctx.results.clone(),
+        results: run.results.clone(),
     };
-    let mut problems = ctx.failures.clone();
+    let mut problems = run.failures.clone();
     problems.extend(write_outputs(&report, &cfg.out_dir)?);
     let table = report.table();
     println!("{table}");

@@ -8,7 +8,6 @@
 //! - [`floor`]: raw AF_XDP ping-pong, the physical limit of the path.
 //! - [`compare`]: runs everything on the namespace topologies, side by side.
 //! - [`report`], [`plot`], [`cpu`]: tables, JSON, charts, CPU accounting.
-#![deny(unsafe_code)]
 
 pub mod compare;
 pub mod cpu;

@@ -1,6 +1,5 @@
 //! xstack-bench: load generator (`run`), servers (`serve`), the raw AF_XDP
 //! floor (`floor`) and the side-by-side comparison (`compare`).
-#![deny(unsafe_code)]
 
 use std::io::Write;
 use std::net::Ipv4Addr;

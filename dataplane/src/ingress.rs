@@ -3,9 +3,11 @@
 //! Pure code over a byte buffer, so every path is unit-tested with crafted
 //! frames: the worker only supplies the frame and carries out the
 //! [`Disposition`]. Replies are built in place in the received frame (no
-//! copy, no second frame).
+//! copy, no second frame). What the stack sends of its own (TCP segments,
+//! ARP) is framed in [`crate::egress`].
 
 use crate::channel::ToControl;
+use crate::egress::IpIdent;
 use crate::iface::Iface;
 use crate::stats::Counter;
 use crate::wire::ethernet::{self, EtherType, EthernetAddress};
@@ -26,15 +28,6 @@ pub enum Disposition {
     Drop(Counter),
 }
 
-/// Per-worker state that replies need.
-#[derive(Debug, Default)]
-pub struct IngressState {
-    /// IPv4 identification for datagrams we originate (RFC 6864: unique
-    /// per source/destination/protocol while in flight; a counter is what
-    /// Linux uses for non-atomic datagrams).
-    pub next_ident: u16,
-}
-
 fn drop_for(err: Error, malformed: Counter, checksum: Counter) -> Disposition {
     Disposition::Drop(match err {
         Error::Checksum => checksum,
@@ -43,7 +36,7 @@ fn drop_for(err: Error, malformed: Counter, checksum: Counter) -> Disposition {
 }
 
 /// Processes the frame in `buf` (exactly the received bytes).
-pub fn process(iface: &Iface, worker: u16, state: &mut IngressState, buf: &mut [u8]) -> Disposition {
+pub fn process(iface: &Iface, worker: u16, ident: &mut IpIdent, buf: &mut [u8]) -> Disposition {
     let Ok(frame) = ethernet::Frame::new_checked(&buf[..]) else {
         return Disposition::Drop(Counter::drop_eth_truncated);
     };
@@ -53,7 +46,7 @@ pub fn process(iface: &Iface, worker: u16, state: &mut IngressState, buf: &mut [
     }
     match frame.ethertype() {
         EtherType::Arp => process_arp(worker, frame.src_addr(), frame.payload()),
-        EtherType::Ipv4 => process_ipv4(iface, state, buf),
+        EtherType::Ipv4 => process_ipv4(iface, ident, buf),
         EtherType::Unknown(_) => Disposition::Drop(Counter::drop_eth_unsupported),
     }
 }
@@ -65,7 +58,7 @@ fn process_arp(worker: u16, src_mac: EthernetAddress, payload: &[u8]) -> Disposi
     }
 }
 
-fn process_ipv4(iface: &Iface, state: &mut IngressState, buf: &mut [u8]) -> Disposition {
+fn process_ipv4(iface: &Iface, ident: &mut IpIdent, buf: &mut [u8]) -> Disposition {
     let l3 = &buf[ethernet::HEADER_LEN..];
     let packet = match ipv4::Packet::new_checked(l3) {
         Ok(p) => p,
@@ -87,7 +80,7 @@ fn process_ipv4(iface: &Iface, state: &mut IngressState, buf: &mut [u8]) -> Disp
             let msg = icmp::Packet::new_checked(icmp_bytes);
             match msg.as_ref().map_err(|e| *e).and_then(icmp::Repr::parse) {
                 Ok(icmp::Repr::EchoRequest { .. }) => {
-                    echo_reply(iface, state, buf, repr.src_addr, repr.dst_addr, header_len, total_len)
+                    echo_reply(iface, ident, buf, repr.src_addr, repr.dst_addr, header_len, total_len)
                 }
                 Ok(_) => Disposition::Drop(Counter::drop_icmp_ignored),
                 Err(e) => drop_for(e, Counter::drop_icmp_malformed, Counter::drop_icmp_checksum),
@@ -106,7 +99,7 @@ fn process_ipv4(iface: &Iface, state: &mut IngressState, buf: &mut [u8]) -> Disp
 /// identifier and sequence number; addresses swapped).
 fn echo_reply(
     iface: &Iface,
-    state: &mut IngressState,
+    ident: &mut IpIdent,
     buf: &mut [u8],
     src: Ipv4Addr,
     dst: Ipv4Addr,
@@ -130,59 +123,16 @@ fn echo_reply(
         ip.set_src_addr(dst);
         ip.set_dst_addr(src);
         ip.set_ttl(ipv4::DEFAULT_TTL);
-        ip.set_ident(state.next_ident);
-        state.next_ident = state.next_ident.wrapping_add(1);
+        ip.set_ident(ident.take());
         ip.fill_checksum();
     }
     Disposition::Reply { len: ethernet::HEADER_LEN + total_len, next_hop }
 }
 
-/// Length of the Ethernet and IPv4 headers in front of a TCP segment.
-pub const TCP_OFFSET: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
-
-/// Puts Ethernet (destination left for routing) and IPv4 headers in front
-/// of the `tcp_len`-byte segment at `buf[TCP_OFFSET..]`. Returns the frame
-/// length.
-pub fn emit_tcp_headers(
-    buf: &mut [u8],
-    src_mac: EthernetAddress,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    ident: u16,
-    tcp_len: usize,
-) -> usize {
-    let mut eth = ethernet::Frame::new_unchecked(&mut buf[..]);
-    eth.set_src_addr(src_mac);
-    eth.set_ethertype(EtherType::Ipv4);
-    let ip = ipv4::Repr {
-        src_addr: src,
-        dst_addr: dst,
-        protocol: ipv4::protocol::TCP,
-        payload_len: tcp_len,
-        ttl: ipv4::DEFAULT_TTL,
-        tos: 0,
-        ident,
-        // Linux sets DF on TCP (path MTU discovery, RFC 1191).
-        dont_frag: true,
-    };
-    ip.emit(&mut ipv4::Packet::new_unchecked(&mut buf[ethernet::HEADER_LEN..TCP_OFFSET]));
-    TCP_OFFSET + tcp_len
-}
-
-/// Writes an Ethernet frame carrying `packet` into `buf`, padded to the
-/// Ethernet minimum. Returns its length. `buf` must hold `MIN_FRAME_LEN`.
-pub fn emit_arp(buf: &mut [u8], src_mac: EthernetAddress, dst_mac: EthernetAddress, packet: &arp::Repr) -> usize {
-    let len = ethernet::MIN_FRAME_LEN;
-    buf[..len].fill(0);
-    let mut eth = ethernet::Frame::new_unchecked(&mut buf[..len]);
-    ethernet::Repr { src_addr: src_mac, dst_addr: dst_mac, ethertype: EtherType::Arp }.emit(&mut eth);
-    packet.emit(&mut arp::Packet::new_unchecked(eth.payload_mut()));
-    len
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::egress::emit_arp;
     use crate::iface::IfAddr;
     use proptest::prelude::*;
 
@@ -231,7 +181,7 @@ mod tests {
     fn echo_request_becomes_a_valid_reply_in_place() {
         let mut buf = echo_request(PEER, b"0123456789abcdef");
         buf.extend_from_slice(&[0; 4]); // trailing padding is not echoed
-        let mut st = IngressState { next_ident: 9 };
+        let mut st = IpIdent { next_ident: 9 };
         let d = process(&iface(), 0, &mut st, &mut buf);
         let Disposition::Reply { len, next_hop } = d else { panic!("{d:?}") };
         assert_eq!(next_hop, PEER);
@@ -253,21 +203,18 @@ mod tests {
     fn off_link_reply_goes_to_the_gateway() {
         let far = Ipv4Addr::new(198, 19, 5, 5);
         let mut buf = echo_request(far, b"x");
-        let d = process(&iface(), 0, &mut IngressState::default(), &mut buf);
+        let d = process(&iface(), 0, &mut IpIdent::default(), &mut buf);
         assert!(matches!(d, Disposition::Reply { next_hop, .. } if next_hop == Ipv4Addr::new(198, 18, 0, 254)));
         let mut no_gw = iface();
         no_gw.gateway = None;
         let mut buf = echo_request(far, b"x");
-        assert_eq!(
-            process(&no_gw, 0, &mut IngressState::default(), &mut buf),
-            Disposition::Drop(Counter::drop_no_route)
-        );
+        assert_eq!(process(&no_gw, 0, &mut IpIdent::default(), &mut buf), Disposition::Drop(Counter::drop_no_route));
     }
 
     #[test]
     fn bad_input_is_dropped_with_the_right_counter() {
         let i = iface();
-        let st = &mut IngressState::default();
+        let st = &mut IpIdent::default();
         let good = echo_request(PEER, b"abcd");
         let cases: Vec<(Vec<u8>, Counter)> = vec![
             (good[..10].to_vec(), Counter::drop_eth_truncated),
@@ -342,12 +289,12 @@ mod tests {
         let mut buf = [0u8; 64];
         let len = emit_arp(&mut buf, PEER_MAC, EthernetAddress::BROADCAST, &req);
         assert_eq!(len, 60);
-        let d = process(&iface(), 3, &mut IngressState::default(), &mut buf[..len]);
+        let d = process(&iface(), 3, &mut IpIdent::default(), &mut buf[..len]);
         assert_eq!(d, Disposition::Control(ToControl::Arp { worker: 3, src_mac: PEER_MAC, packet: req }));
         let mut bad = buf;
         bad[15] = 6; // hardware type 6
         assert_eq!(
-            process(&iface(), 3, &mut IngressState::default(), &mut bad[..len]),
+            process(&iface(), 3, &mut IpIdent::default(), &mut bad[..len]),
             Disposition::Drop(Counter::drop_arp_malformed)
         );
     }
@@ -361,7 +308,7 @@ mod tests {
                 data[13] = 0x00;
                 data[14] = 0x45;
             }
-            let _ = process(&iface(), 0, &mut IngressState::default(), &mut data);
+            let _ = process(&iface(), 0, &mut IpIdent::default(), &mut data);
         }
     }
 }

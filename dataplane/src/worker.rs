@@ -18,9 +18,10 @@ use crate::afxdp::{Accounting, Frame, Port, PortStats};
 use crate::app::{self, App, Io};
 use crate::capture::{Direction, Tap};
 use crate::channel::{ToControl, ToWorker, WorkerLink};
+use crate::egress::{self, IpIdent};
 use crate::handoff::{Handoff, SendError};
 use crate::iface::Iface;
-use crate::ingress::{self, Disposition, IngressState};
+use crate::ingress::{self, Disposition};
 use crate::introspect::{Answer, Command, LatencyHistogram, Snapshot};
 use crate::neigh::NeighTable;
 use crate::rss::FlowSteer;
@@ -147,7 +148,7 @@ pub struct Worker {
     /// When the parked frames are next looked at (expiry, questions to
     /// ask again).
     pending_check: Instant,
-    ingress: IngressState,
+    ip_ident: IpIdent,
     stack: tcp::Stack,
     app: Option<Box<dyn App>>,
     epoch: Instant,
@@ -219,7 +220,7 @@ impl Worker {
             pending,
             pending_spare,
             pending_check: epoch,
-            ingress: IngressState::default(),
+            ip_ident: IpIdent::default(),
         })
     }
 
@@ -598,7 +599,7 @@ impl Worker {
                         self.stats.inc(Counter::drop_no_free_frame);
                         continue;
                     };
-                    let len = ingress::emit_arp(
+                    let len = egress::emit_arp(
                         &mut self.port.data_mut(&mut f, ethernet::MIN_FRAME_LEN),
                         self.iface.mac,
                         dst_mac,
@@ -626,7 +627,8 @@ impl Worker {
         }
         self.stats.inc(Counter::rx_frames);
         self.stats.add(Counter::rx_bytes, len as u64);
-        let d = ingress::process(&self.iface, self.cfg.id, &mut self.ingress, &mut self.port.data_mut(&mut frame, len));
+        let d =
+            ingress::process(&self.iface, self.cfg.id, &mut self.ip_ident, &mut self.port.data_mut(&mut frame, len));
         match d {
             Disposition::Reply { len, next_hop } => {
                 self.stats.inc(Counter::icmp_echo_replies);
@@ -677,14 +679,13 @@ impl Worker {
                 self.stats.inc(Counter::drop_no_free_frame);
                 return;
             };
-            let t = self.stack.poll_transmit(now, &mut self.port.data_mut(&mut frame, cap)[ingress::TCP_OFFSET..]);
+            let t = self.stack.poll_transmit(now, &mut self.port.data_mut(&mut frame, cap)[egress::TCP_OFFSET..]);
             let Some(t) = t else {
                 self.port.release(frame);
                 return;
             };
-            let ident = self.ingress.next_ident;
-            self.ingress.next_ident = ident.wrapping_add(1);
-            let len = ingress::emit_tcp_headers(
+            let ident = self.ip_ident.take();
+            let len = egress::emit_tcp_headers(
                 &mut self.port.data_mut(&mut frame, cap),
                 self.iface.mac,
                 t.src,

@@ -1,7 +1,8 @@
 //! The application side: sockets for ordinary threads.
 
 use super::shared::{
-    st, unpack_addr, usr, want, Command, ListenerShared, OptionSet, Runtime, StreamShared, WorkerShared,
+    state_bits, unpack_addr, user_bits, wants_bits, Command, ListenerShared, OptionSet, Runtime, StreamShared,
+    WorkerShared,
 };
 use super::wait::{block_until, deadline_after};
 use super::Config;
@@ -174,9 +175,11 @@ impl TcpSocket {
         if self.nonblocking {
             return Ok(stream);
         }
-        let ok = stream.wait(deadline, |s, dead| dead || s.flags() & (st::CONNECTED | st::CLOSED | st::ERROR) != 0);
+        let ok = stream.wait(deadline, |s, dead| {
+            dead || s.flags() & (state_bits::CONNECTED | state_bits::CLOSED | state_bits::ERROR) != 0
+        });
         let f = stream.s.flags();
-        if f & st::CONNECTED != 0 {
+        if f & state_bits::CONNECTED != 0 {
             return Ok(stream);
         }
         if let Some(e) = stream.s.take_error() {
@@ -309,7 +312,7 @@ impl TcpStream {
     }
 
     fn is_dead(&self) -> bool {
-        self.s.flags() & st::DEAD != 0 || !self.worker().is_alive()
+        self.s.flags() & state_bits::DEAD != 0 || !self.worker().is_alive()
     }
 
     /// Waits until `ready(shared, worker_dead)` or the deadline (false).
@@ -339,7 +342,7 @@ impl TcpStream {
     /// One read attempt. Queued data comes before an error, as in Linux.
     fn try_read(&self, buf: &mut [u8]) -> Result<usize, Error> {
         let s = &*self.s;
-        if s.user_flags() & usr::RD_SHUT != 0 {
+        if s.user_flags() & user_bits::RD_SHUT != 0 {
             // The consumer is this reader, so it may drop what is left.
             s.rx.clear();
             return Ok(0);
@@ -347,10 +350,10 @@ impl TcpStream {
         let f = s.flags();
         let n = s.rx.pop(buf);
         if n > 0 {
-            self.kick_if(want::RX);
+            self.kick_if(wants_bits::RX);
             return Ok(n);
         }
-        if f & st::ERROR != 0 {
+        if f & state_bits::ERROR != 0 {
             return match s.take_error() {
                 Some(e) => Err(e),
                 None => Ok(0),
@@ -358,7 +361,7 @@ impl TcpStream {
         }
         // End of file only once the worker has moved everything before the
         // FIN: a closed connection may still have bytes in the stack.
-        if f & st::EOF != 0 {
+        if f & state_bits::EOF != 0 {
             return Ok(0);
         }
         if self.is_dead() {
@@ -368,7 +371,9 @@ impl TcpStream {
     }
 
     fn read_ready(s: &StreamShared, dead: bool) -> bool {
-        dead || !s.rx.is_empty() || s.flags() & (st::EOF | st::ERROR) != 0 || s.user_flags() & usr::RD_SHUT != 0
+        dead || !s.rx.is_empty()
+            || s.flags() & (state_bits::EOF | state_bits::ERROR) != 0
+            || s.user_flags() & user_bits::RD_SHUT != 0
     }
 
     /// The read side; callers guarantee one reader at a time (`&mut self`
@@ -395,17 +400,17 @@ impl TcpStream {
     fn try_write(&self, buf: &[u8]) -> Result<usize, Error> {
         let s = &*self.s;
         let f = s.flags();
-        if f & st::ERROR != 0 {
+        if f & state_bits::ERROR != 0 {
             // The error once (ECONNRESET, ...), then EPIPE.
             return Err(s.take_error().unwrap_or(Error::BrokenPipe));
         }
-        if s.user_flags() & usr::WR_SHUT != 0 || f & st::CLOSED != 0 {
+        if s.user_flags() & user_bits::WR_SHUT != 0 || f & state_bits::CLOSED != 0 {
             return Err(Error::BrokenPipe);
         }
         if self.is_dead() {
             return Err(Error::ConnectionAborted);
         }
-        if f & st::CONNECTED == 0 {
+        if f & state_bits::CONNECTED == 0 {
             return Err(Error::WouldBlock);
         }
         if buf.is_empty() {
@@ -415,15 +420,15 @@ impl TcpStream {
         if n == 0 {
             return Err(Error::WouldBlock);
         }
-        self.kick_if(want::TX);
+        self.kick_if(wants_bits::TX);
         Ok(n)
     }
 
     fn write_ready(s: &StreamShared, dead: bool) -> bool {
         let f = s.flags();
-        dead || f & (st::CLOSED | st::ERROR) != 0
-            || s.user_flags() & usr::WR_SHUT != 0
-            || (f & st::CONNECTED != 0 && s.tx.free() > 0)
+        dead || f & (state_bits::CLOSED | state_bits::ERROR) != 0
+            || s.user_flags() & user_bits::WR_SHUT != 0
+            || (f & state_bits::CONNECTED != 0 && s.tx.free() > 0)
     }
 
     /// The write side; callers guarantee one writer at a time. Blocking, it
@@ -472,13 +477,13 @@ impl TcpStream {
     /// shutdown(): Write sends FIN after everything written; Read makes
     /// reads return end of file. ENOTCONN before the connection is up.
     pub fn shutdown(&self, how: Shutdown) -> Result<(), Error> {
-        if self.s.flags() & st::CONNECTED == 0 {
+        if self.s.flags() & state_bits::CONNECTED == 0 {
             return Err(if self.is_dead() { Error::ConnectionAborted } else { Error::NotConnected });
         }
         let bits = match how {
-            Shutdown::Read => usr::RD_SHUT,
-            Shutdown::Write => usr::WR_SHUT,
-            Shutdown::Both => usr::RD_SHUT | usr::WR_SHUT,
+            Shutdown::Read => user_bits::RD_SHUT,
+            Shutdown::Write => user_bits::WR_SHUT,
+            Shutdown::Both => user_bits::RD_SHUT | user_bits::WR_SHUT,
         };
         self.s.user.fetch_or(bits, Ordering::AcqRel);
         self.rt.send(self.s.worker, Command::Shutdown(Arc::clone(&self.s), how))
@@ -524,7 +529,7 @@ impl TcpStream {
 
     /// The peer's address, once connected (ENOTCONN before).
     pub fn peer_addr(&self) -> Result<(Ipv4Addr, u16), Error> {
-        if self.s.flags() & st::CONNECTED == 0 {
+        if self.s.flags() & state_bits::CONNECTED == 0 {
             return Err(Error::NotConnected);
         }
         unpack_addr(self.s.peer.load(Ordering::Acquire)).ok_or(Error::NotConnected)
@@ -542,7 +547,7 @@ impl TcpStream {
 
     /// True once the connect completed.
     pub fn is_connected(&self) -> bool {
-        self.s.flags() & st::CONNECTED != 0
+        self.s.flags() & state_bits::CONNECTED != 0
     }
 
     /// The worker whose stack owns the connection.
@@ -567,7 +572,7 @@ fn store_timeout(slot: &AtomicU64, t: Option<Duration>) -> Result<(), Error> {
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
-        self.s.user.fetch_or(usr::DROPPED, Ordering::AcqRel);
+        self.s.user.fetch_or(user_bits::DROPPED, Ordering::AcqRel);
         // Nothing to report from a destructor: a dead worker took the
         // connection with it.
         let _ = self.rt.send(self.s.worker, Command::Close(Arc::clone(&self.s)));

@@ -12,7 +12,8 @@
 //! allocated with the bridge.
 
 use super::shared::{
-    id_of, pack_addr, st, token_of, want, Command, ListenerShared, OptionSet, Runtime, StreamShared, WorkerShared,
+    id_of, pack_addr, state_bits, token_of, wants_bits, Command, ListenerShared, OptionSet, Runtime, StreamShared,
+    WorkerShared,
 };
 use crate::app::{App, Io};
 use crate::tcp::{Error, Event, EventKind, Shutdown, SocketId, SocketOption, State};
@@ -182,7 +183,7 @@ impl Bridge {
 
     /// The stack socket of a stream the bridge serves.
     fn stream_of(&mut self, s: &Arc<StreamShared>) -> Option<SocketId> {
-        if s.flags() & st::CREATED == 0 {
+        if s.flags() & state_bits::CREATED == 0 {
             return None;
         }
         let sid = id_of(s.token.load(Ordering::Acquire));
@@ -216,7 +217,7 @@ impl Bridge {
                     s.local.store(pack_addr(a), Ordering::Release);
                 }
                 s.set_tcp_state(io.state(sid).unwrap_or(State::SynSent));
-                s.set(st::CREATED);
+                s.set(state_bits::CREATED);
                 self.insert(
                     sid,
                     Entry::Stream(StreamEntry {
@@ -341,7 +342,7 @@ impl Bridge {
             s.peer.store(pack_addr(a), Ordering::Release);
         }
         s.set_tcp_state(io.state(child).unwrap_or(State::Established));
-        s.set(st::CREATED | st::CONNECTED);
+        s.set(state_bits::CREATED | state_bits::CONNECTED);
         self.insert(
             child,
             Entry::Stream(StreamEntry {
@@ -383,7 +384,7 @@ impl Bridge {
                     if let Some(a) = io.stack().peer_addr(sid) {
                         e.s.peer.store(pack_addr(a), Ordering::Release);
                     }
-                    e.s.set(st::CONNECTED);
+                    e.s.set(state_bits::CONNECTED);
                     let s = Arc::clone(&e.s);
                     s.notify.wake(&self.rt.waiters);
                 }
@@ -396,7 +397,7 @@ impl Bridge {
                     self.service(io, sid);
                     match error.or_else(|| io.stack().socket_error(sid)) {
                         Some(err) => s.fail(err),
-                        None => s.set(st::CLOSED),
+                        None => s.set(state_bits::CLOSED),
                     }
                     if let Some(Entry::Stream(e)) = self.slot(sid) {
                         e.tx_done = true;
@@ -518,19 +519,19 @@ fn service_stream(e: &mut StreamEntry, io: &mut Io<'_>, scratch: &mut [u8], rt: 
             // Ask for a kick when the thread frees space, then look again
             // in case it already did (the thread fences and checks the
             // flag after each read).
-            s.wants.fetch_or(want::RX, Ordering::SeqCst);
+            s.wants.fetch_or(wants_bits::RX, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if s.rx.free() == 0 {
                 break;
             }
-            s.wants.fetch_and(!want::RX, Ordering::SeqCst);
+            s.wants.fetch_and(!wants_bits::RX, Ordering::SeqCst);
             continue;
         }
         let n = free.min(scratch.len());
         match io.read(sid, &mut scratch[..n]) {
             Ok(0) => {
                 e.rx_done = true;
-                s.set(st::EOF);
+                s.set(state_bits::EOF);
                 changed = true;
             }
             Ok(k) => {
@@ -556,12 +557,12 @@ fn service_stream(e: &mut StreamEntry, io: &mut Io<'_>, scratch: &mut [u8], rt: 
                 break;
             }
             // Drained: ask for a kick on the next write, then look again.
-            s.wants.fetch_or(want::TX, Ordering::SeqCst);
+            s.wants.fetch_or(wants_bits::TX, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if s.tx.is_empty() {
                 break;
             }
-            s.wants.fetch_and(!want::TX, Ordering::SeqCst);
+            s.wants.fetch_and(!wants_bits::TX, Ordering::SeqCst);
             continue;
         }
         match io.write(sid, &scratch[..n]) {
@@ -688,7 +689,7 @@ impl Drop for Bridge {
         for e in self.entries.iter().flatten() {
             match e {
                 Entry::Stream(s) => {
-                    s.s.set(st::DEAD);
+                    s.s.set(state_bits::DEAD);
                     s.s.notify.wake(&self.rt.waiters);
                 }
                 Entry::Listener(l) => l.l.notify.wake(&self.rt.waiters),

@@ -1,7 +1,7 @@
 //! Readiness polling over many sockets, level-triggered like poll(2).
 
 use super::api::{ListenerSet, TcpListener, TcpStream};
-use super::shared::{st, usr, Runtime, StreamShared, WorkerShared};
+use super::shared::{state_bits, user_bits, Runtime, StreamShared, WorkerShared};
 use super::wait::{deadline_after, BACKSTOP, UNREGISTERED_NAP};
 use super::Handle;
 use crate::tcp::Error;
@@ -190,7 +190,7 @@ impl Poller {
         while i < self.regs.len() {
             let r = &self.regs[i];
             let dropped = match &r.target {
-                Target::Stream(s) => s.user_flags() & usr::DROPPED != 0,
+                Target::Stream(s) => s.user_flags() & user_bits::DROPPED != 0,
                 Target::Listener(l) => l.dropped.load(Ordering::Acquire),
             };
             if dropped {
@@ -232,14 +232,15 @@ fn notifies(t: &Target) -> Vec<&super::wait::Notify> {
 fn stream_event(rt: &Runtime, s: &StreamShared, token: usize, interest: Interest) -> PollEvent {
     let f = s.flags();
     let u = s.user_flags();
-    let dead = f & st::DEAD != 0 || !rt.worker(s.worker).is_some_and(WorkerShared::is_alive);
-    let ended = f & (st::CLOSED | st::ERROR) != 0 || dead;
+    let dead = f & state_bits::DEAD != 0 || !rt.worker(s.worker).is_some_and(WorkerShared::is_alive);
+    let ended = f & (state_bits::CLOSED | state_bits::ERROR) != 0 || dead;
     // Not `ended`: a connection that closed normally may still have data
     // on its way to the ring; EOF says when it is all there.
-    let readable = !s.rx.is_empty() || f & (st::EOF | st::ERROR) != 0 || u & usr::RD_SHUT != 0 || dead;
-    let writable = ended || u & usr::WR_SHUT != 0 || (f & st::CONNECTED != 0 && s.tx.free() > 0);
-    let error = dead || (f & st::ERROR != 0 && !s.err_taken.load(Ordering::Acquire));
-    let hangup = ended || (f & st::EOF != 0 && u & usr::WR_SHUT != 0);
+    let readable =
+        !s.rx.is_empty() || f & (state_bits::EOF | state_bits::ERROR) != 0 || u & user_bits::RD_SHUT != 0 || dead;
+    let writable = ended || u & user_bits::WR_SHUT != 0 || (f & state_bits::CONNECTED != 0 && s.tx.free() > 0);
+    let error = dead || (f & state_bits::ERROR != 0 && !s.err_taken.load(Ordering::Acquire));
+    let hangup = ended || (f & state_bits::EOF != 0 && u & user_bits::WR_SHUT != 0);
     PollEvent { token, readable: interest.readable && readable, writable: interest.writable && writable, error, hangup }
 }
 

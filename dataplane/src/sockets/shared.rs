@@ -15,7 +15,7 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Atomi
 use std::sync::{Arc, OnceLock};
 
 /// `StreamShared::state` bits, set by the worker only.
-pub(crate) mod st {
+pub(crate) mod state_bits {
     /// The stack socket exists; `token` and `local` are valid.
     pub const CREATED: u32 = 1;
     /// The handshake completed (connect() returned); `peer` is valid.
@@ -32,7 +32,7 @@ pub(crate) mod st {
 
 /// `StreamShared::wants` bits: set by the worker when it stops looking at a
 /// ring and needs a kick to look again; the thread clears them and kicks.
-pub(crate) mod want {
+pub(crate) mod wants_bits {
     /// The send ring was drained and the stack took everything: kick when
     /// new bytes are written.
     pub const TX: u8 = 1;
@@ -41,7 +41,7 @@ pub(crate) mod want {
 }
 
 /// `StreamShared::user` bits, set by the application thread.
-pub(crate) mod usr {
+pub(crate) mod user_bits {
     pub const RD_SHUT: u8 = 1;
     pub const WR_SHUT: u8 = 2;
     /// The handle was dropped (pollers forget the socket).
@@ -159,7 +159,7 @@ impl StreamShared {
             err_taken: AtomicBool::new(false),
             tcp_state: AtomicU8::new(0),
             // The worker looks at the send ring only when kicked.
-            wants: AtomicU8::new(want::TX),
+            wants: AtomicU8::new(wants_bits::TX),
             kicked: AtomicBool::new(false),
             user: AtomicU8::new(0),
             token: AtomicU64::new(0),
@@ -191,14 +191,14 @@ impl StreamShared {
 
     /// Worker side: the connection failed with `e` (the first error wins).
     pub fn fail(&self, e: Error) {
-        if self.flags() & st::ERROR == 0 {
+        if self.flags() & state_bits::ERROR == 0 {
             self.error.store(errno(e) as u8, Ordering::Relaxed);
-            self.set(st::ERROR | st::CLOSED);
+            self.set(state_bits::ERROR | state_bits::CLOSED);
         }
     }
 
     pub fn error(&self) -> Option<Error> {
-        if self.flags() & st::ERROR == 0 {
+        if self.flags() & state_bits::ERROR == 0 {
             return None;
         }
         from_errno(i32::from(self.error.load(Ordering::Relaxed)))
@@ -475,7 +475,7 @@ mod tests {
         assert_eq!(s.error(), Some(Error::ConnectionReset));
         assert_eq!(s.take_error(), Some(Error::ConnectionReset));
         assert_eq!(s.take_error(), None);
-        assert_eq!(s.flags() & (st::ERROR | st::CLOSED), st::ERROR | st::CLOSED);
+        assert_eq!(s.flags() & (state_bits::ERROR | state_bits::CLOSED), state_bits::ERROR | state_bits::CLOSED);
     }
 
     #[test]

@@ -1,19 +1,25 @@
-//! A listening socket: the SYN queue of embryonic connections (Linux's
-//! request sockets, one small record each, no buffers) and the accept
-//! queue of established connections waiting for accept().
+//! A listening socket: LISTEN and SYN_RCVD. The SYN queue of embryonic
+//! connections (Linux's request sockets, one small record each, no
+//! buffers), the accept queue of established connections waiting for
+//! accept(), the backlog and what happens when either queue overflows,
+//! the SYN cookie policy and the SYN|ACK retransmission timer.
 //!
-//! The input logic (SYN, final ACK, SYN cookies, overflow) is in
-//! `stack.rs`, which owns the sockets a completed handshake creates.
+//! The listener decides what a segment or a timer means; the stack
+//! carries out the [`ListenAction`] it returns (arm or cancel a timer,
+//! make the connection), since the stack owns the timer wheel and the
+//! socket table.
 
-use super::ctx::Ctx;
+use super::connection::PassiveOpen;
 use super::output::Header;
+use super::shared::Shared;
 use super::siphash::KeyedState;
-use super::socket::{FourTuple, SocketId};
-use super::syncookie::SynCookies;
+use super::socket::{FourTuple, SocketId, SocketOptions};
+use super::stats::DropReason;
+use super::syncookie::{CookieTuple, SynCookies};
 use super::time::Instant;
 use super::timer_wheel::TimerId;
 use super::SeqNum;
-use crate::wire::tcp::{Flags, Options};
+use crate::wire::tcp::{Flags, Options, Repr};
 use std::collections::{HashMap, VecDeque};
 
 /// An embryonic connection in SYN_RCVD (Linux struct request_sock).
@@ -42,14 +48,14 @@ pub(crate) struct Request {
 impl Request {
     /// The SYN|ACK: options only as the peer offered them (RFC 7323
     /// sections 2.2 and 3.2, RFC 2018 section 2).
-    pub fn syn_ack(&self, now: Instant, ctx: &Ctx, cookie_ts: bool) -> Header {
-        let mut o = Options { mss: Some(ctx.config.our_mss()), ..Options::default() };
+    pub fn syn_ack(&self, now: Instant, shared: &Shared, cookie_ts: bool) -> Header {
+        let mut o = Options { mss: Some(shared.config.our_mss()), ..Options::default() };
         if self.peer_wscale.is_some() {
             o.window_scale = Some(self.our_wscale);
         }
         o.sack_permitted = self.sack;
         if let Some(ts_recent) = self.ts_recent {
-            let ts_now = Ctx::ts_clock(now).wrapping_add(ctx.isn.ts_offset(self.tuple.local, self.tuple.remote));
+            let ts_now = Shared::ts_clock(now).wrapping_add(shared.isn.ts_offset(self.tuple.local, self.tuple.remote));
             let tsval =
                 if cookie_ts { SynCookies::encode_timestamp(ts_now, self.peer_wscale, self.sack) } else { ts_now };
             o.timestamp = Some((tsval, ts_recent));
@@ -92,4 +98,305 @@ impl Listener {
     pub fn accept_queue_full(&self) -> bool {
         self.accept_queue.len() > self.backlog
     }
+
+    /// The SYN|ACK timers of the requests waiting in the SYN queue.
+    pub fn request_timers(&self) -> impl Iterator<Item = TimerId> + '_ {
+        self.syn_queue.values().filter_map(|r| r.timer)
+    }
+
+    /// The stack armed the SYN|ACK timer of the request for `tuple`.
+    pub fn set_request_timer(&mut self, tuple: FourTuple, timer: TimerId) {
+        if let Some(req) = self.syn_queue.get_mut(&tuple) {
+            req.timer = Some(timer);
+        }
+    }
+
+    /// A segment for this listener (RFC 9293 section 3.10.7.2 for LISTEN,
+    /// Linux tcp_check_req for SYN_RCVD). `opts` are the listener's
+    /// options, which its connections inherit; `isn_hint` is the ISN a SYN
+    /// that reopens a TIME_WAIT 4-tuple must use.
+    pub fn on_segment(
+        &mut self,
+        now: Instant,
+        shared: &mut Shared,
+        opts: &SocketOptions,
+        tuple: FourTuple,
+        seg: &Repr<'_>,
+        isn_hint: Option<SeqNum>,
+    ) -> ListenAction {
+        if self.syn_queue.contains_key(&tuple) {
+            return self.on_request_segment(now, shared, tuple, seg);
+        }
+        let f = seg.flags;
+        if f.rst() {
+            return ListenAction::dropped();
+        }
+        if f.ack() {
+            // No request: a SYN cookie, or a stray ACK (RST, RFC 9293
+            // section 3.10.7.2).
+            if !f.syn() && shared.config.syncookies != 0 && self.last_overflow.is_some() {
+                if let Some(action) = self.on_cookie_ack(now, shared, opts, tuple, seg) {
+                    return action;
+                }
+                shared.stats.syncookies_failed += 1;
+            }
+            shared.reply_rst(tuple.local, tuple.remote, seg);
+            return ListenAction::dropped();
+        }
+        if !f.syn() {
+            return ListenAction::dropped();
+        }
+        self.on_syn(now, shared, opts, tuple, seg, isn_hint)
+    }
+
+    /// A segment for an embryonic connection in SYN_RCVD.
+    fn on_request_segment(
+        &mut self,
+        now: Instant,
+        shared: &mut Shared,
+        tuple: FourTuple,
+        seg: &Repr<'_>,
+    ) -> ListenAction {
+        let f = seg.flags;
+        let seq = SeqNum(seg.seq_number);
+        let ack = SeqNum(seg.ack_number);
+        let accept_full = self.accept_queue_full();
+        let Some(req) = self.syn_queue.get_mut(&tuple) else { return ListenAction::dropped() };
+        if f.rst() {
+            // RFC 5961 section 3.2 applies in SYN_RCVD too: only an
+            // exact RST kills the request.
+            if seq == req.irs + 1u32 {
+                let timer = req.timer.take();
+                self.syn_queue.remove(&tuple);
+                return ListenAction::forget(timer);
+            }
+            return ListenAction::dropped();
+        }
+        if f.syn() && !f.ack() {
+            if seq == req.irs {
+                // The peer's SYN again: our SYN|ACK was lost.
+                let h = req.syn_ack(now, shared, false);
+                shared.push_control(tuple.local, tuple.remote, h);
+                return ListenAction::Done(Ok(()));
+            }
+            return ListenAction::dropped();
+        }
+        if !f.ack() || f.syn() {
+            return ListenAction::dropped();
+        }
+        if ack != req.iss + 1u32 {
+            shared.reply_rst(tuple.local, tuple.remote, seg);
+            return ListenAction::dropped();
+        }
+        // The ACK must be in the window we offered.
+        let rcv_nxt = req.irs + 1u32;
+        let wnd = u32::from(req.syn_window);
+        if seq < rcv_nxt || seq > rcv_nxt + wnd {
+            let mut h = req.syn_ack(now, shared, false);
+            h.flags = Flags::ACK;
+            h.seq = req.iss + 1u32;
+            shared.push_control(tuple.local, tuple.remote, h);
+            return ListenAction::dropped();
+        }
+        if accept_full {
+            shared.stats.listen_overflows += 1;
+            shared.stats.listen_drops += 1;
+            if shared.config.abort_on_overflow {
+                let timer = req.timer.take();
+                self.syn_queue.remove(&tuple);
+                shared.reply_rst(tuple.local, tuple.remote, seg);
+                return ListenAction::forget(timer);
+            }
+            // Ignored: the request stays in SYN_RCVD and its SYN|ACK
+            // timer keeps running; a later ACK completes it.
+            req.acked = true;
+            return ListenAction::dropped();
+        }
+        let req = self.syn_queue.remove(&tuple).expect("found above");
+        let open = PassiveOpen {
+            iss: req.iss,
+            irs: req.irs,
+            peer_mss: req.peer_mss,
+            peer_wscale: req.peer_wscale,
+            sack: req.sack,
+            ts_recent: req.ts_recent,
+            syn_window: req.syn_window,
+            our_wscale: req.our_wscale,
+        };
+        ListenAction::Establish { open, timer: req.timer }
+    }
+
+    /// An ACK with no request behind it, after the SYN queue overflowed:
+    /// the connection if it carries a valid SYN cookie (Linux
+    /// cookie_v4_check), None if it does not.
+    fn on_cookie_ack(
+        &mut self,
+        now: Instant,
+        shared: &mut Shared,
+        opts: &SocketOptions,
+        tuple: FourTuple,
+        seg: &Repr<'_>,
+    ) -> Option<ListenAction> {
+        let seq = SeqNum(seg.seq_number);
+        let ack = SeqNum(seg.ack_number);
+        let mss = shared.cookies.check(now, &cookie_tuple(tuple), ack - 1u32, seq - 1u32)?;
+        if self.accept_queue_full() {
+            shared.stats.listen_overflows += 1;
+            shared.stats.listen_drops += 1;
+            return Some(ListenAction::dropped());
+        }
+        shared.stats.syncookies_recv += 1;
+        let c = &shared.config;
+        // Window scale and SACK come back in TSecr; without
+        // timestamps they are lost (as on Linux).
+        let (peer_wscale, sack, ts_recent) = match seg.options.timestamp {
+            Some((tsval, tsecr)) if c.timestamps => match SynCookies::decode_timestamp(tsecr) {
+                Some((ws, sack)) => (ws.filter(|_| c.window_scaling), sack && c.sack, Some(tsval)),
+                None => (None, false, None),
+            },
+            _ => (None, false, None),
+        };
+        let our_wscale = if peer_wscale.is_some() { c.window_scale_for(opts.recv_buffer) } else { 0 };
+        let open = PassiveOpen {
+            iss: ack - 1u32,
+            irs: seq - 1u32,
+            peer_mss: Some(mss),
+            peer_wscale,
+            sack,
+            ts_recent,
+            syn_window: syn_window(c.our_mss(), ts_recent.is_some(), opts.recv_buffer),
+            our_wscale,
+        };
+        Some(ListenAction::Establish { open, timer: None })
+    }
+
+    /// A new SYN: a request in the SYN queue and its SYN|ACK, a SYN cookie
+    /// when the queue overflows (knob syncookies), or a silent drop
+    /// (Linux tcp_conn_request).
+    fn on_syn(
+        &mut self,
+        now: Instant,
+        shared: &mut Shared,
+        opts: &SocketOptions,
+        tuple: FourTuple,
+        seg: &Repr<'_>,
+        isn_hint: Option<SeqNum>,
+    ) -> ListenAction {
+        let seq = SeqNum(seg.seq_number);
+        let c = &shared.config;
+        let syn_full = self.syn_queue.len() >= c.max_syn_backlog;
+        let want_cookie = isn_hint.is_none() && (c.syncookies == 2 || (syn_full && c.syncookies == 1));
+        if syn_full && !want_cookie {
+            shared.stats.syn_queue_drops += 1;
+            shared.stats.listen_drops += 1;
+            return ListenAction::dropped();
+        }
+        if self.accept_queue_full() {
+            // Dropped silently: the client retransmits its SYN.
+            shared.stats.listen_overflows += 1;
+            shared.stats.listen_drops += 1;
+            return ListenAction::dropped();
+        }
+        let o = &seg.options;
+        let peer_wscale = o.window_scale.filter(|_| c.window_scaling).map(|w| w.min(14));
+        let our_wscale = if peer_wscale.is_some() { c.window_scale_for(opts.recv_buffer) } else { 0 };
+        let ts_recent = o.timestamp.filter(|_| c.timestamps).map(|(v, _)| v);
+        let mut req = Request {
+            tuple,
+            iss: SeqNum(0),
+            irs: seq,
+            peer_mss: o.mss,
+            peer_wscale,
+            our_wscale,
+            sack: o.sack_permitted && c.sack,
+            ts_recent,
+            syn_window: syn_window(c.our_mss(), ts_recent.is_some(), opts.recv_buffer),
+            retries: 0,
+            timer: None,
+            acked: false,
+        };
+        if want_cookie {
+            self.last_overflow = Some(now);
+            req.iss = shared.cookies.make(now, &cookie_tuple(tuple), seq, o.mss.unwrap_or(536));
+            if req.ts_recent.is_none() {
+                // Without timestamps nothing can carry these back.
+                req.peer_wscale = None;
+                req.sack = false;
+            }
+            let h = req.syn_ack(now, shared, true);
+            shared.stats.syncookies_sent += 1;
+            shared.push_control(tuple.local, tuple.remote, h);
+            return ListenAction::Done(Ok(()));
+        }
+        req.iss = isn_hint
+            .unwrap_or_else(|| shared.isn.isn(now, tuple.local, tuple.local_port, tuple.remote, tuple.remote_port));
+        let h = req.syn_ack(now, shared, false);
+        let deadline = now + shared.config.initial_rto;
+        self.syn_queue.insert(tuple, req);
+        shared.push_control(tuple.local, tuple.remote, h);
+        ListenAction::ArmTimer(deadline)
+    }
+
+    /// The SYN|ACK timer of the request for `tuple` fired: the SYN|ACK
+    /// again with backoff, and the time of the next try; the request goes
+    /// after `synack_retries` (Linux reqsk_timer_handler).
+    pub fn on_synack_timer(&mut self, now: Instant, shared: &mut Shared, tuple: FourTuple) -> Option<Instant> {
+        let req = self.syn_queue.get_mut(&tuple)?;
+        req.timer = None;
+        if req.retries >= shared.config.synack_retries {
+            self.syn_queue.remove(&tuple);
+            return None;
+        }
+        req.retries += 1;
+        let delay = (shared.config.initial_rto * (1u32 << req.retries.min(16))).min(shared.config.max_rto);
+        let h = req.syn_ack(now, shared, false);
+        shared.stats.retransmits += 1;
+        shared.push_control(tuple.local, tuple.remote, h);
+        Some(now + delay)
+    }
+}
+
+/// What the stack does after the listener has taken a segment: the
+/// listener decides, the stack, which owns the timer wheel and the socket
+/// table, carries it out (as netstack3's listener returns its outcome).
+#[derive(Debug)]
+pub(crate) enum ListenAction {
+    /// Nothing more to do; `Err` says why the segment was dropped.
+    Done(Result<(), DropReason>),
+    /// A request left the SYN queue and the segment was dropped: cancel
+    /// the request's SYN|ACK timer.
+    CancelTimer(TimerId),
+    /// A new request waits in the SYN queue: arm its SYN|ACK timer for
+    /// this time and give it to the listener (`set_request_timer`).
+    ArmTimer(Instant),
+    /// The handshake is complete: cancel the request's timer if it had
+    /// one, make the connection from `open`, queue it for accept() and
+    /// hand it the segment (the final ACK may carry data).
+    Establish { open: PassiveOpen, timer: Option<TimerId> },
+}
+
+impl ListenAction {
+    /// The segment is dropped, counted as a listener drop.
+    fn dropped() -> Self {
+        ListenAction::Done(Err(DropReason::ListenDrop))
+    }
+
+    /// A request left the SYN queue; the segment is dropped.
+    fn forget(timer: Option<TimerId>) -> Self {
+        timer.map_or_else(Self::dropped, ListenAction::CancelTimer)
+    }
+}
+
+fn cookie_tuple(t: FourTuple) -> CookieTuple {
+    CookieTuple { local: t.local, lport: t.local_port, remote: t.remote, rport: t.remote_port }
+}
+
+/// The window of a SYN|ACK: the buffer, at most 64 KiB, in whole segments.
+/// Linux (tcp_openreq_init_rwin) counts a segment as the MSS less the
+/// timestamp option when the SYN asked for timestamps: 65160 (45 x 1448)
+/// then, 64240 (44 x 1460) without.
+fn syn_window(mss: u16, timestamps: bool, buffer: usize) -> u16 {
+    let seg = if timestamps { mss.saturating_sub(12) } else { mss }.max(1);
+    let w = buffer.min(65535) as u16;
+    w - w % seg
 }

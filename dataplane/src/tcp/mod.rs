@@ -4,25 +4,30 @@
 //! comes in as [`Instant`] arguments and randomness from the seed given to
 //! the [`Stack`]. The behaviour contract is `shared/tcp-behaviour.md`.
 //!
-//! - [`stack`]: the per-worker surface (sockets, input, output, timers).
-//! - [`connection`]: one connection's state machine.
-//! - [`listener`]: SYN queue, accept queue, SYN cookies.
-//! - the pieces: [`seq`], [`timer_wheel`], [`isn`], [`syncookie`],
-//!   [`buffer`], [`assembler`], [`rtt`], [`congestion`].
+//! - [`stack`]: the per-worker surface and the order to call it in; the
+//!   socket table, demultiplexing, the socket operations, events.
+//! - [`connection`]: one connection's state machine, a file per behaviour
+//!   (input, ACK, receive, send, window, timers, user calls, TIME_WAIT).
+//! - [`listener`]: LISTEN and SYN_RCVD: SYN queue, accept queue, overflow,
+//!   SYN cookies, the SYN|ACK timer.
+//! - the pieces: [`sack`], [`seq`], [`timer_wheel`], [`isn`],
+//!   [`syncookie`], [`buffer`], [`assembler`], [`rtt`], [`congestion`],
+//!   [`output`], [`shared`] (what the sockets of one stack share).
 
 pub mod assembler;
 pub mod buffer;
 pub mod config;
 pub mod congestion;
 pub(crate) mod connection;
-pub(crate) mod ctx;
 pub mod error;
 pub mod isn;
 pub(crate) mod listener;
 pub mod output;
 pub mod rng;
 pub mod rtt;
+pub(crate) mod sack;
 pub mod seq;
+pub(crate) mod shared;
 pub mod siphash;
 pub mod socket;
 pub mod stack;
@@ -36,8 +41,10 @@ pub use congestion::Algorithm;
 pub use error::Error;
 pub use output::Transmit;
 pub use seq::SeqNum;
-pub use socket::{Event, EventKind, FourTuple, Shutdown, SocketId, SocketInfo, SocketOption, SocketOptions, State};
-pub use stack::{ConnectionInfo, Resources, Stack};
+pub use socket::{
+    ConnectionInfo, Event, EventKind, FourTuple, Shutdown, SocketId, SocketInfo, SocketOption, SocketOptions, State,
+};
+pub use stack::{Resources, Stack};
 pub use stats::{DropReason, Stats};
 pub use time::Instant;
 

@@ -189,5 +189,33 @@ pub struct SocketInfo {
     pub send_q: usize,
     /// Transfer details of a connection (absent for listeners and
     /// embryonic connections).
-    pub conn: Option<super::stack::ConnectionInfo>,
+    pub conn: Option<ConnectionInfo>,
+}
+
+/// A connection's transfer state (`ss -i` style).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub state: State,
+    /// Congestion window and slow-start threshold, in bytes.
+    pub cwnd: u32,
+    pub ssthresh: u32,
+    /// The MSS we send with (the peer's, clamped).
+    pub mss: u16,
+    pub srtt: Option<Duration>,
+    pub rttvar: Duration,
+    pub rto: Duration,
+    pub send_queue: usize,
+    pub recv_queue: usize,
+    /// The peer's window, unscaled.
+    pub snd_wnd: u32,
+    pub snd_wscale: u8,
+    pub rcv_wscale: u8,
+    pub sack: bool,
+    pub timestamps: bool,
+    pub algorithm: Algorithm,
+    /// Consecutive unanswered timeouts (RTO backoff).
+    pub backoff: u32,
+    /// Segments retransmitted over the connection's life.
+    pub retrans_total: u32,
+    pub buffers_released: bool,
 }

@@ -14,8 +14,10 @@ use crate::wire::Ipv4Addr;
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// What the sockets of one stack share; every connection and listener
+/// call borrows it.
 #[derive(Debug)]
-pub(crate) struct Ctx {
+pub(crate) struct Shared {
     pub config: Config,
     pub stats: Stats,
     pub isn: IsnGenerator,
@@ -26,14 +28,14 @@ pub(crate) struct Ctx {
     challenge_count: u32,
 }
 
-impl Ctx {
+impl Shared {
     pub fn new(config: Config, mut rng: Rng) -> Self {
         use super::siphash::SipKey;
         let mut key = || SipKey(rng.next_u64(), rng.next_u64());
         let isn = IsnGenerator::new(key(), key());
         let cookies = SynCookies::new(key(), key());
         let control = VecDeque::with_capacity(config.control_queue);
-        Ctx {
+        Shared {
             config,
             stats: Stats::default(),
             isn,

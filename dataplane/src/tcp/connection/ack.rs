@@ -1,0 +1,227 @@
+//! The ACK field of an acceptable segment (RFC 9293 section 3.10.7.4,
+//! fifth): the send window, new ACKs with their RTT sample, duplicate
+//! ACKs, and loss recovery: fast retransmit (RFC 5681 section 3.2),
+//! NewReno's partial ACKs (RFC 6582), SACK's pipe (RFC 6675).
+
+use super::timers::Timer;
+use super::{Connection, Outcome};
+use crate::tcp::shared::Shared;
+use crate::tcp::socket::{readiness, State};
+use crate::tcp::time::Instant;
+use crate::tcp::SeqNum;
+use crate::wire::tcp::Repr;
+use core::ops::ControlFlow;
+
+/// Duplicate ACKs (or SACKed segments) that signal a loss (RFC 5681
+/// section 3.2, RFC 6675 DupThresh).
+const DUP_THRESH: u32 = 3;
+
+/// Loss recovery in progress (RFC 6582 / RFC 6675).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Recovery {
+    /// SND.MAX when recovery started: an ACK at or past it ends recovery.
+    pub recover: SeqNum,
+    /// Everything below it in a hole has been retransmitted (HighRxt).
+    pub high_rxt: SeqNum,
+}
+
+impl Connection {
+    /// Everything the ACK of a segment past the checks of `input.rs` does.
+    /// `Break` ends the segment with that outcome (its data is not looked
+    /// at).
+    #[inline]
+    pub(super) fn on_ack(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) -> ControlFlow<Outcome> {
+        let f = seg.flags;
+        let seq = SeqNum(seg.seq_number);
+        let has_data = seg.segment_len() > 0;
+        let ack = SeqNum(seg.ack_number);
+        if self.state == State::SynReceived {
+            if ack <= self.snd_una || ack > self.snd_max {
+                return ControlFlow::Break(Outcome::ReplyRst);
+            }
+            self.set_state(State::Established);
+            self.events |= readiness::CONNECTED | readiness::WRITABLE;
+            self.arm_keepalive(now);
+        }
+
+        if ack > self.snd_max {
+            // Acknowledges something not yet sent: ACK and drop.
+            self.oow_ack(now, shared, has_data);
+            return ControlFlow::Break(Outcome::Dropped);
+        }
+        // RFC 5961 section 5.2: an ACK older than the largest window the
+        // peer could have seen is blind; challenge it.
+        let floor = self.snd_una - self.max_snd_wnd.max(65535);
+        if ack < floor {
+            self.challenge_ack(now, shared);
+            return ControlFlow::Break(Outcome::Dropped);
+        }
+
+        let window_changed = self.update_send_window(seq, ack, seg.window_len);
+
+        if self.sack_ok {
+            for b in seg.options.sack() {
+                let (l, r) = (SeqNum(b.left), SeqNum(b.right));
+                // Blocks below SND.UNA are D-SACKs; blocks past SND.MAX lie.
+                if l > self.snd_una && r <= self.snd_max && l < r {
+                    self.scoreboard.add(l, r);
+                }
+            }
+        }
+
+        if ack > self.snd_una {
+            self.on_new_ack(now, ack);
+        } else if ack == self.snd_una
+            && seg.payload.is_empty()
+            && !f.fin()
+            && !window_changed
+            && self.snd_max > self.snd_una
+        {
+            // RFC 5681 section 2 duplicate ACK.
+            self.on_dupack(now, shared);
+        }
+
+        // State changes driven by the ACK of our FIN.
+        let fin_acked = self.fin_seq.is_some_and(|s| self.snd_una > s);
+        match self.state {
+            State::FinWait1 if fin_acked => {
+                self.set_state(State::FinWait2);
+                if self.user_closed {
+                    self.timers.set(Timer::FinWait2, now + shared.config.fin_timeout);
+                }
+            }
+            State::Closing if fin_acked => {
+                self.enter_time_wait(now, shared);
+                return ControlFlow::Break(Outcome::Accepted);
+            }
+            State::LastAck if fin_acked => {
+                self.enter_closed(None);
+                return ControlFlow::Break(Outcome::Accepted);
+            }
+            State::TimeWait => {
+                self.time_wait_segment(now, shared, f.fin());
+                return ControlFlow::Break(Outcome::Accepted);
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// RFC 9293 section 3.10.7.4: update the send window from the most
+    /// recent segment (SND.WL1/SND.WL2 order them). Returns whether the
+    /// segment's window differs from SND.WND (such a segment is no
+    /// duplicate ACK).
+    #[inline]
+    fn update_send_window(&mut self, seq: SeqNum, ack: SeqNum, window_len: u16) -> bool {
+        let scaled_wnd = u32::from(window_len) << self.snd_wscale;
+        let window_changed = scaled_wnd != self.snd_wnd;
+        if self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack) {
+            let was_zero = self.snd_wnd == 0;
+            self.snd_wnd = scaled_wnd;
+            self.max_snd_wnd = self.max_snd_wnd.max(scaled_wnd);
+            self.snd_wl1 = seq;
+            self.snd_wl2 = ack;
+            // The window opened: probing is over.
+            if was_zero && scaled_wnd > 0 && self.timers.is_set(Timer::Persist) {
+                self.timers.stop(Timer::Persist);
+                self.retries = 0;
+            }
+        }
+        window_changed
+    }
+
+    /// SND.UNA advances to `ack`.
+    #[inline]
+    pub(super) fn on_new_ack(&mut self, now: Instant, ack: SeqNum) {
+        let acked = ack.dist(self.snd_una);
+        // Data bytes acknowledged (the SYN and FIN take a number but no
+        // buffer space).
+        let data_end = self.tx_seq + self.tx.len();
+        let data_acked = if ack > self.tx_seq { ack.min(data_end).dist(self.tx_seq) as usize } else { 0 };
+        self.tx.discard(data_acked);
+        self.tx_seq += data_acked as u32;
+        self.snd_una = ack;
+        if self.snd_nxt < ack {
+            self.snd_nxt = ack;
+        }
+        if let Some((end, sent)) = self.rtt_probe {
+            if ack >= end {
+                self.rtt.sample(now - sent);
+                self.rtt_probe = None;
+            }
+        }
+        self.retries = 0;
+        self.rtt.reset_backoff();
+        self.scoreboard.prune(ack);
+
+        match self.recovery {
+            Some(r) if ack >= r.recover => {
+                // Full ACK: recovery is over (RFC 6582 section 3.2 step 3).
+                self.recovery = None;
+                let flight = self.snd_max.dist(self.snd_una);
+                self.cc.on_recovery_end(flight);
+            }
+            Some(mut r) => {
+                // Partial ACK: the next hole is lost too; retransmit it
+                // (RFC 6582 section 3.2 step 4).
+                if r.high_rxt < ack {
+                    r.high_rxt = ack;
+                }
+                self.recovery = Some(r);
+                self.rtx_now = true;
+            }
+            None => self.cc.on_ack(now, acked, self.rtt.srtt()),
+        }
+        self.dupacks = 0;
+
+        // RFC 6298 section 5.2 and 5.3.
+        // A persist timer stays: it probes a zero window, not data.
+        if self.snd_una == self.snd_max {
+            self.timers.stop(Timer::Rto);
+        } else {
+            self.timers.set(Timer::Rto, now + self.rtt.rto());
+        }
+        if self.write_blocked && self.tx.free() > 0 {
+            self.write_blocked = false;
+            self.events |= readiness::WRITABLE;
+        }
+    }
+
+    fn on_dupack(&mut self, now: Instant, shared: &mut Shared) {
+        self.dupacks += 1;
+        if self.recovery.is_some() {
+            return;
+        }
+        // RFC 6675 section 5: enter recovery on DupThresh duplicate ACKs or
+        // when more than (DupThresh - 1) * SMSS bytes above SND.UNA are
+        // SACKed.
+        let sack_lost = self.sack_ok && self.scoreboard.sacked_bytes() > (DUP_THRESH - 1) * u32::from(self.send_mss);
+        if self.dupacks >= DUP_THRESH || sack_lost {
+            let flight = self.snd_max.dist(self.snd_una);
+            self.cc.on_loss(now, flight);
+            self.recovery = Some(Recovery { recover: self.snd_max, high_rxt: self.snd_una });
+            self.rtx_now = true;
+            // Karn: the timed segment may be the one retransmitted.
+            self.rtt_probe = None;
+            shared.stats.fast_retransmits += 1;
+        }
+    }
+
+    /// Bytes in flight for the congestion window: RFC 6675's pipe during
+    /// SACK recovery, NewReno's inflated estimate without SACK.
+    pub(super) fn pipe(&self) -> u32 {
+        let outstanding = self.snd_nxt.dist(self.snd_una);
+        match self.recovery {
+            Some(r) if self.sack_ok => {
+                let sacked = self.scoreboard.sacked_bytes();
+                let highest = self.scoreboard.highest().unwrap_or(self.snd_una);
+                // Holes below the highest SACK not yet retransmitted are
+                // presumed lost and out of the network.
+                let lost = self.scoreboard.holes_between(r.high_rxt.max(self.snd_una), highest);
+                self.snd_max.dist(self.snd_una).saturating_sub(sacked).saturating_sub(lost)
+            }
+            Some(_) => outstanding.saturating_sub(self.dupacks * u32::from(self.send_mss)),
+            None => outstanding,
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! One connection's transmission control block and its state machine,
+//! one file per rule a reader looks for:
+//!
+//! - this file: the control block, its constructors, state entry and exit;
+//! - [`input`]: segment arrival, RFC 9293 section 3.10.7 acceptability,
+//!   RST and SYN rules hardened by RFC 5961, PAWS; ICMP errors;
+//! - [`ack`]: the ACK field: new ACKs, the send window, duplicate ACKs and
+//!   loss recovery (RFC 5681, RFC 6582, RFC 6675);
+//! - [`receive`]: data and FIN, the delayed ACK, header prediction;
+//! - [`send`]: segment output, Nagle, sender SWS avoidance, retransmission;
+//! - [`window`]: the receive window we advertise, receiver SWS avoidance;
+//! - [`timers`]: the timer table; RTO, persist, keep-alive, SYN backoff;
+//! - [`user`]: the application's send, recv, shutdown, close and reset;
+//! - [`time_wait`]: TIME_WAIT and reopening a 4-tuple from it.
+//!
+//! The LISTEN state and embryonic SYN_RCVD connections of a listener live
+//! in `listener.rs` (as Linux's request sockets); a `Connection` is made in
+//! SYN_SENT by connect(), or in ESTABLISHED when a listener's handshake
+//! completes. SYN_RCVD here is only reached by a simultaneous open.
+//!
+//! The small functions that every segment crosses from one of these files
+//! into another (the timer table, the window, the ACK checks) are
+//! `#[inline]`: the files are separate modules, which the release profile
+//! (four codegen units) may compile apart, and without the hint the
+//! request/response and send benchmarks lost a few nanoseconds.
+
+mod ack;
+mod input;
+mod receive;
+mod send;
+mod time_wait;
+mod timers;
+mod user;
+mod window;
+
+use super::assembler::Assembler;
+use super::buffer::RingBuffer;
+use super::congestion::Congestion;
+use super::error::Error;
+use super::rtt::RttEstimator;
+use super::sack::Scoreboard;
+use super::shared::Shared;
+use super::socket::{readiness, ConnectionInfo, FourTuple, SocketOptions, State};
+use super::time::Instant;
+use super::SeqNum;
+use crate::wire::tcp::{Flags, Options};
+use ack::Recovery;
+use timers::TimerTable;
+
+/// The MSS assumed when the peer sends none (RFC 9293 section 3.7.1).
+const DEFAULT_MSS: u16 = 536;
+
+/// What the stack should do after a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Accepted,
+    /// Dropped (counted); an ACK may have been queued.
+    Dropped,
+    /// Answer the segment with a reset (RFC 9293 section 3.10.7.1 for a
+    /// connection that is not synchronized).
+    ReplyRst,
+}
+
+/// The options and sequence numbers a passive connection starts from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PassiveOpen {
+    pub iss: SeqNum,
+    pub irs: SeqNum,
+    pub peer_mss: Option<u16>,
+    /// Peer's shift, present if both sides agreed to scale.
+    pub peer_wscale: Option<u8>,
+    pub sack: bool,
+    /// Peer's TSval from the SYN, when timestamps are on.
+    pub ts_recent: Option<u32>,
+    /// The unscaled window we announced in the SYN|ACK.
+    pub syn_window: u16,
+    pub our_wscale: u8,
+}
+
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub tuple: FourTuple,
+    state: State,
+    pub opts: SocketOptions,
+
+    // Send sequence space (RFC 9293 section 3.3.1).
+    iss: SeqNum,
+    snd_una: SeqNum,
+    snd_nxt: SeqNum,
+    /// Highest sequence number sent plus one; SND.NXT falls back below it
+    /// after a timeout.
+    snd_max: SeqNum,
+    /// End of the last segment sent shorter than the MSS (Linux's
+    /// `snd_sml`, for Minshall's Nagle test).
+    snd_sml: SeqNum,
+    snd_wnd: u32,
+    max_snd_wnd: u32,
+    snd_wl1: SeqNum,
+    snd_wl2: SeqNum,
+    /// Shift applied to the peer's windows; ours for the windows we send.
+    snd_wscale: u8,
+    rcv_wscale: u8,
+    /// Largest payload per segment (peer's MSS, clamped by ours, less the
+    /// timestamp option when used).
+    send_mss: u16,
+    our_mss: u16,
+    sack_ok: bool,
+    ts_ok: bool,
+    ts_recent: u32,
+    ts_recent_at: Instant,
+    ts_offset: u32,
+    tx: RingBuffer,
+    /// Sequence number of tx's first byte.
+    tx_seq: SeqNum,
+    /// The application is done writing: a FIN follows the data.
+    fin_queued: bool,
+    /// Sequence number of our FIN once sent.
+    fin_seq: Option<SeqNum>,
+
+    // Receive sequence space.
+    irs: SeqNum,
+    rcv_nxt: SeqNum,
+    /// Right edge of the window last advertised; never moved left.
+    rcv_adv: SeqNum,
+    rx: RingBuffer,
+    assembler: Assembler,
+    /// A FIN that arrived before the data in front of it.
+    ooo_fin: Option<SeqNum>,
+    /// The peer's FIN has been received in order: EOF after rx drains.
+    rx_fin: bool,
+
+    rtt: RttEstimator,
+    /// The segment being timed (its end) and when it was sent (Karn).
+    rtt_probe: Option<(SeqNum, Instant)>,
+    cc: Congestion,
+    dupacks: u32,
+    recovery: Option<Recovery>,
+    scoreboard: Scoreboard,
+    /// Retransmit the segment at SND.UNA now (fast retransmit, partial ACK).
+    rtx_now: bool,
+
+    /// Every deadline of the connection, one entry per timer.
+    timers: TimerTable,
+    /// Consecutive timeouts (SYN, data or persist probes unanswered).
+    retries: u32,
+    /// Segments retransmitted over the connection's life (ss's
+    /// `retrans:X/total`).
+    retrans_total: u32,
+    /// Bytes of the segment being processed that `prefill` already put
+    /// just past the stored data (0: none).
+    prefilled: usize,
+    /// Small segments received since our last ACK (Linux's
+    /// ICSK_ACK_PUSHED / PUSHED2), capped at 2.
+    ack_pushed: u8,
+    /// The peer's segment size as measured (Linux's icsk_ack.rcv_mss):
+    /// the largest in-order payload seen, at most our MSS, from
+    /// min(our MSS, 536). More than this unacknowledged sends the ACK.
+    rcv_mss: u16,
+    /// Interactive mode (Linux's pingpong): we answered data with data
+    /// within the delayed-ACK time, so ACKs ride on the replies.
+    pingpong: bool,
+    /// When in-sequence data last arrived.
+    last_data_in: Instant,
+    /// Bytes received since our last ACK.
+    unacked_bytes: usize,
+    quickacks: u32,
+    ka_probes: u32,
+    last_recv: Instant,
+    last_send: Instant,
+    last_oow_ack: Option<Instant>,
+    ack_now: bool,
+    /// Send a probe (keep-alive or zero window): SEG.SEQ = SND.UNA - 1.
+    probe_now: bool,
+
+    /// Readiness bits not yet handed to the stack's event queue.
+    pub events: u8,
+    error: Option<Error>,
+    /// An ICMP error seen while connecting: reported instead of ETIMEDOUT.
+    soft_error: Option<Error>,
+    /// The application closed its handle: the connection is an orphan.
+    pub user_closed: bool,
+    rd_shut: bool,
+    write_blocked: bool,
+}
+
+impl Connection {
+    fn blank(now: Instant, shared: &Shared, tuple: FourTuple, opts: SocketOptions, iss: SeqNum, state: State) -> Self {
+        let c = &shared.config;
+        let our_mss = c.our_mss();
+        Connection {
+            tuple,
+            state,
+            opts,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_sml: iss,
+            snd_wnd: 0,
+            max_snd_wnd: 0,
+            snd_wl1: SeqNum(0),
+            snd_wl2: iss,
+            snd_wscale: 0,
+            rcv_wscale: 0,
+            send_mss: DEFAULT_MSS.min(our_mss),
+            our_mss,
+            sack_ok: false,
+            ts_ok: false,
+            ts_recent: 0,
+            ts_recent_at: now,
+            ts_offset: shared.isn.ts_offset(tuple.local, tuple.remote),
+            tx: RingBuffer::new(opts.send_buffer),
+            tx_seq: iss + 1u32,
+            fin_queued: false,
+            fin_seq: None,
+            irs: SeqNum(0),
+            rcv_nxt: SeqNum(0),
+            rcv_adv: SeqNum(0),
+            rx: RingBuffer::new(opts.recv_buffer),
+            assembler: Assembler::default(),
+            ooo_fin: None,
+            rx_fin: false,
+            rtt: RttEstimator::new(c.initial_rto, c.min_rto, c.max_rto),
+            rtt_probe: None,
+            cc: Congestion::new(opts.congestion, DEFAULT_MSS),
+            dupacks: 0,
+            recovery: None,
+            scoreboard: Scoreboard::default(),
+            rtx_now: false,
+            timers: TimerTable::default(),
+            retries: 0,
+            retrans_total: 0,
+            prefilled: 0,
+            ack_pushed: 0,
+            rcv_mss: our_mss.min(DEFAULT_MSS),
+            pingpong: false,
+            last_data_in: Instant::ZERO,
+            unacked_bytes: 0,
+            quickacks: c.quickacks,
+            ka_probes: 0,
+            last_recv: now,
+            last_send: now,
+            last_oow_ack: None,
+            ack_now: false,
+            probe_now: false,
+            events: 0,
+            error: None,
+            soft_error: None,
+            user_closed: false,
+            rd_shut: false,
+            write_blocked: false,
+        }
+    }
+
+    /// connect(): a connection in SYN_SENT whose SYN goes out at the next
+    /// poll.
+    pub fn new_active(now: Instant, shared: &mut Shared, tuple: FourTuple, opts: SocketOptions) -> Self {
+        let iss = shared.isn.isn(now, tuple.local, tuple.local_port, tuple.remote, tuple.remote_port);
+        let mut c = Self::blank(now, shared, tuple, opts, iss, State::SynSent);
+        c.rcv_wscale = if shared.config.window_scaling { shared.config.window_scale_for(opts.recv_buffer) } else { 0 };
+        shared.stats.active_opens += 1;
+        c
+    }
+
+    /// A listener's handshake completed: the connection starts ESTABLISHED.
+    pub fn new_passive(
+        now: Instant,
+        shared: &mut Shared,
+        tuple: FourTuple,
+        opts: SocketOptions,
+        p: PassiveOpen,
+    ) -> Self {
+        let mut c = Self::blank(now, shared, tuple, opts, p.iss, State::Established);
+        c.snd_una = p.iss + 1u32;
+        c.snd_nxt = c.snd_una;
+        c.snd_max = c.snd_una;
+        c.snd_sml = c.snd_una;
+        c.irs = p.irs;
+        c.rcv_nxt = p.irs + 1u32;
+        c.rcv_adv = c.rcv_nxt + u32::from(p.syn_window);
+        c.snd_wl1 = p.irs;
+        c.snd_wl2 = p.iss;
+        if let Some(ws) = p.peer_wscale {
+            c.snd_wscale = ws.min(14);
+            c.rcv_wscale = p.our_wscale;
+        }
+        c.sack_ok = p.sack;
+        if let Some(ts) = p.ts_recent {
+            c.ts_ok = true;
+            c.ts_recent = ts;
+            c.ts_recent_at = now;
+        }
+        c.set_mss(p.peer_mss);
+        shared.stats.passive_opens += 1;
+        c
+    }
+
+    fn set_mss(&mut self, peer: Option<u16>) {
+        let mss = peer.unwrap_or(DEFAULT_MSS).min(self.our_mss).max(64);
+        // The option counts payload without TCP options; timestamps take 12.
+        self.send_mss = if self.ts_ok { mss - 12 } else { mss };
+        self.cc.set_mss(self.send_mss);
+    }
+
+    #[inline]
+    pub fn state(&self) -> State {
+        self.state
+    }
+    pub fn error(&self) -> Option<Error> {
+        self.error
+    }
+    pub fn recv_queue(&self) -> usize {
+        self.rx.len()
+    }
+    pub fn send_queue(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// What `ss -tin` shows of a connection.
+    pub fn info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            state: self.state,
+            cwnd: self.cc.cwnd(),
+            ssthresh: self.cc.ssthresh(),
+            mss: self.send_mss,
+            srtt: self.rtt.srtt(),
+            rttvar: self.rtt.rttvar(),
+            rto: self.rtt.rto(),
+            send_queue: self.tx.len(),
+            recv_queue: self.rx.len(),
+            snd_wnd: self.snd_wnd,
+            snd_wscale: self.snd_wscale,
+            rcv_wscale: self.rcv_wscale,
+            sack: self.sack_ok,
+            timestamps: self.ts_ok,
+            algorithm: self.cc.algorithm(),
+            backoff: self.retries,
+            retrans_total: self.retrans_total,
+            buffers_released: self.buffers_released(),
+        }
+    }
+
+    /// True when the connection holds no buffer memory (TIME_WAIT, CLOSED).
+    pub fn buffers_released(&self) -> bool {
+        self.tx.capacity() == 0 && self.rx.capacity() == 0
+    }
+
+    fn ts_val(&self, now: Instant) -> u32 {
+        Shared::ts_clock(now).wrapping_add(self.ts_offset)
+    }
+
+    fn set_state(&mut self, s: State) {
+        self.state = s;
+    }
+
+    /// Ends the connection. An orphan is freed by the stack; a socket the
+    /// application holds stays until close() and reports `error`.
+    fn enter_closed(&mut self, error: Option<Error>) {
+        self.set_state(State::Closed);
+        if self.error.is_none() {
+            self.error = error;
+        }
+        self.timers.stop_all();
+        self.ack_now = false;
+        self.probe_now = false;
+        self.rtx_now = false;
+        self.tx.release();
+        // Unread data stays readable, after a reset or a timeout too: Linux
+        // keeps the receive queue until close(), and read() returns the
+        // data, then the error (measured on this machine's kernel).
+        if self.user_closed {
+            self.rx.release();
+        }
+        self.events |= readiness::CLOSED | readiness::READABLE;
+    }
+
+    /// Sends <SEQ=SND.NXT><ACK=RCV.NXT><CTL=RST,ACK> now and closes
+    /// (Linux tcp_send_active_reset). SND.NXT as Linux means it: the
+    /// highest sent (`snd_max`; ours walks back after a timeout).
+    fn abort(&mut self, now: Instant, shared: &mut Shared, error: Option<Error>) {
+        if self.state.is_synchronized() || self.state == State::SynReceived {
+            let mut h = self.header(now, self.snd_max, Flags::RST | Flags::ACK);
+            h.window = 0;
+            h.options = Options::default();
+            shared.stats.rsts_sent += 1;
+            shared.push_control(self.tuple.local, self.tuple.remote, h);
+        }
+        self.enter_closed(error);
+    }
+
+    /// Readiness bits for the stack's event queue.
+    #[inline]
+    pub fn take_events(&mut self) -> u8 {
+        core::mem::take(&mut self.events)
+    }
+}

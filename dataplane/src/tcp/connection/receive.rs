@@ -1,0 +1,235 @@
+//! Data and FIN of an acceptable segment (RFC 9293 section 3.10.7.4,
+//! seventh and eighth): reassembly into the receive buffer, the FIN in
+//! sequence, when to ACK (Linux's delayed ACK and quick ACKs), and header
+//! prediction, the fast path for plain in-order data.
+
+use super::timers::Timer;
+use super::{Connection, DEFAULT_MSS};
+use crate::tcp::shared::Shared;
+use crate::tcp::socket::{readiness, State};
+use crate::tcp::time::Instant;
+use crate::tcp::SeqNum;
+use crate::wire::tcp::{Flags, Repr};
+
+impl Connection {
+    /// The receive fast path for a plain in-order data segment of an
+    /// established connection: its payload goes into the receive buffer
+    /// (just past the stored data, not yet counted as stored) while its
+    /// checksum sum is computed, before anything else of the segment is
+    /// looked at. Returns that sum, or `None` when the segment is not such
+    /// a segment; the caller verifies the checksum with it and, if it
+    /// fails, calls `clear_prefill` (the bytes were never counted).
+    pub fn prefill(&mut self, seg: &Repr<'_>) -> Option<u16> {
+        let plain = self.state == State::Established
+            && !seg.payload.is_empty()
+            && !seg.flags.intersects(Flags::SYN.union(Flags::RST))
+            && SeqNum(seg.seq_number) == self.rcv_nxt
+            && self.assembler.is_empty()
+            && !self.rd_shut;
+        if !plain {
+            return None;
+        }
+        let sum = self.rx.write_unallocated_summing(seg.payload)?;
+        self.prefilled = seg.payload.len();
+        Some(sum)
+    }
+
+    pub fn clear_prefill(&mut self) {
+        self.prefilled = 0;
+    }
+
+    /// Header prediction (Jacobson's fast path; Linux tcp_rcv_established
+    /// with its pred_flags): a prefilled, checksum-verified segment that
+    /// carries only in-order data (and may acknowledge new data of ours),
+    /// leaves the send window as it was, brings no SACK blocks and passes
+    /// PAWS takes the few steps of `on_segment` that such a segment can
+    /// reach, and nothing else. Returns false, having changed nothing, for
+    /// any other segment; the caller then takes the full path. A differential test
+    /// (`tcp::tests::prediction`) holds the two paths to the same
+    /// wire output and the same state.
+    pub fn receive_predicted(&mut self, now: Instant, shared: &Shared, seg: &Repr<'_>) -> bool {
+        let len = seg.payload.len();
+        let seq = SeqNum(seg.seq_number);
+        let ack = SeqNum(seg.ack_number);
+        // Without the option (or without timestamps) there is neither a
+        // PAWS test nor a TS.Recent update, on either path.
+        let tsval = seg.options.timestamp.filter(|_| self.ts_ok).map(|(v, _)| v);
+        // Data that also acknowledges new data of ours (request/response
+        // traffic: each request acknowledges the last response), as Linux's
+        // fast path takes it: with no SACK blocks and the window unchanged,
+        // the general path does nothing for such an ACK but `on_new_ack`
+        // (in ESTABLISHED no FIN of ours can be acknowledged).
+        let new_ack = ack > self.snd_una && ack <= self.snd_max;
+        let predicted = self.prefilled == len
+            && len > 0
+            && seg.flags.difference(Flags::PSH) == Flags::ACK
+            && (ack == self.snd_una || new_ack)
+            && u32::from(seg.window_len) << self.snd_wscale == self.snd_wnd
+            && (seg.options.sack_count == 0 || !self.sack_ok)
+            && tsval.is_none_or(|v| (v.wrapping_sub(self.ts_recent) as i32) >= 0)
+            && self.ooo_fin.is_none();
+        if !predicted {
+            return false;
+        }
+        // RFC 7323 section 4.3: the segment covers RCV.NXT.
+        if let Some(v) = tsval {
+            self.ts_recent = v;
+            self.ts_recent_at = now;
+        }
+        self.last_recv = now;
+        self.ka_probes = 0;
+        // The window is unchanged; SND.WL1/WL2 still move to this segment.
+        if self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack) {
+            self.snd_wl1 = seq;
+            self.snd_wl2 = ack;
+        }
+        if new_ack {
+            self.on_new_ack(now, ack);
+        }
+        self.last_data_in = now;
+        self.measure_rcv_mss(len);
+        self.rx.enqueue_unallocated(len);
+        self.prefilled = 0;
+        self.rcv_nxt += len as u32;
+        self.unacked_bytes += len;
+        self.events |= readiness::READABLE;
+        self.ack_in_order_data(now, shared);
+        true
+    }
+
+    /// Data and FIN of an acceptable segment (RFC 9293 section 3.10.7.4,
+    /// seventh and eighth).
+    pub(super) fn process_data(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) {
+        match self.state {
+            State::Established | State::FinWait1 | State::FinWait2 | State::SynReceived => {}
+            // The peer's FIN came already: anything else is a duplicate.
+            _ => {
+                self.ack_now = true;
+                return;
+            }
+        }
+        let seq = SeqNum(seg.seq_number) + u32::from(seg.flags.syn());
+        let mut payload = seg.payload;
+        let mut start = seq;
+        // Trim what we already have.
+        if start < self.rcv_nxt {
+            let dup = self.rcv_nxt.dist(start) as usize;
+            payload = &payload[dup.min(payload.len())..];
+            start = self.rcv_nxt;
+        }
+        let new_data = !payload.is_empty();
+        if new_data {
+            self.last_data_in = now;
+            self.measure_rcv_mss(payload.len());
+        }
+        // Linux tcp_rcv_state_process: new data after close() or
+        // shutdown(read) in FIN_WAIT_1/2 resets the connection.
+        if new_data && (self.user_closed || self.rd_shut) && matches!(self.state, State::FinWait1 | State::FinWait2) {
+            self.abort(now, shared, None);
+            return;
+        }
+        let offset = start.dist(self.rcv_nxt) as usize;
+        let had_holes = !self.assembler.is_empty();
+        if new_data {
+            // `prefill` already put exactly these bytes there.
+            let written = if offset == 0 && self.prefilled == payload.len() {
+                payload.len()
+            } else {
+                self.rx.write_unallocated(offset, payload)
+            };
+            self.prefilled = 0;
+            if written == 0 {
+                // No room: the ACK repeats the (zero) window.
+                self.ack_now = true;
+            } else {
+                if self.assembler.add(offset, offset + written).is_err() {
+                    // Too many holes: drop it; the peer will resend.
+                    self.ack_now = true;
+                    return;
+                }
+                let front = self.assembler.remove_front();
+                if front > 0 {
+                    self.rx.enqueue_unallocated(front);
+                    self.rcv_nxt += front as u32;
+                    self.unacked_bytes += front;
+                    if self.rd_shut {
+                        self.rx.discard(self.rx.len());
+                    } else {
+                        self.events |= readiness::READABLE;
+                    }
+                }
+            }
+        } else if seg.payload.is_empty() && !seg.flags.fin() {
+            return;
+        }
+        if seg.flags.fin() {
+            let fin_seq = seq + seg.payload.len();
+            if fin_seq == self.rcv_nxt {
+                self.accept_fin(now, shared);
+            } else if fin_seq > self.rcv_nxt {
+                self.ooo_fin = Some(fin_seq);
+            }
+        }
+        if self.ooo_fin == Some(self.rcv_nxt) && !self.rx_fin {
+            self.accept_fin(now, shared);
+        }
+        // ACK policy (Linux __tcp_ack_snd_check): at once for out-of-order
+        // data, for data filling a hole, for a duplicate, in quick-ack mode
+        // and once more than a segment is unacknowledged; otherwise delayed.
+        let out_of_order = offset > 0 || !self.assembler.is_empty();
+        if out_of_order || had_holes || !new_data {
+            self.ack_now = true;
+        } else {
+            self.ack_in_order_data(now, shared);
+        }
+    }
+
+    /// Linux tcp_measure_rcv_mss: a segment at least as large as the
+    /// measured one sets it (up to our MSS), so a peer sending 1448-byte
+    /// segments (timestamps) or smaller ones is ACKed every second segment
+    /// all the same; one below the default MSS (536) or below our MSS
+    /// marks the ACK as "pushed".
+    fn measure_rcv_mss(&mut self, len: usize) {
+        if len >= usize::from(self.rcv_mss) {
+            self.rcv_mss = len.min(usize::from(self.our_mss)) as u16;
+        }
+        if len < usize::from(self.our_mss.min(DEFAULT_MSS)) {
+            self.ack_pushed = (self.ack_pushed + 1).min(2);
+        }
+    }
+
+    /// The ACK for new in-order data (Linux __tcp_ack_snd_check): at once
+    /// in quick-ack mode or once more than one measured segment is
+    /// unacknowledged, otherwise delayed.
+    fn ack_in_order_data(&mut self, now: Instant, shared: &Shared) {
+        if self.quickacks > 0 {
+            self.quickacks -= 1;
+            self.ack_now = true;
+        } else if self.unacked_bytes > usize::from(self.rcv_mss) {
+            self.ack_now = true;
+        } else if !self.timers.is_set(Timer::DelayedAck) {
+            self.timers.set(Timer::DelayedAck, now + shared.config.delayed_ack);
+        }
+    }
+
+    fn accept_fin(&mut self, now: Instant, shared: &mut Shared) {
+        self.rcv_nxt += 1u32;
+        self.rx_fin = true;
+        self.ooo_fin = None;
+        self.ack_now = true;
+        self.events |= readiness::READABLE;
+        match self.state {
+            State::SynReceived | State::Established => self.set_state(State::CloseWait),
+            State::FinWait1 => {
+                if self.fin_seq.is_some_and(|s| self.snd_una > s) {
+                    self.enter_time_wait(now, shared);
+                } else {
+                    // Simultaneous close (RFC 9293 figure 13).
+                    self.set_state(State::Closing);
+                }
+            }
+            State::FinWait2 => self.enter_time_wait(now, shared),
+            _ => {}
+        }
+    }
+}

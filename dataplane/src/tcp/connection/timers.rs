@@ -1,0 +1,288 @@
+//! The connection's timers: one table of deadlines indexed by [`Timer`]
+//! (after quinn-proto's TimerTable), the earliest computed in one place,
+//! and what each does when it fires: retransmission with backoff (RFC
+//! 6298), SYN retransmission (Linux's linear then doubling schedule),
+//! zero-window probes (RFC 9293 section 3.8.6.1), keep-alive (RFC 1122
+//! section 4.2.3.6), the delayed ACK and the end of TIME_WAIT and of an
+//! orphan's FIN_WAIT_2.
+
+use super::Connection;
+use crate::tcp::error::Error;
+use crate::tcp::shared::Shared;
+use crate::tcp::socket::State;
+use crate::tcp::time::Instant;
+use std::time::Duration;
+
+/// One deadline of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// Retransmission of a SYN, SYN|ACK or data (RFC 6298).
+    Rto,
+    /// Zero window probing (RFC 9293 section 3.8.6.1). Linux runs it on
+    /// the retransmission timer, so the two are never armed together:
+    /// arming one stops the other.
+    Persist,
+    /// The ACK held back for more data or a reply to carry it.
+    DelayedAck,
+    /// Keep-alive probing of an idle connection (SO_KEEPALIVE).
+    Keepalive,
+    /// An orphan's FIN_WAIT_2 timeout (Linux tcp_fin_timeout).
+    FinWait2,
+    /// The end of TIME_WAIT (2 MSL).
+    TimeWait,
+}
+
+impl Timer {
+    const COUNT: usize = 6;
+}
+
+/// Every deadline of a connection, none armed at first.
+#[derive(Debug, Clone, Default)]
+pub(super) struct TimerTable {
+    at: [Option<Instant>; Timer::COUNT],
+}
+
+impl TimerTable {
+    #[inline]
+    pub fn set(&mut self, timer: Timer, at: Instant) {
+        match timer {
+            Timer::Rto => self.stop(Timer::Persist),
+            Timer::Persist => self.stop(Timer::Rto),
+            _ => {}
+        }
+        self.at[timer as usize] = Some(at);
+    }
+
+    #[inline]
+    pub fn stop(&mut self, timer: Timer) {
+        self.at[timer as usize] = None;
+    }
+
+    pub fn stop_all(&mut self) {
+        self.at = [None; Timer::COUNT];
+    }
+
+    #[inline]
+    pub fn get(&self, timer: Timer) -> Option<Instant> {
+        self.at[timer as usize]
+    }
+
+    #[inline]
+    pub fn is_set(&self, timer: Timer) -> bool {
+        self.get(timer).is_some()
+    }
+
+    /// Stops `timer` and returns true if it was due at `now`.
+    #[inline]
+    pub fn expire(&mut self, timer: Timer, now: Instant) -> bool {
+        let due = self.get(timer).is_some_and(|t| t <= now);
+        if due {
+            self.stop(timer);
+        }
+        due
+    }
+
+    /// The earliest deadline, without a branch per timer (this runs after
+    /// every segment).
+    #[inline]
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.at.iter().fold(None, |earliest, &t| match (earliest, t) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, None) => x,
+            (None, y) => y,
+        })
+    }
+}
+
+impl Connection {
+    /// Starts the retransmission timer unless it runs already (a persist
+    /// timer gives way to it: data is in flight).
+    #[inline]
+    pub(super) fn arm_rtx(&mut self, now: Instant) {
+        if !self.timers.is_set(Timer::Rto) {
+            self.timers.set(Timer::Rto, now + self.rtt.rto());
+        }
+    }
+
+    /// A zero window with nothing in flight starts the persist timer
+    /// (RFC 9293 section 3.8.6.1), unless a timer runs already.
+    pub(super) fn arm_persist(&mut self, now: Instant) {
+        if !self.timers.is_set(Timer::Rto) && !self.timers.is_set(Timer::Persist) {
+            self.timers.set(Timer::Persist, now + self.rtt.rto());
+        }
+    }
+
+    /// The gap before SYN retransmission `k + 1`: `syn_linear_timeouts`
+    /// gaps of the initial RTO, then doubling (Linux 6.x tcp_retransmit_timer).
+    pub(super) fn syn_interval(&self, shared: &Shared, k: u32) -> Duration {
+        let base = shared.config.initial_rto;
+        let doublings = k.saturating_sub(shared.config.syn_linear_timeouts).min(16);
+        (base * (1u32 << doublings)).min(shared.config.max_rto)
+    }
+
+    /// Whether connect() gives up at this SYN timeout (Linux 6.x
+    /// tcp_write_timeout, retransmits_timed_out): once the time since the
+    /// first SYN reaches what `syn_retries` doubling retransmissions would
+    /// take (tcp_model_timeout: 127 s for 6 with a 1 s initial RTO). The
+    /// linear timeouts only pack more SYNs into that time: with the
+    /// defaults, 10 retransmissions (1, 2, 3, 4, 5, 7, 11, 19, 35, 67 s)
+    /// and ETIMEDOUT at 131 s; with syn_retries = 3, ETIMEDOUT at 19 s after
+    /// 7 (measured on this machine's 6.18 kernel). With syn_linear_timeouts
+    /// = 0 this is the classic count: 6 retransmissions, ETIMEDOUT at 127 s.
+    fn syn_timed_out(&self, shared: &Shared) -> bool {
+        let base = shared.config.initial_rto;
+        let max = shared.config.max_rto.max(base);
+        // The timer has fired after the original SYN and `retries`
+        // retransmissions, each gap as armed.
+        let elapsed: Duration = (0..=self.retries).map(|k| self.syn_interval(shared, k)).sum();
+        // tcp_model_timeout: doubling from `base` up to `max`, then `max`.
+        let (base, max) = (base.as_nanos().max(1), max.as_nanos());
+        let thresh = (max / base).max(1).ilog2().min(64);
+        let boundary = shared.config.syn_retries;
+        let model = if boundary <= thresh {
+            base.saturating_mul((2u128 << boundary) - 1)
+        } else {
+            base.saturating_mul((2u128 << thresh) - 1).saturating_add(max.saturating_mul(u128::from(boundary - thresh)))
+        };
+        elapsed.as_nanos() >= model
+    }
+
+    pub(super) fn arm_keepalive(&mut self, now: Instant) {
+        if self.opts.keep_alive {
+            self.timers.set(Timer::Keepalive, now + self.opts.keep_idle);
+        }
+    }
+
+    /// SO_KEEPALIVE was switched on or off.
+    pub fn keepalive_changed(&mut self, now: Instant) {
+        if self.opts.keep_alive && self.state.is_synchronized() {
+            self.timers.set(Timer::Keepalive, self.last_recv.max(now) + self.opts.keep_idle);
+        } else {
+            self.timers.stop(Timer::Keepalive);
+        }
+    }
+
+    /// The earliest deadline of the connection, for the stack's wheel.
+    #[inline]
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next_timeout()
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn on_timer(&mut self, now: Instant, shared: &mut Shared) {
+        // Both end the connection in the states that arm them.
+        if self.timers.expire(Timer::FinWait2, now) || self.timers.expire(Timer::TimeWait, now) {
+            match self.state {
+                State::TimeWait | State::FinWait2 => {
+                    self.enter_closed(None);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        if self.timers.expire(Timer::DelayedAck, now) {
+            self.ack_now = true;
+            // The delayed ACK was not carried by a reply: not interactive
+            // (Linux leaves pingpong mode here).
+            self.pingpong = false;
+        }
+        let rtx_fired = if self.timers.expire(Timer::Rto, now) {
+            self.on_rto(now, shared);
+            true
+        } else if self.timers.expire(Timer::Persist, now) {
+            self.on_persist(now, shared);
+            true
+        } else {
+            false
+        };
+        if rtx_fired && self.state == State::Closed {
+            return;
+        }
+        if self.timers.expire(Timer::Keepalive, now) {
+            self.on_keepalive(now, shared);
+        }
+    }
+
+    fn on_rto(&mut self, now: Instant, shared: &mut Shared) {
+        shared.stats.timeouts += 1;
+        match self.state {
+            State::SynSent | State::SynReceived => {
+                let expired = if self.state == State::SynSent {
+                    self.syn_timed_out(shared)
+                } else {
+                    self.retries >= shared.config.synack_retries
+                };
+                if expired {
+                    shared.stats.attempt_fails += 1;
+                    let e = self.soft_error.unwrap_or(Error::TimedOut);
+                    self.enter_closed(Some(e));
+                    return;
+                }
+                self.retries += 1;
+                self.rtt_probe = None;
+                self.snd_nxt = self.iss;
+                self.timers.set(Timer::Rto, now + self.syn_interval(shared, self.retries));
+            }
+            _ => {
+                if self.snd_una == self.snd_max {
+                    return;
+                }
+                if self.retries >= shared.config.retries2 {
+                    // Linux tcp_write_timeout: give up with ETIMEDOUT.
+                    self.enter_closed(Some(Error::TimedOut));
+                    return;
+                }
+                self.retries += 1;
+                // RFC 6298 section 5.4 to 5.6 and RFC 5681 section 3.1.
+                let flight = self.snd_max.dist(self.snd_una);
+                self.cc.on_timeout(now, flight, self.retries == 1);
+                self.recovery = None;
+                self.dupacks = 0;
+                self.rtx_now = false;
+                self.rtt.backoff();
+                self.rtt_probe = None;
+                self.snd_nxt = self.snd_una;
+                self.timers.set(Timer::Rto, now + self.rtt.rto());
+            }
+        }
+    }
+
+    fn on_persist(&mut self, now: Instant, shared: &mut Shared) {
+        let data_end = self.tx_seq + self.tx.len();
+        // The window opened, or nothing is left to send: no probe.
+        if self.snd_wnd > 0 || self.snd_nxt >= data_end {
+            return;
+        }
+        if self.retries >= shared.config.retries2 {
+            self.abort(now, shared, Some(Error::TimedOut));
+            return;
+        }
+        self.retries += 1;
+        self.probe_now = true;
+        self.rtt.backoff();
+        self.timers.set(Timer::Persist, now + self.rtt.rto());
+    }
+
+    fn on_keepalive(&mut self, now: Instant, shared: &mut Shared) {
+        if !self.opts.keep_alive || !matches!(self.state, State::Established | State::CloseWait | State::FinWait2) {
+            return;
+        }
+        // Keep-alive only on an idle connection (Linux tcp_keepalive_timer).
+        if self.snd_max != self.snd_una || !self.tx.is_empty() {
+            self.timers.set(Timer::Keepalive, now + self.opts.keep_idle);
+            return;
+        }
+        let idle = now - self.last_recv;
+        if idle < self.opts.keep_idle {
+            self.timers.set(Timer::Keepalive, self.last_recv + self.opts.keep_idle);
+            return;
+        }
+        if self.ka_probes >= self.opts.keep_cnt {
+            self.abort(now, shared, Some(Error::TimedOut));
+            return;
+        }
+        self.ka_probes += 1;
+        self.probe_now = true;
+        self.timers.set(Timer::Keepalive, now + self.opts.keep_intvl);
+    }
+}

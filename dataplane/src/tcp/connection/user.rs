@@ -1,0 +1,119 @@
+//! The application's operations on a connection: write, read, shutdown,
+//! close (RFC 9293 section 3.10.4, with Linux's reset for unread data)
+//! and the abortive reset of a listener's queued connections.
+
+use super::timers::Timer;
+use super::Connection;
+use crate::tcp::error::{Error, Result};
+use crate::tcp::shared::Shared;
+use crate::tcp::socket::{Shutdown, State};
+use crate::tcp::time::Instant;
+use std::time::Duration;
+
+impl Connection {
+    /// write(): queues what fits in the send buffer.
+    pub fn send(&mut self, data: &[u8]) -> Result<usize> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        match self.state {
+            State::SynSent | State::SynReceived => return Err(Error::WouldBlock),
+            State::Established | State::CloseWait if !self.fin_queued => {}
+            _ => return Err(Error::BrokenPipe),
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = self.tx.enqueue_slice(data);
+        if n < data.len() {
+            self.write_blocked = true;
+        }
+        if n == 0 {
+            return Err(Error::WouldBlock);
+        }
+        Ok(n)
+    }
+
+    /// read(): Ok(0) is end-of-file.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        if !self.rx.is_empty() && !self.rd_shut {
+            let n = self.rx.dequeue_slice(buf);
+            self.maybe_window_update();
+            return Ok(n);
+        }
+        // After the peer's FIN, reads see end of file even if a reset
+        // came later (Linux: SOCK_DONE is tested before sk_err).
+        if self.rx_fin {
+            return Ok(0);
+        }
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if self.rd_shut || self.state == State::Closed {
+            return Ok(0);
+        }
+        Err(Error::WouldBlock)
+    }
+
+    pub fn shutdown(&mut self, how: Shutdown) -> Result<()> {
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            self.rd_shut = true;
+            self.rx.discard(self.rx.len());
+        }
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            self.queue_fin();
+        }
+        Ok(())
+    }
+
+    /// Queues our FIN after the data (RFC 9293 section 3.10.4 CLOSE).
+    fn queue_fin(&mut self) {
+        match self.state {
+            State::Established | State::SynReceived => {
+                self.fin_queued = true;
+                self.set_state(State::FinWait1);
+            }
+            State::CloseWait => {
+                self.fin_queued = true;
+                self.set_state(State::LastAck);
+            }
+            _ => {}
+        }
+    }
+
+    /// close(): the handle goes away; the connection finishes on its own.
+    /// Returns true if the connection is over and can be freed.
+    pub fn close(&mut self, now: Instant, shared: &mut Shared) -> bool {
+        self.user_closed = true;
+        match self.state {
+            State::Closed => return true,
+            State::SynSent => {
+                self.enter_closed(None);
+                return true;
+            }
+            _ => {}
+        }
+        // RFC 2525 section 2.17 and Linux tcp_close: unread data, or
+        // SO_LINGER with a zero timeout, aborts with RST instead of FIN.
+        if !self.rx.is_empty() || self.opts.linger == Some(Duration::ZERO) {
+            self.abort(now, shared, None);
+            return true;
+        }
+        self.rd_shut = true;
+        self.queue_fin();
+        if self.state == State::FinWait2 {
+            self.timers.set(Timer::FinWait2, now + shared.config.fin_timeout);
+        }
+        if self.state == State::TimeWait {
+            self.rx.release();
+        }
+        false
+    }
+
+    /// Abortive close for connections still in a listener's accept queue
+    /// when the listener closes (Linux inet_csk_listen_stop).
+    pub fn reset(&mut self, now: Instant, shared: &mut Shared) {
+        self.user_closed = true;
+        self.abort(now, shared, Some(Error::ConnectionAborted));
+    }
+}

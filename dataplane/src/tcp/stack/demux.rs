@@ -1,0 +1,238 @@
+//! Demultiplexing: a segment finds its connection (through the
+//! last-flow cache or the 4-tuple table), a TIME_WAIT connection a new
+//! SYN may replace, or a listener; nobody answers with RST. Checksums are
+//! verified here, in one pass with the copy for in-order data, and header
+//! prediction is tried first. Also the ICMP and neighbour errors that
+//! concern connections.
+
+use super::table::{listener_of, sock_mut, Kind, Socket};
+use super::{Stack, TimerKey};
+use crate::tcp::connection::{Connection, Outcome, PassiveOpen};
+use crate::tcp::error::Error;
+use crate::tcp::listener::ListenAction;
+use crate::tcp::socket::{readiness, FourTuple, SocketId, SocketOptions};
+use crate::tcp::stats::DropReason;
+use crate::tcp::time::Instant;
+use crate::tcp::SeqNum;
+use crate::wire::checksum;
+use crate::wire::ipv4::protocol as ip_protocol;
+use crate::wire::tcp::{Packet, Repr};
+use crate::wire::{Error as WireError, Ipv4Addr};
+
+impl Stack {
+    pub(super) fn segment_input(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        bytes: &[u8],
+    ) -> core::result::Result<(), DropReason> {
+        if !self.is_local(dst) {
+            return Err(DropReason::NotOurAddress);
+        }
+        let p = Packet::new_checked(bytes).map_err(wire_reason)?;
+        // The checksum is verified below, once the connection is known: an
+        // in-order payload is checksummed while it is copied in.
+        let seg = Repr::parse_unverified(&p).map_err(wire_reason)?;
+        if src.is_broadcast() || src.is_multicast() || src.is_unspecified() {
+            return Err(DropReason::Malformed);
+        }
+        let tuple = FourTuple { local: dst, local_port: seg.dst_port, remote: src, remote_port: seg.src_port };
+        let mut isn_hint = None;
+        let found = match self.last_flow {
+            Some((t, id)) if t == tuple => Some(id),
+            _ => {
+                let id = self.conns.get(&tuple).copied();
+                self.last_flow = id.map(|id| (tuple, id));
+                id
+            }
+        };
+        // RFC 9293 section 3.1: nothing of a segment with a bad checksum
+        // may count. The fast path (`prefill`) has written the payload
+        // past the stored data but not stored it; a failure forgets it.
+        let mut verified = false;
+        if let Some(id) = found {
+            if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
+                if let Some(payload_sum) = c.prefill(&seg) {
+                    let header = &bytes[..bytes.len() - seg.payload.len()];
+                    let Ok(len) = u16::try_from(bytes.len()) else { return Err(DropReason::Checksum) };
+                    // The header is a multiple of 4 bytes: the payload's
+                    // words line up with the segment's.
+                    let acc = checksum::pseudo_header(src, dst, ip_protocol::TCP, len)
+                        + u64::from(checksum::sum(header))
+                        + u64::from(payload_sum);
+                    if !checksum::fold(acc) != 0 {
+                        c.clear_prefill();
+                        return Err(DropReason::Checksum);
+                    }
+                    if self.header_prediction && c.receive_predicted(now, &self.shared, &seg) {
+                        self.shared.stats.header_predicted += 1;
+                        self.after_conn(id);
+                        return Ok(());
+                    }
+                    verified = true;
+                }
+            }
+        }
+        if !verified && !p.verify_checksum(src, dst) {
+            return Err(DropReason::Checksum);
+        }
+        if seg.flags.rst() {
+            self.shared.stats.rsts_received += 1;
+        }
+        if let Some(id) = found {
+            let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) else {
+                return Err(DropReason::NoSocket);
+            };
+            if let Some(isn) = c.time_wait_reopen(&seg) {
+                // Linux tcp_timewait_state_process TCP_TW_SYN: the old
+                // incarnation goes, the listener takes the SYN with an
+                // ISN above the old sequence space.
+                isn_hint = Some(isn);
+                c.user_closed = true;
+                self.remove_conn(tuple, id);
+                if !self.get(id).is_some_and(|s| s.user_open) {
+                    self.release(id);
+                }
+            } else {
+                let out = c.on_segment(now, &mut self.shared, &seg);
+                // Whatever path the segment took, a prefill is for it only.
+                c.clear_prefill();
+                self.after_conn(id);
+                return match out {
+                    Outcome::Accepted => Ok(()),
+                    Outcome::Dropped => Err(DropReason::Invalid),
+                    Outcome::ReplyRst => {
+                        self.shared.reply_rst(dst, src, &seg);
+                        Err(DropReason::Invalid)
+                    }
+                };
+            }
+        }
+        let lid = self
+            .listeners
+            .get(&(dst, seg.dst_port))
+            .or_else(|| self.listeners.get(&(Ipv4Addr::UNSPECIFIED, seg.dst_port)))
+            .copied();
+        match lid {
+            Some(lid) => self.listener_input(now, lid, tuple, &seg, isn_hint),
+            None => {
+                // RFC 9293 section 3.10.7.1: CLOSED answers with RST.
+                self.shared.reply_rst(dst, src, &seg);
+                Err(DropReason::NoSocket)
+            }
+        }
+    }
+
+    /// ICMP destination unreachable quoting one of our segments
+    /// (`quoted` starts at the TCP header; 8 bytes are enough).
+    pub fn handle_icmp_unreachable(&mut self, local: Ipv4Addr, remote: Ipv4Addr, code: u8, quoted: &[u8]) {
+        if quoted.len() < 4 {
+            return;
+        }
+        let lport = u16::from_be_bytes([quoted[0], quoted[1]]);
+        let rport = u16::from_be_bytes([quoted[2], quoted[3]]);
+        let e = if code == crate::wire::icmp::unreach_code::NET {
+            Error::NetworkUnreachable
+        } else {
+            Error::HostUnreachable
+        };
+        let t = FourTuple { local, local_port: lport, remote, remote_port: rport };
+        if let Some(&id) = self.conns.get(&t) {
+            if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
+                c.on_unreachable(e);
+            }
+        }
+    }
+
+    /// The next hop for `remote` did not answer ARP: connections still
+    /// connecting to it will fail with EHOSTUNREACH instead of ETIMEDOUT.
+    /// (`now` as every input takes it; no rule reads it today.)
+    pub fn handle_unreachable(&mut self, _now: Instant, remote: Ipv4Addr) {
+        let ids: Vec<SocketId> = self.conns.iter().filter(|(t, _)| t.remote == remote).map(|(_, &id)| id).collect();
+        for id in ids {
+            if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
+                c.on_neighbour_failure(Error::HostUnreachable);
+            }
+            self.after_conn(id);
+        }
+    }
+
+    /// A segment for the listener `lid`: the listener decides (LISTEN and
+    /// SYN_RCVD live in `listener.rs`), the stack carries it out.
+    fn listener_input(
+        &mut self,
+        now: Instant,
+        lid: SocketId,
+        tuple: FourTuple,
+        seg: &Repr<'_>,
+        isn_hint: Option<SeqNum>,
+    ) -> core::result::Result<(), DropReason> {
+        let Some((l, opts)) = listener_of(&mut self.slots, lid) else { return Err(DropReason::NoSocket) };
+        match l.on_segment(now, &mut self.shared, &opts, tuple, seg, isn_hint) {
+            ListenAction::Done(result) => result,
+            ListenAction::CancelTimer(t) => {
+                self.wheel.cancel(t);
+                Err(DropReason::ListenDrop)
+            }
+            ListenAction::ArmTimer(at) => {
+                self.arm_request_timer(lid, tuple, at);
+                Ok(())
+            }
+            ListenAction::Establish { open, timer } => {
+                if let Some(t) = timer {
+                    self.wheel.cancel(t);
+                }
+                self.complete(now, lid, opts, tuple, open, seg);
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn arm_request_timer(&mut self, lid: SocketId, tuple: FourTuple, at: Instant) {
+        let t = self.wheel.insert(at, TimerKey::Request(lid, tuple));
+        if let Some((l, _)) = listener_of(&mut self.slots, lid) {
+            l.set_request_timer(tuple, t);
+        }
+    }
+
+    /// The third step of a passive open: a connection in the accept queue.
+    fn complete(
+        &mut self,
+        now: Instant,
+        lid: SocketId,
+        opts: SocketOptions,
+        tuple: FourTuple,
+        p: PassiveOpen,
+        seg: &Repr<'_>,
+    ) {
+        let mut conn = Connection::new_passive(now, &mut self.shared, tuple, opts, p);
+        // The final ACK may carry data and updates the window.
+        conn.on_segment(now, &mut self.shared, seg);
+        conn.keepalive_changed(now);
+        let id = self.alloc(Socket {
+            opts,
+            local: None,
+            kind: Kind::Conn(Box::new(conn)),
+            user_open: false,
+            queued: 0,
+            in_txq: false,
+            timer: None,
+            parent: Some(lid),
+        });
+        self.insert_conn(tuple, id);
+        if let Some((l, _)) = listener_of(&mut self.slots, lid) {
+            l.accept_queue.push_back(id);
+        }
+        self.queue_events(lid, readiness::ACCEPTABLE);
+        self.after_conn(id);
+    }
+}
+
+fn wire_reason(e: WireError) -> DropReason {
+    match e {
+        WireError::Truncated => DropReason::Truncated,
+        WireError::Checksum => DropReason::Checksum,
+        WireError::Malformed | WireError::Unsupported => DropReason::Malformed,
+    }
+}

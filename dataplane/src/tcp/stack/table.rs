@@ -1,0 +1,150 @@
+//! The socket table: slots with generations (a handle to a closed socket
+//! stays useless after its slot is reused), the connections by 4-tuple
+//! with the last-flow cache kept exact, and the sockets per local port.
+
+use super::Stack;
+use crate::tcp::connection::Connection;
+use crate::tcp::error::{Error, Result};
+use crate::tcp::listener::Listener;
+use crate::tcp::socket::{FourTuple, SocketId, SocketOptions};
+use crate::tcp::time::Instant;
+use crate::tcp::timer_wheel::TimerId;
+use crate::wire::Ipv4Addr;
+
+#[derive(Debug)]
+pub(super) enum Kind {
+    /// Created by socket(), maybe bound; not listening or connected.
+    Fresh,
+    Listener(Box<Listener>),
+    Conn(Box<Connection>),
+}
+
+#[derive(Debug)]
+pub(super) struct Socket {
+    pub opts: SocketOptions,
+    /// The bound address (for Fresh and Listener sockets).
+    pub local: Option<(Ipv4Addr, u16)>,
+    pub kind: Kind,
+    /// The application holds a handle (false for connections waiting in an
+    /// accept queue and for orphans).
+    pub user_open: bool,
+    /// Readiness bits queued for the application and not yet polled.
+    pub queued: u8,
+    pub in_txq: bool,
+    pub timer: Option<(TimerId, Instant)>,
+    /// The listener whose accept queue holds this connection.
+    pub parent: Option<SocketId>,
+}
+
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub generation: u32,
+    pub socket: Option<Socket>,
+}
+
+impl Stack {
+    pub(super) fn alloc(&mut self, socket: Socket) -> SocketId {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot { generation: 0, socket: None });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.socket = Some(socket);
+        SocketId { index, generation: slot.generation }
+    }
+
+    pub(super) fn get(&self, id: SocketId) -> Option<&Socket> {
+        let s = self.slots.get(id.index as usize)?;
+        if s.generation != id.generation {
+            return None;
+        }
+        s.socket.as_ref()
+    }
+
+    /// A socket the application holds.
+    pub(super) fn user(&mut self, id: SocketId) -> Result<&mut Socket> {
+        match sock_mut(&mut self.slots, id) {
+            Some(s) if s.user_open => Ok(s),
+            _ => Err(Error::BadSocket),
+        }
+    }
+
+    pub(super) fn release(&mut self, id: SocketId) {
+        let Some(s) = sock_mut(&mut self.slots, id) else { return };
+        let sock = (s.timer.take(), s.local);
+        if let Some((t, _)) = sock.0 {
+            self.wheel.cancel(t);
+        }
+        if let Some((_, port)) = sock.1 {
+            self.unown_port(port, id);
+        }
+        let slot = &mut self.slots[id.index as usize];
+        slot.socket = None;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.index);
+    }
+
+    pub(super) fn own_port(&mut self, port: u16, id: SocketId) {
+        self.port_owners.entry(port).or_default().push(id);
+    }
+
+    pub(super) fn unown_port(&mut self, port: u16, id: SocketId) {
+        if let Some(v) = self.port_owners.get_mut(&port) {
+            v.retain(|&x| x != id);
+            if v.is_empty() {
+                self.port_owners.remove(&port);
+            }
+        }
+    }
+
+    pub(super) fn insert_conn(&mut self, t: FourTuple, id: SocketId) {
+        if self.last_flow.is_some_and(|(lt, _)| lt == t) {
+            self.last_flow = None;
+        }
+        if self.conns.insert(t, id).is_none() {
+            *self.conn_ports.entry(t.local_port).or_insert(0) += 1;
+        }
+    }
+
+    pub(super) fn remove_conn(&mut self, t: FourTuple, id: SocketId) {
+        if self.last_flow.is_some_and(|(lt, _)| lt == t) {
+            self.last_flow = None;
+        }
+        if self.conns.get(&t) == Some(&id) {
+            self.conns.remove(&t);
+            if let Some(n) = self.conn_ports.get_mut(&t.local_port) {
+                *n -= 1;
+                if *n == 0 {
+                    self.conn_ports.remove(&t.local_port);
+                }
+            }
+        }
+    }
+
+    pub(super) fn conn_mut(&mut self, id: SocketId) -> Result<&mut Connection> {
+        match &mut self.user(id)?.kind {
+            Kind::Conn(c) => Ok(c),
+            _ => Err(Error::NotConnected),
+        }
+    }
+}
+
+pub(super) fn sock_mut(slots: &mut [Slot], id: SocketId) -> Option<&mut Socket> {
+    let s = slots.get_mut(id.index as usize)?;
+    if s.generation != id.generation {
+        return None;
+    }
+    s.socket.as_mut()
+}
+
+pub(super) fn listener_of(slots: &mut [Slot], lid: SocketId) -> Option<(&mut Listener, SocketOptions)> {
+    let s = sock_mut(slots, lid)?;
+    let opts = s.opts;
+    match &mut s.kind {
+        Kind::Listener(l) => Some((l, opts)),
+        _ => None,
+    }
+}

@@ -1,0 +1,57 @@
+//! The closing states (`connection/user.rs`, `connection/time_wait.rs`):
+//! FIN_WAIT_1, FIN_WAIT_2, CLOSING, TIME_WAIT.
+
+use super::*;
+
+#[test]
+fn fin_wait_1_to_fin_wait_2_to_time_wait() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    t.st.shutdown(t.now, c, Shutdown::Write).unwrap();
+    assert_eq!(t.state(c), Some(State::FinWait1));
+    let fin = t.recv_one();
+    assert_eq!((fin.flags, fin.seq), (Flags::FIN | Flags::ACK, iss + 1));
+    t.send(&seg(PEER_ISN + 1, iss + 2, Flags::ACK)).unwrap();
+    assert_eq!(t.state(c), Some(State::FinWait2));
+    t.send(&seg(PEER_ISN + 1, iss + 2, Flags::FIN | Flags::ACK)).unwrap();
+    assert_eq!(t.recv_one().ack, PEER_ISN + 2);
+    assert_eq!(t.state(c), Some(State::TimeWait));
+    // A retransmitted FIN is acknowledged again.
+    t.advance(Duration::from_secs(30));
+    t.send(&seg(PEER_ISN + 1, iss + 2, Flags::FIN | Flags::ACK)).unwrap();
+    assert_eq!(t.recv_one().ack, PEER_ISN + 2);
+    t.st.close(t.now, c).unwrap();
+    // 2 MSL restarted by the FIN: still there after 59 s, gone after 60.
+    t.advance(Duration::from_secs(59));
+    assert_eq!(t.st.count_by_state()[State::TimeWait as usize], 1);
+    t.advance(Duration::from_secs(1));
+    assert_eq!(t.st.resources().connections, 0);
+}
+
+#[test]
+fn fin_wait_1_fin_without_ack_of_ours_goes_to_closing() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    t.st.shutdown(t.now, c, Shutdown::Write).unwrap();
+    t.recv_one();
+    t.send(&seg(PEER_ISN + 1, iss + 1, Flags::FIN | Flags::ACK)).unwrap();
+    assert_eq!(t.state(c), Some(State::Closing));
+    t.recv();
+    t.send(&seg(PEER_ISN + 2, iss + 2, Flags::ACK)).unwrap();
+    assert_eq!(t.state(c), Some(State::TimeWait));
+}
+
+#[test]
+fn fin_wait_2_orphan_resets_on_new_data() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    t.st.close(t.now, c).unwrap();
+    t.recv_one();
+    t.send(&seg(PEER_ISN + 1, iss + 2, Flags::ACK)).unwrap();
+    assert_eq!(t.st.count_by_state()[State::FinWait2 as usize], 1);
+    let mut d = seg(PEER_ISN + 1, iss + 2, Flags::ACK);
+    d.data = b"late".to_vec();
+    t.send(&d).unwrap();
+    assert_eq!(t.recv_one().flags, Flags::RST | Flags::ACK);
+    assert_eq!(t.st.resources().connections, 0);
+}

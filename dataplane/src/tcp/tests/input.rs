@@ -1,0 +1,152 @@
+//! Segment arrival (`connection/input.rs`): SYN_SENT's rules and
+//! simultaneous open, RST and SYN in synchronized states (RFC 5961),
+//! PAWS.
+
+use super::*;
+
+// ----- SYN_SENT -----
+
+#[test]
+fn syn_sent_syn_ack_completes_connect() {
+    let mut t = T::new(plain());
+    let c = t.st.socket();
+    t.st.connect(t.now, c, REMOTE, RPORT).unwrap();
+    assert_eq!(t.state(c), Some(State::SynSent));
+    let s = t.recv_one();
+    assert_eq!(s.flags, Flags::SYN);
+    assert_eq!(s.options.mss, Some(1460));
+    let (_, lport) = t.st.local_addr(c).unwrap();
+    assert!((32768..=60999).contains(&lport), "ephemeral port {lport}");
+    let mut sa = seg(PEER_ISN, s.seq + 1, Flags::SYN | Flags::ACK);
+    sa.dst_port = lport;
+    t.send(&sa).unwrap();
+    let a = t.recv_one();
+    assert_eq!((a.flags, a.seq, a.ack), (Flags::ACK, s.seq + 1, PEER_ISN + 1));
+    assert_eq!(t.state(c), Some(State::Established));
+    assert_eq!(t.st.poll_event().map(|e| e.kind), Some(EventKind::Connected));
+}
+
+#[test]
+fn syn_sent_rst_ack_refuses_and_bad_ack_gets_rst() {
+    let mut t = T::new(plain());
+    let (c, iss) = {
+        let c = t.st.socket();
+        t.st.bind(c, LOCAL, LPORT).unwrap();
+        t.st.connect(t.now, c, REMOTE, RPORT).unwrap();
+        (c, t.recv_one().seq)
+    };
+    // An ACK for something else: RST <SEQ=SEG.ACK>, state unchanged.
+    t.send(&seg(0, iss + 100, Flags::SYN | Flags::ACK)).unwrap_err();
+    let r = t.recv_one();
+    assert_eq!((r.flags, r.seq), (Flags::RST, iss + 100));
+    assert_eq!(t.state(c), Some(State::SynSent));
+    // A RST without an acceptable ACK is ignored.
+    t.send(&seg(0, 0, Flags::RST)).unwrap_err();
+    assert_eq!(t.state(c), Some(State::SynSent));
+    t.send(&seg(0, iss + 1, Flags::RST | Flags::ACK)).unwrap();
+    assert_eq!(t.state(c), Some(State::Closed));
+    assert_eq!(t.st.socket_error(c), Some(Error::ConnectionRefused));
+}
+
+#[test]
+fn syn_sent_syn_is_a_simultaneous_open() {
+    let mut t = T::new(plain());
+    let c = t.st.socket();
+    t.st.bind(c, LOCAL, LPORT).unwrap();
+    t.st.connect(t.now, c, REMOTE, RPORT).unwrap();
+    let iss = t.recv_one().seq;
+    t.send(&syn()).unwrap();
+    assert_eq!(t.state(c), Some(State::SynReceived));
+    let sa = t.recv_one();
+    assert_eq!((sa.flags, sa.seq, sa.ack), (Flags::SYN | Flags::ACK, iss, PEER_ISN + 1));
+    t.send(&seg(PEER_ISN + 1, iss + 1, Flags::ACK)).unwrap();
+    assert_eq!(t.state(c), Some(State::Established));
+}
+
+// ----- ESTABLISHED -----
+
+#[test]
+fn established_rst_in_window_gets_a_challenge_ack() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    t.send(&seg(PEER_ISN + 100, 0, Flags::RST)).unwrap_err();
+    let a = t.recv_one();
+    assert_eq!((a.flags, a.seq, a.ack), (Flags::ACK, iss + 1, PEER_ISN + 1));
+    assert_eq!(t.state(c), Some(State::Established));
+    // Out of window: ignored without an answer.
+    t.send(&seg(PEER_ISN + 1_000_000, 0, Flags::RST)).unwrap_err();
+    assert!(t.recv().is_empty());
+    // Exact: reset.
+    t.send(&seg(PEER_ISN + 1, 0, Flags::RST)).unwrap();
+    assert_eq!(t.state(c), Some(State::Closed));
+    assert_eq!(t.st.socket_error(c), Some(Error::ConnectionReset));
+}
+
+#[test]
+fn established_syn_gets_a_challenge_ack_rate_limited() {
+    let mut t = T::new(Config { challenge_ack_limit: 2, ..plain() });
+    let (_, c, iss) = t.established();
+    for _ in 0..3 {
+        t.send(&seg(PEER_ISN + 50, 0, Flags::SYN)).unwrap_err();
+    }
+    let acks = t.recv();
+    assert_eq!(acks.len(), 1, "ACKs merge within one poll: {acks:?}");
+    assert_eq!(acks[0].seq, iss + 1);
+    assert_eq!(t.st.stats().challenge_acks, 2, "the third is over the limit");
+    assert_eq!(t.state(c), Some(State::Established));
+}
+
+/// An RST in CLOSE_WAIT (Linux tcp_reset): writes fail with EPIPE, not
+/// ECONNRESET, and reads still see end of file; data left unread is read
+/// first, in ESTABLISHED too. Checked against this machine's kernel.
+#[test]
+fn close_wait_reset_is_epipe_and_reads_stay_eof() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let mut f = seg(PEER_ISN + 1, iss + 1, Flags::FIN | Flags::ACK);
+    f.data = b"bye".to_vec();
+    t.send(&f).unwrap();
+    t.recv();
+    assert_eq!(t.state(c), Some(State::CloseWait));
+    t.send(&seg(PEER_ISN + 5, iss + 1, Flags::RST)).unwrap();
+    assert_eq!(t.state(c), Some(State::Closed));
+    assert_eq!(t.st.write(t.now, c, b"x"), Err(Error::BrokenPipe));
+    let mut buf = [0; 8];
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(3));
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(0));
+    assert_eq!(t.st.write(t.now, c, b"x"), Err(Error::BrokenPipe));
+
+    // In ESTABLISHED: the data that came before the RST, then ECONNRESET.
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK | Flags::PSH);
+    d.data = b"data".to_vec();
+    t.send(&d).unwrap();
+    t.send(&seg(PEER_ISN + 5, iss + 1, Flags::RST)).unwrap();
+    assert_eq!(t.state(c), Some(State::Closed));
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(4));
+    assert_eq!(t.st.read(t.now, c, &mut buf), Err(Error::ConnectionReset));
+    t.st.close(t.now, c).unwrap();
+    assert_eq!(t.st.resources().connections, 0);
+}
+
+#[test]
+fn established_paws_drops_old_timestamps() {
+    let mut t = T::new(Config { timestamps: true, ..plain() });
+    let l = t.listener(8);
+    let mut s = syn();
+    s.options.timestamp = Some((1000, 0));
+    t.send(&s).unwrap();
+    let sa = t.recv_one();
+    let mut a = seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK);
+    a.options.timestamp = Some((1001, sa.options.timestamp.unwrap().0));
+    t.send(&a).unwrap();
+    let c = t.st.accept(l).unwrap();
+    let mut old = seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK);
+    old.data = b"stale".to_vec();
+    old.options.timestamp = Some((900, 0));
+    assert_eq!(t.send(&old), Err(DropReason::Invalid));
+    assert_eq!(t.st.stats().paws_drops, 1);
+    assert_eq!(t.recv_one().ack, PEER_ISN + 1);
+    assert_eq!(t.st.recv_queue(c), 0);
+}

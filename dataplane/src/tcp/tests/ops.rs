@@ -1,0 +1,52 @@
+//! The socket operations and ports (`stack/ops.rs`, `stack/ports.rs`):
+//! connect errors, ephemeral ports, listen() on an unbound socket.
+
+use super::*;
+
+#[test]
+fn active_connect_error_states_and_ephemeral_ports() {
+    let mut t = T::new(plain());
+    let (c, _) = t.connected();
+    assert_eq!(t.st.connect(t.now, c, REMOTE, RPORT), Err(Error::IsConnected));
+    let d = t.st.socket();
+    t.st.bind(d, LOCAL, 0).unwrap();
+    let p = t.st.local_addr(d).unwrap().1;
+    assert!((32768..=60999).contains(&p));
+    assert_eq!(t.st.bind(d, LOCAL, 1), Err(Error::InvalidInput), "bound already");
+    let e = t.st.socket();
+    assert_eq!(t.st.bind(e, Ipv4Addr::new(1, 2, 3, 4), 1), Err(Error::AddrNotAvailable));
+    assert_eq!(t.st.bind(e, LOCAL, p), Err(Error::AddrInUse));
+    assert_eq!(t.st.accept(e), Err(Error::InvalidInput));
+    t.st.close(t.now, e).unwrap();
+    assert_eq!(t.st.close(t.now, e), Err(Error::BadSocket));
+}
+
+#[test]
+fn listen_on_unbound_socket_picks_a_port_and_lists() {
+    let mut t = T::new(plain());
+    let l = t.st.socket();
+    t.st.listen(l, 5).unwrap();
+    let (a, p) = t.st.local_addr(l).unwrap();
+    assert!(a.is_unspecified() && (32768..=60999).contains(&p));
+    let rows = t.st.sockets();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].state, rows[0].send_q), (State::Listen, 5));
+}
+
+/// With a flow-to-worker map, connect() picks only ports whose return
+/// traffic belongs to this stack's worker.
+#[test]
+fn ephemeral_ports_are_owned_by_the_opening_worker() {
+    use crate::rss::{FlowSteer, DEFAULT_KEY};
+    let steer = std::sync::Arc::new(FlowSteer::new(&DEFAULT_KEY, &[], 2));
+    for me in 0..2u16 {
+        let mut t = T::new(Config::default());
+        t.st.set_flow_steer(steer.clone(), me);
+        for _ in 0..64 {
+            let s = t.st.socket();
+            t.st.connect(t.now, s, REMOTE, 80).unwrap();
+            let (_, port) = t.st.local_addr(s).unwrap();
+            assert_eq!(steer.owner(REMOTE, LOCAL, 80, port), me, "port {port}");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Data and FIN in ESTABLISHED (`connection/receive.rs`): the delayed
+//! ACK, out-of-order data with SACK, the FIN and end of file.
+
+use super::*;
+
+#[test]
+fn established_delays_the_ack_then_acks_every_second_segment() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK);
+    d.data = vec![1; 1460];
+    t.send(&d).unwrap();
+    assert!(t.recv().is_empty(), "one segment: delayed ACK");
+    t.advance(Duration::from_millis(39));
+    assert!(t.recv().is_empty());
+    t.advance(Duration::from_millis(1));
+    let a = t.recv_one();
+    assert_eq!((a.flags, a.ack), (Flags::ACK, PEER_ISN + 1 + 1460));
+    // Two full segments: ACK at once.
+    d.seq = PEER_ISN + 1 + 1460;
+    t.send(&d).unwrap();
+    d.seq += 1460;
+    t.send(&d).unwrap();
+    assert_eq!(t.recv_one().ack, PEER_ISN + 1 + 3 * 1460);
+    let mut buf = vec![0; 5000];
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(3 * 1460));
+}
+
+/// Linux ACKs every second segment of whatever size the peer sends
+/// (more than one measured segment unacknowledged, tcp_measure_rcv_mss):
+/// 1448-byte segments (a peer using timestamps) and 600-byte ones alike,
+/// not only once two of our MSS (2 x 1460 bytes) have piled up.
+#[test]
+fn established_acks_every_second_segment_of_any_size() {
+    for size in [1448usize, 600] {
+        let mut t = T::new(plain());
+        let (_, c, iss) = t.established();
+        let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK);
+        d.data = vec![1; size];
+        let mut acks = Vec::new();
+        for i in 0..6u32 {
+            d.seq = PEER_ISN + 1 + i * size as u32;
+            t.send(&d).unwrap();
+            acks.extend(t.recv().into_iter().map(|a| a.ack.wrapping_sub(PEER_ISN + 1) / size as u32));
+        }
+        assert_eq!(acks, vec![2, 4, 6], "{size}-byte segments: ACKs after these many");
+        let mut buf = vec![0; 10_000];
+        assert_eq!(t.st.read(t.now, c, &mut buf), Ok(6 * size));
+    }
+}
+
+#[test]
+fn established_out_of_order_gets_dupack_with_sack() {
+    let mut t = T::new(Config { sack: true, ..plain() });
+    let l = t.listener(8);
+    let mut s = syn();
+    s.options.sack_permitted = true;
+    t.send(&s).unwrap();
+    let sa = t.recv_one();
+    assert!(sa.options.sack_permitted);
+    t.send(&seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK)).unwrap();
+    let c = t.st.accept(l).unwrap();
+    let mut d = seg(PEER_ISN + 1 + 100, sa.seq + 1, Flags::ACK);
+    d.data = vec![2; 100];
+    t.send(&d).unwrap();
+    let a = t.recv_one();
+    assert_eq!(a.ack, PEER_ISN + 1, "duplicate ACK");
+    assert_eq!(a.options.sack(), &[SackBlock { left: PEER_ISN + 101, right: PEER_ISN + 201 }]);
+    // Filling the hole acknowledges everything at once.
+    d.seq = PEER_ISN + 1;
+    d.data = vec![1; 100];
+    t.send(&d).unwrap();
+    let a = t.recv_one();
+    assert_eq!(a.ack, PEER_ISN + 201);
+    assert_eq!(a.options.sack_count, 0);
+    let mut buf = [0u8; 300];
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(200));
+    assert_eq!(&buf[..200], &[[1u8; 100], [2u8; 100]].concat()[..]);
+}
+
+#[test]
+fn established_fin_goes_to_close_wait_and_reads_eof() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let mut f = seg(PEER_ISN + 1, iss + 1, Flags::FIN | Flags::ACK);
+    f.data = b"bye".to_vec();
+    t.send(&f).unwrap();
+    let a = t.recv_one();
+    assert_eq!(a.ack, PEER_ISN + 5, "data and FIN acknowledged at once");
+    assert_eq!(t.state(c), Some(State::CloseWait));
+    let mut buf = [0; 8];
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(3));
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(0));
+    // CLOSE_WAIT -> LAST_ACK -> CLOSED.
+    t.st.close(t.now, c).unwrap();
+    let fin = t.recv_one();
+    assert_eq!((fin.flags, fin.seq), (Flags::FIN | Flags::ACK, iss + 1));
+    t.send(&seg(PEER_ISN + 5, iss + 2, Flags::ACK)).unwrap();
+    assert_eq!(t.st.resources().connections, 0);
+}
+
+/// Linux ACKs when a read empties the buffer after small pushed segments
+/// (two of them, or one outside interactive use), instead of waiting for
+/// the delayed-ACK timer.
+#[test]
+fn established_read_after_small_pushed_segments_acks() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let mut buf = [0u8; 64];
+    let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK | Flags::PSH);
+    d.data = vec![1u8; 14];
+    t.send(&d).unwrap();
+    assert!(t.recv().is_empty(), "delayed");
+    assert_eq!(t.st.read(t.now, c, &mut buf).unwrap(), 14);
+    let a = t.recv_one();
+    assert_eq!(a.ack, PEER_ISN + 1 + 14, "one small segment, not interactive: ACK on read");
+
+    // Interactive: we answer with data, so one small segment's ACK waits
+    // for the reply.
+    t.st.set_option(t.now, c, SocketOption::NoDelay(true)).unwrap();
+    let mut d = seg(PEER_ISN + 15, iss + 1, Flags::ACK | Flags::PSH);
+    d.data = vec![2u8; 14];
+    t.send(&d).unwrap();
+    assert_eq!(t.st.read(t.now, c, &mut buf).unwrap(), 14);
+    t.recv();
+    t.st.write(t.now, c, b"reply").unwrap();
+    assert_eq!(t.recv_one().data, b"reply");
+    let mut d = seg(PEER_ISN + 29, iss + 6, Flags::ACK | Flags::PSH);
+    d.data = vec![3u8; 14];
+    t.send(&d).unwrap();
+    assert_eq!(t.st.read(t.now, c, &mut buf).unwrap(), 14);
+    assert!(t.recv().is_empty(), "interactive: the reply will carry the ACK");
+    // Two small segments: ACK on read even when interactive.
+    let mut d = seg(PEER_ISN + 43, iss + 6, Flags::ACK | Flags::PSH);
+    d.data = vec![4u8; 14];
+    t.send(&d).unwrap();
+    assert_eq!(t.st.read(t.now, c, &mut buf).unwrap(), 14);
+    assert_eq!(t.recv_one().ack, PEER_ISN + 57);
+}

@@ -1,0 +1,81 @@
+//! Segment output (`connection/send.rs`): the MSS, Nagle, window
+//! scaling of what we send.
+
+use super::*;
+
+#[test]
+fn mss_is_clamped_to_the_peers_option() {
+    let mut t = T::new(plain());
+    let c = t.st.socket();
+    t.st.connect(t.now, c, REMOTE, RPORT).unwrap();
+    let s = t.recv_one();
+    let lport = s.src_port;
+    let mut sa = seg(PEER_ISN, s.seq + 1, Flags::SYN | Flags::ACK);
+    sa.dst_port = lport;
+    sa.options.mss = Some(500);
+    t.send(&sa).unwrap();
+    t.recv();
+    t.st.set_option(t.now, c, SocketOption::NoDelay(true)).unwrap();
+    t.st.write(t.now, c, &[7u8; 1800]).unwrap();
+    let out = t.recv();
+    assert_eq!(out.iter().map(|s| s.data.len()).collect::<Vec<_>>(), vec![500, 500, 500, 300]);
+}
+
+#[test]
+fn established_nagle_holds_small_segments_unless_no_delay() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    t.st.write(t.now, c, b"a").unwrap();
+    assert_eq!(t.recv_one().data, b"a");
+    t.st.write(t.now, c, b"b").unwrap();
+    t.st.write(t.now, c, b"c").unwrap();
+    assert!(t.recv().is_empty(), "Nagle: unacknowledged data in flight");
+    t.send(&seg(PEER_ISN + 1, iss + 2, Flags::ACK)).unwrap();
+    assert_eq!(t.recv_one().data, b"bc", "coalesced once acknowledged");
+    t.st.set_option(t.now, c, SocketOption::NoDelay(true)).unwrap();
+    t.st.write(t.now, c, b"d").unwrap();
+    assert_eq!(t.recv_one().data, b"d");
+}
+
+/// Minshall's variant, as Linux: the short tail of a write follows its
+/// full-size segments at once; only a second small segment waits for the
+/// first to be acknowledged.
+#[test]
+fn established_nagle_lets_the_tail_of_a_write_go() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let mss = 1460;
+    t.st.write(t.now, c, &vec![7u8; mss + 100]).unwrap();
+    let out = t.recv();
+    assert_eq!(out.iter().map(|s| s.data.len()).collect::<Vec<_>>(), vec![mss, 100], "tail sent at once");
+    t.st.write(t.now, c, b"x").unwrap();
+    assert!(t.recv().is_empty(), "a small segment is unacknowledged");
+    t.send(&seg(PEER_ISN + 1, iss + 1 + mss as u32, Flags::ACK)).unwrap();
+    assert!(t.recv().is_empty(), "the small one is still unacknowledged");
+    t.send(&seg(PEER_ISN + 1, iss + 1 + mss as u32 + 100, Flags::ACK)).unwrap();
+    assert_eq!(t.recv_one().data, b"x");
+}
+
+#[test]
+fn established_window_scale_is_applied() {
+    let mut t = T::new(Config { window_scaling: true, ..plain() });
+    let l = t.listener(8);
+    let mut s = syn();
+    s.options.window_scale = Some(2);
+    t.send(&s).unwrap();
+    let sa = t.recv_one();
+    assert_eq!(sa.options.window_scale, Some(7));
+    let mut a = seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK);
+    a.window = 1000; // 4000 bytes
+    t.send(&a).unwrap();
+    let c = t.st.accept(l).unwrap();
+    t.st.set_option(t.now, c, SocketOption::NoDelay(true)).unwrap();
+    t.st.write(t.now, c, &[0u8; 10000]).unwrap();
+    let out = t.recv();
+    // 4000 bytes of window: two full segments; the 1080 left wait for a
+    // full segment's worth (sender SWS avoidance, as Linux's
+    // tcp_snd_wnd_test).
+    assert_eq!(out.iter().map(|s| s.data.len()).collect::<Vec<_>>(), vec![1460, 1460]);
+    // Our window is scaled by 7.
+    assert_eq!(out[0].window, (131072 >> 7) as u16);
+}

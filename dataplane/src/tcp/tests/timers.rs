@@ -1,0 +1,56 @@
+//! Timers (`connection/timers.rs`): retransmission timeouts with
+//! backoff, and the orphan's FIN_WAIT_2 timeout.
+
+use super::*;
+
+#[test]
+fn established_retransmits_on_rto_with_backoff() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    t.st.write(t.now, c, b"hello").unwrap();
+    let first = t.recv_one();
+    assert_eq!(first.seq, iss + 1);
+    t.advance(Duration::from_millis(999));
+    assert!(t.recv().is_empty());
+    t.advance(Duration::from_millis(1));
+    assert_eq!(t.recv_one(), first, "RTO: initial 1 s");
+    t.advance(Duration::from_millis(1999));
+    assert!(t.recv().is_empty());
+    t.advance(Duration::from_millis(1));
+    assert_eq!(t.recv_one(), first, "then 2 s");
+    assert_eq!(t.st.stats().retransmits, 2);
+}
+
+/// Back-to-back retransmission timeouts of the same data: cwnd one
+/// segment each time, ssthresh from the flight at the first only (RFC
+/// 5681 section 3.1; Linux tcp_enter_loss), for NewReno and CUBIC.
+#[test]
+fn repeated_timeouts_hold_ssthresh() {
+    for algo in [Algorithm::NewReno, Algorithm::Cubic] {
+        let mut t = T::new(plain());
+        let (_, c, _) = t.established();
+        t.st.set_option(t.now, c, SocketOption::Congestion(algo)).unwrap();
+        t.st.write(t.now, c, &[7u8; 8 * 1460]).unwrap();
+        assert_eq!(t.recv().len(), 8);
+        t.advance(Duration::from_millis(1001));
+        assert_eq!(t.recv().len(), 1, "the first timeout retransmits one segment");
+        let first = t.st.connection_info(c).unwrap();
+        assert_eq!(first.cwnd, 1460);
+        t.advance(Duration::from_millis(2001));
+        assert_eq!(t.recv().len(), 1, "the second, after the doubled RTO");
+        let second = t.st.connection_info(c).unwrap();
+        assert_eq!((second.cwnd, second.ssthresh), (1460, first.ssthresh), "{algo:?}");
+        assert!(second.ssthresh > 2 * 1460, "{algo:?}: from the flight of 8 segments: {}", second.ssthresh);
+    }
+}
+
+#[test]
+fn orphan_in_fin_wait_2_times_out() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    t.st.close(t.now, c).unwrap();
+    t.recv_one();
+    t.send(&seg(PEER_ISN + 1, iss + 2, Flags::ACK)).unwrap();
+    t.advance(Duration::from_secs(60));
+    assert_eq!(t.st.resources().connections, 0);
+}
