@@ -497,6 +497,20 @@ fn echo_client<T: Transport>(
             }
         }
     }
+    if out.ops == 0 {
+        for f in flows.iter() {
+            eprintln!(
+                "DEBUG flow: c={} to_send={} got={} due={} outstanding={:?} schedule_done={:?} now-end={:?}",
+                f.c.is_some(),
+                f.to_send,
+                f.got,
+                f.due.len(),
+                f.ol.as_ref().map(|o| o.outstanding()),
+                f.ol.as_ref().map(|o| o.schedule_done()),
+                Instant::now().saturating_duration_since(tl.end)
+            );
+        }
+    }
     for f in flows.iter_mut() {
         if let Some(ol) = f.ol.as_ref() {
             out.unsent += ol.unsent();
@@ -733,15 +747,17 @@ mod tests {
     /// kernel modes: the client and server logic end to end.
     #[test]
     fn every_workload_runs_against_the_server_over_loopback() {
+        // An address of the loopback's 127/8 for this process alone: the
+        // ports cannot be taken by another test's listener, nor by the
+        // ephemeral ports of other tests' clients (those are on 127.0.0.1;
+        // the fixed ports lie inside the ephemeral range, so on 127.0.0.1
+        // a busy run could hold one and bind() failed).
+        let pid = std::process::id();
+        let addr = Ipv4Addr::new(127, 7, (pid >> 8) as u8, (pid % 250) as u8 + 2);
         for (k, mode) in [Mode::Blocking, Mode::Spin].into_iter().enumerate() {
-            let base = 41_000 + (std::process::id() % 2_000) as u16 * 8 + 4 * k as u16;
-            let cfg = ServeConfig {
-                addr: Ipv4Addr::LOCALHOST,
-                base_port: base,
-                threads: 1,
-                cpus: vec![],
-                max_time: Duration::from_secs(60),
-            };
+            let base = 41_000 + 4 * k as u16;
+            let cfg =
+                ServeConfig { addr, base_port: base, threads: 1, cpus: vec![], max_time: Duration::from_secs(60) };
             let stop = AtomicBool::new(false);
             let backend = KernelBackend::new(mode);
             std::thread::scope(|s| {
@@ -752,7 +768,7 @@ mod tests {
                 });
                 rx.recv_timeout(Duration::from_secs(5)).expect("server ready");
                 for w in [Workload::Rr, Workload::Crr, Workload::StreamUp, Workload::StreamDown, Workload::Rate] {
-                    let mut p = Params::defaults(w, Ipv4Addr::LOCALHOST);
+                    let mut p = Params::defaults(w, addr);
                     p.base_port = base;
                     p.warmup_s = 0.1;
                     p.duration_s = 0.3;
@@ -764,7 +780,14 @@ mod tests {
                     let o = run(&backend, &p, |ph| phases.push(ph.to_string())).unwrap();
                     let what = format!("{mode:?} {}", p.label());
                     assert_eq!(phases, ["measure-start", "measure-end"], "{what}");
-                    assert!(o.ops > 0 && o.bytes > 0, "{what}: nothing done");
+                    assert!(
+                        o.ops > 0 && o.bytes > 0,
+                        "{what}: nothing done: unsent {} incomplete {} errors {} {:?}",
+                        o.unsent,
+                        o.incomplete,
+                        o.errors,
+                        o.first_error
+                    );
                     assert_eq!(o.errors, 0, "{what}: {:?}", o.first_error);
                     assert_eq!(o.threads, if mode == Mode::Blocking { 2 } else { 1 });
                     if w.has_latency() {

@@ -10,7 +10,6 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -23,7 +22,6 @@ use xstack_dataplane::capture::Tap;
 use xstack_dataplane::channel::{Bell, ToControl, ToWorker, WorkerLink};
 use xstack_dataplane::handoff::Mesh;
 use xstack_dataplane::iface::Iface;
-use xstack_dataplane::introspect::Snapshot;
 use xstack_dataplane::rss::{self, FlowSteer};
 use xstack_dataplane::sockets::Bridge;
 use xstack_dataplane::stats::WorkerStats;
@@ -34,23 +32,7 @@ use crate::config::Config;
 use crate::ctlsock::{self, Job};
 use crate::ops::{self, Ops};
 use crate::sysfs;
-
-pub(crate) struct WorkerHandle {
-    pub queue: u32,
-    pub link: WorkerLink,
-    pub stats: Arc<WorkerStats>,
-    /// Ends the worker's adaptive sleep (after a command is queued).
-    pub wake: Box<dyn Fn() + Send + Sync>,
-    /// The worker's last answer to a status request (kept after it dies).
-    pub last: Option<Box<Snapshot>>,
-    thread: Option<JoinHandle<std::thread::Result<WorkerReport>>>,
-    report: Option<WorkerReport>,
-    pub died: Option<String>,
-    /// Neighbour updates its inbox had no room for, oldest first: sent
-    /// before anything newer, never dropped (a lost update could leave a
-    /// next hop unreachable until its entry expires).
-    backlog: std::collections::VecDeque<ToWorker>,
-}
+use crate::workers::{collect, WorkerHandle};
 
 /// What the daemon reports when it stops.
 #[derive(Debug)]
@@ -452,21 +434,6 @@ fn sharding(cfg: &Config, iface: &Iface) -> Result<Option<(Arc<FlowSteer>, Mesh)
 /// Parcels in transit to one worker, at least.
 const HANDOFF_SLOTS: usize = 512;
 
-fn collect(w: &mut WorkerHandle) {
-    let Some(t) = w.thread.take() else { return };
-    match t.join() {
-        Ok(Ok(report)) => w.report = Some(report),
-        Ok(Err(panic)) | Err(panic) => {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panicked".into());
-            w.died = Some(why);
-        }
-    }
-}
-
 /// Client mode's progress, printed as it happens.
 struct ClientWatch {
     rx: std::sync::mpsc::Receiver<ClientReport>,
@@ -518,8 +485,8 @@ struct Control<'a> {
 }
 
 impl Control<'_> {
-    fn ops_ctx(&mut self) -> ops::Ctx<'_> {
-        ops::Ctx { steering: self.steering, resolver: self.resolver, workers: self.workers, taps: self.taps }
+    fn plane(&mut self) -> ops::Plane<'_> {
+        ops::Plane { steering: self.steering, resolver: self.resolver, workers: self.workers, taps: self.taps }
     }
 }
 
@@ -534,9 +501,9 @@ fn control_loop(stop: &AtomicBool, ctl: &mut Control<'_>, ops: &mut Ops, mut cli
         // however many operators ask at once.
         for job in ctl.jobs.try_iter().take(JOBS_PER_ROUND) {
             busy = true;
-            ops.handle(job, &mut ctl.ops_ctx());
+            ops.handle(job, &mut ctl.plane());
         }
-        if ops.drain_done(&mut ctl.ops_ctx()) {
+        if ops.drain_done(&mut ctl.plane()) {
             break;
         }
         let (steering, resolver, workers) = (ctl.steering, &mut *ctl.resolver, &mut *ctl.workers);

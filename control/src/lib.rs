@@ -19,3 +19,4 @@ pub mod protocol;
 pub mod queues;
 pub mod render;
 pub mod sysfs;
+pub(crate) mod workers;

@@ -14,11 +14,11 @@ use xstack_dataplane::tcp::{self, SocketInfo, State};
 use crate::arp::Resolver;
 use crate::config::Config;
 use crate::ctlsock::{Job, Outcome};
-use crate::daemon::WorkerHandle;
 use crate::knobs;
 use crate::protocol::{
     ConfigView, ConnRow, KnobRow, Latency, NeighRow, Proto, Reply, Request, SocketRow, Status, WorkerStatus,
 };
+use crate::workers::WorkerHandle;
 
 /// How long a worker gets to answer (an adaptive worker is woken at once;
 /// one that does not answer within this is reported as not fresh).
@@ -43,8 +43,9 @@ pub(crate) struct Drain {
     next_check: Instant,
 }
 
-/// Everything `Ops` works on, borrowed from the control loop.
-pub(crate) struct Ctx<'a> {
+/// The running plane the operator's requests act on, borrowed from the
+/// control loop.
+pub(crate) struct Plane<'a> {
     pub steering: &'a Steering,
     pub resolver: &'a Resolver,
     pub workers: &'a mut [WorkerHandle],
@@ -64,7 +65,7 @@ impl Ops {
         }
     }
 
-    pub fn handle(&mut self, job: Job, ctx: &mut Ctx<'_>) {
+    pub fn handle(&mut self, job: Job, plane: &mut Plane<'_>) {
         // The client stopped waiting: do not act on it (a drain reported
         // as failed must not happen later).
         if Instant::now() >= job.deadline {
@@ -72,33 +73,33 @@ impl Ops {
             return;
         }
         let outcome = match job.request {
-            Request::Capture(spec) => match crate::capture::Stream::start(ctx.taps, &spec) {
+            Request::Capture(spec) => match crate::capture::Stream::start(plane.taps, &spec) {
                 Ok(s) => Outcome::Capture(s),
                 Err(e) => Outcome::Reply(Reply::error(format!("{e:#}"))),
             },
-            other => Outcome::Reply(self.reply(other, ctx)),
+            other => Outcome::Reply(self.reply(other, plane)),
         };
         // The client may have gone; nothing to do then.
         let _ = job.reply.send(outcome);
     }
 
-    fn reply(&mut self, request: Request, ctx: &mut Ctx<'_>) -> Reply {
+    fn reply(&mut self, request: Request, plane: &mut Plane<'_>) -> Reply {
         match request {
-            Request::Status { sockets } => Reply::ok(self.status(ctx, sockets)),
-            Request::Arp => Reply::ok(arp_rows(ctx.resolver)),
+            Request::Status { sockets } => Reply::ok(self.status(plane, sockets)),
+            Request::Arp => Reply::ok(arp_rows(plane.resolver)),
             Request::Config => Reply::ok(self.config_view()),
-            Request::Set { knob, value } => self.set(ctx, &knob, &value),
-            Request::Port { add, proto, port } => self.port(ctx, add, proto, port),
-            Request::Drain { timeout_secs } => self.start_drain(ctx, timeout_secs),
-            Request::Fault { worker } => self.fault(ctx, worker),
+            Request::Set { knob, value } => self.set(plane, &knob, &value),
+            Request::Port { add, proto, port } => self.port(plane, add, proto, port),
+            Request::Drain { timeout_secs } => self.start_drain(plane, timeout_secs),
+            Request::Fault { worker } => self.fault(plane, worker),
             Request::Capture(_) => Reply::error("capture is streamed, not answered"),
         }
     }
 
-    pub fn status(&mut self, ctx: &mut Ctx<'_>, sockets: bool) -> Status {
-        let answers = ask(ctx.workers, || Command::Snapshot { sockets });
-        let mut workers = Vec::with_capacity(ctx.workers.len());
-        for (w, answer) in ctx.workers.iter_mut().zip(answers) {
+    pub fn status(&mut self, plane: &mut Plane<'_>, sockets: bool) -> Status {
+        let answers = ask(plane.workers, || Command::Snapshot { sockets });
+        let mut workers = Vec::with_capacity(plane.workers.len());
+        for (w, answer) in plane.workers.iter_mut().zip(answers) {
             let fresh = match answer {
                 Some(Answer::Snapshot(s)) => {
                     w.last = Some(s);
@@ -108,10 +109,10 @@ impl Ops {
             };
             workers.push(worker_status(w.queue, &w.stats, w.last.as_deref(), w.died.clone(), fresh, sockets));
         }
-        let xdp = ctx.steering.counters().unwrap_or_default();
-        let a = ctx.resolver.stats();
+        let xdp = plane.steering.counters().unwrap_or_default();
+        let a = plane.resolver.stats();
         Status {
-            interface: ctx.steering.ifname().to_string(),
+            interface: plane.steering.ifname().to_string(),
             uptime_secs: self.started.elapsed().as_secs_f64(),
             draining: self.drain.is_some(),
             xdp: Verdict::ALL.iter().map(|v| (v.name().to_string(), xdp.get(*v))).collect(),
@@ -139,13 +140,13 @@ impl Ops {
         }
     }
 
-    fn set(&mut self, ctx: &mut Ctx<'_>, knob: &str, value: &str) -> Reply {
+    fn set(&mut self, plane: &mut Plane<'_>, knob: &str, value: &str) -> Reply {
         let new = match knobs::set(&self.tcp, knob, value) {
             Ok(c) => c,
             Err(e) => return Reply::error(format!("{e:#}")),
         };
-        let answers = ask(ctx.workers, || Command::SetTcp(Box::new(new.clone())));
-        let missing: Vec<u32> = ctx
+        let answers = ask(plane.workers, || Command::SetTcp(Box::new(new.clone())));
+        let missing: Vec<u32> = plane
             .workers
             .iter()
             .zip(&answers)
@@ -165,7 +166,7 @@ impl Ops {
         Reply::ok(serde_json::json!({ "knob": knob, "old": old, "new": now }))
     }
 
-    fn port(&mut self, ctx: &mut Ctx<'_>, add: bool, proto: Proto, port: u16) -> Reply {
+    fn port(&mut self, plane: &mut Plane<'_>, add: bool, proto: Proto, port: u16) -> Reply {
         if self.tcp_ports.is_empty() && self.udp_ports.is_empty() {
             return Reply::error(
                 "the stack's addresses are dedicated (every port already goes to the stack); steered ports apply to addresses shared with the kernel (tcp_ports/udp_ports)",
@@ -183,12 +184,12 @@ impl Ops {
             if present {
                 return Reply::error(format!("{proto:?} port {port} is already steered"));
             }
-            ctx.steering.add_port(l4, port)
+            plane.steering.add_port(l4, port)
         } else {
             if !present {
                 return Reply::error(format!("{proto:?} port {port} is not steered"));
             }
-            ctx.steering.remove_port(l4, port)
+            plane.steering.remove_port(l4, port)
         };
         if let Err(e) = r {
             return Reply::error(format!("updating the steering map: {e}"));
@@ -203,14 +204,14 @@ impl Ops {
         Reply::ok(serde_json::json!({ "tcp_ports": self.tcp_ports, "udp_ports": self.udp_ports }))
     }
 
-    fn start_drain(&mut self, ctx: &mut Ctx<'_>, timeout_secs: u64) -> Reply {
+    fn start_drain(&mut self, plane: &mut Plane<'_>, timeout_secs: u64) -> Reply {
         if self.drain.is_some() {
             return Reply::error("already draining");
         }
         if timeout_secs > MAX_DRAIN_SECS {
             return Reply::error(format!("drain timeout {timeout_secs} s is more than {MAX_DRAIN_SECS} s (a week)"));
         }
-        let answers = ask(ctx.workers, || Command::Drain);
+        let answers = ask(plane.workers, || Command::Drain);
         let closed: usize = answers
             .iter()
             .map(|a| match a {
@@ -228,7 +229,7 @@ impl Ops {
 
     /// While draining: true once every connection has finished (or the
     /// deadline passed), when the daemon should stop.
-    pub fn drain_done(&mut self, ctx: &mut Ctx<'_>) -> bool {
+    pub fn drain_done(&mut self, plane: &mut Plane<'_>) -> bool {
         let Some(d) = &mut self.drain else { return false };
         let now = Instant::now();
         if now >= d.deadline {
@@ -239,9 +240,9 @@ impl Ops {
             return false;
         }
         d.next_check = now + Duration::from_millis(100);
-        let answers = ask(ctx.workers, || Command::Snapshot { sockets: false });
+        let answers = ask(plane.workers, || Command::Snapshot { sockets: false });
         let mut active = 0;
-        for (w, a) in ctx.workers.iter_mut().zip(answers) {
+        for (w, a) in plane.workers.iter_mut().zip(answers) {
             match a {
                 Some(Answer::Snapshot(s)) => {
                     active += active_connections(&s.states);
@@ -258,11 +259,11 @@ impl Ops {
         active == 0
     }
 
-    fn fault(&mut self, ctx: &mut Ctx<'_>, worker: u32) -> Reply {
+    fn fault(&mut self, plane: &mut Plane<'_>, worker: u32) -> Reply {
         if !self.fault_injection {
             return Reply::error("fault injection is off (start xstackd with --fault-injection)");
         }
-        let Some(w) = ctx.workers.iter().find(|w| w.queue == worker && w.died.is_none()) else {
+        let Some(w) = plane.workers.iter().find(|w| w.queue == worker && w.died.is_none()) else {
             return Reply::error(format!("no live worker {worker}"));
         };
         if w.link.commands.push((0, Command::Panic)).is_err() {
