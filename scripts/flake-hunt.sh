@@ -83,7 +83,7 @@ run_once() {
     else
         last_ok=0
         local keep
-        keep="$root/$logs/${tag}.$(date +%s%N).log"
+        keep="$root/$logs/${tag//[^A-Za-z0-9_.-]/_}.$(date +%s%N).log"
         cp "$log" "$keep"
         local names
         names=$(grep -E '^test .* \.\.\. FAILED$' "$log" | sed -E 's/^test (.*) \.\.\. FAILED$/\1/' || true)
@@ -98,6 +98,9 @@ while read -r src exe; do
     name=$(basename "$exe")
     name=${name%-*}
     [[ "$name" =~ $only ]] || continue
+    # Two binaries can share a name (a crate's library and its main): the
+    # source they test tells them apart.
+    name="$name:${src#"$root"/}"
     is_ns=0
     [[ "$src" == */control/tests/* ]] && is_ns=1
     if ((is_ns && !namespace)); then
@@ -127,7 +130,7 @@ while read -r src exe; do
         done
     fi
     popd >/dev/null
-    summary+=("$(printf '%-40s runs %4d  failed %3d%s' "$name" "$done_runs" "$failed_runs" "$( ((is_ns)) && echo '  (one test at a time)')")")
+    summary+=("$(printf '%-56s runs %4d  failed %3d%s' "$name" "$done_runs" "$failed_runs" "$( ((is_ns)) && echo '  (one test at a time)')")")
     total_runs=$((total_runs + done_runs))
     total_failed=$((total_failed + failed_runs))
     echo "flake-hunt: ${summary[-1]}" >&2

@@ -189,13 +189,7 @@ pub fn serve_polled<B: Backend>(
                     opened.fetch_add(1, Ordering::SeqCst);
                     let mut conns: Vec<(Handler, <B::T as Transport>::Conn)> = Vec::new();
                     let mut n: u64 = 0;
-                    let mut last = Instant::now();
                     loop {
-                        let now = Instant::now();
-                        if now - last > Duration::from_millis(200) {
-                            eprintln!("DEBUG server pass gap {:?} conns {}", now - last, conns.len());
-                        }
-                        last = now;
                         n += 1;
                         if n % 1024 == 0 && (stop.load(Ordering::Relaxed) || Instant::now() >= deadline) {
                             break;

@@ -497,20 +497,6 @@ fn echo_client<T: Transport>(
             }
         }
     }
-    if out.ops == 0 {
-        for f in flows.iter() {
-            eprintln!(
-                "DEBUG flow: c={} to_send={} got={} due={} outstanding={:?} schedule_done={:?} now-end={:?}",
-                f.c.is_some(),
-                f.to_send,
-                f.got,
-                f.due.len(),
-                f.ol.as_ref().map(|o| o.outstanding()),
-                f.ol.as_ref().map(|o| o.schedule_done()),
-                Instant::now().saturating_duration_since(tl.end)
-            );
-        }
-    }
     for f in flows.iter_mut() {
         if let Some(ol) = f.ol.as_ref() {
             out.unsent += ol.unsent();
@@ -776,18 +762,30 @@ mod tests {
                     p.connections = 2;
                     p.outstanding = if w == Workload::Rr { 2 } else { 1 };
                     p.rate = 2000.0;
-                    let mut phases = Vec::new();
-                    let o = run(&backend, &p, |ph| phases.push(ph.to_string())).unwrap();
                     let what = format!("{mode:?} {}", p.label());
+                    // A 0.3 s window promises what completed in it, not
+                    // that anything did: on a loaded machine (parallel
+                    // tests, other builds) a loopback segment can wait for
+                    // the kernel's retransmission timer (200 ms, doubling)
+                    // or a thread for the CPU that long. Such a starved
+                    // window has no errors and no operations; it is
+                    // measured again, at most twice. Broken logic never
+                    // completes anything and still fails.
+                    let mut attempt = 0;
+                    let (o, phases) = loop {
+                        let mut phases = Vec::new();
+                        let o = run(&backend, &p, |ph| phases.push(ph.to_string())).unwrap();
+                        attempt += 1;
+                        if o.ops > 0 || o.errors > 0 || attempt == 3 {
+                            break (o, phases);
+                        }
+                        eprintln!(
+                            "{what}: a starved window (unsent {}, incomplete {}), measured again",
+                            o.unsent, o.incomplete
+                        );
+                    };
                     assert_eq!(phases, ["measure-start", "measure-end"], "{what}");
-                    assert!(
-                        o.ops > 0 && o.bytes > 0,
-                        "{what}: nothing done: unsent {} incomplete {} errors {} {:?}",
-                        o.unsent,
-                        o.incomplete,
-                        o.errors,
-                        o.first_error
-                    );
+                    assert!(o.ops > 0 && o.bytes > 0, "{what}: nothing done in {attempt} windows");
                     assert_eq!(o.errors, 0, "{what}: {:?}", o.first_error);
                     assert_eq!(o.threads, if mode == Mode::Blocking { 2 } else { 1 });
                     if w.has_latency() {
