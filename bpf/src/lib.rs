@@ -195,7 +195,7 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-const MAP_NAMES: [&str; 5] = ["xsks", "stack_addrs", "stack_ports", "arp_pending", "counters"];
+const MAP_NAMES: [&str; 7] = ["xsks", "stack_addrs", "stack_ports", "arp_pending", "counters", "iface", "local_bcast"];
 
 /// The loaded and attached steering program.
 #[derive(Debug)]
@@ -206,11 +206,20 @@ pub struct Steering {
     stack_ports: MapHandle,
     arp_pending: MapHandle,
     counters: MapHandle,
+    iface: MapHandle,
+    local_bcast: MapHandle,
     ifname: String,
     ifindex: i32,
     mode: AttachMode,
     pin_dir: Option<PathBuf>,
     attached: bool,
+}
+
+/// The interface's MAC address, from sysfs.
+fn interface_mac(ifname: &str) -> Option<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address")).ok()?;
+    let bytes: Vec<u8> = text.trim().split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+    bytes.try_into().ok()
 }
 
 /// The kernel's index of `ifname`, from sysfs (which `ip netns exec` mounts
@@ -245,6 +254,8 @@ impl Steering {
             stack_ports: handle(&maps.stack_ports)?,
             arp_pending: handle(&maps.arp_pending)?,
             counters: handle(&maps.counters)?,
+            iface: handle(&maps.iface)?,
+            local_bcast: handle(&maps.local_bcast)?,
             prog,
             ifname: ifname.into(),
             ifindex,
@@ -253,6 +264,11 @@ impl Steering {
             attached: false,
         };
         drop(loaded);
+        // The interface's own MAC, until told otherwise (set_mac): resets
+        // answer only frames addressed to it.
+        if let Some(mac) = interface_mac(ifname) {
+            s.set_mac(mac)?;
+        }
 
         if let Some(dir) = pin_dir {
             s.pin(dir)?;
@@ -276,6 +292,8 @@ impl Steering {
                 "stack_addrs" => &mut self.stack_addrs,
                 "stack_ports" => &mut self.stack_ports,
                 "arp_pending" => &mut self.arp_pending,
+                "iface" => &mut self.iface,
+                "local_bcast" => &mut self.local_bcast,
                 _ => &mut self.counters,
             };
             map.pin(&path).map_err(|e| err(std::io::Error::other(e.to_string())))?;
@@ -364,6 +382,23 @@ impl Steering {
         self.stack_ports
             .delete(&Self::port_key(proto, port))
             .map_err(|source| Error::Map { map: "stack_ports", source })
+    }
+
+    /// The MAC address the stack answers on (the interface's by default):
+    /// the program answers only frames addressed to it.
+    pub fn set_mac(&self, mac: [u8; 6]) -> Result<()> {
+        let mut v = [0u8; 8];
+        v[..6].copy_from_slice(&mac);
+        v[6] = 1;
+        self.iface.update(&0u32.to_ne_bytes(), &v, MapFlags::ANY).map_err(|source| Error::Map { map: "iface", source })
+    }
+
+    /// Declares `addr` the directed broadcast address of one of the stack's
+    /// subnets: a martian source, never answered.
+    pub fn add_local_broadcast(&self, addr: Ipv4Addr) -> Result<()> {
+        self.local_bcast
+            .update(&addr.octets(), &[1], MapFlags::ANY)
+            .map_err(|source| Error::Map { map: "local_bcast", source })
     }
 
     /// Marks a next hop as being resolved by the stack, so that ARP replies

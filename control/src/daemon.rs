@@ -194,7 +194,14 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
     }
     for a in &cfg.addresses {
         steering.add_address(a.addr.into(), cfg.shared())?;
+        if a.prefix_len <= 30 {
+            let host_bits = u32::MAX >> a.prefix_len;
+            let bcast = xstack_dataplane::wire::Ipv4Addr::from_u32(a.addr.to_u32() | host_bits);
+            steering.add_local_broadcast(bcast.into())?;
+        }
     }
+    // A configured MAC replaces the interface's as the one answered on.
+    steering.set_mac(mac.0)?;
     for p in &cfg.tcp_ports {
         steering.add_port(L4Proto::Tcp, *p)?;
     }

@@ -36,7 +36,11 @@ fn steering_helper() {
     };
     let steering = Steering::load(ifname, mode, false, None).unwrap();
     if addr != "-" {
-        steering.add_address(addr.parse::<Ipv4Addr>().unwrap(), false).unwrap();
+        let a = addr.parse::<Ipv4Addr>().unwrap();
+        steering.add_address(a, false).unwrap();
+        // Its /24's broadcast, as the daemon declares its subnets'.
+        let o = a.octets();
+        steering.add_local_broadcast(Ipv4Addr::new(o[0], o[1], o[2], 255)).unwrap();
     }
     println!("ready mode={}", steering.mode());
     for _ in std::io::stdin().lock().lines().map_while(Result::ok) {
@@ -174,12 +178,18 @@ fn run(mode: &str, tag: &str) {
     for name in ["rst", "rst_ack", "udp", "tcp_bad_offset"] {
         assert_eq!(probe_line(&out, name).0["replies"], 0, "{name}: {out}");
     }
+    // A SYN built whole is answered; addressed to another MAC, or from a
+    // martian source, it is not (Linux: PACKET_HOST only, fib_validate_source).
+    assert_eq!(probe_line(&out, "syn_frame").0["replies"], 1, "{out}");
+    for name in ["other_mac", "src_own", "src_broadcast", "src_loopback"] {
+        assert_eq!(probe_line(&out, name).0["replies"], 0, "{name}: {out}");
+    }
 
     let c = helper.counters();
     let seen: u64 = out.lines().find_map(|l| l.strip_prefix("resets_seen=")).unwrap().parse().unwrap();
-    assert_eq!(seen, 4, "{out}");
+    assert_eq!(seen, 5, "{out}");
     assert_eq!(c["tx_rst"], seen, "{c:?}");
-    assert!(c["pass_no_socket"] >= 4, "RST, RST|ACK, UDP, bad offset: {c:?}");
+    assert!(c["pass_no_socket"] >= 8, "RST, RST|ACK, UDP, bad offset, other MAC, three martians: {c:?}");
     assert_eq!(c["redirect_tcp"] + c["redirect_udp"], 0, "nothing was redirected: {c:?}");
     helper.stop();
     if let Some(p) = peer {

@@ -68,6 +68,22 @@ struct {
 	__type(value, __u8);
 } stack_ports SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xs_iface);
+} iface SEC(".maps");
+
+/* The directed broadcast addresses of the stack's subnets (value unused):
+ * martian as sources. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u8);
+} local_bcast SEC(".maps");
+
 /* Next hops the stack is resolving, for shared addresses (value unused). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -129,6 +145,17 @@ static __always_inline __u16 csum_fold(__u32 sum)
 	return ~sum;
 }
 
+static __always_inline int same_mac(const __u8 *a, const __u8 *b)
+{
+	int i;
+
+#pragma unroll
+	for (i = 0; i < ETH_ALEN; i++)
+		if (a[i] != b[i])
+			return 0;
+	return 1;
+}
+
 /* Ethernet, IPv4 without options and TCP without options: the reset. */
 #define RST_FRAME_LEN (ETH_HLEN + 20 + 20)
 
@@ -163,7 +190,8 @@ static __always_inline int send_reset(struct xdp_md *ctx)
 	struct iphdr *ip = data + sizeof(*eth);
 	struct tcphdr *th;
 	__u8 peer_mac[ETH_ALEN], our_mac[ETH_ALEN];
-	__u32 ihl, doff, tot_len, seg_len, saddr, daddr, seq, ack_seq, sum, first;
+	__u32 ihl, doff, tot_len, seg_len, saddr, daddr, seq, ack_seq, sum, first, zero = 0;
+	struct xs_iface *cfg;
 	__u16 sport, dport;
 	__u8 tos, ctl;
 	int delta;
@@ -197,6 +225,16 @@ static __always_inline int send_reset(struct xdp_md *ctx)
 	daddr = ip->daddr;
 	first = bpf_ntohl(saddr) >> 24;
 	if ((eth->h_dest[0] & 1) || (eth->h_source[0] & 1) || first == 0 || first == 127 || first >= 224)
+		return count(XS_PASS_NO_SOCKET, XDP_PASS);
+	/* PACKET_HOST means addressed to our MAC: a frame for another station
+	 * seen in promiscuous mode (a bridge port, a capture) is not ours to
+	 * answer. */
+	cfg = bpf_map_lookup_elem(&iface, &zero);
+	if (cfg && cfg->mac_set && !same_mac(eth->h_dest, cfg->mac))
+		return count(XS_PASS_NO_SOCKET, XDP_PASS);
+	/* fib_validate_source: a source that is one of our own addresses or a
+	 * broadcast address of our subnets is martian. */
+	if (bpf_map_lookup_elem(&stack_addrs, &saddr) || bpf_map_lookup_elem(&local_bcast, &saddr))
 		return count(XS_PASS_NO_SOCKET, XDP_PASS);
 
 	seg_len = tot_len - ihl - doff;

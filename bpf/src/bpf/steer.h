@@ -26,6 +26,15 @@ struct xs_addr {
 	__u8 pad[3];
 };
 
+/* The one value of `iface`: the interface's MAC address, so a frame that
+ * reached the program only through promiscuous mode (a bridge, a capture)
+ * is never answered. */
+struct xs_iface {
+	__u8 mac[6];
+	__u8 mac_set; /* 0 until the loader wrote `mac` */
+	__u8 pad;
+};
+
 /* Key of `stack_ports`. */
 struct xs_port {
 	__u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP */

@@ -172,14 +172,22 @@ class Probe:
             extra["ack_minus_our_seq"] = (rack - seq) % 2**32
         self.report(name, replies, sport, dport, extra)
 
-    def send_frame(self, name, ip_payload, proto):
-        """A frame built whole (for lengths the kernel would not send)."""
+    def send_frame(self, name, ip_payload, proto, src=None, dst_mac=None, ports=(0, 0)):
+        """A frame built whole (for lengths the kernel would not send, a
+        source address that is not ours, another destination MAC)."""
         self.drain()
+        src = src or self.our_ip
         hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(ip_payload), 0, 0x4000, 64, proto, 0,
-                          socket.inet_aton(self.our_ip), socket.inet_aton(self.stack_ip))
+                          socket.inet_aton(src), socket.inet_aton(self.stack_ip))
         hdr = hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:]
-        self.cap.send(self.stack_mac + self.our_mac + b"\x08\x00" + hdr + ip_payload)
-        self.report(name, self.tcp_from_stack(self.frames(0.3)), 0, 0)
+        self.cap.send((dst_mac or self.stack_mac) + self.our_mac + b"\x08\x00" + hdr + ip_payload)
+        self.report(name, self.tcp_from_stack(self.frames(0.3)), *ports)
+
+    def syn_from(self, name, src, dst_mac=None):
+        """A SYN from `src` (spoofed), to `dst_mac` (default: the stack's)."""
+        sport = random.randrange(1024, 65536)
+        seg = tcp_segment(src, self.stack_ip, sport, 80, 1, 0, SYN)
+        self.send_frame(name, seg, 6, src=src, dst_mac=dst_mac, ports=(sport, 80))
 
 
 def main():
@@ -200,6 +208,14 @@ def main():
     # Data offset beyond the datagram: malformed, passed, never answered.
     bad = tcp_segment(our_ip, stack_ip, 4000, 4001, 1, 0, SYN)
     p.send_frame("tcp_bad_offset", bad[:12] + bytes([15 << 4]) + bad[13:], 6)
+    # Built whole, a SYN from us is answered; the same for another
+    # station's MAC (promiscuous mode) or from a martian source (one of the
+    # stack's addresses, its subnet's broadcast, loopback) is not.
+    p.syn_from("syn_frame", our_ip)
+    p.syn_from("other_mac", our_ip, dst_mac=bytes.fromhex("020000abcdef"))
+    p.syn_from("src_own", stack_ip)
+    p.syn_from("src_broadcast", ".".join(stack_ip.split(".")[:3] + ["255"]))
+    p.syn_from("src_loopback", "127.0.0.1")
     print(f"resets_seen={p.resets_seen}", flush=True)
     sys.exit(1 if p.failed else 0)
 
