@@ -236,6 +236,44 @@ mod tests {
     }
 
     #[test]
+    fn the_crate_gives_the_same_hashes() {
+        use siphasher::sip::{SipHasher13 as C13, SipHasher24 as C24};
+        use std::hash::Hasher;
+        let msg: Vec<u8> = (0u8..200).map(|i| i.wrapping_mul(37)).collect();
+        for key in [reference_key(), SipKey(1, 2), SipKey(u64::MAX, 0x0123_4567_89ab_cdef)] {
+            for len in 0..msg.len() {
+                for split in [0, len / 3, len / 2, len] {
+                    let mut a = SipHasher24::new(key);
+                    let mut b = C24::new_with_keys(key.0, key.1);
+                    let mut c = SipHasher13::new(key);
+                    let mut d = C13::new_with_keys(key.0, key.1);
+                    for part in [&msg[..split], &msg[split..len]] {
+                        a.write_bytes(part);
+                        b.write(part);
+                        c.write_bytes(part);
+                        d.write(part);
+                    }
+                    assert_eq!(a.finish_u64(), b.finish(), "2-4, {len} bytes split at {split}");
+                    assert_eq!(c.finish_u64(), d.finish(), "1-3, {len} bytes split at {split}");
+                }
+                // Written in pieces, as the ISN (4, 4, 2, 2 bytes) and the
+                // cookie (4 x 4 bytes) are.
+                for step in 1..=9 {
+                    let mut a = SipHasher24::new(key);
+                    let mut b = C24::new_with_keys(key.0, key.1);
+                    for part in msg[..len].chunks(step) {
+                        a.write_bytes(part);
+                        b.write(part);
+                    }
+                    assert_eq!(a.finish_u64(), b.finish(), "2-4, {len} bytes in pieces of {step}");
+                }
+            }
+        }
+        let k = reference_key();
+        assert_eq!(C24::new_with_keys(k.0, k.1).hash(&[]), 0x726fdb47dd0e0e31);
+    }
+
+    #[test]
     fn streaming_matches_one_shot() {
         let msg: Vec<u8> = (0u8..64).map(|i| i.wrapping_mul(37)).collect();
         for split in 0..msg.len() {
