@@ -9,14 +9,24 @@
 //! - one full handshake (SYN, SYN|ACK, ACK, accept) plus its abortive
 //!   teardown, across two in-memory stacks;
 //! - one timer wheel operation (arm + cancel, arm + expire) with 10 000
-//!   other timers armed.
+//!   other timers armed;
+//! - the keyed hashes: a 4-tuple through the connection tables' hasher
+//!   (once per received segment), an ISN and a SYN cookie (SipHash-2-4,
+//!   once per connection or per SYN under a flood).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::hash::BuildHasher;
 use std::hint::black_box;
 use std::time::Duration;
+use xstack_dataplane::tcp::isn::IsnGenerator;
 use xstack_dataplane::tcp::rng::Rng;
+use xstack_dataplane::tcp::siphash::{KeyedState, SipKey};
+use xstack_dataplane::tcp::socket::FourTuple;
+use xstack_dataplane::tcp::syncookie::{CookieTuple, SynCookies};
 use xstack_dataplane::tcp::timer_wheel::TimerWheel;
 use xstack_dataplane::tcp::Instant;
+use xstack_dataplane::tcp::SeqNum;
+use xstack_dataplane::wire::Ipv4Addr;
 
 mod support;
 
@@ -96,5 +106,22 @@ fn timer_wheel(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, data_segment, handshake, timer_wheel);
+fn keyed_hashes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("hash");
+    let (local, remote) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    let table = KeyedState(SipKey(0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210));
+    let t = FourTuple { local, local_port: 80, remote, remote_port: 40000 };
+    g.bench_function("four_tuple_table", |b| b.iter(|| table.hash_one(black_box(t))));
+    let isn = IsnGenerator::new(SipKey(1, 2), SipKey(3, 4));
+    let now = Instant::from_secs(10);
+    g.bench_function("isn", |b| b.iter(|| isn.isn(black_box(now), black_box(local), 80, black_box(remote), 40000)));
+    let cookies = SynCookies::new(SipKey(5, 6), SipKey(7, 8));
+    let ct = CookieTuple { local, lport: 80, remote, rport: 40000 };
+    g.bench_function("syn_cookie", |b| {
+        b.iter(|| cookies.make(black_box(now), black_box(&ct), SeqNum(1_000_000), 1460))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, data_segment, handshake, timer_wheel, keyed_hashes);
 criterion_main!(benches);

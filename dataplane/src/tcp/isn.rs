@@ -1,10 +1,11 @@
 //! Initial sequence numbers (RFC 6528) and timestamp offsets, as Linux
 //! computes them (net/core/secure_seq.c).
 
-use super::siphash::{SipHasher24, SipKey};
+use super::siphash::{sip24, SipKey};
 use super::time::Instant;
 use super::SeqNum;
 use crate::wire::Ipv4Addr;
+use std::hash::Hasher;
 
 /// Secrets drawn once from the stack's seed.
 #[derive(Clone, Debug)]
@@ -23,22 +24,22 @@ impl IsnGenerator {
     /// uses SipHash and a clock of 64 ns ticks (seq_scale), so a new
     /// incarnation of a 4-tuple starts above the old one's sequence space.
     pub fn isn(&self, now: Instant, local: Ipv4Addr, lport: u16, remote: Ipv4Addr, rport: u16) -> SeqNum {
-        let mut h = SipHasher24::new(self.isn_key);
-        h.write_bytes(&local.0);
-        h.write_bytes(&remote.0);
-        h.write_bytes(&lport.to_be_bytes());
-        h.write_bytes(&rport.to_be_bytes());
-        let f = h.finish_u64() as u32;
+        let mut h = sip24(self.isn_key);
+        h.write(&local.0);
+        h.write(&remote.0);
+        h.write(&lport.to_be_bytes());
+        h.write(&rport.to_be_bytes());
+        let f = h.finish() as u32;
         SeqNum(f.wrapping_add((now.as_nanos() >> 6) as u32))
     }
 
     /// A per-address-pair offset added to the timestamp clock (Linux
     /// secure_tcp_ts_off), so TSval does not reveal the host's uptime.
     pub fn ts_offset(&self, local: Ipv4Addr, remote: Ipv4Addr) -> u32 {
-        let mut h = SipHasher24::new(self.ts_key);
-        h.write_bytes(&local.0);
-        h.write_bytes(&remote.0);
-        h.finish_u64() as u32
+        let mut h = sip24(self.ts_key);
+        h.write(&local.0);
+        h.write(&remote.0);
+        h.finish() as u32
     }
 }
 

@@ -6,10 +6,11 @@
 //! peer uses timestamps (cookie_init_timestamp); without timestamps they
 //! are lost, as on Linux.
 
-use super::siphash::{SipHasher24, SipKey};
+use super::siphash::{sip24, SipKey};
 use super::time::Instant;
 use super::SeqNum;
 use crate::wire::Ipv4Addr;
+use std::hash::Hasher;
 
 const COOKIEBITS: u32 = 24;
 const COOKIEMASK: u32 = (1 << COOKIEBITS) - 1;
@@ -55,12 +56,12 @@ impl SynCookies {
     fn hash(&self, t: &CookieTuple, count: u32, c: usize) -> u32 {
         // Linux hashes (saddr, daddr, sport<<16 | dport, count) with the
         // addresses seen from the peer's side.
-        let mut h = SipHasher24::new(self.keys[c]);
-        h.write_bytes(&t.remote.0);
-        h.write_bytes(&t.local.0);
-        h.write_bytes(&((u32::from(t.rport) << 16) | u32::from(t.lport)).to_be_bytes());
-        h.write_bytes(&count.to_be_bytes());
-        h.finish_u64() as u32
+        let mut h = sip24(self.keys[c]);
+        h.write(&t.remote.0);
+        h.write(&t.local.0);
+        h.write(&((u32::from(t.rport) << 16) | u32::from(t.lport)).to_be_bytes());
+        h.write(&count.to_be_bytes());
+        h.finish() as u32
     }
 
     /// Minutes since the epoch of `now` (tcp_cookie_time).

@@ -3,9 +3,10 @@
 
 use super::table::Kind;
 use super::Stack;
-use crate::tcp::siphash::SipHasher24;
+use crate::tcp::siphash::sip24;
 use crate::tcp::socket::{FourTuple, SocketId};
 use crate::wire::Ipv4Addr;
+use std::hash::Hasher;
 
 impl Stack {
     /// Linux inet_csk_bind_conflict, simplified to what the contract
@@ -47,11 +48,11 @@ impl Stack {
     pub(super) fn ephemeral_for(&mut self, local: Ipv4Addr, remote: Ipv4Addr, rport: u16) -> Option<u16> {
         let (lo, hi) = self.shared.config.ephemeral_ports;
         let range = u32::from(hi.saturating_sub(lo)) + 1;
-        let mut h = SipHasher24::new(self.port_key);
-        h.write_bytes(&local.0);
-        h.write_bytes(&remote.0);
-        h.write_bytes(&rport.to_be_bytes());
-        let offset = (h.finish_u64() as u32).wrapping_add(self.port_counter);
+        let mut h = sip24(self.port_key);
+        h.write(&local.0);
+        h.write(&remote.0);
+        h.write(&rport.to_be_bytes());
+        let offset = (h.finish() as u32).wrapping_add(self.port_counter);
         for i in 0..range {
             let port = lo + (offset.wrapping_add(i) % range) as u16;
             let t = FourTuple { local, local_port: port, remote, remote_port: rport };
