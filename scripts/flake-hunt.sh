@@ -138,7 +138,9 @@ done <"$logs/binaries"
 
 echo
 printf '%s\n' "${summary[@]}"
-if ((${#failures[@]})); then
+# (An empty associative array counts as unset under `set -u` in bash
+# before 5.2: test the total instead of its size.)
+if ((total_failed > 0)); then
     echo
     echo "failing tests (failed runs):"
     for k in "${!failures[@]}"; do
