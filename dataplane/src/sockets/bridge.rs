@@ -305,10 +305,9 @@ impl Bridge {
         while l.queue.len() < cap {
             let Ok(child) = io.accept(lid) else { break };
             let s = self.adopt(io, child, &l.opts);
-            if let Err(s) = l.queue.push(s) {
+            if l.queue.push(s).is_err() {
                 // Only this worker pushes and there was room: unreachable,
                 // but a connection nobody can accept must not linger.
-                let _ = s;
                 let _ = io.set_option(child, SocketOption::Linger(Some(Duration::ZERO)));
                 let _ = io.close(child);
                 self.remove(child);

@@ -28,7 +28,7 @@ pub struct Cubic {
 
 impl Cubic {
     /// Section 4.6: returns the new ssthresh in bytes.
-    pub fn on_loss(&mut self, cwnd: u32, mss: u32, _now: Instant) -> u32 {
+    pub fn on_loss(&mut self, cwnd: u32, mss: u32) -> u32 {
         let w = f64::from(cwnd) / f64::from(mss);
         // Fast convergence: release bandwidth to new flows when the window
         // stopped short of the previous maximum.
@@ -91,7 +91,7 @@ mod tests {
         let mss = 1000;
         let mut cwnd = 100_000;
         let t0 = Instant::from_secs(10);
-        let ss = c.on_loss(cwnd, mss, t0);
+        let ss = c.on_loss(cwnd, mss);
         assert_eq!(ss, 70_000);
         cwnd = ss;
         // K = cbrt(30 / 0.4) ~ 4.2 s: the window approaches W_max = 100

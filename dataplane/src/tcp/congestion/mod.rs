@@ -92,10 +92,10 @@ impl Congestion {
     /// Entering fast recovery (a loss detected by duplicate ACKs or SACK):
     /// set ssthresh from the flight size (RFC 5681 equation 4, RFC 9438
     /// section 4.6) and drop cwnd to it.
-    pub fn on_loss(&mut self, now: Instant, flight: u32) {
+    pub fn on_loss(&mut self, flight: u32) {
         self.ssthresh = match &mut self.state {
             State::NewReno(_) => (flight / 2).max(2 * self.mss),
-            State::Cubic(s) => s.on_loss(self.cwnd, self.mss, now),
+            State::Cubic(s) => s.on_loss(self.cwnd, self.mss),
         };
         self.cwnd = self.ssthresh;
     }
@@ -104,9 +104,9 @@ impl Congestion {
     /// loss on the first timeout of a series only (RFC 5681 section 3.1:
     /// when the segment was already retransmitted by the timer, ssthresh
     /// is held constant; Linux tcp_enter_loss; RFC 9438 section 4.8).
-    pub fn on_timeout(&mut self, now: Instant, flight: u32, first: bool) {
+    pub fn on_timeout(&mut self, flight: u32, first: bool) {
         if first {
-            self.on_loss(now, flight);
+            self.on_loss(flight);
         }
         self.cwnd = self.mss;
     }
@@ -145,17 +145,17 @@ mod tests {
             assert_eq!(c.cwnd(), 10_000);
             c.on_ack(t, 1000, None);
             assert_eq!(c.cwnd(), 11_000);
-            c.on_loss(t, 11_000);
+            c.on_loss(11_000);
             let expect = if algo == Algorithm::NewReno { 5_500 } else { 7_700 };
             assert_eq!(c.ssthresh(), expect, "{algo:?}");
             assert_eq!(c.cwnd(), expect);
-            c.on_timeout(t, 5_000, true);
+            c.on_timeout(5_000, true);
             assert_eq!(c.cwnd(), 1000);
             assert!(c.in_slow_start());
             let held = c.ssthresh();
             // The same segment timed out again: ssthresh held (RFC 5681
             // section 3.1), not recomputed from a one-segment window.
-            c.on_timeout(t, 1_000, false);
+            c.on_timeout(1_000, false);
             assert_eq!((c.cwnd(), c.ssthresh()), (1000, held), "{algo:?}");
         }
     }

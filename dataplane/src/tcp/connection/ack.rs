@@ -78,7 +78,7 @@ impl Connection {
             && self.snd_max > self.snd_una
         {
             // RFC 5681 section 2 duplicate ACK.
-            self.on_dupack(now, shared);
+            self.on_dupack(shared);
         }
 
         // State changes driven by the ACK of our FIN.
@@ -187,7 +187,7 @@ impl Connection {
         }
     }
 
-    fn on_dupack(&mut self, now: Instant, shared: &mut Shared) {
+    fn on_dupack(&mut self, shared: &mut Shared) {
         self.dupacks += 1;
         if self.recovery.is_some() {
             return;
@@ -198,7 +198,7 @@ impl Connection {
         let sack_lost = self.sack_ok && self.scoreboard.sacked_bytes() > (DUP_THRESH - 1) * u32::from(self.send_mss);
         if self.dupacks >= DUP_THRESH || sack_lost {
             let flight = self.snd_max.dist(self.snd_una);
-            self.cc.on_loss(now, flight);
+            self.cc.on_loss(flight);
             self.recovery = Some(Recovery { recover: self.snd_max, high_rxt: self.snd_una });
             self.rtx_now = true;
             // Karn: the timed segment may be the one retransmitted.

@@ -235,7 +235,7 @@ impl Connection {
                 self.retries += 1;
                 // RFC 6298 section 5.4 to 5.6 and RFC 5681 section 3.1.
                 let flight = self.snd_max.dist(self.snd_una);
-                self.cc.on_timeout(now, flight, self.retries == 1);
+                self.cc.on_timeout(flight, self.retries == 1);
                 self.recovery = None;
                 self.dupacks = 0;
                 self.rtx_now = false;
