@@ -15,6 +15,18 @@
 //! writing, the consumer with a release store of `tail` after reading, and
 //! each acquires the other's index before touching the bytes it guards.
 //!
+//! Measured against rtrb (an established SPSC ring crate, its chunk API),
+//! push and pop of one chunk on one thread, 64 KiB rings
+//! (`cargo bench -p xstack-dataplane --bench ring`, p50, pinned): 64 B
+//! 18.8 ns here against 14.2 ns, 16 KiB 1.43 us against 0.74 us. rtrb
+//! copies with memcpy behind `unsafe`; this ring copies word by word through
+//! atomics to stay safe Rust. It is kept for now because the socket layer
+//! shares each ring through the connection's shared state: a poller reads
+//! its length, the spares reset and reuse it, and both ends are `&self`;
+//! rtrb splits a ring into an owned producer and consumer. Taking rtrb (or
+//! memcpy here) means giving each end its half and the pollers a readiness
+//! word of their own.
+//!
 //! Exactly one thread may produce and one consume at a time. The methods
 //! take `&self` so the two sides can share the ring through an `Arc`;
 //! callers keep to the contract by construction (the socket layer gives
