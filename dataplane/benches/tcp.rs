@@ -10,6 +10,9 @@
 //!   teardown, across two in-memory stacks;
 //! - one timer wheel operation (arm + cancel, arm + expire) with 10 000
 //!   other timers armed;
+//! - the per-state counts a status request or a drain check reads, with
+//!   20 000 connections open: the census kept as states change against
+//!   a walk over the socket table;
 //! - the keyed hashes: a 4-tuple through the connection tables' hasher
 //!   (once per received segment), an ISN and a SYN cookie (SipHash-2-4,
 //!   once per connection or per SYN under a flood).
@@ -106,6 +109,17 @@ fn timer_wheel(c: &mut Criterion) {
     g.finish();
 }
 
+fn state_counts(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tcp");
+    g.throughput(Throughput::Elements(1));
+    let mut p = support::Pair::new();
+    let open: Vec<_> = (0..20_000).map(|_| p.handshake()).collect();
+    assert_eq!(p.server.active_connections(), open.len());
+    g.bench_function("state_counts_amid_20k", |b| b.iter(|| black_box(&p.server).count_by_state()));
+    g.bench_function("state_counts_walk_amid_20k", |b| b.iter(|| black_box(&p.server).count_by_state_walk()));
+    g.finish();
+}
+
 fn keyed_hashes(c: &mut Criterion) {
     let mut g = c.benchmark_group("hash");
     let (local, remote) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
@@ -123,5 +137,5 @@ fn keyed_hashes(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, data_segment, handshake, timer_wheel, keyed_hashes);
+criterion_group!(benches, data_segment, handshake, timer_wheel, state_counts, keyed_hashes);
 criterion_main!(benches);

@@ -139,8 +139,11 @@ impl Stack {
         };
         let t = FourTuple { local, local_port: lport, remote, remote_port: rport };
         if let Some(&id) = self.conns.get(&t) {
-            if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
-                c.on_unreachable(e);
+            if let Some(s) = sock_mut(&mut self.slots, id) {
+                if let Kind::Conn(c) = &mut s.kind {
+                    c.on_unreachable(e);
+                }
+                self.census.recount(s);
             }
         }
     }
@@ -219,6 +222,7 @@ impl Stack {
             in_txq: false,
             timer: None,
             parent: Some(lid),
+            counted: None,
         });
         self.insert_conn(tuple, id);
         if let Some((l, _)) = listener_of(&mut self.slots, lid) {

@@ -49,7 +49,7 @@ use crate::rss::FlowSteer;
 use crate::wire::Ipv4Addr;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use table::{listener_of, sock_mut, Kind, Slot, Socket};
+use table::{listener_of, sock_mut, Census, Kind, Slot, Socket};
 
 /// What a timer wheel entry refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,8 @@ pub struct Stack {
     addrs: Vec<Ipv4Addr>,
     slots: Vec<Slot>,
     free: Vec<u32>,
+    /// Sockets per state (SYN-RECEIVED requests of listeners aside).
+    census: Census,
     conns: HashMap<FourTuple, SocketId, KeyedState>,
     listeners: HashMap<(Ipv4Addr, u16), SocketId, KeyedState>,
     /// Sockets bound to a port without being connected (Fresh or Listener).
@@ -104,6 +106,7 @@ impl Stack {
             addrs: addrs.to_vec(),
             slots: Vec::new(),
             free: Vec::new(),
+            census: Census::default(),
             conns: HashMap::with_hasher(hasher),
             listeners: HashMap::with_hasher(hasher),
             port_owners: HashMap::with_hasher(hasher),
@@ -286,6 +289,7 @@ impl Stack {
     /// re-arms its timer and queues it for output.
     fn after_conn(&mut self, id: SocketId) {
         let Some(s) = sock_mut(&mut self.slots, id) else { return };
+        self.census.recount(s);
         let Kind::Conn(c) = &mut s.kind else { return };
         let bits = c.take_events();
         let closed = c.state() == State::Closed;

@@ -28,6 +28,7 @@ impl Stack {
             in_txq: false,
             timer: None,
             parent: None,
+            counted: None,
         })
     }
 
@@ -109,7 +110,9 @@ impl Stack {
             return Err(Error::AddrInUse);
         }
         let hasher = self.hasher;
-        self.user(id)?.kind = Kind::Listener(Box::new(Listener::new(backlog, hasher)));
+        let s = sock_mut(&mut self.slots, id).ok_or(Error::BadSocket)?;
+        s.kind = Kind::Listener(Box::new(Listener::new(backlog, hasher)));
+        self.census.recount(s);
         self.listeners.insert((addr, port), id);
         Ok(())
     }

@@ -6,7 +6,7 @@ use super::Stack;
 use crate::tcp::connection::Connection;
 use crate::tcp::error::{Error, Result};
 use crate::tcp::listener::Listener;
-use crate::tcp::socket::{FourTuple, SocketId, SocketOptions};
+use crate::tcp::socket::{FourTuple, SocketId, SocketOptions, State};
 use crate::tcp::time::Instant;
 use crate::tcp::timer_wheel::TimerId;
 use crate::wire::Ipv4Addr;
@@ -34,6 +34,46 @@ pub(super) struct Socket {
     pub timer: Option<(TimerId, Instant)>,
     /// The listener whose accept queue holds this connection.
     pub parent: Option<SocketId>,
+    /// The state this socket is counted under in the stack's census
+    /// (`None`: not counted, a Fresh socket). `recount` keeps it current.
+    pub counted: Option<State>,
+}
+
+impl Socket {
+    /// The state the census counts this socket under.
+    fn census_state(&self) -> Option<State> {
+        match &self.kind {
+            Kind::Fresh => None,
+            Kind::Listener(_) => Some(State::Listen),
+            Kind::Conn(c) => Some(c.state()),
+        }
+    }
+}
+
+/// Sockets per state, kept as states change so that a status request or a
+/// drain check costs the same with ten connections as with a million.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Census(pub [usize; 11]);
+
+impl Census {
+    /// Moves `s` to the state it is in now, if that changed.
+    pub fn recount(&mut self, s: &mut Socket) {
+        let now = s.census_state();
+        if now != s.counted {
+            self.forget(s);
+            if let Some(n) = now {
+                self.0[n.index()] += 1;
+            }
+            s.counted = now;
+        }
+    }
+
+    /// Takes `s` out of the count (it is being freed).
+    pub fn forget(&mut self, s: &mut Socket) {
+        if let Some(old) = s.counted.take() {
+            self.0[old.index()] -= 1;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -74,6 +114,7 @@ impl Stack {
 
     pub(super) fn release(&mut self, id: SocketId) {
         let Some(s) = sock_mut(&mut self.slots, id) else { return };
+        self.census.forget(s);
         let sock = (s.timer.take(), s.local);
         if let Some((t, _)) = sock.0 {
             self.wheel.cancel(t);

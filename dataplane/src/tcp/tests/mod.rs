@@ -154,6 +154,7 @@ impl T {
 }
 
 mod ack;
+mod census;
 mod closing;
 mod demux;
 mod input;
