@@ -1,6 +1,7 @@
-//! The socket bridge's byte ring (`sockets::ring::Ring`) against an
-//! established single-producer single-consumer ring crate (rtrb, its
-//! chunk API: the bulk-copy path a byte stream uses), each pushing a
+//! The socket bridge's byte ring (`sockets::ring::Ring`) and the
+//! shared-memory ring between processes (`shm::ring`, memcpy into a
+//! memfd mapping) against an established single-producer single-consumer
+//! ring crate (rtrb, its chunk API: the bulk-copy path a byte stream uses), each pushing a
 //! chunk and popping it back on one thread: the copy and index cost per
 //! operation, which is what the bridge pays per read or write on each
 //! side. Chunk sizes: a small request (64 B) and a full staging buffer's
@@ -8,6 +9,9 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
+use std::sync::Arc;
+use xstack_dataplane::shm::ring::{self as shm_ring, Consumer, Place, Producer};
+use xstack_dataplane::shm::Region;
 use xstack_dataplane::sockets::ring::Ring;
 
 const CAPACITY: usize = 64 * 1024;
@@ -24,6 +28,18 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let n = ring.push(black_box(&data));
                 let m = ring.pop(&mut out);
+                black_box((n, m, out[0]))
+            })
+        });
+
+        let region = Arc::new(Region::create("xs-bench", shm_ring::footprint(CAPACITY)).unwrap());
+        let place = Place { region, offset: 0, capacity: CAPACITY };
+        place.reset().unwrap();
+        let (mut stx, mut srx) = (Producer::attach(place.clone()).unwrap(), Consumer::attach(place).unwrap());
+        g.bench_function(format!("shm/{size}B"), |b| {
+            b.iter(|| {
+                let n = stx.push(black_box(&data)).unwrap();
+                let m = srx.pop(&mut out).unwrap();
                 black_box((n, m, out[0]))
             })
         });

@@ -30,6 +30,7 @@ pub mod ingress;
 pub mod introspect;
 pub mod neigh;
 pub mod rss;
+pub mod shm;
 pub mod sockets;
 pub mod stats;
 pub mod tcp;

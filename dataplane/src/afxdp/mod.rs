@@ -1,6 +1,7 @@
 //! The AF_XDP port: one socket on one NIC queue with its own UMEM.
 //!
-//! This is the only module of the crate that uses `unsafe`: the rings are
+//! One of the two modules of the crate that use `unsafe` (with `shm`, the
+//! memory shared with application processes): the rings are
 //! shared with the kernel, and xsk-rs leaves their ownership rules to the
 //! caller. We keep them with one rule: every UMEM frame is, at any time, in
 //! exactly one place, and [`Frame`] (a move-only token) is the only way user
