@@ -45,7 +45,7 @@ fn client_mode_reports_like_connect() {
             "import socket\ns=socket.create_server(('{peer}',7001));s.settimeout(20);c,_=s.accept();c.settimeout(20);d=b''\nwhile True:\n  x=c.recv(65536)\n  if not x: break\n  d+=x\nprint(d.decode());c.sendall(b'ok:'+d);c.close()"
         )],
     );
-    std::thread::sleep(Duration::from_millis(400));
+    topo.wait_listening("NS_A", &peer, 7001);
     let (out, _) =
         client(&topo, &bpffs, &name, &["--connect", &format!("{peer}:7001"), "--payload", "payload from the stack"]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), String::from_utf8_lossy(&out.stderr));

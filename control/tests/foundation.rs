@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
 
 use common::*;
 
@@ -51,7 +50,7 @@ fn stack_answers_arp_and_ping_and_kernel_keeps_its_traffic() {
             "import socket;s=socket.create_server(('{kernel_ip}',7001));s.settimeout(10);c,_=s.accept();c.settimeout(10);c.sendall(c.recv(100).upper());c.close()"
         )],
     );
-    std::thread::sleep(Duration::from_millis(300));
+    topo.wait_listening("NS_B", &kernel_ip, 7001);
     let client = topo.exec(
         "NS_A",
         &["python3", "-c", &format!(
@@ -181,7 +180,7 @@ fn shared_address_steers_only_its_ports() {
             "import socket;s=socket.create_server(('{kernel_ip}',7002));s.settimeout(10);c,_=s.accept();c.sendall(b'kernel');c.close()"
         )],
     );
-    std::thread::sleep(Duration::from_millis(300));
+    topo.wait_listening("NS_B", &kernel_ip, 7002);
     let client = topo.exec(
         "NS_A",
         &[

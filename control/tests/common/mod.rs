@@ -61,6 +61,22 @@ impl Topology {
         run(Command::new("ip").args(["netns", "exec", self.get(ns)]).args(args))
     }
 
+    /// Waits until a TCP listener on `addr:port` exists in namespace `ns`
+    /// (a server just spawned; starting python3 takes from 30 ms to over
+    /// a second on a loaded machine, so a fixed sleep is a flake).
+    pub fn wait_listening(&self, ns: &str, addr: &str, port: u16) {
+        let want = format!("{addr}:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let out = self.exec(ns, &["ss", "-Hltn", "src", &want]);
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing listens on {want} in {ns} after 15 s");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn spawn(&self, ns: &str, args: &[&str]) -> Child {
         Command::new("ip")
             .args(["netns", "exec", self.get(ns)])

@@ -9,14 +9,26 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 
-/// A shared mapping of a memfd, `len` bytes, zero-filled when created.
-/// Pages are allocated by the kernel when first touched, so a region sized
-/// for many sockets costs only what is used.
+/// Memory for rings and queues: a shared mapping of a memfd (to share
+/// with another process; pages are allocated by the kernel when first
+/// touched, so a region sized for many sockets costs only what is used),
+/// or private heap memory (for threads of one process: no descriptor, no
+/// mapping per region). Zero-filled when created.
 #[derive(Debug)]
 pub struct Region {
     ptr: NonNull<u8>,
     len: usize,
-    fd: OwnedFd,
+    backing: Backing,
+}
+
+#[derive(Debug)]
+enum Backing {
+    Shared(OwnedFd),
+    /// A leaked `Box<[AtomicU64]>` of `len / 8` words (8-byte aligned;
+    /// atomics because its bytes are written through pointers shared
+    /// between threads), freed in drop. Kept as the raw pointer alone: a
+    /// live Box would claim unique access to memory the views write.
+    Heap,
 }
 
 // Safety: a Region hands out only atomics (`Sync` by themselves) and raw
@@ -37,6 +49,15 @@ impl Region {
         Region::map(fd, len)
     }
 
+    /// A zero-filled region of `len` bytes (rounded up to 8) on the heap,
+    /// for threads of this process only.
+    pub fn private(len: usize) -> Region {
+        let words = len.max(1).div_ceil(8);
+        let heap: Box<[AtomicU64]> = std::iter::repeat_with(|| AtomicU64::new(0)).take(words).collect();
+        let ptr = NonNull::new(Box::into_raw(heap).cast::<u8>()).expect("a box is never null");
+        Region { ptr, len: words * 8, backing: Backing::Heap }
+    }
+
     /// Maps a region another process created (its whole length).
     pub fn open(fd: OwnedFd) -> io::Result<Region> {
         let st = nix::sys::stat::fstat(&fd)?;
@@ -53,7 +74,7 @@ impl Region {
         // overlaps nothing of ours; the fd is a regular memfd of at least
         // `len` bytes (ftruncate above, or fstat for an opened one).
         let p = unsafe { mmap(None, nz, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, &fd, 0) }?;
-        Ok(Region { ptr: p.cast(), len, fd })
+        Ok(Region { ptr: p.cast(), len, backing: Backing::Shared(fd) })
     }
 
     pub fn len(&self) -> usize {
@@ -70,9 +91,12 @@ impl Region {
         self.ptr.as_ptr()
     }
 
-    /// The memfd, to hand to another process.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// The memfd, to hand to another process (None for private memory).
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.backing {
+            Backing::Shared(fd) => Some(fd.as_fd()),
+            Backing::Heap => None,
+        }
     }
 
     fn check(&self, off: usize, size: usize, align: usize) -> Option<*mut u8> {
@@ -122,10 +146,20 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        // Safety: the mapping was made by `map` with this pointer and
-        // length and nothing borrowed from it outlives `self` (every view
-        // is tied to `&self`).
-        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
+        match self.backing {
+            Backing::Shared(_) => {
+                // Safety: the mapping was made by `map` with this pointer
+                // and length and nothing borrowed from it outlives `self`
+                // (every view is tied to `&self` or holds the region's Arc).
+                let _ = unsafe { munmap(self.ptr.cast(), self.len) };
+            }
+            Backing::Heap => {
+                let words = std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr().cast::<AtomicU64>(), self.len / 8);
+                // Safety: `private` leaked exactly this slice (len / 8
+                // words from Box::into_raw), and no view outlives `self`.
+                drop(unsafe { Box::from_raw(words) });
+            }
+        }
     }
 }
 
@@ -157,7 +191,7 @@ mod tests {
     #[test]
     fn a_second_mapping_of_the_fd_sees_the_same_bytes() {
         let a = Region::create("xs-test", 8192).unwrap();
-        let b = Region::open(a.fd().try_clone_to_owned().unwrap()).unwrap();
+        let b = Region::open(a.fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
         assert_eq!(b.len(), a.len());
         a.u64_at(64).unwrap().store(0xfeed, Ordering::Release);
         assert_eq!(b.u64_at(64).unwrap().load(Ordering::Acquire), 0xfeed);
@@ -165,5 +199,17 @@ mod tests {
         let mut out = [0u8; 5];
         a.read(4000, &mut out);
         assert_eq!(&out, b"hello");
+    }
+
+    #[test]
+    fn private_regions_are_aligned_zeroed_and_have_no_fd() {
+        let r = Region::private(13);
+        assert_eq!(r.len(), 16);
+        assert!(r.fd().is_none());
+        assert_eq!(r.u64_at(8).unwrap().load(Ordering::Relaxed), 0);
+        assert!(r.write(10, b"abc"));
+        let mut out = [0u8; 3];
+        assert!(r.read(10, &mut out));
+        assert_eq!(&out, b"abc");
     }
 }

@@ -284,6 +284,15 @@ impl Gauge {
     pub fn free(&self) -> usize {
         self.raw.capacity - self.len()
     }
+
+    pub fn capacity(&self) -> usize {
+        self.raw.capacity
+    }
+
+    /// The region the ring lives in.
+    pub fn region(&self) -> &Arc<Region> {
+        &self._region
+    }
 }
 
 #[cfg(test)]
@@ -379,7 +388,7 @@ mod tests {
         let p = place(4096);
         const TOTAL: usize = 1 << 20;
         let data: Vec<u8> = (0..TOTAL).map(|i| (i % 253) as u8).collect();
-        let fd = p.region.fd().try_clone_to_owned().unwrap();
+        let fd = p.region.fd().unwrap().try_clone_to_owned().unwrap();
         let theirs = Arc::new(Region::open(fd).unwrap());
         let mut tx = Producer::attach(Place { region: theirs, offset: p.offset, capacity: p.capacity }).unwrap();
         // Safety: the child touches only memory prepared before the fork

@@ -1,11 +1,13 @@
 //! The application side: sockets for ordinary threads.
 
+use super::rings::ours;
 use super::shared::{
-    state_bits, unpack_addr, user_bits, wants_bits, Command, ListenerShared, OptionSet, Runtime, StreamShared,
-    WorkerShared,
+    state_bits, unpack_addr, user_bits, wants_bits, Accepted, AppEnds, Command, ListenerShared, OptionSet, Runtime,
+    StreamShared, WorkerShared,
 };
 use super::wait::{block_until, deadline_after};
 use super::Config;
+use crate::shm::ring::{Consumer, Producer};
 use crate::tcp::{Error, Shutdown, SocketOption, State};
 use crate::wire::Ipv4Addr;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -169,23 +171,23 @@ impl TcpSocket {
         let cfg = &rt.cfg;
         let rx = self.opts.recv_buffer().unwrap_or(cfg.recv_ring).min(cfg.max_ring);
         let tx = self.opts.send_buffer().unwrap_or(cfg.send_ring).min(cfg.max_ring);
-        let s = StreamShared::take(&rt, w, rx, tx, self.opts);
-        rt.send(w, Command::Connect { s: Arc::clone(&s), remote: (addr, port), bind: self.bind })?;
-        let stream = TcpStream::new(rt, s, self.nonblocking);
+        let (s, ends, app_ends) = StreamShared::take(&rt, w, rx, tx, self.opts);
+        rt.send(w, Command::Connect { ends, s: Arc::clone(&s), remote: (addr, port), bind: self.bind })?;
+        let stream = TcpStream::new(rt, s, app_ends, self.nonblocking);
         if self.nonblocking {
             return Ok(stream);
         }
-        let ok = stream.wait(deadline, |s, dead| {
+        let ok = stream.c.wait(deadline, |s, dead| {
             dead || s.flags() & (state_bits::CONNECTED | state_bits::CLOSED | state_bits::ERROR) != 0
         });
-        let f = stream.s.flags();
+        let f = stream.c.s.flags();
         if f & state_bits::CONNECTED != 0 {
             return Ok(stream);
         }
-        if let Some(e) = stream.s.take_error() {
+        if let Some(e) = stream.c.s.take_error() {
             return Err(e);
         }
-        if stream.is_dead() {
+        if stream.c.is_dead() {
             return Err(Error::ConnectionAborted);
         }
         if !ok {
@@ -283,6 +285,16 @@ fn close_listeners(rt: &Runtime, ls: &[Arc<ListenerShared>]) {
 /// the errno.
 #[derive(Debug)]
 pub struct TcpStream {
+    // The ring ends before `c`: they go first when the handle is dropped
+    // (see `spares`).
+    rx: Consumer,
+    tx: Producer,
+    c: Conn,
+}
+
+/// Everything of a handle but its ring ends: what its two halves share.
+#[derive(Debug)]
+struct Conn {
     rt: Arc<Runtime>,
     s: Arc<StreamShared>,
     nonblocking: AtomicBool,
@@ -292,19 +304,134 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    fn new(rt: Arc<Runtime>, s: Arc<StreamShared>, nonblocking: bool) -> TcpStream {
+    fn new(rt: Arc<Runtime>, s: Arc<StreamShared>, ends: AppEnds, nonblocking: bool) -> TcpStream {
         TcpStream {
-            rt,
-            s,
-            nonblocking: AtomicBool::new(nonblocking),
-            read_timeout: AtomicU64::new(0),
-            write_timeout: AtomicU64::new(0),
+            rx: ends.rx,
+            tx: ends.tx,
+            c: Conn {
+                rt,
+                s,
+                nonblocking: AtomicBool::new(nonblocking),
+                read_timeout: AtomicU64::new(0),
+                write_timeout: AtomicU64::new(0),
+            },
         }
     }
 
     /// connect() with default options on a round-robin worker.
     pub fn connect(handle: &Handle, addr: Ipv4Addr, port: u16) -> Result<TcpStream, Error> {
         TcpSocket::new(handle).connect(addr, port)
+    }
+
+    /// read(): bytes available now (blocking until there are some), Ok(0)
+    /// at end of file. After a reset, the error once, then end of file.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        self.c.read_inner(&mut self.rx, buf)
+    }
+
+    /// write(): bytes copied into the send ring ("the send buffer").
+    /// Non-blocking it may be partial or `WouldBlock`; blocking it queues
+    /// everything. After a reset: ECONNRESET once, then EPIPE.
+    pub fn write(&mut self, buf: &[u8]) -> Result<usize, Error> {
+        self.c.write_inner(&mut self.tx, buf)
+    }
+
+    /// Borrowed halves usable from two threads at once (e.g. with
+    /// `std::thread::scope`): one reads while the other writes.
+    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
+        let TcpStream { rx, tx, c } = self;
+        (ReadHalf { c, rx }, WriteHalf { c, tx })
+    }
+
+    /// shutdown(): Write sends FIN after everything written; Read makes
+    /// reads return end of file. ENOTCONN before the connection is up.
+    pub fn shutdown(&self, how: Shutdown) -> Result<(), Error> {
+        self.c.shutdown(how)
+    }
+
+    /// setsockopt() on the live connection (buffer sizes and congestion
+    /// control stay as they were, as the stack does).
+    pub fn set_option(&self, o: SocketOption) -> Result<(), Error> {
+        validate(o)?;
+        self.c.rt.send(self.c.s.worker, Command::SetOption(Arc::clone(&self.c.s), o))
+    }
+    pub fn set_nodelay(&self, on: bool) -> Result<(), Error> {
+        self.set_option(SocketOption::NoDelay(on))
+    }
+    pub fn set_keepalive(&self, on: bool) -> Result<(), Error> {
+        self.set_option(SocketOption::KeepAlive(on))
+    }
+    pub fn set_linger(&self, linger: Option<Duration>) -> Result<(), Error> {
+        self.set_option(SocketOption::Linger(linger))
+    }
+
+    pub fn set_nonblocking(&self, on: bool) {
+        self.c.nonblocking.store(on, Ordering::Relaxed);
+    }
+    pub fn is_nonblocking(&self) -> bool {
+        self.c.nonblocking.load(Ordering::Relaxed)
+    }
+
+    /// SO_RCVTIMEO: a blocking read gives `WouldBlock` after this long.
+    /// `Some(0)` is `InvalidInput`, as in std.
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> Result<(), Error> {
+        store_timeout(&self.c.read_timeout, t)
+    }
+    /// SO_SNDTIMEO.
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> Result<(), Error> {
+        store_timeout(&self.c.write_timeout, t)
+    }
+
+    /// The local address, once the worker has created the connection.
+    pub fn local_addr(&self) -> Result<(Ipv4Addr, u16), Error> {
+        unpack_addr(self.c.s.local.load(Ordering::Acquire)).ok_or(Error::NotConnected)
+    }
+
+    /// The peer's address, once connected (ENOTCONN before).
+    pub fn peer_addr(&self) -> Result<(Ipv4Addr, u16), Error> {
+        if self.c.s.flags() & state_bits::CONNECTED == 0 {
+            return Err(Error::NotConnected);
+        }
+        unpack_addr(self.c.s.peer.load(Ordering::Acquire)).ok_or(Error::NotConnected)
+    }
+
+    /// SO_ERROR: the error that ended the connection, reported once.
+    pub fn take_error(&self) -> Option<Error> {
+        self.c.s.take_error()
+    }
+
+    /// The connection's TCP state as the worker last saw it.
+    pub fn state(&self) -> State {
+        self.c.s.tcp_state()
+    }
+
+    /// True once the connect completed.
+    pub fn is_connected(&self) -> bool {
+        self.c.s.flags() & state_bits::CONNECTED != 0
+    }
+
+    /// The worker whose stack owns the connection.
+    pub fn worker_index(&self) -> usize {
+        self.c.s.worker
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<StreamShared> {
+        &self.c.s
+    }
+}
+
+impl Conn {
+    fn shutdown(&self, how: Shutdown) -> Result<(), Error> {
+        if self.s.flags() & state_bits::CONNECTED == 0 {
+            return Err(if self.is_dead() { Error::ConnectionAborted } else { Error::NotConnected });
+        }
+        let bits = match how {
+            Shutdown::Read => user_bits::RD_SHUT,
+            Shutdown::Write => user_bits::WR_SHUT,
+            Shutdown::Both => user_bits::RD_SHUT | user_bits::WR_SHUT,
+        };
+        self.s.user.fetch_or(bits, Ordering::AcqRel);
+        self.rt.send(self.s.worker, Command::Shutdown(Arc::clone(&self.s), how))
     }
 
     fn worker(&self) -> &WorkerShared {
@@ -340,15 +467,15 @@ impl TcpStream {
     }
 
     /// One read attempt. Queued data comes before an error, as in Linux.
-    fn try_read(&self, buf: &mut [u8]) -> Result<usize, Error> {
+    fn try_read(&self, rx: &mut Consumer, buf: &mut [u8]) -> Result<usize, Error> {
         let s = &*self.s;
         if s.user_flags() & user_bits::RD_SHUT != 0 {
             // The consumer is this reader, so it may drop what is left.
-            s.rx.clear();
+            ours(rx.consume(usize::MAX));
             return Ok(0);
         }
         let f = s.flags();
-        let n = s.rx.pop(buf);
+        let n = ours(rx.pop(buf));
         if n > 0 {
             self.kick_if(wants_bits::RX);
             return Ok(n);
@@ -378,15 +505,15 @@ impl TcpStream {
 
     /// The read side; callers guarantee one reader at a time (`&mut self`
     /// or a [`ReadHalf`]).
-    fn read_inner(&self, buf: &mut [u8]) -> Result<usize, Error> {
+    fn read_inner(&self, rx: &mut Consumer, buf: &mut [u8]) -> Result<usize, Error> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let deadline = Self::deadline(&self.read_timeout);
+        let deadline = Conn::deadline(&self.read_timeout);
         loop {
-            match self.try_read(buf) {
+            match self.try_read(rx, buf) {
                 Err(Error::WouldBlock) if !self.nonblocking.load(Ordering::Relaxed) => {
-                    if !self.wait(deadline, Self::read_ready) {
+                    if !self.wait(deadline, Conn::read_ready) {
                         // SO_RCVTIMEO expired: EAGAIN, as Linux.
                         return Err(Error::WouldBlock);
                     }
@@ -397,7 +524,7 @@ impl TcpStream {
     }
 
     /// One write attempt.
-    fn try_write(&self, buf: &[u8]) -> Result<usize, Error> {
+    fn try_write(&self, tx: &mut Producer, buf: &[u8]) -> Result<usize, Error> {
         let s = &*self.s;
         let f = s.flags();
         if f & state_bits::ERROR != 0 {
@@ -416,7 +543,7 @@ impl TcpStream {
         if buf.is_empty() {
             return Ok(0);
         }
-        let n = s.tx.push(buf);
+        let n = ours(tx.push(buf));
         if n == 0 {
             return Err(Error::WouldBlock);
         }
@@ -434,11 +561,11 @@ impl TcpStream {
     /// The write side; callers guarantee one writer at a time. Blocking, it
     /// returns when all of `buf` is queued (as Linux's send()), or with
     /// the part queued before an error or the write timeout.
-    fn write_inner(&self, buf: &[u8]) -> Result<usize, Error> {
-        let deadline = Self::deadline(&self.write_timeout);
+    fn write_inner(&self, tx: &mut Producer, buf: &[u8]) -> Result<usize, Error> {
+        let deadline = Conn::deadline(&self.write_timeout);
         let mut done = 0;
         loop {
-            match self.try_write(&buf[done..]) {
+            match self.try_write(tx, &buf[done..]) {
                 Ok(n) => {
                     done += n;
                     if done == buf.len() || self.nonblocking.load(Ordering::Relaxed) {
@@ -446,117 +573,13 @@ impl TcpStream {
                     }
                 }
                 Err(Error::WouldBlock) if !self.nonblocking.load(Ordering::Relaxed) => {
-                    if !self.wait(deadline, Self::write_ready) {
+                    if !self.wait(deadline, Conn::write_ready) {
                         return if done > 0 { Ok(done) } else { Err(Error::WouldBlock) };
                     }
                 }
                 Err(e) => return if done > 0 { Ok(done) } else { Err(e) },
             }
         }
-    }
-
-    /// read(): bytes available now (blocking until there are some), Ok(0)
-    /// at end of file. After a reset, the error once, then end of file.
-    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
-        self.read_inner(buf)
-    }
-
-    /// write(): bytes copied into the send ring ("the send buffer").
-    /// Non-blocking it may be partial or `WouldBlock`; blocking it queues
-    /// everything. After a reset: ECONNRESET once, then EPIPE.
-    pub fn write(&mut self, buf: &[u8]) -> Result<usize, Error> {
-        self.write_inner(buf)
-    }
-
-    /// Borrowed halves usable from two threads at once (e.g. with
-    /// `std::thread::scope`): one reads while the other writes.
-    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
-        (ReadHalf { s: self }, WriteHalf { s: self })
-    }
-
-    /// shutdown(): Write sends FIN after everything written; Read makes
-    /// reads return end of file. ENOTCONN before the connection is up.
-    pub fn shutdown(&self, how: Shutdown) -> Result<(), Error> {
-        if self.s.flags() & state_bits::CONNECTED == 0 {
-            return Err(if self.is_dead() { Error::ConnectionAborted } else { Error::NotConnected });
-        }
-        let bits = match how {
-            Shutdown::Read => user_bits::RD_SHUT,
-            Shutdown::Write => user_bits::WR_SHUT,
-            Shutdown::Both => user_bits::RD_SHUT | user_bits::WR_SHUT,
-        };
-        self.s.user.fetch_or(bits, Ordering::AcqRel);
-        self.rt.send(self.s.worker, Command::Shutdown(Arc::clone(&self.s), how))
-    }
-
-    /// setsockopt() on the live connection (buffer sizes and congestion
-    /// control stay as they were, as the stack does).
-    pub fn set_option(&self, o: SocketOption) -> Result<(), Error> {
-        validate(o)?;
-        self.rt.send(self.s.worker, Command::SetOption(Arc::clone(&self.s), o))
-    }
-    pub fn set_nodelay(&self, on: bool) -> Result<(), Error> {
-        self.set_option(SocketOption::NoDelay(on))
-    }
-    pub fn set_keepalive(&self, on: bool) -> Result<(), Error> {
-        self.set_option(SocketOption::KeepAlive(on))
-    }
-    pub fn set_linger(&self, linger: Option<Duration>) -> Result<(), Error> {
-        self.set_option(SocketOption::Linger(linger))
-    }
-
-    pub fn set_nonblocking(&self, on: bool) {
-        self.nonblocking.store(on, Ordering::Relaxed);
-    }
-    pub fn is_nonblocking(&self) -> bool {
-        self.nonblocking.load(Ordering::Relaxed)
-    }
-
-    /// SO_RCVTIMEO: a blocking read gives `WouldBlock` after this long.
-    /// `Some(0)` is `InvalidInput`, as in std.
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> Result<(), Error> {
-        store_timeout(&self.read_timeout, t)
-    }
-    /// SO_SNDTIMEO.
-    pub fn set_write_timeout(&self, t: Option<Duration>) -> Result<(), Error> {
-        store_timeout(&self.write_timeout, t)
-    }
-
-    /// The local address, once the worker has created the connection.
-    pub fn local_addr(&self) -> Result<(Ipv4Addr, u16), Error> {
-        unpack_addr(self.s.local.load(Ordering::Acquire)).ok_or(Error::NotConnected)
-    }
-
-    /// The peer's address, once connected (ENOTCONN before).
-    pub fn peer_addr(&self) -> Result<(Ipv4Addr, u16), Error> {
-        if self.s.flags() & state_bits::CONNECTED == 0 {
-            return Err(Error::NotConnected);
-        }
-        unpack_addr(self.s.peer.load(Ordering::Acquire)).ok_or(Error::NotConnected)
-    }
-
-    /// SO_ERROR: the error that ended the connection, reported once.
-    pub fn take_error(&self) -> Option<Error> {
-        self.s.take_error()
-    }
-
-    /// The connection's TCP state as the worker last saw it.
-    pub fn state(&self) -> State {
-        self.s.tcp_state()
-    }
-
-    /// True once the connect completed.
-    pub fn is_connected(&self) -> bool {
-        self.s.flags() & state_bits::CONNECTED != 0
-    }
-
-    /// The worker whose stack owns the connection.
-    pub fn worker_index(&self) -> usize {
-        self.s.worker
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<StreamShared> {
-        &self.s
     }
 }
 
@@ -572,22 +595,22 @@ fn store_timeout(slot: &AtomicU64, t: Option<Duration>) -> Result<(), Error> {
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
-        self.s.user.fetch_or(user_bits::DROPPED, Ordering::AcqRel);
+        self.c.s.user.fetch_or(user_bits::DROPPED, Ordering::AcqRel);
         // Nothing to report from a destructor: a dead worker took the
         // connection with it.
-        let _ = self.rt.send(self.s.worker, Command::Close(Arc::clone(&self.s)));
+        let _ = self.c.rt.send(self.c.s.worker, Command::Close(Arc::clone(&self.c.s)));
     }
 }
 
 impl std::io::Read for TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.read_inner(buf).map_err(Into::into)
+        self.c.read_inner(&mut self.rx, buf).map_err(Into::into)
     }
 }
 
 impl std::io::Write for TcpStream {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.write_inner(buf).map_err(Into::into)
+        self.c.write_inner(&mut self.tx, buf).map_err(Into::into)
     }
     /// Written bytes are in the send buffer already; like a kernel
     /// socket, there is nothing to flush.
@@ -599,39 +622,41 @@ impl std::io::Write for TcpStream {
 /// The reading half of a [`TcpStream::split`].
 #[derive(Debug)]
 pub struct ReadHalf<'a> {
-    s: &'a TcpStream,
+    c: &'a Conn,
+    rx: &'a mut Consumer,
 }
 
 impl ReadHalf<'_> {
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
-        self.s.read_inner(buf)
+        self.c.read_inner(self.rx, buf)
     }
 }
 
 impl std::io::Read for ReadHalf<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.s.read_inner(buf).map_err(Into::into)
+        self.c.read_inner(self.rx, buf).map_err(Into::into)
     }
 }
 
 /// The writing half of a [`TcpStream::split`].
 #[derive(Debug)]
 pub struct WriteHalf<'a> {
-    s: &'a TcpStream,
+    c: &'a Conn,
+    tx: &'a mut Producer,
 }
 
 impl WriteHalf<'_> {
     pub fn write(&mut self, buf: &[u8]) -> Result<usize, Error> {
-        self.s.write_inner(buf)
+        self.c.write_inner(self.tx, buf)
     }
     pub fn shutdown(&self) -> Result<(), Error> {
-        self.s.shutdown(Shutdown::Write)
+        self.c.shutdown(Shutdown::Write)
     }
 }
 
 impl std::io::Write for WriteHalf<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.s.write_inner(buf).map_err(Into::into)
+        self.c.write_inner(self.tx, buf).map_err(Into::into)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
@@ -690,14 +715,14 @@ impl TcpListener {
         let start = set.next.fetch_add(1, Ordering::Relaxed);
         for k in 0..n {
             let l = &set.per_worker[(start + k) % n];
-            if let Some(s) = l.queue.pop() {
+            if let Some(Accepted { ends, s }) = l.queue.pop() {
                 // Room in the queue: the worker may move the next
                 // connection out of its stack's backlog.
                 if let Some(ws) = set.rt.worker(l.worker) {
                     ws.kick(l.token.load(Ordering::Acquire), &l.kicked);
                 }
                 let peer = unpack_addr(s.peer.load(Ordering::Acquire)).unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
-                return Some((TcpStream::new(Arc::clone(&set.rt), s, false), peer));
+                return Some((TcpStream::new(Arc::clone(&set.rt), s, ends, false), peer));
             }
         }
         None

@@ -11,9 +11,10 @@
 //! rings), never per packet: bytes pass through one staging buffer
 //! allocated with the bridge.
 
+use super::rings::ours;
 use super::shared::{
-    id_of, pack_addr, state_bits, token_of, wants_bits, Command, ListenerShared, OptionSet, Runtime, StreamShared,
-    WorkerShared,
+    id_of, pack_addr, state_bits, token_of, wants_bits, Accepted, Command, ListenerShared, OptionSet, Runtime,
+    StreamShared, WorkerEnds, WorkerShared,
 };
 use crate::app::{App, Io};
 use crate::tcp::{Error, Event, EventKind, Shutdown, SocketId, SocketOption, State};
@@ -33,6 +34,9 @@ const SCRATCH: usize = 16 * 1024;
 #[derive(Debug)]
 struct StreamEntry {
     sid: SocketId,
+    // Before `s`: the ends go first when the entry is dropped (see
+    // `spares`).
+    ends: WorkerEnds,
     s: Arc<StreamShared>,
     /// Nothing more to take from the stack (end of file, error,
     /// shutdown(read)).
@@ -148,7 +152,7 @@ impl Bridge {
 
     fn apply(&mut self, io: &mut Io<'_>, cmd: Command) {
         match cmd {
-            Command::Connect { s, remote, bind } => self.connect(io, s, remote, bind),
+            Command::Connect { ends, s, remote, bind } => self.connect(io, ends, s, remote, bind),
             Command::Listen(l) => self.listen(io, l),
             Command::SetOption(s, o) => {
                 if let Some(sid) = self.stream_of(&s) {
@@ -196,6 +200,7 @@ impl Bridge {
     fn connect(
         &mut self,
         io: &mut Io<'_>,
+        ends: WorkerEnds,
         s: Arc<StreamShared>,
         remote: (crate::wire::Ipv4Addr, u16),
         bind: Option<(crate::wire::Ipv4Addr, u16)>,
@@ -222,6 +227,7 @@ impl Bridge {
                     sid,
                     Entry::Stream(StreamEntry {
                         sid,
+                        ends,
                         s: Arc::clone(&s),
                         rx_done: false,
                         tx_done: false,
@@ -279,8 +285,8 @@ impl Bridge {
         }
         let _ = io.close(lid);
         self.remove(lid);
-        while let Some(s) = l.queue.pop() {
-            if let Some(sid) = self.stream_of(&s) {
+        while let Some(a) = l.queue.pop() {
+            if let Some(sid) = self.stream_of(&a.s) {
                 let _ = io.set_option(sid, SocketOption::Linger(Some(Duration::ZERO)));
                 let _ = io.close(sid);
                 self.remove(sid);
@@ -304,8 +310,8 @@ impl Bridge {
         let mut pushed = false;
         while l.queue.len() < cap {
             let Ok(child) = io.accept(lid) else { break };
-            let s = self.adopt(io, child, &l.opts);
-            if l.queue.push(s).is_err() {
+            let a = self.adopt(io, child, &l.opts);
+            if l.queue.push(a).is_err() {
                 // Only this worker pushes and there was room: unreachable,
                 // but a connection nobody can accept must not linger.
                 let _ = io.set_option(child, SocketOption::Linger(Some(Duration::ZERO)));
@@ -327,12 +333,13 @@ impl Bridge {
         }
     }
 
-    /// Shared state for a connection the stack's listener established.
-    fn adopt(&mut self, io: &mut Io<'_>, child: SocketId, opts: &OptionSet) -> Arc<StreamShared> {
+    /// Shared state for a connection the stack's listener established,
+    /// with the ends the accepting thread takes.
+    fn adopt(&mut self, io: &mut Io<'_>, child: SocketId, opts: &OptionSet) -> Accepted {
         let cfg = &self.rt.cfg;
         let rx = opts.recv_buffer().unwrap_or(cfg.recv_ring).min(cfg.max_ring);
         let tx = opts.send_buffer().unwrap_or(cfg.send_ring).min(cfg.max_ring);
-        let s = StreamShared::take(&self.rt, self.id, rx, tx, OptionSet::default());
+        let (s, ends, app_ends) = StreamShared::take(&self.rt, self.id, rx, tx, OptionSet::default());
         s.token.store(token_of(child), Ordering::Release);
         if let Some(a) = io.stack().local_addr(child) {
             s.local.store(pack_addr(a), Ordering::Release);
@@ -346,6 +353,7 @@ impl Bridge {
             child,
             Entry::Stream(StreamEntry {
                 sid: child,
+                ends,
                 s: Arc::clone(&s),
                 rx_done: false,
                 tx_done: false,
@@ -355,7 +363,7 @@ impl Bridge {
         );
         // Data that came with the handshake, or a FIN, is reported by the
         // events accept() queued; nothing to do here.
-        s
+        Accepted { ends: app_ends, s }
     }
 
     // ----- Streams -----
@@ -513,14 +521,14 @@ fn service_stream(e: &mut StreamEntry, io: &mut Io<'_>, scratch: &mut [u8], rt: 
 
     // Stack -> receive ring, while the ring has room.
     while !e.rx_done {
-        let free = s.rx.free();
+        let free = ours(e.ends.rx.free());
         if free == 0 {
             // Ask for a kick when the thread frees space, then look again
             // in case it already did (the thread fences and checks the
             // flag after each read).
             s.wants.fetch_or(wants_bits::RX, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            if s.rx.free() == 0 {
+            if ours(e.ends.rx.free()) == 0 {
                 break;
             }
             s.wants.fetch_and(!wants_bits::RX, Ordering::SeqCst);
@@ -534,7 +542,7 @@ fn service_stream(e: &mut StreamEntry, io: &mut Io<'_>, scratch: &mut [u8], rt: 
                 changed = true;
             }
             Ok(k) => {
-                s.rx.push(&scratch[..k]);
+                ours(e.ends.rx.push(&scratch[..k]));
                 changed = true;
             }
             Err(Error::WouldBlock) => break,
@@ -548,7 +556,7 @@ fn service_stream(e: &mut StreamEntry, io: &mut Io<'_>, scratch: &mut [u8], rt: 
 
     // Send ring -> stack, while the stack takes it.
     while !e.tx_done {
-        let n = s.tx.peek(scratch);
+        let n = ours(e.ends.tx.peek(scratch));
         if n == 0 {
             if e.shut_wr {
                 let _ = io.shutdown(sid, Shutdown::Write);
@@ -558,7 +566,7 @@ fn service_stream(e: &mut StreamEntry, io: &mut Io<'_>, scratch: &mut [u8], rt: 
             // Drained: ask for a kick on the next write, then look again.
             s.wants.fetch_or(wants_bits::TX, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            if s.tx.is_empty() {
+            if ours(e.ends.tx.is_empty()) {
                 break;
             }
             s.wants.fetch_and(!wants_bits::TX, Ordering::SeqCst);
@@ -566,7 +574,7 @@ fn service_stream(e: &mut StreamEntry, io: &mut Io<'_>, scratch: &mut [u8], rt: 
         }
         match io.write(sid, &scratch[..n]) {
             Ok(w) => {
-                s.tx.consume(w);
+                ours(e.ends.tx.consume(w));
                 changed |= w > 0;
                 if w < n {
                     // The stack's buffer is full: its Writable event
@@ -578,7 +586,7 @@ fn service_stream(e: &mut StreamEntry, io: &mut Io<'_>, scratch: &mut [u8], rt: 
             Err(err) => {
                 // The connection cannot send any more: what is queued is
                 // lost, as in the kernel's send queue after a reset.
-                s.tx.clear();
+                ours(e.ends.tx.consume(usize::MAX));
                 e.tx_done = true;
                 if err != Error::BrokenPipe {
                     s.fail(gone(err));
@@ -606,7 +614,7 @@ fn service_stream(e: &mut StreamEntry, io: &mut Io<'_>, scratch: &mut [u8], rt: 
         let _ = io.close(sid);
         return true;
     }
-    if e.tx_done || s.tx.is_empty() {
+    if e.tx_done || ours(e.ends.tx.is_empty()) {
         let _ = io.close(sid);
         return true;
     }

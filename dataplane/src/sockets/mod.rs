@@ -11,7 +11,7 @@
 //! - a command queue per worker (`crossbeam` `ArrayQueue`): connect,
 //!   listen, setsockopt, shutdown, close;
 //! - per connection, shared state in an `Arc`: an SPSC byte ring each way
-//!   ([`ring::Ring`]; receive: the worker writes what it read from the
+//!   ([`rings`]: each side owns its ends; receive: the worker writes what it read from the
 //!   stack, the thread reads; send: the thread writes, the worker drains
 //!   into the stack), readiness and error bits, the TCP state;
 //! - a kick queue per worker: tokens of sockets with new bytes to send or
@@ -104,7 +104,7 @@ mod bridge;
 pub mod error;
 pub mod loopback;
 mod poll;
-pub mod ring;
+pub mod rings;
 mod shared;
 mod spares;
 mod wait;

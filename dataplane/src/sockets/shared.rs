@@ -3,10 +3,11 @@
 //! a lock-free queue or immutable after creation.
 
 use super::error::{errno, from_errno};
-use super::ring::Ring;
+use super::rings;
 use super::spares::{RingSpares, Side};
 use super::wait::{Notify, Waiters};
 use super::Config;
+use crate::shm::ring::{Consumer, Gauge, Producer};
 use crate::tcp::{Error, Shutdown, SocketId, SocketOption, State};
 use crate::wire::Ipv4Addr;
 use crossbeam::queue::ArrayQueue;
@@ -114,14 +115,40 @@ fn state_code(s: State) -> u8 {
     State::ALL.iter().position(|&x| x == s).unwrap_or(0) as u8
 }
 
+/// The worker's ends of a connection's rings.
+#[derive(Debug)]
+pub(crate) struct WorkerEnds {
+    /// Writes what the stack received.
+    pub rx: Producer,
+    /// Reads what the application wrote.
+    pub tx: Consumer,
+}
+
+/// The application's ends of a connection's rings.
+#[derive(Debug)]
+pub(crate) struct AppEnds {
+    pub rx: Consumer,
+    pub tx: Producer,
+}
+
+/// An established connection in a listener's queue: the shared state and
+/// the ends the accepting thread takes.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    // Before `s`: the ends go first when this is dropped (see `spares`).
+    pub ends: AppEnds,
+    pub s: Arc<StreamShared>,
+}
+
 /// One connection's shared state.
 #[derive(Debug)]
 pub(crate) struct StreamShared {
     pub worker: usize,
-    /// Worker -> thread: bytes read from the stack.
-    pub rx: Ring,
+    /// Worker -> thread: bytes read from the stack (its fill level; the
+    /// ends are owned by the two sides).
+    pub rx: Gauge,
     /// Thread -> worker: bytes for the stack to send.
-    pub tx: Ring,
+    pub tx: Gauge,
     pub state: CachePadded<AtomicU32>,
     error: AtomicU8,
     /// The error was reported once (Linux consumes sk_err when it reports
@@ -146,11 +173,19 @@ pub(crate) struct StreamShared {
 impl StreamShared {
     #[cfg(test)]
     pub fn new(worker: usize, rx: usize, tx: usize, opts: OptionSet) -> StreamShared {
-        StreamShared::with_rings(worker, Ring::new(rx), Ring::new(tx), opts, None)
+        StreamShared::with_rings(worker, rings::storage(rx), rings::storage(tx), opts, None).0
     }
 
-    fn with_rings(worker: usize, rx: Ring, tx: Ring, opts: OptionSet, spares: Option<Arc<RingSpares>>) -> StreamShared {
-        StreamShared {
+    fn with_rings(
+        worker: usize,
+        rx: Arc<crate::shm::Region>,
+        tx: Arc<crate::shm::Region>,
+        opts: OptionSet,
+        spares: Option<Arc<RingSpares>>,
+    ) -> (StreamShared, WorkerEnds, AppEnds) {
+        let (rx_in, rx_out, rx) = rings::open(rx);
+        let (tx_in, tx_out, tx) = rings::open(tx);
+        let s = StreamShared {
             worker,
             rx,
             tx,
@@ -168,16 +203,24 @@ impl StreamShared {
             notify: Notify::default(),
             opts,
             spares,
-        }
+        };
+        (s, WorkerEnds { rx: rx_in, tx: tx_out }, AppEnds { rx: rx_out, tx: tx_in })
     }
 
-    /// A connection's state, its rings taken from the runtime's spares
-    /// when it keeps rings of these sizes; they go back there when the
-    /// last holder drops the state.
-    pub fn take(rt: &Runtime, worker: usize, rx: usize, tx: usize, opts: OptionSet) -> Arc<StreamShared> {
+    /// A connection's state and each side's ends of its rings, the rings
+    /// taken from the runtime's spares when it keeps rings of these
+    /// sizes; they go back there when the last holder drops the state.
+    pub fn take(
+        rt: &Runtime,
+        worker: usize,
+        rx: usize,
+        tx: usize,
+        opts: OptionSet,
+    ) -> (Arc<StreamShared>, WorkerEnds, AppEnds) {
         let sp = &rt.spares;
         let (rx, tx) = (sp.take(Side::Rx, rx), sp.take(Side::Tx, tx));
-        Arc::new(StreamShared::with_rings(worker, rx, tx, opts, Some(Arc::clone(sp))))
+        let (s, w, a) = StreamShared::with_rings(worker, rx, tx, opts, Some(Arc::clone(sp)));
+        (Arc::new(s), w, a)
     }
 
     pub fn flags(&self) -> u32 {
@@ -229,7 +272,7 @@ pub(crate) struct ListenerShared {
     pub worker: usize,
     /// Established connections the worker took out of the stack's accept
     /// queue, for any application thread to accept.
-    pub queue: ArrayQueue<Arc<StreamShared>>,
+    pub queue: ArrayQueue<Accepted>,
     /// 0 while the worker has not answered, then OK or FAILED.
     pub status: AtomicU32,
     error: AtomicU8,
@@ -301,7 +344,7 @@ impl ListenerShared {
 /// A request from an application thread to a worker.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Connect { s: Arc<StreamShared>, remote: (Ipv4Addr, u16), bind: Option<(Ipv4Addr, u16)> },
+    Connect { ends: WorkerEnds, s: Arc<StreamShared>, remote: (Ipv4Addr, u16), bind: Option<(Ipv4Addr, u16)> },
     Listen(Arc<ListenerShared>),
     SetOption(Arc<StreamShared>, SocketOption),
     Shutdown(Arc<StreamShared>, Shutdown),
@@ -383,11 +426,12 @@ impl WorkerShared {
 }
 
 impl Drop for StreamShared {
-    /// The last holder let go: the rings go back to the spares.
+    /// The last holder let go: the rings go back to the spares (which
+    /// hand them out again only once nothing else holds them).
     fn drop(&mut self) {
         if let Some(sp) = self.spares.take() {
-            sp.give(Side::Rx, std::mem::replace(&mut self.rx, Ring::detached()));
-            sp.give(Side::Tx, std::mem::replace(&mut self.tx, Ring::detached()));
+            sp.give(Side::Rx, Arc::clone(self.rx.region()));
+            sp.give(Side::Tx, Arc::clone(self.tx.region()));
         }
     }
 }

@@ -14,82 +14,81 @@
 //! SO_RCVBUF/SO_SNDBUF is freed), at most `spare_streams` of each, so the
 //! spares never hold more than `spare_streams` connections' worth.
 
-use super::ring::Ring;
+use super::rings;
+use crate::shm::Region;
 use crossbeam::queue::ArrayQueue;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Which of a connection's two rings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Side {
-    /// Worker -> thread.
     Rx,
-    /// Thread -> worker.
     Tx,
 }
 
+/// Ring storage of the default sizes, up to a bound per side.
 #[derive(Debug)]
 pub(crate) struct RingSpares {
     rx_capacity: usize,
     tx_capacity: usize,
-    rx: ArrayQueue<Ring>,
-    tx: ArrayQueue<Ring>,
-    /// Rings of the kept sizes made new because no spare was there (rx,
-    /// tx): with every connection closed, the spares hold this many, up
-    /// to the bound (nothing was lost).
+    rx: ArrayQueue<Arc<Region>>,
+    tx: ArrayQueue<Arc<Region>>,
     made: [AtomicUsize; 2],
 }
 
 impl RingSpares {
-    /// Spares for rings of `rx`/`tx` bytes (rounded as [`Ring::new`]
-    /// rounds), at most `count` of each.
     pub fn new(rx: usize, tx: usize, count: usize) -> RingSpares {
         let count = count.max(1);
         RingSpares {
-            rx_capacity: Ring::rounded(rx),
-            tx_capacity: Ring::rounded(tx),
+            rx_capacity: rings::rounded(rx),
+            tx_capacity: rings::rounded(tx),
             rx: ArrayQueue::new(count),
             tx: ArrayQueue::new(count),
             made: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
     }
 
-    fn side(&self, side: Side) -> (usize, &ArrayQueue<Ring>) {
+    fn side(&self, side: Side) -> (usize, &ArrayQueue<Arc<Region>>) {
         match side {
             Side::Rx => (self.rx_capacity, &self.rx),
             Side::Tx => (self.tx_capacity, &self.tx),
         }
     }
 
-    /// A ring of at least `capacity` bytes: a spare if one of that size is
-    /// kept, else a new one.
-    pub fn take(&self, side: Side, capacity: usize) -> Ring {
+    /// Storage for a ring of `capacity` bytes: a kept one if it has the
+    /// default size and nobody holds it any more, else a new one.
+    pub fn take(&self, side: Side, capacity: usize) -> Arc<Region> {
         let (kept, q) = self.side(side);
-        if Ring::rounded(capacity) == kept {
-            if let Some(r) = q.pop() {
-                return r;
+        if rings::rounded(capacity) == kept {
+            while let Some(r) = q.pop() {
+                // Given back by the shared state's drop, whose own views
+                // (and a moment later, a stale end) may still have held
+                // it then. Out of the queue, nobody can clone it any
+                // more: a count of one is ours alone.
+                if Arc::strong_count(&r) == 1 {
+                    return r;
+                }
             }
             self.made[side as usize].fetch_add(1, Ordering::Relaxed);
         }
-        Ring::new(capacity)
+        rings::storage(capacity)
     }
 
-    /// Gives a ring back: emptied and kept if it has the kept size and
-    /// there is room, freed otherwise.
-    pub fn give(&self, side: Side, mut ring: Ring) {
+    /// Keeps `region` for a later connection if it has the default size
+    /// and there is room.
+    pub fn give(&self, side: Side, region: Arc<Region>) {
         let (kept, q) = self.side(side);
-        if ring.capacity() == kept {
-            ring.reset();
-            let _ = q.push(ring);
+        if rings::capacity_of(&region) == kept {
+            let _ = q.push(region);
         }
     }
 
-    /// Rings of the kept size made new on `side` so far.
     #[cfg(test)]
     pub fn made(&self, side: Side) -> usize {
         self.made[side as usize].load(Ordering::Relaxed)
     }
 
-    /// Rings kept now on `side`.
     #[cfg(test)]
     pub fn len(&self, side: Side) -> usize {
         self.side(side).1.len()
@@ -104,26 +103,40 @@ mod tests {
     fn keeps_only_the_default_sizes_up_to_the_bound() {
         let sp = RingSpares::new(1000, 64, 2);
         let r = sp.take(Side::Rx, 1000);
-        assert_eq!(r.capacity(), 1024);
+        assert_eq!(rings::capacity_of(&r), 1024);
         assert_eq!(sp.made(Side::Rx), 1);
-        r.push(b"left over");
+        let (mut tx, _, _) = rings::open(Arc::clone(&r));
+        rings::ours(tx.push(b"left over"));
+        drop(tx);
         sp.give(Side::Rx, r);
         assert_eq!(sp.len(Side::Rx), 1);
         let again = sp.take(Side::Rx, 1024);
-        assert!(again.is_empty(), "a kept ring comes back empty");
+        let (_, _, gauge) = rings::open(again);
+        assert!(gauge.is_empty(), "a kept ring comes back empty");
         assert_eq!(sp.made(Side::Rx), 1, "reused, not made");
         assert_eq!(sp.len(Side::Rx), 0);
         // Another size is freed, not kept.
-        sp.give(Side::Rx, Ring::new(4096));
-        sp.give(Side::Tx, Ring::new(1024));
+        sp.give(Side::Rx, rings::storage(4096));
+        sp.give(Side::Tx, rings::storage(1024));
         assert_eq!((sp.len(Side::Rx), sp.len(Side::Tx)), (0, 0));
         // At most `count` of each.
         for _ in 0..3 {
-            sp.give(Side::Tx, Ring::new(64));
+            sp.give(Side::Tx, rings::storage(64));
         }
         assert_eq!(sp.len(Side::Tx), 2);
         // A request for another size never takes a kept ring.
-        assert_eq!(sp.take(Side::Tx, 4096).capacity(), 4096);
+        assert_eq!(rings::capacity_of(&sp.take(Side::Tx, 4096)), 4096);
         assert_eq!(sp.len(Side::Tx), 2);
+    }
+
+    #[test]
+    fn storage_still_held_elsewhere_is_not_handed_out() {
+        let sp = RingSpares::new(64, 64, 2);
+        let r = sp.take(Side::Rx, 64);
+        let stale = Arc::clone(&r);
+        sp.give(Side::Rx, r);
+        let fresh = sp.take(Side::Rx, 64);
+        assert!(!Arc::ptr_eq(&fresh, &stale), "a region someone holds is never shared with a new connection");
+        assert_eq!(sp.made(Side::Rx), 2);
     }
 }
