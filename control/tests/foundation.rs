@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use common::*;
 
 /// arping and 1000 pings 1 ms apart, 0 lost; meanwhile the kernel's own

@@ -58,6 +58,10 @@ impl Connection {
         }
 
         let window_changed = self.update_send_window(seq, ack, seg.window_len);
+        if ack >= self.snd_una {
+            // Linux tcp_ack: the peer answered; probes start counting anew.
+            self.probes_out = 0;
+        }
 
         if self.sack_ok {
             for b in seg.options.sack() {
@@ -123,8 +127,11 @@ impl Connection {
             self.snd_wl2 = ack;
             // The window opened: probing is over.
             if was_zero && scaled_wnd > 0 && self.timers.is_set(Timer::Persist) {
+                // Linux tcp_ack_probe: the probe backoff ends with the
+                // probing.
                 self.timers.stop(Timer::Persist);
-                self.retries = 0;
+                self.probes_out = 0;
+                self.rtt.reset_backoff();
             }
         }
         window_changed

@@ -141,8 +141,13 @@ pub(crate) struct Connection {
 
     /// Every deadline of the connection, one entry per timer.
     timers: TimerTable,
-    /// Consecutive timeouts (SYN, data or persist probes unanswered).
+    /// Consecutive retransmission timeouts (SYN or data unanswered).
     retries: u32,
+    /// Zero-window probes sent since the peer last acknowledged anything
+    /// (Linux's icsk_probes_out): any acceptable ACK resets it, so a peer
+    /// that answers keeps the connection open however long its window
+    /// stays shut (RFC 1122 section 4.2.2.17).
+    probes_out: u32,
     /// Segments retransmitted over the connection's life (ss's
     /// `retrans:X/total`).
     retrans_total: u32,
@@ -229,6 +234,7 @@ impl Connection {
             rtx_now: false,
             timers: TimerTable::default(),
             retries: 0,
+            probes_out: 0,
             retrans_total: 0,
             prefilled: 0,
             ack_pushed: 0,

@@ -253,11 +253,13 @@ impl Connection {
         if self.snd_wnd > 0 || self.snd_nxt >= data_end {
             return;
         }
-        if self.retries >= shared.config.retries2 {
-            self.abort(now, shared, Some(Error::TimedOut));
+        // Linux tcp_probe_timer: only probes nobody acknowledged count,
+        // and giving up is tcp_write_err: ETIMEDOUT, no RST.
+        if self.probes_out >= shared.config.retries2 {
+            self.enter_closed(Some(Error::TimedOut));
             return;
         }
-        self.retries += 1;
+        self.probes_out += 1;
         self.probe_now = true;
         self.rtt.backoff();
         self.timers.set(Timer::Persist, now + self.rtt.rto());

@@ -54,3 +54,61 @@ fn orphan_in_fin_wait_2_times_out() {
     t.advance(Duration::from_secs(60));
     assert_eq!(t.st.resources().connections, 0);
 }
+
+/// A zero window the peer keeps closed, answering every probe: the
+/// sender stays open however long it lasts (RFC 1122 section 4.2.2.17;
+/// Linux resets icsk_probes_out on every ACK in tcp_ack, so only probes
+/// nobody answers count toward tcp_retries2). Two hours of virtual time.
+#[test]
+fn zero_window_answered_for_hours_stays_open() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let mut closed = seg(PEER_ISN + 1, iss + 1, Flags::ACK);
+    closed.window = 0;
+    t.send(&closed).unwrap();
+    assert_eq!(t.st.write(t.now, c, b"data").unwrap(), 4);
+    assert!(t.recv().is_empty(), "nothing fits a zero window");
+    let mut probes = 0;
+    let end = t.now + Duration::from_secs(2 * 3600);
+    while t.now < end {
+        t.advance(Duration::from_secs(1));
+        for p in t.recv() {
+            assert!(!p.flags.contains(Flags::RST), "reset after {probes} answered probes: {p:?}");
+            probes += 1;
+            t.send(&closed).unwrap();
+        }
+    }
+    assert!(probes >= 60, "probes every 2 min at most once backed off: {probes}");
+    assert_eq!(t.state(c), Some(State::Established));
+    // The window opens: the data goes at once.
+    t.send(&seg(PEER_ISN + 1, iss + 1, Flags::ACK)).unwrap();
+    let d = t.recv_one();
+    assert_eq!((d.seq, &d.data[..]), (iss + 1, &b"data"[..]));
+}
+
+/// A peer that stops answering while its window is closed: the probes
+/// count, and after tcp_retries2 of them the connection fails with
+/// ETIMEDOUT, without a RST (Linux tcp_probe_timer -> tcp_write_err).
+#[test]
+fn zero_window_probes_unanswered_time_out_without_rst() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let mut closed = seg(PEER_ISN + 1, iss + 1, Flags::ACK);
+    closed.window = 0;
+    t.send(&closed).unwrap();
+    t.st.write(t.now, c, b"data").unwrap();
+    let mut probes = 0;
+    for _ in 0..4 * 3600 {
+        t.advance(Duration::from_secs(1));
+        for p in t.recv() {
+            assert!(!p.flags.contains(Flags::RST), "a timeout sends no RST: {p:?}");
+            probes += 1;
+        }
+        if t.state(c) == Some(State::Closed) {
+            break;
+        }
+    }
+    assert_eq!(t.state(c), Some(State::Closed));
+    assert_eq!(probes, t.st.config().retries2, "one probe per retry, then ETIMEDOUT");
+    assert_eq!(t.st.read(t.now, c, &mut [0u8; 8]), Err(Error::TimedOut));
+}
