@@ -99,6 +99,7 @@ pub fn stats(s: &Status) -> String {
         ("paws_drops", "packets rejected by PAWS"),
         ("timeouts", "retransmission timeouts (RTO)"),
         ("fast_retransmits", "fast retransmits"),
+        ("sack_renegings", "times the peer dropped data it had SACKed"),
         ("header_predicted", "packets header predicted"),
         ("drop_invalid", "out-of-window or invalid segments"),
         ("control_queue_drops", "control segments dropped (queue full)"),

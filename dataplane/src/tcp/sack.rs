@@ -63,6 +63,11 @@ impl Scoreboard {
         self.n = k;
     }
 
+    /// Forgets every block (the peer reneged, RFC 2018 section 8).
+    pub fn clear(&mut self) {
+        self.n = 0;
+    }
+
     pub fn sacked_bytes(&self) -> u32 {
         self.blocks().iter().map(|(s, e)| e.dist(*s)).sum()
     }

@@ -54,12 +54,14 @@ pub struct Stats {
     pub estab_resets: u64,
     /// TcpExtTCPHPHits: in-order data segments taken by header prediction.
     pub header_predicted: u64,
+    /// TcpExtTCPSACKReneging: the peer dropped data it had SACKed.
+    pub sack_renegings: u64,
 }
 
 impl Stats {
     /// Every counter with its name, in declaration order (for statistics
     /// output and metrics).
-    pub fn fields(&self) -> [(&'static str, u64); 27] {
+    pub fn fields(&self) -> [(&'static str, u64); 28] {
         [
             ("segments_in", self.segments_in),
             ("segments_out", self.segments_out),
@@ -88,6 +90,7 @@ impl Stats {
             ("attempt_fails", self.attempt_fails),
             ("estab_resets", self.estab_resets),
             ("header_predicted", self.header_predicted),
+            ("sack_renegings", self.sack_renegings),
         ]
     }
 

@@ -11,6 +11,7 @@ use crate::tcp::time::Instant;
 use crate::tcp::SeqNum;
 use crate::wire::tcp::Repr;
 use core::ops::ControlFlow;
+use std::time::Duration;
 
 /// Duplicate ACKs (or SACKed segments) that signal a loss (RFC 5681
 /// section 3.2, RFC 6675 DupThresh).
@@ -185,6 +186,13 @@ impl Connection {
         // A persist timer stays: it probes a zero window, not data.
         if self.snd_una == self.snd_max {
             self.timers.stop(Timer::Rto);
+        } else if self.scoreboard.sacked_end(self.snd_una).is_some() {
+            // The ACK stopped where a SACKed block begins: a receiver that
+            // held that data would have acknowledged it, so it reneged.
+            // Linux tcp_check_sack_reneging: time out in half an RTT (at
+            // least 10 ms); the timeout forgets the blocks.
+            let half_rtt = self.rtt.srtt().map_or(Duration::ZERO, |s| s / 2);
+            self.timers.set(Timer::Rto, now + half_rtt.max(Duration::from_millis(10)));
         } else {
             self.timers.set(Timer::Rto, now + self.rtt.rto());
         }

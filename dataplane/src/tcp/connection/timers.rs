@@ -233,6 +233,12 @@ impl Connection {
                     return;
                 }
                 self.retries += 1;
+                // Linux tcp_timeout_mark_lost: SACKed data at SND.UNA means
+                // the peer reneged; no block can be trusted any more.
+                if self.scoreboard.sacked_end(self.snd_una).is_some() {
+                    shared.stats.sack_renegings += 1;
+                    self.scoreboard.clear();
+                }
                 // RFC 6298 section 5.4 to 5.6 and RFC 5681 section 3.1.
                 let flight = self.snd_max.dist(self.snd_una);
                 self.cc.on_timeout(flight, self.retries == 1);
