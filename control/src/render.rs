@@ -100,6 +100,7 @@ pub fn stats(s: &Status) -> String {
         ("timeouts", "retransmission timeouts (RTO)"),
         ("fast_retransmits", "fast retransmits"),
         ("sack_renegings", "times the peer dropped data it had SACKed"),
+        ("ofo_pruned", "times out-of-order data was dropped to make room"),
         ("header_predicted", "packets header predicted"),
         ("drop_invalid", "out-of-window or invalid segments"),
         ("control_queue_drops", "control segments dropped (queue full)"),

@@ -1,7 +1,10 @@
 //! Out-of-order bookkeeping for the receive side: which byte ranges past
 //! the next expected byte have arrived. A fixed array of ranges, so no
-//! allocation per segment; when full, a segment that would need a new
-//! range is dropped (the sender retransmits it), as smoltcp does.
+//! allocation per segment. When full, data below the highest range evicts
+//! that range (Linux tcp_prune_ofo_queue drops out-of-order data from the
+//! top, and always queues in-sequence data: a hole must be fillable from
+//! its start); data above every range is dropped (the sender retransmits
+//! it).
 
 /// Most disjoint out-of-order ranges kept.
 pub const MAX_RANGES: usize = 32;
@@ -57,10 +60,14 @@ impl Assembler {
         self.latest = None;
     }
 
-    /// Records bytes `start..end` as received.
-    pub fn add(&mut self, start: usize, end: usize) -> Result<(), TooManyHoles> {
+    /// Records bytes `start..end` as received. With every range in use,
+    /// a new range below the highest one takes the highest one's place;
+    /// the evicted range is returned (its bytes are forgotten: the peer,
+    /// which may have been told of them in SACK blocks, will send them
+    /// again). A new range above every other is refused.
+    pub fn add(&mut self, start: usize, end: usize) -> Result<Option<Range>, TooManyHoles> {
         if start >= end {
-            return Ok(());
+            return Ok(None);
         }
         // First range that ends at or after `start` (touching merges).
         let mut i = 0;
@@ -75,9 +82,15 @@ impl Assembler {
             e = e.max(self.ranges[j].end);
             j += 1;
         }
+        let mut evicted = None;
         if i == j {
             if self.count == MAX_RANGES {
-                return Err(TooManyHoles);
+                if i == self.count {
+                    return Err(TooManyHoles);
+                }
+                // Make room: the highest range goes.
+                self.count -= 1;
+                evicted = Some(self.ranges[self.count]);
             }
             self.ranges.copy_within(i..self.count, i + 1);
             self.count += 1;
@@ -87,7 +100,7 @@ impl Assembler {
         }
         self.ranges[i] = Range { start: s, end: e };
         self.latest = Some(i);
-        Ok(())
+        Ok(evicted)
     }
 
     /// If bytes from offset 0 are present, removes that run and returns
@@ -134,11 +147,18 @@ mod tests {
     fn bounded() {
         let mut a = Assembler::default();
         for i in 0..MAX_RANGES {
-            a.add(i * 10 + 1, i * 10 + 5).unwrap();
+            a.add(i * 10 + 2, i * 10 + 5).unwrap();
         }
-        assert_eq!(a.add(1000, 1001), Err(TooManyHoles));
+        assert_eq!(a.add(1000, 1001), Err(TooManyHoles), "above every range: refused");
         // Extending an existing range still works.
-        a.add(5, 8).unwrap();
+        assert_eq!(a.add(5, 8), Ok(None));
+        // In-sequence data (offset 0) not touching the first range takes
+        // the highest range's place.
+        let top = *a.ranges().last().unwrap();
+        assert_eq!(a.add(0, 1), Ok(Some(top)));
+        assert_eq!(a.ranges().len(), MAX_RANGES);
+        assert_eq!(a.remove_front(), 1);
+        assert_eq!(a.ranges()[0], Range { start: 1, end: 7 }, "2..8 shifted down by 1");
     }
 
     proptest! {
@@ -147,7 +167,10 @@ mod tests {
             let mut a = Assembler::default();
             let mut bits = [false; 256];
             for (s, l) in adds {
-                if a.add(s, s + l).is_ok() {
+                if let Ok(evicted) = a.add(s, s + l) {
+                    if let Some(r) = evicted {
+                        for b in &mut bits[r.start..r.end] { *b = false; }
+                    }
                     for b in &mut bits[s..s + l] { *b = true; }
                 }
             }

@@ -56,12 +56,15 @@ pub struct Stats {
     pub header_predicted: u64,
     /// TcpExtTCPSACKReneging: the peer dropped data it had SACKed.
     pub sack_renegings: u64,
+    /// TcpExtOfoPruned: out-of-order data dropped to make room for data
+    /// closer to the next expected byte.
+    pub ofo_pruned: u64,
 }
 
 impl Stats {
     /// Every counter with its name, in declaration order (for statistics
     /// output and metrics).
-    pub fn fields(&self) -> [(&'static str, u64); 28] {
+    pub fn fields(&self) -> [(&'static str, u64); 29] {
         [
             ("segments_in", self.segments_in),
             ("segments_out", self.segments_out),
@@ -91,6 +94,7 @@ impl Stats {
             ("estab_resets", self.estab_resets),
             ("header_predicted", self.header_predicted),
             ("sack_renegings", self.sack_renegings),
+            ("ofo_pruned", self.ofo_pruned),
         ]
     }
 

@@ -142,10 +142,17 @@ impl Connection {
                 // No room: the ACK repeats the (zero) window.
                 self.ack_now = true;
             } else {
-                if self.assembler.add(offset, offset + written).is_err() {
-                    // Too many holes: drop it; the peer will resend.
-                    self.ack_now = true;
-                    return;
+                match self.assembler.add(offset, offset + written) {
+                    Ok(None) => {}
+                    // The highest out-of-order range made room (Linux
+                    // tcp_prune_ofo_queue, TcpExtOfoPruned).
+                    Ok(Some(_)) => shared.stats.ofo_pruned += 1,
+                    Err(_) => {
+                        // Above every range with the table full: drop it;
+                        // the peer will resend.
+                        self.ack_now = true;
+                        return;
+                    }
                 }
                 let front = self.assembler.remove_front();
                 if front > 0 {

@@ -137,3 +137,33 @@ fn established_read_after_small_pushed_segments_acks() {
     assert_eq!(t.st.read(t.now, c, &mut buf).unwrap(), 14);
     assert_eq!(t.recv_one().ack, PEER_ISN + 57);
 }
+
+/// With the out-of-order table full (32 islands), data at RCV.NXT is
+/// still taken: Linux always queues in-sequence data and prunes
+/// out-of-order data from the top to make room (tcp_prune_ofo_queue), or
+/// the hole could never be filled from its start.
+#[test]
+fn in_order_data_is_taken_with_the_out_of_order_table_full() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    for k in 1..=32u32 {
+        let mut d = seg(PEER_ISN + 1 + 100 * k, iss + 1, Flags::ACK);
+        d.data = vec![k as u8; 10];
+        t.send(&d).unwrap();
+    }
+    t.recv();
+    let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK);
+    d.data = vec![0; 10];
+    t.send(&d).unwrap();
+    let acks = t.recv();
+    assert_eq!(acks.last().map(|a| a.ack), Some(PEER_ISN + 1 + 10), "the in-order segment is taken");
+    assert_eq!(t.st.stats().ofo_pruned, 1, "the highest island made room");
+    let mut buf = [9u8; 64];
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(10));
+    // The islands below the pruned one still fill in: the gap up to the
+    // first island, then everything up to the pruned one's start.
+    let mut d = seg(PEER_ISN + 1 + 10, iss + 1, Flags::ACK);
+    d.data = vec![0; 90];
+    t.send(&d).unwrap();
+    assert_eq!(t.recv().last().map(|a| a.ack), Some(PEER_ISN + 1 + 110));
+}
