@@ -229,6 +229,14 @@ pub static KNOBS: &[Knob] = &[
         c.recv_buffer_max = buffer(v)?;
         Ok(())
     }),
+    knob!("core_rmem_max", "net.core.rmem_max", true, |c| c.core_rmem_max.to_string(), |c, v| {
+        c.core_rmem_max = buffer(v)?;
+        Ok(())
+    }),
+    knob!("core_wmem_max", "net.core.wmem_max", true, |c| c.core_wmem_max.to_string(), |c, v| {
+        c.core_wmem_max = buffer(v)?;
+        Ok(())
+    }),
     knob!("mtu", "the interface's MTU", false, |c| c.mtu.to_string(), |c, v| {
         c.mtu = num(v)?;
         Ok(())

@@ -57,6 +57,11 @@ pub struct Config {
     /// tcp_rmem[2]: the largest receive buffer, which fixes the window
     /// scale announced in the SYN (7 for Linux's 6 MiB).
     pub recv_buffer_max: usize,
+    /// net.core.rmem_max / wmem_max: the most SO_RCVBUF / SO_SNDBUF may
+    /// ask for; larger requests are clamped, as Linux's sock_setsockopt
+    /// clamps them (4 MiB on this machine's kernel).
+    pub core_rmem_max: usize,
+    pub core_wmem_max: usize,
     /// tcp_challenge_ack_limit: challenge ACKs per second, stack-wide.
     pub challenge_ack_limit: u32,
     /// tcp_invalid_ratelimit: minimum gap between ACKs sent in answer to
@@ -99,6 +104,8 @@ impl Default for Config {
             recv_buffer: 131072,
             send_buffer: 16384,
             recv_buffer_max: 6291456,
+            core_rmem_max: 4 << 20,
+            core_wmem_max: 4 << 20,
             challenge_ack_limit: 1000,
             invalid_ratelimit: Duration::from_millis(500),
             mtu: 1500,

@@ -15,6 +15,12 @@ use crate::tcp::time::Instant;
 use crate::wire::Ipv4Addr;
 use std::time::Duration;
 
+/// The smallest buffers a socket option can ask for: half of Linux's
+/// SOCK_MIN_SNDBUF and SOCK_MIN_RCVBUF (2 x (2048 + sk_buff)), as those
+/// count the doubled value.
+const MIN_SEND_BUFFER: usize = 2304;
+const MIN_RECV_BUFFER: usize = 1152;
+
 impl Stack {
     /// socket(AF_INET, SOCK_STREAM).
     pub fn socket(&mut self) -> SocketId {
@@ -33,6 +39,7 @@ impl Stack {
     }
 
     pub fn set_option(&mut self, now: Instant, id: SocketId, opt: SocketOption) -> Result<()> {
+        let (rmem_max, wmem_max) = (self.shared.config.core_rmem_max, self.shared.config.core_wmem_max);
         let s = self.user(id)?;
         let o = &mut s.opts;
         match opt {
@@ -43,8 +50,11 @@ impl Stack {
             SocketOption::KeepIntvl(d) if d >= Duration::from_secs(1) => o.keep_intvl = d,
             SocketOption::KeepCnt(n) if n >= 1 => o.keep_cnt = n,
             SocketOption::Linger(l) => o.linger = l,
-            SocketOption::SendBuffer(n) if n > 0 => o.send_buffer = n,
-            SocketOption::RecvBuffer(n) if n > 0 => o.recv_buffer = n,
+            // Linux sock_setsockopt: clamped to net.core.wmem_max /
+            // rmem_max and to a floor (SOCK_MIN_SNDBUF / SOCK_MIN_RCVBUF,
+            // which count twice the bytes this buffer holds).
+            SocketOption::SendBuffer(n) if n > 0 => o.send_buffer = n.min(wmem_max).max(MIN_SEND_BUFFER),
+            SocketOption::RecvBuffer(n) if n > 0 => o.recv_buffer = n.min(rmem_max).max(MIN_RECV_BUFFER),
             SocketOption::Congestion(a) => o.congestion = a,
             _ => return Err(Error::InvalidInput),
         }

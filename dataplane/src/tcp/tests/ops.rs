@@ -50,3 +50,33 @@ fn ephemeral_ports_are_owned_by_the_opening_worker() {
         }
     }
 }
+
+/// SO_RCVBUF / SO_SNDBUF are clamped to net.core.rmem_max / wmem_max and
+/// to a floor, as Linux's sock_setsockopt does: a request for a terabyte
+/// gets the maximum (before: the connection tried to allocate it and the
+/// process aborted), and the connection opens with it.
+#[test]
+fn buffer_sizes_are_clamped_as_linux_clamps_them() {
+    let mut t = T::new(plain());
+    let max = t.st.config().core_rmem_max;
+    let c = t.st.socket();
+    t.st.set_option(t.now, c, SocketOption::RecvBuffer(1 << 40)).unwrap();
+    t.st.set_option(t.now, c, SocketOption::SendBuffer(usize::MAX)).unwrap();
+    let o = t.st.options(c).unwrap();
+    assert_eq!((o.recv_buffer, o.send_buffer), (max, t.st.config().core_wmem_max));
+    t.st.set_option(t.now, c, SocketOption::RecvBuffer(1)).unwrap();
+    t.st.set_option(t.now, c, SocketOption::SendBuffer(1)).unwrap();
+    let o = t.st.options(c).unwrap();
+    assert_eq!((o.recv_buffer, o.send_buffer), (1152, 2304), "Linux's floors, halved");
+    t.st.set_option(t.now, c, SocketOption::RecvBuffer(1 << 40)).unwrap();
+    t.st.bind(c, LOCAL, LPORT).unwrap();
+    t.st.connect(t.now, c, REMOTE, RPORT).unwrap();
+    let s = t.recv_one();
+    let mut sa = seg(PEER_ISN, s.seq + 1, Flags::SYN | Flags::ACK);
+    sa.options.mss = Some(1460);
+    t.send(&sa).unwrap();
+    assert_eq!(t.state(c), Some(State::Established));
+    // The window it announces fits the clamped buffer.
+    let ack = t.recv_one();
+    assert!(usize::from(ack.window) <= max, "{ack:?}");
+}
