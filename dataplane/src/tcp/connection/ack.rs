@@ -170,13 +170,19 @@ impl Connection {
                 self.cc.on_recovery_end(flight);
             }
             Some(mut r) => {
-                // Partial ACK: the next hole is lost too; retransmit it
-                // (RFC 6582 section 3.2 step 4).
-                if r.high_rxt < ack {
+                // A partial ACK says the segment at the new SND.UNA is
+                // lost too: retransmit it (RFC 6582 section 3.2 step 4),
+                // unless it was retransmitted already in this recovery (it
+                // is in flight, not lost again) or SACKed; with SACK the
+                // scoreboard finds the other holes (RFC 6675 NextSeg).
+                let resent = ack < r.high_rxt;
+                if !resent {
                     r.high_rxt = ack;
                 }
                 self.recovery = Some(r);
-                self.rtx_now = true;
+                if !(self.sack_ok && (resent || self.scoreboard.sacked_end(ack).is_some())) {
+                    self.rtx_now = true;
+                }
             }
             None => self.cc.on_ack(now, acked, self.rtt.srtt()),
         }

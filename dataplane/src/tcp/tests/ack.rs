@@ -81,3 +81,34 @@ fn reneged_sack_blocks_are_forgotten_and_the_data_resent() {
     t.send(&seg(PEER_ISN + 1, iss + 1 + 3 * 1460, Flags::ACK)).unwrap();
     assert_eq!(t.st.connection_info(c).unwrap().send_queue, 0);
 }
+
+/// In SACK recovery a partial ACK retransmits nothing by itself: what is
+/// lost is what the scoreboard says (RFC 6675 NextSeg), and a hole
+/// already retransmitted is in flight, not lost again. (NewReno without
+/// SACK does retransmit at a partial ACK, RFC 6582 section 3.2.)
+#[test]
+fn a_partial_ack_in_sack_recovery_does_not_resend_what_was_resent() {
+    let mut t = T::new(Config { sack: true, ..plain() });
+    let (c, iss) = established_with_sack(&mut t);
+    let at = |k: u32| iss + 1 + k * 1460;
+    t.st.write(t.now, c, &[3u8; 6 * 1460]).unwrap();
+    assert_eq!(t.recv().len(), 6);
+    // Segments 0 and 2 are lost; the peer SACKs 1, 3 and 4 as they come.
+    for blocks in [vec![(1, 2)], vec![(1, 2), (3, 4)], vec![(1, 2), (3, 5)]] {
+        let mut d = seg(PEER_ISN + 1, at(0), Flags::ACK);
+        for (l, r) in blocks.into_iter().rev() {
+            d.options.push_sack(SackBlock { left: at(l), right: at(r) });
+        }
+        t.send(&d).unwrap();
+    }
+    let resent: Vec<u32> = t.recv().iter().filter(|s| !s.data.is_empty()).map(|s| s.seq).collect();
+    assert_eq!(resent, vec![at(0), at(2)], "the two holes, once each");
+    // Segment 0 arrives: a partial ACK up to the second hole, which was
+    // already resent.
+    let mut d = seg(PEER_ISN + 1, at(2), Flags::ACK);
+    d.options.push_sack(SackBlock { left: at(3), right: at(5) });
+    t.send(&d).unwrap();
+    let again: Vec<u32> = t.recv().iter().filter(|s| !s.data.is_empty()).map(|s| s.seq).collect();
+    assert!(!again.contains(&at(2)), "segment 2 resent a second time: {again:?}");
+    assert_eq!(t.st.stats().retransmits, 2);
+}
