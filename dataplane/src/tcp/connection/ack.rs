@@ -75,6 +75,13 @@ impl Connection {
         }
 
         if ack > self.snd_una {
+            if self.snd_una == self.iss && self.state != State::SynReceived {
+                // Our SYN acknowledged after close() or shutdown() moved a
+                // simultaneous open on from SYN-RECEIVED: the connect is
+                // complete (Linux wakes connect() once the state leaves
+                // SYN_SENT/SYN_RECV).
+                self.events |= readiness::CONNECTED;
+            }
             self.on_new_ack(now, ack);
         } else if ack == self.snd_una
             && seg.payload.is_empty()

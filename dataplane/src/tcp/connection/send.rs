@@ -24,7 +24,8 @@ impl Connection {
             State::SynSent | State::SynReceived => self.snd_nxt == self.iss,
             State::Established | State::CloseWait | State::FinWait1 | State::LastAck | State::Closing => {
                 let data_end = self.tx_seq + self.tx.len();
-                self.snd_nxt < data_end
+                self.syn_unacked_to_resend()
+                    || self.snd_nxt < data_end
                     || (self.fin_queued && self.fin_seq.is_none_or(|s| self.snd_nxt <= s))
                     || self.recovery.is_some()
             }
@@ -125,7 +126,15 @@ impl Connection {
         Some(n)
     }
 
+    /// Our SYN is unacknowledged and due again in a state past SYN-RECEIVED
+    /// (close() or shutdown() after a simultaneous open moved it on):
+    /// a timeout walked SND.NXT back to it.
+    fn syn_unacked_to_resend(&self) -> bool {
+        self.snd_una == self.iss && self.snd_nxt == self.iss
+    }
+
     fn poll_segment_inner(&mut self, now: Instant, shared: &mut Shared, buf: &mut [u8]) -> Option<usize> {
+        let resend_syn = self.syn_unacked_to_resend() && matches!(self.state, State::FinWait1 | State::Closing);
         match self.state {
             State::SynSent | State::SynReceived if self.snd_nxt == self.iss => {
                 let h = self.syn_header(now, shared, self.state == State::SynReceived);
@@ -138,6 +147,15 @@ impl Connection {
                 if !self.timers.is_set(Timer::Rto) {
                     self.timers.set(Timer::Rto, now + self.syn_interval(shared, 0));
                 }
+                return Some(n);
+            }
+            _ if resend_syn => {
+                // SYN|ACK first; the FIN follows it (RFC 9293 section
+                // 3.10.4: the FIN takes the sequence number after the SYN).
+                let h = self.syn_header(now, shared, true);
+                let n = self.emit(buf, &h, 0, 0)?;
+                self.snd_nxt = self.iss + 1u32;
+                self.arm_rtx(now);
                 return Some(n);
             }
             State::SynSent | State::Closed | State::Listen => return None,
@@ -209,6 +227,11 @@ impl Connection {
             Some(s)
         }?;
         if seq >= self.snd_max || seq >= data_end.max(self.tx_seq) && self.fin_seq.is_none() {
+            return None;
+        }
+        if seq < self.tx_seq {
+            // Our SYN is what is missing (a peer that acknowledged nothing
+            // after a simultaneous open): the timeout resends it.
             return None;
         }
         let mut len = if seq < data_end { data_end.dist(seq) as usize } else { 0 };

@@ -63,6 +63,40 @@ fn syn_sent_syn_is_a_simultaneous_open() {
     assert_eq!(t.state(c), Some(State::Established));
 }
 
+/// close() in SYN-RECEIVED (a simultaneous open whose SYN|ACK the peer has
+/// not acknowledged): FIN-WAIT-1 with the FIN after our SYN (Linux
+/// tcp_close_state, RFC 9293 section 3.10.4). Until the peer acknowledges
+/// the SYN, a timeout resends the SYN|ACK, then the FIN at ISS + 1; the
+/// connection then closes normally. (Before: the timeout sent a stray
+/// data byte and a FIN at ISS, and the SYN never went again.)
+#[test]
+fn close_in_syn_received_resends_the_syn_before_the_fin() {
+    let mut t = T::new(plain());
+    let c = t.st.socket();
+    t.st.bind(c, LOCAL, LPORT).unwrap();
+    t.st.connect(t.now, c, REMOTE, RPORT).unwrap();
+    let iss = t.recv_one().seq;
+    t.send(&syn()).unwrap();
+    assert_eq!(t.recv_one().flags, Flags::SYN | Flags::ACK);
+    t.st.close(t.now, c).unwrap();
+    assert_eq!(t.st.count_by_state()[State::FinWait1.index()], 1);
+    let fin = t.recv_one();
+    assert_eq!((fin.flags, fin.seq, fin.data.len()), (Flags::FIN | Flags::ACK, iss + 1, 0));
+    // Nothing acknowledged: the timeout resends the SYN|ACK first.
+    t.advance(Duration::from_secs(1));
+    let again = t.recv();
+    assert!(!again.is_empty(), "a timeout resends something");
+    assert_eq!((again[0].flags, again[0].seq), (Flags::SYN | Flags::ACK, iss), "{again:?}");
+    assert!(again.iter().all(|s| s.data.is_empty()), "no data byte out of nowhere: {again:?}");
+    assert!(again.iter().skip(1).all(|s| s.seq == iss + 1), "{again:?}");
+    // The peer acknowledges the SYN and the FIN, then closes too.
+    t.send(&seg(PEER_ISN + 1, iss + 2, Flags::ACK)).unwrap();
+    assert_eq!(t.st.count_by_state()[State::FinWait2.index()], 1);
+    t.send(&seg(PEER_ISN + 1, iss + 2, Flags::FIN | Flags::ACK)).unwrap();
+    assert_eq!(t.recv_one().ack, PEER_ISN + 2);
+    assert_eq!(t.st.count_by_state()[State::TimeWait.index()], 1);
+}
+
 // ----- ESTABLISHED -----
 
 #[test]
