@@ -39,6 +39,9 @@ pub struct Config {
     pub ephemeral_ports: (u16, u16),
     /// TCP_TIMEOUT_INIT, TCP_RTO_MIN, TCP_RTO_MAX.
     pub initial_rto: Duration,
+    /// TCP_TIMEOUT_FALLBACK: the RTO after a handshake that gave no RTT
+    /// sample (RFC 6298 section 5.7).
+    pub fallback_rto: Duration,
     pub min_rto: Duration,
     pub max_rto: Duration,
     /// TCP_DELACK_MIN: the delayed ACK timeout.
@@ -94,6 +97,7 @@ impl Default for Config {
             keepalive_probes: 9,
             ephemeral_ports: (32768, 60999),
             initial_rto: Duration::from_secs(1),
+            fallback_rto: Duration::from_secs(3),
             min_rto: Duration::from_millis(200),
             max_rto: Duration::from_secs(120),
             delayed_ack: Duration::from_millis(40),

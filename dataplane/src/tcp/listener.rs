@@ -39,6 +39,8 @@ pub(crate) struct Request {
     pub syn_window: u16,
     /// SYN|ACK retransmissions so far.
     pub retries: u32,
+    /// When the first SYN|ACK went out (the handshake's RTT sample).
+    pub sent_at: Instant,
     pub timer: Option<TimerId>,
     /// The final ACK came while the accept queue was full (Linux
     /// inet_rsk(req)->acked): the request waits for a retransmission.
@@ -222,6 +224,8 @@ impl Listener {
             ts_recent: req.ts_recent,
             syn_window: req.syn_window,
             our_wscale: req.our_wscale,
+            // Karn: after a retransmitted SYN|ACK the ACK is ambiguous.
+            rtt: (req.retries == 0).then(|| now - req.sent_at),
         };
         ListenAction::Establish { open, timer: req.timer }
     }
@@ -266,6 +270,8 @@ impl Listener {
             ts_recent,
             syn_window: syn_window(c.our_mss(), ts_recent.is_some(), opts.recv_buffer),
             our_wscale,
+            // A cookie keeps no send time.
+            rtt: None,
         };
         Some(ListenAction::Establish { open, timer: None })
     }
@@ -312,6 +318,7 @@ impl Listener {
             ts_recent,
             syn_window: syn_window(c.our_mss(), ts_recent.is_some(), opts.recv_buffer),
             retries: 0,
+            sent_at: now,
             timer: None,
             acked: false,
         };

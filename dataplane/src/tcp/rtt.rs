@@ -51,6 +51,15 @@ impl RttEstimator {
     }
 
     /// The current timeout with backoff applied.
+    /// No sample yet: the RTO is `rto` until the first one (Linux's
+    /// TCP_TIMEOUT_FALLBACK after a handshake without a valid sample).
+    pub fn fallback(&mut self, rto: Duration) {
+        if self.srtt.is_none() {
+            self.rttvar = rto;
+            self.rto = rto.clamp(self.min_rto, self.max_rto);
+        }
+    }
+
     pub fn rto(&self) -> Duration {
         self.rto.checked_mul(1 << self.backoff.min(16)).unwrap_or(self.max_rto).min(self.max_rto)
     }

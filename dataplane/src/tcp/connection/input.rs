@@ -78,11 +78,11 @@ impl Connection {
         self.snd_wl2 = ack;
         if ack_ok {
             // Our SYN is acknowledged: ESTABLISHED, and ACK the SYN|ACK.
-            if self.retries == 0 {
-                if let Some((_, sent)) = self.rtt_probe {
-                    self.rtt.sample(now - sent);
-                }
-            }
+            let sample = match self.rtt_probe {
+                Some((_, sent)) if self.retries == 0 => Some(now - sent),
+                _ => None,
+            };
+            self.rtt_from_handshake(sample, shared);
             self.rtt_probe = None;
             self.retries = 0;
             self.rtt.reset_backoff();

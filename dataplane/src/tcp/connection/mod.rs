@@ -45,6 +45,7 @@ use super::time::Instant;
 use super::SeqNum;
 use crate::wire::tcp::{Flags, Options};
 use ack::Recovery;
+use std::time::Duration;
 use timers::TimerTable;
 
 /// The MSS assumed when the peer sends none (RFC 9293 section 3.7.1).
@@ -75,6 +76,10 @@ pub(crate) struct PassiveOpen {
     /// The unscaled window we announced in the SYN|ACK.
     pub syn_window: u16,
     pub our_wscale: u8,
+    /// The handshake's round trip, from our SYN|ACK to the final ACK;
+    /// None when the SYN|ACK was retransmitted (Karn) or came from a
+    /// cookie (Linux tcp_synack_rtt_meas).
+    pub rtt: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -297,6 +302,7 @@ impl Connection {
             c.ts_recent_at = now;
         }
         c.set_mss(p.peer_mss);
+        c.rtt_from_handshake(p.rtt, shared);
         shared.stats.passive_opens += 1;
         c
     }
@@ -392,6 +398,19 @@ impl Connection {
             shared.push_control(self.tuple.local, self.tuple.remote, h);
         }
         self.enter_closed(error);
+    }
+
+    /// The RTT estimate a handshake leaves: its sample if it gave one
+    /// (RFC 6298 section 2.2), otherwise an RTO of 3 s for the first data
+    /// (RFC 6298 section 5.7, Linux tcp_init_metrics: no valid sample
+    /// most likely means the handshake was retransmitted, and 1 s would
+    /// retransmit spuriously).
+    pub(super) fn rtt_from_handshake(&mut self, sample: Option<Duration>, shared: &Shared) {
+        match sample {
+            Some(r) => self.rtt.sample(r),
+            None if self.rtt.srtt().is_none() => self.rtt.fallback(shared.config.fallback_rto),
+            None => {}
+        }
     }
 
     /// Readiness bits for the stack's event queue.

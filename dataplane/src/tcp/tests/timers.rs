@@ -3,22 +3,70 @@
 
 use super::*;
 
+/// The first data's RTO comes from the handshake's RTT sample (Linux
+/// tcp_synack_rtt_meas): here 50 ms, so SRTT + max(4 RTTVAR, 200 ms) =
+/// 250 ms, then doubling.
 #[test]
 fn established_retransmits_on_rto_with_backoff() {
     let mut t = T::new(plain());
-    let (_, c, iss) = t.established();
+    let l = t.listener(8);
+    t.send(&syn()).unwrap();
+    let iss = t.recv_one().seq;
+    t.advance(Duration::from_millis(50));
+    t.send(&seg(PEER_ISN + 1, iss + 1, Flags::ACK)).unwrap();
+    let c = t.st.accept(l).unwrap();
     t.st.write(t.now, c, b"hello").unwrap();
     let first = t.recv_one();
     assert_eq!(first.seq, iss + 1);
-    t.advance(Duration::from_millis(999));
+    t.advance(Duration::from_millis(249));
     assert!(t.recv().is_empty());
     t.advance(Duration::from_millis(1));
-    assert_eq!(t.recv_one(), first, "RTO: initial 1 s");
-    t.advance(Duration::from_millis(1999));
+    assert_eq!(t.recv_one(), first, "RTO from the handshake's 50 ms: 250 ms");
+    t.advance(Duration::from_millis(499));
     assert!(t.recv().is_empty());
     t.advance(Duration::from_millis(1));
-    assert_eq!(t.recv_one(), first, "then 2 s");
+    assert_eq!(t.recv_one(), first, "then 500 ms");
     assert_eq!(t.st.stats().retransmits, 2);
+}
+
+/// A handshake that gave no RTT sample (the SYN|ACK was retransmitted, so
+/// the ACK is ambiguous: Karn) leaves an RTO of 3 s for the first data
+/// (RFC 6298 section 5.7, Linux TCP_TIMEOUT_FALLBACK); so does an active
+/// open whose SYN was retransmitted.
+#[test]
+fn no_handshake_sample_means_a_three_second_rto() {
+    let mut t = T::new(plain());
+    let l = t.listener(8);
+    t.send(&syn()).unwrap();
+    let iss = t.recv_one().seq;
+    t.advance(Duration::from_secs(1));
+    assert_eq!(t.recv_one().flags, Flags::SYN | Flags::ACK, "the SYN|ACK again");
+    t.send(&seg(PEER_ISN + 1, iss + 1, Flags::ACK)).unwrap();
+    let c = t.st.accept(l).unwrap();
+    t.st.write(t.now, c, b"x").unwrap();
+    let first = t.recv_one();
+    t.advance(Duration::from_millis(2999));
+    assert!(t.recv().is_empty());
+    t.advance(Duration::from_millis(1));
+    assert_eq!(t.recv_one(), first, "3 s");
+
+    let mut t = T::new(plain());
+    let c = t.st.socket();
+    t.st.bind(c, LOCAL, LPORT).unwrap();
+    t.st.connect(t.now, c, REMOTE, RPORT).unwrap();
+    let s = t.recv_one();
+    t.advance(Duration::from_secs(1));
+    assert_eq!(t.recv_one().seq, s.seq, "the SYN again");
+    let mut sa = seg(PEER_ISN, s.seq + 1, Flags::SYN | Flags::ACK);
+    sa.options.mss = Some(1460);
+    t.send(&sa).unwrap();
+    t.recv();
+    t.st.write(t.now, c, b"x").unwrap();
+    let first = t.recv_one();
+    t.advance(Duration::from_millis(2999));
+    assert!(t.recv().is_empty());
+    t.advance(Duration::from_millis(1));
+    assert_eq!(t.recv_one(), first, "3 s after a retransmitted SYN too");
 }
 
 /// Back-to-back retransmission timeouts of the same data: cwnd one
@@ -97,9 +145,13 @@ fn zero_window_probes_unanswered_time_out_without_rst() {
     closed.window = 0;
     t.send(&closed).unwrap();
     t.st.write(t.now, c, b"data").unwrap();
+    assert!(t.recv().is_empty(), "nothing fits; the persist timer starts");
     let mut probes = 0;
-    for _ in 0..4 * 3600 {
-        t.advance(Duration::from_secs(1));
+    // From deadline to deadline, sending what each timer queued (as a
+    // worker does between rounds).
+    let end = t.now + Duration::from_secs(4 * 3600);
+    while let Some(at) = t.st.poll_timeout().filter(|&at| at <= end) {
+        t.advance(at - t.now);
         for p in t.recv() {
             assert!(!p.flags.contains(Flags::RST), "a timeout sends no RST: {p:?}");
             probes += 1;
