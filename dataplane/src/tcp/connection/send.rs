@@ -4,7 +4,7 @@
 //! for.
 
 use super::timers::Timer;
-use super::Connection;
+use super::{Connection, DEFAULT_MSS};
 use crate::tcp::assembler::Range;
 use crate::tcp::output::{write_with, Header};
 use crate::tcp::shared::Shared;
@@ -162,7 +162,7 @@ impl Connection {
             _ => {}
         }
         let ack_flags = Flags::ACK;
-        let mss = usize::from(self.send_mss);
+        let mss = bound_to_half_window(usize::from(self.send_mss), self.max_snd_wnd as usize, self.ts_ok);
         let sending_allowed = matches!(
             self.state,
             State::Established | State::CloseWait | State::FinWait1 | State::LastAck | State::Closing
@@ -391,5 +391,19 @@ impl Connection {
         if self.rtt_probe.is_some_and(|(end, _)| end > seq) {
             self.rtt_probe = None;
         }
+    }
+}
+
+/// Linux tcp_bound_to_half_wnd: into a peer whose largest window is small,
+/// segments of half that window (of all of it up to 536 bytes), so that a
+/// window is never one segment the peer must wait out; never below 68
+/// bytes of IP packet.
+fn bound_to_half_window(mss: usize, max_window: usize, timestamps: bool) -> usize {
+    let cutoff = if max_window > usize::from(DEFAULT_MSS) { max_window / 2 } else { max_window };
+    if cutoff > 0 && mss > cutoff {
+        let header = if timestamps { 32 } else { 20 };
+        cutoff.max(68 - header)
+    } else {
+        mss
     }
 }

@@ -79,3 +79,30 @@ fn established_window_scale_is_applied() {
     // Our window is scaled by 7.
     assert_eq!(out[0].window, (131072 >> 7) as u16);
 }
+
+/// Into a peer whose largest window is 1000 bytes, segments of 500
+/// (Linux tcp_bound_to_half_wnd, seen on the wire from this machine's
+/// kernel), so the window is never one segment the peer waits out.
+#[test]
+fn segments_are_bounded_to_half_a_small_window() {
+    let mut t = T::new(plain());
+    let l = t.listener(8);
+    let mut s = syn();
+    s.window = 1000;
+    t.send(&s).unwrap();
+    let iss = t.recv_one().seq;
+    let mut a = seg(PEER_ISN + 1, iss + 1, Flags::ACK);
+    a.window = 1000;
+    t.send(&a).unwrap();
+    let c = t.st.accept(l).unwrap();
+    t.st.set_option(t.now, c, SocketOption::NoDelay(true)).unwrap();
+    t.st.write(t.now, c, &[1u8; 3000]).unwrap();
+    let out = t.recv();
+    assert_eq!(out.iter().map(|s| s.data.len()).collect::<Vec<_>>(), vec![500, 500], "the window filled in halves");
+    // A peer whose window grows past twice the MSS gets full segments.
+    let mut a = seg(PEER_ISN + 1, iss + 1001, Flags::ACK);
+    a.window = 65535;
+    t.send(&a).unwrap();
+    let out = t.recv();
+    assert_eq!(out.first().map(|s| s.data.len()), Some(1460), "{out:?}");
+}
