@@ -104,4 +104,26 @@ fn client_mode_reports_like_connect() {
     // The bound leaves room for a slow start-up of the client; without the
     // neighbour failure it would wait for the SYN timeout (minutes).
     assert!(took >= Duration::from_millis(2900) && took < Duration::from_secs(8), "{took:?}");
+
+    // A router that refuses the destination with ICMP (administratively
+    // prohibited, code 13): the connect fails at once with EHOSTUNREACH,
+    // as the kernel's does on the same path (Linux tcp_v4_err), instead
+    // of retrying SYNs for the whole timeout.
+    let far = format!("198.19.{}.99", topo.get("SUBNET"));
+    assert!(topo.exec("NS_A", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]).status.success());
+    assert!(topo.exec("NS_A", &["ip", "route", "add", "prohibit", &far]).status.success());
+    let gateway = ["--gateway", &peer];
+    let (out, took) =
+        client(&topo, &bpffs, &name, &[&["--connect", &format!("{far}:7999")][..], &gateway[..]].concat());
+    assert_eq!(lines(&out), vec!["EHOSTUNREACH"], "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(took < Duration::from_secs(3), "at once, not after SYN timeouts: {took:?}");
+    // The kernel on the stack's side, through the same router.
+    assert!(topo.exec("NS_B", &["ip", "route", "replace", &far, "via", &peer]).status.success());
+    let kernel = topo.exec(
+        "NS_B",
+        &["python3", "-c", &format!(
+            "import socket,errno\ntry:\n  socket.create_connection(('{far}',7999),timeout=10)\nexcept OSError as e: print(errno.errorcode.get(e.errno, e))"
+        )],
+    );
+    assert_eq!(stdout(&kernel).trim(), "EHOSTUNREACH", "the kernel's answer on this path");
 }

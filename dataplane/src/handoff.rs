@@ -30,12 +30,15 @@ use crate::wire::Ipv4Addr;
 pub struct Parcel {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
+    /// An ICMP destination unreachable with this code, whose `segment` is
+    /// the quoted start of our TCP header; None for a received segment.
+    pub icmp: Option<u8>,
     len: usize,
     data: Box<[u8]>,
 }
 
 impl Parcel {
-    /// The TCP segment.
+    /// The TCP segment (or the quoted header of an ICMP error).
     pub fn segment(&self) -> &[u8] {
         &self.data[..self.len]
     }
@@ -103,6 +106,7 @@ impl Mesh {
                         let p = Parcel {
                             src: Ipv4Addr::UNSPECIFIED,
                             dst: Ipv4Addr::UNSPECIFIED,
+                            icmp: None,
                             len: 0,
                             data: vec![0u8; parcel_size].into_boxed_slice(),
                         };
@@ -147,6 +151,31 @@ impl Handoff {
 
     /// Copies `segment` to worker `to`.
     pub fn send(&mut self, to: usize, src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> Result<(), SendError> {
+        self.send_parcel(to, src, dst, None, segment)
+    }
+
+    /// Sends an ICMP destination unreachable (`code`) for the flow from
+    /// `src` (the peer) to `dst` (us) to its owner; `quoted` is the start
+    /// of our TCP header it quotes.
+    pub fn send_icmp(
+        &mut self,
+        to: usize,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        code: u8,
+        quoted: &[u8],
+    ) -> Result<(), SendError> {
+        self.send_parcel(to, src, dst, Some(code), quoted)
+    }
+
+    fn send_parcel(
+        &mut self,
+        to: usize,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        icmp: Option<u8>,
+        segment: &[u8],
+    ) -> Result<(), SendError> {
         if to == self.me {
             return Err(SendError::Full);
         }
@@ -160,6 +189,7 @@ impl Handoff {
         p.len = segment.len();
         p.src = src;
         p.dst = dst;
+        p.icmp = icmp;
         // Cannot fail: `slots` parcels exist for this inbox and the one we
         // hold is not in `full`.
         let _ = ch.full.push(p);

@@ -24,6 +24,10 @@ pub enum Disposition {
     /// A TCP segment for the stack: `buf[start..end]` from `src` to `dst`
     /// (IPv4 header verified, TCP not yet).
     Tcp { src: Ipv4Addr, dst: Ipv4Addr, start: usize, end: usize },
+    /// ICMP destination unreachable (`code`) quoting a TCP segment we sent
+    /// from `local` to `remote`: `quoted` is the start of its TCP header
+    /// (ports and sequence number). The frame itself is done with.
+    TcpUnreachable { local: Ipv4Addr, remote: Ipv4Addr, code: u8, quoted: [u8; 8] },
     /// Dropped; the counter says why.
     Drop(Counter),
 }
@@ -82,6 +86,10 @@ fn process_ipv4(iface: &Iface, ident: &mut IpIdent, buf: &mut [u8]) -> Dispositi
                 Ok(icmp::Repr::EchoRequest { .. }) => {
                     echo_reply(iface, ident, buf, repr.src_addr, repr.dst_addr, header_len, total_len)
                 }
+                Ok(icmp::Repr::DstUnreachable { code, data }) => match quoted_tcp(iface, data) {
+                    Some((local, remote, quoted)) => Disposition::TcpUnreachable { local, remote, code, quoted },
+                    None => Disposition::Drop(Counter::drop_icmp_ignored),
+                },
                 Ok(_) => Disposition::Drop(Counter::drop_icmp_ignored),
                 Err(e) => drop_for(e, Counter::drop_icmp_malformed, Counter::drop_icmp_checksum),
             }
@@ -93,6 +101,26 @@ fn process_ipv4(iface: &Iface, ident: &mut IpIdent, buf: &mut [u8]) -> Dispositi
         ipv4::protocol::UDP => Disposition::Drop(Counter::drop_no_socket),
         _ => Disposition::Drop(Counter::drop_ipv4_unknown_protocol),
     }
+}
+
+/// The TCP segment an ICMP error quotes, if it is one of ours: the
+/// quoted IPv4 header (RFC 792: the header and at least 8 bytes of the
+/// datagram) must be TCP from one of our addresses. Returns (our address,
+/// the peer's, the first 8 bytes of the TCP header).
+fn quoted_tcp(iface: &Iface, data: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, [u8; 8])> {
+    let first = *data.first()?;
+    let ihl = usize::from(first & 0x0f) * 4;
+    if first >> 4 != 4 || ihl < 20 || data.len() < ihl + 8 || data[9] != ipv4::protocol::TCP {
+        return None;
+    }
+    let src = Ipv4Addr::new(data[12], data[13], data[14], data[15]);
+    let dst = Ipv4Addr::new(data[16], data[17], data[18], data[19]);
+    if !iface.has_addr(src) {
+        return None;
+    }
+    let mut quoted = [0u8; 8];
+    quoted.copy_from_slice(&data[ihl..ihl + 8]);
+    Some((src, dst, quoted))
 }
 
 /// Turns the echo request in `buf` into its reply (RFC 792: same data,
@@ -175,6 +203,60 @@ mod tests {
         let mut m = vec![0u8; r.buffer_len()];
         r.emit(&mut icmp::Packet::new_unchecked(&mut m[..]));
         ipv4_frame(src, OURS, ipv4::protocol::ICMP, &m)
+    }
+
+    /// An ICMP destination unreachable from a router (`from`) quoting an IPv4
+    /// header from `qsrc` to `qdst` (protocol `proto`) and a TCP header.
+    fn unreachable(from: Ipv4Addr, code: u8, qsrc: Ipv4Addr, qdst: Ipv4Addr, proto: u8) -> Vec<u8> {
+        let mut quoted = vec![0u8; 20 + 8];
+        let ip = ipv4::Repr {
+            src_addr: qsrc,
+            dst_addr: qdst,
+            protocol: proto,
+            payload_len: 20,
+            ttl: 64,
+            tos: 0,
+            ident: 7,
+            dont_frag: true,
+        };
+        ip.emit(&mut ipv4::Packet::new_unchecked(&mut quoted[..]));
+        quoted[20..28].copy_from_slice(&[0x9c, 0x40, 0x00, 0x50, 0xde, 0xad, 0xbe, 0xef]);
+        let r = icmp::Repr::DstUnreachable { code, data: &quoted };
+        let mut m = vec![0u8; r.buffer_len()];
+        r.emit(&mut icmp::Packet::new_unchecked(&mut m[..]));
+        ipv4_frame(from, OURS, ipv4::protocol::ICMP, &m)
+    }
+
+    /// ICMP errors quoting our TCP segments go to the TCP engine (Linux
+    /// tcp_v4_err); errors about datagrams we did not send, or not TCP,
+    /// are counted and ignored.
+    #[test]
+    fn unreachables_quoting_our_tcp_go_to_the_engine() {
+        let router = Ipv4Addr::new(198, 18, 0, 254);
+        let far = Ipv4Addr::new(198, 19, 5, 5);
+        let mut st = IpIdent { next_ident: 1 };
+        let mut buf = unreachable(router, 1, OURS, far, ipv4::protocol::TCP);
+        assert_eq!(
+            process(&iface(), 0, &mut st, &mut buf),
+            Disposition::TcpUnreachable {
+                local: OURS,
+                remote: far,
+                code: 1,
+                quoted: [0x9c, 0x40, 0x00, 0x50, 0xde, 0xad, 0xbe, 0xef]
+            }
+        );
+        for mut buf in [
+            unreachable(router, 1, PEER, far, ipv4::protocol::TCP),
+            unreachable(router, 1, OURS, far, ipv4::protocol::UDP),
+        ] {
+            assert_eq!(process(&iface(), 0, &mut st, &mut buf), Disposition::Drop(Counter::drop_icmp_ignored));
+        }
+        // Quoting fewer than 8 bytes of the datagram.
+        let r = icmp::Repr::DstUnreachable { code: 1, data: &[0x45; 24] };
+        let mut m = vec![0u8; r.buffer_len()];
+        r.emit(&mut icmp::Packet::new_unchecked(&mut m[..]));
+        let mut short = ipv4_frame(router, OURS, ipv4::protocol::ICMP, &m);
+        assert_eq!(process(&iface(), 0, &mut st, &mut short), Disposition::Drop(Counter::drop_icmp_ignored));
     }
 
     #[test]

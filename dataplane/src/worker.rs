@@ -543,8 +543,11 @@ impl Worker {
         }
         let Some(s) = self.sharding.as_mut() else { return 0 };
         let stack = &mut self.stack;
-        let n = s.handoff.receive(256, |p| {
-            let _ = stack.handle_segment(now, p.src, p.dst, p.segment());
+        let n = s.handoff.receive(256, |p| match p.icmp {
+            Some(code) => stack.handle_icmp_unreachable(now, p.dst, p.src, code, p.segment()),
+            None => {
+                let _ = stack.handle_segment(now, p.src, p.dst, p.segment());
+            }
         });
         self.stats.add(Counter::handoff_in, n as u64);
         self.stats.add(Counter::tcp_segments_in, n as u64);
@@ -649,6 +652,25 @@ impl Worker {
                 // Errors are counted by the stack under their drop reason.
                 let _ = self.stack.handle_segment(now, src, dst, &self.port.data(&frame)[start..end]);
                 self.port.release(frame);
+            }
+            Disposition::TcpUnreachable { local, remote, code, quoted } => {
+                self.port.release(frame);
+                self.stats.inc(Counter::icmp_unreachables_in);
+                // The flow's owner, as for a segment from the peer: its
+                // source port is the one our header quotes as destination.
+                let key = [quoted[2], quoted[3], quoted[0], quoted[1]];
+                match self.foreign_owner(remote, local, &key) {
+                    // Advisory: a full ring drops it (counted), never waits.
+                    Some(owner) => match self
+                        .sharding
+                        .as_mut()
+                        .map(|s| s.handoff.send_icmp(usize::from(owner), remote, local, code, &quoted))
+                    {
+                        Some(Ok(())) => self.stats.inc(Counter::handoff_out),
+                        _ => self.stats.inc(Counter::drop_handoff_full),
+                    },
+                    None => self.stack.handle_icmp_unreachable(now, local, remote, code, &quoted),
+                }
             }
             Disposition::Control(msg) => {
                 self.port.release(frame);

@@ -189,18 +189,30 @@ fn connect_to_a_silent_host_times_out_on_linux_schedule() {
 }
 
 #[test]
-fn icmp_unreachable_while_connecting_reports_ehostunreach() {
+fn icmp_unreachable_while_connecting_fails_the_connect_at_once() {
     let (mut sim, c, s) = pair(Config { syn_retries: 2, ..Config::default() });
     sim.hosts[s].blackhole = true;
     let k = sim.stack(c).socket();
     let now = sim.now;
     sim.stack(c).connect(now, k, SERVER, 80).unwrap();
-    let port = sim.stack(c).local_addr(k).unwrap().1;
-    let mut quoted = port.to_be_bytes().to_vec();
-    quoted.extend_from_slice(&80u16.to_be_bytes());
-    sim.stack(c).handle_icmp_unreachable(CLIENT, SERVER, 1, &quoted);
-    sim.run_for(Duration::from_secs(30));
+    sim.capture = true;
+    sim.run_for(Duration::from_millis(10));
+    let syn = sim.segments(|s| s.src == CLIENT).remove(0);
+    let quote = |seq: u32| {
+        let mut q = syn.src_port.to_be_bytes().to_vec();
+        q.extend_from_slice(&syn.dst_port.to_be_bytes());
+        q.extend_from_slice(&seq.to_be_bytes());
+        q
+    };
+    // A sequence number we never sent is a blind guess: ignored.
+    let now = sim.now;
+    sim.stack(c).handle_icmp_unreachable(now, CLIENT, SERVER, 1, &quote(syn.seq.wrapping_add(100_000)));
+    assert_eq!(sim.stack(c).state(k), Some(State::SynSent));
+    assert_eq!(sim.stack(c).stats().icmp_out_of_window, 1);
+    // The real SYN quoted: the connect fails at once (Linux tcp_v4_err).
+    sim.stack(c).handle_icmp_unreachable(now, CLIENT, SERVER, 1, &quote(syn.seq));
     assert_eq!(sim.stack(c).socket_error(k), Some(Error::HostUnreachable));
+    assert_eq!(sim.stack(c).state(k), Some(State::Closed));
 }
 
 #[test]

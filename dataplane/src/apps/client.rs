@@ -35,6 +35,9 @@ pub fn errno_name(e: Error) -> &'static str {
         Error::BrokenPipe => "EPIPE",
         Error::ConnectionAborted => "ECONNABORTED",
         Error::NotSupported => "EOPNOTSUPP",
+        Error::HostDown => "EHOSTDOWN",
+        Error::NoNetwork => "ENONET",
+        Error::ProtocolUnavailable => "ENOPROTOOPT",
     }
 }
 

@@ -26,12 +26,15 @@ pub fn errno(e: Error) -> i32 {
         Error::BrokenPipe => libc::EPIPE,
         Error::ConnectionAborted => libc::ECONNABORTED,
         Error::NotSupported => libc::EOPNOTSUPP,
+        Error::HostDown => libc::EHOSTDOWN,
+        Error::NoNetwork => libc::ENONET,
+        Error::ProtocolUnavailable => libc::ENOPROTOOPT,
     }
 }
 
 /// The error for an errno, if it is one the stack reports.
 pub fn from_errno(n: i32) -> Option<Error> {
-    const ALL: [Error; 16] = [
+    const ALL: [Error; 19] = [
         Error::ConnectionRefused,
         Error::ConnectionReset,
         Error::TimedOut,
@@ -48,6 +51,9 @@ pub fn from_errno(n: i32) -> Option<Error> {
         Error::BrokenPipe,
         Error::ConnectionAborted,
         Error::NotSupported,
+        Error::HostDown,
+        Error::NoNetwork,
+        Error::ProtocolUnavailable,
     ];
     ALL.into_iter().find(|&e| errno(e) == n)
 }

@@ -51,6 +51,15 @@ pub enum Error {
     /// EOPNOTSUPP: e.g. accept() on a socket that is not listening.
     #[error("operation not supported")]
     NotSupported,
+    /// EHOSTDOWN: ICMP host unknown while connecting.
+    #[error("host is down")]
+    HostDown,
+    /// ENONET: ICMP host isolated while connecting.
+    #[error("machine is not on the network")]
+    NoNetwork,
+    /// ENOPROTOOPT: ICMP protocol unreachable while connecting.
+    #[error("protocol not available")]
+    ProtocolUnavailable,
 }
 
 pub type Result<T> = core::result::Result<T, Error>;

@@ -59,12 +59,19 @@ pub struct Stats {
     /// TcpExtOfoPruned: out-of-order data dropped to make room for data
     /// closer to the next expected byte.
     pub ofo_pruned: u64,
+    /// ICMP destination unreachables acted on (a connect failed, or a
+    /// soft error recorded).
+    pub icmp_unreachables: u64,
+    /// TcpExtOutOfWindowIcmps: quoting a sequence number not in flight.
+    pub icmp_out_of_window: u64,
+    /// ICMP errors for no connection, or of a kind not acted on.
+    pub icmp_ignored: u64,
 }
 
 impl Stats {
     /// Every counter with its name, in declaration order (for statistics
     /// output and metrics).
-    pub fn fields(&self) -> [(&'static str, u64); 29] {
+    pub fn fields(&self) -> [(&'static str, u64); 32] {
         [
             ("segments_in", self.segments_in),
             ("segments_out", self.segments_out),
@@ -95,6 +102,9 @@ impl Stats {
             ("header_predicted", self.header_predicted),
             ("sack_renegings", self.sack_renegings),
             ("ofo_pruned", self.ofo_pruned),
+            ("icmp_unreachables", self.icmp_unreachables),
+            ("icmp_out_of_window", self.icmp_out_of_window),
+            ("icmp_ignored", self.icmp_ignored),
         ]
     }
 

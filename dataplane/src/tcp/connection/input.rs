@@ -264,13 +264,27 @@ impl Connection {
         ControlFlow::Break(Outcome::Dropped)
     }
 
-    /// ICMP destination unreachable for this connection. While connecting
-    /// it is a soft error reported if the SYNs time out (Linux
-    /// tcp_v4_err); afterwards it is ignored (RFC 1122 section 4.2.3.9).
-    pub fn on_unreachable(&mut self, e: Error) {
+    /// ICMP destination unreachable quoting our segment `seq`. False (and
+    /// nothing done) when `seq` is not one we have in flight. While
+    /// connecting it ends the connection with `e` (Linux tcp_v4_err ->
+    /// tcp_done_with_error); afterwards it is a soft error, reported only
+    /// if the connection later times out (RFC 1122 section 4.2.3.9).
+    pub fn on_icmp_unreachable(&mut self, seq: SeqNum, e: Error) -> bool {
+        if seq < self.snd_una || seq > self.snd_nxt {
+            return false;
+        }
         if matches!(self.state, State::SynSent | State::SynReceived) {
+            self.enter_closed(Some(e));
+        } else {
             self.soft_error = Some(e);
         }
+        true
+    }
+
+    /// A soft error for the connection (the next hop stopped answering
+    /// ARP): reported if it times out.
+    pub fn on_unreachable(&mut self, e: Error) {
+        self.soft_error = Some(e);
     }
 
     /// The next hop did not answer ARP. Linux fails a connect() in

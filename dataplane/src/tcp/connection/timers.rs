@@ -228,8 +228,10 @@ impl Connection {
                     return;
                 }
                 if self.retries >= shared.config.retries2 {
-                    // Linux tcp_write_timeout: give up with ETIMEDOUT.
-                    self.enter_closed(Some(Error::TimedOut));
+                    // Linux tcp_write_timeout -> tcp_write_err: give up
+                    // with the soft error (an ICMP unreachable) if there
+                    // was one, else ETIMEDOUT.
+                    self.enter_closed(Some(self.soft_error.unwrap_or(Error::TimedOut)));
                     return;
                 }
                 self.retries += 1;
@@ -262,7 +264,7 @@ impl Connection {
         // Linux tcp_probe_timer: only probes nobody acknowledged count,
         // and giving up is tcp_write_err: ETIMEDOUT, no RST.
         if self.probes_out >= shared.config.retries2 {
-            self.enter_closed(Some(Error::TimedOut));
+            self.enter_closed(Some(self.soft_error.unwrap_or(Error::TimedOut)));
             return;
         }
         self.probes_out += 1;

@@ -124,28 +124,43 @@ impl Stack {
         }
     }
 
-    /// ICMP destination unreachable quoting one of our segments
-    /// (`quoted` starts at the TCP header; 8 bytes are enough).
-    pub fn handle_icmp_unreachable(&mut self, local: Ipv4Addr, remote: Ipv4Addr, code: u8, quoted: &[u8]) {
-        if quoted.len() < 4 {
+    /// ICMP destination unreachable quoting one of our segments: `quoted`
+    /// starts at the TCP header (8 bytes: ports and sequence number).
+    /// Linux tcp_v4_err: the quoted sequence number must lie within
+    /// SND.UNA..=SND.NXT (RFC 5927 section 4.1: an attacker must guess
+    /// it; TcpExtOutOfWindowIcmps otherwise); a connection still opening
+    /// fails at once with the code's errno, an open one keeps it as a soft
+    /// error reported if it later times out. "Fragmentation needed" (path
+    /// MTU discovery) and codes past 15 are not acted on. (`now` as every
+    /// input takes it; no rule reads it today.)
+    pub fn handle_icmp_unreachable(
+        &mut self,
+        _now: Instant,
+        local: Ipv4Addr,
+        remote: Ipv4Addr,
+        code: u8,
+        quoted: &[u8],
+    ) {
+        let (Some(e), Some(head)) = (unreachable_error(code), quoted.get(..8)) else {
+            self.shared.stats.icmp_ignored += 1;
             return;
-        }
-        let lport = u16::from_be_bytes([quoted[0], quoted[1]]);
-        let rport = u16::from_be_bytes([quoted[2], quoted[3]]);
-        let e = if code == crate::wire::icmp::unreach_code::NET {
-            Error::NetworkUnreachable
-        } else {
-            Error::HostUnreachable
         };
+        let lport = u16::from_be_bytes([head[0], head[1]]);
+        let rport = u16::from_be_bytes([head[2], head[3]]);
+        let seq = SeqNum(u32::from_be_bytes([head[4], head[5], head[6], head[7]]));
         let t = FourTuple { local, local_port: lport, remote, remote_port: rport };
-        if let Some(&id) = self.conns.get(&t) {
-            if let Some(s) = sock_mut(&mut self.slots, id) {
-                if let Kind::Conn(c) = &mut s.kind {
-                    c.on_unreachable(e);
-                }
-                self.census.recount(s);
-            }
+        let Some(&id) = self.conns.get(&t) else {
+            self.shared.stats.icmp_ignored += 1;
+            return;
+        };
+        let Some(s) = sock_mut(&mut self.slots, id) else { return };
+        let Kind::Conn(c) = &mut s.kind else { return };
+        if c.on_icmp_unreachable(seq, e) {
+            self.shared.stats.icmp_unreachables += 1;
+        } else {
+            self.shared.stats.icmp_out_of_window += 1;
         }
+        self.after_conn(id);
     }
 
     /// The next hop for `remote` did not answer ARP: connections still
@@ -239,4 +254,20 @@ fn wire_reason(e: WireError) -> DropReason {
         WireError::Checksum => DropReason::Checksum,
         WireError::Malformed | WireError::Unsupported => DropReason::Malformed,
     }
+}
+
+/// The errno of an ICMP destination unreachable code (Linux
+/// icmp_err_convert); None for "fragmentation needed" (path MTU) and for
+/// codes it does not know.
+fn unreachable_error(code: u8) -> Option<Error> {
+    Some(match code {
+        0 | 6 | 9 | 11 => Error::NetworkUnreachable,
+        1 | 10 | 12..=15 => Error::HostUnreachable,
+        2 => Error::ProtocolUnavailable,
+        3 => Error::ConnectionRefused,
+        5 => Error::NotSupported,
+        7 => Error::HostDown,
+        8 => Error::NoNetwork,
+        _ => return None,
+    })
 }
