@@ -58,6 +58,21 @@ impl Connection {
             return ControlFlow::Break(Outcome::Dropped);
         }
 
+        // RFC 7323 section 4.3: remember the timestamp of a segment that
+        // covers RCV.NXT (Linux tcp_replace_ts_recent uses !after(seq,
+        // rcv_wup); RCV.NXT is the same point here), once its ACK passed:
+        // Linux tcp_ack updates it only after refusing ACKs of unsent data
+        // and old ACKs, so the answer to such a segment echoes the timestamp
+        // before it.
+        if self.ts_ok && ack >= self.snd_una {
+            if let Some((tsval, _)) = seg.options.timestamp {
+                if seq <= self.rcv_nxt && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 {
+                    self.ts_recent = tsval;
+                    self.ts_recent_at = now;
+                }
+            }
+        }
+
         let window_changed = self.update_send_window(seq, ack, seg.window_len);
         if ack >= self.snd_una {
             // Linux tcp_ack: the peer answered; probes start counting anew.

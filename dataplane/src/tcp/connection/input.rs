@@ -141,19 +141,7 @@ impl Connection {
             return out;
         }
         let f = seg.flags;
-        let seq = SeqNum(seg.seq_number);
 
-        // RFC 7323 section 4.3: remember the timestamp of a segment that
-        // covers RCV.NXT (Linux tcp_replace_ts_recent uses !after(seq,
-        // rcv_wup); RCV.NXT is the same point here).
-        if self.ts_ok {
-            if let Some((tsval, _)) = seg.options.timestamp {
-                if seq <= self.rcv_nxt && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 {
-                    self.ts_recent = tsval;
-                    self.ts_recent_at = now;
-                }
-            }
-        }
         self.last_recv = now;
         self.ka_probes = 0;
 

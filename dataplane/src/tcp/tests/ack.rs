@@ -112,3 +112,28 @@ fn a_partial_ack_in_sack_recovery_does_not_resend_what_was_resent() {
     assert!(!again.contains(&at(2)), "segment 2 resent a second time: {again:?}");
     assert_eq!(t.st.stats().retransmits, 2);
 }
+
+/// An ACK of data never sent is answered with an ACK and dropped, and its
+/// timestamp is not taken: the answer echoes the last valid one (Linux
+/// tcp_ack refuses the ACK before tcp_replace_ts_recent; found by the
+/// differential suite against this machine's kernel).
+#[test]
+fn an_ack_of_unsent_data_does_not_move_ts_recent() {
+    let mut t = T::new(Config { timestamps: true, ..plain() });
+    let l = t.listener(8);
+    let mut s = syn();
+    s.options.timestamp = Some((100, 0));
+    t.send(&s).unwrap();
+    let sa = t.recv_one();
+    let their = sa.options.timestamp.expect("timestamps agreed").0;
+    let mut a = seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK);
+    a.options.timestamp = Some((101, their));
+    t.send(&a).unwrap();
+    t.st.accept(l).unwrap();
+    let mut bad = seg(PEER_ISN + 1, sa.seq + 1000, Flags::ACK);
+    bad.options.timestamp = Some((200, their));
+    let _ = t.send(&bad);
+    let answer = t.recv_one();
+    assert_eq!(answer.ack, PEER_ISN + 1);
+    assert_eq!(answer.options.timestamp.map(|(_, ecr)| ecr), Some(101), "echoes the last valid TSval");
+}

@@ -1,0 +1,374 @@
+#!/usr/bin/env python3
+"""Differential TCP probes (in the manner of gVisor's packetimpact): a
+scripted peer sends crafted segments to one target and records what comes
+back, so that the same script run against this machine's Linux kernel and
+against the stack can be compared answer by answer.
+
+The peer speaks from an address no interface owns (SPOOF_IP), through an
+AF_PACKET socket on IFNAME: the kernel of the peer's namespace ignores the
+answers (not its address, no forwarding), so it never resets the crafted
+connections. The target must know SPOOF_IP's MAC (a static neighbour).
+The target runs a discard server on OPEN_PORT (reads, never writes, closes
+on end of file); CLOSED_PORT has no listener.
+
+Prints one JSON object per probe:
+  {"probe": NAME, "answers": [ANSWER, ...]}
+where an ANSWER is the normalized segment: flags, seq and ack relative to
+the two initial sequence numbers, the window, payload length, the options
+present (with MSS and window scale values, and whether TSecr echoes our
+TSval), and a timing class: "now" (under 30 ms after the probe's last
+segment), "soon" (under 300 ms: a delayed ACK) or "late".
+
+Standard library only.
+
+usage: tcp_diff.py IFNAME SPOOF_IP TARGET_IP TARGET_MAC OPEN_PORT CLOSED_PORT
+"""
+import json
+import random
+import socket
+import struct
+import sys
+import time
+
+from send_frames import csum
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+FLAG_NAMES = [(FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, ".")]
+
+
+def flag_str(f):
+    return "".join(n for bit, n in FLAG_NAMES if f & bit) or "none"
+
+
+def options(mss=None, sack_ok=False, ts=None, ws=None, sack=()):
+    """TCP options laid out as Linux lays out its own."""
+    o = b""
+    if mss is not None:
+        o += struct.pack("!BBH", 2, 4, mss)
+    if sack_ok and ts is not None:
+        o += struct.pack("!BBBBII", 4, 2, 8, 10, ts[0], ts[1])
+    elif ts is not None:
+        o += struct.pack("!BBBBII", 1, 1, 8, 10, ts[0], ts[1])
+    elif sack_ok:
+        o += struct.pack("!BBBB", 1, 1, 4, 2)
+    if ws is not None:
+        o += struct.pack("!BBBB", 1, 3, 3, ws)
+    if sack:
+        o += struct.pack("!BBBB", 1, 1, 5, 2 + 8 * len(sack))
+        for left, right in sack:
+            o += struct.pack("!II", left, right)
+    while len(o) % 4:
+        o += b"\x01"
+    return o
+
+
+def parse_options(raw):
+    out = {}
+    i = 0
+    while i < len(raw):
+        kind = raw[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= len(raw):
+            break
+        length = raw[i + 1]
+        if length < 2 or i + length > len(raw):
+            break
+        body = raw[i + 2:i + length]
+        if kind == 2 and len(body) == 2:
+            out["mss"] = struct.unpack("!H", body)[0]
+        elif kind == 3 and len(body) == 1:
+            out["ws"] = body[0]
+        elif kind == 4:
+            out["sack_ok"] = True
+        elif kind == 5:
+            out["sack"] = [struct.unpack("!II", body[k:k + 8]) for k in range(0, len(body) - 7, 8)]
+        elif kind == 8 and len(body) == 8:
+            out["ts"] = struct.unpack("!II", body)
+        i += length
+    return out
+
+
+class Target:
+    def __init__(self, ifname, spoof, ip, mac, open_port, closed_port):
+        self.spoof, self.ip = spoof, ip
+        self.mac = bytes.fromhex(mac.replace(":", ""))
+        self.open_port, self.closed_port = open_port, closed_port
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.sock.bind((ifname, 0))
+        self.our_mac = self.sock.getsockname()[4]
+        self.rng = random.Random(7)
+        self.ports = iter(range(41000 + self.rng.randrange(1000), 65000))
+
+    def send(self, sport, dport, seq, ack, flags, payload=b"", opts=b"", window=64240):
+        off = (20 + len(opts)) // 4
+        hdr = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, off << 4, flags,
+                          window, 0, 0) + opts
+        pseudo = socket.inet_aton(self.spoof) + socket.inet_aton(self.ip) + struct.pack(
+            "!BBH", 0, 6, len(hdr) + len(payload))
+        c = csum(pseudo + hdr + payload)
+        seg = hdr[:16] + struct.pack("!H", c) + hdr[18:] + payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(seg), self.rng.randrange(65536), 0x4000, 64, 6, 0,
+                         socket.inet_aton(self.spoof), socket.inet_aton(self.ip))
+        ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+        self.sock.send(self.mac + self.our_mac + b"\x08\x00" + ip + seg)
+        self.sent_at = time.monotonic()
+
+    def drain(self):
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self.sock.recv(65535)
+        except BlockingIOError:
+            pass
+        self.sock.setblocking(True)
+
+    def collect(self, sport, wait=0.5):
+        """Segments from the target to (spoof, sport) within `wait` seconds
+        of the last send: (time since it, parsed segment)."""
+        got = []
+        deadline = self.sent_at + wait
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return got
+            self.sock.settimeout(left)
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except socket.timeout:
+                return got
+            if addr[2] == PACKET_OUTGOING or len(data) < 54 or data[12:14] != b"\x08\x00":
+                continue
+            ip = data[14:]
+            ihl = (ip[0] & 15) * 4
+            if ip[9] != 6 or socket.inet_ntoa(ip[12:16]) != self.ip or socket.inet_ntoa(ip[16:20]) != self.spoof:
+                continue
+            total = struct.unpack("!H", ip[2:4])[0]
+            tcp = ip[ihl:total]
+            s = struct.unpack("!HHIIBBHHH", tcp[:20])
+            if s[1] != sport:
+                continue
+            doff = (s[4] >> 4) * 4
+            got.append((time.monotonic() - self.sent_at, {
+                "sport": s[0], "seq": s[2], "ack": s[3], "flags": s[5], "window": s[6],
+                "opts": parse_options(tcp[20:doff]), "len": len(tcp) - doff,
+            }))
+
+
+class Conn:
+    """One crafted connection: our side's numbers and what we learned."""
+
+    def __init__(self, t, port, sack=True, ts=True, ws=7):
+        self.t, self.port = t, port
+        self.sport = next(t.ports)
+        self.iss = t.rng.randrange(1 << 32)
+        self.snd_nxt = self.iss
+        self.irs = None
+        self.rcv_nxt = None
+        self.tsval = t.rng.randrange(1 << 30)
+        self.ts_recent = 0
+        self.use = dict(sack=sack, ts=ts, ws=ws)
+
+    def ts(self):
+        self.tsval += 1
+        return (self.tsval, self.ts_recent) if self.use["ts"] else None
+
+    def norm(self, answers):
+        out = []
+        for dt, s in answers:
+            o = s["opts"]
+            a = {
+                "flags": flag_str(s["flags"]),
+                "seq": (s["seq"] - self.irs) & 0xFFFFFFFF if self.irs is not None else s["seq"],
+                "ack": (s["ack"] - self.iss) & 0xFFFFFFFF if s["flags"] & ACK else 0,
+                "window": s["window"],
+                "len": s["len"],
+                "options": sorted(k for k in o),
+                "when": "now" if dt < 0.03 else "soon" if dt < 0.3 else "late",
+            }
+            if "mss" in o:
+                a["mss"] = o["mss"]
+            if "ws" in o:
+                a["ws"] = o["ws"]
+            if "ts" in o:
+                a["tsecr_echoes"] = o["ts"][1] == self.tsval
+                self.ts_recent = o["ts"][0]
+            if "sack" in o:
+                # SACK blocks name our bytes: relative to our ISN.
+                a["sack"] = [[(l - self.iss) & 0xFFFFFFFF, (r - self.iss) & 0xFFFFFFFF] for l, r in o["sack"]]
+            out.append(a)
+        return out
+
+    def send(self, flags, payload=b"", seq=None, ack=None, opts=None, window=64240, wait=0.5):
+        t = self.t
+        t.drain()
+        if opts is None:
+            ts = self.ts()
+            opts = options(ts=ts) if ts else b""
+        seq = self.snd_nxt if seq is None else seq
+        ack = (self.rcv_nxt or 0) if ack is None else ack
+        t.send(self.sport, self.port, seq, ack, flags, payload, opts, window)
+        return self.norm(t.collect(self.sport, wait))
+
+    def syn(self, wait=0.5):
+        ts = self.ts()
+        opts = options(mss=1460, sack_ok=self.use["sack"], ts=ts, ws=self.use["ws"])
+        ans = self.send(SYN, opts=opts, ack=0, wait=wait)
+        self.snd_nxt = self.iss + 1
+        return ans
+
+    def handshake(self):
+        """SYN, SYN|ACK, ACK; the target's answers to the SYN."""
+        t = self.t
+        t.drain()
+        ts = self.ts()
+        t.send(self.sport, self.port, self.iss, 0, SYN,
+               opts=options(mss=1460, sack_ok=self.use["sack"], ts=ts, ws=self.use["ws"]))
+        raw = t.collect(self.sport, 0.5)
+        synacks = [s for _, s in raw if s["flags"] & (SYN | ACK) == SYN | ACK]
+        if not synacks:
+            raise RuntimeError(f"no SYN|ACK from {t.ip}:{self.port}")
+        sa = synacks[0]
+        self.irs = sa["seq"]
+        self.rcv_nxt = (sa["seq"] + 1) & 0xFFFFFFFF
+        self.snd_nxt = (self.iss + 1) & 0xFFFFFFFF
+        if "ts" in sa["opts"]:
+            self.ts_recent = sa["opts"]["ts"][0]
+        else:
+            self.use["ts"] = False
+        self.send(ACK, wait=0.05)
+        return self.norm(raw)
+
+    def data(self, payload, flags=PSH | ACK, wait=0.5, **kw):
+        ans = self.send(flags, payload, wait=wait, **kw)
+        return ans
+
+
+def probes(t):
+    """Each probe: a name and a function returning the answers to compare."""
+
+    def syn_to_open_port():
+        return Conn(t, t.open_port).handshake()
+
+    def syn_without_options():
+        return Conn(t, t.open_port, sack=False, ts=False, ws=None).handshake()
+
+    def syn_to_closed_port():
+        c = Conn(t, t.closed_port)
+        return c.syn()
+
+    def ack_to_closed_port():
+        c = Conn(t, t.closed_port)
+        return c.send(ACK, ack=12345, opts=b"")
+
+    def first_data_is_acked_at_once():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        ans = c.data(b"x" * 100)
+        c.snd_nxt += 100
+        return ans
+
+    def second_small_segment_ack_timing():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        for _ in range(20):
+            c.data(b"y" * 100, wait=0.05)
+            c.snd_nxt += 100
+        ans = c.data(b"z" * 100)
+        c.snd_nxt += 100
+        return ans
+
+    def rst_in_window_gets_a_challenge_ack():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        return c.send(RST, seq=c.snd_nxt + 100, ack=0, opts=b"")
+
+    def rst_exact_closes():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        a = c.send(RST, ack=0, opts=b"", wait=0.2)
+        b = c.data(b"after", wait=0.3)
+        return a + b
+
+    def syn_on_established_gets_a_challenge_ack():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        return c.send(SYN, seq=c.snd_nxt + 5, ack=0,
+                      opts=options(mss=1460, sack_ok=True, ts=c.ts(), ws=7))
+
+    def data_beyond_the_window_is_acked_and_dropped():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        return c.data(b"far", seq=c.snd_nxt + 10_000_000)
+
+    def ack_of_unsent_data():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        return c.send(ACK, ack=c.rcv_nxt + 1000)
+
+    def duplicate_data_is_acked_at_once():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        c.data(b"d" * 50, wait=0.3)
+        c.snd_nxt += 50
+        return c.data(b"d" * 50, seq=c.snd_nxt - 50)
+
+    def out_of_order_data_gets_a_sack():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        return c.data(b"o" * 100, seq=c.snd_nxt + 100)
+
+    def fin_is_acked_and_answered_with_fin():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        ans = c.send(FIN | ACK, wait=0.5)
+        c.snd_nxt += 1
+        return ans
+
+    def old_timestamp_is_dropped_by_paws():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        c.data(b"p" * 10, wait=0.3)
+        c.snd_nxt += 10
+        return c.data(b"q" * 10, opts=options(ts=(c.tsval - 100_000, c.ts_recent)))
+
+    return [
+        ("syn_to_open_port", syn_to_open_port),
+        ("syn_without_options", syn_without_options),
+        ("syn_to_closed_port", syn_to_closed_port),
+        ("ack_to_closed_port", ack_to_closed_port),
+        ("first_data_is_acked_at_once", first_data_is_acked_at_once),
+        ("second_small_segment_ack_timing", second_small_segment_ack_timing),
+        ("rst_in_window_gets_a_challenge_ack", rst_in_window_gets_a_challenge_ack),
+        ("rst_exact_closes", rst_exact_closes),
+        ("syn_on_established_gets_a_challenge_ack", syn_on_established_gets_a_challenge_ack),
+        ("data_beyond_the_window_is_acked_and_dropped", data_beyond_the_window_is_acked_and_dropped),
+        ("ack_of_unsent_data", ack_of_unsent_data),
+        ("duplicate_data_is_acked_at_once", duplicate_data_is_acked_at_once),
+        ("out_of_order_data_gets_a_sack", out_of_order_data_gets_a_sack),
+        ("fin_is_acked_and_answered_with_fin", fin_is_acked_and_answered_with_fin),
+        ("old_timestamp_is_dropped_by_paws", old_timestamp_is_dropped_by_paws),
+    ]
+
+
+def main():
+    ifname, spoof, ip, mac, open_port, closed_port = sys.argv[1:7]
+    t = Target(ifname, spoof, ip, mac, int(open_port), int(closed_port))
+    only = set(sys.argv[7:])
+    for name, run in probes(t):
+        if only and name not in only:
+            continue
+        try:
+            answers = run()
+        except Exception as e:  # a probe that cannot run is reported, not hidden
+            answers = {"error": str(e)}
+        print(json.dumps({"probe": name, "answers": answers}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
