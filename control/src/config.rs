@@ -267,9 +267,47 @@ pub struct Config {
     pub fault_injection: bool,
 }
 
+/// The buffer sizes of the kernel the daemon runs on (its network
+/// namespace's net.ipv4.tcp_rmem/tcp_wmem and net.core.rmem_max/wmem_max),
+/// so that what peers see (the window scale in a SYN, which follows
+/// tcp_rmem[2]) is what the kernel beside it shows. Values that cannot be
+/// read or make no sense keep the built-in defaults.
+fn kernel_buffer_defaults(c: &mut xstack_dataplane::tcp::Config, sysctl: impl Fn(&str) -> Option<String>) {
+    let fields = |name: &str| -> Vec<usize> {
+        sysctl(name).map(|v| v.split_whitespace().filter_map(|x| x.parse().ok()).collect()).unwrap_or_default()
+    };
+    let sane = |n: usize| (4096..=(1 << 30)).contains(&n);
+    if let [_, default, max] = fields("net/ipv4/tcp_rmem")[..] {
+        if sane(default) && sane(max) && default <= max {
+            c.recv_buffer = default;
+            c.recv_buffer_max = max;
+        }
+    }
+    if let [_, default, _] = fields("net/ipv4/tcp_wmem")[..] {
+        if sane(default) {
+            c.send_buffer = default;
+        }
+    }
+    if let [max] = fields("net/core/rmem_max")[..] {
+        if sane(max) {
+            c.core_rmem_max = max;
+        }
+    }
+    if let [max] = fields("net/core/wmem_max")[..] {
+        if sane(max) {
+            c.core_wmem_max = max;
+        }
+    }
+}
+
+fn read_sysctl(name: &str) -> Option<String> {
+    std::fs::read_to_string(Path::new("/proc/sys").join(name)).ok()
+}
+
 fn tcp_config(cli: &Cli, f: Option<TcpFile>) -> Result<xstack_dataplane::tcp::Config> {
     let f = f.unwrap_or_default();
     let mut c = xstack_dataplane::tcp::Config::default();
+    kernel_buffer_defaults(&mut c, read_sysctl);
     // Values with a knob go through the knob's checks, as `xstackctl set`
     // does: the file cannot hold what the running stack would refuse
     // (keep-alive values of 0, a syncookies mode that does not exist).
@@ -631,6 +669,34 @@ pub fn parse_cidr(s: &str) -> Result<IfAddr> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn buffer_defaults_follow_the_kernel() {
+        let mut c = xstack_dataplane::tcp::Config::default();
+        kernel_buffer_defaults(&mut c, |name| {
+            Some(
+                match name {
+                    "net/ipv4/tcp_rmem" => "4096\t131072\t33554432\n",
+                    "net/ipv4/tcp_wmem" => "4096 16384 4194304",
+                    "net/core/rmem_max" => "212992",
+                    _ => "nonsense",
+                }
+                .to_owned(),
+            )
+        });
+        assert_eq!(
+            (c.recv_buffer, c.recv_buffer_max, c.send_buffer, c.core_rmem_max),
+            (131072, 33554432, 16384, 212992)
+        );
+        assert_eq!(c.core_wmem_max, xstack_dataplane::tcp::Config::default().core_wmem_max, "unreadable: default kept");
+        // tcp_rmem[2] = 32 MiB gives the window scale this machine's kernel
+        // announces (ilog2(32 MiB) - 15 = 10).
+        assert_eq!(c.window_scale_for(c.recv_buffer), 10);
+        let mut d = xstack_dataplane::tcp::Config::default();
+        kernel_buffer_defaults(&mut d, |_| Some("1 2 3".to_owned()));
+        assert_eq!(d.recv_buffer_max, xstack_dataplane::tcp::Config::default().recv_buffer_max, "senseless: ignored");
+    }
+
     use super::*;
 
     fn cli(args: &[&str]) -> Cli {

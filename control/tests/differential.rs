@@ -26,12 +26,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
          arrives); the stack announces its whole free buffer (issue 13 item 4, receive autotuning)",
     ),
     (
-        "syn_to_open_port",
-        "ws",
-        "window scale: Linux derives it from tcp_rmem[2] (32 MiB here: 10); the stack from its \
-         recv_buffer_max (6 MiB: 7) (issue 13 item 4)",
-    ),
-    (
         "duplicate_data_is_acked_at_once",
         "options",
         "D-SACK: Linux reports a duplicate segment in a SACK block (RFC 2883); the stack does not yet \

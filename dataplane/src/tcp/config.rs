@@ -127,9 +127,10 @@ impl Config {
     }
 
     /// The window scale announced in SYNs: the smallest shift that lets
-    /// the largest receive buffer be advertised (tcp_select_initial_window).
+    /// the largest receive buffer be advertised (tcp_select_initial_window:
+    /// the largest of tcp_rmem[2], net.core.rmem_max and the socket's).
     pub fn window_scale_for(&self, buffer: usize) -> u8 {
-        let space = self.recv_buffer_max.max(buffer);
+        let space = self.recv_buffer_max.max(self.core_rmem_max).max(buffer);
         let mut shift = 0u8;
         while shift < 14 && (space >> shift) > 65535 {
             shift += 1;
