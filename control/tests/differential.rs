@@ -18,21 +18,12 @@ use common::*;
 use serde_json::Value;
 
 /// (probe, or "*" for every probe; answer field; why the stack differs).
-const KNOWN: &[(&str, &str, &str)] = &[
-    (
-        "*",
-        "window",
-        "receive window: Linux announces rcv_ssthresh (64 KiB at first, grown by tcp_grow_window as data \
+const KNOWN: &[(&str, &str, &str)] = &[(
+    "*",
+    "window",
+    "receive window: Linux announces rcv_ssthresh (64 KiB at first, grown by tcp_grow_window as data \
          arrives); the stack announces its whole free buffer (issue 13 item 4, receive autotuning)",
-    ),
-    (
-        "duplicate_data_is_acked_at_once",
-        "options",
-        "D-SACK: Linux reports a duplicate segment in a SACK block (RFC 2883); the stack does not yet \
-         (issue 13 item 3)",
-    ),
-    ("duplicate_data_is_acked_at_once", "sack", "D-SACK, as above"),
-];
+)];
 
 fn run_probes(topo: &Topology, spoof: &str, ip: &str, mac: &str, only: &[&str]) -> BTreeMap<String, Value> {
     let script = repo_root().join("control/tests/support/tcp_diff.py");

@@ -127,6 +127,16 @@ impl Connection {
         self.ack_now = true;
     }
 
+    /// Data from `seq` to `end` arrived again below RCV.NXT: the next ACK
+    /// reports it in a D-SACK block (RFC 2883; Linux tcp_dsack_set from
+    /// tcp_data_queue and tcp_send_dupack), so the sender can tell a
+    /// spurious retransmission from a loss.
+    pub(super) fn note_duplicate(&mut self, seq: SeqNum, end: SeqNum) {
+        if self.sack_ok && seq < self.rcv_nxt && end > seq {
+            self.dsack = Some((seq, end.min(self.rcv_nxt)));
+        }
+    }
+
     pub(super) fn challenge_ack(&mut self, now: Instant, shared: &mut Shared) {
         if shared.challenge_ack_allowed(now) {
             self.ack_now = true;
@@ -169,6 +179,7 @@ impl Connection {
             if let Some((tsval, _)) = seg.options.timestamp {
                 if (tsval.wrapping_sub(self.ts_recent) as i32) < 0 && now - self.ts_recent_at < PAWS_IDLE {
                     shared.stats.paws_drops += 1;
+                    self.note_duplicate(seq, seq + seg.payload.len());
                     self.oow_ack(now, shared, seg_len > 0);
                     return ControlFlow::Break(Outcome::Dropped);
                 }
@@ -181,6 +192,7 @@ impl Connection {
         let acceptable = end >= self.rcv_nxt && seq <= self.rcv_nxt + self.rcv_wnd();
         if !acceptable {
             if !f.rst() {
+                self.note_duplicate(seq, seq + seg.payload.len());
                 self.oow_ack(now, shared, seg_len > 0);
             }
             shared.stats.drop_invalid += 1;

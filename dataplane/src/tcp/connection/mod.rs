@@ -148,6 +148,9 @@ pub(crate) struct Connection {
     timers: TimerTable,
     /// Consecutive retransmission timeouts (SYN or data unanswered).
     retries: u32,
+    /// A duplicate range to report first in the next ACK's SACK option
+    /// (RFC 2883 D-SACK), taken when the ACK is written.
+    dsack: Option<(SeqNum, SeqNum)>,
     /// Zero-window probes sent since the peer last acknowledged anything
     /// (Linux's icsk_probes_out): any acceptable ACK resets it, so a peer
     /// that answers keeps the connection open however long its window
@@ -240,6 +243,7 @@ impl Connection {
             timers: TimerTable::default(),
             retries: 0,
             probes_out: 0,
+            dsack: None,
             retrans_total: 0,
             prefilled: 0,
             ack_pushed: 0,

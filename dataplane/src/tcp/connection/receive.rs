@@ -113,6 +113,7 @@ impl Connection {
         let mut start = seq;
         // Trim what we already have.
         if start < self.rcv_nxt {
+            self.note_duplicate(start, start + payload.len());
             let dup = self.rcv_nxt.dist(start) as usize;
             payload = &payload[dup.min(payload.len())..];
             start = self.rcv_nxt;

@@ -40,6 +40,11 @@ impl Connection {
             options.timestamp = Some((self.ts_val(now), self.ts_recent));
         }
         let window = self.window_to_send(flags.syn());
+        let dsack = if flags.ack() && !flags.syn() { self.dsack.take() } else { None };
+        if let Some((l, r)) = dsack {
+            // RFC 2883 section 4: the D-SACK block comes first.
+            options.push_sack(SackBlock { left: l.0, right: r.0 });
+        }
         if flags.ack() && self.sack_ok && !self.assembler.is_empty() && !flags.syn() {
             // RFC 2018 section 4: the block with the latest segment first,
             // then the others.

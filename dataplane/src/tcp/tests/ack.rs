@@ -34,19 +34,6 @@ fn established_fast_retransmit_on_three_dupacks() {
     assert_eq!(info.send_queue, 0);
 }
 
-/// A passive connection with SACK permitted on both sides; returns the
-/// connection and our ISS.
-fn established_with_sack(t: &mut T) -> (SocketId, u32) {
-    let l = t.listener(8);
-    let mut s = syn();
-    s.options.sack_permitted = true;
-    t.send(&s).unwrap();
-    let sa = t.recv_one();
-    assert!(sa.options.sack_permitted);
-    t.send(&seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK)).unwrap();
-    (t.st.accept(l).unwrap(), sa.seq)
-}
-
 /// A receiver under memory pressure drops data it had SACKed (RFC 2018
 /// section 8 allows it). When the cumulative ACK then stops at the start
 /// of a SACKed block, the sender must not trust the block: Linux

@@ -153,6 +153,19 @@ impl T {
     }
 }
 
+/// A passive connection with SACK permitted on both sides; returns the
+/// connection and our ISS.
+fn established_with_sack(t: &mut T) -> (SocketId, u32) {
+    let l = t.listener(8);
+    let mut s = syn();
+    s.options.sack_permitted = true;
+    t.send(&s).unwrap();
+    let sa = t.recv_one();
+    assert!(sa.options.sack_permitted);
+    t.send(&seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK)).unwrap();
+    (t.st.accept(l).unwrap(), sa.seq)
+}
+
 mod ack;
 mod census;
 mod closing;

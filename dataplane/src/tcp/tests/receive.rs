@@ -167,3 +167,44 @@ fn in_order_data_is_taken_with_the_out_of_order_table_full() {
     t.send(&d).unwrap();
     assert_eq!(t.recv().last().map(|a| a.ack), Some(PEER_ISN + 1 + 110));
 }
+
+/// Data that arrives again below RCV.NXT is acknowledged at once with a
+/// D-SACK block naming it first (RFC 2883; Linux tcp_dsack_set, seen on the
+/// wire by the differential suite), whether it overlaps new data or not;
+/// the block is reported once.
+#[test]
+fn duplicate_data_is_reported_in_a_dsack_block() {
+    let mut t = T::new(Config { sack: true, ..plain() });
+    let (c, iss) = established_with_sack(&mut t);
+    let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK | Flags::PSH);
+    d.data = vec![1; 50];
+    t.send(&d).unwrap();
+    t.recv();
+    // The same 50 bytes again (a spurious retransmission).
+    t.send(&d).unwrap();
+    let a = t.recv_one();
+    assert_eq!(a.ack, PEER_ISN + 51);
+    assert_eq!(
+        &a.options.sack_blocks[..usize::from(a.options.sack_count)],
+        &[SackBlock { left: PEER_ISN + 1, right: PEER_ISN + 51 }]
+    );
+    // Overlapping: 25 old bytes and 25 new ones; only the old part is a
+    // duplicate (acknowledged as in-order data is, with the D-SACK on it).
+    let mut o = seg(PEER_ISN + 26, iss + 1, Flags::ACK | Flags::PSH);
+    o.data = vec![2; 50];
+    t.send(&o).unwrap();
+    t.advance(Duration::from_millis(500));
+    let a = t.recv().pop().expect("an ACK");
+    assert_eq!(a.ack, PEER_ISN + 76);
+    assert_eq!(
+        &a.options.sack_blocks[..usize::from(a.options.sack_count)],
+        &[SackBlock { left: PEER_ISN + 26, right: PEER_ISN + 51 }]
+    );
+    // Reported once: the next ACK has no D-SACK.
+    let mut n = seg(PEER_ISN + 76, iss + 1, Flags::ACK | Flags::PSH);
+    n.data = vec![3; 10];
+    t.send(&n).unwrap();
+    t.advance(Duration::from_millis(500));
+    assert!(t.recv().iter().all(|a| a.options.sack_count == 0));
+    let _ = c;
+}
