@@ -181,6 +181,9 @@ class Conn:
     def norm(self, answers):
         out = []
         for dt, s in answers:
+            if self.irs is None and s["flags"] & SYN:
+                # The target's ISN, from its first SYN|ACK.
+                self.irs = s["seq"]
             o = s["opts"]
             a = {
                 "flags": flag_str(s["flags"]),
@@ -337,7 +340,61 @@ def probes(t):
         c.snd_nxt += 10
         return c.data(b"q" * 10, opts=options(ts=(c.tsval - 100_000, c.ts_recent)))
 
+    # The SYN|ACK's own timer fires 1 s after it; these probes end well
+    # before (0.4 s, then at most 0.55 s more) so only the answers to what
+    # they sent are compared, and a retransmission the probe's duplicate
+    # SYN should have postponed shows up.
+    def syn_again_in_syn_received_resends_the_syn_ack():
+        c = Conn(t, t.open_port)
+        first = c.syn(wait=0.4)
+        c.snd_nxt = c.iss
+        return first + c.syn(wait=0.55)
+
+    def bad_ack_in_syn_received_is_reset():
+        c = Conn(t, t.open_port)
+        c.syn(wait=0.2)
+        # An ACK of something the SYN|ACK did not send: the RST takes its
+        # sequence number from it (relative to the target's ISN here).
+        return c.send(ACK, ack=(c.irs or 0) + 12346, opts=b"", wait=0.3)
+
+    def rst_out_of_window_is_ignored():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        return c.send(RST, seq=c.snd_nxt + 50_000_000, ack=0, opts=b"")
+
+    def blind_old_ack_gets_a_challenge_ack():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        return c.send(ACK, ack=c.rcv_nxt - 2_000_000)
+
+    def data_with_fin_is_acked_once():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        ans = c.data(b"bye", flags=FIN | PSH | ACK)
+        c.snd_nxt += 4
+        return ans
+
+    def segment_without_ack_is_dropped():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        return c.data(b"noack", flags=PSH)
+
+    def data_after_our_fin_and_its_ack():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        c.send(FIN | ACK, wait=0.3)
+        c.snd_nxt += 1
+        c.rcv_nxt = (c.rcv_nxt + 1) & 0xFFFFFFFF
+        return c.send(ACK, wait=0.3) + c.data(b"late", wait=0.3)
+
     return [
+        ("syn_again_in_syn_received_resends_the_syn_ack", syn_again_in_syn_received_resends_the_syn_ack),
+        ("bad_ack_in_syn_received_is_reset", bad_ack_in_syn_received_is_reset),
+        ("rst_out_of_window_is_ignored", rst_out_of_window_is_ignored),
+        ("blind_old_ack_gets_a_challenge_ack", blind_old_ack_gets_a_challenge_ack),
+        ("data_with_fin_is_acked_once", data_with_fin_is_acked_once),
+        ("segment_without_ack_is_dropped", segment_without_ack_is_dropped),
+        ("data_after_our_fin_and_its_ack", data_after_our_fin_and_its_ack),
         ("syn_to_open_port", syn_to_open_port),
         ("syn_without_options", syn_without_options),
         ("syn_to_closed_port", syn_to_closed_port),

@@ -21,6 +21,7 @@ use super::timer_wheel::TimerId;
 use super::SeqNum;
 use crate::wire::tcp::{Flags, Options, Repr};
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 /// An embryonic connection in SYN_RCVD (Linux struct request_sock).
 #[derive(Debug, Clone)]
@@ -41,6 +42,9 @@ pub(crate) struct Request {
     pub retries: u32,
     /// When the first SYN|ACK went out (the handshake's RTT sample).
     pub sent_at: Instant,
+    /// When the SYN|ACK is due again: a duplicate SYN moves it later, and
+    /// a timer that fires before it re-arms instead of resending.
+    pub due: Instant,
     pub timer: Option<TimerId>,
     /// The final ACK came while the accept queue was full (Linux
     /// inet_rsk(req)->acked): the request waits for a retransmission.
@@ -176,9 +180,13 @@ impl Listener {
         }
         if f.syn() && !f.ack() {
             if seq == req.irs {
-                // The peer's SYN again: our SYN|ACK was lost.
+                // The peer's SYN again: our SYN|ACK was lost. Resend it and
+                // start its timeout over (Linux tcp_check_req:
+                // inet_rtx_syn_ack, then the request timer moved to now +
+                // the current timeout).
                 let h = req.syn_ack(now, shared, false);
                 shared.push_control(tuple.local, tuple.remote, h);
+                req.due = now + synack_timeout(shared, req.retries);
                 return ListenAction::Done(Ok(()));
             }
             return ListenAction::dropped();
@@ -319,6 +327,7 @@ impl Listener {
             syn_window: syn_window(c.our_mss(), ts_recent.is_some(), opts.recv_buffer),
             retries: 0,
             sent_at: now,
+            due: now + shared.config.initial_rto,
             timer: None,
             acked: false,
         };
@@ -350,12 +359,17 @@ impl Listener {
     pub fn on_synack_timer(&mut self, now: Instant, shared: &mut Shared, tuple: FourTuple) -> Option<Instant> {
         let req = self.syn_queue.get_mut(&tuple)?;
         req.timer = None;
+        if now < req.due {
+            // A duplicate SYN moved the deadline: wait for it.
+            return Some(req.due);
+        }
         if req.retries >= shared.config.synack_retries {
             self.syn_queue.remove(&tuple);
             return None;
         }
         req.retries += 1;
-        let delay = (shared.config.initial_rto * (1u32 << req.retries.min(16))).min(shared.config.max_rto);
+        let delay = synack_timeout(shared, req.retries);
+        req.due = now + delay;
         let h = req.syn_ack(now, shared, false);
         shared.stats.retransmits += 1;
         shared.push_control(tuple.local, tuple.remote, h);
@@ -406,4 +420,10 @@ fn syn_window(mss: u16, timestamps: bool, buffer: usize) -> u16 {
     let seg = if timestamps { mss.saturating_sub(12) } else { mss }.max(1);
     let w = buffer.min(65535) as u16;
     w - w % seg
+}
+
+/// The SYN|ACK timeout after `retries` of them (Linux reqsk_timeout:
+/// TCP_TIMEOUT_INIT doubled per timeout, at most TCP_RTO_MAX).
+fn synack_timeout(shared: &Shared, retries: u32) -> Duration {
+    (shared.config.initial_rto * (1u32 << retries.min(16))).min(shared.config.max_rto)
 }

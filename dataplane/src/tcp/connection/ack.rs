@@ -9,7 +9,7 @@ use crate::tcp::shared::Shared;
 use crate::tcp::socket::{readiness, State};
 use crate::tcp::time::Instant;
 use crate::tcp::SeqNum;
-use crate::wire::tcp::Repr;
+use crate::wire::tcp::{Flags, Repr};
 use core::ops::ControlFlow;
 use std::time::Duration;
 
@@ -45,32 +45,40 @@ impl Connection {
             self.arm_keepalive(now);
         }
 
-        if ack > self.snd_max {
-            // Acknowledges something not yet sent: ACK and drop.
-            self.oow_ack(now, shared, has_data);
-            return ControlFlow::Break(Outcome::Dropped);
-        }
-        // RFC 5961 section 5.2: an ACK older than the largest window the
-        // peer could have seen is blind; challenge it.
-        let floor = self.snd_una - self.max_snd_wnd.max(65535);
-        if ack < floor {
-            self.challenge_ack(now, shared);
-            return ControlFlow::Break(Outcome::Dropped);
-        }
-
         // RFC 7323 section 4.3: remember the timestamp of a segment that
         // covers RCV.NXT (Linux tcp_replace_ts_recent uses !after(seq,
-        // rcv_wup); RCV.NXT is the same point here), once its ACK passed:
-        // Linux tcp_ack updates it only after refusing ACKs of unsent data
-        // and old ACKs, so the answer to such a segment echoes the timestamp
-        // before it.
-        if self.ts_ok && ack >= self.snd_una {
+        // rcv_wup); RCV.NXT is the same point here), as Linux does: in
+        // tcp_ack after refusing ACKs of unsent data and old ACKs, except
+        // that a pure ACK its fast path takes (at RCV.NXT, nothing but ACK,
+        // the window unchanged, not past SND.NXT) stores it first. So the
+        // answer to an ACK of unsent data echoes the timestamp before it,
+        // the challenge ACK to a blind old pure ACK echoes the new one.
+        let fast_path_ack = seg.payload.is_empty()
+            && seq == self.rcv_nxt
+            && f == Flags::ACK
+            && u32::from(seg.window_len) << self.snd_wscale == self.snd_wnd;
+        if self.ts_ok && ack <= self.snd_max && (ack >= self.snd_una || fast_path_ack) {
             if let Some((tsval, _)) = seg.options.timestamp {
                 if seq <= self.rcv_nxt && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 {
                     self.ts_recent = tsval;
                     self.ts_recent_at = now;
                 }
             }
+        }
+
+        if ack > self.snd_max {
+            // Acknowledges something not yet sent: ACK and drop.
+            self.oow_ack(now, shared, has_data);
+            return ControlFlow::Break(Outcome::Dropped);
+        }
+        // RFC 5961 section 5.2: an ACK older than the largest window the
+        // peer could have seen is blind; challenge it. Linux tcp_ack bounds
+        // that window by the bytes acknowledged so far: nothing older than
+        // what was ever sent can be a real ACK.
+        let floor = self.snd_una - self.max_snd_wnd.min(u32::try_from(self.bytes_acked).unwrap_or(u32::MAX));
+        if ack < floor {
+            self.challenge_ack(now, shared);
+            return ControlFlow::Break(Outcome::Dropped);
         }
 
         let window_changed = self.update_send_window(seq, ack, seg.window_len);
@@ -164,6 +172,7 @@ impl Connection {
     #[inline]
     pub(super) fn on_new_ack(&mut self, now: Instant, ack: SeqNum) {
         let acked = ack.dist(self.snd_una);
+        self.bytes_acked += u64::from(acked);
         // Data bytes acknowledged (the SYN and FIN take a number but no
         // buffer space).
         let data_end = self.tx_seq + self.tx.len();

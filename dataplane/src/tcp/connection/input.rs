@@ -86,6 +86,7 @@ impl Connection {
             self.rtt_probe = None;
             self.retries = 0;
             self.rtt.reset_backoff();
+            self.bytes_acked += u64::from(ack.dist(self.snd_una));
             self.snd_una = ack;
             if self.snd_nxt < self.snd_una {
                 self.snd_nxt = self.snd_una;

@@ -148,6 +148,9 @@ pub(crate) struct Connection {
     timers: TimerTable,
     /// Consecutive retransmission timeouts (SYN or data unanswered).
     retries: u32,
+    /// Sequence space the peer acknowledged over the connection's life
+    /// (Linux tcp_sock.bytes_acked, the SYN included when it was ours).
+    bytes_acked: u64,
     /// A duplicate range to report first in the next ACK's SACK option
     /// (RFC 2883 D-SACK), taken when the ACK is written.
     dsack: Option<(SeqNum, SeqNum)>,
@@ -244,6 +247,7 @@ impl Connection {
             retries: 0,
             probes_out: 0,
             dsack: None,
+            bytes_acked: 0,
             retrans_total: 0,
             prefilled: 0,
             ack_pushed: 0,

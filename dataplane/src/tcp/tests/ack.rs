@@ -124,3 +124,18 @@ fn an_ack_of_unsent_data_does_not_move_ts_recent() {
     assert_eq!(answer.ack, PEER_ISN + 1);
     assert_eq!(answer.options.timestamp.map(|(_, ecr)| ecr), Some(101), "echoes the last valid TSval");
 }
+
+/// RFC 5961 section 5.2 with Linux's bound: an ACK older than SND.UNA by
+/// more than what was ever acknowledged cannot be real (tcp_ack takes
+/// min(max_window, bytes_acked)); it draws a challenge ACK even when the
+/// peer's window is large. (Before, the floor was SND.UNA minus the
+/// largest window, at least 64 KiB: such an ACK was silently ignored.)
+#[test]
+fn a_blind_old_ack_gets_a_challenge_ack() {
+    let mut t = T::new(plain());
+    let (_, _c, iss) = t.established();
+    let old = seg(PEER_ISN + 1, iss.wrapping_sub(2_000), Flags::ACK);
+    t.send(&old).unwrap_err();
+    let a = t.recv_one();
+    assert_eq!((a.flags, a.seq, a.ack), (Flags::ACK, iss + 1, PEER_ISN + 1));
+}

@@ -150,3 +150,21 @@ fn syn_cookies_when_the_syn_queue_overflows() {
     assert!(!out.is_empty());
     assert!(out[0].options.timestamp.is_some());
 }
+
+/// A duplicate SYN in SYN-RECEIVED gets the SYN|ACK again at once, and the
+/// SYN|ACK's timeout starts over from it (Linux tcp_check_req moves the
+/// request timer), so no retransmission follows right behind the answer.
+#[test]
+fn a_duplicate_syn_restarts_the_synack_timeout() {
+    let mut t = T::new(plain());
+    t.listener(8);
+    t.send(&syn()).unwrap();
+    let sa = t.recv_one();
+    t.advance(Duration::from_millis(600));
+    t.send(&syn()).unwrap();
+    assert_eq!(t.recv_one(), sa, "the same SYN|ACK at once");
+    t.advance(Duration::from_millis(999));
+    assert!(t.recv().is_empty(), "nothing 1 s after the first SYN|ACK: the timeout restarted");
+    t.advance(Duration::from_millis(1));
+    assert_eq!(t.recv_one().flags, Flags::SYN | Flags::ACK, "1 s after the duplicate's answer");
+}
