@@ -114,18 +114,27 @@ fn malformed_flood_is_dropped_and_counted() {
     let summary = daemon.stop();
     let w = summary.group("summary worker=0");
     let xdp = summary.group("summary xdp");
+    // Frames the kernel could not put in the worker's RX ring (full while
+    // the worker was held off by a loaded machine) never reach a counter
+    // of the worker: they are counted by the socket, and count here.
+    let ring = summary.group("summary ring worker=0");
+    let lost = ring["kernel_rx_dropped"] + ring["kernel_rx_ring_full"];
+    assert!(lost < n, "most of the flood reached the worker: {ring:?}");
     // Each kind lands on its counter; random payloads land anywhere, so
     // they can only add to these counters and to the total below.
     assert!(xdp["pass_malformed"] >= n, "truncated IPv4 headers cannot be steered: {xdp:?}");
-    assert!(w["drop_ipv4_malformed"] >= 2 * n, "bad IHL + lying length: {w:?}");
-    assert!(w["drop_ipv4_checksum"] >= n, "{w:?}");
-    assert!(w["drop_ipv4_fragment"] >= 2 * n, "{w:?}");
-    assert!(w["drop_icmp_checksum"] >= n, "{w:?}");
-    assert!(w["drop_icmp_malformed"] >= n, "{w:?}");
-    assert!(w["drop_arp_malformed"] >= n, "{w:?}");
+    assert!(w["drop_ipv4_malformed"] + lost >= 2 * n, "bad IHL + lying length: {w:?} lost {lost}");
+    assert!(w["drop_ipv4_checksum"] + lost >= n, "{w:?} lost {lost}");
+    assert!(w["drop_ipv4_fragment"] + lost >= 2 * n, "{w:?} lost {lost}");
+    assert!(w["drop_icmp_checksum"] + lost >= n, "{w:?} lost {lost}");
+    assert!(w["drop_icmp_malformed"] + lost >= n, "{w:?} lost {lost}");
+    assert!(w["drop_arp_malformed"] + lost >= n, "{w:?} lost {lost}");
     let dropped: u64 = w.iter().filter(|(k, _)| k.starts_with("drop_")).map(|(_, v)| *v).sum();
     let passed = xdp["pass_malformed"] + xdp["pass_non_ip"] + xdp["pass_not_ours"];
-    assert!(dropped + passed >= 10 * n, "every malformed frame is accounted for: dropped {dropped} passed {passed}");
+    assert!(
+        dropped + passed + lost >= 10 * n,
+        "every malformed frame is accounted for: dropped {dropped} passed {passed} lost in a full ring {lost}"
+    );
     assert_eq!(w["icmp_echo_replies"], 20, "{w:?}");
     assert!(summary.text("summary frames worker=0").contains("balanced=yes"), "{:?}", summary.lines);
     let f = summary.group("summary frames worker=0");
