@@ -331,6 +331,14 @@ def probes(t):
         c.handshake()
         ans = c.send(FIN | ACK, wait=0.5)
         c.snd_nxt += 1
+        # Whether the ACK of our FIN rides on the server's own FIN depends
+        # on how soon the server process calls close() (Linux delays the
+        # ACK in pingpong mode for it): application scheduling, not TCP.
+        # An ACK followed by a FIN|ACK with the same numbers counts as the
+        # FIN|ACK alone.
+        if (len(ans) == 2 and ans[0]["flags"] == "." and ans[1]["flags"] == "F."
+                and ans[0]["ack"] == ans[1]["ack"] and ans[0]["seq"] == ans[1]["seq"]):
+            ans = ans[1:]
         return ans
 
     def old_timestamp_is_dropped_by_paws():
