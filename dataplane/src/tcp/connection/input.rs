@@ -71,6 +71,7 @@ impl Connection {
             self.ts_recent_at = now;
         }
         self.set_mss(o.mss);
+        self.rcv_ssthresh = self.initial_rcv_ssthresh();
         // The SYN's window is never scaled (RFC 7323 section 2.2).
         self.snd_wnd = u32::from(seg.window_len);
         self.max_snd_wnd = self.snd_wnd;

@@ -151,6 +151,11 @@ pub(crate) struct Connection {
     /// Sequence space the peer acknowledged over the connection's life
     /// (Linux tcp_sock.bytes_acked, the SYN included when it was ours).
     bytes_acked: u64,
+    /// The window we let ourselves announce (Linux's rcv_ssthresh): the
+    /// first window (64 KiB at most), grown by `grow_window` as full-sized
+    /// data arrives, up to the buffer. The advertised window is the free
+    /// buffer up to this.
+    rcv_ssthresh: u32,
     /// A duplicate range to report first in the next ACK's SACK option
     /// (RFC 2883 D-SACK), taken when the ACK is written.
     dsack: Option<(SeqNum, SeqNum)>,
@@ -248,6 +253,12 @@ impl Connection {
             probes_out: 0,
             dsack: None,
             bytes_acked: 0,
+            // Linux tcp_select_initial_window: at most 64 KiB, whole
+            // segments.
+            rcv_ssthresh: {
+                let w = (opts.recv_buffer.min(65535) as u32).max(u32::from(our_mss));
+                w - w % u32::from(our_mss)
+            },
             retrans_total: 0,
             prefilled: 0,
             ack_pushed: 0,
@@ -310,6 +321,7 @@ impl Connection {
             c.ts_recent_at = now;
         }
         c.set_mss(p.peer_mss);
+        c.rcv_ssthresh = c.initial_rcv_ssthresh();
         c.rtt_from_handshake(p.rtt, shared);
         shared.stats.passive_opens += 1;
         c
@@ -406,6 +418,15 @@ impl Connection {
             shared.push_control(self.tuple.local, self.tuple.remote, h);
         }
         self.enter_closed(error);
+    }
+
+    /// The first window (Linux tcp_select_initial_window): the buffer, at
+    /// most 64 KiB, in whole segments of what our MSS carries once the
+    /// timestamp option is taken out (45 * 1448 = 65160 with timestamps).
+    pub(super) fn initial_rcv_ssthresh(&self) -> u32 {
+        let mss = u32::from(self.our_mss) - if self.ts_ok { 12 } else { 0 };
+        let w = (self.rx.capacity().min(65535) as u32).max(mss);
+        w - w % mss
     }
 
     /// The RTT estimate a handshake leaves: its sample if it gave one

@@ -198,6 +198,7 @@ impl Connection {
     /// all the same; one below the default MSS (536) or below our MSS
     /// marks the ACK as "pushed".
     fn measure_rcv_mss(&mut self, len: usize) {
+        self.grow_window(len);
         if len >= usize::from(self.rcv_mss) {
             self.rcv_mss = len.min(usize::from(self.our_mss)) as u16;
         }

@@ -6,12 +6,34 @@ use super::timers::Timer;
 use super::Connection;
 
 impl Connection {
-    /// The window we would advertise now, in bytes.
+    /// The window we would advertise now, in bytes: the free buffer, at
+    /// most `rcv_ssthresh` rounded up to the scale's unit (Linux
+    /// __tcp_select_window: ALIGN(min(free, rcv_ssthresh), 1 << wscale)),
+    /// never more than is free.
     #[inline]
     pub(super) fn window_now(&self) -> u32 {
         let free = self.rx.free() as u32;
         let max = 65535u32 << self.rcv_wscale;
-        free.min(max) >> self.rcv_wscale << self.rcv_wscale
+        let unit = 1u32 << self.rcv_wscale;
+        let w = if free > self.rcv_ssthresh { self.rcv_ssthresh.div_ceil(unit) * unit } else { free };
+        w.min(free).min(max) >> self.rcv_wscale << self.rcv_wscale
+    }
+
+    /// Linux tcp_grow_window: a full-sized segment of data (Linux: one
+    /// whose payload is a fair share of its buffer's truesize) lets the
+    /// window grow by twice the larger of our MSS and the segment, up to
+    /// the buffer, while the window is below the free space. Small
+    /// segments do not grow it (their overhead would not fit).
+    #[inline]
+    pub(super) fn grow_window(&mut self, len: usize) {
+        let capacity = self.rx.capacity() as u32;
+        if len * 2 >= usize::from(self.our_mss)
+            && self.rcv_ssthresh < capacity
+            && (self.rcv_ssthresh as usize) < self.rx.free()
+        {
+            let incr = (2 * u32::from(self.our_mss)).max(2 * len as u32);
+            self.rcv_ssthresh = (self.rcv_ssthresh + incr).min(capacity);
+        }
     }
 
     /// RCV.WND: what is left of the window last advertised.

@@ -76,8 +76,54 @@ fn established_window_scale_is_applied() {
     // full segment's worth (sender SWS avoidance, as Linux's
     // tcp_snd_wnd_test).
     assert_eq!(out.iter().map(|s| s.data.len()).collect::<Vec<_>>(), vec![1460, 1460]);
-    // Our window is scaled by 7.
-    assert_eq!(out[0].window, (131072 >> 7) as u16);
+    // Our window is scaled by 7: the first window, 64 KiB in whole
+    // segments (44 * 1460 = 64240), rounded up to the scale's unit (Linux
+    // tcp_select_initial_window, then ALIGN in __tcp_select_window).
+    assert_eq!(out[0].window, (64256 >> 7) as u16);
+}
+
+/// The receive window starts at 64 KiB and grows with full-sized data up to
+/// the buffer (Linux rcv_ssthresh and tcp_grow_window); small segments do
+/// not grow it. (Found by the differential suite: the stack announced its
+/// whole 128 KiB buffer at once.)
+#[test]
+fn the_receive_window_grows_with_full_segments() {
+    let mut t = T::new(Config { window_scaling: true, ..plain() });
+    let l = t.listener(8);
+    let mut s = syn();
+    s.options.window_scale = Some(7);
+    t.send(&s).unwrap();
+    let sa = t.recv_one();
+    t.send(&seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK)).unwrap();
+    let c = t.st.accept(l).unwrap();
+    let mut seq = PEER_ISN + 1;
+    let mut last = 0;
+    // Small segments: the window stays.
+    for _ in 0..10 {
+        let mut d = seg(seq, sa.seq + 1, Flags::ACK | Flags::PSH);
+        d.data = vec![1; 100];
+        t.send(&d).unwrap();
+        seq += 100;
+        t.advance(Duration::from_millis(300));
+        t.st.read(t.now, c, &mut [0u8; 4096]).unwrap();
+        if let Some(a) = t.recv().pop() {
+            last = a.window;
+        }
+    }
+    assert_eq!(last, 502, "64256 bytes >> 7 while only small segments came");
+    // Full segments: it grows to the 128 KiB buffer.
+    for _ in 0..40 {
+        let mut d = seg(seq, sa.seq + 1, Flags::ACK);
+        d.data = vec![2; 1460];
+        t.send(&d).unwrap();
+        seq += 1460;
+        t.st.read(t.now, c, &mut [0u8; 4096]).unwrap();
+        t.advance(Duration::from_millis(300));
+        if let Some(a) = t.recv().pop() {
+            last = a.window;
+        }
+    }
+    assert_eq!(last, 1024, "131072 bytes >> 7");
 }
 
 /// Into a peer whose largest window is 1000 bytes, segments of 500
