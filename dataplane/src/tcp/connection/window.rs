@@ -14,8 +14,13 @@ impl Connection {
     pub(super) fn window_now(&self) -> u32 {
         let free = self.rx.free() as u32;
         let max = 65535u32 << self.rcv_wscale;
-        let unit = 1u32 << self.rcv_wscale;
-        let w = if free > self.rcv_ssthresh { self.rcv_ssthresh.div_ceil(unit) * unit } else { free };
+        // Shifts, not a division by the unit: this runs for every segment.
+        let round_up = (1u32 << self.rcv_wscale) - 1;
+        let w = if free > self.rcv_ssthresh {
+            (self.rcv_ssthresh.saturating_add(round_up) >> self.rcv_wscale) << self.rcv_wscale
+        } else {
+            free
+        };
         w.min(free).min(max) >> self.rcv_wscale << self.rcv_wscale
     }
 
