@@ -53,11 +53,13 @@ impl Connection {
         // the window unchanged, not past SND.NXT) stores it first. So the
         // answer to an ACK of unsent data echoes the timestamp before it,
         // the challenge ACK to a blind old pure ACK echoes the new one.
-        let fast_path_ack = seg.payload.is_empty()
-            && seq == self.rcv_nxt
-            && f == Flags::ACK
-            && u32::from(seg.window_len) << self.snd_wscale == self.snd_wnd;
-        if self.ts_ok && ack <= self.snd_max && (ack >= self.snd_una || fast_path_ack) {
+        let fast_path_ack = || {
+            seg.payload.is_empty()
+                && seq == self.rcv_nxt
+                && f == Flags::ACK
+                && u32::from(seg.window_len) << self.snd_wscale == self.snd_wnd
+        };
+        if self.ts_ok && ack <= self.snd_max && (ack >= self.snd_una || fast_path_ack()) {
             if let Some((tsval, _)) = seg.options.timestamp {
                 if seq <= self.rcv_nxt && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 {
                     self.ts_recent = tsval;
