@@ -24,6 +24,7 @@ pub mod apps;
 pub mod capture;
 pub mod channel;
 pub mod egress;
+pub mod gateway;
 pub mod handoff;
 pub mod iface;
 pub mod ingress;

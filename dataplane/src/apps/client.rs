@@ -38,6 +38,7 @@ pub fn errno_name(e: Error) -> &'static str {
         Error::HostDown => "EHOSTDOWN",
         Error::NoNetwork => "ENONET",
         Error::ProtocolUnavailable => "ENOPROTOOPT",
+        Error::NoBufferSpace => "ENOBUFS",
     }
 }
 

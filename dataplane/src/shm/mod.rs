@@ -17,6 +17,7 @@
 //! - the mapping outlives every view of it (each holds an `Arc<Region>`).
 #![allow(unsafe_code)]
 
+pub mod pass;
 pub mod queue;
 mod region;
 pub mod ring;

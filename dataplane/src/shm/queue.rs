@@ -110,6 +110,13 @@ impl Queue {
         Err(Corrupt)
     }
 
+    /// True when no record is waiting (a hint: producers may be adding
+    /// one right now).
+    pub fn is_empty(&self) -> bool {
+        let pos = self.word(DEQ).load(Ordering::Acquire);
+        self.seq(pos).load(Ordering::Acquire) != pos.wrapping_add(1)
+    }
+
     /// Takes the oldest record, if any.
     pub fn pop(&self) -> Result<Option<Record>, Corrupt> {
         let deq = self.word(DEQ);

@@ -29,12 +29,13 @@ pub fn errno(e: Error) -> i32 {
         Error::HostDown => libc::EHOSTDOWN,
         Error::NoNetwork => libc::ENONET,
         Error::ProtocolUnavailable => libc::ENOPROTOOPT,
+        Error::NoBufferSpace => libc::ENOBUFS,
     }
 }
 
 /// The error for an errno, if it is one the stack reports.
 pub fn from_errno(n: i32) -> Option<Error> {
-    const ALL: [Error; 19] = [
+    const ALL: [Error; 20] = [
         Error::ConnectionRefused,
         Error::ConnectionReset,
         Error::TimedOut,
@@ -54,6 +55,7 @@ pub fn from_errno(n: i32) -> Option<Error> {
         Error::HostDown,
         Error::NoNetwork,
         Error::ProtocolUnavailable,
+        Error::NoBufferSpace,
     ];
     ALL.into_iter().find(|&e| errno(e) == n)
 }

@@ -60,6 +60,9 @@ pub enum Error {
     /// ENOPROTOOPT: ICMP protocol unreachable while connecting.
     #[error("protocol not available")]
     ProtocolUnavailable,
+    /// ENOBUFS: no memory for the socket's buffers.
+    #[error("no buffer space available")]
+    NoBufferSpace,
 }
 
 pub type Result<T> = core::result::Result<T, Error>;

@@ -1,0 +1,587 @@
+//! The process side: a registered process's sockets, served by the
+//! daemon's workers through the arena. Every call here is non-blocking;
+//! waiting (blocking sockets, poll, epoll) is the caller's, on the bell
+//! this side exposes: [`Process::prepare_sleep`], then sleep on
+//! [`Process::bell`] (edge-triggered, never read: several threads may
+//! sleep on it at once), then look again.
+
+use super::arena::{state, wants, Arena, Geometry};
+use super::message::{unpack_addr, Command, Event};
+use super::register::{self, Offer};
+use crate::iface::IfAddr;
+use crate::shm::ring::{Consumer, Place, Producer};
+use crate::shm::Region;
+use crate::sockets::error::from_errno;
+use crate::tcp::{Error, Shutdown, SocketOption, State};
+use crate::wire::Ipv4Addr;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long a call waits for a worker's answer or for room in a queue.
+const OP_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The slots of the process's range of one worker.
+#[derive(Debug, Default)]
+struct AppSlots {
+    free: Vec<u32>,
+    next: u32,
+    /// Closed, waiting for the worker to release them.
+    closing: Vec<u32>,
+}
+
+/// A registered process.
+#[derive(Debug)]
+pub struct Process {
+    arena: Arena,
+    g: Geometry,
+    bell: OwnedFd,
+    wakes: Vec<OwnedFd>,
+    conn: UnixStream,
+    addrs: Vec<IfAddr>,
+    gateway: Option<Ipv4Addr>,
+    slots: Vec<Mutex<AppSlots>>,
+    /// Connections the workers handed over and nobody accepted yet, by
+    /// (worker, listener slot).
+    pending: Mutex<HashMap<(usize, u32), VecDeque<u32>>>,
+    next_worker: AtomicUsize,
+}
+
+/// A listening socket: one stack listener on every worker.
+#[derive(Debug)]
+pub struct Listener {
+    parts: Vec<(usize, u32)>,
+    local: (Ipv4Addr, u16),
+    turn: AtomicUsize,
+}
+
+/// A connection.
+#[derive(Debug)]
+pub struct Stream {
+    w: usize,
+    slot: u32,
+    rings: Mutex<Option<(Consumer, Producer)>>,
+    /// The error was reported once (Linux consumes sk_err when it reports
+    /// it).
+    err_taken: AtomicBool,
+    shut_wr: AtomicBool,
+    shut_rd: AtomicBool,
+}
+
+/// What a socket is ready for, as Linux's tcp_poll reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ready {
+    pub read: bool,
+    pub write: bool,
+    /// The peer shut its side (EPOLLRDHUP).
+    pub rdhup: bool,
+    /// Both directions are shut or the connection is over (EPOLLHUP).
+    pub hup: bool,
+    /// An error is pending (EPOLLERR).
+    pub err: bool,
+}
+
+impl Process {
+    /// Registers with the daemon whose gateway socket is `path`.
+    pub fn register(path: &Path) -> io::Result<Process> {
+        Process::over(UnixStream::connect(path)?)
+    }
+
+    /// Registers over a connection to the daemon's gateway.
+    pub fn over(mut conn: UnixStream) -> io::Result<Process> {
+        register::send_hello(&mut conn)?;
+        let Offer { geometry, addrs, gateway, memfd, bell, wakes } = register::read_offer(&mut conn)?;
+        let region = Arc::new(Region::open(memfd)?);
+        let arena = Arena::attach(region, geometry).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidData, "the offered arena is smaller than its geometry")
+        })?;
+        if !arena.is_valid() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "the offered memory is not an arena"));
+        }
+        let slots = (0..geometry.workers).map(|_| Mutex::new(AppSlots::default())).collect();
+        Ok(Process {
+            arena,
+            g: geometry,
+            bell,
+            wakes,
+            conn,
+            addrs,
+            gateway,
+            slots,
+            pending: Mutex::new(HashMap::new()),
+            next_worker: AtomicUsize::new(0),
+        })
+    }
+
+    /// The stack's addresses.
+    pub fn addrs(&self) -> &[IfAddr] {
+        &self.addrs
+    }
+
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        self.gateway
+    }
+
+    /// The connection to the daemon (its hangup is this process's
+    /// death for the daemon; a forked child closes its copy).
+    pub fn connection(&self) -> BorrowedFd<'_> {
+        self.conn.as_fd()
+    }
+
+    /// The eventfd to sleep on (edge-triggered in an epoll set; never
+    /// read it).
+    pub fn bell(&self) -> BorrowedFd<'_> {
+        self.bell.as_fd()
+    }
+
+    /// The daemon gave up this process (it stopped): every socket is dead.
+    pub fn is_gone(&self) -> bool {
+        self.arena.gone().load(Ordering::Acquire) != 0
+    }
+
+    /// Before sleeping on the bell: after this, any change a worker makes
+    /// rings it. Look at the sockets once more before sleeping.
+    pub fn prepare_sleep(&self) {
+        self.arena.app_sleeping().store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    fn post(&self, w: usize, c: Command) -> Result<(), Error> {
+        let rec = c.encode();
+        let q = self.arena.commands(w);
+        let start = Instant::now();
+        loop {
+            match q.push(&rec) {
+                Ok(true) => break,
+                Ok(false) if start.elapsed() < OP_TIMEOUT && !self.is_gone() => {
+                    self.wake(w);
+                    std::thread::yield_now();
+                }
+                Ok(false) => return Err(Error::NoBufferSpace),
+                Err(_) => return Err(Error::ConnectionAborted),
+            }
+        }
+        self.wake(w);
+        Ok(())
+    }
+
+    /// Wakes worker `w` if it said it sleeps.
+    fn wake(&self, w: usize) {
+        fence(Ordering::SeqCst);
+        if self.arena.worker_idle(w).load(Ordering::Relaxed) != 0 {
+            let _ = nix::unistd::write(self.wakes[w].as_fd(), &1u64.to_ne_bytes());
+        }
+    }
+
+    fn alloc_slot(&self, w: usize) -> Result<u32, Error> {
+        let mut s = lock(&self.slots[w]);
+        if let Some(i) = s.free.pop() {
+            return Ok(i);
+        }
+        if s.next < self.g.app_slots {
+            s.next += 1;
+            return Ok(s.next - 1);
+        }
+        let arena = &self.arena;
+        let (done, wait): (Vec<u32>, Vec<u32>) = s.closing.iter().partition(|&&i| {
+            arena.slot(w, i).is_some_and(|sl| sl.state().load(Ordering::Acquire) & state::RELEASED != 0)
+        });
+        s.closing = wait;
+        s.free = done;
+        s.free.pop().ok_or(Error::NoBufferSpace)
+    }
+
+    /// A fresh slot with its stack socket opened and `opts` applied.
+    fn open(&self, w: usize, opts: &[SocketOption]) -> Result<u32, Error> {
+        let slot = self.alloc_slot(w)?;
+        self.arena.slot(w, slot).ok_or(Error::InvalidInput)?.clear();
+        self.post(w, Command::Open { slot })?;
+        for &option in opts {
+            self.post(w, Command::SetOption { slot, option })?;
+        }
+        Ok(slot)
+    }
+
+    /// Waits for the worker to set one of `bits` in a slot's state.
+    fn answer(&self, w: usize, slot: u32, bits: u32) -> Result<u32, Error> {
+        let s = self.arena.slot(w, slot).ok_or(Error::InvalidInput)?;
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            let st = s.state().load(Ordering::Acquire);
+            if st & (bits | state::ERROR) != 0 {
+                return Ok(st);
+            }
+            if self.is_gone() || start.elapsed() > OP_TIMEOUT {
+                return Err(Error::ConnectionAborted);
+            }
+            spins += 1;
+            if spins > 64 {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn slot_error(&self, w: usize, slot: u32) -> Error {
+        let e = self.arena.slot(w, slot).map_or(0, |s| s.error().load(Ordering::Acquire));
+        from_errno(e as i32).unwrap_or(Error::ConnectionAborted)
+    }
+
+    /// bind() and listen(): a listener on every worker, all on one port
+    /// (the first worker's when `port` is 0).
+    pub fn listen(&self, addr: Ipv4Addr, port: u16, backlog: u32, opts: &[SocketOption]) -> Result<Listener, Error> {
+        let mut parts = Vec::new();
+        let mut port = port;
+        let mut local = (addr, port);
+        let r = (|| {
+            for w in 0..self.g.workers as usize {
+                let slot = self.open(w, opts)?;
+                parts.push((w, slot));
+                self.post(w, Command::Listen { slot, addr, port, backlog })?;
+                let st = self.answer(w, slot, state::LISTENING)?;
+                if st & state::ERROR != 0 {
+                    return Err(self.slot_error(w, slot));
+                }
+                let s = self.arena.slot(w, slot).ok_or(Error::InvalidInput)?;
+                local = unpack_addr(s.local().load(Ordering::Acquire)).unwrap_or(local);
+                port = local.1;
+            }
+            Ok(())
+        })();
+        let l = Listener { parts, local, turn: AtomicUsize::new(0) };
+        match r {
+            Ok(()) => Ok(l),
+            Err(e) => {
+                self.close_listener(l);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes what the workers handed over.
+    fn drain_events(&self) {
+        let mut pending = None;
+        for w in 0..self.g.workers as usize {
+            while let Ok(Some(rec)) = self.arena.events(w).pop() {
+                if let Some(Event::Accepted { listener, child }) = Event::decode(&rec) {
+                    let p = pending.get_or_insert_with(|| lock(&self.pending));
+                    p.entry((w, listener)).or_default().push_back(child);
+                }
+            }
+        }
+    }
+
+    /// A connection from the listener's queue (WouldBlock: none yet).
+    pub fn accept(&self, l: &Listener) -> Result<Stream, Error> {
+        self.drain_events();
+        let n = l.parts.len();
+        let first = l.turn.fetch_add(1, Ordering::Relaxed);
+        for k in 0..n {
+            let (w, ls) = l.parts[(first + k) % n];
+            let child = {
+                let mut p = lock(&self.pending);
+                p.get_mut(&(w, ls)).and_then(VecDeque::pop_front)
+            };
+            let Some(child) = child else {
+                let s = self.arena.slot(w, ls).ok_or(Error::InvalidInput)?;
+                if s.state().load(Ordering::Acquire) & state::ERROR != 0 {
+                    return Err(self.slot_error(w, ls));
+                }
+                continue;
+            };
+            let lsl = self.arena.slot(w, ls).ok_or(Error::InvalidInput)?;
+            lsl.queued().fetch_sub(1, Ordering::AcqRel);
+            fence(Ordering::SeqCst);
+            if lsl.wants().load(Ordering::Relaxed) & wants::RX != 0 {
+                lsl.wants().fetch_and(!wants::RX, Ordering::SeqCst);
+                self.kick(w, ls);
+            }
+            let cs = self.arena.slot(w, child).ok_or(Error::InvalidInput)?;
+            cs.taken().store(1, Ordering::Release);
+            return self.stream(w, child);
+        }
+        Err(Error::WouldBlock)
+    }
+
+    /// True when `accept` would find a connection (or an error).
+    pub fn listener_ready(&self, l: &Listener) -> Ready {
+        self.drain_events();
+        let p = lock(&self.pending);
+        let mut r = Ready::default();
+        for &(w, ls) in &l.parts {
+            if p.get(&(w, ls)).is_some_and(|q| !q.is_empty()) {
+                r.read = true;
+            }
+            if self.arena.slot(w, ls).is_some_and(|s| s.state().load(Ordering::Acquire) & state::ERROR != 0) {
+                r.read = true;
+                r.err = true;
+            }
+        }
+        r
+    }
+
+    pub fn listener_addr(&self, l: &Listener) -> (Ipv4Addr, u16) {
+        l.local
+    }
+
+    fn stream(&self, w: usize, slot: u32) -> Result<Stream, Error> {
+        let s = Stream {
+            w,
+            slot,
+            rings: Mutex::new(None),
+            err_taken: AtomicBool::new(false),
+            shut_wr: AtomicBool::new(false),
+            shut_rd: AtomicBool::new(false),
+        };
+        self.attach_rings(&s)?;
+        Ok(s)
+    }
+
+    /// The stream's ring ends, once the worker placed the rings.
+    fn attach_rings(&self, s: &Stream) -> Result<(), Error> {
+        let sl = self.arena.slot(s.w, s.slot).ok_or(Error::InvalidInput)?;
+        if sl.state().load(Ordering::Acquire) & state::CREATED == 0 {
+            return Ok(());
+        }
+        let mut r = lock(&s.rings);
+        if r.is_some() {
+            return Ok(());
+        }
+        let [(rxo, rxc), (txo, txc)] = sl.rings();
+        let region = Arc::clone(self.arena.region());
+        let place = |o: u64, c: u64| Place { region: Arc::clone(&region), offset: o as usize, capacity: c as usize };
+        let rx = Consumer::attach(place(rxo, rxc)).map_err(|_| Error::ConnectionAborted)?;
+        let tx = Producer::attach(place(txo, txc)).map_err(|_| Error::ConnectionAborted)?;
+        *r = Some((rx, tx));
+        Ok(())
+    }
+
+    /// connect(): the connection proceeds in the background; `ready`
+    /// reports it writable once established, or an error.
+    pub fn connect(
+        &self,
+        remote: (Ipv4Addr, u16),
+        bind: Option<(Ipv4Addr, u16)>,
+        opts: &[SocketOption],
+    ) -> Result<Stream, Error> {
+        let w = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.g.workers as usize;
+        let slot = self.open(w, opts)?;
+        self.post(w, Command::Connect { slot, remote, bind })?;
+        let st = self.answer(w, slot, state::CREATED)?;
+        if st & state::CREATED == 0 {
+            let e = self.slot_error(w, slot);
+            let _ = self.post(w, Command::Close { slot });
+            lock(&self.slots[w]).closing.push(slot);
+            return Err(e);
+        }
+        self.stream(w, slot)
+    }
+
+    fn kick(&self, w: usize, slot: u32) {
+        if let Some(s) = self.arena.slot(w, slot) {
+            if s.kicked().swap(1, Ordering::SeqCst) == 0 {
+                let _ = self.post(w, Command::Kick { slot });
+            }
+        }
+    }
+
+    fn state_of(&self, s: &Stream) -> u32 {
+        self.arena.slot(s.w, s.slot).map_or(state::CLOSED, |sl| sl.state().load(Ordering::Acquire))
+    }
+
+    /// The pending error, consumed (SO_ERROR; a failed call reports it
+    /// the same way).
+    pub fn take_error(&self, s: &Stream) -> Option<Error> {
+        if self.state_of(s) & state::ERROR != 0 && !s.err_taken.swap(true, Ordering::AcqRel) {
+            return Some(self.slot_error(s.w, s.slot));
+        }
+        None
+    }
+
+    pub fn is_connected(&self, s: &Stream) -> bool {
+        self.state_of(s) & state::CONNECTED != 0
+    }
+
+    /// The stack's TCP state of the connection.
+    pub fn tcp_state(&self, s: &Stream) -> State {
+        let code = self.arena.slot(s.w, s.slot).map_or(0, |sl| sl.tcp_state().load(Ordering::Relaxed));
+        State::ALL.get(code as usize).copied().unwrap_or(State::Closed)
+    }
+
+    /// read(): bytes, 0 at end of file, WouldBlock when none yet.
+    pub fn read(&self, s: &Stream, buf: &mut [u8]) -> Result<usize, Error> {
+        self.attach_rings(s)?;
+        let st = self.state_of(s);
+        let n = {
+            let mut r = lock(&s.rings);
+            match r.as_mut() {
+                Some((rx, _)) => rx.pop(buf).map_err(|_| Error::ConnectionAborted)?,
+                None => 0,
+            }
+        };
+        if n > 0 || buf.is_empty() {
+            if n > 0 {
+                self.after_read(s);
+            }
+            return Ok(n);
+        }
+        if st & state::ERROR != 0 {
+            if let Some(e) = self.take_error(s) {
+                return Err(e);
+            }
+            return Ok(0);
+        }
+        if st & (state::EOF | state::CLOSED) != 0 || s.shut_rd.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        if st & state::CREATED == 0 && self.is_gone() {
+            return Err(Error::ConnectionAborted);
+        }
+        if st & state::CONNECTED == 0 && st & state::CREATED == 0 {
+            return Err(Error::NotConnected);
+        }
+        if self.is_gone() {
+            return Err(Error::ConnectionReset);
+        }
+        Err(Error::WouldBlock)
+    }
+
+    fn after_read(&self, s: &Stream) {
+        let Some(sl) = self.arena.slot(s.w, s.slot) else { return };
+        fence(Ordering::SeqCst);
+        if sl.wants().load(Ordering::Relaxed) & wants::RX != 0 {
+            sl.wants().fetch_and(!wants::RX, Ordering::SeqCst);
+            self.kick(s.w, s.slot);
+        }
+    }
+
+    /// Bytes waiting to be read (FIONREAD).
+    pub fn readable_bytes(&self, s: &Stream) -> usize {
+        let _ = self.attach_rings(s);
+        lock(&s.rings).as_ref().map_or(0, |(rx, _)| rx.len().unwrap_or(0))
+    }
+
+    /// write(): bytes taken (some or all), WouldBlock when the ring is
+    /// full, EPIPE after shutdown or the end, the pending error once.
+    pub fn write(&self, s: &Stream, data: &[u8]) -> Result<usize, Error> {
+        self.attach_rings(s)?;
+        let st = self.state_of(s);
+        if st & state::ERROR != 0 {
+            return Err(self.take_error(s).unwrap_or(Error::BrokenPipe));
+        }
+        if s.shut_wr.load(Ordering::Relaxed) || st & state::CLOSED != 0 || self.is_gone() {
+            return Err(Error::BrokenPipe);
+        }
+        if st & state::CONNECTED == 0 {
+            return Err(if st & state::CREATED != 0 { Error::WouldBlock } else { Error::NotConnected });
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = {
+            let mut r = lock(&s.rings);
+            match r.as_mut() {
+                Some((_, tx)) => tx.push(data).map_err(|_| Error::ConnectionAborted)?,
+                None => 0,
+            }
+        };
+        if n == 0 {
+            return Err(Error::WouldBlock);
+        }
+        if let Some(sl) = self.arena.slot(s.w, s.slot) {
+            fence(Ordering::SeqCst);
+            if sl.wants().load(Ordering::Relaxed) & wants::TX != 0 {
+                sl.wants().fetch_and(!wants::TX, Ordering::SeqCst);
+                self.kick(s.w, s.slot);
+            }
+        }
+        Ok(n)
+    }
+
+    /// What the stream is ready for (tcp_poll).
+    pub fn ready(&self, s: &Stream) -> Ready {
+        let _ = self.attach_rings(s);
+        let st = self.state_of(s);
+        let (unread, room) =
+            lock(&s.rings).as_mut().map_or((0, 0), |(rx, tx)| (rx.len().unwrap_or(0), tx.free().unwrap_or(0)));
+        let over = st & (state::CLOSED | state::ERROR) != 0 || self.is_gone();
+        let shut_wr = s.shut_wr.load(Ordering::Relaxed);
+        let eof = st & state::EOF != 0 || s.shut_rd.load(Ordering::Relaxed);
+        Ready {
+            read: unread > 0 || eof || over,
+            write: over || (st & state::CONNECTED != 0 && (room > 0 || shut_wr)),
+            rdhup: eof || over,
+            hup: over || (eof && shut_wr),
+            err: st & state::ERROR != 0 && !s.err_taken.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn local_addr(&self, s: &Stream) -> Option<(Ipv4Addr, u16)> {
+        unpack_addr(self.arena.slot(s.w, s.slot)?.local().load(Ordering::Acquire))
+    }
+
+    pub fn peer_addr(&self, s: &Stream) -> Option<(Ipv4Addr, u16)> {
+        if self.state_of(s) & state::CONNECTED == 0 {
+            return None;
+        }
+        unpack_addr(self.arena.slot(s.w, s.slot)?.peer().load(Ordering::Acquire))
+    }
+
+    pub fn shutdown(&self, s: &Stream, how: Shutdown) -> Result<(), Error> {
+        if self.state_of(s) & state::CONNECTED == 0 {
+            return Err(Error::NotConnected);
+        }
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            s.shut_wr.store(true, Ordering::Relaxed);
+        }
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            s.shut_rd.store(true, Ordering::Relaxed);
+        }
+        self.post(s.w, Command::Shutdown { slot: s.slot, how })
+    }
+
+    pub fn set_stream_option(&self, s: &Stream, option: SocketOption) -> Result<(), Error> {
+        self.post(s.w, Command::SetOption { slot: s.slot, option })
+    }
+
+    pub fn set_listener_option(&self, l: &Listener, option: SocketOption) -> Result<(), Error> {
+        for &(w, slot) in &l.parts {
+            self.post(w, Command::SetOption { slot, option })?;
+        }
+        Ok(())
+    }
+
+    /// close(): FIN after what was written, RST if data was left unread.
+    pub fn close_stream(&self, s: Stream) {
+        drop(lock(&s.rings).take());
+        let _ = self.post(s.w, Command::Close { slot: s.slot });
+        if s.slot < self.g.app_slots {
+            lock(&self.slots[s.w]).closing.push(s.slot);
+        }
+    }
+
+    /// close() of a listener: the connections nobody accepted are reset
+    /// (inet_csk_listen_stop).
+    pub fn close_listener(&self, l: Listener) {
+        self.drain_events();
+        for &(w, slot) in &l.parts {
+            let _ = self.post(w, Command::Close { slot });
+            lock(&self.slots[w]).closing.push(slot);
+            let orphans = lock(&self.pending).remove(&(w, slot)).unwrap_or_default();
+            for child in orphans {
+                let _ = self
+                    .post(w, Command::SetOption { slot: child, option: SocketOption::Linger(Some(Duration::ZERO)) });
+                let _ = self.post(w, Command::Close { slot: child });
+            }
+        }
+    }
+}

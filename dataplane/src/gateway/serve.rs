@@ -1,0 +1,1004 @@
+//! The worker side: an [`App`] that serves the sockets of application
+//! processes attached to the daemon, each through its arena.
+//!
+//! Once per loop iteration it takes the registrar's orders (attach a
+//! process, detach one that exited) and every process's commands; on the
+//! stack's events it moves bytes between the stack's buffers and the
+//! rings in the arena, publishes readiness in the slots and hands
+//! established connections to the process as `Accepted` events. It never
+//! blocks or locks on this path and allocates only per socket (ring
+//! blocks come from the arena's heap, reused by size).
+//!
+//! A process that breaks the protocol (a queue or ring whose indices
+//! cannot be) is detached as if it had died: its connections are closed as
+//! a process exit closes them, and nothing else is disturbed.
+
+use super::arena::{state, wants, Arena};
+use super::heap::{Block, Heap};
+use super::message::{pack_addr, Command, Event};
+use crate::app::{App, Io};
+use crate::shm::ring::{Consumer, Place, Producer};
+use crate::shm::Corrupt;
+use crate::sockets::error::errno;
+use crate::tcp::{Error, Event as StackEvent, EventKind, Shutdown, SocketId, SocketOption, State};
+use crossbeam::queue::ArrayQueue;
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Commands applied per process per loop iteration.
+const COMMAND_BUDGET: usize = 256;
+const SCRATCH: usize = 16 * 1024;
+/// Ring sizes without SO_RCVBUF / SO_SNDBUF (as the socket bridge's).
+const RECV_RING: usize = 64 * 1024;
+const SEND_RING: usize = 64 * 1024;
+
+/// One attached process: its arena and the eventfd its threads sleep on.
+#[derive(Debug)]
+pub struct Link {
+    pub arena: Arc<Arena>,
+    pub bell: OwnedFd,
+}
+
+impl Link {
+    /// Wakes the process if it said it sleeps (the store, fence, check
+    /// pairs with its own: either it sees our change or we see its flag).
+    fn ring(&self) {
+        fence(Ordering::SeqCst);
+        let f = self.arena.app_sleeping();
+        if f.load(Ordering::Relaxed) != 0 && f.swap(0, Ordering::AcqRel) != 0 {
+            let _ = nix::unistd::write(self.bell.as_fd(), &1u64.to_ne_bytes());
+        }
+    }
+}
+
+/// The registrar's orders to a worker.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Order {
+    Attach {
+        id: u64,
+        link: Arc<Link>,
+    },
+    /// The process exited (or broke the protocol): close its sockets as
+    /// an exit does.
+    Detach {
+        id: u64,
+    },
+}
+
+/// What the registrar and a worker's gateway share.
+#[derive(Debug)]
+pub struct Inbox {
+    orders: ArrayQueue<Order>,
+    /// The arenas attached, for the sleep gate (read only before a sleep).
+    arenas: Mutex<Vec<(u64, Arc<Arena>)>>,
+    /// Processes this worker detached because they broke the protocol.
+    pub corrupt: AtomicU64,
+    /// Command records that did not decode.
+    pub bad_commands: AtomicU64,
+    /// Connections refused because a process's ring heap was full.
+    pub heap_full: AtomicU64,
+}
+
+impl Inbox {
+    pub fn new() -> Arc<Inbox> {
+        Arc::new(Inbox {
+            orders: ArrayQueue::new(1024),
+            arenas: Mutex::new(Vec::new()),
+            corrupt: AtomicU64::new(0),
+            bad_commands: AtomicU64::new(0),
+            heap_full: AtomicU64::new(0),
+        })
+    }
+
+    /// Queues an order; the caller then wakes the worker. Gives the order
+    /// back when the queue is full.
+    pub fn send(&self, o: Order) -> Result<(), Order> {
+        self.orders.push(o)
+    }
+}
+
+/// Admits a process that said hello on `conn`: makes its arena and bell,
+/// sends the offer (with `wakes`, each worker's wake-up eventfd) and
+/// orders every worker to serve it. The caller wakes the workers.
+pub fn admit(
+    conn: &std::os::unix::net::UnixStream,
+    id: u64,
+    geometry: super::arena::Geometry,
+    iface: (&[crate::iface::IfAddr], Option<crate::wire::Ipv4Addr>),
+    inboxes: &[Arc<Inbox>],
+    wakes: &[std::os::fd::BorrowedFd<'_>],
+) -> std::io::Result<Arc<Link>> {
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    if inboxes.len() != geometry.workers as usize || wakes.len() != inboxes.len() {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    }
+    let arena = Arena::create(&format!("xstack-arena-{id}"), geometry)?;
+    let bell: OwnedFd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?.into();
+    let memfd = arena.region().fd().ok_or(std::io::ErrorKind::InvalidInput)?;
+    super::register::send_offer(conn, geometry, iface.0, iface.1, memfd, bell.as_fd(), wakes)?;
+    let link = Arc::new(Link { arena: Arc::new(arena), bell });
+    for inbox in inboxes {
+        inbox
+            .send(Order::Attach { id, link: Arc::clone(&link) })
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::WouldBlock, "a worker's gateway inbox is full"))?;
+    }
+    Ok(link)
+}
+
+/// The worker's sleep, seen by the processes: before sleeping it says so
+/// in every arena and looks at every command queue once more.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    inbox: Arc<Inbox>,
+    worker: usize,
+}
+
+impl crate::worker::SleepGate for Gate {
+    fn prepare_sleep(&self) -> bool {
+        if !self.inbox.orders.is_empty() {
+            return false;
+        }
+        let arenas = self.inbox.arenas.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, a) in arenas.iter() {
+            a.worker_idle(self.worker).store(1, Ordering::SeqCst);
+        }
+        fence(Ordering::SeqCst);
+        let busy = arenas.iter().any(|(_, a)| !a.commands(self.worker).is_empty());
+        if busy {
+            for (_, a) in arenas.iter() {
+                a.worker_idle(self.worker).store(0, Ordering::SeqCst);
+            }
+        }
+        !busy
+    }
+
+    fn woke(&self) {
+        let arenas = self.inbox.arenas.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, a) in arenas.iter() {
+            a.worker_idle(self.worker).store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A slot as the worker keeps it.
+#[derive(Debug, Default)]
+struct SlotRec {
+    sid: Option<SocketId>,
+    rings: Option<[Block; 2]>,
+    /// Ring sizes asked with SO_RCVBUF / SO_SNDBUF (a listener's apply to
+    /// its connections).
+    ring_sizes: Option<(usize, usize)>,
+}
+
+/// An attached process.
+#[derive(Debug)]
+struct Proc {
+    id: u64,
+    link: Arc<Link>,
+    heap: Heap,
+    slots: Vec<SlotRec>,
+    /// Free slots of the worker's range.
+    free: Vec<u32>,
+    next: u32,
+    /// Events the queue had no room for, in order.
+    backlog: VecDeque<Event>,
+}
+
+#[derive(Debug)]
+struct Stream {
+    sid: SocketId,
+    pid: u64,
+    link: Arc<Link>,
+    slot: u32,
+    rx: Producer,
+    tx: Consumer,
+    rx_done: bool,
+    tx_done: bool,
+    shut_wr: bool,
+    /// The process closed it (or exited): close once the send ring is
+    /// drained.
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct Listener {
+    sid: SocketId,
+    pid: u64,
+    link: Arc<Link>,
+    slot: u32,
+    backlog: usize,
+    stack_backlog: usize,
+}
+
+#[derive(Debug)]
+enum Entry {
+    /// Open, neither listening nor connecting yet.
+    Opened {
+        sid: SocketId,
+    },
+    Stream(Stream),
+    Listener(Listener),
+}
+
+impl Entry {
+    fn sid(&self) -> SocketId {
+        match self {
+            Entry::Opened { sid, .. } => *sid,
+            Entry::Stream(s) => s.sid,
+            Entry::Listener(l) => l.sid,
+        }
+    }
+}
+
+/// The worker side of the application gateway (see the module doc).
+pub struct Gateway {
+    worker: usize,
+    inbox: Arc<Inbox>,
+    procs: Vec<Proc>,
+    /// By stack socket index.
+    entries: Vec<Option<Entry>>,
+    scratch: Box<[u8]>,
+    inner: Option<Box<dyn App>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("worker", &self.worker)
+            .field("processes", &self.procs.len())
+            .field("sockets", &self.entries.iter().flatten().count())
+            .finish()
+    }
+}
+
+fn publish(link: &Link, slot: u32, worker: usize, set: u32) {
+    if let Some(s) = link.arena.slot(worker, slot) {
+        s.state().fetch_or(set, Ordering::AcqRel);
+    }
+}
+
+fn fail(link: &Link, slot: u32, worker: usize, e: Error) {
+    if let Some(s) = link.arena.slot(worker, slot) {
+        s.error().store(errno(e) as u32, Ordering::Release);
+        s.state().fetch_or(state::ERROR, Ordering::AcqRel);
+    }
+}
+
+fn set_tcp_state(link: &Link, slot: u32, worker: usize, st: State) {
+    if let Some(s) = link.arena.slot(worker, slot) {
+        let code = State::ALL.iter().position(|&x| x == st).unwrap_or(0) as u32;
+        s.tcp_state().store(code, Ordering::Relaxed);
+    }
+}
+
+/// The stack no longer knows the socket (a graceful stop closed it): for
+/// the process the connection was aborted.
+fn gone(e: Error) -> Error {
+    if e == Error::BadSocket {
+        Error::ConnectionAborted
+    } else {
+        e
+    }
+}
+
+impl Gateway {
+    pub fn new(worker: usize, inbox: Arc<Inbox>) -> Gateway {
+        Gateway {
+            worker,
+            inbox,
+            procs: Vec::new(),
+            entries: Vec::new(),
+            scratch: vec![0u8; SCRATCH].into_boxed_slice(),
+            inner: None,
+        }
+    }
+
+    /// Runs `app` on the same worker (it gets every event of sockets it
+    /// opened itself).
+    pub fn with_app(mut self, app: Box<dyn App>) -> Gateway {
+        self.inner = Some(app);
+        self
+    }
+
+    /// The sleep gate for this worker (see [`Gate`]).
+    pub fn gate(&self) -> Gate {
+        Gate { inbox: Arc::clone(&self.inbox), worker: self.worker }
+    }
+
+    fn proc_mut(&mut self, pid: u64) -> Option<&mut Proc> {
+        self.procs.iter_mut().find(|p| p.id == pid)
+    }
+
+    fn entry(&mut self, sid: SocketId) -> Option<&mut Entry> {
+        match self.entries.get_mut(sid.index as usize) {
+            Some(Some(e)) if e.sid() == sid => Some(e),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, e: Entry) {
+        let i = e.sid().index as usize;
+        if self.entries.len() <= i {
+            self.entries.resize_with(i + 1, || None);
+        }
+        self.entries[i] = Some(e);
+    }
+
+    /// The stack socket behind a slot of process `pid`.
+    fn sid_of(&mut self, pid: u64, slot: u32) -> Option<SocketId> {
+        let p = self.proc_mut(pid)?;
+        p.slots.get(slot as usize)?.sid
+    }
+
+    // ----- Orders -----
+
+    fn order(&mut self, io: &mut Io<'_>, o: Order) {
+        match o {
+            Order::Attach { id, link } => {
+                let g = link.arena.geometry();
+                let heap = Heap::new(g.heap_at(self.worker), g.heap as usize);
+                let slots = (0..g.slots).map(|_| SlotRec::default()).collect();
+                self.inbox.arenas.lock().unwrap_or_else(|p| p.into_inner()).push((id, Arc::clone(&link.arena)));
+                self.procs.push(Proc {
+                    id,
+                    link,
+                    heap,
+                    slots,
+                    free: Vec::new(),
+                    next: g.app_slots,
+                    backlog: VecDeque::new(),
+                });
+            }
+            Order::Detach { id } => self.detach(io, id),
+        }
+    }
+
+    /// The process is gone: every socket it held is closed as Linux closes
+    /// a dead process's sockets (FIN after what it wrote, RST where data
+    /// was left unread or a connection was never accepted).
+    fn detach(&mut self, io: &mut Io<'_>, pid: u64) {
+        let Some(at) = self.procs.iter().position(|p| p.id == pid) else { return };
+        let p = self.procs.remove(at);
+        self.inbox.arenas.lock().unwrap_or_else(|e| e.into_inner()).retain(|(id, _)| *id != pid);
+        let sids: Vec<SocketId> = p.slots.iter().filter_map(|r| r.sid).collect();
+        let w = self.worker;
+        for sid in sids {
+            let taken = match self.entry(sid) {
+                Some(Entry::Stream(s)) => {
+                    s.link.arena.slot(w, s.slot).is_some_and(|sl| sl.taken().load(Ordering::Acquire) != 0)
+                        || s.slot < s.link.arena.geometry().app_slots
+                }
+                _ => true,
+            };
+            match self.entry(sid) {
+                Some(Entry::Stream(s)) => {
+                    s.closing = true;
+                    if !taken {
+                        let _ = io.set_option(sid, SocketOption::Linger(Some(Duration::ZERO)));
+                    }
+                    self.service(io, sid);
+                }
+                Some(Entry::Listener(_)) | Some(Entry::Opened { .. }) => {
+                    let _ = io.close(sid);
+                    self.entries[sid.index as usize] = None;
+                }
+                None => {}
+            }
+        }
+        // Streams still draining their send rings keep the arena mapped
+        // through their own references until they finish.
+        tracing::info!("worker {}: process {} detached", self.worker, pid);
+    }
+
+    // ----- Commands -----
+
+    fn commands(&mut self, io: &mut Io<'_>) {
+        let mut i = 0;
+        while i < self.procs.len() {
+            let pid = self.procs[i].id;
+            let link = Arc::clone(&self.procs[i].link);
+            let q = link.arena.commands(self.worker);
+            let mut broken = false;
+            for _ in 0..COMMAND_BUDGET {
+                match q.pop() {
+                    Ok(Some(rec)) => match Command::decode(&rec) {
+                        Some(c) => {
+                            if self.apply(io, pid, c).is_err() {
+                                broken = true;
+                                break;
+                            }
+                        }
+                        None => {
+                            self.inbox.bad_commands.fetch_add(1, Ordering::Relaxed);
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(Corrupt) => {
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+            if broken {
+                self.inbox.corrupt.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("worker {}: process {} broke the arena protocol; detaching it", self.worker, pid);
+                self.detach(io, pid);
+                continue;
+            }
+            self.flush_events(pid);
+            i += 1;
+        }
+    }
+
+    /// One command; `Err` when the process broke the protocol.
+    fn apply(&mut self, io: &mut Io<'_>, pid: u64, c: Command) -> Result<(), Corrupt> {
+        let w = self.worker;
+        let Some(p) = self.proc_mut(pid) else { return Ok(()) };
+        let link = Arc::clone(&p.link);
+        let app_slots = link.arena.geometry().app_slots;
+        match c {
+            Command::Open { slot } => {
+                if slot >= app_slots || p.slots[slot as usize].sid.is_some() {
+                    return Err(Corrupt);
+                }
+                let sid = io.socket();
+                p.slots[slot as usize] = SlotRec { sid: Some(sid), rings: None, ring_sizes: None };
+                self.insert(Entry::Opened { sid });
+            }
+            Command::SetOption { slot, option } => {
+                let Some(sid) = self.sid_of(pid, slot) else { return Ok(()) };
+                if let SocketOption::RecvBuffer(_) | SocketOption::SendBuffer(_) = option {
+                    let p = self.proc_mut(pid).expect("looked up above");
+                    let r = &mut p.slots[slot as usize];
+                    let (mut rx, mut tx) = r.ring_sizes.unwrap_or((RECV_RING, SEND_RING));
+                    match option {
+                        SocketOption::RecvBuffer(n) => rx = n,
+                        SocketOption::SendBuffer(n) => tx = n,
+                        _ => {}
+                    }
+                    r.ring_sizes = Some((rx, tx));
+                }
+                // The process validated the value; the stack clamps it.
+                let _ = io.set_option(sid, option);
+            }
+            Command::Listen { slot, addr, port, backlog } => {
+                let Some(sid) = self.sid_of(pid, slot) else { return Ok(()) };
+                if !matches!(self.entry(sid), Some(Entry::Opened { .. })) {
+                    return Ok(());
+                }
+                let backlog = backlog.min(io.stack().config().somaxconn) as usize;
+                let r = io.bind(sid, addr, port).and_then(|()| io.listen(sid, backlog as u32));
+                match r.and_then(|()| io.stack().local_addr(sid).ok_or(Error::InvalidInput)) {
+                    Ok(local) => {
+                        if let Some(s) = link.arena.slot(w, slot) {
+                            s.local().store(pack_addr(local), Ordering::Release);
+                        }
+                        self.insert(Entry::Listener(Listener {
+                            sid,
+                            pid,
+                            link: Arc::clone(&link),
+                            slot,
+                            backlog,
+                            stack_backlog: backlog,
+                        }));
+                        publish(&link, slot, w, state::CREATED | state::LISTENING);
+                    }
+                    Err(e) => fail(&link, slot, w, e),
+                }
+                link.ring();
+            }
+            Command::Connect { slot, remote, bind } => {
+                let Some(sid) = self.sid_of(pid, slot) else { return Ok(()) };
+                if !matches!(self.entry(sid), Some(Entry::Opened { .. })) {
+                    return Ok(());
+                }
+                let r = (|| {
+                    if let Some((a, port)) = bind {
+                        io.bind(sid, a, port)?;
+                    }
+                    io.connect(sid, remote.0, remote.1)
+                })();
+                match r.and_then(|()| self.place_rings(pid, slot)) {
+                    Ok((rx, tx)) => {
+                        if let Some(s) = link.arena.slot(w, slot) {
+                            if let Some(a) = io.stack().local_addr(sid) {
+                                s.local().store(pack_addr(a), Ordering::Release);
+                            }
+                        }
+                        set_tcp_state(&link, slot, w, io.state(sid).unwrap_or(State::SynSent));
+                        self.insert(Entry::Stream(Stream {
+                            sid,
+                            pid,
+                            link: Arc::clone(&link),
+                            slot,
+                            rx,
+                            tx,
+                            rx_done: false,
+                            tx_done: false,
+                            shut_wr: false,
+                            closing: false,
+                        }));
+                        publish(&link, slot, w, state::CREATED);
+                    }
+                    Err(e) => fail(&link, slot, w, e),
+                }
+                link.ring();
+            }
+            Command::Shutdown { slot, how } => {
+                let Some(sid) = self.sid_of(pid, slot) else { return Ok(()) };
+                if let Some(Entry::Stream(s)) = self.entry(sid) {
+                    if matches!(how, Shutdown::Read | Shutdown::Both) {
+                        s.rx_done = true;
+                        let _ = io.shutdown(sid, Shutdown::Read);
+                    }
+                    if matches!(how, Shutdown::Write | Shutdown::Both) {
+                        s.shut_wr = true;
+                    }
+                    self.service(io, sid);
+                }
+            }
+            Command::Close { slot } => {
+                let Some(rec) = self.proc_mut(pid).and_then(|p| p.slots.get(slot as usize)) else {
+                    return Err(Corrupt);
+                };
+                match rec.sid {
+                    None => self.release(pid, slot),
+                    Some(sid) => match self.entry(sid) {
+                        Some(Entry::Stream(s)) => {
+                            s.closing = true;
+                            self.service(io, sid);
+                        }
+                        Some(Entry::Listener(_)) | Some(Entry::Opened { .. }) => {
+                            let _ = io.close(sid);
+                            self.entries[sid.index as usize] = None;
+                            self.finished(pid, slot);
+                            self.release(pid, slot);
+                        }
+                        None => self.release(pid, slot),
+                    },
+                }
+            }
+            Command::Kick { slot } => {
+                let Some(sid) = self.sid_of(pid, slot) else { return Ok(()) };
+                if let Some(s) = link.arena.slot(w, slot) {
+                    s.kicked().store(0, Ordering::SeqCst);
+                }
+                match self.entry(sid) {
+                    Some(Entry::Stream(_)) => self.service(io, sid),
+                    Some(Entry::Listener(_)) => self.refill(io, sid),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rings for a slot, reset and written into it; the worker's ends.
+    fn place_rings(&mut self, pid: u64, slot: u32) -> Result<(Producer, Consumer), Error> {
+        let w = self.worker;
+        let heap_full = &self.inbox.heap_full;
+        let p = self.procs.iter_mut().find(|p| p.id == pid).ok_or(Error::BadSocket)?;
+        let (rxn, txn) = p.slots[slot as usize].ring_sizes.unwrap_or((RECV_RING, SEND_RING));
+        let Some(rx) = p.heap.alloc(rxn) else {
+            heap_full.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::NoBufferSpace);
+        };
+        let Some(tx) = p.heap.alloc(txn) else {
+            p.heap.free(rx);
+            heap_full.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::NoBufferSpace);
+        };
+        p.slots[slot as usize].rings = Some([rx, tx]);
+        let region = Arc::clone(p.link.arena.region());
+        let place = |b: Block| Place { region: Arc::clone(&region), offset: b.offset, capacity: b.capacity };
+        let ends = (|| {
+            place(rx).reset()?;
+            place(tx).reset()?;
+            Ok::<_, Corrupt>((Producer::attach(place(rx))?, Consumer::attach(place(tx))?))
+        })()
+        .map_err(|_| Error::InvalidInput)?;
+        if let Some(s) = p.link.arena.slot(w, slot) {
+            s.set_rings((rx.offset as u64, rx.capacity as u64), (tx.offset as u64, tx.capacity as u64));
+        }
+        Ok(ends)
+    }
+
+    /// The stack socket behind a slot is gone.
+    fn finished(&mut self, pid: u64, slot: u32) {
+        if let Some(r) = self.proc_mut(pid).and_then(|p| p.slots.get_mut(slot as usize)) {
+            r.sid = None;
+        }
+    }
+
+    /// The process closed the slot and the stack is done with it: its
+    /// rings and the slot go back.
+    fn release(&mut self, pid: u64, slot: u32) {
+        let w = self.worker;
+        let Some(p) = self.proc_mut(pid) else { return };
+        let app_slots = p.link.arena.geometry().app_slots;
+        let Some(r) = p.slots.get_mut(slot as usize) else { return };
+        if r.sid.is_some() {
+            return;
+        }
+        let rings = r.rings.take();
+        *r = SlotRec::default();
+        for b in rings.into_iter().flatten() {
+            p.heap.free(b);
+        }
+        if slot >= app_slots {
+            if let Some(s) = p.link.arena.slot(w, slot) {
+                s.clear();
+            }
+            p.free.push(slot);
+        } else {
+            publish(&p.link, slot, w, state::RELEASED);
+            p.link.ring();
+        }
+    }
+
+    fn flush_events(&mut self, pid: u64) {
+        let w = self.worker;
+        let Some(p) = self.proc_mut(pid) else { return };
+        let mut sent = false;
+        while let Some(e) = p.backlog.front() {
+            match p.link.arena.events(w).push(&e.encode()) {
+                Ok(true) => {
+                    p.backlog.pop_front();
+                    sent = true;
+                }
+                _ => break,
+            }
+        }
+        if sent {
+            p.link.ring();
+        }
+    }
+
+    // ----- Listeners -----
+
+    /// Moves established connections from the stack's accept queue to the
+    /// process, as far as the listen backlog allows counting those the
+    /// process holds and has not accepted (section 2 of the contract, as
+    /// the socket bridge does it).
+    fn refill(&mut self, io: &mut Io<'_>, lid: SocketId) {
+        let w = self.worker;
+        let (pid, lslot, link, backlog) = match self.entry(lid) {
+            Some(Entry::Listener(l)) => (l.pid, l.slot, Arc::clone(&l.link), l.backlog),
+            _ => return,
+        };
+        let Some(ls) = link.arena.slot(w, lslot) else { return };
+        let cap = backlog.max(1);
+        let mut pushed = false;
+        loop {
+            if ls.queued().load(Ordering::Acquire) as usize >= cap {
+                ls.wants().fetch_or(wants::RX, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if ls.queued().load(Ordering::Acquire) as usize >= cap {
+                    break;
+                }
+                ls.wants().fetch_and(!wants::RX, Ordering::SeqCst);
+            }
+            let Ok(child) = io.accept(lid) else { break };
+            match self.adopt(io, pid, lid, child) {
+                Some(slot) => {
+                    ls.queued().fetch_add(1, Ordering::AcqRel);
+                    let p = self.proc_mut(pid).expect("adopt found it");
+                    p.backlog.push_back(Event::Accepted { listener: lslot, child: slot });
+                    pushed = true;
+                }
+                None => {
+                    let _ = io.set_option(child, SocketOption::Linger(Some(Duration::ZERO)));
+                    let _ = io.close(child);
+                }
+            }
+        }
+        let queued = ls.queued().load(Ordering::Acquire) as usize;
+        let target = backlog.saturating_sub(queued);
+        if let Some(Entry::Listener(l)) = self.entry(lid) {
+            if l.stack_backlog != target {
+                l.stack_backlog = target;
+                let _ = io.listen(lid, target as u32);
+            }
+        }
+        if pushed {
+            self.flush_events(pid);
+        }
+    }
+
+    /// A slot of the worker's range with rings for an accepted connection.
+    fn adopt(&mut self, io: &mut Io<'_>, pid: u64, lid: SocketId, child: SocketId) -> Option<u32> {
+        let w = self.worker;
+        let lslot = match self.entry(lid) {
+            Some(Entry::Listener(l)) => l.slot,
+            _ => return None,
+        };
+        let p = self.proc_mut(pid)?;
+        let sizes = p.slots.get(lslot as usize).and_then(|r| r.ring_sizes);
+        let slot = match p.free.pop() {
+            Some(s) => s,
+            None if p.next < p.link.arena.geometry().slots => {
+                p.next += 1;
+                p.next - 1
+            }
+            None => return None,
+        };
+        p.slots[slot as usize] = SlotRec { sid: Some(child), rings: None, ring_sizes: sizes };
+        let link = Arc::clone(&p.link);
+        let (rx, tx) = match self.place_rings(pid, slot) {
+            Ok(e) => e,
+            Err(_) => {
+                let p = self.proc_mut(pid)?;
+                p.slots[slot as usize] = SlotRec::default();
+                p.free.push(slot);
+                return None;
+            }
+        };
+        let s = link.arena.slot(w, slot)?;
+        if let Some(a) = io.stack().local_addr(child) {
+            s.local().store(pack_addr(a), Ordering::Release);
+        }
+        if let Some(a) = io.stack().peer_addr(child) {
+            s.peer().store(pack_addr(a), Ordering::Release);
+        }
+        set_tcp_state(&link, slot, w, io.state(child).unwrap_or(State::Established));
+        s.state().store(state::CREATED | state::CONNECTED, Ordering::Release);
+        self.insert(Entry::Stream(Stream {
+            sid: child,
+            pid,
+            link,
+            slot,
+            rx,
+            tx,
+            rx_done: false,
+            tx_done: false,
+            shut_wr: false,
+            closing: false,
+        }));
+        // Bytes or a FIN that came with the handshake are moved now: the
+        // events that announced them went to the listener.
+        self.service(io, child);
+        Some(slot)
+    }
+
+    // ----- Streams -----
+
+    fn service(&mut self, io: &mut Io<'_>, sid: SocketId) {
+        let w = self.worker;
+        let Gateway { entries, scratch, .. } = self;
+        let Some(Some(Entry::Stream(s))) = entries.get_mut(sid.index as usize) else { return };
+        if s.sid != sid {
+            return;
+        }
+        match service_stream(s, io, scratch, w) {
+            Ok(false) => {}
+            Ok(true) => {
+                let (pid, slot) = (s.pid, s.slot);
+                entries[sid.index as usize] = None;
+                self.finished(pid, slot);
+                // A process that exited will not send Close: its slots go
+                // with its arena.
+            }
+            Err(Corrupt) => {
+                let pid = s.pid;
+                self.inbox.corrupt.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("worker {w}: process {pid} corrupted a ring; detaching it");
+                // Its rings cannot be trusted: reset the connection.
+                let _ = io.set_option(sid, SocketOption::Linger(Some(Duration::ZERO)));
+                let _ = io.close(sid);
+                entries[sid.index as usize] = None;
+                self.detach(io, pid);
+            }
+        }
+    }
+
+    fn on_stream_event(&mut self, io: &mut Io<'_>, sid: SocketId, kind: EventKind) {
+        let w = self.worker;
+        if let Some(Entry::Stream(s)) = self.entry(sid) {
+            let (link, slot) = (Arc::clone(&s.link), s.slot);
+            match kind {
+                EventKind::Connected => {
+                    if let Some(sl) = link.arena.slot(w, slot) {
+                        if let Some(a) = io.stack().local_addr(sid) {
+                            sl.local().store(pack_addr(a), Ordering::Release);
+                        }
+                        if let Some(a) = io.stack().peer_addr(sid) {
+                            sl.peer().store(pack_addr(a), Ordering::Release);
+                        }
+                    }
+                    publish(&link, slot, w, state::CONNECTED);
+                }
+                EventKind::Closed { error } => {
+                    // What is still readable first, then why it ended.
+                    self.service(io, sid);
+                    match error.or_else(|| io.stack().socket_error(sid)) {
+                        Some(e) => fail(&link, slot, w, e),
+                        None => publish(&link, slot, w, state::CLOSED),
+                    }
+                    if let Some(Entry::Stream(s)) = self.entry(sid) {
+                        s.tx_done = true;
+                    }
+                    set_tcp_state(&link, slot, w, io.state(sid).unwrap_or(State::Closed));
+                }
+                _ => {}
+            }
+            link.ring();
+        }
+        self.service(io, sid);
+    }
+}
+
+/// One stream's work: bytes both ways, what changed published, a pending
+/// shutdown(write) or close applied. True when the stack socket is gone.
+fn service_stream(s: &mut Stream, io: &mut Io<'_>, scratch: &mut [u8], w: usize) -> Result<bool, Corrupt> {
+    let sid = s.sid;
+    let Some(slot) = s.link.arena.slot(w, s.slot) else { return Err(Corrupt) };
+    let mut changed = false;
+
+    // Stack -> receive ring, while the ring has room.
+    while !s.rx_done {
+        let free = s.rx.free()?;
+        if free == 0 {
+            slot.wants().fetch_or(wants::RX, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if s.rx.free()? == 0 {
+                break;
+            }
+            slot.wants().fetch_and(!wants::RX, Ordering::SeqCst);
+            continue;
+        }
+        let n = free.min(scratch.len());
+        match io.read(sid, &mut scratch[..n]) {
+            Ok(0) => {
+                s.rx_done = true;
+                slot.state().fetch_or(state::EOF, Ordering::AcqRel);
+                changed = true;
+            }
+            Ok(k) => {
+                s.rx.push(&scratch[..k])?;
+                changed = true;
+            }
+            Err(Error::WouldBlock) => break,
+            Err(e) => {
+                s.rx_done = true;
+                fail(&s.link, s.slot, w, gone(e));
+                changed = true;
+            }
+        }
+    }
+
+    // Send ring -> stack, while the stack takes it.
+    while !s.tx_done {
+        let n = s.tx.peek(scratch)?;
+        if n == 0 {
+            if s.shut_wr {
+                let _ = io.shutdown(sid, Shutdown::Write);
+                s.tx_done = true;
+                break;
+            }
+            slot.wants().fetch_or(wants::TX, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if s.tx.is_empty()? {
+                break;
+            }
+            slot.wants().fetch_and(!wants::TX, Ordering::SeqCst);
+            continue;
+        }
+        match io.write(sid, &scratch[..n]) {
+            Ok(k) => {
+                s.tx.consume(k)?;
+                changed |= k > 0;
+                if k < n {
+                    break;
+                }
+            }
+            Err(Error::WouldBlock) => break,
+            Err(e) => {
+                s.tx.consume(usize::MAX)?;
+                s.tx_done = true;
+                if e != Error::BrokenPipe {
+                    fail(&s.link, s.slot, w, gone(e));
+                }
+                changed = true;
+            }
+        }
+    }
+
+    set_tcp_state(&s.link, s.slot, w, io.state(sid).unwrap_or(State::Closed));
+    if changed {
+        s.link.ring();
+    }
+    if !s.closing {
+        return Ok(false);
+    }
+    // Linux tcp_close: unread data or SO_LINGER 0 means RST and the send
+    // queue dropped; otherwise FIN after everything written.
+    let linger0 = io.stack().options(sid).map(|o| o.linger == Some(Duration::ZERO)).unwrap_or(false);
+    let unread = s.rx.free()? < s.rx.capacity() || io.stack().recv_queue(sid) > 0;
+    if unread || linger0 {
+        let _ = io.set_option(sid, SocketOption::Linger(Some(Duration::ZERO)));
+        let _ = io.close(sid);
+        return Ok(true);
+    }
+    if s.tx_done || s.tx.is_empty()? {
+        let _ = io.close(sid);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+impl App for Gateway {
+    fn start(&mut self, io: &mut Io<'_>) -> Result<(), Error> {
+        match self.inner.as_mut() {
+            Some(app) => app.start(io),
+            None => Ok(()),
+        }
+    }
+
+    fn poll(&mut self, io: &mut Io<'_>) {
+        while let Some(o) = self.inbox.orders.pop() {
+            self.order(io, o);
+        }
+        if !self.procs.is_empty() {
+            self.commands(io);
+        }
+        if let Some(app) = self.inner.as_mut() {
+            app.poll(io);
+        }
+    }
+
+    /// Listeners of processes close as on a stop: a process blocked in
+    /// accept() gets EINVAL rather than waiting for ever.
+    fn on_drain(&mut self, io: &mut Io<'_>) -> usize {
+        let w = self.worker;
+        let listeners: Vec<(SocketId, u64, u32)> = self
+            .entries
+            .iter()
+            .flatten()
+            .filter_map(|e| match e {
+                Entry::Listener(l) => Some((l.sid, l.pid, l.slot)),
+                _ => None,
+            })
+            .collect();
+        for (sid, pid, slot) in &listeners {
+            if let Some(Entry::Listener(l)) = self.entry(*sid) {
+                let link = Arc::clone(&l.link);
+                fail(&link, *slot, w, Error::InvalidInput);
+                publish(&link, *slot, w, state::CLOSED);
+                link.ring();
+            }
+            let _ = io.close(*sid);
+            self.entries[sid.index as usize] = None;
+            self.finished(*pid, *slot);
+        }
+        listeners.len() + self.inner.as_mut().map_or(0, |app| app.on_drain(io))
+    }
+
+    fn on_event(&mut self, io: &mut Io<'_>, event: StackEvent) {
+        let sid = event.socket;
+        match self.entry(sid) {
+            None => {
+                if let Some(app) = self.inner.as_mut() {
+                    app.on_event(io, event);
+                }
+            }
+            Some(Entry::Listener(_)) if event.kind == EventKind::Acceptable => self.refill(io, sid),
+            Some(Entry::Stream(_)) => self.on_stream_event(io, sid, event.kind),
+            Some(_) => {}
+        }
+    }
+}
+
+impl Drop for Gateway {
+    /// The worker stops: every process learns it at once.
+    fn drop(&mut self) {
+        for p in &self.procs {
+            p.link.arena.gone().store(1, Ordering::SeqCst);
+            p.link.arena.app_sleeping().store(1, Ordering::SeqCst);
+            p.link.ring();
+        }
+    }
+}
