@@ -38,6 +38,7 @@ REQUIRED_PKGS=(
     iproute2 ethtool iputils-ping iputils-arping tcpdump netcat-openbsd curl wrk apache2-utils iperf
     sockperf python3 procps psmisc util-linux
     tshark python3-prometheus-client
+    redis-server redis-tools nginx-light memcached socat
 )
 # Installed when the release has them (checked with apt-cache), skipped with a
 # warning otherwise. Bookworm has both in main: iperf3 3.12 (the throughput
@@ -176,9 +177,20 @@ ensure_packages() {
         # tests read pcap files only, so the answer is no, asked of nobody.
         echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
         xs_log "apt-get install ${install[*]}"
+        # The servers the preload tests run (redis, nginx, memcached) are
+        # started by the tests inside namespaces, never as system services:
+        # a policy-rc.d keeps their packages from starting them.
+        local policy=/usr/sbin/policy-rc.d own_policy=0
+        if [[ ! -e "${policy}" ]]; then
+            printf '#!/bin/sh\nexit 101\n' >"${policy}" && chmod 755 "${policy}" && own_policy=1
+        fi
         if ! run_apt install --no-install-recommends "${install[@]}"; then
+            ((own_policy)) && rm -f "${policy}"
             fail_item "apt-get install ${install[*]} failed (see above)"
             return
+        fi
+        if ((own_policy)); then
+            rm -f "${policy}"
         fi
     fi
     for p in "${missing[@]}"; do

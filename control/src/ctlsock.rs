@@ -143,13 +143,13 @@ impl Drop for Server {
     }
 }
 
-fn file_identity(path: &Path) -> Result<(u64, u64)> {
+pub(crate) fn file_identity(path: &Path) -> Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(path).with_context(|| format!("{}", path.display()))?;
     Ok((m.dev(), m.ino()))
 }
 
-fn remove_stale(path: &Path) -> Result<()> {
+pub(crate) fn remove_stale(path: &Path) -> Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
     if !meta.file_type().is_socket() {
@@ -196,7 +196,7 @@ fn accept_loop(listener: UnixListener, access: Access, jobs: mpsc::Sender<Job>, 
 /// they belong to the process that connected, whatever became of its PID
 /// since (reading /proc/PID could answer for another process that got the
 /// PID after the client passed its socket on and exited).
-fn peer(stream: &UnixStream) -> Result<(u32, u32, Vec<u32>)> {
+pub(crate) fn peer(stream: &UnixStream) -> Result<(u32, u32, Vec<u32>)> {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     let cred = getsockopt(stream, PeerCredentials).context("SO_PEERCRED")?;
     let groups = crate::peer::groups(std::os::fd::AsFd::as_fd(stream)).context("SO_PEERGROUPS")?;

@@ -20,12 +20,13 @@ use xstack_dataplane::apps::client::{errno_name, Client, ClientReport};
 use xstack_dataplane::apps::server::Server;
 use xstack_dataplane::capture::Tap;
 use xstack_dataplane::channel::{Bell, ToControl, ToWorker, WorkerLink};
+use xstack_dataplane::gateway::{Gateway, Inbox};
 use xstack_dataplane::handoff::Mesh;
 use xstack_dataplane::iface::Iface;
 use xstack_dataplane::rss::{self, FlowSteer};
 use xstack_dataplane::sockets::Bridge;
 use xstack_dataplane::stats::WorkerStats;
-use xstack_dataplane::worker::{Sharding, Worker, WorkerConfig, WorkerReport};
+use xstack_dataplane::worker::{Gates, Sharding, SleepGate, Worker, WorkerConfig, WorkerReport};
 
 use crate::arp::{Action, ArpStats, Resolver};
 use crate::config::Config;
@@ -179,19 +180,18 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
     // Rung by the workers when they queue ARP work for the control loop.
     let bell = Arc::new(Bell::new().context("creating the control plane's eventfd")?);
     let started = start_workers(cfg, &iface, &steering, &worker_stop, &mut workers, client_tx, bridges, &taps, &bell);
-    let steer = match &started {
-        Ok(s) => s.clone(),
-        Err(_) => None,
-    };
-    if let Err(e) = started {
-        worker_stop.store(true, Ordering::Relaxed);
-        for w in &mut workers {
-            if let Some(t) = w.thread.take() {
-                let _ = t.join();
+    let (steer, doors) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            worker_stop.store(true, Ordering::Relaxed);
+            for w in &mut workers {
+                if let Some(t) = w.thread.take() {
+                    let _ = t.join();
+                }
             }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     for a in &cfg.addresses {
         steering.add_address(a.addr.into(), cfg.shared())?;
         if a.prefix_len <= 30 {
@@ -224,6 +224,15 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
             String::new()
         }
     );
+    // Application processes (the preload library) register here.
+    let gateway_path = crate::gateway::socket_path(&cfg.control_socket());
+    let geometry = xstack_dataplane::gateway::arena::Geometry {
+        workers: cfg.queues,
+        ..xstack_dataplane::gateway::arena::Geometry::default()
+    };
+    let registrar =
+        crate::gateway::Registrar::start(&gateway_path, access, geometry, (cfg.addresses.clone(), cfg.gateway), doors)?;
+    tracing::info!("gateway socket {} (applications: xstack-run)", registrar.path().display());
     // The one line scripts wait for.
     println!(
         "xstackd ready interface={ifname} mode={} queues={} addresses={} mac={mac}",
@@ -254,6 +263,7 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
     control_loop(&stop, &mut ctl, &mut ops, client.as_mut());
     drop(metrics);
     drop(control_socket);
+    drop(registrar);
     for t in &taps {
         t.stop();
     }
@@ -323,7 +333,8 @@ fn start_workers(
     bridges: Vec<Bridge>,
     taps: &[Arc<Tap>],
     bell: &Arc<Bell>,
-) -> Result<Option<Arc<FlowSteer>>> {
+) -> Result<(Option<Arc<FlowSteer>>, Vec<crate::gateway::WorkerDoor>)> {
+    let mut doors = Vec::new();
     let mut bridges = bridges.into_iter();
     let mut sharding = sharding(cfg, iface)?;
     let steer = sharding.as_ref().map(|(s, _)| Arc::clone(s));
@@ -358,6 +369,14 @@ fn start_workers(
             }
             None => (app, None),
         };
+        // Application processes' sockets, served beside both.
+        let inbox = Inbox::new();
+        let gateway = Gateway::new(q as usize, Arc::clone(&inbox));
+        let gate = gateway.gate();
+        let app: Option<Box<dyn App>> = Some(Box::new(match app {
+            Some(a) => gateway.with_app(a),
+            None => gateway,
+        }));
         let shard = sharding
             .as_mut()
             .map(|(steer, mesh)| Sharding { steer: steer.clone(), handoff: mesh.endpoint(q as usize) });
@@ -366,11 +385,21 @@ fn start_workers(
         if let Some(shard) = shard {
             worker = worker.with_sharding(shard);
         }
+        // Application threads' and processes' commands end the worker's
+        // adaptive sleep.
+        let mut gates: Vec<Box<dyn SleepGate>> = vec![Box::new(gate)];
+        if let Some(hook) = &hook {
+            gates.push(Box::new(hook.clone()));
+        }
+        let wake = worker.set_sleep_gate(Box::new(Gates(gates)));
         if let Some(hook) = hook {
-            // Application threads' commands end the worker's adaptive sleep.
-            let wake = worker.set_sleep_gate(Box::new(hook.clone()));
             hook.set_waker(wake).map_err(|e| anyhow::anyhow!("socket bridge of worker {q}: {e}"))?;
         }
+        doors.push(crate::gateway::WorkerDoor {
+            inbox,
+            wake_fd: worker.wake_fd().context("duplicating the worker's eventfd")?,
+            wake: Box::new(worker.waker()),
+        });
         worker.set_tap(taps[q as usize].clone());
         let wake = Box::new(worker.waker());
         worker.start().map_err(|e| anyhow::anyhow!("starting the services on worker {q}: {e}"))?;
@@ -404,7 +433,7 @@ fn start_workers(
             backlog: std::collections::VecDeque::new(),
         });
     }
-    Ok(steer)
+    Ok((steer, doors))
 }
 
 /// With several queues: which worker owns each flow (the NIC's own RSS

@@ -10,6 +10,7 @@ pub mod config;
 pub mod ctlsock;
 pub mod daemon;
 pub mod embed;
+pub mod gateway;
 pub mod knobs;
 pub mod metrics;
 pub(crate) mod ops;

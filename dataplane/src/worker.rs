@@ -124,6 +124,35 @@ impl SleepGate for crate::sockets::SleepHook {
     }
 }
 
+/// Several gates: the worker sleeps only if all agree.
+pub struct Gates(pub Vec<Box<dyn SleepGate>>);
+
+impl std::fmt::Debug for Gates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gates").field("count", &self.0.len()).finish()
+    }
+}
+
+impl SleepGate for Gates {
+    fn prepare_sleep(&self) -> bool {
+        for (i, g) in self.0.iter().enumerate() {
+            if !g.prepare_sleep() {
+                // Those that agreed are told the sleep is off.
+                for h in &self.0[..i] {
+                    h.woke();
+                }
+                return false;
+            }
+        }
+        true
+    }
+    fn woke(&self) {
+        for g in &self.0 {
+            g.woke();
+        }
+    }
+}
+
 /// How this worker shares flows with the others.
 #[derive(Debug)]
 pub struct Sharding {
@@ -412,6 +441,13 @@ impl Worker {
     /// other end).
     pub fn set_tap(&mut self, tap: Arc<Tap>) {
         self.tap = Some(tap);
+    }
+
+    /// The eventfd that ends this worker's sleep, duplicated: for another
+    /// process to write (application processes, through the gateway).
+    pub fn wake_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.wake.as_fd().try_clone_to_owned()
     }
 
     /// A function that ends this worker's adaptive sleep early (an eventfd

@@ -147,9 +147,9 @@ pub mod state {
     pub const ERROR: u32 = 16;
     /// Listening (listen() succeeded); `local` is valid.
     pub const LISTENING: u32 = 32;
-    /// The worker is done with the slot: the process may hand it out
-    /// again (slots of the process's range only).
-    pub const RELEASED: u32 = 64;
+    /// A process claimed the slot (the process's range: a slot is free
+    /// when its state is 0; the worker clears it when done).
+    pub const CLAIMED: u32 = 128;
 }
 
 /// `Slot::wants` bits: the worker stopped looking at a ring and needs a
@@ -175,6 +175,7 @@ const S_TX_CAP: usize = 56;
 const S_KICKED: usize = LINE;
 const S_QUEUED: usize = LINE + 4;
 const S_TAKEN: usize = LINE + 8;
+const S_REFS: usize = LINE + 12;
 
 /// A process's shared memory, as either side sees it.
 #[derive(Debug)]
@@ -315,6 +316,12 @@ impl Slot<'_> {
     /// reset when it exits, as Linux resets a listener's queue).
     pub fn taken(&self) -> &AtomicU32 {
         self.u32(S_TAKEN)
+    }
+
+    /// Descriptors referring to the socket across the processes that
+    /// share the arena (fork): the last close closes it.
+    pub fn refs(&self) -> &AtomicU32 {
+        self.u32(S_REFS)
     }
 
     /// The receive and send rings' (offset, capacity), as the worker

@@ -30,15 +30,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The slots of the process's range of one worker.
-#[derive(Debug, Default)]
-struct AppSlots {
-    free: Vec<u32>,
-    next: u32,
-    /// Closed, waiting for the worker to release them.
-    closing: Vec<u32>,
-}
-
 /// A registered process.
 #[derive(Debug)]
 pub struct Process {
@@ -49,7 +40,10 @@ pub struct Process {
     conn: UnixStream,
     addrs: Vec<IfAddr>,
     gateway: Option<Ipv4Addr>,
-    slots: Vec<Mutex<AppSlots>>,
+    /// Where to look for a free slot of the process's range next, per
+    /// worker (a hint: slots are claimed in the arena, so that processes
+    /// sharing it after fork never hand out the same one).
+    hints: Vec<AtomicUsize>,
     /// Connections the workers handed over and nobody accepted yet, by
     /// (worker, listener slot).
     pending: Mutex<HashMap<(usize, u32), VecDeque<u32>>>,
@@ -88,6 +82,10 @@ pub struct Ready {
     pub hup: bool,
     /// An error is pending (EPOLLERR).
     pub err: bool,
+    /// Moves with every arrival, room made or state change: an
+    /// edge-triggered waiter reports the socket again when it moved, as
+    /// Linux's wake-ups do.
+    pub seq: u64,
 }
 
 impl Process {
@@ -107,7 +105,7 @@ impl Process {
         if !arena.is_valid() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "the offered memory is not an arena"));
         }
-        let slots = (0..geometry.workers).map(|_| Mutex::new(AppSlots::default())).collect();
+        let hints = (0..geometry.workers).map(|_| AtomicUsize::new(0)).collect();
         Ok(Process {
             arena,
             g: geometry,
@@ -116,7 +114,7 @@ impl Process {
             conn,
             addrs,
             gateway,
-            slots,
+            hints,
             pending: Mutex::new(HashMap::new()),
             next_worker: AtomicUsize::new(0),
         })
@@ -183,27 +181,24 @@ impl Process {
     }
 
     fn alloc_slot(&self, w: usize) -> Result<u32, Error> {
-        let mut s = lock(&self.slots[w]);
-        if let Some(i) = s.free.pop() {
-            return Ok(i);
+        let n = self.g.app_slots as usize;
+        let start = self.hints[w].load(Ordering::Relaxed);
+        for k in 0..n {
+            let i = ((start + k) % n) as u32;
+            let Some(s) = self.arena.slot(w, i) else { continue };
+            if s.state().compare_exchange(0, state::CLAIMED, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                self.hints[w].store(i as usize + 1, Ordering::Relaxed);
+                return Ok(i);
+            }
         }
-        if s.next < self.g.app_slots {
-            s.next += 1;
-            return Ok(s.next - 1);
-        }
-        let arena = &self.arena;
-        let (done, wait): (Vec<u32>, Vec<u32>) = s.closing.iter().partition(|&&i| {
-            arena.slot(w, i).is_some_and(|sl| sl.state().load(Ordering::Acquire) & state::RELEASED != 0)
-        });
-        s.closing = wait;
-        s.free = done;
-        s.free.pop().ok_or(Error::NoBufferSpace)
+        Err(Error::NoBufferSpace)
     }
 
     /// A fresh slot with its stack socket opened and `opts` applied.
     fn open(&self, w: usize, opts: &[SocketOption]) -> Result<u32, Error> {
         let slot = self.alloc_slot(w)?;
-        self.arena.slot(w, slot).ok_or(Error::InvalidInput)?.clear();
+        let s = self.arena.slot(w, slot).ok_or(Error::InvalidInput)?;
+        s.refs().store(1, Ordering::Relaxed);
         self.post(w, Command::Open { slot })?;
         for &option in opts {
             self.post(w, Command::SetOption { slot, option })?;
@@ -306,6 +301,7 @@ impl Process {
                 self.kick(w, ls);
             }
             let cs = self.arena.slot(w, child).ok_or(Error::InvalidInput)?;
+            cs.refs().store(1, Ordering::Relaxed);
             cs.taken().store(1, Ordering::Release);
             return self.stream(w, child);
         }
@@ -318,8 +314,9 @@ impl Process {
         let p = lock(&self.pending);
         let mut r = Ready::default();
         for &(w, ls) in &l.parts {
-            if p.get(&(w, ls)).is_some_and(|q| !q.is_empty()) {
-                r.read = true;
+            if let Some(q) = p.get(&(w, ls)) {
+                r.read |= !q.is_empty();
+                r.seq = r.seq.wrapping_add(q.back().map_or(0, |&c| u64::from(c) + 1));
             }
             if self.arena.slot(w, ls).is_some_and(|s| s.state().load(Ordering::Acquire) & state::ERROR != 0) {
                 r.read = true;
@@ -380,7 +377,6 @@ impl Process {
         if st & state::CREATED == 0 {
             let e = self.slot_error(w, slot);
             let _ = self.post(w, Command::Close { slot });
-            lock(&self.slots[w]).closing.push(slot);
             return Err(e);
         }
         self.stream(w, slot)
@@ -419,17 +415,27 @@ impl Process {
 
     /// read(): bytes, 0 at end of file, WouldBlock when none yet.
     pub fn read(&self, s: &Stream, buf: &mut [u8]) -> Result<usize, Error> {
+        self.take(s, buf, false)
+    }
+
+    /// recv(MSG_PEEK): as `read`, leaving the bytes in place.
+    pub fn peek(&self, s: &Stream, buf: &mut [u8]) -> Result<usize, Error> {
+        self.take(s, buf, true)
+    }
+
+    fn take(&self, s: &Stream, buf: &mut [u8], peek: bool) -> Result<usize, Error> {
         self.attach_rings(s)?;
         let st = self.state_of(s);
         let n = {
             let mut r = lock(&s.rings);
             match r.as_mut() {
+                Some((rx, _)) if peek => rx.peek(buf).map_err(|_| Error::ConnectionAborted)?,
                 Some((rx, _)) => rx.pop(buf).map_err(|_| Error::ConnectionAborted)?,
                 None => 0,
             }
         };
         if n > 0 || buf.is_empty() {
-            if n > 0 {
+            if n > 0 && !peek {
                 self.after_read(s);
             }
             return Ok(n);
@@ -511,8 +517,10 @@ impl Process {
     pub fn ready(&self, s: &Stream) -> Ready {
         let _ = self.attach_rings(s);
         let st = self.state_of(s);
-        let (unread, room) =
-            lock(&s.rings).as_mut().map_or((0, 0), |(rx, tx)| (rx.len().unwrap_or(0), tx.free().unwrap_or(0)));
+        let (unread, room, seq) = lock(&s.rings).as_mut().map_or((0, 0, 0), |(rx, tx)| {
+            let seq = rx.produced().wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ tx.consumed();
+            (rx.len().unwrap_or(0), tx.free().unwrap_or(0), seq)
+        });
         let over = st & (state::CLOSED | state::ERROR) != 0 || self.is_gone();
         let shut_wr = s.shut_wr.load(Ordering::Relaxed);
         let eof = st & state::EOF != 0 || s.shut_rd.load(Ordering::Relaxed);
@@ -522,6 +530,7 @@ impl Process {
             rdhup: eof || over,
             hup: over || (eof && shut_wr),
             err: st & state::ERROR != 0 && !s.err_taken.load(Ordering::Relaxed),
+            seq: seq ^ u64::from(st) << 56,
         }
     }
 
@@ -560,22 +569,45 @@ impl Process {
         Ok(())
     }
 
-    /// close(): FIN after what was written, RST if data was left unread.
-    pub fn close_stream(&self, s: Stream) {
-        drop(lock(&s.rings).take());
-        let _ = self.post(s.w, Command::Close { slot: s.slot });
-        if s.slot < self.g.app_slots {
-            lock(&self.slots[s.w]).closing.push(s.slot);
+    /// Another descriptor for the stream (dup, or a fork: the child's
+    /// copies are references too).
+    pub fn share_stream(&self, s: &Stream) {
+        if let Some(sl) = self.arena.slot(s.w, s.slot) {
+            sl.refs().fetch_add(1, Ordering::AcqRel);
         }
     }
 
-    /// close() of a listener: the connections nobody accepted are reset
-    /// (inet_csk_listen_stop).
+    pub fn share_listener(&self, l: &Listener) {
+        for &(w, slot) in &l.parts {
+            if let Some(sl) = self.arena.slot(w, slot) {
+                sl.refs().fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Drops one reference; true when it was the last.
+    fn unref(&self, w: usize, slot: u32) -> bool {
+        self.arena.slot(w, slot).is_none_or(|sl| sl.refs().fetch_sub(1, Ordering::AcqRel) <= 1)
+    }
+
+    /// close(): the last reference closes the connection: FIN after what
+    /// was written, RST if data was left unread.
+    pub fn close_stream(&self, s: Stream) {
+        drop(lock(&s.rings).take());
+        if self.unref(s.w, s.slot) {
+            let _ = self.post(s.w, Command::Close { slot: s.slot });
+        }
+    }
+
+    /// close() of a listener: with the last reference, the connections
+    /// nobody accepted are reset (inet_csk_listen_stop).
     pub fn close_listener(&self, l: Listener) {
         self.drain_events();
         for &(w, slot) in &l.parts {
+            if !self.unref(w, slot) {
+                continue;
+            }
             let _ = self.post(w, Command::Close { slot });
-            lock(&self.slots[w]).closing.push(slot);
             let orphans = lock(&self.pending).remove(&(w, slot)).unwrap_or_default();
             for child in orphans {
                 let _ = self

@@ -629,14 +629,13 @@ impl Gateway {
         for b in rings.into_iter().flatten() {
             p.heap.free(b);
         }
+        if let Some(s) = p.link.arena.slot(w, slot) {
+            s.clear();
+        }
+        // The process's range is free again when cleared (it claims
+        // slots itself); the worker's range goes back to the free list.
         if slot >= app_slots {
-            if let Some(s) = p.link.arena.slot(w, slot) {
-                s.clear();
-            }
             p.free.push(slot);
-        } else {
-            publish(&p.link, slot, w, state::RELEASED);
-            p.link.ring();
         }
     }
 
@@ -776,11 +775,14 @@ impl Gateway {
         match service_stream(s, io, scratch, w) {
             Ok(false) => {}
             Ok(true) => {
-                let (pid, slot) = (s.pid, s.slot);
+                let (pid, slot, closed) = (s.pid, s.slot, s.closing);
                 entries[sid.index as usize] = None;
                 self.finished(pid, slot);
-                // A process that exited will not send Close: its slots go
-                // with its arena.
+                // Closed by the process: the slot and its rings go back
+                // (a process that exited has no slots any more).
+                if closed {
+                    self.release(pid, slot);
+                }
             }
             Err(Corrupt) => {
                 let pid = s.pid;

@@ -1,0 +1,241 @@
+//! The gateway socket: where application processes (the preload library)
+//! register to have their sockets served by the workers
+//! (`xstack_dataplane::gateway`). One thread accepts registrations and
+//! watches every registered process's connection: its hangup (exit,
+//! crash, SIGKILL) detaches the process from every worker, which closes
+//! its sockets as Linux closes a dead process's.
+
+use crate::ctlsock::{file_identity, peer, remove_stale, Access};
+use anyhow::{Context, Result};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use xstack_dataplane::gateway::arena::Geometry;
+use xstack_dataplane::gateway::{register, serve, Inbox, Order};
+use xstack_dataplane::iface::IfAddr;
+use xstack_dataplane::wire::Ipv4Addr;
+
+/// Processes registered at once.
+const MAX_PROCESSES: usize = 256;
+
+/// What the registrar needs of each worker.
+pub struct WorkerDoor {
+    pub inbox: Arc<Inbox>,
+    /// The worker's wake-up eventfd (a duplicate), for the processes.
+    pub wake_fd: OwnedFd,
+    /// Ends the worker's sleep (after an order).
+    pub wake: Box<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for WorkerDoor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerDoor").field("wake_fd", &self.wake_fd).finish()
+    }
+}
+
+/// Counters the control plane reports.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    pub registered: AtomicU64,
+    pub refused: AtomicU64,
+    pub exited: AtomicU64,
+    pub attached: AtomicU64,
+}
+
+/// The running registrar; stops and removes its socket file on drop.
+#[derive(Debug)]
+pub struct Registrar {
+    path: PathBuf,
+    identity: (u64, u64),
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    pub stats: Arc<GatewayStats>,
+}
+
+/// The gateway socket of the instance whose control socket is `control`:
+/// `NAME.apps.sock` beside `NAME.sock`.
+pub fn socket_path(control: &Path) -> PathBuf {
+    let stem = control.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "xstack".into());
+    control.with_file_name(format!("{stem}.apps.sock"))
+}
+
+impl Registrar {
+    pub fn start(
+        path: &Path,
+        access: Access,
+        geometry: Geometry,
+        iface: (Vec<IfAddr>, Option<Ipv4Addr>),
+        doors: Vec<WorkerDoor>,
+    ) -> Result<Registrar> {
+        remove_stale(path)?;
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("binding the gateway socket {}", path.display()))?;
+        let mode = if access.group.is_some() { 0o660 } else { 0o600 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        if let Some(g) = access.group {
+            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(g)))
+                .with_context(|| format!("giving {} to group {g}", path.display()))?;
+        }
+        let identity = file_identity(path)?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(GatewayStats::default());
+        let (flag, st) = (Arc::clone(&stop), Arc::clone(&stats));
+        let thread = std::thread::Builder::new()
+            .name("xs-gateway".into())
+            .spawn(move || {
+                Loop { listener, access, geometry, iface, doors, procs: Vec::new(), next_id: 1, stats: st }.run(&flag)
+            })
+            .context("spawning the gateway thread")?;
+        Ok(Registrar { path: path.to_owned(), identity, stop, thread: Some(thread), stats })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Registrar {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if file_identity(&self.path).is_ok_and(|id| id == self.identity) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+struct Registered {
+    id: u64,
+    pid: u64,
+    conn: UnixStream,
+}
+
+struct Loop {
+    listener: UnixListener,
+    access: Access,
+    geometry: Geometry,
+    iface: (Vec<IfAddr>, Option<Ipv4Addr>),
+    doors: Vec<WorkerDoor>,
+    procs: Vec<Registered>,
+    next_id: u64,
+    stats: Arc<GatewayStats>,
+}
+
+impl Loop {
+    fn run(mut self, stop: &AtomicBool) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        while !stop.load(Ordering::Relaxed) {
+            let (ready, hung): (bool, Vec<usize>) = {
+                let mut fds = vec![PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+                fds.extend(self.procs.iter().map(|p| PollFd::new(p.conn.as_fd(), PollFlags::POLLIN)));
+                if !matches!(poll(&mut fds, PollTimeout::from(100u8)), Ok(n) if n > 0) {
+                    continue;
+                }
+                let ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+                let hung = fds[1..]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+                    .map(|(i, _)| i)
+                    .collect();
+                (ready, hung)
+            };
+            // Anything readable on a registered connection is its end: a
+            // process says nothing after its hello.
+            for &i in hung.iter().rev() {
+                let p = self.procs.remove(i);
+                self.detach(&p);
+            }
+            if ready {
+                if let Ok((conn, _)) = self.listener.accept() {
+                    self.register(conn);
+                }
+            }
+        }
+        // The daemon stops: the workers' gateways mark every arena gone as
+        // they drop; the connections close with this thread.
+    }
+
+    fn detach(&self, p: &Registered) {
+        for d in &self.doors {
+            // Full inboxes cannot keep a dead process attached for ever:
+            // retry until the worker made room.
+            let mut order = Order::Detach { id: p.id };
+            for _ in 0..1000 {
+                match d.inbox.send(order) {
+                    Ok(()) => break,
+                    Err(o) => {
+                        order = o;
+                        (d.wake)();
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+            (d.wake)();
+        }
+        self.stats.exited.fetch_add(1, Ordering::Relaxed);
+        self.stats.attached.fetch_sub(1, Ordering::Relaxed);
+        tracing::info!("application process {} (registration {}) exited: its sockets are closed", p.pid, p.id);
+    }
+
+    fn register(&mut self, mut conn: UnixStream) {
+        let _ = conn.set_nonblocking(false);
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+        let who = peer(&conn);
+        let pid = match register::read_hello(&mut conn) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!("gateway: a client that did not say hello: {e}");
+                return;
+            }
+        };
+        let refuse = |conn: &mut UnixStream, why: &str| {
+            let _ = register::send_refusal(conn, why);
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("gateway: refused process {pid}: {why}");
+        };
+        match who {
+            Ok((uid, gid, groups)) if self.access.allows(uid, gid, &groups) => {}
+            Ok((uid, ..)) => {
+                return refuse(&mut conn, &format!("uid {uid} is neither root nor in the daemon's control group"));
+            }
+            Err(e) => return refuse(&mut conn, &format!("no peer credentials: {e:#}")),
+        }
+        if self.procs.len() >= MAX_PROCESSES {
+            return refuse(&mut conn, "too many application processes registered");
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let inboxes: Vec<Arc<Inbox>> = self.doors.iter().map(|d| Arc::clone(&d.inbox)).collect();
+        let wakes: Vec<_> = self.doors.iter().map(|d| d.wake_fd.as_fd()).collect();
+        match serve::admit(&conn, id, self.geometry, (&self.iface.0, self.iface.1), &inboxes, &wakes) {
+            Ok(_) => {
+                for d in &self.doors {
+                    (d.wake)();
+                }
+                let _ = conn.set_read_timeout(None);
+                self.stats.registered.fetch_add(1, Ordering::Relaxed);
+                self.stats.attached.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("application process {pid} registered (registration {id})");
+                self.procs.push(Registered { id, pid, conn });
+            }
+            Err(e) => {
+                tracing::warn!("gateway: admitting process {pid}: {e}");
+                // Workers that took the order serve an arena nobody uses
+                // until told otherwise.
+                let p = Registered { id, pid, conn };
+                self.stats.attached.fetch_add(1, Ordering::Relaxed);
+                self.detach(&p);
+            }
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Reading and writing stack sockets: read/recv/recvfrom/recvmsg/readv,
+//! write/send/sendto/sendmsg/writev, sendfile. Blocking as Linux's: a
+//! blocking read waits for the first byte (MSG_WAITALL: for all), a
+//! blocking write for room until everything is taken, SO_RCVTIMEO /
+//! SO_SNDTIMEO end the wait with EAGAIN (or the bytes moved so far), a
+//! signal with EINTR. EPIPE raises SIGPIPE unless MSG_NOSIGNAL.
+
+use crate::addr::{errno_of, fail, put};
+use crate::calls::ours;
+use crate::global::Global;
+use crate::real;
+use crate::sock::{Kind, Sock};
+use crate::wait::{self, End};
+use libc::{c_int, c_void, sockaddr, socklen_t};
+use std::sync::atomic::Ordering;
+use xstack_dataplane::gateway::Stream;
+use xstack_dataplane::tcp::Error;
+
+/// One receive into `buf`; the C return value.
+fn recv_into(g: &Global, s: &Sock, st: &Stream, buf: &mut [u8], flags: c_int) -> isize {
+    let nonblock = s.nonblock.load(Ordering::Relaxed) || flags & libc::MSG_DONTWAIT != 0;
+    let peek = flags & libc::MSG_PEEK != 0;
+    let waitall = flags & libc::MSG_WAITALL != 0 && !peek;
+    let mut got = 0usize;
+    loop {
+        let r = if peek { g.process.peek(st, &mut buf[got..]) } else { g.process.read(st, &mut buf[got..]) };
+        match r {
+            Ok(0) => return got as isize,
+            Ok(n) => {
+                got += n;
+                if !waitall || got == buf.len() {
+                    return got as isize;
+                }
+            }
+            Err(Error::WouldBlock) => {
+                if nonblock {
+                    return if got > 0 { got as isize } else { fail(libc::EAGAIN) };
+                }
+                let t = Sock::timeout(&s.rcvtimeo);
+                match wait::until(g, t, || g.process.ready(st).read.then_some(())) {
+                    Ok(()) => {}
+                    Err(_) if got > 0 => return got as isize,
+                    Err(End::TimedOut) => return fail(libc::EAGAIN),
+                    Err(End::Interrupted) => return fail(libc::EINTR),
+                }
+            }
+            Err(e) => return if got > 0 { got as isize } else { fail(errno_of(e)) },
+        }
+    }
+}
+
+/// One send from `data`; the C return value.
+fn send_from(g: &Global, s: &Sock, st: &Stream, data: &[u8], flags: c_int) -> isize {
+    let nonblock = s.nonblock.load(Ordering::Relaxed) || flags & libc::MSG_DONTWAIT != 0;
+    let mut sent = 0usize;
+    loop {
+        match g.process.write(st, &data[sent..]) {
+            Ok(n) => {
+                sent += n;
+                if sent == data.len() || nonblock {
+                    return sent as isize;
+                }
+            }
+            Err(Error::WouldBlock) => {
+                if nonblock {
+                    return if sent > 0 { sent as isize } else { fail(libc::EAGAIN) };
+                }
+                let t = Sock::timeout(&s.sndtimeo);
+                match wait::until(g, t, || {
+                    let r = g.process.ready(st);
+                    (r.write || r.err || r.hup).then_some(())
+                }) {
+                    Ok(()) => {}
+                    Err(_) if sent > 0 => return sent as isize,
+                    Err(End::TimedOut) => return fail(libc::EAGAIN),
+                    Err(End::Interrupted) => return fail(libc::EINTR),
+                }
+            }
+            Err(e) => {
+                if sent > 0 {
+                    return sent as isize;
+                }
+                if e == Error::BrokenPipe && flags & libc::MSG_NOSIGNAL == 0 {
+                    // Safety: raising a signal in this thread, as the
+                    // kernel's sk_stream_error does.
+                    unsafe { libc::raise(libc::SIGPIPE) };
+                }
+                return fail(errno_of(e));
+            }
+        }
+    }
+}
+
+/// Runs `f` on the stream behind `fd`; ENOTCONN for other kinds.
+fn with_stream(fd: c_int, f: impl FnOnce(&Global, &Sock, &Stream) -> isize) -> Option<isize> {
+    let (g, s) = ours(fd)?;
+    let k = s.kind.read().unwrap_or_else(|p| p.into_inner());
+    Some(match &*k {
+        Kind::Stream(st) => f(g, &s, st),
+        _ => fail(libc::ENOTCONN),
+    })
+}
+
+/// # Safety
+/// `buf` has `n` writable bytes.
+pub unsafe fn recv(fd: c_int, buf: *mut c_void, n: usize, flags: c_int) -> Option<isize> {
+    with_stream(fd, |g, s, st| {
+        if buf.is_null() && n > 0 {
+            return fail(libc::EFAULT);
+        }
+        let b: &mut [u8] = if n == 0 {
+            &mut []
+        } else {
+            // Safety: the caller's contract.
+            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), n) }
+        };
+        recv_into(g, s, st, b, flags)
+    })
+}
+
+/// # Safety
+/// As recvfrom(2)'s.
+pub unsafe fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    n: usize,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> Option<isize> {
+    // Safety: the caller's contract.
+    let r = unsafe { recv(fd, buf, n, flags) }?;
+    if r >= 0 && !addr.is_null() {
+        if let Some((g, s)) = ours(fd) {
+            if let Kind::Stream(st) = &*s.kind.read().unwrap_or_else(|p| p.into_inner()) {
+                if let Some(p) = g.process.peer_addr(st) {
+                    // Safety: the caller's contract.
+                    let _ = unsafe { put(p, addr, len) };
+                }
+            }
+        }
+    }
+    Some(r)
+}
+
+/// Gathers iovecs into slices.
+///
+/// # Safety
+/// `iov` has `n` valid iovecs.
+unsafe fn iovecs<'a>(iov: *const libc::iovec, n: c_int) -> Result<Vec<&'a mut [u8]>, c_int> {
+    if n < 0 || n > libc::UIO_MAXIOV {
+        return Err(libc::EINVAL);
+    }
+    if n > 0 && iov.is_null() {
+        return Err(libc::EFAULT);
+    }
+    let mut v = Vec::with_capacity(n as usize);
+    for i in 0..n as usize {
+        // Safety: the caller's contract.
+        let e = unsafe { *iov.add(i) };
+        if e.iov_len == 0 {
+            continue;
+        }
+        if e.iov_base.is_null() {
+            return Err(libc::EFAULT);
+        }
+        // Safety: each iovec names `iov_len` bytes of the caller's.
+        v.push(unsafe { std::slice::from_raw_parts_mut(e.iov_base.cast::<u8>(), e.iov_len) });
+    }
+    Ok(v)
+}
+
+fn recv_vec(g: &Global, s: &Sock, st: &Stream, bufs: &mut [&mut [u8]], flags: c_int) -> isize {
+    let mut total = 0isize;
+    for (i, b) in bufs.iter_mut().enumerate() {
+        // Only the first buffer waits; the rest take what is there.
+        let f = if i == 0 { flags } else { flags | libc::MSG_DONTWAIT };
+        let want = b.len();
+        let r = recv_into(g, s, st, b, f);
+        if r < 0 {
+            return if total > 0 { total } else { r };
+        }
+        total += r;
+        if (r as usize) < want {
+            break;
+        }
+    }
+    total
+}
+
+fn send_vec(g: &Global, s: &Sock, st: &Stream, bufs: &[&mut [u8]], flags: c_int) -> isize {
+    let mut total = 0isize;
+    for b in bufs {
+        let r = send_from(g, s, st, b, flags);
+        if r < 0 {
+            return if total > 0 { total } else { r };
+        }
+        total += r;
+        if (r as usize) < b.len() {
+            break;
+        }
+    }
+    total
+}
+
+/// # Safety
+/// `iov` has `n` valid iovecs.
+pub unsafe fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> Option<isize> {
+    with_stream(fd, |g, s, st| {
+        // Safety: the caller's contract.
+        match unsafe { iovecs(iov, n) } {
+            Ok(mut v) => recv_vec(g, s, st, &mut v, 0),
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// # Safety
+/// `iov` has `n` valid iovecs.
+pub unsafe fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> Option<isize> {
+    with_stream(fd, |g, s, st| {
+        // Safety: the caller's contract.
+        match unsafe { iovecs(iov, n) } {
+            Ok(v) => send_vec(g, s, st, &v, 0),
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// # Safety
+/// As recvmsg(2)'s.
+pub unsafe fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> Option<isize> {
+    with_stream(fd, |g, s, st| {
+        if msg.is_null() {
+            return fail(libc::EFAULT);
+        }
+        // Safety: the caller's contract.
+        let m = unsafe { &mut *msg };
+        // Safety: the msghdr's iovecs are the caller's.
+        let r = match unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) } {
+            Ok(mut v) => recv_vec(g, s, st, &mut v, flags),
+            Err(e) => return fail(e),
+        };
+        if r >= 0 {
+            if !m.msg_name.is_null() {
+                if let Some(p) = g.process.peer_addr(st) {
+                    // Safety: msg_name has msg_namelen bytes.
+                    let _ = unsafe { put(p, m.msg_name.cast(), &mut m.msg_namelen) };
+                }
+            }
+            m.msg_controllen = 0;
+            m.msg_flags = 0;
+        }
+        r
+    })
+}
+
+/// # Safety
+/// As sendmsg(2)'s.
+pub unsafe fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> Option<isize> {
+    with_stream(fd, |g, s, st| {
+        if msg.is_null() {
+            return fail(libc::EFAULT);
+        }
+        // Safety: the caller's contract.
+        let m = unsafe { &*msg };
+        // Safety: the msghdr's iovecs are the caller's.
+        match unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) } {
+            Ok(v) => send_vec(g, s, st, &v, flags),
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// # Safety
+/// `buf` has `n` readable bytes.
+pub unsafe fn send(fd: c_int, buf: *const c_void, n: usize, flags: c_int) -> Option<isize> {
+    with_stream(fd, |g, s, st| {
+        if buf.is_null() && n > 0 {
+            return fail(libc::EFAULT);
+        }
+        let b: &[u8] = if n == 0 {
+            &[]
+        } else {
+            // Safety: the caller's contract.
+            unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), n) }
+        };
+        send_from(g, s, st, b, flags)
+    })
+}
+
+/// sendfile to a stack socket: the file's bytes are read with pread at
+/// the offset (the file's own position when `off` is null, moved by what
+/// the socket took), so a partial send leaves the file where the socket
+/// stopped.
+///
+/// # Safety
+/// `off` is null or a valid off_t.
+pub unsafe fn sendfile(out: c_int, inp: c_int, off: *mut libc::off_t, count: usize) -> Option<isize> {
+    with_stream(out, |g, s, st| {
+        let mut pos = if off.is_null() {
+            // Safety: plain system call.
+            let p = unsafe { libc::lseek(inp, 0, libc::SEEK_CUR) };
+            if p < 0 {
+                return -1;
+            }
+            p
+        } else {
+            // Safety: the caller's contract.
+            unsafe { *off }
+        };
+        let mut buf = vec![0u8; count.clamp(1, 256 * 1024)];
+        let mut sent = 0usize;
+        while sent < count {
+            let want = (count - sent).min(buf.len());
+            // Safety: our buffer of at least `want` bytes.
+            let r = unsafe { real::pread(inp, buf.as_mut_ptr().cast(), want, pos) };
+            if r < 0 {
+                if sent > 0 {
+                    break;
+                }
+                return -1;
+            }
+            if r == 0 {
+                break;
+            }
+            let w = send_from(g, s, st, &buf[..r as usize], libc::MSG_NOSIGNAL);
+            if w < 0 {
+                if sent > 0 {
+                    break;
+                }
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EPIPE) {
+                    // Safety: as in send_from.
+                    unsafe { libc::raise(libc::SIGPIPE) };
+                }
+                return -1;
+            }
+            sent += w as usize;
+            pos += w as libc::off_t;
+            if (w as usize) < r as usize {
+                break;
+            }
+        }
+        if off.is_null() {
+            // Safety: plain system call.
+            unsafe { libc::lseek(inp, pos, libc::SEEK_SET) };
+        } else {
+            // Safety: the caller's contract.
+            unsafe { *off = pos };
+        }
+        sent as isize
+    })
+}

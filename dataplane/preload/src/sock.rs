@@ -1,0 +1,76 @@
+//! A stack socket behind a descriptor. The descriptor itself is a real
+//! kernel socket that is never used for traffic: it holds the number, so
+//! that numbers are never handed out twice and calls this library does
+//! not know (fstat, F_SETFD) behave as on a socket.
+
+use crate::global::registered;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
+use xstack_dataplane::gateway::{Listener, Stream};
+use xstack_dataplane::tcp::SocketOption;
+use xstack_dataplane::wire::Ipv4Addr;
+
+pub enum Kind {
+    /// Made by socket(); bind, listen or connect decide where it goes.
+    Fresh {
+        bound: Option<(Ipv4Addr, u16)>,
+        opts: Vec<SocketOption>,
+    },
+    Listener(Listener),
+    Stream(Stream),
+}
+
+pub struct Sock {
+    pub kind: RwLock<Kind>,
+    pub nonblock: AtomicBool,
+    /// SO_RCVTIMEO / SO_SNDTIMEO in microseconds (0: none).
+    pub rcvtimeo: AtomicU64,
+    pub sndtimeo: AtomicU64,
+}
+
+impl Sock {
+    pub fn new(kind: Kind, nonblock: bool) -> Sock {
+        Sock {
+            kind: RwLock::new(kind),
+            nonblock: AtomicBool::new(nonblock),
+            rcvtimeo: AtomicU64::new(0),
+            sndtimeo: AtomicU64::new(0),
+        }
+    }
+
+    pub fn timeout(v: &AtomicU64) -> Option<Duration> {
+        match v.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// One more holder in another process (fork).
+    pub fn share(&self) {
+        let Some(g) = registered() else { return };
+        match &*self.kind.read().unwrap_or_else(|p| p.into_inner()) {
+            Kind::Listener(l) => g.process.share_listener(l),
+            Kind::Stream(s) => g.process.share_stream(s),
+            Kind::Fresh { .. } => {}
+        }
+    }
+}
+
+impl Drop for Sock {
+    /// The last descriptor of this process closed: close as Linux does
+    /// when the last reference goes (the stack socket stays while other
+    /// processes hold it).
+    fn drop(&mut self) {
+        let Some(g) = registered() else { return };
+        let kind = std::mem::replace(
+            self.kind.get_mut().unwrap_or_else(|p| p.into_inner()),
+            Kind::Fresh { bound: None, opts: Vec::new() },
+        );
+        match kind {
+            Kind::Listener(l) => g.process.close_listener(l),
+            Kind::Stream(s) => g.process.close_stream(s),
+            Kind::Fresh { .. } => {}
+        }
+    }
+}
