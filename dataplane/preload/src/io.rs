@@ -148,7 +148,7 @@ pub unsafe fn recvfrom(
 /// # Safety
 /// `iov` has `n` valid iovecs.
 unsafe fn iovecs<'a>(iov: *const libc::iovec, n: c_int) -> Result<Vec<&'a mut [u8]>, c_int> {
-    if n < 0 || n > libc::UIO_MAXIOV {
+    if !(0..=libc::UIO_MAXIOV).contains(&n) {
         return Err(libc::EINVAL);
     }
     if n > 0 && iov.is_null() {

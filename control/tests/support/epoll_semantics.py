@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""epoll semantics, the same program on the kernel and on the stack.
+
+Three roles:
+  run   the orchestrator: starts `app` (in the application's namespace,
+        preloaded or not) and `peer` (a kernel peer in the other namespace),
+        relays the app's requests to the peer, and prints the app's
+        observations, one per line. Run it twice (kernel address, stack
+        address preloaded) and compare the outputs.
+  app   the program under test: listens, accepts, connects, and reports
+        what epoll_wait returns at each step.
+  peer  the kernel peer doing what the app asks (connect, send, half-close,
+        reset, drain).
+
+Observations name event bits symbolically and never contain addresses,
+ports or byte counts that legitimately differ between the two stacks.
+"""
+import argparse
+import errno
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+BITS = [
+    (select.EPOLLIN, "IN"),
+    (select.EPOLLOUT, "OUT"),
+    (select.EPOLLRDHUP, "RDHUP"),
+    (select.EPOLLERR, "ERR"),
+    (select.EPOLLHUP, "HUP"),
+]
+
+
+def names(mask):
+    return "|".join(n for b, n in BITS if mask & b) or "-"
+
+
+# ------------------------------------------------------------------ app
+
+class App:
+    def __init__(self, addr, peer_addr):
+        self.addr = addr
+        self.peer_addr = peer_addr
+        self.ep = select.epoll()
+        self.tags = {}
+
+    def peer(self, cmd):
+        print("PEER " + cmd, flush=True)
+        reply = sys.stdin.readline().strip()
+        if not reply.startswith("OK"):
+            raise SystemExit("peer failed: " + reply)
+        return reply[3:]
+
+    def say(self, what):
+        print("OBS " + what, flush=True)
+
+    def wait(self, label, timeout=1.0, settle=0.05):
+        # Let in-flight segments land on both stacks alike first.
+        time.sleep(settle)
+        evs = self.ep.poll(timeout)
+        out = sorted("%s:%s" % (self.tags.get(fd, "?"), names(m)) for fd, m in evs)
+        self.say("%s %s" % (label, " ".join(out) or "nothing"))
+
+    def reg(self, s, tag, mask):
+        self.tags[s.fileno()] = tag
+        self.ep.register(s.fileno(), mask)
+
+    def accept_one(self, lst, tag):
+        c, _ = lst.accept()
+        c.setblocking(False)
+        self.tags[c.fileno()] = tag
+        return c
+
+    def run(self):
+        lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lst.bind((self.addr, 0))
+        lst.listen(16)
+        lst.setblocking(False)
+        port = lst.getsockname()[1]
+        self.reg(lst, "listener", select.EPOLLIN)
+        self.wait("idle listener", timeout=0.2)
+
+        # A listener becoming readable (level-triggered: until accepted).
+        self.peer("connect a %s %d" % (self.addr, port))
+        self.wait("listener after connect")
+        self.wait("listener again (level)")
+        a = self.accept_one(lst, "a")
+        self.wait("listener after accept", timeout=0.2)
+
+        # Level versus edge.
+        self.ep.register(a.fileno(), select.EPOLLIN)
+        self.peer("send a 3")
+        self.wait("level 1")
+        self.wait("level 2 (not read)")
+        self.ep.modify(a.fileno(), select.EPOLLIN | select.EPOLLET)
+        self.wait("edge after modify")
+        self.wait("edge again", timeout=0.2)
+        self.peer("send a 3")
+        self.wait("edge after more data")
+        self.say("read a %d" % len(a.recv(100)))
+        self.wait("edge after read", timeout=0.2)
+
+        # EPOLLRDHUP on half-close.
+        self.ep.modify(a.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+        self.peer("shutwr a")
+        self.wait("half-closed")
+        self.say("read a %r" % a.recv(100))
+        a.send(b"still open")
+        self.say("peer got %s" % self.peer("recv a"))
+
+        # EPOLLONESHOT and its re-arm.
+        self.peer("connect b %s %d" % (self.addr, port))
+        self.wait("listener for b")
+        b = self.accept_one(lst, "b")
+        self.ep.register(b.fileno(), select.EPOLLIN | select.EPOLLONESHOT)
+        self.peer("send b 5")
+        self.wait("oneshot 1")
+        self.peer("send b 5")
+        self.wait("oneshot disarmed", timeout=0.2)
+        self.ep.modify(b.fileno(), select.EPOLLIN | select.EPOLLONESHOT)
+        self.wait("oneshot re-armed")
+        self.say("read b %d" % len(b.recv(100)))
+
+        # EPOLLOUT once a full send buffer drains.
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        chunk = b"x" * 65536
+        total = 0
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                total += b.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.05)
+                try:
+                    total += b.send(chunk)
+                except BlockingIOError:
+                    break
+        self.say("send buffer full %s" % (total > 0))
+        self.ep.modify(b.fileno(), select.EPOLLOUT | select.EPOLLET)
+        self.wait("full: no room", timeout=0.2)
+        self.peer("drain b %d" % total)
+        self.wait("after the peer drained")
+
+        # EPOLLERR and EPOLLHUP after a reset.
+        self.ep.modify(b.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+        self.peer("reset b")
+        self.wait("after reset")
+        err = b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self.say("SO_ERROR after reset %s" % errno.errorcode.get(err, err))
+        try:
+            self.say("read after reset %r" % b.recv(10))
+        except OSError as e:
+            self.say("read after reset %s" % errno.errorcode.get(e.errno, e.errno))
+
+        # A non-blocking connect completing, and one failing.
+        pport = int(self.peer("listen"))
+        for label, target in (("connect ok", pport), ("connect refused", int(self.peer("closed-port")))):
+            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c.setblocking(False)
+            rc = c.connect_ex((self.peer_addr, target))
+            self.say("%s returns %s" % (label, errno.errorcode.get(rc, rc)))
+            self.tags[c.fileno()] = "c"
+            self.ep.register(c.fileno(), select.EPOLLOUT | select.EPOLLIN)
+            self.wait(label)
+            err = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            self.say("%s SO_ERROR %s" % (label, errno.errorcode.get(err, err) if err else 0))
+            self.ep.unregister(c.fileno())
+            c.close()
+        a.close()
+        b.close()
+        lst.close()
+        print("DONE", flush=True)
+
+
+# ------------------------------------------------------------------ peer
+
+def peer_main(addr):
+    conns = {}
+    srv = None
+    for line in sys.stdin:
+        w = line.split()
+        if not w:
+            continue
+        cmd, reply = w[0], "OK"
+        try:
+            if cmd == "connect":
+                s = socket.create_connection((w[2], int(w[3])), timeout=5)
+                conns[w[1]] = s
+            elif cmd == "send":
+                conns[w[1]].sendall(b"y" * int(w[2]))
+            elif cmd == "shutwr":
+                conns[w[1]].shutdown(socket.SHUT_WR)
+            elif cmd == "recv":
+                reply = "OK %r" % conns[w[1]].recv(100)
+            elif cmd == "drain":
+                s, want, got = conns[w[1]], int(w[2]), 0
+                s.settimeout(5)
+                while got < want:
+                    d = s.recv(1 << 20)
+                    if not d:
+                        break
+                    got += len(d)
+            elif cmd == "reset":
+                s = conns.pop(w[1])
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+            elif cmd == "listen":
+                srv = socket.socket()
+                srv.bind((addr, 0))
+                srv.listen(4)
+                reply = "OK %d" % srv.getsockname()[1]
+            elif cmd == "closed-port":
+                t = socket.socket()
+                t.bind((addr, 0))
+                reply = "OK %d" % t.getsockname()[1]
+                t.close()
+            else:
+                reply = "ERR unknown " + cmd
+        except OSError as e:
+            reply = "ERR %s" % e
+        print(reply, flush=True)
+
+
+# ------------------------------------------------------------------ run
+
+def run_main(a):
+    me = sys.argv[0]
+    app_cmd = ["ip", "netns", "exec", a.app_ns]
+    if a.preload:
+        app_cmd += [a.preload]
+    app_cmd += ["python3", "-u", me, "app", "--addr", a.app_addr, "--peer-addr", a.peer_addr]
+    peer = subprocess.Popen(
+        ["ip", "netns", "exec", a.peer_ns, "python3", "-u", me, "peer", "--addr", a.peer_addr],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    app = subprocess.Popen(app_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ok = False
+    try:
+        for line in app.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("PEER "):
+                peer.stdin.write(line[5:] + "\n")
+                peer.stdin.flush()
+                app.stdin.write(peer.stdout.readline())
+                app.stdin.flush()
+            elif line.startswith("OBS "):
+                print(line[4:], flush=True)
+            elif line == "DONE":
+                ok = True
+                break
+            else:
+                print("# " + line, file=sys.stderr)
+    finally:
+        for p in (app, peer):
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    sys.exit(0 if ok else 1)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("role", choices=["run", "app", "peer"])
+    p.add_argument("--addr")
+    p.add_argument("--peer-addr")
+    p.add_argument("--app-ns")
+    p.add_argument("--peer-ns")
+    p.add_argument("--app-addr")
+    p.add_argument("--preload", help="wrapper to run the app under (xstack-run)")
+    a = p.parse_args()
+    if a.role == "app":
+        App(a.addr, a.peer_addr).run()
+    elif a.role == "peer":
+        peer_main(a.addr)
+    else:
+        run_main(a)
+
+
+if __name__ == "__main__":
+    main()
