@@ -249,6 +249,7 @@ pub fn shutdown(fd: c_int, how: c_int) -> Option<c_int> {
         _ => return Some(fail(libc::EINVAL) as c_int),
     };
     let k = s.kind.read().unwrap_or_else(|p| p.into_inner());
+    crate::epoll::LOCAL.fetch_add(1, Ordering::Relaxed);
     Some(match &*k {
         Kind::Stream(st) => match g.process.shutdown(st, how) {
             Ok(()) => 0,

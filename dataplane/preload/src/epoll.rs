@@ -15,7 +15,7 @@
 use crate::global::Global;
 use crate::sock::{Kind, Sock};
 use crate::wait::{add_bell, BELL};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use xstack_dataplane::gateway::Ready;
 
@@ -37,11 +37,32 @@ pub struct EpollSet {
     /// Where the next scan starts, so a long ready list is served fairly
     /// when the caller's buffer is short.
     cursor: Mutex<usize>,
+    /// The workers' change count and this process's own (`LOCAL`) when
+    /// the last scan found nothing to report: until either moves, no
+    /// socket in the set can have become ready, and a scan is skipped.
+    quiet_at: Mutex<Option<(u64, u64)>>,
+    /// Calls that found stack sockets ready without asking the kernel
+    /// set: it is asked every `KERNEL_EVERY` such calls, so kernel
+    /// descriptors are never starved.
+    skipped: AtomicU32,
 }
+
+/// Changes this process made itself that can make a socket ready
+/// (shutdown, epoll_ctl): bumped, they force the next scan.
+pub static LOCAL: AtomicU64 = AtomicU64::new(0);
+
+/// How often a call with stack sockets ready also asks the kernel set.
+pub const KERNEL_EVERY: u32 = 8;
 
 impl Default for EpollSet {
     fn default() -> Self {
-        EpollSet { items: Mutex::new(Vec::new()), bell: AtomicBool::new(false), cursor: Mutex::new(0) }
+        EpollSet {
+            items: Mutex::new(Vec::new()),
+            bell: AtomicBool::new(false),
+            cursor: Mutex::new(0),
+            quiet_at: Mutex::new(None),
+            skipped: AtomicU32::new(0),
+        }
     }
 }
 
@@ -99,6 +120,7 @@ impl EpollSet {
         sock: &Arc<Sock>,
         ev: Option<libc::epoll_event>,
     ) -> Result<(), i32> {
+        LOCAL.fetch_add(1, Ordering::Relaxed);
         let mut items = lock(&self.items);
         items.retain(|i| i.sock.strong_count() > 0);
         let at = items.iter().position(|i| i.fd == fd && i.sock.as_ptr() == Arc::as_ptr(sock));
@@ -145,11 +167,28 @@ impl EpollSet {
         Ok(())
     }
 
+    /// True when the kernel set should be asked although stack sockets
+    /// are ready.
+    pub fn kernel_turn(&self) -> bool {
+        self.skipped.fetch_add(1, Ordering::Relaxed) % KERNEL_EVERY == KERNEL_EVERY - 1
+    }
+
     /// Ready stack sockets into `out`; how many.
     pub fn collect(&self, g: &Global, out: &mut [libc::epoll_event]) -> usize {
         if out.is_empty() {
             return 0;
         }
+        // Read before the scan: a change during it forces the next one.
+        let stamp = (g.process.changes(), LOCAL.load(Ordering::Acquire));
+        if *lock(&self.quiet_at) == Some(stamp) {
+            return 0;
+        }
+        let got = self.scan(g, out);
+        *lock(&self.quiet_at) = (got == 0).then_some(stamp);
+        got
+    }
+
+    fn scan(&self, g: &Global, out: &mut [libc::epoll_event]) -> usize {
         let mut items = lock(&self.items);
         items.retain(|i| i.sock.strong_count() > 0);
         let n = items.len();

@@ -22,6 +22,7 @@ pub const MAX_WORKERS: usize = 64;
 pub const SLOT: usize = 2 * LINE;
 
 const HEADER: usize = 8192;
+const _: () = assert!(H_WORKER_IDLE + MAX_WORKERS * LINE <= HEADER);
 const H_MAGIC: usize = 0;
 const H_VERSION: usize = 8;
 /// The process sleeps on its eventfd: a worker that changes anything it
@@ -30,9 +31,12 @@ const H_APP_SLEEPING: usize = LINE;
 /// The daemon gave the arena up (it stops, or tore the process's channel
 /// down): nothing will change any more.
 const H_GONE: usize = 2 * LINE;
+/// Bumped by a worker after it changed anything the process can see: a
+/// process that saw no change since its last look need not look again.
+const H_CHANGES: usize = 3 * LINE;
 /// One line per worker: the worker sleeps; whoever queues work for it
 /// writes its eventfd.
-const H_WORKER_IDLE: usize = 3 * LINE;
+const H_WORKER_IDLE: usize = 4 * LINE;
 
 /// The arena's shape, chosen by the daemon and sent to the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +254,11 @@ impl Arena {
 
     pub fn app_sleeping(&self) -> &AtomicU32 {
         self.flag(H_APP_SLEEPING)
+    }
+
+    /// Changes made by the workers (see `H_CHANGES`).
+    pub fn changes(&self) -> &AtomicU64 {
+        self.word(H_CHANGES)
     }
 
     pub fn gone(&self) -> &AtomicU32 {

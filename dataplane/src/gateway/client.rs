@@ -9,7 +9,7 @@ use super::arena::{state, wants, Arena, Geometry};
 use super::message::{unpack_addr, Command, Event};
 use super::register::{self, Offer};
 use crate::iface::IfAddr;
-use crate::shm::ring::{Consumer, Place, Producer};
+use crate::shm::ring::{Consumer, Gauge, Place, Producer};
 use crate::shm::Region;
 use crate::sockets::error::from_errno;
 use crate::tcp::{Error, Shutdown, SocketOption, State};
@@ -20,7 +20,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a call waits for a worker's answer or for room in a queue.
@@ -64,6 +64,8 @@ pub struct Stream {
     w: usize,
     slot: u32,
     rings: Mutex<Option<(Consumer, Producer)>>,
+    /// Both rings' fill levels, read without the lock (readiness).
+    gauges: OnceLock<(Gauge, Gauge)>,
     /// The error was reported once (Linux consumes sk_err when it reports
     /// it).
     err_taken: AtomicBool,
@@ -144,6 +146,12 @@ impl Process {
     /// The daemon gave up this process (it stopped): every socket is dead.
     pub fn is_gone(&self) -> bool {
         self.arena.gone().load(Ordering::Acquire) != 0
+    }
+
+    /// The workers' change count: unchanged since a look means nothing
+    /// that look saw has changed.
+    pub fn changes(&self) -> u64 {
+        self.arena.changes().load(Ordering::Acquire)
     }
 
     /// Before sleeping on the bell: after this, any change a worker makes
@@ -335,6 +343,7 @@ impl Process {
             w,
             slot,
             rings: Mutex::new(None),
+            gauges: OnceLock::new(),
             err_taken: AtomicBool::new(false),
             shut_wr: AtomicBool::new(false),
             shut_rd: AtomicBool::new(false),
@@ -345,6 +354,9 @@ impl Process {
 
     /// The stream's ring ends, once the worker placed the rings.
     fn attach_rings(&self, s: &Stream) -> Result<(), Error> {
+        if s.gauges.get().is_some() {
+            return Ok(());
+        }
         let sl = self.arena.slot(s.w, s.slot).ok_or(Error::InvalidInput)?;
         if sl.state().load(Ordering::Acquire) & state::CREATED == 0 {
             return Ok(());
@@ -358,7 +370,10 @@ impl Process {
         let place = |o: u64, c: u64| Place { region: Arc::clone(&region), offset: o as usize, capacity: c as usize };
         let rx = Consumer::attach(place(rxo, rxc)).map_err(|_| Error::ConnectionAborted)?;
         let tx = Producer::attach(place(txo, txc)).map_err(|_| Error::ConnectionAborted)?;
+        let rxg = Gauge::new(place(rxo, rxc)).map_err(|_| Error::ConnectionAborted)?;
+        let txg = Gauge::new(place(txo, txc)).map_err(|_| Error::ConnectionAborted)?;
         *r = Some((rx, tx));
+        let _ = s.gauges.set((rxg, txg));
         Ok(())
     }
 
@@ -473,7 +488,7 @@ impl Process {
     /// Bytes waiting to be read (FIONREAD).
     pub fn readable_bytes(&self, s: &Stream) -> usize {
         let _ = self.attach_rings(s);
-        lock(&s.rings).as_ref().map_or(0, |(rx, _)| rx.len().unwrap_or(0))
+        s.gauges.get().map_or(0, |(rx, _)| rx.len())
     }
 
     /// write(): bytes taken (some or all), WouldBlock when the ring is
@@ -517,9 +532,9 @@ impl Process {
     pub fn ready(&self, s: &Stream) -> Ready {
         let _ = self.attach_rings(s);
         let st = self.state_of(s);
-        let (unread, room, seq) = lock(&s.rings).as_mut().map_or((0, 0, 0), |(rx, tx)| {
-            let seq = rx.produced().wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ tx.consumed();
-            (rx.len().unwrap_or(0), tx.free().unwrap_or(0), seq)
+        let (unread, room, seq) = s.gauges.get().map_or((0, 0, 0), |(rx, tx)| {
+            let seq = rx.counts().0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ tx.counts().1;
+            (rx.len(), tx.free(), seq)
         });
         let over = st & (state::CLOSED | state::ERROR) != 0 || self.is_gone();
         let shut_wr = s.shut_wr.load(Ordering::Relaxed);

@@ -46,6 +46,7 @@ impl Link {
     /// Wakes the process if it said it sleeps (the store, fence, check
     /// pairs with its own: either it sees our change or we see its flag).
     fn ring(&self) {
+        self.arena.changes().fetch_add(1, Ordering::Release);
         fence(Ordering::SeqCst);
         let f = self.arena.app_sleeping();
         if f.load(Ordering::Relaxed) != 0 && f.swap(0, Ordering::AcqRel) != 0 {

@@ -162,12 +162,6 @@ impl Producer {
     }
 
     /// Room to write.
-    /// Bytes the consumer has taken so far (wrapping): a count that moves
-    /// whenever room is made, for edge-triggered readiness.
-    pub fn consumed(&self) -> u64 {
-        self.raw.tail().load(Ordering::Acquire)
-    }
-
     pub fn free(&mut self) -> Result<usize, Corrupt> {
         self.refresh()
     }
@@ -214,12 +208,6 @@ impl Consumer {
     }
 
     /// Bytes stored.
-    /// Bytes the producer has pushed so far (wrapping): a count that moves
-    /// whenever data arrives, for edge-triggered readiness.
-    pub fn produced(&self) -> u64 {
-        self.raw.head().load(Ordering::Acquire)
-    }
-
     pub fn len(&self) -> Result<usize, Corrupt> {
         let head = self.raw.head().load(Ordering::Acquire);
         let n = head.wrapping_sub(self.tail);
@@ -299,6 +287,12 @@ impl Gauge {
 
     pub fn capacity(&self) -> usize {
         self.raw.capacity
+    }
+
+    /// Bytes pushed and bytes taken so far (wrapping counts): they move
+    /// with every arrival and every bit of room made.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.raw.head().load(Ordering::Acquire), self.raw.tail().load(Ordering::Acquire))
     }
 
     /// The region the ring lives in.

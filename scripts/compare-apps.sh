@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Unmodified servers on the kernel and on the stack, side by side in one
+# run on one topology: the same Debian binary started on the kernel's
+# address in the stack's namespace, then preloaded (xstack-run) on the
+# stack's address; the same load generator from the peer namespace.
+#
+#   redis   redis-benchmark -t set,get -n N -c 50   and   -t get -c 1 (p50)
+#   nginx   wrk -t1 -c32 -d5s on a 1 KiB file (worker_processes 1)
+#
+# Placement (two cores): load generators on core 0; the kernel's server on
+# core 1; on the stack, xstackd's worker on core 1 (busy polling) and the
+# server beside it on core 1 unless --app-core says otherwise. Prints one
+# line per figure and the ratio stack/kernel. Needs root and the release
+# binaries (cargo build --release). Bounded: every run has a timeout; the
+# topology and the processes it starts are removed on exit.
+#
+# usage: scripts/compare-apps.sh [--requests N] [--poll busy|adaptive]
+#                                [--app-core C] [--only redis|nginx]
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+cd "$root"
+bin=$root/target/release
+requests=100000
+poll=adaptive
+app_core=1
+only=""
+while (($#)); do
+    case $1 in
+        --requests) requests=$2; shift 2 ;;
+        --poll) poll=$2; shift 2 ;;
+        --app-core) app_core=$2; shift 2 ;;
+        --only) only=$2; shift 2 ;;
+        -h|--help) sed -n 2,19p "$0"; exit 0 ;;
+        *) echo "compare-apps: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+for b in xstackd xstack-run libxstack_preload.so; do
+    [[ -e $bin/$b ]] || { echo "compare-apps: $bin/$b missing: cargo build --release first" >&2; exit 2; }
+done
+for t in redis-server redis-benchmark nginx wrk; do
+    command -v "$t" >/dev/null || { echo "compare-apps: $t missing: scripts/setup.sh installs it" >&2; exit 2; }
+done
+name=cmp$(($$ % 100000))
+out=$(mktemp -d)
+facts=$(scripts/topology.sh up "$name" --force 2>"$out/topology.log") || { cat "$out/topology.log" >&2; exit 1; }
+eval "$facts"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    scripts/topology.sh down "$name" >/dev/null 2>&1 || true
+    rm -rf "$out"
+}
+trap cleanup EXIT
+
+serving() { # addr port
+    for _ in $(seq 200); do
+        ip netns exec "$NS_A" nc -z -w 1 "$1" "$2" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "compare-apps: nothing serves $1:$2" >&2
+    return 1
+}
+
+declare -A fig
+record() { # key value
+    fig[$1]=$2
+    printf '%-34s %12s\n' "$1" "$2"
+}
+
+redis_round() { # label addr wrapper...
+    local label=$1 addr=$2
+    shift 2
+    ip netns exec "$NS_B" taskset -c "$app_core" "$@" redis-server --bind "$addr" --port 6379 --save "" \
+        --appendonly no --protected-mode no >"$out/redis-$label.log" 2>&1 &
+    local pid=$!
+    pids+=("$pid")
+    serving "$addr" 6379
+    ip netns exec "$NS_A" timeout 300 taskset -c 0 redis-benchmark -h "$addr" -t set,get -n "$requests" -c 50 -q \
+        >"$out/rb.txt" 2>&1 || true
+    record "redis $label SET/s (50 conns)" "$(tr '\r' '\n' <"$out/rb.txt" | awk '/^SET: .*requests per second/ {print $2}' | tail -1)"
+    record "redis $label GET/s (50 conns)" "$(tr '\r' '\n' <"$out/rb.txt" | awk '/^GET: .*requests per second/ {print $2}' | tail -1)"
+    ip netns exec "$NS_A" timeout 300 taskset -c 0 redis-benchmark -h "$addr" -t get -n $((requests / 5)) -c 1 \
+        >"$out/rb1.txt" 2>&1 || true
+    record "redis $label GET p50 us (1 conn)" "$(tr '\r' '\n' <"$out/rb1.txt" | awk '/latency summary/ {getline; getline; print $3 * 1000; exit}')"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+nginx_round() { # label addr wrapper...
+    local label=$1 addr=$2 dir=$out/nginx-$1
+    shift 2
+    mkdir -p "$dir/html" "$dir/logs"
+    head -c 1024 /dev/zero | tr '\0' x >"$dir/html/1k.html"
+    cat >"$dir/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log;
+events { worker_connections 1024; }
+http { access_log off; sendfile on; server { listen $addr:8080; root $dir/html; } }
+EOF
+    ip netns exec "$NS_B" taskset -c "$app_core" "$@" nginx -c "$dir/nginx.conf" -p "$dir" >"$dir/out.log" 2>&1 &
+    local pid=$!
+    pids+=("$pid")
+    serving "$addr" 8080
+    ip netns exec "$NS_A" timeout 60 taskset -c 0 wrk -t1 -c32 -d5s --latency "http://$addr:8080/1k.html" \
+        >"$out/wrk.txt" 2>&1 || true
+    record "nginx $label requests/s" "$(awk '/Requests\/sec/ {print $2}' "$out/wrk.txt")"
+    record "nginx $label p50 us" "$(awk '$1 == "50%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v); v*=1000} else if (v ~ /us$/) {sub(/us/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1e6}; print v}' "$out/wrk.txt")"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+ip netns exec "$NS_B" "$bin/xstackd" -i "$IF_B" -a "$IP_STACK/$PREFIX" --instance "$name" --cores 1 \
+    --poll "$poll" >"$out/xstackd.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 100); do grep -q "xstackd ready" "$out/xstackd.log" && break; sleep 0.1; done
+grep -q "xstackd ready" "$out/xstackd.log" || { cat "$out/xstackd.log" >&2; exit 1; }
+run=("$bin/xstack-run" --instance "$name" --quiet)
+
+echo "# $(date -u +%FT%TZ) $(uname -r), xstackd --poll $poll on core 1, servers on core $app_core, clients on core 0"
+if [[ -z $only || $only == redis ]]; then
+    redis_round kernel "$IP_B_KERNEL"
+    redis_round stack "$IP_STACK" "${run[@]}"
+fi
+if [[ -z $only || $only == nginx ]]; then
+    nginx_round kernel "$IP_B_KERNEL"
+    nginx_round stack "$IP_STACK" "${run[@]}"
+fi
+ratio() {
+    python3 -c 'import sys; k, s = float(sys.argv[1] or 0), float(sys.argv[2] or 0); print("%.2fx" % (s / k) if k else "-")' "$1" "$2"
+}
+echo "# stack / kernel"
+for k in "redis %s SET/s (50 conns)" "redis %s GET/s (50 conns)" "redis %s GET p50 us (1 conn)" "nginx %s requests/s" "nginx %s p50 us"; do
+    kk=$(printf "$k" kernel)
+    ks=$(printf "$k" stack)
+    [[ -n ${fig[$kk]:-} ]] && printf '%-34s %12s\n' "$(printf "$k" "-")" "$(ratio "${fig[$kk]}" "${fig[$ks]:-}")"
+done
