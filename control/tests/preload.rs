@@ -440,3 +440,64 @@ fn without_a_daemon_the_library_passes_everything_to_the_kernel() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.matches("every socket goes to the kernel").count(), 1, "said once: {err}");
 }
+
+#[test]
+fn when_the_daemon_dies_a_blocked_application_gets_an_error_not_a_hang() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = setup("pdd");
+    let server = format!(
+        r#"
+import socket
+s = socket.socket()
+s.bind(("{a}", 7777))
+s.listen(4)
+c, _ = s.accept()
+print("accepted", flush=True)
+try:
+    print("recv", c.recv(10), flush=True)
+except OSError as e:
+    print("error", e.errno, flush=True)
+try:
+    socket.create_connection(("{p}", 7), timeout=5)
+    print("connected", flush=True)
+except OSError as e:
+    print("connect error", e.errno, flush=True)
+"#,
+        a = s.stack,
+        p = s.peer
+    );
+    let mut app = s.spawn_preloaded(&["python3", "-u", "-c", &server]);
+    // The peer keeps trying until the server listens, then holds the
+    // connection open.
+    let hold = format!(
+        "import socket, time\nfor _ in range(300):\n    try:\n        c = socket.create_connection((\"{}\", 7777))\n        break\n    except OSError:\n        time.sleep(0.05)\ntime.sleep(30)\n",
+        s.stack
+    );
+    let mut peer = s.topo.spawn("NS_A", &["python3", "-c", &hold]);
+    let mut out = app.stdout.take().unwrap();
+    let mut first = [0u8; 9];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    assert_eq!(&first, b"accepted\n");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+        let _ = tx.send(rest);
+    });
+    // SIGKILL: the daemon says nothing; the application notices the end
+    // of its registration.
+    let d = s.daemon.take().unwrap();
+    let _ = Command::new("kill").args(["-KILL", &d.pid().to_string()]).status();
+    let rest = match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(r) => r,
+        Err(_) => {
+            kill(&mut app);
+            kill(&mut peer);
+            panic!("the application still hangs 10 s after the daemon died");
+        }
+    };
+    let _ = app.wait();
+    assert_eq!(rest, format!("error {}\nconnect error {}\n", libc::ECONNRESET, libc::ECONNREFUSED));
+    kill(&mut peer);
+    drop(d);
+}

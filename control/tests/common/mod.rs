@@ -198,6 +198,11 @@ impl Daemon {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The daemon's process ID (`ip netns exec` executes it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// Whether `needle` shows up in the daemon's log within `timeout`: a
     /// line the daemon has written may still be on its way through the
     /// pipe to the thread collecting it.

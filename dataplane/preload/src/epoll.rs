@@ -14,7 +14,7 @@
 
 use crate::global::Global;
 use crate::sock::{Kind, Sock};
-use crate::wait::{add_bell, BELL};
+use crate::wait::add_bell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use xstack_dataplane::gateway::Ready;
@@ -229,16 +229,4 @@ impl EpollSet {
         *cursor = start + 1;
         got
     }
-}
-
-/// Drops the bell's reports from `evs[..n]`; how many are left.
-pub fn without_bell(evs: &mut [libc::epoll_event], n: usize) -> usize {
-    let mut k = 0;
-    for i in 0..n {
-        if evs[i].u64 != BELL {
-            evs[k] = evs[i];
-            k += 1;
-        }
-    }
-    k
 }

@@ -2,10 +2,11 @@
 
 use crate::addr::{fail, set_errno};
 use crate::calls::ours;
-use crate::epoll::{readiness, without_bell, EpollSet};
+use crate::epoll::{readiness, EpollSet};
 use crate::global::{global, registered, Global, EPOLLS, SOCKS};
 use crate::real;
 use crate::wait;
+use crate::wait::without_marks;
 use libc::{c_int, pollfd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,7 +67,7 @@ pub unsafe fn epoll_wait(
     let set = EPOLLS.get(epfd)?;
     let g = registered()?;
     if !set.has_items() {
-        return Some(kernel_only(epfd, evs, max, timeout, mask));
+        return Some(kernel_only(g, epfd, evs, max, timeout, mask));
     }
     if max <= 0 || evs.is_null() {
         return Some(fail(libc::EINVAL) as c_int);
@@ -85,7 +86,7 @@ pub unsafe fn epoll_wait(
             // Safety: the rest of the caller's buffer.
             let k = unsafe { real::epoll_wait(epfd, out[n..].as_mut_ptr(), (out.len() - n) as c_int, 0) };
             if k > 0 {
-                without_bell(&mut out[n..], k as usize)
+                without_marks(g, &mut out[n..], k as usize)
             } else {
                 0
             }
@@ -123,7 +124,7 @@ pub unsafe fn epoll_wait(
         if k < 0 {
             return Some(k);
         }
-        let k = without_bell(out, k as usize);
+        let k = without_marks(g, out, k as usize);
         if k > 0 {
             // Stack sockets that became ready meanwhile come with the
             // next call.
@@ -137,6 +138,7 @@ pub unsafe fn epoll_wait(
 
 /// An epoll set with no stack sockets (yet) that may hold the bell.
 fn kernel_only(
+    g: &Global,
     epfd: c_int,
     evs: *mut libc::epoll_event,
     max: c_int,
@@ -159,7 +161,7 @@ fn kernel_only(
         }
         // Safety: the kernel filled `k` events.
         let out = unsafe { std::slice::from_raw_parts_mut(evs, k as usize) };
-        let k = without_bell(out, k as usize);
+        let k = without_marks(g, out, k as usize);
         if k > 0 || ms == 0 {
             return k as c_int;
         }
@@ -285,7 +287,10 @@ pub unsafe fn poll(fds: *mut pollfd, n: libc::nfds_t, timeout: c_int, mask: *con
             // Take the bell's edge off the private set.
             let mut ev = [libc::epoll_event { events: 0, u64: 0 }; 4];
             // Safety: a buffer of 4 on our stack.
-            unsafe { real::epoll_wait(private, ev.as_mut_ptr(), 4, 0) };
+            let k = unsafe { real::epoll_wait(private, ev.as_mut_ptr(), 4, 0) };
+            if k > 0 {
+                without_marks(g, &mut ev, k as usize);
+            }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) && r == 0 {
             for p in all.iter_mut() {

@@ -23,12 +23,41 @@ thread_local! {
     static PRIVATE: Cell<(i32, u64)> = const { Cell::new((-1, u64::MAX)) };
 }
 
-/// Puts the bell into the epoll set `epfd` (EEXIST is fine).
+/// The daemon connection's mark: its end (the daemon died) wakes
+/// sleepers like the bell does.
+pub const DAEMON: u64 = 0x7873_7461_636b_6464;
+
+/// Puts the bell and the daemon connection into the epoll set `epfd`
+/// (EEXIST is fine).
 pub fn add_bell(g: &Global, epfd: i32) -> bool {
-    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: BELL };
-    // Safety: a valid epoll_event on our stack; the kernel validates fds.
-    let r = unsafe { real::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, g.process.bell().as_raw_fd(), &mut ev) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST)
+    let add = |fd: i32, mark: u64, events: i32| {
+        let mut ev = libc::epoll_event { events: events as u32, u64: mark };
+        // Safety: a valid epoll_event on our stack; the kernel validates
+        // the descriptors.
+        let r = unsafe { real::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST)
+    };
+    add(g.process.bell().as_raw_fd(), BELL, libc::EPOLLIN | libc::EPOLLET)
+        && add(g.process.connection().as_raw_fd(), DAEMON, libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET)
+}
+
+/// Drops the bell's and the daemon connection's reports from
+/// `evs[..n]` (noting a dead daemon); how many are left.
+pub fn without_marks(g: &Global, evs: &mut [libc::epoll_event], n: usize) -> usize {
+    let mut k = 0;
+    for i in 0..n {
+        match evs[i].u64 {
+            BELL => {}
+            DAEMON => {
+                g.process.check_daemon();
+            }
+            _ => {
+                evs[k] = evs[i];
+                k += 1;
+            }
+        }
+    }
+    k
 }
 
 fn private(g: &Global) -> i32 {
@@ -91,6 +120,9 @@ pub fn until<T>(g: &Global, timeout: Option<Duration>, mut check: impl FnMut() -
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
         // Safety: a buffer of 4 events on our stack.
         let r = unsafe { real::epoll_wait(epfd, evs.as_mut_ptr(), 4, ms) };
+        if r > 0 {
+            without_marks(g, &mut evs, r as usize);
+        }
         if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             if let Some(v) = check() {
                 return Ok(v);

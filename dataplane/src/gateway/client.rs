@@ -48,6 +48,9 @@ pub struct Process {
     /// (worker, listener slot).
     pending: Mutex<HashMap<(usize, u32), VecDeque<u32>>>,
     next_worker: AtomicUsize,
+    /// The daemon hung up (it died: a stopping daemon says so in the
+    /// arena instead).
+    hung: AtomicBool,
 }
 
 /// A listening socket: one stack listener on every worker.
@@ -119,6 +122,7 @@ impl Process {
             hints,
             pending: Mutex::new(HashMap::new()),
             next_worker: AtomicUsize::new(0),
+            hung: AtomicBool::new(false),
         })
     }
 
@@ -145,7 +149,19 @@ impl Process {
 
     /// The daemon gave up this process (it stopped): every socket is dead.
     pub fn is_gone(&self) -> bool {
-        self.arena.gone().load(Ordering::Acquire) != 0
+        self.arena.gone().load(Ordering::Acquire) != 0 || self.hung.load(Ordering::Acquire)
+    }
+
+    /// Called when the connection to the daemon showed activity (the
+    /// daemon never speaks after its offer): its end means the daemon
+    /// died, and every socket with it.
+    pub fn check_daemon(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(self.conn.as_fd(), PollFlags::POLLIN)];
+        if matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+            self.hung.store(true, Ordering::Release);
+        }
+        self.is_gone()
     }
 
     /// The workers' change count: unchanged since a look means nothing
@@ -285,6 +301,9 @@ impl Process {
 
     /// A connection from the listener's queue (WouldBlock: none yet).
     pub fn accept(&self, l: &Listener) -> Result<Stream, Error> {
+        if self.is_gone() {
+            return Err(Error::ConnectionAborted);
+        }
         self.drain_events();
         let n = l.parts.len();
         let first = l.turn.fetch_add(1, Ordering::Relaxed);
@@ -318,6 +337,9 @@ impl Process {
 
     /// True when `accept` would find a connection (or an error).
     pub fn listener_ready(&self, l: &Listener) -> Ready {
+        if self.is_gone() {
+            return Ready { read: true, err: true, hup: true, ..Ready::default() };
+        }
         self.drain_events();
         let p = lock(&self.pending);
         let mut r = Ready::default();
@@ -385,6 +407,9 @@ impl Process {
         bind: Option<(Ipv4Addr, u16)>,
         opts: &[SocketOption],
     ) -> Result<Stream, Error> {
+        if self.is_gone() {
+            return Err(Error::ConnectionRefused);
+        }
         let w = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.g.workers as usize;
         let slot = self.open(w, opts)?;
         self.post(w, Command::Connect { slot, remote, bind })?;
