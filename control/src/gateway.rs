@@ -191,6 +191,10 @@ impl Loop {
         let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
         let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
         let who = peer(&conn);
+        // The process as the kernel recorded it at connect().
+        let cred_pid = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials)
+            .map(|c| c.pid() as u32)
+            .unwrap_or(0);
         let pid = match register::read_hello(&mut conn) {
             Ok(p) => p,
             Err(e) => {
@@ -217,7 +221,11 @@ impl Loop {
         self.next_id += 1;
         let inboxes: Vec<Arc<Inbox>> = self.doors.iter().map(|d| Arc::clone(&d.inbox)).collect();
         let wakes: Vec<_> = self.doors.iter().map(|d| d.wake_fd.as_fd()).collect();
-        match serve::admit(&conn, id, self.geometry, (&self.iface.0, self.iface.1), &inboxes, &wakes) {
+        let name = std::fs::read_to_string(format!("/proc/{cred_pid}/comm"))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "?".into());
+        let owner = xstack_dataplane::app::Owner { pid: cred_pid, name };
+        match serve::admit(&conn, id, owner, self.geometry, (&self.iface.0, self.iface.1), &inboxes, &wakes) {
             Ok(_) => {
                 for d in &self.doors {
                     (d.wake)();

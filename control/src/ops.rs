@@ -390,7 +390,12 @@ pub(crate) fn worker_status(
     .collect();
     st.round_latency = latency(&s.round_latency);
     if sockets && fresh {
-        st.sockets = s.sockets.iter().map(|i| socket_row(queue, i)).collect();
+        st.sockets = s
+            .sockets
+            .iter()
+            .enumerate()
+            .map(|(k, i)| socket_row(queue, i, s.owners.get(k).and_then(Option::as_ref)))
+            .collect();
     }
     st
 }
@@ -407,7 +412,7 @@ fn latency(h: &LatencyHistogram) -> Latency {
     }
 }
 
-fn socket_row(worker: u32, s: &SocketInfo) -> SocketRow {
+fn socket_row(worker: u32, s: &SocketInfo, owner: Option<&xstack_dataplane::app::Owner>) -> SocketRow {
     let addr = |(a, p): (xstack_dataplane::wire::Ipv4Addr, u16)| {
         if p == 0 {
             format!("{a}:*")
@@ -422,6 +427,7 @@ fn socket_row(worker: u32, s: &SocketInfo) -> SocketRow {
         remote: s.remote.map(addr).unwrap_or_else(|| "0.0.0.0:*".into()),
         recv_q: s.recv_q as u64,
         send_q: s.send_q as u64,
+        process: owner.map(|o| format!("\"{}\",pid={}", o.name, o.pid)),
         info: s.conn.map(|c| {
             let mss = u32::from(c.mss.max(1));
             ConnRow {

@@ -132,6 +132,9 @@ pub struct SocketRow {
     pub recv_q: u64,
     pub send_q: u64,
     pub info: Option<ConnRow>,
+    /// The application process holding it (`"name",pid=N`, as ss -p).
+    #[serde(default)]
+    pub process: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -223,7 +223,9 @@ fn port_of(addr: &str) -> Option<u16> {
 }
 
 /// `ss -tin` style lines for the sockets that pass `f`.
-pub fn ss(rows: &[SocketRow], f: &SsFilter, info: bool) -> String {
+/// `ss`'s table; with `processes`, each application socket's process as
+/// `ss -p` shows it (`users:(("redis-server",pid=123))`).
+pub fn ss(rows: &[SocketRow], f: &SsFilter, info: bool, processes: bool) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -231,8 +233,15 @@ pub fn ss(rows: &[SocketRow], f: &SsFilter, info: bool) -> String {
         "State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port"
     );
     for r in rows.iter().filter(|r| f.matches(r)) {
-        let _ =
-            writeln!(o, "{:<11}{:>7} {:>7} {:<22}{:<22}{}", r.state, r.recv_q, r.send_q, r.local, r.remote, r.worker);
+        let users = match (&r.process, processes) {
+            (Some(p), true) => format!(" users:(({p}))"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "{:<11}{:>7} {:>7} {:<22}{:<22}{}{users}",
+            r.state, r.recv_q, r.send_q, r.local, r.remote, r.worker
+        );
         if let (true, Some(c)) = (info, &r.info) {
             let rtt = match c.rtt_ms {
                 Some(r) => format!(" rtt:{r:.3}/{:.3}", c.rttvar_ms),
@@ -379,6 +388,7 @@ mod tests {
             recv_q: 0,
             send_q: 0,
             info: None,
+            process: None,
         }
     }
 

@@ -165,6 +165,15 @@ fn redis_serves_the_peer_through_the_stack_and_its_unix_socket_at_once() {
     let info = s.topo.exec("NS_B", &["redis-cli", "-s", &sock, "info", "clients"]);
     assert!(stdout(&info).contains("connected_clients:1"), "{}", text(&info));
 
+    // The operator sees redis's listener with its process, as ss -p.
+    let ss = Command::new(env!("CARGO_BIN_EXE_xstackctl")).args(["--instance", &s.name, "ss", "-P"]).output().unwrap();
+    let want = format!("users:((\"redis-server\",pid={}))", server.id());
+    assert!(
+        stdout(&ss).lines().any(|l| l.starts_with("LISTEN") && l.contains(":6379") && l.contains(&want)),
+        "no {want} on the listener:\n{}",
+        text(&ss)
+    );
+
     kill(&mut server);
     let _ = std::fs::remove_file(&sock);
     let d = s.daemon.as_ref().unwrap();

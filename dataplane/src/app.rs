@@ -31,6 +31,19 @@ pub trait App: Send {
         let _ = io;
         0
     }
+    /// The process holding socket `id` when the app serves it for one
+    /// (the application gateway), for `xstackctl ss -p`.
+    fn owner(&self, id: SocketId) -> Option<Owner> {
+        let _ = id;
+        None
+    }
+}
+
+/// A process holding a socket, as `ss -p` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub name: String,
 }
 
 /// Socket operations on the worker's stack, at the worker's current time.

@@ -481,11 +481,22 @@ impl Worker {
     }
 
     fn snapshot(&mut self, sockets: bool) -> Snapshot {
+        let sockets = if sockets { self.stack.sockets() } else { Vec::new() };
+        // A SYN-RECV row carries its listener's id; like ss, it names no
+        // process.
+        let owners = sockets
+            .iter()
+            .map(|s| match (&self.app, s.state) {
+                (Some(app), st) if st != tcp::State::SynReceived => app.owner(s.socket),
+                _ => None,
+            })
+            .collect();
         Snapshot {
             worker: self.cfg.id,
             tcp: self.stack.stats().clone(),
             states: self.stack.count_by_state(),
-            sockets: if sockets { self.stack.sockets() } else { Vec::new() },
+            sockets,
+            owners,
             port: self.port.stats(),
             frames: self.port.accounting(),
             round_latency: self.round_latency.clone(),

@@ -51,6 +51,10 @@ enum Cmd {
         /// Transfer details (ss -i).
         #[arg(short, long)]
         info: bool,
+        /// The application process holding each socket (ss -p): sockets
+        /// of preloaded programs (xstack-run).
+        #[arg(short = 'P', long)]
+        processes: bool,
         /// Count sockets per state instead of listing them.
         #[arg(short, long)]
         count: bool,
@@ -187,7 +191,7 @@ fn run(cli: Cli) -> Result<()> {
             let s: Status = serde_json::from_value(v)?;
             print!("{}", render::stats(&s));
         }
-        Cmd::Ss { states, port, info, count, json } => {
+        Cmd::Ss { states, port, info, processes, count, json } => {
             for s in &states {
                 let name = render::state_alias(s);
                 if !render::STATE_NAMES.contains(&name.as_str()) {
@@ -207,7 +211,7 @@ fn run(cli: Cli) -> Result<()> {
             if count {
                 print!("{}", render::ss_counts(&rows, &f));
             } else {
-                print!("{}", render::ss(&rows, &f, info));
+                print!("{}", render::ss(&rows, &f, info, processes));
             }
         }
         Cmd::Arp { json } => {

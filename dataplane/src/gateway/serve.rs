@@ -62,12 +62,12 @@ pub enum Order {
     Attach {
         id: u64,
         link: Arc<Link>,
+        /// Who registered (for `xstackctl ss -p`).
+        owner: crate::app::Owner,
     },
     /// The process exited (or broke the protocol): close its sockets as
     /// an exit does.
-    Detach {
-        id: u64,
-    },
+    Detach { id: u64 },
 }
 
 /// What the registrar and a worker's gateway share.
@@ -105,9 +105,11 @@ impl Inbox {
 /// Admits a process that said hello on `conn`: makes its arena and bell,
 /// sends the offer (with `wakes`, each worker's wake-up eventfd) and
 /// orders every worker to serve it. The caller wakes the workers.
+#[allow(clippy::too_many_arguments)]
 pub fn admit(
     conn: &std::os::unix::net::UnixStream,
     id: u64,
+    owner: crate::app::Owner,
     geometry: super::arena::Geometry,
     iface: (&[crate::iface::IfAddr], Option<crate::wire::Ipv4Addr>),
     inboxes: &[Arc<Inbox>],
@@ -124,7 +126,7 @@ pub fn admit(
     let link = Arc::new(Link { arena: Arc::new(arena), bell });
     for inbox in inboxes {
         inbox
-            .send(Order::Attach { id, link: Arc::clone(&link) })
+            .send(Order::Attach { id, link: Arc::clone(&link), owner: owner.clone() })
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::WouldBlock, "a worker's gateway inbox is full"))?;
     }
     Ok(link)
@@ -179,6 +181,7 @@ struct SlotRec {
 #[derive(Debug)]
 struct Proc {
     id: u64,
+    owner: crate::app::Owner,
     link: Arc<Link>,
     heap: Heap,
     slots: Vec<SlotRec>,
@@ -339,13 +342,14 @@ impl Gateway {
 
     fn order(&mut self, io: &mut Io<'_>, o: Order) {
         match o {
-            Order::Attach { id, link } => {
+            Order::Attach { id, link, owner } => {
                 let g = link.arena.geometry();
                 let heap = Heap::new(g.heap_at(self.worker), g.heap as usize);
                 let slots = (0..g.slots).map(|_| SlotRec::default()).collect();
                 self.inbox.arenas.lock().unwrap_or_else(|p| p.into_inner()).push((id, Arc::clone(&link.arena)));
                 self.procs.push(Proc {
                     id,
+                    owner,
                     link,
                     heap,
                     slots,
@@ -978,6 +982,18 @@ impl App for Gateway {
             self.finished(*pid, *slot);
         }
         listeners.len() + self.inner.as_mut().map_or(0, |app| app.on_drain(io))
+    }
+
+    fn owner(&self, id: SocketId) -> Option<crate::app::Owner> {
+        let pid = match self.entries.get(id.index as usize) {
+            Some(Some(Entry::Stream(s))) if s.sid == id => s.pid,
+            Some(Some(Entry::Listener(l))) if l.sid == id => l.pid,
+            Some(Some(Entry::Opened { sid })) if *sid == id => {
+                return self.procs.iter().find(|p| p.slots.iter().any(|r| r.sid == Some(id))).map(|p| p.owner.clone());
+            }
+            _ => return self.inner.as_ref().and_then(|a| a.owner(id)),
+        };
+        self.procs.iter().find(|p| p.id == pid).map(|p| p.owner.clone())
     }
 
     fn on_event(&mut self, io: &mut Io<'_>, event: StackEvent) {

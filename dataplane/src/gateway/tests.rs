@@ -54,7 +54,8 @@ fn setup() -> Setup {
     let mut d = daemon_end.try_clone().unwrap();
     assert_eq!(super::register::read_hello(&mut d).unwrap(), u64::from(std::process::id()));
     let addrs = [crate::iface::IfAddr { addr: SERVER, prefix_len: 24 }];
-    admit(&daemon_end, 1, g, (&addrs, None), &[Arc::clone(&inbox)], &[wake.as_fd()]).unwrap();
+    let owner = crate::app::Owner { pid: std::process::id(), name: "test".into() };
+    admit(&daemon_end, 1, owner, g, (&addrs, None), &[Arc::clone(&inbox)], &[wake.as_fd()]).unwrap();
     let process = app.join().unwrap();
     Setup { lo, process, inbox, _wake: wake, _daemon_end: daemon_end }
 }
