@@ -7,31 +7,35 @@
 #   redis   redis-benchmark -t set,get -n N -c 50   and   -t get -c 1 (p50)
 #   nginx   wrk -t1 -c32 -d5s on a 1 KiB file (worker_processes 1)
 #
-# Placement (two cores): load generators on core 0; the kernel's server on
-# core 1; on the stack, xstackd's worker on core 1 (busy polling) and the
-# server beside it on core 1 unless --app-core says otherwise. Prints one
-# line per figure and the ratio stack/kernel. Needs root and the release
-# binaries (cargo build --release). Bounded: every run has a timeout; the
-# topology and the processes it starts are removed on exit.
+# Placement (two cores), each side at its best by default: load generators
+# on core 0; the kernel's server on core 1 (--kernel-core); on the stack,
+# xstackd's worker busy-polls core 1 and the server runs on core 0 beside
+# the load generator (--app-core; on the worker's core the two would take
+# turns in scheduler slices). Prints one line per figure and the ratio
+# stack/kernel. Needs root and the release binaries (cargo build
+# --release). Bounded: every run has a timeout; the topology and the
+# processes it starts are removed on exit.
 #
 # usage: scripts/compare-apps.sh [--requests N] [--poll busy|adaptive]
-#                                [--app-core C] [--only redis|nginx]
+#            [--app-core C] [--kernel-core C] [--only redis|nginx]
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 cd "$root"
 bin=$root/target/release
 requests=100000
-poll=adaptive
-app_core=1
+poll=busy
+app_core=0
+kernel_core=1
 only=""
 while (($#)); do
     case $1 in
         --requests) requests=$2; shift 2 ;;
         --poll) poll=$2; shift 2 ;;
         --app-core) app_core=$2; shift 2 ;;
+        --kernel-core) kernel_core=$2; shift 2 ;;
         --only) only=$2; shift 2 ;;
-        -h|--help) sed -n 2,19p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,21p "$0"; exit 0 ;;
         *) echo "compare-apps: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -69,10 +73,10 @@ record() { # key value
     printf '%-34s %12s\n' "$1" "$2"
 }
 
-redis_round() { # label addr wrapper...
-    local label=$1 addr=$2
-    shift 2
-    ip netns exec "$NS_B" taskset -c "$app_core" "$@" redis-server --bind "$addr" --port 6379 --save "" \
+redis_round() { # label addr core wrapper...
+    local label=$1 addr=$2 core=$3
+    shift 3
+    ip netns exec "$NS_B" taskset -c "$core" "$@" redis-server --bind "$addr" --port 6379 --save "" \
         --appendonly no --protected-mode no >"$out/redis-$label.log" 2>&1 &
     local pid=$!
     pids+=("$pid")
@@ -87,9 +91,9 @@ redis_round() { # label addr wrapper...
     kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-nginx_round() { # label addr wrapper...
-    local label=$1 addr=$2 dir=$out/nginx-$1
-    shift 2
+nginx_round() { # label addr core wrapper...
+    local label=$1 addr=$2 core=$3 dir=$out/nginx-$1
+    shift 3
     mkdir -p "$dir/html" "$dir/logs"
     head -c 1024 /dev/zero | tr '\0' x >"$dir/html/1k.html"
     cat >"$dir/nginx.conf" <<EOF
@@ -100,7 +104,7 @@ error_log $dir/logs/error.log;
 events { worker_connections 1024; }
 http { access_log off; sendfile on; server { listen $addr:8080; root $dir/html; } }
 EOF
-    ip netns exec "$NS_B" taskset -c "$app_core" "$@" nginx -c "$dir/nginx.conf" -p "$dir" >"$dir/out.log" 2>&1 &
+    ip netns exec "$NS_B" taskset -c "$core" "$@" nginx -c "$dir/nginx.conf" -p "$dir" >"$dir/out.log" 2>&1 &
     local pid=$!
     pids+=("$pid")
     serving "$addr" 8080
@@ -111,6 +115,15 @@ EOF
     kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
+echo "# $(date -u +%FT%TZ) $(uname -r): clients on core 0; kernel servers on core $kernel_core; xstackd --poll $poll on core 1, its servers on core $app_core"
+# The kernel's rounds first, with no daemon running (a busy-polling worker
+# would take a core from them).
+if [[ -z $only || $only == redis ]]; then
+    redis_round kernel "$IP_B_KERNEL" "$kernel_core"
+fi
+if [[ -z $only || $only == nginx ]]; then
+    nginx_round kernel "$IP_B_KERNEL" "$kernel_core"
+fi
 ip netns exec "$NS_B" "$bin/xstackd" -i "$IF_B" -a "$IP_STACK/$PREFIX" --instance "$name" --cores 1 \
     --poll "$poll" >"$out/xstackd.log" 2>&1 &
 pids+=("$!")
@@ -118,21 +131,19 @@ for _ in $(seq 100); do grep -q "xstackd ready" "$out/xstackd.log" && break; sle
 grep -q "xstackd ready" "$out/xstackd.log" || { cat "$out/xstackd.log" >&2; exit 1; }
 run=("$bin/xstack-run" --instance "$name" --quiet)
 
-echo "# $(date -u +%FT%TZ) $(uname -r), xstackd --poll $poll on core 1, servers on core $app_core, clients on core 0"
 if [[ -z $only || $only == redis ]]; then
-    redis_round kernel "$IP_B_KERNEL"
-    redis_round stack "$IP_STACK" "${run[@]}"
+    redis_round stack "$IP_STACK" "$app_core" "${run[@]}"
 fi
 if [[ -z $only || $only == nginx ]]; then
-    nginx_round kernel "$IP_B_KERNEL"
-    nginx_round stack "$IP_STACK" "${run[@]}"
+    nginx_round stack "$IP_STACK" "$app_core" "${run[@]}"
 fi
 ratio() {
     python3 -c 'import sys; k, s = float(sys.argv[1] or 0), float(sys.argv[2] or 0); print("%.2fx" % (s / k) if k else "-")' "$1" "$2"
 }
 echo "# stack / kernel"
-for k in "redis %s SET/s (50 conns)" "redis %s GET/s (50 conns)" "redis %s GET p50 us (1 conn)" "nginx %s requests/s" "nginx %s p50 us"; do
-    kk=$(printf "$k" kernel)
-    ks=$(printf "$k" stack)
-    [[ -n ${fig[$kk]:-} ]] && printf '%-34s %12s\n' "$(printf "$k" "-")" "$(ratio "${fig[$kk]}" "${fig[$ks]:-}")"
+for k in "redis @ SET/s (50 conns)" "redis @ GET/s (50 conns)" "redis @ GET p50 us (1 conn)" "nginx @ requests/s" "nginx @ p50 us"; do
+    kk=${k/@/kernel}
+    ks=${k/@/stack}
+    [[ -n ${fig[$kk]:-} ]] && printf '%-34s %12s\n' "${k/@ /}" "$(ratio "${fig[$kk]}" "${fig[$ks]:-}")"
 done
+exit 0

@@ -4,13 +4,15 @@
 # sockperf), shows real Linux clients on the other end talking to it
 # (arping, ping, curl, nc, sockperf next to the kernel's own sockperf
 # server), prints the stack's counters, then runs a short bench comparison
-# (RR and CRR: our stack against the kernel and the raw AF_XDP floor) and
-# tears it all down.
+# (RR and CRR: our stack against the kernel and the raw AF_XDP floor), runs
+# the unmodified Debian redis-server on the kernel and on the stack
+# (xstack-run) side by side under redis-benchmark, and tears it all down.
 #
-# usage: scripts/demo.sh [--no-setup] [--keep] [--no-bench]
+# usage: scripts/demo.sh [--no-setup] [--keep] [--no-bench] [--no-apps]
 #   --no-setup  skip scripts/setup.sh (packages already installed)
 #   --keep      leave the topology and the stack running (stop: Ctrl-C)
 #   --no-bench  skip the bench comparison at the end
+#   --no-apps   skip redis on the kernel and on the stack
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,12 +21,14 @@ cd "$root"
 setup=1
 keep=0
 bench=1
+apps=1
 for a in "$@"; do
     case "$a" in
         --no-setup) setup=0 ;;
         --keep) keep=1 ;;
         --no-bench) bench=0 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --no-apps) apps=0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "demo.sh: unknown option $a" >&2; exit 2 ;;
     esac
 done
@@ -38,7 +42,7 @@ fi
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
 
 say "Building (release)"
-cargo build --release --locked -p xstack-control -p xstack-bench 2>&1 | tail -n 2
+cargo build --release --locked -p xstack-control -p xstack-bench -p xstack-preload 2>&1 | tail -n 2
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
 name="demo$(printf '%04x' $(( $$ & 0xffff )))"
@@ -165,6 +169,12 @@ if [[ $bench == 1 ]]; then
     say "Bench: RR and CRR (64 B, 3 s each) on our stack, the kernel (blocking and spinning) and the AF_XDP floor"
     "$bin/xstack-bench" compare --workloads rr,crr --warmup 1 --duration 3 --out "$results" --quiet
     echo "  plots and logs: $results (*.percentiles.png/svg, report.txt, report.json, *.hlog)"
+fi
+
+if [[ $apps == 1 ]]; then
+    say "Unmodified redis-server 7 on the kernel, then preloaded on the stack (xstack-run), redis-benchmark from the peer"
+    echo "  (the daemon's worker and redis share core 1 with --poll yield; redis-benchmark on core 0)"
+    bash "$here/compare-apps.sh" --only redis --poll yield --app-core 1 --requests 50000 | sed 's/^/  /'
 fi
 
 say "Tearing down $name"

@@ -34,6 +34,9 @@ pub enum Poll {
     #[default]
     Busy,
     Adaptive,
+    /// Busy, yielding the core after every empty round (a core shared
+    /// with a preloaded application).
+    Yield,
 }
 
 /// The file, as written. Every field is optional.
@@ -545,6 +548,7 @@ impl Config {
         let poll = match cli.poll.or(f.poll).unwrap_or_default() {
             Poll::Busy => PollMode::Busy,
             Poll::Adaptive => PollMode::Adaptive { spin: 10_000, sleep_ms: 10 },
+            Poll::Yield => PollMode::Yield,
         };
         let umem = f.umem.unwrap_or_default();
         let arp_file = f.arp.unwrap_or_default();
@@ -725,6 +729,8 @@ mod tests {
         assert_eq!(c.gateway, Some(Ipv4Addr::new(198, 18, 0, 254)));
         assert_eq!(c.arp.timeout, Duration::from_secs(30));
         assert!(matches!(c.poll, PollMode::Adaptive { .. }));
+        let y = Config::merge(&cli(&["-i", "veth1", "-a", "198.18.0.3/24", "--poll", "yield"]), FileConfig::default());
+        assert_eq!(y.unwrap().poll, PollMode::Yield);
         assert_eq!(c.instance, "veth1");
         assert_eq!(c.pin_dir(), PathBuf::from("/sys/fs/bpf/xstack/veth1"));
         assert!(!c.shared());

@@ -38,6 +38,11 @@ pub enum PollMode {
     /// Spin for `spin` empty polls, then sleep in poll(2) for up to
     /// `sleep_ms`: an idle server does not burn its core.
     Adaptive { spin: u32, sleep_ms: i32 },
+    /// Spin, but give the core away (sched_yield) after every empty
+    /// round: for a core the worker shares with an application (a
+    /// preloaded server), which then runs as soon as it has work and the
+    /// worker takes up whatever the application leaves.
+    Yield,
 }
 
 #[derive(Debug, Clone)]
@@ -286,6 +291,9 @@ impl Worker {
             let n = self.iterate(true);
             if n == 0 {
                 idle = idle.saturating_add(1);
+                if self.cfg.poll == PollMode::Yield {
+                    std::thread::yield_now();
+                }
                 if let PollMode::Adaptive { spin, sleep_ms } = self.cfg.poll {
                     if idle > spin {
                         // Sleep no longer than the next TCP timer.
