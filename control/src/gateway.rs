@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+use xstack_dataplane::gateway::arena::member;
 use xstack_dataplane::gateway::arena::Geometry;
-use xstack_dataplane::gateway::{register, serve, Inbox, Order};
+use xstack_dataplane::gateway::register::Hello;
+use xstack_dataplane::gateway::{register, serve, Inbox, Link, Order};
 use xstack_dataplane::iface::IfAddr;
 use xstack_dataplane::wire::Ipv4Addr;
 
@@ -112,10 +114,14 @@ impl Drop for Registrar {
     }
 }
 
+/// One process of a registration: the registrant (member 0) or a forked
+/// child that joined its arena.
 struct Registered {
     id: u64,
     pid: u64,
+    member: u32,
     conn: UnixStream,
+    link: Option<Arc<Link>>,
 }
 
 struct Loop {
@@ -152,7 +158,11 @@ impl Loop {
             // process says nothing after its hello.
             for &i in hung.iter().rev() {
                 let p = self.procs.remove(i);
-                self.detach(&p);
+                if self.procs.iter().any(|q| q.id == p.id) {
+                    self.leave(&p);
+                } else {
+                    self.detach(&p);
+                }
             }
             if ready {
                 if let Ok((conn, _)) = self.listener.accept() {
@@ -164,11 +174,11 @@ impl Loop {
         // they drop; the connections close with this thread.
     }
 
-    fn detach(&self, p: &Registered) {
+    /// Tells every worker; a full inbox is retried until the worker made
+    /// room (a dead process must not stay attached for ever).
+    fn order_all(&self, make: impl Fn() -> Order) {
         for d in &self.doors {
-            // Full inboxes cannot keep a dead process attached for ever:
-            // retry until the worker made room.
-            let mut order = Order::Detach { id: p.id };
+            let mut order = make();
             for _ in 0..1000 {
                 match d.inbox.send(order) {
                     Ok(()) => break,
@@ -181,6 +191,26 @@ impl Loop {
             }
             (d.wake)();
         }
+    }
+
+    /// One process of a family sharing an arena exited while others live.
+    fn leave(&self, p: &Registered) {
+        if let Some(link) = &p.link {
+            let m = p.member as usize;
+            link.arena.member_pending(m).store(self.doors.len() as u32, Ordering::Release);
+            link.arena.member(m).store(member::LEAVING, Ordering::Release);
+        }
+        self.order_all(|| Order::Leave { id: p.id, member: p.member });
+        tracing::info!(
+            "application process {} (registration {}, member {}) exited: the sockets it held last are closed",
+            p.pid,
+            p.id,
+            p.member
+        );
+    }
+
+    fn detach(&self, p: &Registered) {
+        self.order_all(|| Order::Detach { id: p.id });
         self.stats.exited.fetch_add(1, Ordering::Relaxed);
         self.stats.attached.fetch_sub(1, Ordering::Relaxed);
         tracing::info!("application process {} (registration {}) exited: its sockets are closed", p.pid, p.id);
@@ -195,8 +225,9 @@ impl Loop {
         let cred_pid = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials)
             .map(|c| c.pid() as u32)
             .unwrap_or(0);
-        let pid = match register::read_hello(&mut conn) {
-            Ok(p) => p,
+        let (pid, join) = match register::read_hello(&mut conn) {
+            Ok(Hello::Register { pid }) => (pid, None),
+            Ok(Hello::Join { pid, id, token, member }) => (pid, Some((id, token, member))),
             Err(e) => {
                 tracing::debug!("gateway: a client that did not say hello: {e}");
                 return;
@@ -217,6 +248,27 @@ impl Loop {
         if self.procs.len() >= MAX_PROCESSES {
             return refuse(&mut conn, "too many application processes registered");
         }
+        if let Some((id, token, m)) = join {
+            // A forked child: it must show the arena's secret, under a
+            // member number its parent claimed.
+            let family = self.procs.iter().find(|q| q.id == id).and_then(|q| q.link.clone());
+            let ok = family.as_ref().is_some_and(|l| {
+                l.arena.identity() == (id, token)
+                    && (m as usize) < xstack_dataplane::gateway::arena::MAX_MEMBERS
+                    && l.arena.member(m as usize).load(Ordering::Acquire) == member::LIVE
+                    && !self.procs.iter().any(|q| q.id == id && q.member == m)
+            });
+            if !ok {
+                return refuse(&mut conn, "not a member of that registration");
+            }
+            if register::send_joined(&mut conn).is_err() {
+                return;
+            }
+            let _ = conn.set_read_timeout(None);
+            tracing::debug!("application process {pid} joined registration {id} as member {m}");
+            self.procs.push(Registered { id, pid, member: m, conn, link: family });
+            return;
+        }
         let id = self.next_id;
         self.next_id += 1;
         let inboxes: Vec<Arc<Inbox>> = self.doors.iter().map(|d| Arc::clone(&d.inbox)).collect();
@@ -226,7 +278,7 @@ impl Loop {
             .unwrap_or_else(|_| "?".into());
         let owner = xstack_dataplane::app::Owner { pid: cred_pid, name };
         match serve::admit(&conn, id, owner, self.geometry, (&self.iface.0, self.iface.1), &inboxes, &wakes) {
-            Ok(_) => {
+            Ok(link) => {
                 for d in &self.doors {
                     (d.wake)();
                 }
@@ -234,13 +286,13 @@ impl Loop {
                 self.stats.registered.fetch_add(1, Ordering::Relaxed);
                 self.stats.attached.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("application process {pid} registered (registration {id})");
-                self.procs.push(Registered { id, pid, conn });
+                self.procs.push(Registered { id, pid, member: 0, conn, link: Some(link) });
             }
             Err(e) => {
                 tracing::warn!("gateway: admitting process {pid}: {e}");
                 // Workers that took the order serve an arena nobody uses
                 // until told otherwise.
-                let p = Registered { id, pid, conn };
+                let p = Registered { id, pid, member: 0, conn, link: None };
                 self.stats.attached.fetch_add(1, Ordering::Relaxed);
                 self.detach(&p);
             }

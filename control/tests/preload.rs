@@ -510,3 +510,72 @@ except OSError as e:
     kill(&mut peer);
     drop(d);
 }
+
+#[test]
+fn forked_children_hold_what_they_inherit_until_they_exit() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let s = setup("pfk");
+    let server = format!(
+        r#"
+import os, signal, socket, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("{a}", 7000))
+s.listen(8)
+c1, _ = s.accept()
+# A child that closes its copy of the listener and exits without touching
+# the rest (redis's background save): the parent's sockets stay as they
+# were, and closing c1 afterwards still closes it.
+pid = os.fork()
+if pid == 0:
+    s.close()
+    os._exit(0)
+os.waitpid(pid, 0)
+c1.close()
+# Fork per connection: the parent closes its copy at once, the child
+# serves it; killing the child closes what it held last.
+c2, _ = s.accept()
+pid = os.fork()
+if pid == 0:
+    c2.sendall(b"child:" + c2.recv(100))
+    time.sleep(60)
+    os._exit(0)
+c2.close()
+time.sleep(1.0)
+os.kill(pid, signal.SIGKILL)
+os.waitpid(pid, 0)
+time.sleep(60)
+"#,
+        a = s.stack
+    );
+    let mut app = s.spawn_preloaded(&["python3", "-u", "-c", &server]);
+    let peer = format!(
+        r#"
+import socket, time
+def connect():
+    for _ in range(300):
+        try:
+            return socket.create_connection(("{a}", 7000), timeout=8)
+        except OSError:
+            time.sleep(0.05)
+def closed(c):
+    try:
+        return "eof" if c.recv(100) == b"" else "data"
+    except socket.timeout:
+        return "still open"
+    except OSError as e:
+        return "error %d" % e.errno
+c1 = connect()
+print("c1", closed(c1))
+c2 = connect()
+c2.sendall(b"hi")
+print(c2.recv(100).decode())
+print("c2", closed(c2))
+"#,
+        a = s.stack
+    );
+    let o = s.peer_run(40, &["python3", "-c", &peer]);
+    kill(&mut app);
+    assert_eq!(stdout(&o), "c1 eof\nchild:hi\nc2 eof\n", "{}", text(&o));
+    s.finish();
+}

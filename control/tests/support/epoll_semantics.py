@@ -155,6 +155,24 @@ class App:
         except OSError as e:
             self.say("read after reset %s" % errno.errorcode.get(e.errno, e.errno))
 
+        # select(2) over a stack socket.
+        self.peer("connect d %s %d" % (self.addr, port))
+        self.wait("listener for d")
+        d = self.accept_one(lst, "d")
+        r, w, _ = select.select([d], [d], [], 0.2)
+        self.say("select fresh: readable %d writable %d" % (len(r), len(w)))
+        r, _, _ = select.select([d], [], [], 0.2)
+        self.say("select nothing to read: %d" % len(r))
+        self.peer("send d 4")
+        time.sleep(0.05)
+        r, _, _ = select.select([d], [], [], 1.0)
+        self.say("select after data: %d, read %d" % (len(r), len(d.recv(100))))
+        self.peer("shutwr d")
+        time.sleep(0.05)
+        r, _, _ = select.select([d], [], [], 1.0)
+        self.say("select after FIN: %d, read %r" % (len(r), d.recv(100)))
+        d.close()
+
         # A non-blocking connect completing, and one failing.
         pport = int(self.peer("listen"))
         for label, target in (("connect ok", pport), ("connect refused", int(self.peer("closed-port")))):

@@ -138,6 +138,11 @@ hook!(fn __poll_chk(fds: *mut pollfd, n: nfds_t, timeout: c_int, _fdslen: size_t
     => |fds, n, timeout, _fdslen| unsafe { multiplex::poll(fds, n, timeout, std::ptr::null()) }; via poll(fds, n, timeout));
 hook!(fn ppoll(fds: *mut pollfd, n: nfds_t, ts: *const libc::timespec, mask: *const libc::sigset_t) -> c_int
     => |fds, n, ts, mask| unsafe { multiplex::poll(fds, n, timespec_ms(ts), mask) }; via ppoll(fds, n, ts, mask));
+hook!(fn select(nfds: c_int, rd: *mut libc::fd_set, wr: *mut libc::fd_set, ex: *mut libc::fd_set, tv: *mut libc::timeval) -> c_int
+    => |nfds, rd, wr, ex, tv| unsafe { select_tv(nfds, rd, wr, ex, tv) }; via select(nfds, rd, wr, ex, tv));
+hook!(fn pselect(nfds: c_int, rd: *mut libc::fd_set, wr: *mut libc::fd_set, ex: *mut libc::fd_set, ts: *const libc::timespec, mask: *const libc::sigset_t) -> c_int
+    => |nfds, rd, wr, ex, ts, mask| unsafe { multiplex::select(nfds, rd, wr, ex, timespec_ms(ts), mask) };
+    via pselect(nfds, rd, wr, ex, ts, mask));
 hook!(fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut libc::epoll_event) -> c_int
     => |epfd, op, fd, ev| multiplex::epoll_ctl(epfd, op, fd, ev); via epoll_ctl(epfd, op, fd, ev));
 hook!(fn epoll_wait(epfd: c_int, evs: *mut libc::epoll_event, max: c_int, timeout: c_int) -> c_int
@@ -165,6 +170,42 @@ pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
     // Safety: plain system call.
     let fd = unsafe { real::epoll_create1(flags) };
     enter(|| multiplex::epoll_created(fd)).unwrap_or(fd)
+}
+
+/// select with a timeval: the timeval is left with the time not slept,
+/// as Linux's select does.
+///
+/// # Safety
+/// As select(2)'s.
+unsafe fn select_tv(
+    nfds: c_int,
+    rd: *mut libc::fd_set,
+    wr: *mut libc::fd_set,
+    ex: *mut libc::fd_set,
+    tv: *mut libc::timeval,
+) -> Option<c_int> {
+    let ms = if tv.is_null() {
+        -1
+    } else {
+        // Safety: the caller's timeval.
+        let t = unsafe { *tv };
+        if t.tv_sec < 0 || !(0..1_000_000).contains(&t.tv_usec) {
+            return Some(addr::fail(libc::EINVAL) as c_int);
+        }
+        (t.tv_sec as i128 * 1000 + (t.tv_usec as i128 + 999) / 1000).min(c_int::MAX as i128) as c_int
+    };
+    let start = std::time::Instant::now();
+    // Safety: the caller's sets.
+    let r = unsafe { multiplex::select(nfds, rd, wr, ex, ms, std::ptr::null()) }?;
+    if !tv.is_null() && ms >= 0 {
+        let left = std::time::Duration::from_millis(ms as u64).saturating_sub(start.elapsed());
+        // Safety: the caller's timeval.
+        unsafe {
+            (*tv).tv_sec = left.as_secs() as libc::time_t;
+            (*tv).tv_usec = left.subsec_micros() as libc::suseconds_t;
+        }
+    }
+    Some(r)
 }
 
 /// ppoll's timeout in milliseconds (rounded up; -1 for none).

@@ -301,3 +301,79 @@ pub unsafe fn poll(fds: *mut pollfd, n: libc::nfds_t, timeout: c_int, mask: *con
         set_errno(0);
     }
 }
+
+/// select/pselect through `poll`: the sets become pollfds (read: POLLIN,
+/// write: POLLOUT, except: POLLPRI), the answers become set bits as
+/// Linux's select maps poll bits (do_select: readable on IN, HUP or ERR;
+/// writable on OUT or ERR). None when no descriptor in the sets is a stack
+/// socket.
+///
+/// # Safety
+/// The sets are null or valid fd_sets covering `nfds` descriptors.
+pub unsafe fn select(
+    nfds: c_int,
+    rd: *mut libc::fd_set,
+    wr: *mut libc::fd_set,
+    ex: *mut libc::fd_set,
+    timeout_ms: c_int,
+    mask: *const libc::sigset_t,
+) -> Option<c_int> {
+    if !(0..=libc::FD_SETSIZE as c_int).contains(&nfds) {
+        return None;
+    }
+    let isset = |set: *mut libc::fd_set, fd: c_int| {
+        // Safety: a valid fd_set (the caller's contract) and fd < nfds <=
+        // FD_SETSIZE.
+        !set.is_null() && unsafe { libc::FD_ISSET(fd, set) }
+    };
+    let mut fds = Vec::new();
+    let mut ours = false;
+    for fd in 0..nfds {
+        let mut events = 0i16;
+        if isset(rd, fd) {
+            events |= libc::POLLIN;
+        }
+        if isset(wr, fd) {
+            events |= libc::POLLOUT;
+        }
+        if isset(ex, fd) {
+            events |= libc::POLLPRI;
+        }
+        if events != 0 {
+            ours |= SOCKS.get(fd).is_some();
+            fds.push(pollfd { fd, events, revents: 0 });
+        }
+    }
+    if !ours {
+        return None;
+    }
+    // Safety: our own array.
+    let r = unsafe { poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms, mask) }?;
+    if r < 0 {
+        return Some(r);
+    }
+    if fds.iter().any(|p| p.revents & libc::POLLNVAL != 0) {
+        return Some(fail(libc::EBADF) as c_int);
+    }
+    for set in [rd, wr, ex] {
+        if !set.is_null() {
+            // Safety: a valid fd_set.
+            unsafe { libc::FD_ZERO(set) };
+        }
+    }
+    let mut n = 0;
+    for p in &fds {
+        let mut mark = |set: *mut libc::fd_set, on: bool| {
+            if on && !set.is_null() {
+                // Safety: as above.
+                unsafe { libc::FD_SET(p.fd, set) };
+                n += 1;
+            }
+        };
+        let (ev, rev) = (p.events, p.revents);
+        mark(rd, ev & libc::POLLIN != 0 && rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0);
+        mark(wr, ev & libc::POLLOUT != 0 && rev & (libc::POLLOUT | libc::POLLERR) != 0);
+        mark(ex, ev & libc::POLLPRI != 0 && rev & libc::POLLPRI != 0);
+    }
+    Some(n)
+}

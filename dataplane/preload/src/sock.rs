@@ -46,12 +46,13 @@ impl Sock {
         }
     }
 
-    /// One more holder in another process (fork).
-    pub fn share(&self) {
+    /// Member `m` (a forked child) holds the socket too, or no longer
+    /// (`held: false`).
+    pub fn hold(&self, m: u32, held: bool) {
         let Some(g) = registered() else { return };
         match &*self.kind.read().unwrap_or_else(|p| p.into_inner()) {
-            Kind::Listener(l) => g.process.share_listener(l),
-            Kind::Stream(s) => g.process.share_stream(s),
+            Kind::Listener(l) => g.process.hold_listener(l, m, held),
+            Kind::Stream(s) => g.process.hold_stream(s, m, held),
             Kind::Fresh { .. } => {}
         }
     }

@@ -57,6 +57,13 @@ impl<T> Table<T> {
         self.map.write().unwrap_or_else(|p| p.into_inner()).remove(&fd)
     }
 
+    /// Holds the map against every other thread across fork(): a lock
+    /// another thread held at that instant would stay held for ever in the
+    /// child.
+    pub fn lock_for_fork(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<i32, Arc<T>>> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Every entry (for fork).
     pub fn all(&self) -> Vec<(i32, Arc<T>)> {
         self.map.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, Arc::clone(v))).collect()

@@ -38,7 +38,8 @@ pub fn add_bell(g: &Global, epfd: i32) -> bool {
         r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST)
     };
     add(g.process.bell().as_raw_fd(), BELL, libc::EPOLLIN | libc::EPOLLET)
-        && add(g.process.connection().as_raw_fd(), DAEMON, libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET)
+        && (g.process.connection() < 0
+            || add(g.process.connection(), DAEMON, libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET))
 }
 
 /// Drops the bell's and the daemon connection's reports from

@@ -18,11 +18,14 @@ pub const MAGIC: u64 = 0x5853_544b_4152_454e;
 pub const VERSION: u32 = 1;
 /// Workers an arena can serve (the header keeps a line per worker).
 pub const MAX_WORKERS: usize = 64;
+/// Processes that can share an arena at once (the registering process and
+/// its forked children): a socket's holders are a bit mask.
+pub const MAX_MEMBERS: usize = 64;
 /// Bytes per socket slot.
 pub const SLOT: usize = 2 * LINE;
 
 const HEADER: usize = 8192;
-const _: () = assert!(H_WORKER_IDLE + MAX_WORKERS * LINE <= HEADER);
+const _: () = assert!(H_MEMBER_PENDING + MAX_MEMBERS * 4 <= HEADER);
 const H_MAGIC: usize = 0;
 const H_VERSION: usize = 8;
 /// The process sleeps on its eventfd: a worker that changes anything it
@@ -34,9 +37,26 @@ const H_GONE: usize = 2 * LINE;
 /// Bumped by a worker after it changed anything the process can see: a
 /// process that saw no change since its last look need not look again.
 const H_CHANGES: usize = 3 * LINE;
+/// The registration's id and a secret: a forked child proves with them
+/// that it shares the arena when it joins (`register::send_join`).
+const H_ID: usize = 16;
+const H_TOKEN: usize = 24;
 /// One line per worker: the worker sleeps; whoever queues work for it
 /// writes its eventfd.
 const H_WORKER_IDLE: usize = 4 * LINE;
+/// Per member a state (`member::*`), then per member the workers that
+/// have yet to let go of a member that left.
+const H_MEMBERS: usize = H_WORKER_IDLE + MAX_WORKERS * LINE;
+const H_MEMBER_PENDING: usize = H_MEMBERS + MAX_MEMBERS * 4;
+
+/// States of a member (a process sharing the arena).
+pub mod member {
+    pub const FREE: u32 = 0;
+    /// Claimed by a process (a parent claims its child's before fork).
+    pub const LIVE: u32 = 1;
+    /// Gone; the workers are dropping its holds.
+    pub const LEAVING: u32 = 2;
+}
 
 /// The arena's shape, chosen by the daemon and sent to the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +77,10 @@ pub struct Geometry {
 
 impl Default for Geometry {
     fn default() -> Self {
-        Geometry { workers: 1, slots: 16384, app_slots: 4096, commands: 4096, events: 4096, heap: 1 << 30 }
+        // Virtual sizes: the memfd is sparse and pages are touched only as
+        // sockets use them. 64 Ki sockets a worker; 4 GiB of rings a
+        // worker is 32 Ki connections with the default 64 KiB each way.
+        Geometry { workers: 1, slots: 65536, app_slots: 8192, commands: 4096, events: 4096, heap: 4 << 30 }
     }
 }
 
@@ -179,7 +202,7 @@ const S_TX_CAP: usize = 56;
 const S_KICKED: usize = LINE;
 const S_QUEUED: usize = LINE + 4;
 const S_TAKEN: usize = LINE + 8;
-const S_REFS: usize = LINE + 12;
+const S_HOLDERS: usize = LINE + 16;
 
 /// A process's shared memory, as either side sees it.
 #[derive(Debug)]
@@ -256,6 +279,26 @@ impl Arena {
         self.flag(H_APP_SLEEPING)
     }
 
+    /// The registration id and token (written by the daemon).
+    pub fn identity(&self) -> (u64, u64) {
+        (self.word(H_ID).load(Ordering::Acquire), self.word(H_TOKEN).load(Ordering::Acquire))
+    }
+
+    pub fn set_identity(&self, id: u64, token: u64) {
+        self.word(H_ID).store(id, Ordering::Relaxed);
+        self.word(H_TOKEN).store(token, Ordering::Release);
+    }
+
+    /// Member `m`'s state (`member::*`).
+    pub fn member(&self, m: usize) -> &AtomicU32 {
+        self.flag(H_MEMBERS + (m % MAX_MEMBERS) * 4)
+    }
+
+    /// Workers still to drop member `m`'s holds after it left.
+    pub fn member_pending(&self, m: usize) -> &AtomicU32 {
+        self.flag(H_MEMBER_PENDING + (m % MAX_MEMBERS) * 4)
+    }
+
     /// Changes made by the workers (see `H_CHANGES`).
     pub fn changes(&self) -> &AtomicU64 {
         self.word(H_CHANGES)
@@ -327,10 +370,11 @@ impl Slot<'_> {
         self.u32(S_TAKEN)
     }
 
-    /// Descriptors referring to the socket across the processes that
-    /// share the arena (fork): the last close closes it.
-    pub fn refs(&self) -> &AtomicU32 {
-        self.u32(S_REFS)
+    /// The members (bit per process sharing the arena) holding the
+    /// socket: the last one's close closes it, as the last descriptor's
+    /// close does on Linux.
+    pub fn holders(&self) -> &AtomicU64 {
+        self.u64(S_HOLDERS)
     }
 
     /// The receive and send rings' (offset, capacity), as the worker

@@ -5,7 +5,7 @@
 //! [`Process::bell`] (edge-triggered, never read: several threads may
 //! sleep on it at once), then look again.
 
-use super::arena::{state, wants, Arena, Geometry};
+use super::arena::{member, state, wants, Arena, Geometry, MAX_MEMBERS};
 use super::message::{unpack_addr, Command, Event};
 use super::register::{self, Offer};
 use crate::iface::IfAddr;
@@ -16,12 +16,15 @@ use crate::tcp::{Error, Shutdown, SocketOption, State};
 use crate::wire::Ipv4Addr;
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+/// `Process::me` of a forked child without a member number.
+const NO_MEMBER: u32 = u32::MAX;
 
 /// How long a call waits for a worker's answer or for room in a queue.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,7 +40,15 @@ pub struct Process {
     g: Geometry,
     bell: OwnedFd,
     wakes: Vec<OwnedFd>,
-    conn: UnixStream,
+    /// The connection whose end is this process's death for the daemon:
+    /// the registration's, or in a forked child its own join.
+    conn: Mutex<Option<UnixStream>>,
+    conn_fd: AtomicI32,
+    /// The gateway socket, for a forked child to join.
+    path: Option<PathBuf>,
+    /// This process's member number in the arena (`NO_MEMBER`: a child
+    /// that could not join; its closes close).
+    me: AtomicU32,
     addrs: Vec<IfAddr>,
     gateway: Option<Ipv4Addr>,
     /// Where to look for a free slot of the process's range next, per
@@ -96,7 +107,9 @@ pub struct Ready {
 impl Process {
     /// Registers with the daemon whose gateway socket is `path`.
     pub fn register(path: &Path) -> io::Result<Process> {
-        Process::over(UnixStream::connect(path)?)
+        let mut p = Process::over(UnixStream::connect(path)?)?;
+        p.path = Some(path.to_owned());
+        Ok(p)
     }
 
     /// Registers over a connection to the daemon's gateway.
@@ -116,7 +129,10 @@ impl Process {
             g: geometry,
             bell,
             wakes,
-            conn,
+            conn_fd: AtomicI32::new(conn.as_raw_fd()),
+            conn: Mutex::new(Some(conn)),
+            path: None,
+            me: AtomicU32::new(0),
             addrs,
             gateway,
             hints,
@@ -137,8 +153,8 @@ impl Process {
 
     /// The connection to the daemon (its hangup is this process's
     /// death for the daemon; a forked child closes its copy).
-    pub fn connection(&self) -> BorrowedFd<'_> {
-        self.conn.as_fd()
+    pub fn connection(&self) -> RawFd {
+        self.conn_fd.load(Ordering::Acquire)
     }
 
     /// The eventfd to sleep on (edge-triggered in an epoll set; never
@@ -157,7 +173,9 @@ impl Process {
     /// died, and every socket with it.
     pub fn check_daemon(&self) -> bool {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut fds = [PollFd::new(self.conn.as_fd(), PollFlags::POLLIN)];
+        let conn = lock(&self.conn);
+        let Some(c) = conn.as_ref() else { return self.is_gone() };
+        let mut fds = [PollFd::new(c.as_fd(), PollFlags::POLLIN)];
         if matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
             self.hung.store(true, Ordering::Release);
         }
@@ -222,7 +240,7 @@ impl Process {
     fn open(&self, w: usize, opts: &[SocketOption]) -> Result<u32, Error> {
         let slot = self.alloc_slot(w)?;
         let s = self.arena.slot(w, slot).ok_or(Error::InvalidInput)?;
-        s.refs().store(1, Ordering::Relaxed);
+        s.holders().store(self.bit(), Ordering::Relaxed);
         self.post(w, Command::Open { slot })?;
         for &option in opts {
             self.post(w, Command::SetOption { slot, option })?;
@@ -292,6 +310,11 @@ impl Process {
         for w in 0..self.g.workers as usize {
             while let Ok(Some(rec)) = self.arena.events(w).pop() {
                 if let Some(Event::Accepted { listener, child }) = Event::decode(&rec) {
+                    // Whoever takes it from the queue holds it until it is
+                    // accepted (or until it exits: then it is reset).
+                    if let Some(sl) = self.arena.slot(w, child) {
+                        sl.holders().store(self.bit(), Ordering::Release);
+                    }
                     let p = pending.get_or_insert_with(|| lock(&self.pending));
                     p.entry((w, listener)).or_default().push_back(child);
                 }
@@ -328,7 +351,6 @@ impl Process {
                 self.kick(w, ls);
             }
             let cs = self.arena.slot(w, child).ok_or(Error::InvalidInput)?;
-            cs.refs().store(1, Ordering::Relaxed);
             cs.taken().store(1, Ordering::Release);
             return self.stream(w, child);
         }
@@ -609,32 +631,101 @@ impl Process {
         Ok(())
     }
 
-    /// Another descriptor for the stream (dup, or a fork: the child's
-    /// copies are references too).
-    pub fn share_stream(&self, s: &Stream) {
-        if let Some(sl) = self.arena.slot(s.w, s.slot) {
-            sl.refs().fetch_add(1, Ordering::AcqRel);
+    /// This process's bit in the sockets' holder masks (0 for a child
+    /// that could not join).
+    fn bit(&self) -> u64 {
+        match self.me.load(Ordering::Relaxed) {
+            NO_MEMBER => 0,
+            m => 1 << (m as usize % MAX_MEMBERS),
         }
     }
 
-    pub fn share_listener(&self, l: &Listener) {
+    /// Drops this process's hold; true when it was the last one.
+    fn unhold(&self, w: usize, slot: u32) -> bool {
+        let bit = self.bit();
+        let Some(sl) = self.arena.slot(w, slot) else { return true };
+        if bit == 0 {
+            return true;
+        }
+        let before = sl.holders().fetch_and(!bit, Ordering::AcqRel);
+        before & bit != 0 && before & !bit == 0
+    }
+
+    /// Before fork: a member number for the child, or None when every
+    /// number is taken (the child then cannot hold sockets).
+    pub fn claim_member(&self) -> Option<u32> {
+        (0..MAX_MEMBERS).find_map(|m| {
+            self.arena
+                .member(m)
+                .compare_exchange(member::FREE, member::LIVE, Ordering::AcqRel, Ordering::Relaxed)
+                .ok()
+                .map(|_| m as u32)
+        })
+    }
+
+    /// Before fork: member `m` holds the stream too (the child inherits
+    /// the descriptor). `held: false` undoes it (the fork failed).
+    pub fn hold_stream(&self, s: &Stream, m: u32, held: bool) {
+        self.hold(s.w, s.slot, m, held);
+    }
+
+    pub fn hold_listener(&self, l: &Listener, m: u32, held: bool) {
         for &(w, slot) in &l.parts {
-            if let Some(sl) = self.arena.slot(w, slot) {
-                sl.refs().fetch_add(1, Ordering::AcqRel);
-            }
+            self.hold(w, slot, m, held);
         }
     }
 
-    /// Drops one reference; true when it was the last.
-    fn unref(&self, w: usize, slot: u32) -> bool {
-        self.arena.slot(w, slot).is_none_or(|sl| sl.refs().fetch_sub(1, Ordering::AcqRel) <= 1)
+    fn hold(&self, w: usize, slot: u32, m: u32, held: bool) {
+        let Some(sl) = self.arena.slot(w, slot) else { return };
+        let bit = 1u64 << (m as usize % MAX_MEMBERS);
+        if held {
+            sl.holders().fetch_or(bit, Ordering::AcqRel);
+        } else {
+            sl.holders().fetch_and(!bit, Ordering::AcqRel);
+        }
+    }
+
+    /// The process's own locks, held across fork() so that no other
+    /// thread holds one at that instant (it would stay held in the child).
+    pub fn lock_for_fork(&self) -> impl Sized + '_ {
+        (lock(&self.pending), lock(&self.conn))
+    }
+
+    /// The fork failed: the member number claimed for the child goes back.
+    pub fn release_member(&self, m: u32) {
+        self.arena.member(m as usize % MAX_MEMBERS).store(member::FREE, Ordering::Release);
+    }
+
+    /// In a forked child: become member `m` (None: no number was free) and
+    /// join the arena with a connection of its own, whose end tells the
+    /// daemon this child died. The parent's registration connection and
+    /// its not yet accepted connections stay the parent's. On failure the
+    /// child holds nothing and its closes close (the caller drops the
+    /// holds it was given).
+    pub fn become_child(&self, m: Option<u32>) -> io::Result<()> {
+        lock(&self.pending).clear();
+        drop(lock(&self.conn).take());
+        self.conn_fd.store(-1, Ordering::Release);
+        self.me.store(NO_MEMBER, Ordering::Relaxed);
+        let m = m.ok_or_else(|| io::Error::other("every member number of the arena is taken"))?;
+        let path = self.path.as_ref().ok_or_else(|| io::Error::other("no gateway path to join through"))?;
+        let mut c = UnixStream::connect(path)?;
+        c.set_read_timeout(Some(OP_TIMEOUT))?;
+        let (id, token) = self.arena.identity();
+        register::send_join(&mut c, id, token, m)?;
+        register::read_joined(&mut c)?;
+        c.set_read_timeout(None)?;
+        self.conn_fd.store(c.as_raw_fd(), Ordering::Release);
+        *lock(&self.conn) = Some(c);
+        self.me.store(m, Ordering::Relaxed);
+        Ok(())
     }
 
     /// close(): the last reference closes the connection: FIN after what
     /// was written, RST if data was left unread.
     pub fn close_stream(&self, s: Stream) {
         drop(lock(&s.rings).take());
-        if self.unref(s.w, s.slot) {
+        if self.unhold(s.w, s.slot) {
             let _ = self.post(s.w, Command::Close { slot: s.slot });
         }
     }
@@ -644,7 +735,7 @@ impl Process {
     pub fn close_listener(&self, l: Listener) {
         self.drain_events();
         for &(w, slot) in &l.parts {
-            if !self.unref(w, slot) {
+            if !self.unhold(w, slot) {
                 continue;
             }
             let _ = self.post(w, Command::Close { slot });

@@ -15,6 +15,8 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 const HELLO: &[u8; 8] = b"XSHELLO1";
+const JOIN: &[u8; 8] = b"XSJOIN01";
+const JOINED: &[u8; 8] = b"XSJOINED";
 const OFFER: &[u8; 8] = b"XSOFFER1";
 const REFUSE: &[u8; 8] = b"XSREFUSE";
 /// Addresses an offer carries at most.
@@ -40,14 +42,60 @@ pub fn send_hello(s: &mut UnixStream) -> io::Result<()> {
     s.write_all(&m)
 }
 
+/// What a process says first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hello {
+    /// A new process: it wants an arena.
+    Register { pid: u64 },
+    /// A forked child of a registered process joining its parent's arena
+    /// as member `member` (claimed by the parent before fork); `id` and
+    /// `token` from the arena's header prove it has the arena mapped.
+    Join { pid: u64, id: u64, token: u64, member: u32 },
+}
+
+/// A forked child joins its parent's arena; the daemon's answer follows
+/// (`read_joined`).
+pub fn send_join(s: &mut UnixStream, id: u64, token: u64, member: u32) -> io::Result<()> {
+    let mut m = Vec::with_capacity(40);
+    m.extend_from_slice(JOIN);
+    m.extend_from_slice(&u64::from(std::process::id()).to_le_bytes());
+    m.extend_from_slice(&id.to_le_bytes());
+    m.extend_from_slice(&token.to_le_bytes());
+    m.extend_from_slice(&u64::from(member).to_le_bytes());
+    s.write_all(&m)
+}
+
 /// The daemon reads a hello.
-pub fn read_hello(s: &mut UnixStream) -> io::Result<u64> {
+pub fn read_hello(s: &mut UnixStream) -> io::Result<Hello> {
     let mut m = [0u8; 16];
     s.read_exact(&mut m)?;
-    if &m[..8] != HELLO {
+    let pid = u64::from_le_bytes(m[8..].try_into().expect("8 bytes"));
+    if &m[..8] == HELLO {
+        return Ok(Hello::Register { pid });
+    }
+    if &m[..8] != JOIN {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not an xstack gateway hello"));
     }
-    Ok(u64::from_le_bytes(m[8..].try_into().expect("8 bytes")))
+    let mut rest = [0u8; 24];
+    s.read_exact(&mut rest)?;
+    let w = |i: usize| u64::from_le_bytes(rest[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    let member = u32::try_from(w(2)).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    Ok(Hello::Join { pid, id: w(0), token: w(1), member })
+}
+
+/// The daemon accepts a join.
+pub fn send_joined(s: &mut UnixStream) -> io::Result<()> {
+    s.write_all(JOINED)
+}
+
+/// The child reads the daemon's answer to its join.
+pub fn read_joined(s: &mut UnixStream) -> io::Result<()> {
+    let mut m = [0u8; 8];
+    s.read_exact(&mut m)?;
+    if &m == JOINED {
+        return Ok(());
+    }
+    Err(io::Error::new(io::ErrorKind::PermissionDenied, "the daemon refused the join"))
 }
 
 /// The daemon's refusal, with why.
@@ -156,7 +204,14 @@ mod tests {
     fn an_offer_carries_its_descriptors_and_addresses() {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         send_hello(&mut b).unwrap();
-        assert_eq!(read_hello(&mut a).unwrap(), u64::from(std::process::id()));
+        assert_eq!(read_hello(&mut a).unwrap(), Hello::Register { pid: u64::from(std::process::id()) });
+        send_join(&mut b, 7, 99, 3).unwrap();
+        assert_eq!(
+            read_hello(&mut a).unwrap(),
+            Hello::Join { pid: u64::from(std::process::id()), id: 7, token: 99, member: 3 }
+        );
+        send_joined(&mut a).unwrap();
+        read_joined(&mut b).unwrap();
         let g = Geometry { workers: 2, ..Geometry::default() };
         let e: Vec<OwnedFd> = (0..4).map(|_| nix::sys::eventfd::EventFd::new().unwrap().into()).collect();
         let addrs = [IfAddr { addr: Ipv4Addr::new(198, 18, 0, 3), prefix_len: 24 }];

@@ -13,7 +13,7 @@
 //! cannot be) is detached as if it had died: its connections are closed as
 //! a process exit closes them, and nothing else is disturbed.
 
-use super::arena::{state, wants, Arena};
+use super::arena::{member, state, wants, Arena, MAX_MEMBERS};
 use super::heap::{Block, Heap};
 use super::message::{pack_addr, Command, Event};
 use crate::app::{App, Io};
@@ -68,6 +68,9 @@ pub enum Order {
     /// The process exited (or broke the protocol): close its sockets as
     /// an exit does.
     Detach { id: u64 },
+    /// One of the processes sharing the arena exited while others live:
+    /// its holds go, and what it held last closes as an exit closes it.
+    Leave { id: u64, member: u32 },
 }
 
 /// What the registrar and a worker's gateway share.
@@ -123,6 +126,8 @@ pub fn admit(
     let bell: OwnedFd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?.into();
     let memfd = arena.region().fd().ok_or(std::io::ErrorKind::InvalidInput)?;
     super::register::send_offer(conn, geometry, iface.0, iface.1, memfd, bell.as_fd(), wakes)?;
+    arena.set_identity(id, random_token()?);
+    arena.member(0).store(member::LIVE, Ordering::Release);
     let link = Arc::new(Link { arena: Arc::new(arena), bell });
     for inbox in inboxes {
         inbox
@@ -130,6 +135,14 @@ pub fn admit(
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::WouldBlock, "a worker's gateway inbox is full"))?;
     }
     Ok(link)
+}
+
+/// A secret from the kernel's CSPRNG.
+fn random_token() -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(u64::from_ne_bytes(b))
 }
 
 /// The worker's sleep, seen by the processes: before sleeping it says so
@@ -175,6 +188,8 @@ struct SlotRec {
     /// Ring sizes asked with SO_RCVBUF / SO_SNDBUF (a listener's apply to
     /// its connections).
     ring_sizes: Option<(usize, usize)>,
+    /// The listener slot an accepted connection came from.
+    parent: Option<u32>,
 }
 
 /// An attached process.
@@ -359,6 +374,7 @@ impl Gateway {
                 });
             }
             Order::Detach { id } => self.detach(io, id),
+            Order::Leave { id, member } => self.leave(io, id, member),
         }
     }
 
@@ -397,6 +413,74 @@ impl Gateway {
         // Streams still draining their send rings keep the arena mapped
         // through their own references until they finish.
         tracing::info!("worker {}: process {} detached", self.worker, pid);
+    }
+
+    /// A process sharing the arena exited (see `Order::Leave`).
+    fn leave(&mut self, io: &mut Io<'_>, pid: u64, m: u32) {
+        let w = self.worker;
+        let bit = 1u64 << (m as usize % MAX_MEMBERS);
+        let Some(p) = self.proc_mut(pid) else { return };
+        let link = Arc::clone(&p.link);
+        let held: Vec<(u32, Option<SocketId>, Option<u32>)> = p
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.sid.is_some() || r.rings.is_some())
+            .map(|(i, r)| (i as u32, r.sid, r.parent))
+            .collect();
+        let mut closed = 0;
+        for (slot, sid, parent) in held {
+            let Some(sl) = link.arena.slot(w, slot) else { continue };
+            let before = sl.holders().fetch_and(!bit, Ordering::AcqRel);
+            if before & bit == 0 || before & !bit != 0 {
+                continue;
+            }
+            closed += 1;
+            match sid {
+                Some(sid) => self.close_as_exit(io, pid, slot, sid, parent, &link),
+                None => self.release(pid, slot),
+            }
+        }
+        if link.arena.member_pending(m as usize).fetch_sub(1, Ordering::AcqRel) == 1 {
+            link.arena.member(m as usize).store(member::FREE, Ordering::Release);
+        }
+        tracing::debug!("worker {w}: process {pid} member {m} left; {closed} socket(s) it held last closed");
+    }
+
+    /// Closes a socket whose last holder exited: as tcp_close, with RST for
+    /// a connection never accepted (which no longer counts against its
+    /// listener's backlog).
+    fn close_as_exit(
+        &mut self,
+        io: &mut Io<'_>,
+        pid: u64,
+        slot: u32,
+        sid: SocketId,
+        parent: Option<u32>,
+        link: &Arc<Link>,
+    ) {
+        let w = self.worker;
+        let taken = slot < link.arena.geometry().app_slots
+            || link.arena.slot(w, slot).is_some_and(|sl| sl.taken().load(Ordering::Acquire) != 0);
+        match self.entry(sid) {
+            Some(Entry::Stream(s)) => {
+                s.closing = true;
+                if !taken {
+                    let _ = io.set_option(sid, SocketOption::Linger(Some(Duration::ZERO)));
+                    if let Some(ls) = parent.and_then(|l| link.arena.slot(w, l)) {
+                        let _ = ls.queued().fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| q.checked_sub(1));
+                    }
+                }
+                self.service(io, sid);
+            }
+            Some(Entry::Listener(_)) | Some(Entry::Opened { .. }) => {
+                let _ = io.close(sid);
+                self.entries[sid.index as usize] = None;
+                self.finished(pid, slot);
+                self.release(pid, slot);
+            }
+            None => {}
+        }
     }
 
     // ----- Commands -----
@@ -451,7 +535,7 @@ impl Gateway {
                     return Err(Corrupt);
                 }
                 let sid = io.socket();
-                p.slots[slot as usize] = SlotRec { sid: Some(sid), rings: None, ring_sizes: None };
+                p.slots[slot as usize] = SlotRec { sid: Some(sid), ..SlotRec::default() };
                 self.insert(Entry::Opened { sid });
             }
             Command::SetOption { slot, option } => {
@@ -730,7 +814,7 @@ impl Gateway {
             }
             None => return None,
         };
-        p.slots[slot as usize] = SlotRec { sid: Some(child), rings: None, ring_sizes: sizes };
+        p.slots[slot as usize] = SlotRec { sid: Some(child), rings: None, ring_sizes: sizes, parent: Some(lslot) };
         let link = Arc::clone(&p.link);
         let (rx, tx) = match self.place_rings(pid, slot) {
             Ok(e) => e,

@@ -52,7 +52,8 @@ fn setup() -> Setup {
     let g = Geometry { workers: 1, slots: 256, app_slots: 64, commands: 64, events: 64, heap: 8 << 20 };
     let app = std::thread::spawn(move || Process::over(app_end).unwrap());
     let mut d = daemon_end.try_clone().unwrap();
-    assert_eq!(super::register::read_hello(&mut d).unwrap(), u64::from(std::process::id()));
+    let hello = super::register::read_hello(&mut d).unwrap();
+    assert_eq!(hello, super::register::Hello::Register { pid: u64::from(std::process::id()) });
     let addrs = [crate::iface::IfAddr { addr: SERVER, prefix_len: 24 }];
     let owner = crate::app::Owner { pid: std::process::id(), name: "test".into() };
     admit(&daemon_end, 1, owner, g, (&addrs, None), &[Arc::clone(&inbox)], &[wake.as_fd()]).unwrap();
