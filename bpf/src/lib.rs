@@ -213,6 +213,9 @@ pub struct Steering {
     mode: AttachMode,
     pin_dir: Option<PathBuf>,
     attached: bool,
+    /// The kernel's id of our program once attached: only a program with
+    /// this id is ever detached (never one somebody attached after us).
+    prog_id: u32,
 }
 
 /// The interface's MAC address, from sysfs.
@@ -262,6 +265,7 @@ impl Steering {
             mode: AttachMode::Native,
             pin_dir: None,
             attached: false,
+            prog_id: 0,
         };
         drop(loaded);
         // The interface's own MAC, until told otherwise (set_mac): resets
@@ -339,7 +343,27 @@ impl Steering {
             },
         };
         self.attached = true;
+        self.prog_id = xdp.query_id(self.ifindex, self.mode.flags()).unwrap_or(0);
         Ok(())
+    }
+
+    /// Our program's id in the kernel (0 until attached).
+    pub fn program_id(&self) -> u32 {
+        self.prog_id
+    }
+
+    pub fn ifindex(&self) -> i32 {
+        self.ifindex
+    }
+
+    /// The id of the program attached to the interface now in our mode
+    /// (0: none), or an error when the interface is gone.
+    pub fn attached_id(&self) -> Result<u32> {
+        Xdp::new(self.prog.as_fd()).query_id(self.ifindex, self.mode.flags()).map_err(|source| Error::Attach {
+            ifname: self.ifname.clone(),
+            mode: self.mode,
+            source,
+        })
     }
 
     pub fn mode(&self) -> AttachMode {
@@ -452,7 +476,16 @@ impl Steering {
         let mut first_err = None;
         if self.attached {
             self.attached = false;
-            if let Err(source) = Xdp::new(self.prog.as_fd()).detach(self.ifindex, self.mode.flags()) {
+            // Never detach a program that is not ours: one attached over
+            // ours (`ip link set ... xdp`, another daemon's --replace) stays.
+            let now = self.attached_id().unwrap_or(0);
+            if now != self.prog_id {
+                tracing::warn!(
+                    "the XDP program on {} is no longer ours (attached now: {}); leaving it",
+                    self.ifname,
+                    if now == 0 { "none".to_string() } else { format!("id {now}") }
+                );
+            } else if let Err(source) = Xdp::new(self.prog.as_fd()).detach(self.ifindex, self.mode.flags()) {
                 first_err = Some(Error::Attach { ifname: self.ifname.clone(), mode: self.mode, source });
             }
         }

@@ -164,8 +164,16 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
     };
     drop(jobs_tx);
     sysfs::ensure_bpffs(&cfg.bpffs)?;
-    let steering = Steering::load(ifname, cfg.xdp_mode, cfg.replace, Some(&cfg.pin_dir()))
-        .with_context(|| format!("setting up XDP on {ifname}"))?;
+    let steering = attach_steering(cfg)?;
+    let record = crate::owner::Record {
+        pid: std::process::id(),
+        prog_id: steering.program_id(),
+        instance: cfg.instance.clone(),
+        control_socket: cfg.control_socket().display().to_string(),
+    };
+    if let Err(e) = crate::owner::write(steering.ifindex(), &record) {
+        tracing::warn!("recording this daemon as the owner of {ifname}'s XDP program: {e}");
+    }
     tracing::info!(
         "XDP program attached to {ifname} in {} mode; maps pinned under {}",
         steering.mode(),
@@ -260,7 +268,7 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
         bell: &bell,
         steer: steer.as_deref(),
     };
-    control_loop(&stop, &mut ctl, &mut ops, client.as_mut());
+    let lost = control_loop(&stop, &mut ctl, &mut ops, client.as_mut());
     drop(metrics);
     drop(control_socket);
     drop(registrar);
@@ -275,7 +283,17 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
     }
     let xdp = steering.counters().unwrap_or_default();
     let mut steering = steering;
+    let ifindex = steering.ifindex();
+    if let Some(why) = lost {
+        // Documented choice: a daemon that lost its program stops (its
+        // supervisor restarts it) rather than attach again over whatever
+        // took the interface.
+        let _ = steering.detach();
+        crate::owner::remove_mine(ifindex);
+        anyhow::bail!("{why}; stopped (the workers were stopped and their sockets closed)");
+    }
     steering.detach().context("detaching the XDP program")?;
+    crate::owner::remove_mine(ifindex);
     tracing::info!("XDP program detached from {ifname}; pinned maps removed");
     Ok(Summary {
         xdp,
@@ -291,6 +309,40 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
             .collect(),
         client: client.map(|c| c.outcome.unwrap_or_else(|| Err("interrupted".into()))),
     })
+}
+
+/// Loads and attaches the XDP program, deciding about one already on the
+/// interface (`owner`): a live daemon's is never taken, a dead daemon's
+/// is replaced, anyone else's only with `replace`.
+fn attach_steering(cfg: &Config) -> Result<Steering> {
+    let ifname = &cfg.interface;
+    let pins = Some(cfg.pin_dir());
+    let id = match Steering::load(ifname, cfg.xdp_mode, false, pins.as_deref()) {
+        Ok(s) => return Ok(s),
+        Err(xstack_bpf::Error::AlreadyAttached { prog_id, .. }) => prog_id,
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("setting up XDP on {ifname}"))),
+    };
+    let ifindex = xstack_bpf::ifindex(ifname)?;
+    match crate::owner::read(ifindex) {
+        Some(r) if r.prog_id == id && crate::owner::alive(r.pid) => anyhow::bail!(
+            "{ifname} is served by a running xstackd (instance {}, pid {}, control socket {}); stop it first (xstackctl --instance {} drain --wait, or kill {}); --replace does not take a live daemon's interface",
+            r.instance,
+            r.pid,
+            r.control_socket,
+            r.instance,
+            r.pid
+        ),
+        Some(r) if r.prog_id == id => tracing::warn!(
+            "{ifname} still has the XDP program (id {id}) of xstackd pid {} (instance {}), which is no longer running (killed or crashed): replacing it",
+            r.pid,
+            r.instance
+        ),
+        _ if cfg.replace => tracing::warn!("replacing the XDP program (id {id}) attached to {ifname} (--replace)"),
+        _ => anyhow::bail!(
+            "{ifname} already has an XDP program attached (id {id}) that no xstackd recorded as its own; detach it (ip link set dev {ifname} xdp off) or start with --replace to take the interface over"
+        ),
+    }
+    Steering::load(ifname, cfg.xdp_mode, true, pins.as_deref()).with_context(|| format!("setting up XDP on {ifname}"))
 }
 
 /// What `config` shows besides the knobs.
@@ -526,9 +578,36 @@ impl Control<'_> {
     }
 }
 
-fn control_loop(stop: &AtomicBool, ctl: &mut Control<'_>, ops: &mut Ops, mut client: Option<&mut ClientWatch>) {
+/// How often the control loop checks that our XDP program is still the
+/// one on the interface.
+const PROGRAM_CHECK: Duration = Duration::from_secs(1);
+
+/// Runs until stopped, drained or the client finished; returns why it
+/// stopped early when the XDP program was lost (detached or replaced by
+/// someone else, or the interface vanished).
+fn control_loop(
+    stop: &AtomicBool,
+    ctl: &mut Control<'_>,
+    ops: &mut Ops,
+    mut client: Option<&mut ClientWatch>,
+) -> Option<String> {
     let mut actions = Vec::with_capacity(64);
+    let mut checked = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if checked.elapsed() >= PROGRAM_CHECK {
+            checked = Instant::now();
+            let (ifname, ours) = (ctl.steering.ifname(), ctl.steering.program_id());
+            let why = match ctl.steering.attached_id() {
+                Ok(id) if id == ours => None,
+                Ok(0) => Some(format!("the XDP program on {ifname} was detached by someone else")),
+                Ok(id) => Some(format!("the XDP program on {ifname} was replaced by another (id {id})")),
+                Err(_) => Some(format!("the interface {ifname} is gone")),
+            };
+            if let Some(why) = why {
+                tracing::error!("{why}: the stack receives nothing any more; stopping");
+                return Some(why);
+            }
+        }
         if client.as_mut().is_some_and(|c| c.poll()) {
             break;
         }
@@ -570,6 +649,7 @@ fn control_loop(stop: &AtomicBool, ctl: &mut Control<'_>, ops: &mut Ops, mut cli
             }
         }
     }
+    None
 }
 
 fn apply(actions: &mut Vec<Action>, steering: &Steering, workers: &mut [WorkerHandle], sender: usize) {

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod knobs;
 pub mod metrics;
 pub(crate) mod ops;
+pub mod owner;
 pub mod pcap;
 pub(crate) mod peer;
 pub mod protocol;

@@ -198,6 +198,11 @@ impl Daemon {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The exit status, once the daemon exited by itself.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// The daemon's process ID (`ip netns exec` executes it in place).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()

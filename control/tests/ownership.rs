@@ -1,0 +1,94 @@
+//! Who owns the interface's XDP program: a second daemon never takes a
+//! running daemon's interface (not even with --replace) and the first
+//! keeps serving; a killed daemon's leftover program is replaced by the
+//! next start, so a supervisor's restart brings the stack back; a daemon
+//! whose program is detached under it stops with a clear error and a
+//! non-zero status instead of serving nothing.
+
+mod common;
+
+use common::{require_root, unique_name, Bpffs, Daemon, Topology};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn xstackd(topo: &Topology, bpffs: &Bpffs, instance: &str, extra: &[&str]) -> std::process::Output {
+    let addr = format!("{}/{}", topo.get("IP_STACK"), topo.get("PREFIX"));
+    Command::new("timeout")
+        .args(["-k", "5", "20", "ip", "netns", "exec", topo.get("NS_B"), env!("CARGO_BIN_EXE_xstackd")])
+        .args(["-i", topo.get("IF_B"), "-a", &addr, "--instance", instance, "--bpffs"])
+        .arg(&bpffs.path)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn pings(topo: &Topology) -> bool {
+    let o = topo.exec("NS_A", &["ping", "-c", "3", "-i", "0.2", "-W", "1", topo.get("IP_STACK")]);
+    o.status.success()
+}
+
+#[test]
+fn a_second_daemon_never_takes_a_running_daemons_interface() {
+    require_root();
+    let name = unique_name("own");
+    let topo = Topology::up(&name, &[]);
+    let bpffs = Bpffs::mount(&name);
+    let first = Daemon::start(&topo, &bpffs, &["--instance", &name]);
+    let other = format!("{name}x");
+    for extra in [&[][..], &["--replace"][..]] {
+        let o = xstackd(&topo, &bpffs, &other, extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "the second daemon started ({extra:?}):\n{err}");
+        assert!(
+            err.contains(&format!("served by a running xstackd (instance {name}")),
+            "the refusal does not name the owner ({extra:?}):\n{err}"
+        );
+    }
+    assert!(pings(&topo), "the first daemon stopped serving:\n{}", first.stderr());
+    let summary = first.stop();
+    assert!(summary.text("summary frames worker=0").contains("balanced=yes"));
+}
+
+#[test]
+fn a_killed_daemons_program_is_replaced_by_the_next_start() {
+    require_root();
+    let name = unique_name("okl");
+    let topo = Topology::up(&name, &[]);
+    let bpffs = Bpffs::mount(&name);
+    let first = Daemon::start(&topo, &bpffs, &["--instance", &name]);
+    let _ = Command::new("kill").args(["-KILL", &first.pid().to_string()]).status();
+    drop(first);
+    // Its program stays on the interface, its record names a dead pid.
+    let shown = topo.exec("NS_B", &["ip", "link", "show", "dev", topo.get("IF_B")]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("xdp"), "the program went with the daemon");
+    let second = Daemon::start(&topo, &bpffs, &["--instance", &name]);
+    assert!(
+        second.log_shows("no longer running (killed or crashed): replacing it", Duration::from_secs(2)),
+        "{}",
+        second.stderr()
+    );
+    assert!(pings(&topo), "the restarted daemon does not serve:\n{}", second.stderr());
+    second.stop();
+}
+
+#[test]
+fn a_daemon_whose_program_is_detached_stops_with_a_clear_error() {
+    require_root();
+    let name = unique_name("odt");
+    let topo = Topology::up(&name, &[]);
+    let bpffs = Bpffs::mount(&name);
+    let mut d = Daemon::start(&topo, &bpffs, &["--instance", &name]);
+    let o = topo.exec("NS_B", &["ip", "link", "set", "dev", topo.get("IF_B"), "xdp", "off"]);
+    assert!(o.status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = d.exit_status() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the daemon still runs without its program:\n{}", d.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "the daemon exited successfully:\n{}", d.stderr());
+    assert!(d.stderr().contains("was detached by someone else"), "{}", d.stderr());
+}
