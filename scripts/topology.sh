@@ -183,9 +183,11 @@ kill_ns_pids() {
     if ((${#pids[@]} == 0)); then
         return 0
     fi
-    xs_log "killing processes still running in ${ns}: ${pids[*]}"
+    xs_log "stopping processes still running in ${ns}: ${pids[*]}"
     kill -TERM "${pids[@]}" 2>/dev/null || true
-    for ((i = 0; i < 30; i++)); do
+    # Up to 10 s: a stack daemon closes its connections (about a second)
+    # and detaches its XDP program before it exits.
+    for ((i = 0; i < 100; i++)); do
         list_pids
         if ((${#pids[@]} == 0)); then
             return 0
@@ -223,6 +225,14 @@ delete_ns() {
 
 do_down() {
     local ns
+    # Processes first, the stack's namespace first of all: deleting any
+    # namespace takes the veth pair with it, and a daemon still running
+    # on its end would lose its interface instead of stopping cleanly.
+    for ns in "${NS_B}" "${NS_A}" "${NS_R}"; do
+        if [[ -n "${ns}" ]] && xs_netns_exists "${ns}"; then
+            kill_ns_pids "${ns}"
+        fi
+    done
     for ns in "${NS_R}" "${NS_A}" "${NS_B}"; do
         delete_ns "${ns}"
     done

@@ -478,12 +478,17 @@ impl Steering {
             self.attached = false;
             // Never detach a program that is not ours: one attached over
             // ours (`ip link set ... xdp`, another daemon's --replace) stays.
-            let now = self.attached_id().unwrap_or(0);
-            if now != self.prog_id {
+            let now = self.attached_id();
+            if now.is_err() && ifindex(&self.ifname).is_err() {
+                tracing::warn!("the interface {} is gone, and our XDP program with it", self.ifname);
+            } else if now.as_ref().map_or(true, |n| *n != self.prog_id) {
+                let shown = match now {
+                    Ok(id) if id != 0 => format!("id {id}"),
+                    _ => "none".to_string(),
+                };
                 tracing::warn!(
-                    "the XDP program on {} is no longer ours (attached now: {}); leaving it",
-                    self.ifname,
-                    if now == 0 { "none".to_string() } else { format!("id {now}") }
+                    "the XDP program on {} is no longer ours (attached now: {shown}); leaving it",
+                    self.ifname
                 );
             } else if let Err(source) = Xdp::new(self.prog.as_fd()).detach(self.ifindex, self.mode.flags()) {
                 first_err = Some(Error::Attach { ifname: self.ifname.clone(), mode: self.mode, source });

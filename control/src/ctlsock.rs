@@ -285,10 +285,27 @@ fn send_reply(stream: &mut UnixStream, r: &Reply) -> Result<()> {
 /// Client side: connects, sends `request`, reads the reply line. Returns
 /// the stream too, for a capture's records that follow.
 pub fn call(path: &Path, request: &Request) -> Result<(Reply, BufReader<UnixStream>)> {
-    let mut stream = UnixStream::connect(path).with_context(|| match std::fs::metadata(path) {
-        Ok(_) => format!("connecting to the control socket {}", path.display()),
-        Err(_) => format!("connecting to {} (is xstackd running? see --socket)", path.display()),
-    })?;
+    let instance = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut stream = match UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            // A socket file nobody listens on: its daemon died without
+            // cleaning up (killed, crashed).
+            let fate = match std::fs::remove_file(path) {
+                Ok(()) => "stale socket removed".to_string(),
+                Err(_) => format!("stale socket left at {}", path.display()),
+            };
+            bail!("no daemon is running for instance {instance} ({fate}; it was killed or crashed)");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("no daemon is running for instance {instance} (no control socket {})", path.display())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "connecting to {}: permission denied: only root and members of the daemon's --control-group may",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("connecting to the control socket {}", path.display())),
+    };
     let mut s = serde_json::to_string(request)?;
     s.push('\n');
     // A refused peer is answered before the request is read: a failed
@@ -304,9 +321,62 @@ pub fn call(path: &Path, request: &Request) -> Result<(Reply, BufReader<UnixStre
     Ok((reply, r))
 }
 
+/// The daemons' control sockets in `dir` (not their gateway sockets):
+/// those a daemon answers on, and the stale ones.
+pub fn find_daemons(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut socks: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    socks.retain(|p| {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        name.ends_with(".sock") && !name.ends_with(".apps.sock")
+    });
+    socks.sort();
+    socks.into_iter().partition(|p| UnixStream::connect(p).is_ok())
+}
+
+/// With neither a socket nor an instance named: the one running daemon's
+/// control socket, or an error that says what is running.
+pub fn pick_daemon(dir: &Path) -> Result<PathBuf> {
+    let (mut live, stale) = find_daemons(dir);
+    let names = |v: &[PathBuf]| {
+        v.iter()
+            .map(|p| p.file_stem().unwrap_or_default().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match live.len() {
+        1 => Ok(live.remove(0)),
+        0 if stale.is_empty() => bail!("no xstackd is running (no control socket in {})", dir.display()),
+        0 => bail!("no xstackd is running (stale sockets of instances {} in {})", names(&stale), dir.display()),
+        n => bail!("{n} daemons are running (instances {}): choose one with --instance NAME", names(&live)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_running_daemon_is_picked_and_otherwise_named() {
+        let dir = std::env::temp_dir().join(format!("xs-pick-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = pick_daemon(&dir).unwrap_err().to_string();
+        assert!(e.contains("no xstackd is running"), "{e}");
+        // A live daemon, its gateway socket, and a stale one.
+        let _a = std::os::unix::net::UnixListener::bind(dir.join("eth1.sock")).unwrap();
+        let _g = std::os::unix::net::UnixListener::bind(dir.join("eth1.apps.sock")).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(dir.join("old.sock")).unwrap());
+        assert_eq!(pick_daemon(&dir).unwrap(), dir.join("eth1.sock"));
+        let _b = std::os::unix::net::UnixListener::bind(dir.join("eth2.sock")).unwrap();
+        let e = pick_daemon(&dir).unwrap_err().to_string();
+        assert!(e.contains("2 daemons are running (instances eth1, eth2)") && e.contains("--instance"), "{e}");
+        let e = call(&dir.join("old.sock"), &Request::Status { sockets: false }).unwrap_err().to_string();
+        assert!(e.contains("no daemon is running for instance old (stale socket removed"), "{e}");
+        assert!(!dir.join("old.sock").exists());
+        let e = call(&dir.join("gone.sock"), &Request::Status { sockets: false }).unwrap_err().to_string();
+        assert!(e.contains("no daemon is running for instance gone"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn root_and_group_members_only() {

@@ -510,3 +510,41 @@ fn top_shows_per_worker_rates() {
     assert!(rx_pps > 20.0, "pings at 100/s show as received packets per second: {out}");
     daemon.stop();
 }
+
+/// The README's hand-test block, run as written (with this test's names
+/// and binaries): it must not drift from the code.
+#[test]
+fn the_readmes_hand_test_block_runs_as_written() {
+    common::require_root();
+    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- hand-test: begin -->")
+        .nth(1)
+        .and_then(|r| r.split("<!-- hand-test: end -->").next())
+        .expect("README has the hand-test block");
+    let script: String = block.lines().filter(|l| !l.starts_with("```")).collect::<Vec<_>>().join("\n");
+    let name = common::unique_name("rdm");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_xstackd")).parent().unwrap().to_path_buf();
+    let dir = std::env::temp_dir().join(format!("xstack-readme-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = script
+        .replace("mytest", &name)
+        .replace("target/release/", &format!("{}/", bin.display()))
+        .replace("scripts/", &format!("{}/scripts/", common::repo_root().display()));
+    let run = std::process::Command::new("timeout")
+        .args(["-k", "5", "60", "bash", "-c"])
+        // Root runs the tests; a machine without sudo gets one that only
+        // runs its command.
+        .arg(format!("set -e\nset -m\ncommand -v sudo >/dev/null || sudo() {{ \"$@\"; }}\n{script}\n"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    let daemon = std::fs::read_to_string(dir.join("xstackd.out")).unwrap_or_default();
+    let _ = std::process::Command::new(common::repo_root().join("scripts/topology.sh")).args(["down", &name]).output();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(run.status.success(), "the block failed:\n{out}");
+    assert!(out.contains("3 packets transmitted, 3 received"), "{out}");
+    assert!(out.lines().any(|l| l == "hello"), "no echo:\n{out}");
+    assert!(daemon.contains("summary frames worker=0") && daemon.contains("balanced=yes"), "no clean stop:\n{daemon}");
+}

@@ -58,6 +58,14 @@ fn a_killed_daemons_program_is_replaced_by_the_next_start() {
     let bpffs = Bpffs::mount(&name);
     let first = Daemon::start(&topo, &bpffs, &["--instance", &name]);
     let _ = Command::new("kill").args(["-KILL", &first.pid().to_string()]).status();
+    std::thread::sleep(Duration::from_millis(200));
+    // The operator's tool says what happened instead of "connection refused".
+    let o = Command::new(env!("CARGO_BIN_EXE_xstackctl")).args(["--instance", &name, "stats"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains(&format!("no daemon is running for instance {name} (stale socket removed")),
+        "{err}"
+    );
     drop(first);
     // Its program stays on the interface, its record names a dead pid.
     let shown = topo.exec("NS_B", &["ip", "link", "show", "dev", topo.get("IF_B")]);
@@ -91,4 +99,19 @@ fn a_daemon_whose_program_is_detached_stops_with_a_clear_error() {
     };
     assert!(!status.success(), "the daemon exited successfully:\n{}", d.stderr());
     assert!(d.stderr().contains("was detached by someone else"), "{}", d.stderr());
+}
+
+#[test]
+fn topology_down_stops_a_running_daemon_cleanly() {
+    require_root();
+    let name = unique_name("otd");
+    let topo = Topology::up(&name, &[]);
+    let bpffs = Bpffs::mount(&name);
+    let d = Daemon::start(&topo, &bpffs, &["--instance", &name]);
+    let o = Command::new(common::repo_root().join("scripts/topology.sh")).args(["down", &name]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // SIGTERM first, the interface still there: a clean stop with its
+    // summary (wait_exit checks the status).
+    let summary = d.wait_exit(Duration::from_secs(15));
+    assert!(summary.text("summary frames worker=0").contains("balanced=yes"), "{:#?}", summary.lines);
 }

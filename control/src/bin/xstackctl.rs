@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use xstack_control::config::default_control_socket;
-use xstack_control::ctlsock::call;
+use xstack_control::ctlsock::{call, pick_daemon};
 use xstack_control::pcap::PcapSink;
 use xstack_control::protocol::{
     CaptureSpec, CaptureTotals, ConfigView, NeighRow, Proto, Reply, Request, Status, END, RECORD_HEADER,
@@ -142,23 +142,14 @@ fn main() {
     }
 }
 
-fn socket_path(cli: &Cli) -> PathBuf {
+fn socket_path(cli: &Cli) -> Result<PathBuf> {
     let from_env = std::env::var_os("XSTACK_SOCKET").map(PathBuf::from);
-    match (cli.socket.as_ref().or(from_env.as_ref()), &cli.instance) {
+    Ok(match (cli.socket.as_ref().or(from_env.as_ref()), &cli.instance) {
         (Some(p), _) => p.clone(),
         (None, Some(i)) => default_control_socket(i),
-        (None, None) => only_socket().unwrap_or_else(|| PathBuf::from("/run/xstack/xstack.sock")),
-    }
-}
-
-/// With neither --socket nor --instance: the one socket in /run/xstack.
-fn only_socket() -> Option<PathBuf> {
-    let mut socks: Vec<PathBuf> = std::fs::read_dir("/run/xstack")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
-        .collect();
-    (socks.len() == 1).then(|| socks.remove(0))
+        // The one running daemon, or an error naming what runs.
+        (None, None) => pick_daemon(std::path::Path::new("/run/xstack"))?,
+    })
 }
 
 /// Sends a request and returns its data, or the daemon's error.
@@ -181,7 +172,7 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let path = socket_path(&cli);
+    let path = socket_path(&cli)?;
     match cli.cmd {
         Cmd::Stats { json } => {
             let v = ask(&path, &Request::Status { sockets: false })?;
