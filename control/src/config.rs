@@ -75,26 +75,9 @@ pub struct FileConfig {
     pub metrics: Option<String>,
 }
 
-/// TCP knobs, named after the Linux sysctls; unset ones keep Linux's default.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TcpFile {
-    pub syn_retries: Option<u32>,
-    pub syn_linear_timeouts: Option<u32>,
-    pub synack_retries: Option<u32>,
-    pub max_syn_backlog: Option<usize>,
-    pub somaxconn: Option<u32>,
-    pub syncookies: Option<u8>,
-    pub abort_on_overflow: Option<bool>,
-    pub time_wait_secs: Option<u64>,
-    pub fin_timeout_secs: Option<u64>,
-    pub keepalive_time_secs: Option<u64>,
-    pub keepalive_intvl_secs: Option<u64>,
-    pub keepalive_probes: Option<u32>,
-    pub timestamps: Option<bool>,
-    pub sack: Option<bool>,
-    pub window_scaling: Option<bool>,
-}
+/// TCP knobs, named after the Linux sysctls (every knob `xstackctl config`
+/// lists, by the same name); unset ones keep Linux's default.
+pub type TcpFile = std::collections::BTreeMap<String, toml::Value>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -308,39 +291,26 @@ fn read_sysctl(name: &str) -> Option<String> {
 }
 
 fn tcp_config(cli: &Cli, f: Option<TcpFile>) -> Result<xstack_dataplane::tcp::Config> {
-    let f = f.unwrap_or_default();
+    let mut f = f.unwrap_or_default();
     let mut c = xstack_dataplane::tcp::Config::default();
     kernel_buffer_defaults(&mut c, read_sysctl);
-    // Values with a knob go through the knob's checks, as `xstackctl set`
-    // does: the file cannot hold what the running stack would refuse
-    // (keep-alive values of 0, a syncookies mode that does not exist).
-    let mut knob = |name: &str, v: Option<String>| -> Result<()> {
-        match v {
-            Some(v) => crate::knobs::find(name)?.apply(&mut c, &v).with_context(|| format!("tcp.{name} = {v}")),
-            None => Ok(()),
-        }
-    };
-    let text = |v: Option<u64>| v.map(|v| v.to_string());
-    knob("syn_retries", cli.syn_retries.or(f.syn_retries).map(|v| v.to_string()))?;
-    knob("synack_retries", f.synack_retries.map(|v| v.to_string()))?;
-    knob("max_syn_backlog", f.max_syn_backlog.map(|v| v.to_string()))?;
-    knob("somaxconn", f.somaxconn.map(|v| v.to_string()))?;
-    knob("syncookies", f.syncookies.map(|v| v.to_string()))?;
-    knob("time_wait_secs", text(f.time_wait_secs))?;
-    knob("fin_timeout_secs", text(f.fin_timeout_secs))?;
-    knob("keepalive_time_secs", text(f.keepalive_time_secs))?;
-    knob("keepalive_intvl_secs", text(f.keepalive_intvl_secs))?;
-    knob("keepalive_probes", f.keepalive_probes.map(|v| v.to_string()))?;
-    knob("timestamps", f.timestamps.map(|v| v.to_string()))?;
-    knob("sack", f.sack.map(|v| v.to_string()))?;
-    if let Some(v) = cli.syn_linear_timeouts.or(f.syn_linear_timeouts) {
-        c.syn_linear_timeouts = v;
+    if let Some(v) = cli.syn_retries {
+        f.insert("syn_retries".into(), toml::Value::Integer(v.into()));
     }
-    if let Some(v) = f.abort_on_overflow {
-        c.abort_on_overflow = v;
+    if let Some(v) = cli.syn_linear_timeouts {
+        f.insert("syn_linear_timeouts".into(), toml::Value::Integer(v.into()));
     }
-    if let Some(v) = f.window_scaling {
-        c.window_scaling = v;
+    for (name, v) in &f {
+        let text = match v {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) => v.to_string(),
+            other => bail!("tcp.{name} = {other}: expected a number, a boolean or a string"),
+        };
+        // Every key is a knob and goes through the knob's own checks, as
+        // `xstackctl set` does: the file cannot hold what the running
+        // stack would refuse.
+        let knob = crate::knobs::find(name).with_context(|| format!("unknown key tcp.{name}"))?;
+        knob.apply(&mut c, &text).with_context(|| format!("tcp.{name} = {text}"))?;
     }
     Ok(c)
 }
@@ -748,6 +718,8 @@ mod tests {
         assert_eq!(kinds, ["echo", "http", "sockperf"]);
         assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(c.control_socket(), PathBuf::from("/run/xstack/eth1.sock"));
+        assert_eq!(c.static_neighbours.len(), 1);
+        assert_eq!(c.tcp.syn_retries, 6);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub(crate) mod ops;
 pub mod owner;
 pub mod pcap;
 pub(crate) mod peer;
+pub mod print_config;
 pub mod protocol;
 pub mod queues;
 pub mod render;

@@ -23,7 +23,7 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     let cfg = Config::load(&cli)?;
     if cli.print_config {
-        println!("{cfg:#?}");
+        print!("{}", cfg.to_toml());
         return Ok(());
     }
     let stop = Arc::new(AtomicBool::new(false));
