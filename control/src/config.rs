@@ -286,6 +286,30 @@ fn kernel_buffer_defaults(c: &mut xstack_dataplane::tcp::Config, sysctl: impl Fn
     }
 }
 
+/// `cores` names one existing core per worker, each once: a core the
+/// process may not run on would leave a worker unpinned, and more cores
+/// than workers means a list that does not say what the operator thinks.
+fn check_cores(cores: &[usize], queues: u32, online: &[usize]) -> Result<()> {
+    if cores.len() > queues as usize {
+        bail!(
+            "cores lists {} cores for {queues} worker(s) (one core per worker, in queue order): \
+             list {queues}, or set queues to {}",
+            cores.len(),
+            cores.len()
+        );
+    }
+    for (i, c) in cores.iter().enumerate() {
+        if cores[..i].contains(c) {
+            bail!("cores lists core {c} twice: each worker needs a core of its own");
+        }
+        if !online.is_empty() && !online.contains(c) {
+            let have: Vec<String> = online.iter().map(usize::to_string).collect();
+            bail!("core {c} is not one this process may run on (cores: {})", have.join(", "));
+        }
+    }
+    Ok(())
+}
+
 fn read_sysctl(name: &str) -> Option<String> {
     std::fs::read_to_string(Path::new("/proc/sys").join(name)).ok()
 }
@@ -418,6 +442,20 @@ impl Config {
         !self.tcp_ports.is_empty() || !self.udp_ports.is_empty()
     }
 
+    /// With shared addresses only the steered ports reach the stack: the
+    /// services on other ports, which see no connection until their port
+    /// is steered (`xstackctl port add tcp PORT`).
+    pub fn unsteered_services(&self) -> Vec<String> {
+        if self.tcp_ports.is_empty() {
+            return Vec::new();
+        }
+        self.services
+            .iter()
+            .filter(|s| !self.tcp_ports.contains(&s.port))
+            .map(|s| format!("{} on port {}", s.service.name(), s.port))
+            .collect()
+    }
+
     /// Where the control socket is.
     pub fn control_socket(&self) -> PathBuf {
         self.control_socket.clone().unwrap_or_else(|| default_control_socket(&self.instance))
@@ -510,6 +548,9 @@ impl Config {
             }
             bail!("cores lists {} cores for {queues} queues", cores.len());
         }
+        let online: Vec<usize> =
+            core_affinity::get_core_ids().map(|v| v.into_iter().map(|c| c.id).collect()).unwrap_or_default();
+        check_cores(&cores, queues, &online)?;
         let xdp_mode = match cli.xdp_mode.or(f.xdp_mode).unwrap_or_default() {
             XdpMode::Auto => ModeRequest::Auto,
             XdpMode::Native => ModeRequest::Native,
@@ -704,6 +745,32 @@ mod tests {
         assert_eq!(c.instance, "veth1");
         assert_eq!(c.pin_dir(), PathBuf::from("/sys/fs/bpf/xstack/veth1"));
         assert!(!c.shared());
+    }
+
+    #[test]
+    fn services_on_ports_shared_mode_does_not_steer_are_named() {
+        let c = |ports: &str| {
+            Config::merge(
+                &cli(&["-i", "eth1", "-a", "198.18.0.3/24", "--tcp-ports", ports, "--http", "80:10"]),
+                FileConfig::default(),
+            )
+            .unwrap()
+        };
+        assert_eq!(c("8080").unsteered_services(), ["http on port 80"]);
+        assert!(c("80,8080").unsteered_services().is_empty());
+    }
+
+    #[test]
+    fn cores_name_existing_cores_one_per_worker() {
+        let online = [0, 1];
+        assert!(check_cores(&[0, 1], 2, &online).is_ok());
+        assert!(check_cores(&[1], 1, &online).is_ok());
+        let e = check_cores(&[0, 1], 1, &online).unwrap_err().to_string();
+        assert!(e.contains("cores lists 2 cores for 1 worker(s)"), "{e}");
+        let e = check_cores(&[7], 1, &online).unwrap_err().to_string();
+        assert!(e.contains("core 7 is not one this process may run on (cores: 0, 1)"), "{e}");
+        let e = check_cores(&[1, 1], 2, &online).unwrap_err().to_string();
+        assert!(e.contains("core 1 twice"), "{e}");
     }
 
     #[test]

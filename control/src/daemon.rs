@@ -163,6 +163,28 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
         None => None,
     };
     drop(jobs_tx);
+    let unsteered = cfg.unsteered_services();
+    if !unsteered.is_empty() {
+        tracing::warn!(
+            "with tcp_ports {:?} only those ports reach the stack: {} see no connection until their port is \
+             steered (tcp_ports, or xstackctl port add tcp PORT)",
+            cfg.tcp_ports,
+            unsteered.join(", ")
+        );
+    }
+    if !cfg.tcp_ports.is_empty() {
+        // Shared addresses: a steered port's traffic goes to the stack, so
+        // a kernel listener on it would go deaf without a word.
+        let addrs: Vec<_> = cfg.addresses.iter().map(|a| a.addr).collect();
+        let held = sysfs::kernel_listeners(&cfg.tcp_ports, &addrs);
+        if !held.is_empty() {
+            anyhow::bail!(
+                "tcp_ports would take the traffic of kernel listeners on {} (ss -ltnp shows them); stop them or leave \
+                 their ports out of tcp_ports",
+                held.join(", ")
+            );
+        }
+    }
     sysfs::ensure_bpffs(&cfg.bpffs)?;
     let steering = attach_steering(cfg)?;
     let record = crate::owner::Record {

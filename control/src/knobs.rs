@@ -49,6 +49,20 @@ where
     v.trim().parse::<T>().with_context(|| format!("{v:?} is not a valid number"))
 }
 
+/// A number within the sysctl's own bounds (measured on Linux 6.18: the
+/// kernel refuses values outside them with EINVAL).
+fn within<T>(v: &str, lo: T, hi: T) -> Result<T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let n: T = num(v)?;
+    if n < lo || n > hi {
+        bail!("{n} is outside {lo}..={hi}, the bounds Linux accepts");
+    }
+    Ok(n)
+}
+
 fn flag(v: &str) -> Result<bool> {
     match v.trim() {
         "1" | "true" | "on" | "yes" => Ok(true),
@@ -74,7 +88,8 @@ macro_rules! knob {
 /// Every knob, in the order `config` lists them.
 pub static KNOBS: &[Knob] = &[
     knob!("syn_retries", "net.ipv4.tcp_syn_retries", true, |c| c.syn_retries.to_string(), |c, v| {
-        c.syn_retries = num(v)?;
+        // MAX_TCP_SYNCNT.
+        c.syn_retries = within(v, 1, 127)?;
         Ok(())
     }),
     knob!(
@@ -83,16 +98,17 @@ pub static KNOBS: &[Knob] = &[
         true,
         |c| c.syn_linear_timeouts.to_string(),
         |c, v| {
-            c.syn_linear_timeouts = num(v)?;
+            c.syn_linear_timeouts = within(v, 0, 127)?;
             Ok(())
         }
     ),
     knob!("synack_retries", "net.ipv4.tcp_synack_retries", true, |c| c.synack_retries.to_string(), |c, v| {
-        c.synack_retries = num(v)?;
+        // A u8 sysctl (proc_dou8vec_minmax).
+        c.synack_retries = within(v, 0, 255)?;
         Ok(())
     }),
     knob!("retries2", "net.ipv4.tcp_retries2", true, |c| c.retries2.to_string(), |c, v| {
-        c.retries2 = num(v)?;
+        c.retries2 = within(v, 0, 255)?;
         Ok(())
     }),
     knob!("max_syn_backlog", "net.ipv4.tcp_max_syn_backlog", true, |c| c.max_syn_backlog.to_string(), |c, v| {
@@ -138,7 +154,7 @@ pub static KNOBS: &[Knob] = &[
         Ok(())
     }),
     knob!("keepalive_probes", "net.ipv4.tcp_keepalive_probes", false, |c| c.keepalive_probes.to_string(), |c, v| {
-        c.keepalive_probes = at_least_one(num(v)?)?;
+        c.keepalive_probes = at_least_one(within(v, 0, 255)?)?;
         Ok(())
     }),
     knob!(
@@ -317,6 +333,21 @@ mod tests {
         assert!(set(&base, "local_port_range", "500 100").is_err());
         let mut c = base.clone();
         assert!((find("keepalive_probes").unwrap().set)(&mut c, "0").is_err(), "as setsockopt: at least 1");
+        // Linux's bounds (sysctl -w on this machine's 6.18 refuses what is
+        // outside them).
+        for (k, bad, good) in [
+            ("syn_retries", ["0", "128", "9999"], "127"),
+            ("syn_linear_timeouts", ["128", "200", "-1"], "127"),
+            ("synack_retries", ["256", "9999", "-1"], "255"),
+            ("retries2", ["256", "9999", "-1"], "255"),
+            ("keepalive_probes", ["256", "9999", "-1"], "255"),
+        ] {
+            for v in bad {
+                let e = (find(k).unwrap().set)(&mut c, v).expect_err(&format!("{k} = {v} accepted"));
+                assert!(e.to_string().contains("bounds Linux accepts") || e.to_string().contains("not a valid"), "{e}");
+            }
+            (find(k).unwrap().set)(&mut c, good).unwrap_or_else(|e| panic!("{k} = {good}: {e}"));
+        }
         let e = set(&base, "mtu", "9000").unwrap_err().to_string();
         assert!(e.contains("restart"), "{e}");
         let e = set(&base, "nope", "1").unwrap_err().to_string();

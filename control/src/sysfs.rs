@@ -114,3 +114,87 @@ mod rss_tests {
         assert!(parse_ethtool_rss("Cannot get RX flow hash indirection table: Operation not supported").is_none());
     }
 }
+
+/// Kernel TCP listeners in this network namespace that would lose their
+/// traffic to the stack: listening on one of `ports` at one of `addrs`,
+/// at 0.0.0.0, or at [::] (which takes IPv4 too). As "ADDR:PORT".
+pub fn kernel_listeners(ports: &[u16], addrs: &[xstack_dataplane::wire::Ipv4Addr]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (file, v6) in [("/proc/self/net/tcp", false), ("/proc/self/net/tcp6", true)] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for (addr, port) in listeners(&text, v6) {
+            let hit = match addr {
+                None => true,
+                Some(a) => addrs.contains(&a),
+            };
+            if hit && ports.contains(&port) {
+                found.push(match addr {
+                    None if v6 => format!("[::]:{port}"),
+                    None => format!("0.0.0.0:{port}"),
+                    Some(a) => format!("{a}:{port}"),
+                });
+            }
+        }
+    }
+    found
+}
+
+/// LISTEN sockets of a /proc/net/tcp or tcp6 table: (IPv4 address, or None
+/// for any; port). IPv6 entries other than [::] and v4-mapped are left out.
+fn listeners(text: &str, v6: bool) -> Vec<(Option<xstack_dataplane::wire::Ipv4Addr>, u16)> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || f[3] != "0A" {
+            continue;
+        }
+        let Some((a, p)) = f[1].split_once(':') else { continue };
+        let Ok(port) = u16::from_str_radix(p, 16) else { continue };
+        let addr = if v6 {
+            // Four 32-bit words in host order: :: is all zeros, a
+            // v4-mapped address ends in 0000FFFF then the IPv4 word.
+            if a.len() != 32 {
+                continue;
+            }
+            if a.bytes().all(|b| b == b'0') {
+                None
+            } else if &a[..16] == "0000000000000000" && &a[16..24] == "FFFF0000" {
+                let Ok(w) = u32::from_str_radix(&a[24..], 16) else { continue };
+                Some(xstack_dataplane::wire::Ipv4Addr::from_u32(u32::from_be(w.to_le())))
+            } else {
+                continue;
+            }
+        } else {
+            let Ok(w) = u32::from_str_radix(a, 16) else { continue };
+            if w == 0 {
+                None
+            } else {
+                // The word is the address in network order read as a
+                // little-endian number.
+                Some(xstack_dataplane::wire::Ipv4Addr::from_u32(u32::from_be(w.to_le())))
+            }
+        };
+        out.push((addr, port));
+    }
+    out
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use super::*;
+    use xstack_dataplane::wire::Ipv4Addr;
+
+    #[test]
+    fn listeners_are_read_from_procfs_tables() {
+        let v4 = "  sl  local_address rem_address   st\n\
+                  0: 00000000:07E8 00000000:0000 0A 0\n\
+                  1: 020012C6:0050 00000000:0000 0A 0\n\
+                  2: 020012C6:0051 010012C6:9C40 01 0\n";
+        assert_eq!(listeners(v4, false), [(None, 2024), (Some(Ipv4Addr::new(198, 18, 0, 2)), 80)]);
+        let v6 = "  sl  local_address remote_address st\n\
+                  0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 0\n\
+                  1: 0000000000000000FFFF0000020012C6:0050 00000000000000000000000000000000:0000 0A 0\n\
+                  2: 000080FE00000000FF00000000000001:0050 00000000000000000000000000000000:0000 0A 0\n";
+        assert_eq!(listeners(v6, true), [(None, 8080), (Some(Ipv4Addr::new(198, 18, 0, 2)), 80)]);
+    }
+}

@@ -115,3 +115,26 @@ fn topology_down_stops_a_running_daemon_cleanly() {
     let summary = d.wait_exit(Duration::from_secs(15));
     assert!(summary.text("summary frames worker=0").contains("balanced=yes"), "{:#?}", summary.lines);
 }
+
+#[test]
+fn shared_mode_refuses_a_port_a_kernel_listener_holds() {
+    require_root();
+    let name = unique_name("osh");
+    let topo = Topology::up(&name, &[]);
+    let bpffs = Bpffs::mount(&name);
+    let kernel = topo.get("IP_B_KERNEL").to_owned();
+    let mut listener = topo.spawn("NS_B", &["python3", "-m", "http.server", "8080", "--bind", &kernel]);
+    topo.wait_listening("NS_B", &kernel, 8080);
+    let addr = format!("{kernel}/{}", topo.get("PREFIX"));
+    let o = Command::new("timeout")
+        .args(["-k", "5", "20", "ip", "netns", "exec", topo.get("NS_B"), env!("CARGO_BIN_EXE_xstackd")])
+        .args(["-i", topo.get("IF_B"), "-a", &addr, "--tcp-ports", "8080", "--instance", &name, "--bpffs"])
+        .arg(&bpffs.path)
+        .output()
+        .unwrap();
+    let _ = listener.kill();
+    let _ = listener.wait();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "started over a kernel listener:\n{err}");
+    assert!(err.contains(&format!("kernel listeners on {kernel}:8080")), "{err}");
+}
