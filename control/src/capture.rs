@@ -74,12 +74,13 @@ impl Stream {
             }
             stream.taps.push(t.clone());
         }
+        let or_any = |v: Option<String>, none: &str| v.unwrap_or_else(|| none.to_string());
         tracing::info!(
-            "capture started: host {:?} port {:?} count {:?} duration {:?} ms, {per_worker} buffers per worker",
-            spec.host,
-            spec.port,
-            spec.count,
-            spec.duration_ms
+            "capture started: host {}, port {}, count {}, duration {}, {per_worker} buffers per worker",
+            or_any(spec.host.map(|h| h.to_string()), "any"),
+            or_any(spec.port.map(|p| p.to_string()), "any"),
+            or_any(spec.count.map(|c| c.to_string()), "unlimited"),
+            or_any(spec.duration_ms.map(|d| format!("{d} ms")), "unlimited"),
         );
         Ok(stream)
     }

@@ -360,8 +360,21 @@ fn static_neighbours(
 
 fn parse_target(s: &str) -> Result<(Ipv4Addr, u16)> {
     let (h, p) = s.rsplit_once(':').with_context(|| format!("--connect {s:?}: expected HOST:PORT"))?;
-    let ip: Ipv4Addr = h.parse().with_context(|| format!("--connect host {h:?} is not an IPv4 address"))?;
     let port: u16 = p.parse().with_context(|| format!("--connect port {p:?}"))?;
+    // An address, or a name resolved as a client tool resolves it (the
+    // system's resolver; the first IPv4 address: the stack speaks IPv4).
+    let ip: Ipv4Addr = match h.parse() {
+        Ok(ip) => ip,
+        Err(_) => {
+            use std::net::ToSocketAddrs;
+            let found = (h, port).to_socket_addrs().with_context(|| format!("--connect: resolving {h:?}"))?;
+            let v4 = found.into_iter().find_map(|a| match a {
+                std::net::SocketAddr::V4(a) => Some(Ipv4Addr::from(*a.ip())),
+                std::net::SocketAddr::V6(_) => None,
+            });
+            v4.with_context(|| format!("--connect: {h:?} has no IPv4 address"))?
+        }
+    };
     if port == 0 || ip.is_unspecified() {
         bail!("--connect {s}: needs a host and a port other than 0");
     }
@@ -758,6 +771,13 @@ mod tests {
         };
         assert_eq!(c("8080").unsteered_services(), ["http on port 80"]);
         assert!(c("80,8080").unsteered_services().is_empty());
+    }
+
+    #[test]
+    fn connect_takes_an_address_or_a_name() {
+        assert_eq!(parse_target("198.18.0.9:80").unwrap(), (Ipv4Addr::new(198, 18, 0, 9), 80));
+        assert_eq!(parse_target("localhost:7").unwrap(), (Ipv4Addr::new(127, 0, 0, 1), 7));
+        assert!(parse_target("198.18.0.9:0").is_err());
     }
 
     #[test]

@@ -244,7 +244,7 @@ pub fn run_with_sockets(cfg: &Config, stop: Arc<AtomicBool>, bridges: Vec<Bridge
         tracing::info!("service {} on tcp port {} (backlog {})", s.service.name(), s.port, s.backlog);
     }
     tracing::info!(
-        "serving {} on {ifname} (mac {mac}, mtu {mtu}) with {} worker(s), {:?} polling{}",
+        "serving {} on {ifname} (mac {mac}, mtu {mtu}) with {} worker(s), {} polling{}",
         addrs.join(","),
         cfg.queues,
         cfg.poll,
@@ -378,8 +378,15 @@ fn settings(cfg: &Config, steering: &Steering) -> Vec<(String, String)> {
         ("gateway", cfg.gateway.map(|g| g.to_string()).unwrap_or_else(|| "-".into())),
         ("address_mode", if cfg.shared() { "shared with the kernel (ports steered)" } else { "dedicated" }.into()),
         ("queues", cfg.queues.to_string()),
-        ("cores", format!("{:?}", cfg.cores)),
-        ("poll", format!("{:?}", cfg.poll)),
+        (
+            "cores",
+            if cfg.cores.is_empty() {
+                "- (not pinned)".into()
+            } else {
+                cfg.cores.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+            },
+        ),
+        ("poll", cfg.poll.to_string()),
         ("xdp_mode", steering.mode().to_string()),
         ("zero_copy", cfg.zero_copy.to_string()),
         ("umem", format!("{} frames of {} bytes, rings of {}", cfg.frame_count, cfg.frame_size, cfg.ring_size)),
@@ -751,7 +758,11 @@ fn supervise(steering: &Steering, workers: &mut [WorkerHandle], steer: Option<&F
         // Give the queue back to the kernel, which answers the flows (with
         // RST for TCP) instead of leaving peers hanging.
         match steering.unregister_socket(w.queue) {
-            Ok(()) => tracing::error!("worker {} died ({why}); its queue now goes to the kernel", w.queue),
+            Ok(()) => tracing::error!(
+                "worker {} died ({why}); its queue is out of the XDP program's socket map: that queue's TCP \
+                 segments for the stack's addresses are answered with RST (on shared addresses the kernel answers)",
+                w.queue
+            ),
             Err(e) => tracing::error!("worker {} died ({why}); unsteering its queue failed: {e}", w.queue),
         }
         // Its flows now belong to the live workers: segments of its lost

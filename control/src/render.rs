@@ -278,7 +278,9 @@ pub fn ss_counts(rows: &[SocketRow], f: &SsFilter) -> String {
         total += 1;
     }
     let mut o = String::new();
-    for s in STATE_NAMES {
+    // Only the states asked for, when some were.
+    let asked: Vec<String> = f.states.iter().map(|s| state_alias(s)).collect();
+    for s in STATE_NAMES.iter().filter(|s| asked.is_empty() || asked.iter().any(|a| a == *s)) {
         let _ = writeln!(o, "{s:<11} {}", n[s]);
     }
     let _ = writeln!(o, "total       {total}");
@@ -406,6 +408,9 @@ mod tests {
         assert_eq!(rows.iter().filter(|r| f.matches(r)).count(), 3);
         let f = SsFilter { states: vec!["time_wait".into(), "estab".into()], port: Some(40002) };
         assert_eq!(rows.iter().filter(|r| f.matches(r)).count(), 1);
+        let only = ss_counts(&rows, &SsFilter { states: vec!["established".into()], port: None });
+        assert_eq!(only.lines().count(), 2, "only the state asked for, and the total:\n{only}");
+        assert!(only.starts_with("ESTAB"), "{only}");
         let counts = ss_counts(&rows, &SsFilter::default());
         assert!(counts.contains("ESTAB       2"), "{counts}");
         assert!(counts.contains("LISTEN      1"), "{counts}");

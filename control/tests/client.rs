@@ -105,6 +105,13 @@ fn client_mode_reports_like_connect() {
     // neighbour failure it would wait for the SYN timeout (minutes).
     assert!(took >= Duration::from_millis(2900) && took < Duration::from_secs(8), "{took:?}");
 
+    // Off every subnet with no gateway: no route, ENETUNREACH at once, as
+    // Linux's connect reports it.
+    let far = format!("198.19.{}.98", topo.get("SUBNET"));
+    let (out, took) = client(&topo, &bpffs, &name, &["--connect", &format!("{far}:7999")]);
+    assert_eq!(lines(&out), vec!["ENETUNREACH"], "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(took < Duration::from_secs(3), "at once: {took:?}");
+
     // A router that refuses the destination with ICMP (administratively
     // prohibited, code 13): the connect fails at once with EHOSTUNREACH,
     // as the kernel's does on the same path (Linux tcp_v4_err), instead

@@ -374,6 +374,26 @@ fn capture_is_read_back_by_tcpdump_and_tshark() {
     let read = Command::new("tcpdump").args(["-nn", "-r", &file3_s]).output().unwrap();
     assert_eq!(stdout(&read).lines().count() as u64, captured, "{err}");
     assert!(captured > 2000, "20 MB is thousands of segments: {err}");
+
+    // Ctrl-C ends a capture cleanly: exit 0, the totals, a readable file.
+    let file4 = dir.join("interrupted.pcap");
+    let file4_s = file4.to_str().unwrap().to_owned();
+    let cap = Command::new(env!("CARGO_BIN_EXE_xstackctl"))
+        .args(["--socket", &socket(&name), "capture", "-w", &file4_s, "--host", topo.get("IP_A")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let ping = topo.exec("NS_A", &["ping", "-q", "-c", "5", "-i", "0.05", "-W", "2", &ip]);
+    assert_eq!(ping_counts(&ping), (5, 5));
+    let _ = Command::new("kill").args(["-INT", &cap.id().to_string()]).status();
+    let out = cap.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "Ctrl-C: {err}");
+    let captured: u64 = err.lines().find_map(|l| l.strip_suffix(" packets captured")).unwrap().parse().unwrap();
+    assert!(captured >= 10, "{err}");
+    let read = Command::new("tcpdump").args(["-nn", "-r", &file4_s]).output().unwrap();
+    assert_eq!(stdout(&read).lines().count() as u64, captured, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
     daemon.stop();
 }
@@ -547,4 +567,21 @@ fn the_readmes_hand_test_block_runs_as_written() {
     assert!(out.contains("3 packets transmitted, 3 received"), "{out}");
     assert!(out.lines().any(|l| l == "hello"), "no echo:\n{out}");
     assert!(daemon.contains("summary frames worker=0") && daemon.contains("balanced=yes"), "no clean stop:\n{daemon}");
+}
+
+/// Operator messages: a typo in XSTACK_LOG is said, not silently taken for
+/// a target that silences every line; no colour codes into a file.
+#[test]
+fn a_bad_log_filter_is_said_and_logs_to_files_have_no_colours() {
+    let o = Command::new(env!("CARGO_BIN_EXE_xstackd"))
+        .args(["-i", "eth9", "-a", "198.18.0.3/24", "--print-config"])
+        .env("XSTACK_LOG", "dbug")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("XSTACK_LOG=dbug: \"dbug\" is not a level"), "{err}");
+    assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
+    let o = Command::new(env!("CARGO_BIN_EXE_xstack-socket-echo")).arg("--help").output().unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("usage: xstack-socket-echo PORT"));
 }

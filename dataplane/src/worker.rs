@@ -45,6 +45,19 @@ pub enum PollMode {
     Yield,
 }
 
+impl std::fmt::Display for PollMode {
+    /// As operators name the modes (`--poll`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PollMode::Busy => write!(f, "busy"),
+            PollMode::Adaptive { spin, sleep_ms } => {
+                write!(f, "adaptive (spin {spin} empty rounds, then sleep up to {sleep_ms} ms)")
+            }
+            PollMode::Yield => write!(f, "yield"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub id: u16,
@@ -776,7 +789,7 @@ impl Worker {
                 None => {
                     self.port.release(frame);
                     self.stats.inc(Counter::drop_no_route);
-                    self.stack.handle_unreachable(now, t.dst);
+                    self.stack.handle_no_route(now, t.dst);
                 }
             }
         }

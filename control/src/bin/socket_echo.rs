@@ -16,7 +16,7 @@ use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use xstack_control::config::{Cli, Config};
 use xstack_control::daemon;
@@ -41,12 +41,24 @@ fn echo(mut s: TcpStream) -> std::io::Result<u64> {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
     let mut args: Vec<String> = std::env::args().collect();
-    if args.len() < 2 {
-        anyhow::bail!("usage: xstack-socket-echo PORT [xstackd options...]");
+    const USAGE: &str = "usage: xstack-socket-echo PORT -i IFNAME -a ADDR/PREFIX [xstackd options...]\n\
+                         An echo server on the stack, a thread per connection (the socket API for threads).\n\
+                         The xstackd options are those of `xstackd --help`.";
+    if args.len() < 2 || matches!(args[1].as_str(), "-h" | "--help") {
+        println!("{USAGE}");
+        return Ok(());
     }
-    let port: u16 = args.remove(1).parse().context("PORT")?;
+    let port: u16 = match args[1].parse() {
+        Ok(p) if p != 0 => p,
+        _ => anyhow::bail!("PORT must be a number from 1 to 65535, not {:?}\n{USAGE}", args[1]),
+    };
+    args.remove(1);
     let cfg = Config::load(&Cli::parse_from(&args))?;
     let (handle, bridges) = sockets::new(cfg.queues as usize, sockets::Config::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -58,7 +70,13 @@ fn main() -> Result<()> {
     let listener = loop {
         match TcpListener::bind(&handle, Ipv4Addr::UNSPECIFIED, port, 128) {
             Ok(l) => break l,
-            Err(e) if stack.is_finished() => anyhow::bail!("the stack stopped: {e}"),
+            // The stack ended before serving: its own error is the cause
+            // (the bind only saw the workers go).
+            Err(e) if stack.is_finished() => match stack.join() {
+                Ok(Err(cause)) => return Err(cause.context("the stack stopped before listening")),
+                Ok(Ok(_)) => anyhow::bail!("the stack stopped before listening ({e})"),
+                Err(_) => anyhow::bail!("the stack thread panicked before listening"),
+            },
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
         }
     };

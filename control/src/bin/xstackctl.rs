@@ -294,7 +294,12 @@ fn capture(path: &std::path::Path, spec: CaptureSpec, file: &std::path::Path) ->
         }
         match read_full(&mut r, &mut header) {
             Ok(()) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) =>
+            {
                 // Quiet moment: make what we have visible (`-w -` into a pipe).
                 sink.flush()?;
                 if half_closed.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
@@ -312,6 +317,7 @@ fn capture(path: &std::path::Path, spec: CaptureSpec, file: &std::path::Path) ->
         let nanos = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
         let data = buf.get_mut(..caplen as usize).context("record longer than 64 KiB")?;
         r.get_ref().set_read_timeout(None)?;
+        // read_exact retries reads a signal interrupted.
         r.read_exact(data).context("reading a captured packet")?;
         r.get_ref().set_read_timeout(Some(Duration::from_millis(200)))?;
         sink.write(nanos, orig, data)?;
@@ -319,7 +325,15 @@ fn capture(path: &std::path::Path, spec: CaptureSpec, file: &std::path::Path) ->
     sink.flush()?;
     r.get_ref().set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = String::new();
-    r.read_line(&mut line)?;
+    loop {
+        match r.read_line(&mut line) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => {
+                other?;
+                break;
+            }
+        }
+    }
     let t: CaptureTotals = serde_json::from_str(&line).context("reading the capture totals")?;
     eprintln!("{} packets captured\n{} packets dropped (no free capture buffer)", t.captured, t.dropped);
     Ok(())
@@ -333,6 +347,9 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<()> {
         match r.read(&mut buf[got..]) {
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => got += n,
+            // A signal (Ctrl-C) interrupts a read: the caller sees the
+            // flag; mid-record the rest is read on.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted && got > 0 => {}
             Err(e) if got > 0 && matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             Err(e) => return Err(e),
         }

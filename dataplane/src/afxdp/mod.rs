@@ -100,12 +100,26 @@ pub enum PortError {
     #[error("invalid port configuration: {0}")]
     Config(String),
     #[error(
-        "creating a UMEM of {bytes} bytes failed: {source} \
+        "creating a UMEM of {bytes} bytes failed: {error} \
          (UMEM is locked memory: run as root, grant CAP_IPC_LOCK or raise RLIMIT_MEMLOCK)"
     )]
-    Umem { bytes: u64, source: io::Error },
-    #[error("binding an AF_XDP socket to {ifname} queue {queue} failed: {source}{hint}")]
-    Bind { ifname: String, queue: u32, source: io::Error, hint: &'static str },
+    // `error`, not `source`: the message already carries it, and a source
+    // would be printed a second time by an error chain ({:#}).
+    Umem { bytes: u64, error: io::Error },
+    #[error("binding an AF_XDP socket to {ifname} queue {queue} failed: {error}{hint}")]
+    Bind { ifname: String, queue: u32, error: io::Error, hint: &'static str },
+}
+
+/// The OS error under an xsk-rs error, its errno kept (the hints match on
+/// it), else the error's text.
+fn os_error(e: &(dyn std::error::Error + 'static)) -> io::Error {
+    match std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>()) {
+        Some(s) => match s.raw_os_error() {
+            Some(n) => io::Error::from_raw_os_error(n),
+            None => io::Error::new(s.kind(), s.to_string()),
+        },
+        None => io::Error::other(e.to_string()),
+    }
 }
 
 /// One AF_XDP socket with its UMEM and rings.
@@ -162,13 +176,8 @@ impl Port {
             .map_err(|e| PortError::Config(e.to_string()))?;
         let frames = NonZeroU32::new(cfg.frame_count).ok_or_else(|| PortError::Config("frame count is 0".into()))?;
         let bytes = u64::from(cfg.frame_count) * u64::from(cfg.frame_size);
-        let (umem, descs) = Umem::new(umem_cfg, frames, false).map_err(|e| PortError::Umem {
-            bytes,
-            source: std::error::Error::source(&e)
-                .and_then(|s| s.downcast_ref::<io::Error>())
-                .map(|s| io::Error::new(s.kind(), s.to_string()))
-                .unwrap_or_else(|| io::Error::other(e.to_string())),
-        })?;
+        let (umem, descs) =
+            Umem::new(umem_cfg, frames, false).map_err(|e| PortError::Umem { bytes, error: os_error(&e) })?;
 
         let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
         bind |= if cfg.zero_copy { BindFlags::XDP_ZEROCOPY } else { BindFlags::XDP_COPY };
@@ -185,17 +194,14 @@ impl Port {
         // the (ifname, queue) pair is bound once from it; we inhibit program
         // loading as xsk-rs requires for shared use anyway.
         let (tx, rx, fq_cq) = unsafe { Socket::new(sock_cfg, &umem, &iface, cfg.queue) }.map_err(|e| {
-            let source = std::error::Error::source(&e)
-                .and_then(|s| s.downcast_ref::<io::Error>())
-                .map(|s| io::Error::new(s.kind(), s.to_string()))
-                .unwrap_or_else(|| io::Error::other(e.to_string()));
-            let hint = match source.raw_os_error() {
+            let error = os_error(&e);
+            let hint = match error.raw_os_error() {
                 Some(libc::EBUSY) => " (another AF_XDP socket is bound to this queue)",
                 Some(libc::EOPNOTSUPP) if cfg.zero_copy => " (the driver has no zero-copy mode: veth is copy-only)",
                 Some(libc::EINVAL) => " (is the queue index below the interface's queue count?)",
                 _ => "",
             };
-            PortError::Bind { ifname: cfg.ifname.clone(), queue: cfg.queue, source, hint }
+            PortError::Bind { ifname: cfg.ifname.clone(), queue: cfg.queue, error, hint }
         })?;
         let (fill, comp) =
             fq_cq.ok_or_else(|| PortError::Config("socket came without fill/completion rings".into()))?;

@@ -167,10 +167,21 @@ impl Stack {
     /// connecting to it will fail with EHOSTUNREACH instead of ETIMEDOUT.
     /// (`now` as every input takes it; no rule reads it today.)
     pub fn handle_unreachable(&mut self, _now: Instant, remote: Ipv4Addr) {
+        self.fail_connecting(remote, Error::HostUnreachable);
+    }
+
+    /// No route leads to `remote` (off every subnet, no gateway):
+    /// connections still connecting to it fail with ENETUNREACH, as
+    /// Linux's connect does when ip_route_connect finds no route.
+    pub fn handle_no_route(&mut self, _now: Instant, remote: Ipv4Addr) {
+        self.fail_connecting(remote, Error::NetworkUnreachable);
+    }
+
+    fn fail_connecting(&mut self, remote: Ipv4Addr, why: Error) {
         let ids: Vec<SocketId> = self.conns.iter().filter(|(t, _)| t.remote == remote).map(|(_, &id)| id).collect();
         for id in ids {
             if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
-                c.on_neighbour_failure(Error::HostUnreachable);
+                c.on_neighbour_failure(why);
             }
             self.after_conn(id);
         }
