@@ -66,11 +66,13 @@ struct RunArgs {
     /// The server's address.
     #[arg(long)]
     target: Ipv4Addr,
+    /// The server's first port (echo; crr, sink and source on the next three).
     #[arg(long, default_value_t = xstack_bench::proto::BASE_PORT)]
     port: u16,
     /// Request/response size (RR, CRR, RATE) or write/read size (STREAM; default 65536).
     #[arg(long)]
     size: Option<usize>,
+    /// Connections opened (RR, STREAM, RATE), or at once (CRR).
     #[arg(long, default_value_t = 1)]
     connections: usize,
     /// Requests in flight per connection (RR), or the cap per connection (RATE).
@@ -88,6 +90,8 @@ struct RunArgs {
     /// Total requests per second (RATE).
     #[arg(long, default_value_t = 10_000.0)]
     rate: f64,
+    /// Seed of the payload bytes and of the open-loop schedule: the same
+    /// seed gives the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Cores to pin the threads to, e.g. "0" or "0,1" or "2-3".
@@ -111,15 +115,19 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// Which stack the server uses.
     #[arg(long, value_enum, default_value = "kernel-default")]
     stack: StackKind,
+    /// The address to listen on (kernel stacks).
     #[arg(long, default_value = "0.0.0.0")]
     addr: Ipv4Addr,
+    /// The first port: echo, then crr, sink and source on the next three.
     #[arg(long, default_value_t = xstack_bench::proto::BASE_PORT)]
     port: u16,
     /// Threads of a polled (spinning) server.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Cores to pin the server's threads to, e.g. "1" or "2-3".
     #[arg(long, value_parser = parse_cpus, default_value = "")]
     cpus: std::vec::Vec<usize>,
     /// Exit after this many seconds.
@@ -155,29 +163,40 @@ impl From<XdpMode> for xstack_bpf::ModeRequest {
 #[derive(Debug, Args)]
 struct FloorArgs {
     role: FloorRole,
+    /// The interface whose queue 0 this end opens.
     #[arg(long)]
     ifname: String,
+    /// This end's MAC address (the frames' source).
     #[arg(long)]
     src_mac: String,
+    /// The other end's MAC address.
     #[arg(long)]
     dst_mac: String,
+    /// This end's IPv4 address (the frames carry UDP between the two).
     #[arg(long)]
     src_ip: Ipv4Addr,
+    /// The other end's IPv4 address.
     #[arg(long)]
     dst_ip: Ipv4Addr,
+    /// How the XDP program is attached (auto: native, else generic).
     #[arg(long, value_enum, default_value = "auto")]
     xdp_mode: XdpMode,
     /// Frame length in bytes (FCS excluded).
     #[arg(long, default_value_t = 64)]
     size: usize,
+    /// Frames in flight at once.
     #[arg(long, default_value_t = 1)]
     outstanding: usize,
+    /// Warm-up seconds (not measured).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Measured seconds.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
+    /// Seconds per histogram in the interval log.
     #[arg(long, default_value_t = 1.0)]
     interval: f64,
+    /// The core to pin this end to.
     #[arg(long)]
     cpu: Option<usize>,
     /// The reflector exits after this many seconds.
@@ -186,8 +205,10 @@ struct FloorArgs {
     /// Report label (the compare command groups the floor with RR).
     #[arg(long)]
     label: Option<String>,
+    /// Write the result (JSON) here instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Write the latency as an HdrHistogram interval log here.
     #[arg(long)]
     hlog: Option<PathBuf>,
 }
@@ -203,12 +224,16 @@ struct CompareArgs {
     /// Skip the raw AF_XDP floor.
     #[arg(long)]
     no_floor: bool,
+    /// Request/response size of RR, CRR and RATE.
     #[arg(long, default_value_t = 64)]
     size: usize,
+    /// Write/read size of the STREAM workloads.
     #[arg(long, default_value_t = 65536)]
     stream_size: usize,
+    /// Connections of RR and STREAM.
     #[arg(long, default_value_t = 1)]
     connections: usize,
+    /// Requests in flight per connection (RR).
     #[arg(long, default_value_t = 1)]
     outstanding: usize,
     /// Offered loads of the RATE workload (requests/s, total).
@@ -217,8 +242,10 @@ struct CompareArgs {
     /// Connections of the RATE workload.
     #[arg(long, default_value_t = 8)]
     rate_connections: usize,
+    /// Warm-up seconds of every run (not measured).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Measured seconds of every run.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
     /// Cores of the client side (every stack's client uses the same).
@@ -227,11 +254,13 @@ struct CompareArgs {
     /// Cores of the server side (every stack's server uses the same).
     #[arg(long, value_parser = parse_cpus, default_value = "1")]
     server_cpus: std::vec::Vec<usize>,
+    /// Seed of every run (the same seed gives the same runs).
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Frame size of the floor.
     #[arg(long, default_value_t = 64)]
     floor_size: usize,
+    /// How the floor attaches its XDP programs (auto: native, else generic).
     #[arg(long, value_enum, default_value = "auto")]
     floor_xdp_mode: XdpMode,
     /// Output directory (default bench-results/<timestamp>).
@@ -489,4 +518,25 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
         bail!("{} check(s) failed", problems.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod help_tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every option of every subcommand explains itself in --help.
+    #[test]
+    fn every_option_has_help() {
+        let cmd = Cli::command();
+        let mut missing = Vec::new();
+        for sub in std::iter::once(&cmd).chain(cmd.get_subcommands()) {
+            for a in sub.get_arguments() {
+                if a.get_help().is_none() && a.get_long_help().is_none() && !a.is_positional() {
+                    missing.push(format!("{} --{}", sub.get_name(), a.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "options without help: {missing:?}");
+    }
 }

@@ -139,6 +139,9 @@ pub struct Cli {
     /// CPU cores to pin workers to, in queue order (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub cores: Option<Vec<usize>>,
+    /// How the XDP program is attached: native (in the driver, fastest),
+    /// generic (after the kernel built an skb: any driver, slower), or
+    /// auto (native, else generic with a warning).
     #[arg(long, value_enum)]
     pub xdp_mode: Option<XdpMode>,
     /// Replace an XDP program already attached to the interface.
@@ -147,6 +150,10 @@ pub struct Cli {
     /// Bind AF_XDP sockets in zero-copy mode (drivers that support it).
     #[arg(long)]
     pub zero_copy: bool,
+    /// How workers wait for packets: busy (spin, a core each: lowest
+    /// latency), adaptive (spin, then sleep when idle), yield (spin, giving
+    /// the core away after every empty round: for a worker sharing its core
+    /// with a preloaded application).
     #[arg(long, value_enum)]
     pub poll: Option<Poll>,
     /// Steer only these TCP ports (comma-separated); the kernel keeps the rest.
@@ -202,6 +209,10 @@ pub struct Cli {
     /// Print the configuration in force and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Print a shell completion script for xstackd (bash, zsh, fish,
+    /// elvish, powershell) and exit.
+    #[arg(long, value_name = "SHELL")]
+    pub completions: Option<clap_complete::Shell>,
     /// Control socket path (default /run/xstack/<instance>.sock).
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
@@ -929,5 +940,23 @@ mod tests {
         assert!(err.contains("`body` is for http"), "{err}");
         let err = merge("[[service]]\nkind = \"gopher\"\nport = 70\n").unwrap_err();
         assert!(err.contains("http, sockperf"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod help_tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every option explains itself in --help.
+    #[test]
+    fn every_option_has_help() {
+        let cmd = Cli::command();
+        let missing: Vec<String> = cmd
+            .get_arguments()
+            .filter(|a| a.get_help().is_none() && a.get_long_help().is_none())
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(missing.is_empty(), "xstackd options without help: {missing:?}");
     }
 }

@@ -52,6 +52,11 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(shell) = cli.completions {
+        use clap::CommandFactory;
+        clap_complete::generate(shell, &mut Cli::command(), "xstackd", &mut std::io::stdout());
+        return Ok(());
+    }
     let cfg = Config::load(&cli)?;
     if cli.print_config {
         print!("{}", cfg.to_toml());

@@ -480,6 +480,7 @@ fn ports_change_and_drain_stops_after_the_last_connection() {
     // Port 9 is not steered: the kernel owns it and refuses.
     assert_eq!(connect(9), "ECONNREFUSED");
     assert!(ctl_ok(&name, &["port", "add", "tcp", "9"]).contains("[7,9]"));
+    assert_eq!(ctl_ok(&name, &["port", "list"]).trim(), "steered tcp ports: 7,9; udp ports: none");
     assert_eq!(connect(9), "connected", "the stack's discard service now gets port 9");
     assert!(!ctl(&name, &["port", "add", "tcp", "9"]).status.success(), "already steered");
     ctl_ok(&name, &["port", "remove", "tcp", "9"]);
@@ -584,4 +585,36 @@ fn a_bad_log_filter_is_said_and_logs_to_files_have_no_colours() {
     assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
     let o = Command::new(env!("CARGO_BIN_EXE_xstack-socket-echo")).arg("--help").output().unwrap();
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("usage: xstack-socket-echo PORT"));
+}
+
+/// scripts/install.sh into a staging directory: binaries, the preload
+/// library where xstack-run finds it, the systemd unit with the prefix,
+/// the example configuration and completions.
+#[test]
+fn install_stages_a_working_layout() {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_xstackd")).parent().unwrap().to_path_buf();
+    let dest = std::env::temp_dir().join(format!("xstack-install-{}", std::process::id()));
+    let o = Command::new(common::repo_root().join("scripts/install.sh"))
+        .args(["--no-build", "--prefix", "/opt/xs", "--destdir"])
+        .arg(&dest)
+        .env("XSTACK_BIN_DIR", &bin)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in [
+        "opt/xs/bin/xstackd",
+        "opt/xs/bin/xstackctl",
+        "opt/xs/bin/xstack-run",
+        "opt/xs/lib/xstack/libxstack_preload.so",
+        "etc/xstack/example.toml",
+        "usr/share/bash-completion/completions/xstackctl",
+    ] {
+        assert!(dest.join(f).exists(), "{f} not installed");
+    }
+    let unit = std::fs::read_to_string(dest.join("etc/systemd/system/xstackd@.service")).unwrap();
+    assert!(unit.contains("ExecStart=/opt/xs/bin/xstackd --config /etc/xstack/%i.toml"), "{unit}");
+    // The installed xstack-run finds the library in ../lib/xstack.
+    let run = Command::new(dest.join("opt/xs/bin/xstack-run")).args(["--quiet", "true"]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let _ = std::fs::remove_dir_all(&dest);
 }

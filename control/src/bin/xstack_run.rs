@@ -1,6 +1,6 @@
 //! xstack-run: runs a program with its TCP sockets on the stack, as
 //! `onload CMD` does: preloads libxstack_preload.so (found beside this
-//! executable, or at $XSTACK_PRELOAD) and executes CMD, which then
+//! executable or in ../lib/xstack, or at $XSTACK_PRELOAD) and executes CMD, which then
 //! registers with the running xstackd (the instance from --instance,
 //! $XSTACK_INSTANCE, or the only one running).
 //!
@@ -21,9 +21,10 @@ fn library() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("XSTACK_PRELOAD") {
         return Some(PathBuf::from(p));
     }
-    let me = std::env::current_exe().ok()?;
-    let p = me.parent()?.join("libxstack_preload.so");
-    p.exists().then_some(p)
+    // Beside this executable (a build tree), or in ../lib/xstack (an
+    // installation: scripts/install.sh).
+    let dir = std::env::current_exe().ok()?.parent()?.to_path_buf();
+    [dir.join("libxstack_preload.so"), dir.join("../lib/xstack/libxstack_preload.so")].into_iter().find(|p| p.exists())
 }
 
 fn main() {

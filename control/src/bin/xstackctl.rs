@@ -36,6 +36,7 @@ struct Cli {
 enum Cmd {
     /// Counters, netstat -s style: totals, then per worker.
     Stats {
+        /// Machine-readable output (JSON) instead of the table.
         #[arg(long)]
         json: bool,
     },
@@ -58,23 +59,39 @@ enum Cmd {
         /// Count sockets per state instead of listing them.
         #[arg(short, long)]
         count: bool,
+        /// Machine-readable output (JSON) instead of the table.
         #[arg(long)]
         json: bool,
     },
     /// The neighbour table with entry ages.
     Arp {
+        /// Machine-readable output (JSON) instead of the table.
         #[arg(long)]
         json: bool,
     },
     /// The configuration in force, with every TCP knob.
     Config {
+        /// Machine-readable output (JSON) instead of the table.
         #[arg(long)]
         json: bool,
     },
     /// Change a TCP knob while the stack runs (see `config`).
     Set { knob: String, value: String },
-    /// Add or remove a steered port (addresses shared with the kernel).
-    Port { action: PortAction, proto: ProtoArg, port: u16 },
+    /// List, add or remove the steered ports (addresses shared with the
+    /// kernel): `port list`, `port add tcp 8443`, `port remove tcp 8443`.
+    Port {
+        action: PortAction,
+        /// tcp or udp (add and remove).
+        proto: Option<ProtoArg>,
+        /// The port (add and remove).
+        port: Option<u16>,
+    },
+    /// Shell completion script for xstackctl: `xstackctl completions bash
+    /// > /etc/bash_completion.d/xstackctl`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Stop accepting connections, let the open ones finish, then stop.
     Drain {
         /// Stop at the latest after this many seconds.
@@ -117,6 +134,7 @@ enum Cmd {
     /// Fault injection (daemon started with --fault-injection): make a
     /// worker panic, to exercise the supervision.
     Fault {
+        /// The worker (queue number) to make panic.
         #[arg(long)]
         worker: u32,
     },
@@ -124,6 +142,7 @@ enum Cmd {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum PortAction {
+    List,
     Add,
     Remove,
 }
@@ -172,6 +191,11 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Cmd::Completions { shell } = cli.cmd {
+        use clap::CommandFactory;
+        clap_complete::generate(shell, &mut Cli::command(), "xstackctl", &mut std::io::stdout());
+        return Ok(());
+    }
     let path = socket_path(&cli)?;
     match cli.cmd {
         Cmd::Stats { json } => {
@@ -225,7 +249,22 @@ fn run(cli: Cli) -> Result<()> {
             let v = ask(&path, &Request::Set { knob, value })?;
             println!("{}: {} -> {}", v["knob"].as_str().unwrap_or("?"), v["old"], v["new"]);
         }
+        Cmd::Port { action: PortAction::List, .. } => {
+            let v: ConfigView = serde_json::from_value(ask(&path, &Request::Config)?)?;
+            let get = |k: &str| v.settings.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+            let (tcp, udp) = (get("tcp_ports"), get("udp_ports"));
+            let or_none = |v: String| if v.is_empty() { "none".to_string() } else { v };
+            if tcp.is_empty() && udp.is_empty() {
+                println!("no steered ports: the stack's addresses are its own, every port reaches the stack");
+            } else {
+                println!("steered tcp ports: {}; udp ports: {}", or_none(tcp), or_none(udp));
+            }
+        }
+        Cmd::Completions { .. } => unreachable!("answered before connecting"),
         Cmd::Port { action, proto, port } => {
+            let (Some(proto), Some(port)) = (proto, port) else {
+                bail!("port add and port remove take a protocol and a port: xstackctl port add tcp 8443");
+            };
             let proto = match proto {
                 ProtoArg::Tcp => Proto::Tcp,
                 ProtoArg::Udp => Proto::Udp,
@@ -385,4 +424,25 @@ fn top(path: &std::path::Path, interval: f64, iterations: Option<u64>) -> Result
         n += 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every option of every subcommand explains itself in --help.
+    #[test]
+    fn every_option_has_help() {
+        let cmd = Cli::command();
+        let mut missing = Vec::new();
+        for sub in std::iter::once(&cmd).chain(cmd.get_subcommands()) {
+            for a in sub.get_arguments() {
+                if a.get_help().is_none() && a.get_long_help().is_none() && !a.is_positional() {
+                    missing.push(format!("{} --{}", sub.get_name(), a.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "options without help: {missing:?}");
+    }
 }
