@@ -56,7 +56,41 @@ fn a_killed_daemons_program_is_replaced_by_the_next_start() {
     let name = unique_name("okl");
     let topo = Topology::up(&name, &[]);
     let bpffs = Bpffs::mount(&name);
-    let first = Daemon::start(&topo, &bpffs, &["--instance", &name]);
+    let first = Daemon::start(&topo, &bpffs, &["--instance", &name, "--echo", "7"]);
+    // A kernel peer with a connection to the echo service, driven line by
+    // line: it sends each line and reports the echo, a timeout or an error.
+    let peer_script = format!(
+        "import errno, socket, sys\n\
+         c = socket.create_connection(('{}', 7), timeout=5)\n\
+         for line in sys.stdin:\n\
+         \x20   word, wait = line.split()\n\
+         \x20   c.settimeout(float(wait))\n\
+         \x20   try:\n\
+         \x20       c.sendall(word.encode())\n\
+         \x20       print('echo', c.recv(100).decode(), flush=True)\n\
+         \x20   except socket.timeout:\n\
+         \x20       print('timeout', flush=True)\n\
+         \x20   except OSError as e:\n\
+         \x20       print('error', errno.errorcode.get(e.errno, e.errno), flush=True)\n",
+        topo.get("IP_STACK")
+    );
+    let mut peer = Command::new("ip")
+        .args(["netns", "exec", topo.get("NS_A"), "python3", "-c", &peer_script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to_peer = peer.stdin.take().unwrap();
+    let mut from_peer = std::io::BufReader::new(peer.stdout.take().unwrap());
+    let mut ask = |line: &str| {
+        use std::io::{BufRead, Write};
+        writeln!(to_peer, "{line}").unwrap();
+        let mut answer = String::new();
+        from_peer.read_line(&mut answer).unwrap();
+        answer.trim().to_owned()
+    };
+    assert_eq!(ask("one 5"), "echo one");
+
     let _ = Command::new("kill").args(["-KILL", &first.pid().to_string()]).status();
     std::thread::sleep(Duration::from_millis(200));
     // The operator's tool says what happened instead of "connection refused".
@@ -67,16 +101,28 @@ fn a_killed_daemons_program_is_replaced_by_the_next_start() {
         "{err}"
     );
     drop(first);
-    // Its program stays on the interface, its record names a dead pid.
+    // While it is down its program stays on the interface (its record
+    // names a dead pid) and frames for its queue go nowhere: peers see
+    // silence, their retransmissions unanswered.
     let shown = topo.exec("NS_B", &["ip", "link", "show", "dev", topo.get("IF_B")]);
     assert!(String::from_utf8_lossy(&shown.stdout).contains("xdp"), "the program went with the daemon");
-    let second = Daemon::start(&topo, &bpffs, &["--instance", &name]);
+    assert!(!pings(&topo), "something answered while the daemon was down");
+    assert_eq!(ask("two 1"), "timeout");
+
+    let second = Daemon::start(&topo, &bpffs, &["--instance", &name, "--echo", "7"]);
     assert!(
         second.log_shows("no longer running (killed or crashed): replacing it", Duration::from_secs(2)),
         "{}",
         second.stderr()
     );
     assert!(pings(&topo), "the restarted daemon does not serve:\n{}", second.stderr());
+    // The old connection is unknown to the new daemon: the peer's next
+    // retransmission is answered with RST. New connections are served.
+    assert_eq!(ask("three 15"), "error ECONNRESET");
+    let fresh = topo.exec("NS_A", &["sh", "-c", &format!("echo again | timeout 5 nc -N {} 7", topo.get("IP_STACK"))]);
+    assert_eq!(String::from_utf8_lossy(&fresh.stdout).trim(), "again");
+    drop(to_peer);
+    let _ = peer.wait();
     second.stop();
 }
 
