@@ -294,7 +294,16 @@ impl Resolver {
     }
 
     /// Handles an ARP packet that arrived with Ethernet source `src_mac`.
-    pub fn on_packet(&mut self, now: Instant, src_mac: EthernetAddress, p: &Repr, out: &mut Vec<Action>) {
+    /// An ARP packet a worker received; `answered`: the worker replied to
+    /// this request already (learn only).
+    pub fn on_packet(
+        &mut self,
+        now: Instant,
+        src_mac: EthernetAddress,
+        p: &Repr,
+        answered: bool,
+        out: &mut Vec<Action>,
+    ) {
         let spa = p.source_protocol_addr;
         let sha = p.source_hardware_addr;
         // A sender must be a unicast station; an all-zero sender address is
@@ -319,6 +328,9 @@ impl Resolver {
                     self.learn(now, spa, sha, true, out);
                 }
                 self.stats.replies_sent += 1;
+                if answered {
+                    return;
+                }
                 out.push(Action::Send {
                     dst_mac: sha,
                     packet: Repr {
@@ -488,11 +500,22 @@ mod tests {
     }
 
     #[test]
+    fn a_request_a_worker_answered_is_learned_from_and_not_answered_twice() {
+        let mut r = resolver();
+        let now = Instant::now();
+        let mut out = vec![];
+        r.on_packet(now, PEER_MAC, &request_from(PEER, PEER_MAC, OURS), true, &mut out);
+        assert_eq!(r.entries(now)[0].mac, Some(PEER_MAC));
+        assert!(out.is_empty(), "the worker replied already: {out:?}");
+        assert_eq!(r.stats().replies_sent, 1);
+    }
+
+    #[test]
     fn answers_requests_for_our_address_and_learns_the_sender() {
         let mut r = resolver();
         let now = Instant::now();
         let mut out = vec![];
-        r.on_packet(now, PEER_MAC, &request_from(PEER, PEER_MAC, OURS), &mut out);
+        r.on_packet(now, PEER_MAC, &request_from(PEER, PEER_MAC, OURS), false, &mut out);
         // Learned, but kept here until a worker needs it.
         assert_eq!(r.entries(now)[0].mac, Some(PEER_MAC));
         assert_eq!(out.len(), 1, "{out:?}");
@@ -504,7 +527,7 @@ mod tests {
         assert_eq!(packet.target_protocol_addr, PEER);
         // Not for us: ignored, nothing learned.
         out.clear();
-        r.on_packet(now, PEER_MAC, &request_from(Ipv4Addr::new(198, 18, 0, 7), PEER_MAC, GW), &mut out);
+        r.on_packet(now, PEER_MAC, &request_from(Ipv4Addr::new(198, 18, 0, 7), PEER_MAC, GW), false, &mut out);
         assert!(out.is_empty());
         assert_eq!(r.stats().ignored, 1);
     }
@@ -513,7 +536,7 @@ mod tests {
     fn address_probes_are_answered_without_learning() {
         let mut r = resolver();
         let mut out = vec![];
-        r.on_packet(Instant::now(), PEER_MAC, &request_from(Ipv4Addr::UNSPECIFIED, PEER_MAC, OURS), &mut out);
+        r.on_packet(Instant::now(), PEER_MAC, &request_from(Ipv4Addr::UNSPECIFIED, PEER_MAC, OURS), false, &mut out);
         assert_eq!(out.len(), 1);
         assert!(matches!(out[0], Action::Send { .. }));
         assert!(r.entries(Instant::now()).is_empty());
@@ -524,9 +547,9 @@ mod tests {
         let mut r = resolver();
         let mut out = vec![];
         let now = Instant::now();
-        r.on_packet(now, PEER_MAC, &request_from(PEER, EthernetAddress::BROADCAST, OURS), &mut out);
-        r.on_packet(now, PEER_MAC, &request_from(OURS, PEER_MAC, OURS), &mut out);
-        r.on_packet(now, PEER_MAC, &reply_from(PEER, PEER_MAC), &mut out); // unsolicited
+        r.on_packet(now, PEER_MAC, &request_from(PEER, EthernetAddress::BROADCAST, OURS), false, &mut out);
+        r.on_packet(now, PEER_MAC, &request_from(OURS, PEER_MAC, OURS), false, &mut out);
+        r.on_packet(now, PEER_MAC, &reply_from(PEER, PEER_MAC), false, &mut out); // unsolicited
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(r.stats().ignored, 3);
     }
@@ -565,7 +588,7 @@ mod tests {
         r.resolve(t0, GW, &mut out);
         out.clear();
         let gw_mac = EthernetAddress([2, 0, 0, 0, 0, 0xfe]);
-        r.on_packet(t0 + Duration::from_millis(5), gw_mac, &reply_from(GW, gw_mac), &mut out);
+        r.on_packet(t0 + Duration::from_millis(5), gw_mac, &reply_from(GW, gw_mac), false, &mut out);
         assert_eq!(out, vec![Action::Pending { ip: GW, on: false }, Action::Update { ip: GW, mac: Some(gw_mac) }]);
         assert_eq!(r.entries(t0 + Duration::from_secs(2))[0].age, Duration::from_millis(1995));
         out.clear();
@@ -594,7 +617,7 @@ mod tests {
         out.clear();
         r.poll(t0 + Duration::from_secs(100_000), &mut out);
         let other = EthernetAddress([2, 0, 0, 0, 0, 9]);
-        r.on_packet(t0, other, &request_from(PEER, other, OURS), &mut out);
+        r.on_packet(t0, other, &request_from(PEER, other, OURS), false, &mut out);
         assert!(!out.iter().any(|a| matches!(a, Action::Update { .. })), "{out:?}");
         assert_eq!(r.entries(t0)[0].mac, Some(PEER_MAC));
     }
@@ -604,16 +627,16 @@ mod tests {
         let mut r = resolver();
         let t0 = Instant::now();
         let mut out = vec![];
-        r.on_packet(t0, PEER_MAC, &request_from(PEER, PEER_MAC, OURS), &mut out);
+        r.on_packet(t0, PEER_MAC, &request_from(PEER, PEER_MAC, OURS), false, &mut out);
         // A worker needs it: it gets the entry at once, without a request.
         out.clear();
         r.resolve(t0, PEER, &mut out);
         assert_eq!(out, vec![Action::Update { ip: PEER, mac: Some(PEER_MAC) }]);
         out.clear();
-        r.on_packet(t0, PEER_MAC, &request_from(PEER, PEER_MAC, OURS), &mut out);
+        r.on_packet(t0, PEER_MAC, &request_from(PEER, PEER_MAC, OURS), false, &mut out);
         assert_eq!(out.iter().filter(|a| matches!(a, Action::Update { .. })).count(), 0);
         let new_mac = EthernetAddress([2, 0, 0, 0, 0, 9]);
-        r.on_packet(t0, new_mac, &request_from(PEER, new_mac, OURS), &mut out);
+        r.on_packet(t0, new_mac, &request_from(PEER, new_mac, OURS), false, &mut out);
         assert!(out.contains(&Action::Update { ip: PEER, mac: Some(new_mac) }));
     }
 
@@ -631,7 +654,7 @@ mod tests {
         // The gateway, resolved for a worker.
         r.resolve(t0, GW, &mut out);
         let gw_mac = EthernetAddress([2, 0, 0, 0, 0, 0xfe]);
-        r.on_packet(t0, gw_mac, &reply_from(GW, gw_mac), &mut out);
+        r.on_packet(t0, gw_mac, &reply_from(GW, gw_mac), false, &mut out);
         out.clear();
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         for i in 0..100_000u32 {
@@ -644,7 +667,7 @@ mod tests {
             }
             let mac = EthernetAddress([2, (rng >> 16) as u8, (rng >> 24) as u8, (rng >> 32) as u8, 1, 2]);
             let now = t0 + Duration::from_micros(u64::from(i));
-            r.on_packet(now, mac, &request_from(ip, mac, OURS), &mut out);
+            r.on_packet(now, mac, &request_from(ip, mac, OURS), false, &mut out);
             assert!(r.len() <= 64);
         }
         assert!(!out.iter().any(|a| matches!(a, Action::Update { .. })), "workers are not told of the flood");
@@ -657,7 +680,7 @@ mod tests {
         // Off-link senders are answered but not learned.
         out.clear();
         let before = r.stats().learned;
-        r.on_packet(t0, PEER_MAC, &request_from(Ipv4Addr::new(10, 1, 2, 3), PEER_MAC, OURS), &mut out);
+        r.on_packet(t0, PEER_MAC, &request_from(Ipv4Addr::new(10, 1, 2, 3), PEER_MAC, OURS), false, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(r.stats().learned, before);
     }
@@ -676,7 +699,7 @@ mod tests {
         for (i, ip) in [a, b].into_iter().enumerate() {
             let t = t0 + Duration::from_secs(i as u64);
             r.resolve(t, ip, &mut out);
-            r.on_packet(t, PEER_MAC, &reply_from(ip, PEER_MAC), &mut out);
+            r.on_packet(t, PEER_MAC, &reply_from(ip, PEER_MAC), false, &mut out);
         }
         out.clear();
         r.resolve(t0 + Duration::from_secs(5), c, &mut out);
@@ -706,8 +729,8 @@ mod tests {
         let t0 = Instant::now();
         let mut out = vec![];
         let other = Ipv4Addr::new(198, 18, 0, 9);
-        r.on_packet(t0, PEER_MAC, &request_from(PEER, PEER_MAC, OURS), &mut out);
-        r.on_packet(t0 + Duration::from_secs(1), PEER_MAC, &request_from(other, PEER_MAC, OURS), &mut out);
+        r.on_packet(t0, PEER_MAC, &request_from(PEER, PEER_MAC, OURS), false, &mut out);
+        r.on_packet(t0 + Duration::from_secs(1), PEER_MAC, &request_from(other, PEER_MAC, OURS), false, &mut out);
         r.resolve(t0 + Duration::from_secs(1), other, &mut out);
         out.clear();
         assert_eq!(r.next_deadline(), Some(t0 + Duration::from_secs(10)));

@@ -656,7 +656,9 @@ fn control_loop(
             while let Some(msg) = workers[i].link.to_control.pop() {
                 busy = true;
                 match msg {
-                    ToControl::Arp { src_mac, packet, .. } => resolver.on_packet(now, src_mac, &packet, &mut actions),
+                    ToControl::Arp { src_mac, packet, answered, .. } => {
+                        resolver.on_packet(now, src_mac, &packet, answered, &mut actions)
+                    }
                     ToControl::Resolve { ip, .. } => resolver.resolve(now, ip, &mut actions),
                 }
                 // The worker that received the packet transmits the answer.

@@ -113,8 +113,8 @@ impl Embedded {
         let now = Instant::now();
         while let Some(msg) = self.link.to_control.pop() {
             match msg {
-                ToControl::Arp { src_mac, packet, .. } => {
-                    self.resolver.on_packet(now, src_mac, &packet, &mut self.actions)
+                ToControl::Arp { src_mac, packet, answered, .. } => {
+                    self.resolver.on_packet(now, src_mac, &packet, answered, &mut self.actions)
                 }
                 ToControl::Resolve { ip, .. } => self.resolver.resolve(now, ip, &mut self.actions),
             }

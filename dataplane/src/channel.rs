@@ -20,7 +20,9 @@ use crate::wire::Ipv4Addr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ToControl {
     /// An ARP packet received for one of the stack's addresses.
-    Arp { worker: u16, src_mac: EthernetAddress, packet: arp::Repr },
+    /// `answered`: the worker already replied to this request in place; the
+    /// control plane only learns from it.
+    Arp { worker: u16, src_mac: EthernetAddress, packet: arp::Repr, answered: bool },
     /// The worker needs the MAC of next hop `ip`.
     Resolve { worker: u16, ip: Ipv4Addr },
 }

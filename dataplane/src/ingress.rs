@@ -21,6 +21,10 @@ pub enum Disposition {
     Reply { len: usize, next_hop: Ipv4Addr },
     /// Hand this to the control plane; the frame itself is done with.
     Control(ToControl),
+    /// Answer with this ARP reply to `dst_mac` (written into the received
+    /// frame, whose buffer may be shorter than a padded reply), and hand
+    /// `learn` to the control plane.
+    ArpReply { reply: arp::Repr, dst_mac: EthernetAddress, learn: ToControl },
     /// A TCP segment for the stack: `buf[start..end]` from `src` to `dst`
     /// (IPv4 header verified, TCP not yet).
     Tcp { src: Ipv4Addr, dst: Ipv4Addr, start: usize, end: usize },
@@ -49,17 +53,42 @@ pub fn process(iface: &Iface, worker: u16, ident: &mut IpIdent, buf: &mut [u8]) 
         return Disposition::Drop(Counter::drop_eth_not_for_us);
     }
     match frame.ethertype() {
-        EtherType::Arp => process_arp(worker, frame.src_addr(), frame.payload()),
+        EtherType::Arp => process_arp(iface, worker, frame.src_addr(), frame.payload()),
         EtherType::Ipv4 => process_ipv4(iface, ident, buf),
         EtherType::Unknown(_) => Disposition::Drop(Counter::drop_eth_unsupported),
     }
 }
 
-fn process_arp(worker: u16, src_mac: EthernetAddress, payload: &[u8]) -> Disposition {
-    match arp::Packet::new_checked(payload).and_then(|p| arp::Repr::parse(&p)) {
-        Ok(packet) => Disposition::Control(ToControl::Arp { worker, src_mac, packet }),
-        Err(_) => Disposition::Drop(Counter::drop_arp_malformed),
+/// ARP: a request for one of our addresses from a station that may ask
+/// (the control plane's rules: a unicast sender that is not one of us and
+/// not a broadcast or multicast address; an all-zero sender is an RFC 5227
+/// probe, answered too) is answered here, in the received frame, at the
+/// worker's speed, as ICMP echo is (Linux arp_process answers in the
+/// receive path); the control plane still learns from it. Everything
+/// else goes to the control plane.
+fn process_arp(iface: &Iface, worker: u16, src_mac: EthernetAddress, payload: &[u8]) -> Disposition {
+    let packet = match arp::Packet::new_checked(payload).and_then(|p| arp::Repr::parse(&p)) {
+        Ok(p) => p,
+        Err(_) => return Disposition::Drop(Counter::drop_arp_malformed),
+    };
+    let (spa, sha) = (packet.source_protocol_addr, packet.source_hardware_addr);
+    let answerable = packet.operation == arp::Operation::Request
+        && iface.has_addr(packet.target_protocol_addr)
+        && sha.is_unicast()
+        && !spa.is_broadcast()
+        && !spa.is_multicast()
+        && !iface.has_addr(spa);
+    if !answerable {
+        return Disposition::Control(ToControl::Arp { worker, src_mac, packet, answered: false });
     }
+    let reply = arp::Repr {
+        operation: arp::Operation::Reply,
+        source_hardware_addr: iface.mac,
+        source_protocol_addr: packet.target_protocol_addr,
+        target_hardware_addr: sha,
+        target_protocol_addr: spa,
+    };
+    Disposition::ArpReply { reply, dst_mac: sha, learn: ToControl::Arp { worker, src_mac, packet, answered: true } }
 }
 
 fn process_ipv4(iface: &Iface, ident: &mut IpIdent, buf: &mut [u8]) -> Disposition {
@@ -360,7 +389,7 @@ mod tests {
     }
 
     #[test]
-    fn arp_goes_to_the_control_plane_and_replies_are_padded() {
+    fn arp_requests_for_us_are_answered_in_place_and_the_rest_goes_to_the_control_plane() {
         let req = arp::Repr {
             operation: arp::Operation::Request,
             source_hardware_addr: PEER_MAC,
@@ -371,8 +400,39 @@ mod tests {
         let mut buf = [0u8; 64];
         let len = emit_arp(&mut buf, PEER_MAC, EthernetAddress::BROADCAST, &req);
         assert_eq!(len, 60);
-        let d = process(&iface(), 3, &mut IpIdent::default(), &mut buf[..len]);
-        assert_eq!(d, Disposition::Control(ToControl::Arp { worker: 3, src_mac: PEER_MAC, packet: req }));
+        // A veth frame is not padded: 42 bytes.
+        let d = process(&iface(), 3, &mut IpIdent::default(), &mut buf[..42]);
+        let reply = arp::Repr {
+            operation: arp::Operation::Reply,
+            source_hardware_addr: OUR_MAC,
+            source_protocol_addr: OURS,
+            target_hardware_addr: PEER_MAC,
+            target_protocol_addr: PEER,
+        };
+        assert_eq!(
+            d,
+            Disposition::ArpReply {
+                reply,
+                dst_mac: PEER_MAC,
+                learn: ToControl::Arp { worker: 3, src_mac: PEER_MAC, packet: req, answered: true },
+            }
+        );
+        // Not for one of our addresses, a reply, or a sender that may not
+        // ask: the control plane decides (and learns).
+        for other in [
+            arp::Repr { target_protocol_addr: Ipv4Addr::new(198, 18, 0, 77), ..req },
+            arp::Repr { operation: arp::Operation::Reply, ..req },
+            arp::Repr { source_protocol_addr: OURS, ..req },
+            arp::Repr { source_hardware_addr: EthernetAddress::BROADCAST, ..req },
+        ] {
+            let len = emit_arp(&mut buf, PEER_MAC, EthernetAddress::BROADCAST, &other);
+            let d = process(&iface(), 3, &mut IpIdent::default(), &mut buf[..len]);
+            assert_eq!(
+                d,
+                Disposition::Control(ToControl::Arp { worker: 3, src_mac: PEER_MAC, packet: other, answered: false })
+            );
+        }
+        let len = emit_arp(&mut buf, PEER_MAC, EthernetAddress::BROADCAST, &req);
         let mut bad = buf;
         bad[15] = 6; // hardware type 6
         assert_eq!(

@@ -72,6 +72,9 @@ counters! {
     /// Hand-offs that waited for room in the owner's ring.
     handoff_deferred,
     icmp_echo_replies,
+    /// ARP requests for the stack's addresses answered in place (the
+    /// control plane still learns the requester).
+    arp_replies,
     /// ICMP destination unreachables quoting one of our TCP segments,
     /// handed to the TCP engine (its own counters say what it did).
     icmp_unreachables_in,

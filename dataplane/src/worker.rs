@@ -740,6 +740,22 @@ impl Worker {
                     None => self.stack.handle_icmp_unreachable(now, local, remote, code, &quoted),
                 }
             }
+            Disposition::ArpReply { reply, dst_mac, learn } => {
+                let len = egress::emit_arp(
+                    &mut self.port.data_mut(&mut frame, ethernet::MIN_FRAME_LEN),
+                    self.iface.mac,
+                    dst_mac,
+                    &reply,
+                );
+                self.send(frame, len);
+                self.stats.inc(Counter::arp_replies);
+                self.stats.inc(Counter::arp_to_control);
+                if self.link.to_control.push(learn).is_err() {
+                    self.stats.inc(Counter::drop_control_queue_full);
+                } else {
+                    self.link.control_bell.ring();
+                }
+            }
             Disposition::Control(msg) => {
                 self.port.release(frame);
                 self.stats.inc(Counter::arp_to_control);
