@@ -269,6 +269,10 @@ impl Drop for Daemon {
             let _ = c.wait();
             if let Some(p) = &self.socket {
                 let _ = std::fs::remove_file(p);
+                // And its gateway socket (NAME.apps.sock beside NAME.sock).
+                if let (Some(dir), Some(stem)) = (p.parent(), p.file_stem()) {
+                    let _ = std::fs::remove_file(dir.join(format!("{}.apps.sock", stem.to_string_lossy())));
+                }
             }
         }
     }
