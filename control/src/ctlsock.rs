@@ -104,16 +104,7 @@ impl Server {
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
             }
         }
-        remove_stale(path)?;
-        let listener =
-            UnixListener::bind(path).with_context(|| format!("binding the control socket {}", path.display()))?;
-        let mode = if access.group.is_some() { 0o660 } else { 0o600 };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-        if let Some(g) = access.group {
-            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(g)))
-                .with_context(|| format!("giving {} to group {g}", path.display()))?;
-        }
-        let identity = file_identity(path)?;
+        let (listener, identity) = bind_socket(path, access, "control socket")?;
         // Polled with a timeout, so stopping never depends on waking a
         // blocked accept() through the file system.
         listener.set_nonblocking(true)?;
@@ -141,6 +132,22 @@ impl Drop for Server {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// Binds a unix socket at `path` (replacing a stale socket file, refusing
+/// a live one) with the access `access` grants: mode 0600, or 0660 and the
+/// group's. Returns the listener and the file's identity, so that only this
+/// file is removed on stop.
+pub(crate) fn bind_socket(path: &Path, access: Access, what: &str) -> Result<(UnixListener, (u64, u64))> {
+    remove_stale(path)?;
+    let listener = UnixListener::bind(path).with_context(|| format!("binding the {what} {}", path.display()))?;
+    let mode = if access.group.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    if let Some(g) = access.group {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(g)))
+            .with_context(|| format!("giving {} to group {g}", path.display()))?;
+    }
+    Ok((listener, file_identity(path)?))
 }
 
 pub(crate) fn file_identity(path: &Path) -> Result<(u64, u64)> {

@@ -5,10 +5,9 @@
 //! crash, SIGKILL) detaches the process from every worker, which closes
 //! its sockets as Linux closes a dead process's.
 
-use crate::ctlsock::{file_identity, peer, remove_stale, Access};
+use crate::ctlsock::{bind_socket, file_identity, peer, Access};
 use anyhow::{Context, Result};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,16 +73,7 @@ impl Registrar {
         iface: (Vec<IfAddr>, Option<Ipv4Addr>),
         doors: Vec<WorkerDoor>,
     ) -> Result<Registrar> {
-        remove_stale(path)?;
-        let listener =
-            UnixListener::bind(path).with_context(|| format!("binding the gateway socket {}", path.display()))?;
-        let mode = if access.group.is_some() { 0o660 } else { 0o600 };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-        if let Some(g) = access.group {
-            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(g)))
-                .with_context(|| format!("giving {} to group {g}", path.display()))?;
-        }
-        let identity = file_identity(path)?;
+        let (listener, identity) = bind_socket(path, access, "gateway socket")?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(GatewayStats::default());
