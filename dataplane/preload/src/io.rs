@@ -309,12 +309,40 @@ pub unsafe fn sendfile(out: c_int, inp: c_int, off: *mut libc::off_t, count: usi
             // Safety: the caller's contract.
             unsafe { *off }
         };
-        let mut buf = vec![0u8; count.clamp(1, 256 * 1024)];
+        // The thread's staging buffer, reused by every call (never one
+        // allocation per sendfile).
+        SENDFILE_BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            if buf.is_empty() {
+                buf.resize(256 * 1024, 0);
+            }
+            sendfile_through(g, s, st, inp, off, count, &mut pos, &mut buf)
+        })
+    })
+}
+
+thread_local! {
+    static SENDFILE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// sendfile's loop: pread at `pos`, send, advance by what the socket took.
+#[allow(clippy::too_many_arguments)]
+fn sendfile_through(
+    g: &Global,
+    s: &Sock,
+    st: &Stream,
+    inp: c_int,
+    off: *mut libc::off_t,
+    count: usize,
+    pos: &mut libc::off_t,
+    buf: &mut [u8],
+) -> isize {
+    {
         let mut sent = 0usize;
         while sent < count {
             let want = (count - sent).min(buf.len());
             // Safety: our buffer of at least `want` bytes.
-            let r = unsafe { real::pread(inp, buf.as_mut_ptr().cast(), want, pos) };
+            let r = unsafe { real::pread(inp, buf.as_mut_ptr().cast(), want, *pos) };
             if r < 0 {
                 if sent > 0 {
                     break;
@@ -336,18 +364,19 @@ pub unsafe fn sendfile(out: c_int, inp: c_int, off: *mut libc::off_t, count: usi
                 return -1;
             }
             sent += w as usize;
-            pos += w as libc::off_t;
+            *pos += w as libc::off_t;
             if (w as usize) < r as usize {
                 break;
             }
         }
         if off.is_null() {
             // Safety: plain system call.
-            unsafe { libc::lseek(inp, pos, libc::SEEK_SET) };
+            unsafe { libc::lseek(inp, *pos, libc::SEEK_SET) };
         } else {
-            // Safety: the caller's contract.
-            unsafe { *off = pos };
+            // Safety: the caller's contract (checked non-null by the
+            // caller's branch above).
+            unsafe { *off = *pos };
         }
         sent as isize
-    })
+    }
 }
