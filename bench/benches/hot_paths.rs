@@ -13,6 +13,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 
 use xstack_dataplane::neigh::NeighTable;
 use xstack_dataplane::tcp::buffer::RingBuffer;
+use xstack_dataplane::tcp::memory::BufferPool;
 use xstack_dataplane::tcp::timer_wheel::TimerWheel;
 use xstack_dataplane::tcp::{Config, Instant, SocketId, SocketOption, Stack};
 use xstack_dataplane::wire::checksum;
@@ -233,11 +234,12 @@ fn bench_ring(c: &mut Criterion) {
         let data = vec![0x11u8; len];
         let mut out = vec![0u8; len];
         let mut r = RingBuffer::new(256 * 1024);
+        let mut pool = BufferPool::default();
         g.throughput(Throughput::Bytes(len as u64));
         g.bench_function(format!("enqueue_dequeue/{len}B"), |b| {
             b.iter(|| {
-                let n = r.enqueue_slice(black_box(&data));
-                black_box(r.dequeue_slice(&mut out[..n]))
+                let n = r.enqueue_slice(&mut pool, black_box(&data));
+                black_box(r.dequeue_slice(&mut pool, &mut out[..n]))
             })
         });
     }

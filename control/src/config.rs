@@ -295,6 +295,13 @@ fn kernel_buffer_defaults(c: &mut xstack_dataplane::tcp::Config, sysctl: impl Fn
             c.core_wmem_max = max;
         }
     }
+    // tcp_mem, in pages: the host's TCP buffer memory; each worker's
+    // stack takes its share (`Config::for_worker`).
+    if let [low, pressure, high] = fields("net/ipv4/tcp_mem")[..] {
+        if low <= pressure && pressure <= high && high > 0 {
+            c.mem = xstack_dataplane::tcp::memory::MemLimits::from_pages([low, pressure, high], 4096, 1);
+        }
+    }
 }
 
 /// `cores` names one existing core per worker, each once: a core the

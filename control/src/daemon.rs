@@ -428,7 +428,7 @@ fn start_workers(
             id: q as u16,
             poll: cfg.poll,
             seed: random_seed()?,
-            tcp: cfg.tcp.clone(),
+            tcp: cfg.tcp.for_worker(cfg.queues as usize),
             ..WorkerConfig::default()
         };
         let app: Option<Box<dyn App>> = match cfg.connect {

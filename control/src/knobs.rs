@@ -253,6 +253,16 @@ pub static KNOBS: &[Knob] = &[
         c.core_wmem_max = buffer(v)?;
         Ok(())
     }),
+    knob!(
+        "mem",
+        "net.ipv4.tcp_mem",
+        false,
+        |c| format!("{} {} {}", c.mem.low / 4096, c.mem.pressure / 4096, c.mem.high / 4096),
+        |c, v| {
+            c.mem = mem_pages(v)?;
+            Ok(())
+        }
+    ),
     knob!("mtu", "the interface's MTU", false, |c| c.mtu.to_string(), |c, v| {
         c.mtu = num(v)?;
         Ok(())
@@ -265,6 +275,19 @@ fn at_least_one<T: PartialEq + From<u8>>(n: T) -> Result<T> {
         bail!("must be at least 1");
     }
     Ok(n)
+}
+
+/// tcp_mem: three page counts, low <= pressure <= high, as Linux takes
+/// them (the whole host's; each worker gets its share).
+fn mem_pages(v: &str) -> Result<xstack_dataplane::tcp::memory::MemLimits> {
+    let n: Vec<usize> = v.split_whitespace().map(num::<usize>).collect::<Result<_>>()?;
+    let [low, pressure, high] = n[..] else {
+        bail!("tcp_mem takes three page counts (low pressure high), got {v:?}");
+    };
+    if !(low <= pressure && pressure <= high && high > 0) || high > (1 << 40) / 4096 {
+        bail!("tcp_mem {v:?}: need 0 < high, low <= pressure <= high, and at most 1 TiB");
+    }
+    Ok(xstack_dataplane::tcp::memory::MemLimits::from_pages([low, pressure, high], 4096, 1))
 }
 
 fn buffer(v: &str) -> Result<usize> {

@@ -101,6 +101,7 @@ pub fn stats(s: &Status) -> String {
         ("fast_retransmits", "fast retransmits"),
         ("sack_renegings", "times the peer dropped data it had SACKed"),
         ("ofo_pruned", "times out-of-order data was dropped to make room"),
+        ("ofo_dropped_memory", "out-of-order segments dropped with the buffer memory at its limit (tcp_mem)"),
         ("icmp_unreachables", "ICMP destination unreachables acted on"),
         ("icmp_out_of_window", "ICMP errors quoting no sequence number in flight"),
         ("header_predicted", "packets header predicted"),

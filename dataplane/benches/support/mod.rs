@@ -301,6 +301,16 @@ impl Pair {
         (c, s)
     }
 
+    /// Carries segments both ways until neither stack has more to send.
+    pub fn settle(&mut self) {
+        while Self::pump(&mut self.client, &mut self.server, self.now, &mut self.buf)
+            + Self::pump(&mut self.server, &mut self.client, self.now, &mut self.buf)
+            > 0
+        {}
+        while self.client.poll_event().is_some() {}
+        while self.server.poll_event().is_some() {}
+    }
+
     /// Abortive close of both ends.
     pub fn teardown(&mut self, c: SocketId, s: SocketId) {
         self.client.set_option(self.now, c, SocketOption::Linger(Some(std::time::Duration::ZERO))).unwrap();

@@ -60,6 +60,21 @@ impl Assembler {
         self.latest = None;
     }
 
+    /// Where the highest range ends (0: no range).
+    pub fn end(&self) -> usize {
+        self.ranges().last().map_or(0, |r| r.end)
+    }
+
+    /// Forgets the highest range (memory pruning, Linux
+    /// tcp_prune_ofo_queue).
+    pub fn pop_highest(&mut self) -> Option<Range> {
+        self.count = self.count.checked_sub(1)?;
+        if self.latest == Some(self.count) {
+            self.latest = None;
+        }
+        Some(self.ranges[self.count])
+    }
+
     /// Records bytes `start..end` as received. With every range in use,
     /// a new range below the highest one takes the highest one's place;
     /// the evicted range is returned (its bytes are forgotten: the peer,

@@ -2,6 +2,7 @@
 //! follow the sysctls (`net.ipv4.tcp_*`, `net.core.somaxconn`, ...).
 
 use super::congestion::Algorithm;
+use super::memory::MemLimits;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -65,6 +66,9 @@ pub struct Config {
     /// clamps them (4 MiB on this machine's kernel).
     pub core_rmem_max: usize,
     pub core_wmem_max: usize,
+    /// tcp_mem: this stack's share of the host's TCP buffer memory
+    /// (pressure thresholds and hard limit, see `tcp::memory`).
+    pub mem: MemLimits,
     /// tcp_challenge_ack_limit: challenge ACKs per second, stack-wide.
     pub challenge_ack_limit: u32,
     /// tcp_invalid_ratelimit: minimum gap between ACKs sent in answer to
@@ -110,6 +114,7 @@ impl Default for Config {
             recv_buffer_max: 6291456,
             core_rmem_max: 4 << 20,
             core_wmem_max: 4 << 20,
+            mem: MemLimits::default(),
             challenge_ack_limit: 1000,
             invalid_ratelimit: Duration::from_millis(500),
             mtu: 1500,
@@ -120,6 +125,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The configuration of one of `workers` stacks sharing the host's
+    /// limits: each gets its share of tcp_mem.
+    pub fn for_worker(&self, workers: usize) -> Config {
+        let w = workers.max(1);
+        let m = self.mem;
+        Config { mem: MemLimits { low: m.low / w, pressure: m.pressure / w, high: m.high / w }, ..self.clone() }
+    }
+
     /// The MSS this host announces (RFC 9293 section 3.7.1: MTU minus the
     /// fixed IPv4 and TCP headers).
     pub fn our_mss(&self) -> u16 {

@@ -22,6 +22,7 @@ pub(crate) mod connection;
 pub mod error;
 pub mod isn;
 pub(crate) mod listener;
+pub mod memory;
 pub mod output;
 pub mod rng;
 pub mod rtt;

@@ -3,6 +3,7 @@
 
 use super::config::Config;
 use super::isn::IsnGenerator;
+use super::memory::BufferPool;
 use super::output::{Control, Header};
 use super::rng::Rng;
 use super::stats::Stats;
@@ -24,6 +25,8 @@ pub(crate) struct Shared {
     pub cookies: SynCookies,
     pub rng: Rng,
     pub control: VecDeque<Control>,
+    /// Every connection's buffer bytes (tcp_mem).
+    pub pool: BufferPool,
     challenge_second: u64,
     challenge_count: u32,
 }
@@ -35,6 +38,7 @@ impl Shared {
         let isn = IsnGenerator::new(key(), key());
         let cookies = SynCookies::new(key(), key());
         let control = VecDeque::with_capacity(config.control_queue);
+        let pool = BufferPool::new(config.mem);
         Shared {
             config,
             stats: Stats::default(),
@@ -42,6 +46,7 @@ impl Shared {
             cookies,
             rng,
             control,
+            pool,
             challenge_second: u64::MAX,
             challenge_count: 0,
         }

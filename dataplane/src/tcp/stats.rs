@@ -59,6 +59,9 @@ pub struct Stats {
     /// TcpExtOfoPruned: out-of-order data dropped to make room for data
     /// closer to the next expected byte.
     pub ofo_pruned: u64,
+    /// Out-of-order segments dropped, with the connection's out-of-order
+    /// data, because the buffer pool was at tcp_mem[2] (TCPOFODrop).
+    pub ofo_dropped_memory: u64,
     /// ICMP destination unreachables acted on (a connect failed, or a
     /// soft error recorded).
     pub icmp_unreachables: u64,
@@ -71,7 +74,7 @@ pub struct Stats {
 impl Stats {
     /// Every counter with its name, in declaration order (for statistics
     /// output and metrics).
-    pub fn fields(&self) -> [(&'static str, u64); 32] {
+    pub fn fields(&self) -> [(&'static str, u64); 33] {
         [
             ("segments_in", self.segments_in),
             ("segments_out", self.segments_out),
@@ -102,6 +105,7 @@ impl Stats {
             ("header_predicted", self.header_predicted),
             ("sack_renegings", self.sack_renegings),
             ("ofo_pruned", self.ofo_pruned),
+            ("ofo_dropped_memory", self.ofo_dropped_memory),
             ("icmp_unreachables", self.icmp_unreachables),
             ("icmp_out_of_window", self.icmp_out_of_window),
             ("icmp_ignored", self.icmp_ignored),

@@ -5,6 +5,7 @@
 
 use super::timers::Timer;
 use super::{Connection, Outcome};
+use crate::tcp::memory::BufferPool;
 use crate::tcp::shared::Shared;
 use crate::tcp::socket::{readiness, State};
 use crate::tcp::time::Instant;
@@ -107,7 +108,7 @@ impl Connection {
                 // SYN_SENT/SYN_RECV).
                 self.events |= readiness::CONNECTED;
             }
-            self.on_new_ack(now, ack);
+            self.on_new_ack(now, &mut shared.pool, ack);
         } else if ack == self.snd_una
             && seg.payload.is_empty()
             && !f.fin()
@@ -132,7 +133,7 @@ impl Connection {
                 return ControlFlow::Break(Outcome::Accepted);
             }
             State::LastAck if fin_acked => {
-                self.enter_closed(None);
+                self.enter_closed(&mut shared.pool, None);
                 return ControlFlow::Break(Outcome::Accepted);
             }
             State::TimeWait => {
@@ -172,14 +173,14 @@ impl Connection {
 
     /// SND.UNA advances to `ack`.
     #[inline]
-    pub(super) fn on_new_ack(&mut self, now: Instant, ack: SeqNum) {
+    pub(super) fn on_new_ack(&mut self, now: Instant, pool: &mut BufferPool, ack: SeqNum) {
         let acked = ack.dist(self.snd_una);
         self.bytes_acked += u64::from(acked);
         // Data bytes acknowledged (the SYN and FIN take a number but no
         // buffer space).
         let data_end = self.tx_seq + self.tx.len();
         let data_acked = if ack > self.tx_seq { ack.min(data_end).dist(self.tx_seq) as usize } else { 0 };
-        self.tx.discard(data_acked);
+        self.tx.discard(pool, data_acked);
         self.tx_seq += data_acked as u32;
         self.snd_una = ack;
         if self.snd_nxt < ack {

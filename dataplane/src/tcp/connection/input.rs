@@ -7,6 +7,7 @@
 use super::timers::Timer;
 use super::{Connection, Outcome};
 use crate::tcp::error::Error;
+use crate::tcp::memory::BufferPool;
 use crate::tcp::shared::Shared;
 use crate::tcp::socket::{readiness, State};
 use crate::tcp::time::Instant;
@@ -47,7 +48,7 @@ impl Connection {
             // RST with an acceptable ACK refuses the connection.
             if ack_ok {
                 shared.stats.attempt_fails += 1;
-                self.enter_closed(Some(Error::ConnectionRefused));
+                self.enter_closed(&mut shared.pool, Some(Error::ConnectionRefused));
                 return Outcome::Accepted;
             }
             return Outcome::Dropped;
@@ -241,7 +242,7 @@ impl Connection {
             _ => None,
         };
         // After close() there is nobody to tell.
-        self.enter_closed(if self.user_closed { None } else { error });
+        self.enter_closed(&mut shared.pool, if self.user_closed { None } else { error });
         Outcome::Accepted
     }
 
@@ -271,12 +272,12 @@ impl Connection {
     /// connecting it ends the connection with `e` (Linux tcp_v4_err ->
     /// tcp_done_with_error); afterwards it is a soft error, reported only
     /// if the connection later times out (RFC 1122 section 4.2.3.9).
-    pub fn on_icmp_unreachable(&mut self, seq: SeqNum, e: Error) -> bool {
+    pub fn on_icmp_unreachable(&mut self, pool: &mut BufferPool, seq: SeqNum, e: Error) -> bool {
         if seq < self.snd_una || seq > self.snd_nxt {
             return false;
         }
         if matches!(self.state, State::SynSent | State::SynReceived) {
-            self.enter_closed(Some(e));
+            self.enter_closed(pool, Some(e));
         } else {
             self.soft_error = Some(e);
         }
@@ -294,9 +295,9 @@ impl Connection {
     /// unreachable, fatal in SYN_SENT: tcp_v4_err -> tcp_done_with_error):
     /// measured, about 3 s after connect() with the default ARP retries.
     /// Later states keep it as a soft error, as for ICMP.
-    pub fn on_neighbour_failure(&mut self, e: Error) {
+    pub fn on_neighbour_failure(&mut self, pool: &mut BufferPool, e: Error) {
         if self.state == State::SynSent {
-            self.enter_closed(Some(e));
+            self.enter_closed(pool, Some(e));
         } else {
             self.on_unreachable(e);
         }

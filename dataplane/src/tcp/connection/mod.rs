@@ -37,6 +37,7 @@ use super::assembler::Assembler;
 use super::buffer::RingBuffer;
 use super::congestion::Congestion;
 use super::error::Error;
+use super::memory::BufferPool;
 use super::rtt::RttEstimator;
 use super::sack::Scoreboard;
 use super::shared::Shared;
@@ -372,9 +373,21 @@ impl Connection {
         }
     }
 
-    /// True when the connection holds no buffer memory (TIME_WAIT, CLOSED).
+    /// True when the connection's buffers are gone (TIME_WAIT, CLOSED).
     pub fn buffers_released(&self) -> bool {
         self.tx.capacity() == 0 && self.rx.capacity() == 0
+    }
+
+    /// Pool memory the connection's buffers hold now (`ss -m`'s rb/tb
+    /// charged part).
+    pub fn buffer_memory(&self) -> usize {
+        self.tx.memory() + self.rx.memory()
+    }
+
+    /// Gives every buffer chunk back before the connection is dropped.
+    pub fn release_buffers(&mut self, pool: &mut BufferPool) {
+        self.tx.release(pool);
+        self.rx.release(pool);
     }
 
     fn ts_val(&self, now: Instant) -> u32 {
@@ -387,7 +400,7 @@ impl Connection {
 
     /// Ends the connection. An orphan is freed by the stack; a socket the
     /// application holds stays until close() and reports `error`.
-    fn enter_closed(&mut self, error: Option<Error>) {
+    fn enter_closed(&mut self, pool: &mut BufferPool, error: Option<Error>) {
         self.set_state(State::Closed);
         if self.error.is_none() {
             self.error = error;
@@ -396,12 +409,12 @@ impl Connection {
         self.ack_now = false;
         self.probe_now = false;
         self.rtx_now = false;
-        self.tx.release();
+        self.tx.release(pool);
         // Unread data stays readable, after a reset or a timeout too: Linux
         // keeps the receive queue until close(), and read() returns the
         // data, then the error (measured on this machine's kernel).
         if self.user_closed {
-            self.rx.release();
+            self.rx.release(pool);
         }
         self.events |= readiness::CLOSED | readiness::READABLE;
     }
@@ -417,7 +430,7 @@ impl Connection {
             shared.stats.rsts_sent += 1;
             shared.push_control(self.tuple.local, self.tuple.remote, h);
         }
-        self.enter_closed(error);
+        self.enter_closed(&mut shared.pool, error);
     }
 
     /// The first window (Linux tcp_select_initial_window): the buffer, at

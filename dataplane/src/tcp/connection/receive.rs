@@ -5,6 +5,7 @@
 
 use super::timers::Timer;
 use super::{Connection, DEFAULT_MSS};
+use crate::tcp::memory::{BufferPool, Charge};
 use crate::tcp::shared::Shared;
 use crate::tcp::socket::{readiness, State};
 use crate::tcp::time::Instant;
@@ -19,7 +20,7 @@ impl Connection {
     /// looked at. Returns that sum, or `None` when the segment is not such
     /// a segment; the caller verifies the checksum with it and, if it
     /// fails, calls `clear_prefill` (the bytes were never counted).
-    pub fn prefill(&mut self, seg: &Repr<'_>) -> Option<u16> {
+    pub fn prefill(&mut self, pool: &mut BufferPool, seg: &Repr<'_>) -> Option<u16> {
         let plain = self.state == State::Established
             && !seg.payload.is_empty()
             && !seg.flags.intersects(Flags::SYN.union(Flags::RST))
@@ -29,13 +30,18 @@ impl Connection {
         if !plain {
             return None;
         }
-        let sum = self.rx.write_unallocated_summing(seg.payload)?;
+        let sum = self.rx.write_unallocated_summing(pool, seg.payload)?;
         self.prefilled = seg.payload.len();
         Some(sum)
     }
 
-    pub fn clear_prefill(&mut self) {
-        self.prefilled = 0;
+    /// Forgets a prefill the segment did not use (a bad checksum, a
+    /// segment dropped): the bytes were never counted, and the chunks that
+    /// held only them go back.
+    pub fn clear_prefill(&mut self, pool: &mut BufferPool) {
+        if core::mem::take(&mut self.prefilled) > 0 {
+            self.rx.forget_beyond(pool, self.assembler.end());
+        }
     }
 
     /// Header prediction (Jacobson's fast path; Linux tcp_rcv_established
@@ -47,7 +53,7 @@ impl Connection {
     /// any other segment; the caller then takes the full path. A differential test
     /// (`tcp::tests::prediction`) holds the two paths to the same
     /// wire output and the same state.
-    pub fn receive_predicted(&mut self, now: Instant, shared: &Shared, seg: &Repr<'_>) -> bool {
+    pub fn receive_predicted(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) -> bool {
         let len = seg.payload.len();
         let seq = SeqNum(seg.seq_number);
         let ack = SeqNum(seg.ack_number);
@@ -84,10 +90,10 @@ impl Connection {
             self.snd_wl2 = ack;
         }
         if new_ack {
-            self.on_new_ack(now, ack);
+            self.on_new_ack(now, &mut shared.pool, ack);
         }
         self.last_data_in = now;
-        self.measure_rcv_mss(len);
+        self.measure_rcv_mss(len, shared.pool.under_pressure());
         self.rx.enqueue_unallocated(len);
         self.prefilled = 0;
         self.rcv_nxt += len as u32;
@@ -121,7 +127,7 @@ impl Connection {
         let new_data = !payload.is_empty();
         if new_data {
             self.last_data_in = now;
-            self.measure_rcv_mss(payload.len());
+            self.measure_rcv_mss(payload.len(), shared.pool.under_pressure());
         }
         // Linux tcp_rcv_state_process: new data after close() or
         // shutdown(read) in FIN_WAIT_1/2 resets the connection.
@@ -136,10 +142,25 @@ impl Connection {
             let written = if offset == 0 && self.prefilled == payload.len() {
                 payload.len()
             } else {
-                self.rx.write_unallocated(offset, payload)
+                self.rx.write_unallocated(
+                    &mut shared.pool,
+                    offset,
+                    payload,
+                    if offset == 0 { Charge::Must } else { Charge::Try },
+                )
             };
             self.prefilled = 0;
-            if written == 0 {
+            if written == 0 && offset > 0 && shared.pool.at_limit() {
+                // The pool is at tcp_mem[2] and out-of-order data is
+                // optional: drop the segment and this connection's
+                // out-of-order data, highest first, which only the peer's
+                // retransmissions replace (Linux tcp_try_rmem_schedule ->
+                // tcp_prune_ofo_queue, TCPOFODrop). In-sequence data is
+                // never refused.
+                shared.stats.ofo_dropped_memory += 1;
+                self.prune_ofo(&mut shared.pool);
+                self.ack_now = true;
+            } else if written == 0 {
                 // No room: the ACK repeats the (zero) window.
                 self.ack_now = true;
             } else {
@@ -147,10 +168,14 @@ impl Connection {
                     Ok(None) => {}
                     // The highest out-of-order range made room (Linux
                     // tcp_prune_ofo_queue, TcpExtOfoPruned).
-                    Ok(Some(_)) => shared.stats.ofo_pruned += 1,
+                    Ok(Some(_)) => {
+                        shared.stats.ofo_pruned += 1;
+                        self.rx.forget_beyond(&mut shared.pool, self.assembler.end());
+                    }
                     Err(_) => {
                         // Above every range with the table full: drop it;
                         // the peer will resend.
+                        self.rx.forget_beyond(&mut shared.pool, self.assembler.end());
                         self.ack_now = true;
                         return;
                     }
@@ -161,7 +186,7 @@ impl Connection {
                     self.rcv_nxt += front as u32;
                     self.unacked_bytes += front;
                     if self.rd_shut {
-                        self.rx.discard(self.rx.len());
+                        self.rx.discard(&mut shared.pool, self.rx.len());
                     } else {
                         self.events |= readiness::READABLE;
                     }
@@ -192,13 +217,27 @@ impl Connection {
         }
     }
 
+    /// Drops the out-of-order data, highest range first, until the pool
+    /// is below its hard limit (Linux tcp_prune_ofo_queue).
+    pub(super) fn prune_ofo(&mut self, pool: &mut BufferPool) {
+        while pool.at_limit() {
+            if self.assembler.pop_highest().is_none() {
+                break;
+            }
+            self.rx.forget_beyond(pool, self.assembler.end());
+        }
+        if self.assembler.is_empty() {
+            self.ooo_fin = None;
+        }
+    }
+
     /// Linux tcp_measure_rcv_mss: a segment at least as large as the
     /// measured one sets it (up to our MSS), so a peer sending 1448-byte
     /// segments (timestamps) or smaller ones is ACKed every second segment
     /// all the same; one below the default MSS (536) or below our MSS
     /// marks the ACK as "pushed".
-    fn measure_rcv_mss(&mut self, len: usize) {
-        self.grow_window(len);
+    fn measure_rcv_mss(&mut self, len: usize, pressure: bool) {
+        self.grow_window(len, pressure);
         if len >= usize::from(self.rcv_mss) {
             self.rcv_mss = len.min(usize::from(self.our_mss)) as u16;
         }

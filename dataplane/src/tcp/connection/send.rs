@@ -6,6 +6,7 @@
 use super::timers::Timer;
 use super::{Connection, DEFAULT_MSS};
 use crate::tcp::assembler::Range;
+use crate::tcp::memory::BufferPool;
 use crate::tcp::output::{write_with, Header};
 use crate::tcp::shared::Shared;
 use crate::tcp::socket::State;
@@ -112,14 +113,14 @@ impl Connection {
     }
 
     #[inline]
-    fn emit(&mut self, buf: &mut [u8], h: &Header, data_offset: usize, len: usize) -> Option<usize> {
+    fn emit(&mut self, pool: &BufferPool, buf: &mut [u8], h: &Header, data_offset: usize, len: usize) -> Option<usize> {
         let (src, dst) = (self.tuple.local, self.tuple.remote);
         let tx = &self.tx;
         let n = write_with(buf, src, dst, h, len, |out| {
             if len == 0 {
                 0
             } else {
-                tx.read_slice_summing(data_offset, &mut out[..len])
+                tx.read_slice_summing(pool, data_offset, &mut out[..len])
             }
         })?;
         if h.flags.ack() {
@@ -143,7 +144,7 @@ impl Connection {
         match self.state {
             State::SynSent | State::SynReceived if self.snd_nxt == self.iss => {
                 let h = self.syn_header(now, shared, self.state == State::SynReceived);
-                let n = self.emit(buf, &h, 0, 0)?;
+                let n = self.emit(&shared.pool, buf, &h, 0, 0)?;
                 self.snd_nxt = self.iss + 1u32;
                 self.snd_max = self.snd_max.max(self.snd_nxt);
                 if self.rtt_probe.is_none() && self.retries == 0 {
@@ -158,7 +159,7 @@ impl Connection {
                 // SYN|ACK first; the FIN follows it (RFC 9293 section
                 // 3.10.4: the FIN takes the sequence number after the SYN).
                 let h = self.syn_header(now, shared, true);
-                let n = self.emit(buf, &h, 0, 0)?;
+                let n = self.emit(&shared.pool, buf, &h, 0, 0)?;
                 self.snd_nxt = self.iss + 1u32;
                 self.arm_rtx(now);
                 return Some(n);
@@ -191,7 +192,7 @@ impl Connection {
         if self.probe_now {
             self.probe_now = false;
             let h = self.header(now, self.snd_una - 1u32, ack_flags);
-            return self.emit(buf, &h, 0, 0);
+            return self.emit(&shared.pool, buf, &h, 0, 0);
         }
 
         // 4. A pure ACK or window update. Its sequence number is the highest
@@ -203,7 +204,7 @@ impl Connection {
         // same reason; Linux never walks snd_nxt back.
         if self.ack_now {
             let h = self.header(now, self.snd_max, ack_flags);
-            return self.emit(buf, &h, 0, 0);
+            return self.emit(&shared.pool, buf, &h, 0, 0);
         }
         None
     }
@@ -269,7 +270,7 @@ impl Connection {
         if len == 0 && !with_fin {
             return None;
         }
-        let n = self.emit(buf, &h, offset, len)?;
+        let n = self.emit(&shared.pool, buf, &h, offset, len)?;
         if let Some(r) = self.recovery.as_mut() {
             let end = seq + len + u32::from(with_fin);
             if end > r.high_rxt {
@@ -361,7 +362,7 @@ impl Connection {
             self.cc.on_idle_restart();
         }
         let offset = seq.dist(self.tx_seq) as usize;
-        let n = self.emit(buf, &h, offset, len)?;
+        let n = self.emit(&shared.pool, buf, &h, offset, len)?;
         let end = seq + len + u32::from(with_fin);
         if with_fin {
             self.fin_seq = Some(seq + len);

@@ -12,15 +12,15 @@ use crate::tcp::SeqNum;
 use crate::wire::tcp::Repr;
 
 impl Connection {
-    pub(super) fn enter_time_wait(&mut self, now: Instant, shared: &Shared) {
+    pub(super) fn enter_time_wait(&mut self, now: Instant, shared: &mut Shared) {
         self.set_state(State::TimeWait);
         self.timers.stop_all();
         self.recovery = None;
         self.timers.set(Timer::TimeWait, now + shared.time_wait());
         // A TIME_WAIT connection keeps only its sequence numbers.
-        self.tx.release();
+        self.tx.release(&mut shared.pool);
         if self.user_closed {
-            self.rx.release();
+            self.rx.release(&mut shared.pool);
         }
     }
 

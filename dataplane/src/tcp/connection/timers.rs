@@ -174,7 +174,7 @@ impl Connection {
         if self.timers.expire(Timer::FinWait2, now) || self.timers.expire(Timer::TimeWait, now) {
             match self.state {
                 State::TimeWait | State::FinWait2 => {
-                    self.enter_closed(None);
+                    self.enter_closed(&mut shared.pool, None);
                     return;
                 }
                 _ => {}
@@ -215,7 +215,7 @@ impl Connection {
                 if expired {
                     shared.stats.attempt_fails += 1;
                     let e = self.soft_error.unwrap_or(Error::TimedOut);
-                    self.enter_closed(Some(e));
+                    self.enter_closed(&mut shared.pool, Some(e));
                     return;
                 }
                 self.retries += 1;
@@ -231,7 +231,7 @@ impl Connection {
                     // Linux tcp_write_timeout -> tcp_write_err: give up
                     // with the soft error (an ICMP unreachable) if there
                     // was one, else ETIMEDOUT.
-                    self.enter_closed(Some(self.soft_error.unwrap_or(Error::TimedOut)));
+                    self.enter_closed(&mut shared.pool, Some(self.soft_error.unwrap_or(Error::TimedOut)));
                     return;
                 }
                 self.retries += 1;
@@ -264,7 +264,7 @@ impl Connection {
         // Linux tcp_probe_timer: only probes nobody acknowledged count,
         // and giving up is tcp_write_err: ETIMEDOUT, no RST.
         if self.probes_out >= shared.config.retries2 {
-            self.enter_closed(Some(self.soft_error.unwrap_or(Error::TimedOut)));
+            self.enter_closed(&mut shared.pool, Some(self.soft_error.unwrap_or(Error::TimedOut)));
             return;
         }
         self.probes_out += 1;

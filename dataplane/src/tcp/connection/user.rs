@@ -5,6 +5,7 @@
 use super::timers::Timer;
 use super::Connection;
 use crate::tcp::error::{Error, Result};
+use crate::tcp::memory::BufferPool;
 use crate::tcp::shared::Shared;
 use crate::tcp::socket::{Shutdown, State};
 use crate::tcp::time::Instant;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 impl Connection {
     /// write(): queues what fits in the send buffer.
-    pub fn send(&mut self, data: &[u8]) -> Result<usize> {
+    pub fn send(&mut self, pool: &mut BufferPool, data: &[u8]) -> Result<usize> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -24,7 +25,7 @@ impl Connection {
         if data.is_empty() {
             return Ok(0);
         }
-        let n = self.tx.enqueue_slice(data);
+        let n = self.tx.enqueue_slice(pool, data);
         if n < data.len() {
             self.write_blocked = true;
         }
@@ -35,9 +36,9 @@ impl Connection {
     }
 
     /// read(): Ok(0) is end-of-file.
-    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+    pub fn recv(&mut self, pool: &mut BufferPool, buf: &mut [u8]) -> Result<usize> {
         if !self.rx.is_empty() && !self.rd_shut {
-            let n = self.rx.dequeue_slice(buf);
+            let n = self.rx.dequeue_slice(pool, buf);
             self.maybe_window_update();
             return Ok(n);
         }
@@ -55,10 +56,10 @@ impl Connection {
         Err(Error::WouldBlock)
     }
 
-    pub fn shutdown(&mut self, how: Shutdown) -> Result<()> {
+    pub fn shutdown(&mut self, pool: &mut BufferPool, how: Shutdown) -> Result<()> {
         if matches!(how, Shutdown::Read | Shutdown::Both) {
             self.rd_shut = true;
-            self.rx.discard(self.rx.len());
+            self.rx.discard(pool, self.rx.len());
         }
         if matches!(how, Shutdown::Write | Shutdown::Both) {
             self.queue_fin();
@@ -88,7 +89,7 @@ impl Connection {
         match self.state {
             State::Closed => return true,
             State::SynSent => {
-                self.enter_closed(None);
+                self.enter_closed(&mut shared.pool, None);
                 return true;
             }
             _ => {}
@@ -105,7 +106,7 @@ impl Connection {
             self.timers.set(Timer::FinWait2, now + shared.config.fin_timeout);
         }
         if self.state == State::TimeWait {
-            self.rx.release();
+            self.rx.release(&mut shared.pool);
         }
         false
     }

@@ -29,9 +29,20 @@ impl Connection {
     /// window grow by twice the larger of our MSS and the segment, up to
     /// the buffer, while the window is below the free space. Small
     /// segments do not grow it (their overhead would not fit).
+    ///
+    /// Under memory pressure the window does not grow, and once the buffer
+    /// is half full it falls back to four segments (Linux
+    /// tcp_adjust_rcv_ssthresh from __tcp_select_window; the advertised
+    /// right edge still never moves left).
     #[inline]
-    pub(super) fn grow_window(&mut self, len: usize) {
+    pub(super) fn grow_window(&mut self, len: usize, pressure: bool) {
         let capacity = self.rx.capacity() as u32;
+        if pressure {
+            if 2 * self.rx.free() < self.rx.capacity() {
+                self.rcv_ssthresh = self.rcv_ssthresh.min(4 * u32::from(self.our_mss));
+            }
+            return;
+        }
         if len * 2 >= usize::from(self.our_mss)
             && self.rcv_ssthresh < capacity
             && (self.rcv_ssthresh as usize) < self.rx.free()

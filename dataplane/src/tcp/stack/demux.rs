@@ -53,7 +53,7 @@ impl Stack {
         let mut verified = false;
         if let Some(id) = found {
             if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
-                if let Some(payload_sum) = c.prefill(&seg) {
+                if let Some(payload_sum) = c.prefill(&mut self.shared.pool, &seg) {
                     let header = &bytes[..bytes.len() - seg.payload.len()];
                     let Ok(len) = u16::try_from(bytes.len()) else { return Err(DropReason::Checksum) };
                     // The header is a multiple of 4 bytes: the payload's
@@ -62,10 +62,10 @@ impl Stack {
                         + u64::from(checksum::sum(header))
                         + u64::from(payload_sum);
                     if !checksum::fold(acc) != 0 {
-                        c.clear_prefill();
+                        c.clear_prefill(&mut self.shared.pool);
                         return Err(DropReason::Checksum);
                     }
-                    if self.header_prediction && c.receive_predicted(now, &self.shared, &seg) {
+                    if self.header_prediction && c.receive_predicted(now, &mut self.shared, &seg) {
                         self.shared.stats.header_predicted += 1;
                         self.after_conn(id);
                         return Ok(());
@@ -97,7 +97,7 @@ impl Stack {
             } else {
                 let out = c.on_segment(now, &mut self.shared, &seg);
                 // Whatever path the segment took, a prefill is for it only.
-                c.clear_prefill();
+                c.clear_prefill(&mut self.shared.pool);
                 self.after_conn(id);
                 return match out {
                     Outcome::Accepted => Ok(()),
@@ -155,7 +155,7 @@ impl Stack {
         };
         let Some(s) = sock_mut(&mut self.slots, id) else { return };
         let Kind::Conn(c) = &mut s.kind else { return };
-        if c.on_icmp_unreachable(seq, e) {
+        if c.on_icmp_unreachable(&mut self.shared.pool, seq, e) {
             self.shared.stats.icmp_unreachables += 1;
         } else {
             self.shared.stats.icmp_out_of_window += 1;
@@ -181,7 +181,7 @@ impl Stack {
         let ids: Vec<SocketId> = self.conns.iter().filter(|(t, _)| t.remote == remote).map(|(_, &id)| id).collect();
         for id in ids {
             if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
-                c.on_neighbour_failure(why);
+                c.on_neighbour_failure(&mut self.shared.pool, why);
             }
             self.after_conn(id);
         }

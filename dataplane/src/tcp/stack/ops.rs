@@ -200,24 +200,26 @@ impl Stack {
 
     /// read(): Ok(0) at end of file; WouldBlock when nothing is there yet.
     pub fn read(&mut self, _now: Instant, id: SocketId, buf: &mut [u8]) -> Result<usize> {
-        let r = self.conn_mut(id)?.recv(buf);
+        let (c, pool) = self.conn_and_pool(id)?;
+        let r = c.recv(pool, buf);
         self.after_conn(id);
         r
     }
 
     /// write(): bytes copied into the send buffer (maybe fewer than given).
     pub fn write(&mut self, _now: Instant, id: SocketId, data: &[u8]) -> Result<usize> {
-        let r = self.conn_mut(id)?.send(data);
+        let (c, pool) = self.conn_and_pool(id)?;
+        let r = c.send(pool, data);
         self.after_conn(id);
         r
     }
 
     pub fn shutdown(&mut self, _now: Instant, id: SocketId, how: Shutdown) -> Result<()> {
-        let c = self.conn_mut(id)?;
+        let (c, pool) = self.conn_and_pool(id)?;
         if matches!(c.state(), State::SynSent | State::Closed) {
             return Err(Error::NotConnected);
         }
-        c.shutdown(how)?;
+        c.shutdown(pool, how)?;
         self.after_conn(id);
         Ok(())
     }

@@ -6,6 +6,7 @@ use super::table::{Kind, Socket};
 use super::Stack;
 use crate::tcp::congestion::Algorithm;
 use crate::tcp::error::Error;
+use crate::tcp::memory::MemStats;
 use crate::tcp::socket::{ConnectionInfo, SocketId, SocketInfo, State};
 use crate::wire::Ipv4Addr;
 
@@ -19,6 +20,8 @@ pub struct Resources {
     pub timers: usize,
     pub bound_ports: usize,
     pub connection_ports: usize,
+    /// Buffer pool chunks holding data (`tcp::memory`).
+    pub buffer_chunks: usize,
 }
 
 impl Stack {
@@ -164,6 +167,7 @@ impl Stack {
             timers: self.wheel.len(),
             bound_ports: self.port_owners.len(),
             connection_ports: self.conn_ports.len(),
+            buffer_chunks: self.shared.pool.in_use(),
         };
         for s in self.slots.iter().filter_map(|s| s.socket.as_ref()) {
             if let Kind::Listener(l) = &s.kind {
@@ -171,6 +175,24 @@ impl Stack {
             }
         }
         r
+    }
+
+    /// The buffer pool: chunks in use and reserved, pressure, refusals.
+    pub fn memory(&self) -> MemStats {
+        self.shared.pool.stats()
+    }
+
+    /// Pool memory held by the connections' buffers, summed over them: it
+    /// equals the pool's count of chunks in use (tests hold the two
+    /// together).
+    pub fn buffer_memory_walk(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| match s.socket.as_ref().map(|s| &s.kind) {
+                Some(Kind::Conn(c)) => Some(c.buffer_memory()),
+                _ => None,
+            })
+            .sum()
     }
 
     /// Connections still exchanging data or closing (any state but

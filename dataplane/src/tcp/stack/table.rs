@@ -6,6 +6,7 @@ use super::Stack;
 use crate::tcp::connection::Connection;
 use crate::tcp::error::{Error, Result};
 use crate::tcp::listener::Listener;
+use crate::tcp::memory::BufferPool;
 use crate::tcp::socket::{FourTuple, SocketId, SocketOptions, State};
 use crate::tcp::time::Instant;
 use crate::tcp::timer_wheel::TimerId;
@@ -122,6 +123,10 @@ impl Stack {
         if let Some((_, port)) = sock.1 {
             self.unown_port(port, id);
         }
+        if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
+            // The one place a connection is dropped: its chunks go back.
+            c.release_buffers(&mut self.shared.pool);
+        }
         let slot = &mut self.slots[id.index as usize];
         slot.socket = None;
         slot.generation = slot.generation.wrapping_add(1);
@@ -165,10 +170,12 @@ impl Stack {
         }
     }
 
-    pub(super) fn conn_mut(&mut self, id: SocketId) -> Result<&mut Connection> {
-        match &mut self.user(id)?.kind {
-            Kind::Conn(c) => Ok(c),
-            _ => Err(Error::NotConnected),
+    /// The application's connection `id` and the pool its buffers use.
+    pub(super) fn conn_and_pool(&mut self, id: SocketId) -> Result<(&mut Connection, &mut BufferPool)> {
+        match sock_mut(&mut self.slots, id) {
+            Some(Socket { user_open: true, kind: Kind::Conn(c), .. }) => Ok((c, &mut self.shared.pool)),
+            Some(Socket { user_open: true, .. }) => Err(Error::NotConnected),
+            _ => Err(Error::BadSocket),
         }
     }
 }
