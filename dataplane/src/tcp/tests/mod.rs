@@ -172,6 +172,7 @@ mod closing;
 mod demux;
 mod input;
 mod listener;
+mod memory;
 mod ops;
 mod prediction;
 mod receive;
