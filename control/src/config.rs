@@ -295,6 +295,13 @@ fn kernel_buffer_defaults(c: &mut xstack_dataplane::tcp::Config, sysctl: impl Fn
             c.core_wmem_max = max;
         }
     }
+    for (name, field) in
+        [("net/ipv4/tcp_max_tw_buckets", &mut c.max_tw_buckets), ("net/ipv4/tcp_max_orphans", &mut c.max_orphans)]
+    {
+        if let [n] = fields(name)[..] {
+            *field = n;
+        }
+    }
     // tcp_mem, in pages: the host's TCP buffer memory; each worker's
     // stack takes its share (`Config::for_worker`).
     if let [low, pressure, high] = fields("net/ipv4/tcp_mem")[..] {

@@ -263,6 +263,14 @@ pub static KNOBS: &[Knob] = &[
             Ok(())
         }
     ),
+    knob!("max_tw_buckets", "net.ipv4.tcp_max_tw_buckets", false, |c| c.max_tw_buckets.to_string(), |c, v| {
+        c.max_tw_buckets = within(v, 0, 1 << 30)?;
+        Ok(())
+    }),
+    knob!("max_orphans", "net.ipv4.tcp_max_orphans", false, |c| c.max_orphans.to_string(), |c, v| {
+        c.max_orphans = within(v, 0, 1 << 30)?;
+        Ok(())
+    }),
     knob!("mtu", "the interface's MTU", false, |c| c.mtu.to_string(), |c, v| {
         c.mtu = num(v)?;
         Ok(())

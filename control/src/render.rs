@@ -102,6 +102,8 @@ pub fn stats(s: &Status) -> String {
         ("sack_renegings", "times the peer dropped data it had SACKed"),
         ("ofo_pruned", "times out-of-order data was dropped to make room"),
         ("ofo_dropped_memory", "out-of-order segments dropped with the buffer memory at its limit (tcp_mem)"),
+        ("tw_overflows", "connections closed without TIME_WAIT: tcp_max_tw_buckets reached"),
+        ("aborts_on_memory", "close() answered with a reset: too many orphans or buffer memory at its limit"),
         ("icmp_unreachables", "ICMP destination unreachables acted on"),
         ("icmp_out_of_window", "ICMP errors quoting no sequence number in flight"),
         ("header_predicted", "packets header predicted"),

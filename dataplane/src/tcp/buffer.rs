@@ -248,6 +248,11 @@ impl RingBuffer {
     /// checksum sum when `sum` asks for it.
     #[inline]
     fn write_at(&mut self, pool: &mut BufferPool, pos: u64, data: &[u8], charge: Charge, sum: bool) -> (usize, u16) {
+        if data.is_empty() {
+            // Nothing to write: no chunk either (one taken past `hi`
+            // would never be given back).
+            return (0, 0);
+        }
         let off = (pos % CHUNK as u64) as usize;
         if off + data.len() <= CHUNK {
             // One chunk (most segments): no piece loop.

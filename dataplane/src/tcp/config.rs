@@ -69,6 +69,12 @@ pub struct Config {
     /// tcp_mem: this stack's share of the host's TCP buffer memory
     /// (pressure thresholds and hard limit, see `tcp::memory`).
     pub mem: MemLimits,
+    /// tcp_max_tw_buckets: TIME_WAIT connections held at most; past it a
+    /// connection closes without TIME_WAIT (counted tw_overflows).
+    pub max_tw_buckets: usize,
+    /// tcp_max_orphans: connections closed by the application and still
+    /// finishing; past it close() resets (counted aborts_on_memory).
+    pub max_orphans: usize,
     /// tcp_challenge_ack_limit: challenge ACKs per second, stack-wide.
     pub challenge_ack_limit: u32,
     /// tcp_invalid_ratelimit: minimum gap between ACKs sent in answer to
@@ -115,6 +121,8 @@ impl Default for Config {
             core_rmem_max: 4 << 20,
             core_wmem_max: 4 << 20,
             mem: MemLimits::default(),
+            max_tw_buckets: 131072,
+            max_orphans: 131072,
             challenge_ack_limit: 1000,
             invalid_ratelimit: Duration::from_millis(500),
             mtu: 1500,
@@ -126,11 +134,17 @@ impl Default for Config {
 
 impl Config {
     /// The configuration of one of `workers` stacks sharing the host's
-    /// limits: each gets its share of tcp_mem.
+    /// limits: each gets its share of tcp_mem, tcp_max_tw_buckets and
+    /// tcp_max_orphans (Linux counts them host-wide).
     pub fn for_worker(&self, workers: usize) -> Config {
         let w = workers.max(1);
         let m = self.mem;
-        Config { mem: MemLimits { low: m.low / w, pressure: m.pressure / w, high: m.high / w }, ..self.clone() }
+        Config {
+            mem: MemLimits { low: m.low / w, pressure: m.pressure / w, high: m.high / w },
+            max_tw_buckets: self.max_tw_buckets / w,
+            max_orphans: self.max_orphans / w,
+            ..self.clone()
+        }
     }
 
     /// The MSS this host announces (RFC 9293 section 3.7.1: MTU minus the

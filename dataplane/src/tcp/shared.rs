@@ -27,6 +27,10 @@ pub(crate) struct Shared {
     pub control: VecDeque<Control>,
     /// Every connection's buffer bytes (tcp_mem).
     pub pool: BufferPool,
+    /// Connections in TIME_WAIT and orphans (closed by the application,
+    /// not yet in TIME_WAIT or CLOSED), kept by the stack's census.
+    pub time_wait: usize,
+    pub orphans: usize,
     challenge_second: u64,
     challenge_count: u32,
 }
@@ -47,6 +51,8 @@ impl Shared {
             rng,
             control,
             pool,
+            time_wait: 0,
+            orphans: 0,
             challenge_second: u64::MAX,
             challenge_count: 0,
         }

@@ -62,6 +62,12 @@ pub struct Stats {
     /// Out-of-order segments dropped, with the connection's out-of-order
     /// data, because the buffer pool was at tcp_mem[2] (TCPOFODrop).
     pub ofo_dropped_memory: u64,
+    /// Connections closed without TIME_WAIT with tcp_max_tw_buckets
+    /// reached (TCPTimeWaitOverflow).
+    pub tw_overflows: u64,
+    /// close() answered with a reset for too many orphans or the buffer
+    /// memory at its limit (TCPAbortOnMemory).
+    pub aborts_on_memory: u64,
     /// ICMP destination unreachables acted on (a connect failed, or a
     /// soft error recorded).
     pub icmp_unreachables: u64,
@@ -74,7 +80,7 @@ pub struct Stats {
 impl Stats {
     /// Every counter with its name, in declaration order (for statistics
     /// output and metrics).
-    pub fn fields(&self) -> [(&'static str, u64); 33] {
+    pub fn fields(&self) -> [(&'static str, u64); 35] {
         [
             ("segments_in", self.segments_in),
             ("segments_out", self.segments_out),
@@ -106,6 +112,8 @@ impl Stats {
             ("sack_renegings", self.sack_renegings),
             ("ofo_pruned", self.ofo_pruned),
             ("ofo_dropped_memory", self.ofo_dropped_memory),
+            ("tw_overflows", self.tw_overflows),
+            ("aborts_on_memory", self.aborts_on_memory),
             ("icmp_unreachables", self.icmp_unreachables),
             ("icmp_out_of_window", self.icmp_out_of_window),
             ("icmp_ignored", self.icmp_ignored),

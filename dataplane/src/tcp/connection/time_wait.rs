@@ -9,10 +9,22 @@ use crate::tcp::shared::Shared;
 use crate::tcp::socket::State;
 use crate::tcp::time::Instant;
 use crate::tcp::SeqNum;
-use crate::wire::tcp::Repr;
+use crate::wire::tcp::{Flags, Repr};
 
 impl Connection {
     pub(super) fn enter_time_wait(&mut self, now: Instant, shared: &mut Shared) {
+        // Linux tcp_time_wait: with tcp_max_tw_buckets reached the
+        // connection closes at once ("time wait bucket table overflow"),
+        // its last ACK still sent.
+        if shared.time_wait >= shared.config.max_tw_buckets {
+            shared.stats.tw_overflows += 1;
+            if self.ack_now {
+                let h = self.header(now, self.snd_max, Flags::ACK);
+                shared.push_control(self.tuple.local, self.tuple.remote, h);
+            }
+            self.enter_closed(&mut shared.pool, None);
+            return;
+        }
         self.set_state(State::TimeWait);
         self.timers.stop_all();
         self.recovery = None;

@@ -100,6 +100,16 @@ impl Connection {
             self.abort(now, shared, None);
             return true;
         }
+        // Linux tcp_close -> tcp_check_oom: one orphan too many, or data
+        // still queued with the buffer memory at its hard limit, and the
+        // connection is reset instead of finishing (TCPAbortOnMemory).
+        let too_many_orphans = shared.orphans >= shared.config.max_orphans;
+        let out_of_memory = !self.tx.is_empty() && shared.pool.at_limit();
+        if self.state != State::TimeWait && (too_many_orphans || out_of_memory) {
+            shared.stats.aborts_on_memory += 1;
+            self.abort(now, shared, None);
+            return true;
+        }
         self.rd_shut = true;
         self.queue_fin();
         if self.state == State::FinWait2 {

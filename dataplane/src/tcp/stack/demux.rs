@@ -249,6 +249,7 @@ impl Stack {
             timer: None,
             parent: Some(lid),
             counted: None,
+            orphan: false,
         });
         self.insert_conn(tuple, id);
         if let Some((l, _)) = listener_of(&mut self.slots, lid) {

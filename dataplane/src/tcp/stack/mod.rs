@@ -290,7 +290,17 @@ impl Stack {
     fn after_conn(&mut self, id: SocketId) {
         let Some(s) = sock_mut(&mut self.slots, id) else { return };
         self.census.recount(s);
+        self.shared.time_wait = self.census.0[State::TimeWait.index()];
         let Kind::Conn(c) = &mut s.kind else { return };
+        let orphan = c.user_closed && !matches!(c.state(), State::TimeWait | State::Closed);
+        if orphan != s.orphan {
+            s.orphan = orphan;
+            if orphan {
+                self.shared.orphans += 1;
+            } else {
+                self.shared.orphans -= 1;
+            }
+        }
         let bits = c.take_events();
         let closed = c.state() == State::Closed;
         let (tuple, orphan) = (c.tuple, c.user_closed);

@@ -35,6 +35,7 @@ impl Stack {
             timer: None,
             parent: None,
             counted: None,
+            orphan: false,
         })
     }
 

@@ -38,6 +38,8 @@ pub(super) struct Socket {
     /// The state this socket is counted under in the stack's census
     /// (`None`: not counted, a Fresh socket). `recount` keeps it current.
     pub counted: Option<State>,
+    /// Counted among the stack's orphans (`Shared::orphans`).
+    pub orphan: bool,
 }
 
 impl Socket {
@@ -116,6 +118,10 @@ impl Stack {
     pub(super) fn release(&mut self, id: SocketId) {
         let Some(s) = sock_mut(&mut self.slots, id) else { return };
         self.census.forget(s);
+        self.shared.time_wait = self.census.0[State::TimeWait.index()];
+        if core::mem::take(&mut s.orphan) {
+            self.shared.orphans -= 1;
+        }
         let sock = (s.timer.take(), s.local);
         if let Some((t, _)) = sock.0 {
             self.wheel.cancel(t);

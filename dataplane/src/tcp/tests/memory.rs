@@ -83,3 +83,93 @@ fn the_receive_window_does_not_grow_under_memory_pressure() {
     assert_eq!(w, 502);
     assert!(entered >= 1);
 }
+
+/// Opens a passive connection from the peer's port `rport` on the
+/// listener `l`; returns it and our ISS.
+fn accept_from(t: &mut T, l: SocketId, rport: u16) -> (SocketId, u32) {
+    let mut s = syn();
+    s.src_port = rport;
+    t.send(&s).unwrap();
+    let sa = t.recv_one();
+    let mut a = seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK);
+    a.src_port = rport;
+    t.send(&a).unwrap();
+    (t.st.accept(l).unwrap(), sa.seq)
+}
+
+/// We close, the peer acknowledges our FIN and sends its own: TIME_WAIT,
+/// or, with tcp_max_tw_buckets reached, CLOSED at once. Returns what we
+/// sent in answer to the peer's FIN.
+fn active_close(t: &mut T, c: SocketId, iss: u32, rport: u16) -> Vec<Seg> {
+    t.st.close(t.now, c).unwrap();
+    let fin = t.recv_one();
+    assert!(fin.flags.fin());
+    let mut a = seg(PEER_ISN + 1, iss + 2, Flags::ACK | Flags::FIN);
+    a.src_port = rport;
+    t.send(&a).unwrap();
+    t.recv()
+}
+
+/// Linux tcp_time_wait: past tcp_max_tw_buckets a closing connection goes
+/// straight to CLOSED ("time wait bucket table overflow",
+/// TCPTimeWaitOverflow), but the peer's FIN is still acknowledged.
+#[test]
+fn time_wait_overflow_closes_at_once_and_still_acknowledges_the_fin() {
+    let mut t = T::new(Config { max_tw_buckets: 1, ..plain() });
+    let l = t.listener(8);
+    let (a, iss_a) = accept_from(&mut t, l, RPORT);
+    let (b, iss_b) = accept_from(&mut t, l, RPORT + 1);
+    let acks = active_close(&mut t, a, iss_a, RPORT);
+    assert_eq!(acks.last().map(|s| (s.flags, s.ack)), Some((Flags::ACK, PEER_ISN + 2)));
+    assert_eq!(t.st.count_by_state()[State::TimeWait.index()], 1);
+    let acks = active_close(&mut t, b, iss_b, RPORT + 1);
+    assert_eq!(acks.last().map(|s| (s.flags, s.ack)), Some((Flags::ACK, PEER_ISN + 2)), "the FIN is acknowledged");
+    assert_eq!(t.st.stats().tw_overflows, 1);
+    assert_eq!(t.st.count_by_state()[State::TimeWait.index()], 1, "the second one did not stay");
+    assert_eq!(t.st.resources().connections, 1);
+}
+
+/// Linux tcp_close -> tcp_check_oom: with tcp_max_orphans connections
+/// already closed by the application and still finishing, one more
+/// close() resets the connection instead of sending FIN
+/// (TCPAbortOnMemory).
+#[test]
+fn one_orphan_too_many_is_reset() {
+    let mut t = T::new(Config { max_orphans: 1, ..plain() });
+    let l = t.listener(8);
+    let (a, _) = accept_from(&mut t, l, RPORT);
+    let (b, _) = accept_from(&mut t, l, RPORT + 1);
+    t.st.close(t.now, a).unwrap();
+    assert!(t.recv_one().flags.fin(), "the first orphan finishes normally");
+    t.st.close(t.now, b).unwrap();
+    let rst = t.recv_one();
+    assert_eq!(rst.flags, Flags::RST | Flags::ACK);
+    assert_eq!(t.st.stats().aborts_on_memory, 1);
+    assert_eq!(t.st.resources().connections, 1, "only the first orphan is left");
+}
+
+/// A write into a full send buffer takes no chunk (one taken there would
+/// lie past the data and never be given back), and acknowledged data
+/// gives every chunk back.
+#[test]
+fn writes_into_a_full_send_buffer_take_nothing() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let sndbuf = Config::default().send_buffer;
+    assert_eq!(t.st.write(t.now, c, &vec![1u8; sndbuf]), Ok(sndbuf));
+    for _ in 0..3 {
+        assert_eq!(t.st.write(t.now, c, &[2u8; 100]), Err(Error::WouldBlock));
+    }
+    let chunks = t.st.resources().buffer_chunks;
+    assert_eq!(chunks, sndbuf / CHUNK);
+    assert_eq!(t.st.buffer_memory_walk(), chunks * CHUNK, "every chunk the pool lent is a connection's");
+    // The initial window first, the rest once it is acknowledged.
+    let mut acked = 0u32;
+    while (acked as usize) < sndbuf {
+        let sent: u32 = t.recv().iter().map(|s| s.data.len() as u32).sum();
+        assert!(sent > 0);
+        acked += sent;
+        t.send(&seg(PEER_ISN + 1, iss + 1 + acked, Flags::ACK)).unwrap();
+    }
+    assert_eq!(t.st.resources().buffer_chunks, 0);
+}
