@@ -83,9 +83,11 @@ impl Access {
     }
 }
 
-/// The running server; stops and removes its socket file on drop.
+/// A thread serving a bound unix socket (the control socket, the
+/// gateway socket). On drop it is told to stop, joined, and its socket
+/// file removed if the file is still the one it bound.
 #[derive(Debug)]
-pub struct Server {
+pub struct SocketThread {
     path: PathBuf,
     /// (device, inode) of the socket file we bound: removed on stop only
     /// if it is still ours (not another daemon's that bound it since).
@@ -93,6 +95,50 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
+
+impl SocketThread {
+    /// Binds `path` as `bind_socket` does (`what` names it in errors),
+    /// non-blocking so that the loop polls with a timeout and stopping
+    /// never depends on waking a blocked accept(), and runs `serve` with
+    /// the listener and the stop flag on a thread called `name`.
+    pub fn start(
+        path: &Path,
+        access: Access,
+        what: &str,
+        name: &str,
+        serve: impl FnOnce(UnixListener, Arc<AtomicBool>) + Send + 'static,
+    ) -> Result<SocketThread> {
+        let (listener, identity) = bind_socket(path, access, what)?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || serve(listener, flag))
+            .with_context(|| format!("spawning the {what} thread"))?;
+        Ok(SocketThread { path: path.to_owned(), identity, stop, thread: Some(thread) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if file_identity(&self.path).is_ok_and(|id| id == self.identity) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The running server; stops and removes its socket file on drop.
+#[derive(Debug)]
+pub struct Server(SocketThread);
 
 impl Server {
     /// Binds `path` (replacing a stale socket file, refusing to replace a
@@ -104,33 +150,14 @@ impl Server {
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
             }
         }
-        let (listener, identity) = bind_socket(path, access, "control socket")?;
-        // Polled with a timeout, so stopping never depends on waking a
-        // blocked accept() through the file system.
-        listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("xs-control-sock".into())
-            .spawn(move || accept_loop(listener, access, jobs, flag))
-            .context("spawning the control socket thread")?;
-        Ok(Server { path: path.to_owned(), identity, stop, thread: Some(thread) })
+        let served = SocketThread::start(path, access, "control socket", "xs-control-sock", move |listener, stop| {
+            accept_loop(listener, access, jobs, stop)
+        })?;
+        Ok(Server(served))
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        if file_identity(&self.path).is_ok_and(|id| id == self.identity) {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        self.0.path()
     }
 }
 

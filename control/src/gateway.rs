@@ -5,14 +5,13 @@
 //! crash, SIGKILL) detaches the process from every worker, which closes
 //! its sockets as Linux closes a dead process's.
 
-use crate::ctlsock::{bind_socket, file_identity, peer, Access};
-use anyhow::{Context, Result};
+use crate::ctlsock::{peer, Access, SocketThread};
+use anyhow::Result;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 use xstack_dataplane::gateway::arena::member;
 use xstack_dataplane::gateway::arena::Geometry;
@@ -51,10 +50,8 @@ pub struct GatewayStats {
 /// The running registrar; stops and removes its socket file on drop.
 #[derive(Debug)]
 pub struct Registrar {
-    path: PathBuf,
-    identity: (u64, u64),
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Stopped, joined and its socket file removed on drop.
+    served: SocketThread,
     pub stats: Arc<GatewayStats>,
 }
 
@@ -73,34 +70,16 @@ impl Registrar {
         iface: (Vec<IfAddr>, Option<Ipv4Addr>),
         doors: Vec<WorkerDoor>,
     ) -> Result<Registrar> {
-        let (listener, identity) = bind_socket(path, access, "gateway socket")?;
-        listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(GatewayStats::default());
-        let (flag, st) = (Arc::clone(&stop), Arc::clone(&stats));
-        let thread = std::thread::Builder::new()
-            .name("xs-gateway".into())
-            .spawn(move || {
-                Loop { listener, access, geometry, iface, doors, procs: Vec::new(), next_id: 1, stats: st }.run(&flag)
-            })
-            .context("spawning the gateway thread")?;
-        Ok(Registrar { path: path.to_owned(), identity, stop, thread: Some(thread), stats })
+        let st = Arc::clone(&stats);
+        let served = SocketThread::start(path, access, "gateway socket", "xs-gateway", move |listener, stop| {
+            Loop { listener, access, geometry, iface, doors, procs: Vec::new(), next_id: 1, stats: st }.run(&stop)
+        })?;
+        Ok(Registrar { served, stats })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for Registrar {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        if file_identity(&self.path).is_ok_and(|id| id == self.identity) {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        self.served.path()
     }
 }
 
