@@ -528,15 +528,7 @@ mod help_tests {
     /// Every option of every subcommand explains itself in --help.
     #[test]
     fn every_option_has_help() {
-        let cmd = Cli::command();
-        let mut missing = Vec::new();
-        for sub in std::iter::once(&cmd).chain(cmd.get_subcommands()) {
-            for a in sub.get_arguments() {
-                if a.get_help().is_none() && a.get_long_help().is_none() && !a.is_positional() {
-                    missing.push(format!("{} --{}", sub.get_name(), a.get_id()));
-                }
-            }
-        }
+        let missing = xstack_control::help::options_without_help(&Cli::command());
         assert!(missing.is_empty(), "options without help: {missing:?}");
     }
 }

@@ -965,12 +965,7 @@ mod help_tests {
     /// Every option explains itself in --help.
     #[test]
     fn every_option_has_help() {
-        let cmd = Cli::command();
-        let missing: Vec<String> = cmd
-            .get_arguments()
-            .filter(|a| a.get_help().is_none() && a.get_long_help().is_none())
-            .map(|a| a.get_id().to_string())
-            .collect();
+        let missing = crate::help::options_without_help(&Cli::command());
         assert!(missing.is_empty(), "xstackd options without help: {missing:?}");
     }
 }

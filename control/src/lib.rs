@@ -11,6 +11,7 @@ pub mod ctlsock;
 pub mod daemon;
 pub mod embed;
 pub mod gateway;
+pub mod help;
 pub mod knobs;
 pub mod metrics;
 pub(crate) mod ops;
