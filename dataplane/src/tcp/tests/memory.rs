@@ -55,17 +55,11 @@ fn out_of_order_data_gives_way_at_the_limit_and_in_order_data_does_not() {
 fn the_receive_window_does_not_grow_under_memory_pressure() {
     let window_after_full_segments = |config: Config| {
         let mut t = T::new(Config { window_scaling: true, ..config });
-        let l = t.listener(8);
-        let mut s = syn();
-        s.options.window_scale = Some(7);
-        t.send(&s).unwrap();
-        let sa = t.recv_one();
-        t.send(&seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK)).unwrap();
-        let c = t.st.accept(l).unwrap();
+        let (c, iss) = established_with_wscale(&mut t);
         let mut seq = PEER_ISN + 1;
         let mut last = 0;
         for _ in 0..40 {
-            t.send(&data(seq, sa.seq + 1, 1460)).unwrap();
+            t.send(&data(seq, iss + 1, 1460)).unwrap();
             seq += 1460;
             t.st.read(t.now, c, &mut [0u8; 4096]).unwrap();
             t.advance(Duration::from_millis(300));

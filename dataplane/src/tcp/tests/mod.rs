@@ -153,6 +153,19 @@ impl T {
     }
 }
 
+/// A passive connection whose peer announced window scale 7 (ours is
+/// announced when the config scales windows); returns the connection and
+/// our ISS.
+fn established_with_wscale(t: &mut T) -> (SocketId, u32) {
+    let l = t.listener(8);
+    let mut s = syn();
+    s.options.window_scale = Some(7);
+    t.send(&s).unwrap();
+    let sa = t.recv_one();
+    t.send(&seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK)).unwrap();
+    (t.st.accept(l).unwrap(), sa.seq)
+}
+
 /// A passive connection with SACK permitted on both sides; returns the
 /// connection and our ISS.
 fn established_with_sack(t: &mut T) -> (SocketId, u32) {

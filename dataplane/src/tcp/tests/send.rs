@@ -89,18 +89,12 @@ fn established_window_scale_is_applied() {
 #[test]
 fn the_receive_window_grows_with_full_segments() {
     let mut t = T::new(Config { window_scaling: true, ..plain() });
-    let l = t.listener(8);
-    let mut s = syn();
-    s.options.window_scale = Some(7);
-    t.send(&s).unwrap();
-    let sa = t.recv_one();
-    t.send(&seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK)).unwrap();
-    let c = t.st.accept(l).unwrap();
+    let (c, iss) = established_with_wscale(&mut t);
     let mut seq = PEER_ISN + 1;
     let mut last = 0;
     // Small segments: the window stays.
     for _ in 0..10 {
-        let mut d = seg(seq, sa.seq + 1, Flags::ACK | Flags::PSH);
+        let mut d = seg(seq, iss + 1, Flags::ACK | Flags::PSH);
         d.data = vec![1; 100];
         t.send(&d).unwrap();
         seq += 100;
@@ -113,7 +107,7 @@ fn the_receive_window_grows_with_full_segments() {
     assert_eq!(last, 502, "64256 bytes >> 7 while only small segments came");
     // Full segments: it grows to the 128 KiB buffer.
     for _ in 0..40 {
-        let mut d = seg(seq, sa.seq + 1, Flags::ACK);
+        let mut d = seg(seq, iss + 1, Flags::ACK);
         d.data = vec![2; 1460];
         t.send(&d).unwrap();
         seq += 1460;
