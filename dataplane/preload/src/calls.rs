@@ -136,7 +136,16 @@ pub unsafe fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags
             Err(e) => return Some(fail(errno_of(e)) as c_int),
         }
     };
-    let peer = g.process.peer_addr(&stream);
+    // The address first, as Linux's do_accept: a bad buffer (EFAULT)
+    // drops the new connection rather than leaving an fd the caller never
+    // learns of.
+    if let Some(p) = g.process.peer_addr(&stream) {
+        // Safety: the caller's contract.
+        if let Err(e) = unsafe { put(p, addr, len) } {
+            g.process.close_stream(stream);
+            return Some(fail(e) as c_int);
+        }
+    }
     let nonblock = flags & libc::SOCK_NONBLOCK != 0;
     let nfd = placeholder(nonblock, flags & libc::SOCK_CLOEXEC != 0);
     if nfd < 0 {
@@ -145,12 +154,6 @@ pub unsafe fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags
         return Some(fail(e) as c_int);
     }
     SOCKS.insert(nfd, Arc::new(Sock::new(Kind::Stream(stream), nonblock)));
-    if let Some(p) = peer {
-        // Safety: the caller's contract.
-        if let Err(e) = unsafe { put(p, addr, len) } {
-            return Some(fail(e) as c_int);
-        }
-    }
     Some(nfd)
 }
 

@@ -5,7 +5,7 @@
 //! SO_SNDTIMEO end the wait with EAGAIN (or the bytes moved so far), a
 //! signal with EINTR. EPIPE raises SIGPIPE unless MSG_NOSIGNAL.
 
-use crate::addr::{errno_of, fail, put};
+use crate::addr::{errno_of, fail};
 use crate::calls::ours;
 use crate::global::Global;
 use crate::real;
@@ -130,15 +130,11 @@ pub unsafe fn recvfrom(
 ) -> Option<isize> {
     // Safety: the caller's contract.
     let r = unsafe { recv(fd, buf, n, flags) }?;
-    if r >= 0 && !addr.is_null() {
-        if let Some((g, s)) = ours(fd) {
-            if let Kind::Stream(st) = &*s.kind.read().unwrap_or_else(|p| p.into_inner()) {
-                if let Some(p) = g.process.peer_addr(st) {
-                    // Safety: the caller's contract.
-                    let _ = unsafe { put(p, addr, len) };
-                }
-            }
-        }
+    if r >= 0 && !addr.is_null() && !len.is_null() {
+        // A TCP socket names no source (Linux __sys_recvfrom: the
+        // protocol leaves msg_namelen at 0, so *addrlen becomes 0).
+        // Safety: `len` is the caller's socklen_t (recvfrom(2)).
+        unsafe { *len = 0 };
     }
     Some(r)
 }
@@ -242,12 +238,8 @@ pub unsafe fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> Option
             Err(e) => return fail(e),
         };
         if r >= 0 {
-            if !m.msg_name.is_null() {
-                if let Some(p) = g.process.peer_addr(st) {
-                    // Safety: msg_name has msg_namelen bytes.
-                    let _ = unsafe { put(p, m.msg_name.cast(), &mut m.msg_namelen) };
-                }
-            }
+            // No source address for TCP, as Linux (msg_namelen 0).
+            m.msg_namelen = 0;
             m.msg_controllen = 0;
             m.msg_flags = 0;
         }
