@@ -146,17 +146,24 @@ impl Loop {
     /// Tells every worker; a full inbox is retried until the worker made
     /// room (a dead process must not stay attached for ever).
     fn order_all(&self, make: impl Fn() -> Order) {
-        for d in &self.doors {
+        for (w, d) in self.doors.iter().enumerate() {
             let mut order = make();
+            let mut delivered = false;
             for _ in 0..1000 {
                 match d.inbox.send(order) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        delivered = true;
+                        break;
+                    }
                     Err(o) => {
                         order = o;
                         (d.wake)();
                         std::thread::sleep(Duration::from_millis(1));
                     }
                 }
+            }
+            if !delivered {
+                tracing::warn!("worker {w} took no order from the gateway for 1 s (its inbox stayed full): an exited application's sockets may stay open on it");
             }
             (d.wake)();
         }
@@ -168,8 +175,8 @@ impl Loop {
             let m = p.member as usize;
             link.arena.member_pending(m).store(self.doors.len() as u32, Ordering::Release);
             link.arena.member(m).store(member::LEAVING, Ordering::Release);
+            self.order_all(|| Order::Leave { id: p.id, member: p.member, link: Arc::clone(link) });
         }
-        self.order_all(|| Order::Leave { id: p.id, member: p.member });
         tracing::info!(
             "application process {} (registration {}, member {}) exited: the sockets it held last are closed",
             p.pid,

@@ -72,6 +72,14 @@ pub struct Listener {
     turn: AtomicUsize,
 }
 
+#[cfg(test)]
+impl Listener {
+    /// Tests: the same listener again, as a fork's child inherits it.
+    pub(super) fn inherited(&self) -> Listener {
+        Listener { parts: self.parts.clone(), local: self.local, turn: AtomicUsize::new(0) }
+    }
+}
+
 /// A connection.
 #[derive(Debug)]
 pub struct Stream {
@@ -198,11 +206,12 @@ impl Process {
     fn post(&self, w: usize, c: Command) -> Result<(), Error> {
         let rec = c.encode();
         let q = self.arena.commands(w);
-        let start = Instant::now();
+        // The clock is read only once the queue was found full.
+        let mut start = None;
         loop {
             match q.push(&rec) {
                 Ok(true) => break,
-                Ok(false) if start.elapsed() < OP_TIMEOUT && !self.is_gone() => {
+                Ok(false) if start.get_or_insert_with(Instant::now).elapsed() < OP_TIMEOUT && !self.is_gone() => {
                     self.wake(w);
                     std::thread::yield_now();
                 }
@@ -446,8 +455,10 @@ impl Process {
 
     fn kick(&self, w: usize, slot: u32) {
         if let Some(s) = self.arena.slot(w, slot) {
-            if s.kicked().swap(1, Ordering::SeqCst) == 0 {
-                let _ = self.post(w, Command::Kick { slot });
+            if s.kicked().swap(1, Ordering::SeqCst) == 0 && self.post(w, Command::Kick { slot }).is_err() {
+                // Not delivered: the next call must try again, or the
+                // worker never hears of this stream's bytes.
+                s.kicked().store(0, Ordering::SeqCst);
             }
         }
     }
@@ -640,12 +651,24 @@ impl Process {
         }
     }
 
+    /// Tests: makes this process a child that could not join (or back),
+    /// returning the member number it had.
+    #[cfg(test)]
+    pub(super) fn set_member(&self, m: Option<u32>) -> Option<u32> {
+        let old = self.me.swap(m.unwrap_or(NO_MEMBER), Ordering::Relaxed);
+        (old != NO_MEMBER).then_some(old)
+    }
+
     /// Drops this process's hold; true when it was the last one.
     fn unhold(&self, w: usize, slot: u32) -> bool {
         let bit = self.bit();
         let Some(sl) = self.arena.slot(w, slot) else { return true };
         if bit == 0 {
-            return true;
+            // A child that could not join holds nothing: closing an
+            // inherited socket others hold must not close it for them (a
+            // process's close() never does on Linux); one nobody holds
+            // (its own) it closes.
+            return sl.holders().load(Ordering::Acquire) == 0;
         }
         let before = sl.holders().fetch_and(!bit, Ordering::AcqRel);
         before & bit != 0 && before & !bit == 0

@@ -70,7 +70,13 @@ pub enum Order {
     Detach { id: u64 },
     /// One of the processes sharing the arena exited while others live:
     /// its holds go, and what it held last closes as an exit closes it.
-    Leave { id: u64, member: u32 },
+    Leave {
+        id: u64,
+        member: u32,
+        /// The arena, for the member count down even on a worker that no
+        /// longer serves the process (it detached it).
+        link: Arc<Link>,
+    },
 }
 
 /// What the registrar and a worker's gateway share.
@@ -374,7 +380,7 @@ impl Gateway {
                 });
             }
             Order::Detach { id } => self.detach(io, id),
-            Order::Leave { id, member } => self.leave(io, id, member),
+            Order::Leave { id, member, link } => self.leave(io, id, member, &link),
         }
     }
 
@@ -416,7 +422,18 @@ impl Gateway {
     }
 
     /// A process sharing the arena exited (see `Order::Leave`).
-    fn leave(&mut self, io: &mut Io<'_>, pid: u64, m: u32) {
+    fn leave(&mut self, io: &mut Io<'_>, pid: u64, m: u32, link: &Arc<Link>) {
+        self.release_holds(io, pid, m);
+        // Every worker counts down, served or not, or the member number
+        // would never be free again.
+        if link.arena.member_pending(m as usize).fetch_sub(1, Ordering::AcqRel) == 1 {
+            link.arena.member(m as usize).store(member::FREE, Ordering::Release);
+        }
+    }
+
+    /// The holds of member `m` of process `pid` go; what it held last
+    /// closes as an exit closes it.
+    fn release_holds(&mut self, io: &mut Io<'_>, pid: u64, m: u32) {
         let w = self.worker;
         let bit = 1u64 << (m as usize % MAX_MEMBERS);
         let Some(p) = self.proc_mut(pid) else { return };
@@ -440,9 +457,6 @@ impl Gateway {
                 Some(sid) => self.close_as_exit(io, pid, slot, sid, parent, &link),
                 None => self.release(pid, slot),
             }
-        }
-        if link.arena.member_pending(m as usize).fetch_sub(1, Ordering::AcqRel) == 1 {
-            link.arena.member(m as usize).store(member::FREE, Ordering::Release);
         }
         tracing::debug!("worker {w}: process {pid} member {m} left; {closed} socket(s) it held last closed");
     }
@@ -773,8 +787,8 @@ impl Gateway {
             let Ok(child) = io.accept(lid) else { break };
             match self.adopt(io, pid, lid, child) {
                 Some(slot) => {
+                    let Some(p) = self.proc_mut(pid) else { break };
                     ls.queued().fetch_add(1, Ordering::AcqRel);
-                    let p = self.proc_mut(pid).expect("adopt found it");
                     p.backlog.push_back(Event::Accepted { listener: lslot, child: slot });
                     pushed = true;
                 }
@@ -849,7 +863,9 @@ impl Gateway {
         // Bytes or a FIN that came with the handshake are moved now: the
         // events that announced them went to the listener.
         self.service(io, child);
-        Some(slot)
+        // A process that corrupted the new rings was detached (and the
+        // connection reset) by `service`: nothing to announce to it.
+        self.proc_mut(pid).map(|_| slot)
     }
 
     // ----- Streams -----

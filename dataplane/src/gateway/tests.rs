@@ -116,6 +116,33 @@ fn a_process_listens_accepts_and_echoes() {
     drop(s.inbox);
 }
 
+/// A forked child that could not join the arena (every member number
+/// taken) holds nothing: its close() of an inherited listener must not
+/// close the listener for the parent that still holds it (a close() on
+/// Linux drops one reference to a shared socket).
+#[test]
+fn a_child_without_a_member_number_does_not_close_what_others_hold() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let s = setup();
+    let p = &s.process;
+    let l = p.listen(SERVER, 11, 4, &[]).unwrap();
+    let inherited = l.inherited();
+    let me = p.set_member(None);
+    p.close_listener(inherited);
+    p.set_member(me);
+    let h = s.lo.handle(1).unwrap();
+    let peer = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(&h, SERVER, 11).map_err(|e| format!("connect: {e}"))?;
+        c.write_all(b"x").map_err(|e| format!("write: {e}"))
+    });
+    let c = retry(|| p.accept(&l)).expect("the parent's listener still accepts");
+    let mut b = [0u8; 1];
+    assert_eq!(retry(|| p.read(&c, &mut b)), Ok(1));
+    peer.join().unwrap().unwrap();
+    p.close_stream(c);
+    p.close_listener(l);
+}
+
 #[test]
 fn a_second_listener_on_the_port_gets_eaddrinuse_and_connect_works() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
