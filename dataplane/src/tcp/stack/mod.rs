@@ -134,8 +134,15 @@ impl Stack {
     /// next read (the next SYN retransmission, listen(), socket, ...), as
     /// a sysctl change does on Linux; the caller keeps the ones fixed at
     /// start (MTU, queue bounds) unchanged.
+    /// A new configuration at runtime (`xstackctl set`). The stack's
+    /// share of the host's limits (tcp_mem, tcp_max_tw_buckets,
+    /// tcp_max_orphans) stays what it was built with: those are no
+    /// runtime knobs, and the configuration sent to every worker is the
+    /// host's whole, not a worker's share (`Config::for_worker`).
     pub fn set_config(&mut self, config: Config) {
-        self.shared.config = config;
+        let old = &self.shared.config;
+        self.shared.config =
+            Config { mem: old.mem, max_tw_buckets: old.max_tw_buckets, max_orphans: old.max_orphans, ..config };
     }
 
     pub fn config(&self) -> &Config {

@@ -167,3 +167,15 @@ fn writes_into_a_full_send_buffer_take_nothing() {
     }
     assert_eq!(t.st.resources().buffer_chunks, 0);
 }
+
+/// A runtime change of knobs (the host's whole configuration, sent to
+/// every worker) leaves the worker's share of the host limits alone.
+#[test]
+fn a_runtime_config_change_keeps_the_workers_share_of_the_limits() {
+    let host = Config { max_orphans: 1000, max_tw_buckets: 2000, ..plain() };
+    let mut t = T::new(host.for_worker(4));
+    t.st.set_config(Config { syn_retries: 3, ..host });
+    let c = t.st.config();
+    assert_eq!((c.syn_retries, c.max_orphans, c.max_tw_buckets), (3, 250, 500));
+    assert_eq!(c.mem, plain().for_worker(4).mem);
+}
