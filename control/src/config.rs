@@ -306,7 +306,11 @@ fn kernel_buffer_defaults(c: &mut xstack_dataplane::tcp::Config, sysctl: impl Fn
     // stack takes its share (`Config::for_worker`).
     if let [low, pressure, high] = fields("net/ipv4/tcp_mem")[..] {
         if low <= pressure && pressure <= high && high > 0 {
-            c.mem = xstack_dataplane::tcp::memory::MemLimits::from_pages([low, pressure, high], 4096, 1);
+            c.mem = xstack_dataplane::tcp::memory::MemLimits::from_pages(
+                [low, pressure, high],
+                crate::knobs::page_size(),
+                1,
+            );
         }
     }
 }

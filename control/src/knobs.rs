@@ -257,7 +257,10 @@ pub static KNOBS: &[Knob] = &[
         "mem",
         "net.ipv4.tcp_mem",
         false,
-        |c| format!("{} {} {}", c.mem.low / 4096, c.mem.pressure / 4096, c.mem.high / 4096),
+        |c| {
+            let page = page_size();
+            format!("{} {} {}", c.mem.low / page, c.mem.pressure / page, c.mem.high / page)
+        },
         |c, v| {
             c.mem = mem_pages(v)?;
             Ok(())
@@ -285,6 +288,15 @@ fn at_least_one<T: PartialEq + From<u8>>(n: T) -> Result<T> {
     Ok(n)
 }
 
+/// The kernel's page size, the unit of tcp_mem (4096 unless the kernel
+/// says otherwise).
+pub fn page_size() -> usize {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        Ok(Some(n)) if n > 0 => n as usize,
+        _ => 4096,
+    }
+}
+
 /// tcp_mem: three page counts, low <= pressure <= high, as Linux takes
 /// them (the whole host's; each worker gets its share).
 fn mem_pages(v: &str) -> Result<xstack_dataplane::tcp::memory::MemLimits> {
@@ -292,10 +304,10 @@ fn mem_pages(v: &str) -> Result<xstack_dataplane::tcp::memory::MemLimits> {
     let [low, pressure, high] = n[..] else {
         bail!("tcp_mem takes three page counts (low pressure high), got {v:?}");
     };
-    if !(low <= pressure && pressure <= high && high > 0) || high > (1 << 40) / 4096 {
+    if !(low <= pressure && pressure <= high && high > 0) || high > (1 << 40) / page_size() {
         bail!("tcp_mem {v:?}: need 0 < high, low <= pressure <= high, and at most 1 TiB");
     }
-    Ok(xstack_dataplane::tcp::memory::MemLimits::from_pages([low, pressure, high], 4096, 1))
+    Ok(xstack_dataplane::tcp::memory::MemLimits::from_pages([low, pressure, high], page_size(), 1))
 }
 
 fn buffer(v: &str) -> Result<usize> {
