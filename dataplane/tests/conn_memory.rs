@@ -78,10 +78,13 @@ fn an_idle_established_connection_takes_at_most_2_kib() {
     }
 }
 
+/// A TIME_WAIT connection still keeps the whole connection state (issue
+/// 15 asks for a compact record of at most 256 bytes): bounded by what
+/// an idle connection takes until then.
 #[test]
-fn time_wait_memory_is_reported() {
+fn a_time_wait_connection_takes_at_most_2_kib() {
     let n = 5_000;
     let per = per_connection(n, true);
     println!("TIME_WAIT, {n} connections: {per} bytes each");
-    assert!(per > 0);
+    assert!(per <= 2048, "{per} bytes per TIME_WAIT connection");
 }
