@@ -29,6 +29,10 @@ pub const NO_CHUNK: u32 = u32::MAX;
 pub enum Charge {
     /// Succeeds even at the hard limit (counted as over the limit).
     Must,
+    /// `Must` for a ring's first chunk (a socket with nothing queued can
+    /// always queue some bytes, as Linux's moderated send buffer lets
+    /// it), `Try` for the others.
+    First,
     /// Refused at the hard limit.
     Try,
 }
@@ -126,7 +130,7 @@ impl BufferPool {
     #[inline]
     pub fn alloc(&mut self, charge: Charge) -> Option<u32> {
         if self.in_use >= self.high {
-            if charge == Charge::Try {
+            if charge != Charge::Must {
                 self.refused += 1;
                 return None;
             }
@@ -184,8 +188,8 @@ impl BufferPool {
     /// Entry `i` of a chunk used as a table of chunk ids.
     #[inline]
     pub fn entry(&self, table: u32, i: usize) -> u32 {
-        let c = self.chunk(table);
-        u32::from_ne_bytes([c[4 * i], c[4 * i + 1], c[4 * i + 2], c[4 * i + 3]])
+        let b: [u8; 4] = self.chunk(table)[4 * i..4 * i + 4].try_into().unwrap_or([0xff; 4]);
+        u32::from_ne_bytes(b)
     }
 
     #[inline]

@@ -415,6 +415,12 @@ impl Connection {
         // data, then the error (measured on this machine's kernel).
         if self.user_closed {
             self.rx.release(pool);
+        } else {
+            // Out-of-order data can never become readable now: its chunks
+            // go back while the application still holds the socket.
+            self.assembler.clear();
+            self.ooo_fin = None;
+            self.rx.forget_beyond(pool, 0);
         }
         self.events |= readiness::CLOSED | readiness::READABLE;
     }

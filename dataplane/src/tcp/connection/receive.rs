@@ -142,23 +142,13 @@ impl Connection {
             let written = if offset == 0 && self.prefilled == payload.len() {
                 payload.len()
             } else {
-                self.rx.write_unallocated(
-                    &mut shared.pool,
-                    offset,
-                    payload,
-                    if offset == 0 { Charge::Must } else { Charge::Try },
-                )
+                self.store_received(shared, offset, payload)
             };
             self.prefilled = 0;
-            if written == 0 && offset > 0 && shared.pool.at_limit() {
-                // The pool is at tcp_mem[2] and out-of-order data is
-                // optional: drop the segment and this connection's
-                // out-of-order data, highest first, which only the peer's
-                // retransmissions replace (Linux tcp_try_rmem_schedule ->
-                // tcp_prune_ofo_queue, TCPOFODrop). In-sequence data is
-                // never refused.
+            if written == 0 && offset < self.rx.free() {
+                // Room in the window, but the pool refused it (Linux
+                // TCPOFODrop): the peer will resend.
                 shared.stats.ofo_dropped_memory += 1;
-                self.prune_ofo(&mut shared.pool);
                 self.ack_now = true;
             } else if written == 0 {
                 // No room: the ACK repeats the (zero) window.
@@ -217,17 +207,31 @@ impl Connection {
         }
     }
 
-    /// Drops the out-of-order data, highest range first, until the pool
-    /// is below its hard limit (Linux tcp_prune_ofo_queue).
-    pub(super) fn prune_ofo(&mut self, pool: &mut BufferPool) {
-        while pool.at_limit() {
-            if self.assembler.pop_highest().is_none() {
-                break;
-            }
-            self.rx.forget_beyond(pool, self.assembler.end());
+    /// Writes received bytes at `offset` past the stored data; returns
+    /// how many leading bytes were written. In-sequence data is always
+    /// charged, at the pool's hard limit too (a hole must be fillable
+    /// from its start). Out-of-order data the pool refuses makes room as
+    /// Linux's tcp_try_rmem_schedule -> tcp_prune_ofo_queue does: ranges
+    /// above the new segment go, highest first, each retrying the
+    /// charge; a segment that would land above every range prunes
+    /// nothing and is dropped.
+    fn store_received(&mut self, shared: &mut Shared, offset: usize, payload: &[u8]) -> usize {
+        if offset == 0 {
+            return self.rx.write_unallocated(&mut shared.pool, 0, payload, Charge::Must);
         }
-        if self.assembler.is_empty() {
-            self.ooo_fin = None;
+        loop {
+            let n = self.rx.write_unallocated(&mut shared.pool, offset, payload, Charge::Try);
+            if n > 0 || !shared.pool.at_limit() {
+                return n;
+            }
+            match self.assembler.ranges().last() {
+                Some(r) if r.start > offset => {
+                    self.assembler.pop_highest();
+                    self.rx.forget_beyond(&mut shared.pool, self.assembler.end());
+                    shared.stats.ofo_pruned += 1;
+                }
+                _ => return 0,
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 
 use super::table::{sock_mut, Kind, Socket};
 use super::Stack;
+use crate::tcp::buffer::MAX_CAPACITY;
 use crate::tcp::connection::Connection;
 use crate::tcp::error::{Error, Result};
 use crate::tcp::listener::Listener;
@@ -53,9 +54,15 @@ impl Stack {
             SocketOption::Linger(l) => o.linger = l,
             // Linux sock_setsockopt: clamped to net.core.wmem_max /
             // rmem_max and to a floor (SOCK_MIN_SNDBUF / SOCK_MIN_RCVBUF,
-            // which count twice the bytes this buffer holds).
-            SocketOption::SendBuffer(n) if n > 0 => o.send_buffer = n.min(wmem_max).max(MIN_SEND_BUFFER),
-            SocketOption::RecvBuffer(n) if n > 0 => o.recv_buffer = n.min(rmem_max).max(MIN_RECV_BUFFER),
+            // which count twice the bytes this buffer holds), and to what a
+            // ring holds (buffer::MAX_CAPACITY, 32 MiB), so the size read
+            // back is the size in use.
+            SocketOption::SendBuffer(n) if n > 0 => {
+                o.send_buffer = n.min(wmem_max).clamp(MIN_SEND_BUFFER, MAX_CAPACITY)
+            }
+            SocketOption::RecvBuffer(n) if n > 0 => {
+                o.recv_buffer = n.min(rmem_max).clamp(MIN_RECV_BUFFER, MAX_CAPACITY)
+            }
             SocketOption::Congestion(a) => o.congestion = a,
             _ => return Err(Error::InvalidInput),
         }

@@ -14,37 +14,66 @@ fn data(seq: u32, ack: u32, len: usize) -> Seg {
     d
 }
 
-/// At tcp_mem[2] an out-of-order segment is dropped and the connection's
-/// out-of-order data pruned from the top until the pool is below the
-/// limit (Linux tcp_try_rmem_schedule -> tcp_prune_ofo_queue), while
-/// in-sequence data is still taken: a hole can always be filled.
+/// At tcp_mem[2] (Linux tcp_try_rmem_schedule -> tcp_prune_ofo_queue):
+/// an out-of-order segment that would land above every range is dropped
+/// and prunes nothing; one below the highest range makes room by dropping
+/// ranges above it, highest first, and is kept; in-sequence data is
+/// charged at the limit too (a hole can always be filled from its start).
 #[test]
 fn out_of_order_data_gives_way_at_the_limit_and_in_order_data_does_not() {
     let mut t = T::new(limited(1, 2));
     let (_, c, iss) = t.established();
     let base = PEER_ISN + 1;
-    // Stream offsets 5000 and 9000 fall in chunks 1 and 2: the pool is
+    // Stream offsets 5000 and 13000 fall in chunks 1 and 3: the pool is
     // at its limit of two.
     t.send(&data(base + 5000, iss + 1, 1000)).unwrap();
-    t.send(&data(base + 9000, iss + 1, 1000)).unwrap();
+    t.send(&data(base + 13000, iss + 1, 1000)).unwrap();
     t.recv();
     assert_eq!(t.st.resources().buffer_chunks, 2);
-    // A third island needs a chunk the pool refuses.
-    t.send(&data(base + 13000, iss + 1, 1000)).unwrap();
-    let ack = t.recv().pop().expect("the drop is acknowledged");
-    assert_eq!(ack.ack, base, "nothing in order yet");
-    assert_eq!(t.st.stats().ofo_dropped_memory, 1);
-    assert_eq!(t.st.resources().buffer_chunks, 1, "the highest island (9000) went; 5000 stays");
+    // Above every range (chunk 4): dropped, nothing pruned.
+    t.send(&data(base + 17000, iss + 1, 1000)).unwrap();
+    assert_eq!(t.recv().pop().map(|a| a.ack), Some(base), "the drop is acknowledged; nothing in order yet");
+    let s = t.st.stats();
+    assert_eq!((s.ofo_dropped_memory, s.ofo_pruned), (1, 0));
+    assert_eq!(t.st.resources().buffer_chunks, 2);
     assert!(t.st.memory().refused >= 1);
-    // In-sequence data is granted at the limit.
-    t.send(&data(base + 4000, iss + 1, 1000)).unwrap();
-    t.send(&data(base, iss + 1, 4000)).unwrap();
-    let ack = t.recv().pop().expect("ACK");
-    assert_eq!(ack.ack, base + 6000, "the hole up to the kept island filled");
-    let mut buf = vec![0u8; 10_000];
-    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(6000));
+    // Below the highest range (chunk 2): 13000 goes, 9000 is kept.
+    t.send(&data(base + 9000, iss + 1, 1000)).unwrap();
+    t.recv();
+    let s = t.st.stats();
+    assert_eq!((s.ofo_dropped_memory, s.ofo_pruned), (1, 1));
+    assert_eq!(t.st.resources().buffer_chunks, 2, "chunks 1 and 2");
+    // In sequence (chunk 0) at the limit: granted, counted over it.
+    let over = t.st.memory().over_limit;
+    t.send(&data(base, iss + 1, 1000)).unwrap();
+    assert_eq!(t.recv().pop().map(|a| a.ack), Some(base + 1000));
+    assert_eq!(t.st.memory().over_limit, over + 1);
+    // The holes fill up to the kept ranges.
+    t.send(&data(base + 1000, iss + 1, 4000)).unwrap();
+    t.send(&data(base + 6000, iss + 1, 3000)).unwrap();
+    assert_eq!(t.recv().pop().map(|a| a.ack), Some(base + 10000));
+    let mut buf = vec![0u8; 20_000];
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(10000));
     assert_eq!(t.st.resources().buffer_chunks, 0, "read data gives its chunks back");
     assert_eq!(t.st.buffer_memory_walk(), 0);
+}
+
+/// A connection reset while the application still holds it keeps its
+/// unread in-order data (readable, then the error) but gives back the
+/// chunks of out-of-order data that can never be read.
+#[test]
+fn a_reset_gives_back_out_of_order_data_and_keeps_what_is_readable() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let base = PEER_ISN + 1;
+    t.send(&data(base, iss + 1, 100)).unwrap();
+    t.send(&data(base + 9000, iss + 1, 100)).unwrap();
+    assert_eq!(t.st.resources().buffer_chunks, 2);
+    t.send(&seg(base + 100, iss + 1, Flags::RST)).unwrap();
+    assert_eq!(t.st.resources().buffer_chunks, 1, "only the readable bytes' chunk");
+    let mut buf = [0u8; 200];
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(100));
+    assert_eq!(t.st.resources().buffer_chunks, 0);
 }
 
 /// Under memory pressure the window stops growing with full-sized
@@ -178,4 +207,38 @@ fn a_runtime_config_change_keeps_the_workers_share_of_the_limits() {
     let c = t.st.config();
     assert_eq!((c.syn_retries, c.max_orphans, c.max_tw_buckets), (3, 250, 500));
     assert_eq!(c.mem, plain().for_worker(4).mem);
+}
+
+/// Under memory pressure a receive buffer more than half full brings the
+/// window down to four segments (Linux tcp_adjust_rcv_ssthresh from
+/// __tcp_select_window), never moving its right edge left; without
+/// pressure the window is what is free.
+#[test]
+fn under_pressure_a_half_full_buffer_shrinks_the_window_to_four_segments() {
+    let last_window = |config: Config| {
+        let mut t = T::new(Config { recv_buffer: 16384, ..config });
+        let (_, _, iss) = t.established();
+        for k in 0..7u32 {
+            t.send(&data(PEER_ISN + 1 + 1460 * k, iss + 1, 1460)).unwrap();
+        }
+        // The delayed ACK for the seventh.
+        t.advance(Duration::from_millis(50));
+        t.recv().pop().expect("an ACK").window
+    };
+    // 7 segments unread: 10220 of 16384 bytes taken, 6164 free.
+    assert_eq!(last_window(plain()), 6164);
+    assert_eq!(last_window(limited(0, 1 << 20)), 4 * 1460);
+}
+
+/// A buffer size above what a ring holds (32 MiB) reads back as the size
+/// in use, even where net.core.rmem_max/wmem_max allow more.
+#[test]
+fn buffer_sizes_read_back_as_the_ring_holds_them() {
+    use crate::tcp::buffer::MAX_CAPACITY;
+    let mut t = T::new(Config { core_rmem_max: 1 << 30, core_wmem_max: 1 << 30, ..plain() });
+    let c = t.st.socket();
+    t.st.set_option(t.now, c, SocketOption::RecvBuffer(1 << 30)).unwrap();
+    t.st.set_option(t.now, c, SocketOption::SendBuffer(1 << 30)).unwrap();
+    let o = t.st.options(c).unwrap();
+    assert_eq!((o.recv_buffer, o.send_buffer), (MAX_CAPACITY, MAX_CAPACITY));
 }
