@@ -296,7 +296,11 @@ fn fail(link: &Link, slot: u32, worker: usize, e: Error) {
 fn set_tcp_state(link: &Link, slot: u32, worker: usize, st: State) {
     if let Some(s) = link.arena.slot(worker, slot) {
         let code = State::ALL.iter().position(|&x| x == st).unwrap_or(0) as u32;
-        s.tcp_state().store(code, Ordering::Relaxed);
+        // Stored only when it changed: the process reads this line on
+        // every call, and a store for nothing would take it away.
+        if s.tcp_state().load(Ordering::Relaxed) != code {
+            s.tcp_state().store(code, Ordering::Relaxed);
+        }
     }
 }
 
@@ -904,7 +908,11 @@ impl Gateway {
 
     fn on_stream_event(&mut self, io: &mut Io<'_>, sid: SocketId, kind: EventKind) {
         let w = self.worker;
-        if let Some(Entry::Stream(s)) = self.entry(sid) {
+        // Bytes and room (Readable, Writable) are `service`'s alone: it
+        // rings if it moved any (a pure ACK changes nothing the process
+        // can see, and every ring makes each of its epoll sets look again).
+        let announces = matches!(kind, EventKind::Connected | EventKind::Closed { .. });
+        if let Some(Entry::Stream(s)) = self.entry(sid).filter(|_| announces) {
             let (link, slot) = (Arc::clone(&s.link), s.slot);
             match kind {
                 EventKind::Connected => {
@@ -917,6 +925,7 @@ impl Gateway {
                         }
                     }
                     publish(&link, slot, w, state::CONNECTED);
+                    link.ring();
                 }
                 EventKind::Closed { error } => {
                     // What is still readable first, then why it ended.
@@ -929,10 +938,10 @@ impl Gateway {
                         s.tx_done = true;
                     }
                     set_tcp_state(&link, slot, w, io.state(sid).unwrap_or(State::Closed));
+                    link.ring();
                 }
                 _ => {}
             }
-            link.ring();
         }
         self.service(io, sid);
     }
