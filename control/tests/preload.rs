@@ -374,6 +374,29 @@ fn a_blocking_threaded_server_and_preloaded_clients_connecting_out() {
     let got = listen.wait_with_output().unwrap();
     assert_eq!(stdout(&got), "through the stack\n", "{}", text(&got));
 
+    // Non-blocking mode set with ioctl(FIONBIO) (Python's setblocking)
+    // or fcntl(F_SETFL) before a connect to a kernel destination
+    // (loopback): the socket the kernel takes over is non-blocking, so
+    // connect says EINPROGRESS, as without the library.
+    let mut kpy = s.topo.spawn(
+        "NS_B",
+        &[
+            "timeout",
+            "20",
+            "python3",
+            "-c",
+            "import socket,time; l=socket.create_server(('127.0.0.1', 9011)); time.sleep(15)",
+        ],
+    );
+    s.topo.wait_listening("NS_B", "127.0.0.1", 9011);
+    let script = "import errno,fcntl,os,socket\n\
+        a=socket.socket(); a.setblocking(False)\n\
+        b=socket.socket(); fcntl.fcntl(b, fcntl.F_SETFL, os.O_NONBLOCK)\n\
+        print(errno.errorcode.get(a.connect_ex(('127.0.0.1', 9011)), 0), errno.errorcode.get(b.connect_ex(('127.0.0.1', 9011)), 0))";
+    let o = s.run_preloaded(20, &["python3", "-c", script]);
+    assert_eq!(stdout(&o).trim(), "EINPROGRESS EINPROGRESS", "{}", text(&o));
+    kill(&mut kpy);
+
     let log = s.finish();
     assert!(log.contains("registered"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -428,7 +428,10 @@ pub fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Option<c_int> {
         libc::F_GETFL => Some(libc::O_RDWR | if s.nonblock.load(Ordering::Relaxed) { libc::O_NONBLOCK } else { 0 }),
         libc::F_SETFL => {
             s.nonblock.store(arg as c_int & libc::O_NONBLOCK != 0, Ordering::Relaxed);
-            Some(0)
+            // The placeholder too: a socket handed to the kernel later (a
+            // connect to a kernel destination) keeps the mode asked for.
+            // Safety: plain system call on our placeholder fd.
+            Some(unsafe { real::fcntl(fd, cmd, arg) })
         }
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
             // Safety: plain system call.
@@ -452,7 +455,9 @@ pub fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> Option<c_int> {
             // Safety: FIONBIO's argument is an int the caller points to.
             let on = unsafe { std::ptr::read_unaligned(arg.cast::<c_int>()) } != 0;
             s.nonblock.store(on, Ordering::Relaxed);
-            Some(0)
+            // The placeholder too (see F_SETFL).
+            // Safety: `arg` points to the caller's int, checked above.
+            Some(unsafe { real::ioctl(fd, req, arg) })
         }
         libc::FIONREAD => {
             if arg.is_null() {
