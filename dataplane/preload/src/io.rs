@@ -139,36 +139,56 @@ pub unsafe fn recvfrom(
     Some(r)
 }
 
-/// Gathers iovecs into slices.
+/// The caller's iovecs, checked (EINVAL for a bad count, EFAULT for a
+/// null array or a null base with a length), without copying them: a
+/// vectored call allocates nothing.
 ///
 /// # Safety
-/// `iov` has `n` valid iovecs.
-unsafe fn iovecs<'a>(iov: *const libc::iovec, n: c_int) -> Result<Vec<&'a mut [u8]>, c_int> {
+/// `iov` has `n` valid iovecs, each naming `iov_len` bytes of the
+/// caller's, for `'a`.
+unsafe fn iovecs<'a>(iov: *const libc::iovec, n: c_int) -> Result<Iovecs<'a>, c_int> {
     if !(0..=libc::UIO_MAXIOV).contains(&n) {
         return Err(libc::EINVAL);
     }
-    if n > 0 && iov.is_null() {
+    if n == 0 {
+        return Ok(Iovecs(&[]));
+    }
+    if iov.is_null() {
         return Err(libc::EFAULT);
     }
-    let mut v = Vec::with_capacity(n as usize);
-    for i in 0..n as usize {
-        // Safety: the caller's contract.
-        let e = unsafe { *iov.add(i) };
-        if e.iov_len == 0 {
-            continue;
-        }
-        if e.iov_base.is_null() {
-            return Err(libc::EFAULT);
-        }
-        // Safety: each iovec names `iov_len` bytes of the caller's.
-        v.push(unsafe { std::slice::from_raw_parts_mut(e.iov_base.cast::<u8>(), e.iov_len) });
+    // Safety: the caller's contract.
+    let all = unsafe { std::slice::from_raw_parts(iov, n as usize) };
+    if all.iter().any(|e| e.iov_len > 0 && e.iov_base.is_null()) {
+        return Err(libc::EFAULT);
     }
-    Ok(v)
+    Ok(Iovecs(all))
 }
 
-fn recv_vec(g: &Global, s: &Sock, st: &Stream, bufs: &mut [&mut [u8]], flags: c_int) -> isize {
+/// Checked iovecs (see `iovecs`); empty ones are skipped.
+struct Iovecs<'a>(&'a [libc::iovec]);
+
+impl<'a> Iovecs<'a> {
+    fn filled(&self) -> impl Iterator<Item = &'a libc::iovec> {
+        self.0.iter().filter(|e| e.iov_len > 0)
+    }
+
+    /// The buffers to read into.
+    fn slices_mut(&self) -> impl Iterator<Item = &'a mut [u8]> {
+        // Safety: `iovecs` checked every base; the caller of `iovecs`
+        // vouched for the bytes they name, and a read call writes them.
+        self.filled().map(|e| unsafe { std::slice::from_raw_parts_mut(e.iov_base.cast::<u8>(), e.iov_len) })
+    }
+
+    /// The bytes to send (read only).
+    fn slices(&self) -> impl Iterator<Item = &'a [u8]> {
+        // Safety: as `slices_mut`; these are only read.
+        self.filled().map(|e| unsafe { std::slice::from_raw_parts(e.iov_base.cast::<u8>().cast_const(), e.iov_len) })
+    }
+}
+
+fn recv_vec<'a>(g: &Global, s: &Sock, st: &Stream, bufs: impl Iterator<Item = &'a mut [u8]>, flags: c_int) -> isize {
     let mut total = 0isize;
-    for (i, b) in bufs.iter_mut().enumerate() {
+    for (i, b) in bufs.enumerate() {
         // Only the first buffer waits; the rest take what is there.
         let f = if i == 0 { flags } else { flags | libc::MSG_DONTWAIT };
         let want = b.len();
@@ -184,7 +204,7 @@ fn recv_vec(g: &Global, s: &Sock, st: &Stream, bufs: &mut [&mut [u8]], flags: c_
     total
 }
 
-fn send_vec(g: &Global, s: &Sock, st: &Stream, bufs: &[&mut [u8]], flags: c_int) -> isize {
+fn send_vec<'a>(g: &Global, s: &Sock, st: &Stream, bufs: impl Iterator<Item = &'a [u8]>, flags: c_int) -> isize {
     let mut total = 0isize;
     for b in bufs {
         let r = send_from(g, s, st, b, flags);
@@ -205,7 +225,7 @@ pub unsafe fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> Option<isiz
     with_stream(fd, |g, s, st| {
         // Safety: the caller's contract.
         match unsafe { iovecs(iov, n) } {
-            Ok(mut v) => recv_vec(g, s, st, &mut v, 0),
+            Ok(v) => recv_vec(g, s, st, v.slices_mut(), 0),
             Err(e) => fail(e),
         }
     })
@@ -217,7 +237,7 @@ pub unsafe fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> Option<isi
     with_stream(fd, |g, s, st| {
         // Safety: the caller's contract.
         match unsafe { iovecs(iov, n) } {
-            Ok(v) => send_vec(g, s, st, &v, 0),
+            Ok(v) => send_vec(g, s, st, v.slices(), 0),
             Err(e) => fail(e),
         }
     })
@@ -234,7 +254,7 @@ pub unsafe fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> Option
         let m = unsafe { &mut *msg };
         // Safety: the msghdr's iovecs are the caller's.
         let r = match unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) } {
-            Ok(mut v) => recv_vec(g, s, st, &mut v, flags),
+            Ok(v) => recv_vec(g, s, st, v.slices_mut(), flags),
             Err(e) => return fail(e),
         };
         if r >= 0 {
@@ -258,7 +278,7 @@ pub unsafe fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> Opti
         let m = unsafe { &*msg };
         // Safety: the msghdr's iovecs are the caller's.
         match unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) } {
-            Ok(v) => send_vec(g, s, st, &v, flags),
+            Ok(v) => send_vec(g, s, st, v.slices(), flags),
             Err(e) => fail(e),
         }
     })
