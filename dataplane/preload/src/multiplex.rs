@@ -230,10 +230,13 @@ pub unsafe fn poll(fds: *mut pollfd, n: libc::nfds_t, timeout: c_int, mask: *con
             c
         };
         ready += scan(all);
-        // Safety: our own pollfd array.
-        let k = unsafe { real::poll(kfds.as_mut_ptr(), kfds.len() as libc::nfds_t, 0) };
-        if k < 0 {
-            return Some(k);
+        // Only the stack's sockets asked: no system call for nothing.
+        if !kfds.is_empty() {
+            // Safety: our own pollfd array.
+            let k = unsafe { real::poll(kfds.as_mut_ptr(), kfds.len() as libc::nfds_t, 0) };
+            if k < 0 {
+                return Some(k);
+            }
         }
         for (j, &i) in kernel.iter().enumerate() {
             all[i].revents = kfds[j].revents;
