@@ -131,9 +131,12 @@ pub fn admit(
     let arena = Arena::create(&format!("xstack-arena-{id}"), geometry)?;
     let bell: OwnedFd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?.into();
     let memfd = arena.region().fd().ok_or(std::io::ErrorKind::InvalidInput)?;
-    super::register::send_offer(conn, geometry, iface.0, iface.1, memfd, bell.as_fd(), wakes)?;
+    // The identity and member 0 before the offer: a process that forks
+    // as soon as it has the arena must find its own number taken and the
+    // secret its child will show.
     arena.set_identity(id, random_token()?);
     arena.member(0).store(member::LIVE, Ordering::Release);
+    super::register::send_offer(conn, geometry, iface.0, iface.1, memfd, bell.as_fd(), wakes)?;
     let link = Arc::new(Link { arena: Arc::new(arena), bell });
     for inbox in inboxes {
         inbox
