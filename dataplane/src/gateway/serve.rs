@@ -416,16 +416,27 @@ impl Gateway {
                     }
                     self.service(io, sid);
                 }
-                Some(Entry::Listener(_)) | Some(Entry::Opened { .. }) => {
-                    let _ = io.close(sid);
-                    self.entries[sid.index as usize] = None;
-                }
+                Some(Entry::Listener(_)) | Some(Entry::Opened { .. }) => self.close_entry(io, sid),
                 None => {}
             }
         }
         // Streams still draining their send rings keep the arena mapped
         // through their own references until they finish.
         tracing::info!("worker {}: process {} detached", self.worker, pid);
+    }
+
+    /// Closes the stack socket of a listener or an unused socket and
+    /// forgets its entry.
+    fn close_entry(&mut self, io: &mut Io<'_>, sid: SocketId) {
+        let _ = io.close(sid);
+        self.entries[sid.index as usize] = None;
+    }
+
+    /// `close_entry`, and the process's slot is finished and given back.
+    fn close_and_free(&mut self, io: &mut Io<'_>, sid: SocketId, pid: u64, slot: u32) {
+        self.close_entry(io, sid);
+        self.finished(pid, slot);
+        self.release(pid, slot);
     }
 
     /// A process sharing the arena exited (see `Order::Leave`).
@@ -494,12 +505,7 @@ impl Gateway {
                 }
                 self.service(io, sid);
             }
-            Some(Entry::Listener(_)) | Some(Entry::Opened { .. }) => {
-                let _ = io.close(sid);
-                self.entries[sid.index as usize] = None;
-                self.finished(pid, slot);
-                self.release(pid, slot);
-            }
+            Some(Entry::Listener(_)) | Some(Entry::Opened { .. }) => self.close_and_free(io, sid, pid, slot),
             None => {}
         }
     }
@@ -663,10 +669,7 @@ impl Gateway {
                             self.service(io, sid);
                         }
                         Some(Entry::Listener(_)) | Some(Entry::Opened { .. }) => {
-                            let _ = io.close(sid);
-                            self.entries[sid.index as usize] = None;
-                            self.finished(pid, slot);
-                            self.release(pid, slot);
+                            self.close_and_free(io, sid, pid, slot)
                         }
                         None => self.release(pid, slot),
                     },
@@ -1089,8 +1092,7 @@ impl App for Gateway {
                 publish(&link, *slot, w, state::CLOSED);
                 link.ring();
             }
-            let _ = io.close(*sid);
-            self.entries[sid.index as usize] = None;
+            self.close_entry(io, *sid);
             self.finished(*pid, *slot);
         }
         listeners.len() + self.inner.as_mut().map_or(0, |app| app.on_drain(io))
