@@ -3,7 +3,8 @@
 //! field (flags, sequence and acknowledgment numbers relative to the two
 //! ISNs, window, options, payload, timing class). The scripted peer is
 //! `support/tcp_diff.py` (packetimpact style); both targets run a discard
-//! server on the same port in the same topology, one after the other.
+//! server and a source server (5 bytes, then close: its side ends in
+//! TIME_WAIT) on the same ports in the same topology, one after the other.
 //!
 //! Where the stack differs today, `KNOWN` says which field of which probe
 //! and why. The test fails on any other difference, and on a known one
@@ -22,7 +23,7 @@ const KNOWN: &[(&str, &str, &str)] = &[];
 
 fn run_probes(topo: &Topology, spoof: &str, ip: &str, mac: &str, only: &[&str]) -> BTreeMap<String, Value> {
     let script = repo_root().join("control/tests/support/tcp_diff.py");
-    let mut args = vec!["python3", script.to_str().unwrap(), topo.get("IF_A"), spoof, ip, mac, "9", "10"];
+    let mut args = vec!["python3", script.to_str().unwrap(), topo.get("IF_A"), spoof, ip, mac, "9", "10", "11"];
     args.extend_from_slice(only);
     let out = topo.exec("NS_A", &args);
     assert!(out.status.success(), "tcp_diff.py against {ip}: {}", String::from_utf8_lossy(&out.stderr));
@@ -79,16 +80,20 @@ fn the_stack_answers_crafted_segments_as_linux_does() {
     let mut server = std::process::Command::new("ip")
         .args(["netns", "exec", topo.get("NS_B"), "python3", "-c"])
         .arg(format!(
-            "import socket,threading\ns=socket.create_server(('{kernel_ip}',9),backlog=64)\ndef h(c):\n  try:\n    while c.recv(65536): pass\n  except OSError: pass\n  c.close()\nwhile True:\n  c,_=s.accept(); threading.Thread(target=h,args=(c,),daemon=True).start()"
+            "import socket,threading\ns=socket.create_server(('{kernel_ip}',9),backlog=64)\nsrc=socket.create_server(('{kernel_ip}',11),backlog=64)\ndef h(c):\n  try:\n    while c.recv(65536): pass\n  except OSError: pass\n  c.close()\ndef source():\n  while True:\n    c,_=src.accept(); c.sendall(b'01234'); c.close()\nthreading.Thread(target=source,daemon=True).start()\nwhile True:\n  c,_=s.accept(); threading.Thread(target=h,args=(c,),daemon=True).start()"
         ))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     topo.wait_listening("NS_B", &kernel_ip, 9);
+    topo.wait_listening("NS_B", &kernel_ip, 11);
     let neighbour = format!("{spoof}={mac_a}");
-    let daemon =
-        Daemon::start(&topo, &bpffs, &["--discard", "9", "--static-neighbour", &neighbour, "--instance", &name]);
+    let daemon = Daemon::start(
+        &topo,
+        &bpffs,
+        &["--discard", "9", "--source", "11:5", "--static-neighbour", &neighbour, "--instance", &name],
+    );
     let stack_mac = daemon.ready("mac");
     let stack_ip = topo.get("IP_STACK").to_owned();
     let mac_b = topo.get("MAC_B").to_owned();

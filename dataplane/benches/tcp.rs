@@ -7,7 +7,8 @@
 //! - request/response: a 64-byte request that acknowledges the previous
 //!   response, read, and a 64-byte response written and sent;
 //! - one full handshake (SYN, SYN|ACK, ACK, accept) plus its abortive
-//!   teardown, across two in-memory stacks;
+//!   teardown, across two in-memory stacks; and a whole short connection
+//!   (handshake, request, response, the server's close into TIME_WAIT);
 //! - one timer wheel operation (arm + cancel, arm + expire) with 10 000
 //!   other timers armed;
 //! - the per-state counts a status request or a drain check reads, with
@@ -55,6 +56,29 @@ fn handshake(c: &mut Criterion) {
         b.iter(|| {
             let (cs, ss) = p.handshake();
             p.teardown(black_box(cs), ss);
+        })
+    });
+    // A whole short connection as a web server sees it (netperf TCP_CRR):
+    // handshake, a 64-byte request and response, the server closes first
+    // and keeps TIME_WAIT. 5 ms of virtual time per connection, so some
+    // 12 000 TIME_WAIT entries stand at any time (60 s of them) and the
+    // oldest expire as new ones come, as on a busy server.
+    let mut p = support::Pair::new();
+    let mut buf = [0u8; 64];
+    g.bench_function("crr_64B_server_time_wait", |b| {
+        b.iter(|| {
+            let (cs, ss) = p.handshake();
+            let now = p.now;
+            p.client.write(now, cs, &buf).unwrap();
+            p.settle();
+            p.server.read(now, ss, &mut buf).unwrap();
+            p.server.write(now, ss, &buf).unwrap();
+            p.server.close(now, ss).unwrap();
+            p.settle();
+            p.client.read(now, cs, &mut buf).unwrap();
+            p.client.close(now, cs).unwrap();
+            p.settle();
+            p.advance(Duration::from_millis(5));
         })
     });
     g.finish();

@@ -508,7 +508,7 @@ impl Worker {
         let owners = sockets
             .iter()
             .map(|s| match (&self.app, s.state) {
-                (Some(app), st) if st != tcp::State::SynReceived => app.owner(s.socket),
+                (Some(app), st) if st != tcp::State::SynReceived => s.socket.and_then(|id| app.owner(id)),
                 _ => None,
             })
             .collect();

@@ -9,7 +9,8 @@ AF_PACKET socket on IFNAME: the kernel of the peer's namespace ignores the
 answers (not its address, no forwarding), so it never resets the crafted
 connections. The target must know SPOOF_IP's MAC (a static neighbour).
 The target runs a discard server on OPEN_PORT (reads, never writes, closes
-on end of file); CLOSED_PORT has no listener.
+on end of file); CLOSED_PORT has no listener; SOURCE_PORT's server sends 5
+bytes at once and closes (so its side ends in TIME_WAIT).
 
 Prints one JSON object per probe:
   {"probe": NAME, "answers": [ANSWER, ...]}
@@ -21,7 +22,7 @@ segment), "soon" (under 300 ms: a delayed ACK) or "late".
 
 Standard library only.
 
-usage: tcp_diff.py IFNAME SPOOF_IP TARGET_IP TARGET_MAC OPEN_PORT CLOSED_PORT
+usage: tcp_diff.py IFNAME SPOOF_IP TARGET_IP TARGET_MAC OPEN_PORT CLOSED_PORT SOURCE_PORT [PROBE...]
 """
 import json
 import random
@@ -95,10 +96,10 @@ def parse_options(raw):
 
 
 class Target:
-    def __init__(self, ifname, spoof, ip, mac, open_port, closed_port):
+    def __init__(self, ifname, spoof, ip, mac, open_port, closed_port, source_port):
         self.spoof, self.ip = spoof, ip
         self.mac = bytes.fromhex(mac.replace(":", ""))
-        self.open_port, self.closed_port = open_port, closed_port
+        self.open_port, self.closed_port, self.source_port = open_port, closed_port, source_port
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.bind((ifname, 0))
         self.our_mac = self.sock.getsockname()[4]
@@ -398,7 +399,75 @@ def probes(t):
         c.rcv_nxt = (c.rcv_nxt + 1) & 0xFFFFFFFF
         return c.send(ACK, wait=0.3) + c.data(b"late", wait=0.3)
 
+    # TIME_WAIT (Linux tcp_timewait_state_process): the source server
+    # sends 5 bytes and its FIN; our FIN|ACK acknowledges both, and its
+    # ACK of our FIN leaves the target in TIME_WAIT. The numbers then:
+    # the target's next sequence number is ISN + 7, ours ISS + 2.
+    def in_time_wait():
+        c = Conn(t, t.source_port)
+        c.handshake()
+        time.sleep(0.2)
+        c.rcv_nxt = (c.irs + 7) & 0xFFFFFFFF
+        ans = c.send(FIN | ACK, wait=0.3)
+        c.snd_nxt += 1
+        return c, ans
+
+    def time_wait_is_entered_with_the_ack_of_our_fin():
+        # (Whether the 5 bytes and the FIN share a segment is the server
+        # application's timing: only the ACK of our FIN is compared.)
+        return in_time_wait()[1]
+
+    def time_wait_acks_a_retransmitted_fin():
+        c, _ = in_time_wait()
+        return c.send(FIN | ACK, seq=c.snd_nxt - 1)
+
+    def time_wait_acks_data():
+        c, _ = in_time_wait()
+        return c.data(b"late")
+
+    def time_wait_takes_a_bare_ack_silently():
+        c, _ = in_time_wait()
+        return c.send(ACK)
+
+    def time_wait_ignores_a_reset_out_of_place_and_dies_of_an_exact_one():
+        c, _ = in_time_wait()
+        a = c.send(RST, seq=c.snd_nxt + 100, ack=0, opts=b"", wait=0.2)
+        b = c.send(FIN | ACK, seq=c.snd_nxt - 1, wait=0.2)
+        d = c.send(RST, ack=0, opts=b"", wait=0.2)
+        # Gone: the listener answers the next ACK with a reset.
+        e = c.send(ACK, wait=0.3)
+        return a + b + d + e
+
+    def time_wait_answers_an_old_syn_with_its_ack():
+        c, _ = in_time_wait()
+        # No timestamp, below RCV.NXT: maybe an old duplicate.
+        return c.send(SYN, seq=c.iss, ack=0, opts=options(mss=1460))
+
+    def time_wait_reopens_for_a_newer_syn():
+        c, _ = in_time_wait()
+        ts = c.ts()
+        ans = c.send(SYN, seq=c.snd_nxt + 100_000, ack=0, opts=options(mss=1460, sack_ok=True, ts=ts, ws=7))
+        # The new ISN lies 65537 above the old SND.NXT: relative to the old
+        # ISN, seq says so.
+        for a in ans:
+            if a["flags"] == "S.":
+                a["ack"] = (a["ack"] - 100_000) & 0xFFFFFFFF
+        return ans
+
+    def time_wait_rejects_an_old_timestamp_by_paws():
+        c, _ = in_time_wait()
+        return c.send(ACK, opts=options(ts=(c.tsval - 100_000, c.ts_recent)))
+
     return [
+        ("time_wait_is_entered_with_the_ack_of_our_fin", time_wait_is_entered_with_the_ack_of_our_fin),
+        ("time_wait_acks_a_retransmitted_fin", time_wait_acks_a_retransmitted_fin),
+        ("time_wait_acks_data", time_wait_acks_data),
+        ("time_wait_takes_a_bare_ack_silently", time_wait_takes_a_bare_ack_silently),
+        ("time_wait_ignores_a_reset_out_of_place_and_dies_of_an_exact_one",
+         time_wait_ignores_a_reset_out_of_place_and_dies_of_an_exact_one),
+        ("time_wait_answers_an_old_syn_with_its_ack", time_wait_answers_an_old_syn_with_its_ack),
+        ("time_wait_reopens_for_a_newer_syn", time_wait_reopens_for_a_newer_syn),
+        ("time_wait_rejects_an_old_timestamp_by_paws", time_wait_rejects_an_old_timestamp_by_paws),
         ("syn_again_in_syn_received_resends_the_syn_ack", syn_again_in_syn_received_resends_the_syn_ack),
         ("bad_ack_in_syn_received_is_reset", bad_ack_in_syn_received_is_reset),
         ("rst_out_of_window_is_ignored", rst_out_of_window_is_ignored),
@@ -425,9 +494,9 @@ def probes(t):
 
 
 def main():
-    ifname, spoof, ip, mac, open_port, closed_port = sys.argv[1:7]
-    t = Target(ifname, spoof, ip, mac, int(open_port), int(closed_port))
-    only = set(sys.argv[7:])
+    ifname, spoof, ip, mac, open_port, closed_port, source_port = sys.argv[1:8]
+    t = Target(ifname, spoof, ip, mac, int(open_port), int(closed_port), int(source_port))
+    only = set(sys.argv[8:])
     for name, run in probes(t):
         if only and name not in only:
             continue

@@ -311,6 +311,13 @@ impl Pair {
         while self.server.poll_event().is_some() {}
     }
 
+    /// Moves both stacks' clocks on by `d` and runs their timers.
+    pub fn advance(&mut self, d: std::time::Duration) {
+        self.now = self.now + d;
+        self.client.handle_timeout(self.now);
+        self.server.handle_timeout(self.now);
+    }
+
     /// Abortive close of both ends.
     pub fn teardown(&mut self, c: SocketId, s: SocketId) {
         self.client.set_option(self.now, c, SocketOption::Linger(Some(std::time::Duration::ZERO))).unwrap();

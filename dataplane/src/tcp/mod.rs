@@ -10,6 +10,8 @@
 //!   (input, ACK, receive, send, window, timers, user calls, TIME_WAIT).
 //! - [`listener`]: LISTEN and SYN_RCVD: SYN queue, accept queue, overflow,
 //!   SYN cookies, the SYN|ACK timer.
+//! - [`time_wait`]: TIME_WAIT as a compact record once the connection is
+//!   gone.
 //! - the pieces: [`sack`], [`seq`], [`timer_wheel`], [`isn`],
 //!   [`syncookie`], [`buffer`], [`assembler`], [`rtt`], [`congestion`],
 //!   [`output`], [`shared`] (what the sockets of one stack share).
@@ -35,6 +37,7 @@ pub mod stack;
 pub mod stats;
 pub mod syncookie;
 pub mod time;
+pub(crate) mod time_wait;
 pub mod timer_wheel;
 
 pub use config::Config;

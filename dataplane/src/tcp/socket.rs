@@ -178,7 +178,9 @@ pub(crate) mod readiness {
 /// One row of `ss -ant`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketInfo {
-    pub socket: SocketId,
+    /// The socket (a SYN-RECV row: its listener); None for a TIME_WAIT
+    /// record, which is no socket (ss names no process for it).
+    pub socket: Option<SocketId>,
     pub state: State,
     pub local: (Ipv4Addr, u16),
     pub remote: Option<(Ipv4Addr, u16)>,

@@ -136,10 +136,6 @@ impl Connection {
                 self.enter_closed(&mut shared.pool, None);
                 return ControlFlow::Break(Outcome::Accepted);
             }
-            State::TimeWait => {
-                self.time_wait_segment(now, shared, f.fin());
-                return ControlFlow::Break(Outcome::Accepted);
-            }
             _ => {}
         }
         ControlFlow::Continue(())

@@ -11,7 +11,8 @@
 //! - [`window`]: the receive window we advertise, receiver SWS avoidance;
 //! - [`timers`]: the timer table; RTO, persist, keep-alive, SYN backoff;
 //! - [`user`]: the application's send, recv, shutdown, close and reset;
-//! - [`time_wait`]: TIME_WAIT and reopening a 4-tuple from it.
+//! - [`time_wait`]: entering TIME_WAIT, the last ACK and the handover to
+//!   the stack's compact record (`tcp/time_wait.rs`).
 //!
 //! The LISTEN state and embryonic SYN_RCVD connections of a listener live
 //! in `listener.rs` (as Linux's request sockets); a `Connection` is made in

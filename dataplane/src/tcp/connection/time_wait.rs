@@ -1,68 +1,59 @@
-//! TIME_WAIT (RFC 9293 section 3.10.7.4, TIME-WAIT; Linux
-//! tcp_timewait_state_process): the connection keeps only its sequence
-//! numbers for 2 MSL, acknowledges a retransmitted FIN, and lets a newer
-//! SYN reopen its 4-tuple.
+//! Entering TIME_WAIT (RFC 9293 section 3.10.7.4; Linux tcp_time_wait):
+//! the last ACK goes out from the connection itself, then the stack
+//! replaces the connection by a compact record (`tcp/time_wait.rs`) that
+//! answers the peer for 2 MSL.
 
 use super::timers::Timer;
 use super::Connection;
+use crate::tcp::memory::BufferPool;
 use crate::tcp::shared::Shared;
 use crate::tcp::socket::State;
 use crate::tcp::time::Instant;
-use crate::tcp::SeqNum;
-use crate::wire::tcp::{Flags, Repr};
+use crate::tcp::time_wait::{Handover, TimeWait};
+use crate::wire::tcp::Flags;
 
 impl Connection {
     pub(super) fn enter_time_wait(&mut self, now: Instant, shared: &mut Shared) {
+        // The ACK of the peer's FIN, if one is due, leaves now: the record
+        // that follows has no transmit queue (Linux tcp_fin sends it from
+        // the full socket before tcp_time_wait).
+        if self.ack_now {
+            let h = self.header(now, self.snd_max, Flags::ACK);
+            shared.push_control(self.tuple.local, self.tuple.remote, h);
+            self.ack_now = false;
+        }
         // Linux tcp_time_wait: with tcp_max_tw_buckets reached the
-        // connection closes at once ("time wait bucket table overflow"),
-        // its last ACK still sent.
+        // connection closes at once ("time wait bucket table overflow").
         if shared.time_wait >= shared.config.max_tw_buckets {
             shared.stats.tw_overflows += 1;
-            if self.ack_now {
-                let h = self.header(now, self.snd_max, Flags::ACK);
-                shared.push_control(self.tuple.local, self.tuple.remote, h);
-            }
             self.enter_closed(&mut shared.pool, None);
             return;
         }
         self.set_state(State::TimeWait);
         self.timers.stop_all();
         self.recovery = None;
+        // 2 MSL from now: the record takes the deadline over.
         self.timers.set(Timer::TimeWait, now + shared.time_wait());
-        // A TIME_WAIT connection keeps only its sequence numbers.
-        self.tx.release(&mut shared.pool);
-        if self.user_closed {
-            self.rx.release(&mut shared.pool);
-        }
     }
 
-    /// A segment that passed the checks in TIME_WAIT. A retransmitted FIN:
-    /// ACK it and restart 2 MSL.
-    pub(super) fn time_wait_segment(&mut self, now: Instant, shared: &Shared, fin: bool) {
-        if fin {
-            self.ack_now = true;
-            self.timers.set(Timer::TimeWait, now + shared.time_wait());
-        }
-    }
-
-    /// Linux tcp_timewait_state_process: in TIME_WAIT, a SYN newer than
-    /// the old incarnation (a higher sequence number, or a newer timestamp)
-    /// may open the same 4-tuple again; returns the ISN to use, above the
-    /// old sequence space.
-    pub fn time_wait_reopen(&self, seg: &Repr<'_>) -> Option<SeqNum> {
-        let f = seg.flags;
-        if self.state != State::TimeWait || !f.syn() || f.ack() || f.rst() {
-            return None;
-        }
-        let ts = seg.options.timestamp.filter(|_| self.ts_ok).map(|(v, _)| v);
-        if ts.is_some_and(|v| (v.wrapping_sub(self.ts_recent) as i32) < 0) {
-            return None; // PAWS
-        }
-        let newer_ts = ts.is_some_and(|v| (self.ts_recent.wrapping_sub(v) as i32) < 0);
-        if SeqNum(seg.seq_number) > self.rcv_nxt || newer_ts {
-            Some(self.snd_nxt + 65535u32 + 2u32)
-        } else {
-            None
-        }
+    /// The record that replaces a connection in TIME_WAIT. The connection
+    /// itself is CLOSED afterwards (Linux tcp_done): for an application
+    /// that still holds it, reads return what is left, then end of file.
+    pub fn hand_over_to_time_wait(&mut self, pool: &mut BufferPool) -> TimeWait {
+        debug_assert_eq!(self.state, State::TimeWait);
+        // Linux tcp_receive_window: what is left of the window last
+        // advertised.
+        let rcv_wnd = if self.rcv_adv > self.rcv_nxt { self.rcv_adv.dist(self.rcv_nxt) } else { 0 };
+        let record = TimeWait::new(Handover {
+            tuple: self.tuple,
+            snd_nxt: self.snd_max,
+            rcv_nxt: self.rcv_nxt,
+            rcv_wnd,
+            rcv_wscale: self.rcv_wscale,
+            ts: self.ts_ok.then_some((self.ts_recent, self.ts_recent_at, self.ts_offset)),
+            expires: self.timers.get(Timer::TimeWait).unwrap_or(self.last_recv),
+        });
+        self.enter_closed(pool, None);
+        record
     }
 }

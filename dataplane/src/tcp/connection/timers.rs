@@ -170,15 +170,11 @@ impl Connection {
 
     /// Runs every timer due at `now`.
     pub fn on_timer(&mut self, now: Instant, shared: &mut Shared) {
-        // Both end the connection in the states that arm them.
-        if self.timers.expire(Timer::FinWait2, now) || self.timers.expire(Timer::TimeWait, now) {
-            match self.state {
-                State::TimeWait | State::FinWait2 => {
-                    self.enter_closed(&mut shared.pool, None);
-                    return;
-                }
-                _ => {}
-            }
+        // An orphan's FIN_WAIT_2 ends (TIME_WAIT is a record of its own:
+        // `tcp/time_wait.rs`).
+        if self.timers.expire(Timer::FinWait2, now) && self.state == State::FinWait2 {
+            self.enter_closed(&mut shared.pool, None);
+            return;
         }
         if self.timers.expire(Timer::DelayedAck, now) {
             self.ack_now = true;

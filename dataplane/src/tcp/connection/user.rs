@@ -105,7 +105,7 @@ impl Connection {
         // connection is reset instead of finishing (TCPAbortOnMemory).
         let too_many_orphans = shared.orphans >= shared.config.max_orphans;
         let out_of_memory = !self.tx.is_empty() && shared.pool.at_limit();
-        if self.state != State::TimeWait && (too_many_orphans || out_of_memory) {
+        if too_many_orphans || out_of_memory {
             shared.stats.aborts_on_memory += 1;
             self.abort(now, shared, None);
             return true;
@@ -114,9 +114,6 @@ impl Connection {
         self.queue_fin();
         if self.state == State::FinWait2 {
             self.timers.set(Timer::FinWait2, now + shared.config.fin_timeout);
-        }
-        if self.state == State::TimeWait {
-            self.rx.release(&mut shared.pool);
         }
         false
     }

@@ -5,7 +5,7 @@
 //! prediction is tried first. Also the ICMP and neighbour errors that
 //! concern connections.
 
-use super::table::{listener_of, sock_mut, Kind, Socket};
+use super::table::{listener_of, sock_mut, Flow, Kind, Socket};
 use super::{Stack, TimerKey};
 use crate::tcp::connection::{Connection, Outcome, PassiveOpen};
 use crate::tcp::error::Error;
@@ -13,6 +13,7 @@ use crate::tcp::listener::ListenAction;
 use crate::tcp::socket::{readiness, FourTuple, SocketId, SocketOptions};
 use crate::tcp::stats::DropReason;
 use crate::tcp::time::Instant;
+use crate::tcp::time_wait::{TwId, Verdict};
 use crate::tcp::SeqNum;
 use crate::wire::checksum;
 use crate::wire::ipv4::protocol as ip_protocol;
@@ -40,18 +41,21 @@ impl Stack {
         let tuple = FourTuple { local: dst, local_port: seg.dst_port, remote: src, remote_port: seg.src_port };
         let mut isn_hint = None;
         let found = match self.last_flow {
-            Some((t, id)) if t == tuple => Some(id),
+            Some((t, id)) if t == tuple => Some(Flow::Socket(id)),
             _ => {
-                let id = self.conns.get(&tuple).copied();
-                self.last_flow = id.map(|id| (tuple, id));
-                id
+                let flow = self.conns.get(&tuple).copied();
+                self.last_flow = match flow {
+                    Some(Flow::Socket(id)) => Some((tuple, id)),
+                    _ => None,
+                };
+                flow
             }
         };
         // RFC 9293 section 3.1: nothing of a segment with a bad checksum
         // may count. The fast path (`prefill`) has written the payload
         // past the stored data but not stored it; a failure forgets it.
         let mut verified = false;
-        if let Some(id) = found {
+        if let Some(Flow::Socket(id)) = found {
             if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
                 if let Some(payload_sum) = c.prefill(&mut self.shared.pool, &seg) {
                     let header = &bytes[..bytes.len() - seg.payload.len()];
@@ -80,41 +84,33 @@ impl Stack {
         if seg.flags.rst() {
             self.shared.stats.rsts_received += 1;
         }
-        if let Some(id) = found {
-            let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) else {
-                return Err(DropReason::NoSocket);
-            };
-            if let Some(isn) = c.time_wait_reopen(&seg) {
-                // Linux tcp_timewait_state_process TCP_TW_SYN: the old
-                // incarnation goes, the listener takes the SYN with an
-                // ISN above the old sequence space.
-                isn_hint = Some(isn);
-                c.user_closed = true;
-                self.remove_conn(tuple, id);
-                if !self.get(id).is_some_and(|s| s.user_open) {
-                    self.release(id);
-                }
-            } else {
-                let out = c.on_segment(now, &mut self.shared, &seg);
-                // Whatever path the segment took, a prefill is for it only.
-                c.clear_prefill(&mut self.shared.pool);
-                self.after_conn(id);
-                return match out {
-                    Outcome::Accepted => Ok(()),
-                    Outcome::Dropped => Err(DropReason::Invalid),
-                    Outcome::ReplyRst => {
-                        self.shared.reply_rst(dst, src, &seg);
-                        Err(DropReason::Invalid)
-                    }
-                };
+        if let Some(Flow::TimeWait(tw)) = found {
+            match self.time_wait_input(now, tw, tuple, &seg) {
+                Some(isn) => isn_hint = Some(isn),
+                None => return Ok(()),
             }
         }
-        let lid = self
-            .listeners
-            .get(&(dst, seg.dst_port))
-            .or_else(|| self.listeners.get(&(Ipv4Addr::UNSPECIFIED, seg.dst_port)))
-            .copied();
-        match lid {
+        if let Some(Flow::Socket(id)) = found {
+            let Some(s) = sock_mut(&mut self.slots, id) else { return Err(DropReason::NoSocket) };
+            match &mut s.kind {
+                Kind::Conn(c) => {
+                    let out = c.on_segment(now, &mut self.shared, &seg);
+                    // Whatever path the segment took, a prefill is for it only.
+                    c.clear_prefill(&mut self.shared.pool);
+                    self.after_conn(id);
+                    return match out {
+                        Outcome::Accepted => Ok(()),
+                        Outcome::Dropped => Err(DropReason::Invalid),
+                        Outcome::ReplyRst => {
+                            self.shared.reply_rst(dst, src, &seg);
+                            Err(DropReason::Invalid)
+                        }
+                    };
+                }
+                _ => return Err(DropReason::NoSocket),
+            }
+        }
+        match self.listener_for(dst, seg.dst_port) {
             Some(lid) => self.listener_input(now, lid, tuple, &seg, isn_hint),
             None => {
                 // RFC 9293 section 3.10.7.1: CLOSED answers with RST.
@@ -122,6 +118,45 @@ impl Stack {
                 Err(DropReason::NoSocket)
             }
         }
+    }
+
+    /// A segment for a TIME_WAIT record: the record decides (Linux
+    /// tcp_timewait_state_process), the stack carries it out (tcp_v4_rcv's
+    /// do_time_wait). Returns the ISN a listener opens the 4-tuple with
+    /// when a new SYN replaced the record.
+    fn time_wait_input(&mut self, now: Instant, id: TwId, tuple: FourTuple, seg: &Repr<'_>) -> Option<SeqNum> {
+        let tw = self.time_waits.get_mut(id)?;
+        let ack = match tw.on_segment(now, &self.shared, seg) {
+            Verdict::Consumed => false,
+            Verdict::Ack => true,
+            Verdict::PawsRejected { ack } => {
+                self.shared.stats.paws_drops += 1;
+                ack
+            }
+            Verdict::Kill => {
+                self.kill_time_wait(tuple, id);
+                return None;
+            }
+            // TCP_TW_SYN: with a listener the old incarnation goes and the
+            // listener takes the SYN; without one the SYN gets the
+            // record's ACK.
+            Verdict::Reopen(isn) if self.listener_for(tuple.local, tuple.local_port).is_some() => {
+                self.kill_time_wait(tuple, id);
+                return Some(isn);
+            }
+            Verdict::Reopen(_) => true,
+        };
+        if ack {
+            let h = self.time_waits.get_mut(id)?.ack_header(now);
+            self.shared.push_control(tuple.local, tuple.remote, h);
+        }
+        None
+    }
+
+    /// The listener a SYN to `local`:`port` reaches: bound to the address,
+    /// or to any.
+    fn listener_for(&self, local: Ipv4Addr, port: u16) -> Option<SocketId> {
+        self.listeners.get(&(local, port)).or_else(|| self.listeners.get(&(Ipv4Addr::UNSPECIFIED, port))).copied()
     }
 
     /// ICMP destination unreachable quoting one of our segments: `quoted`
@@ -149,7 +184,8 @@ impl Stack {
         let rport = u16::from_be_bytes([head[2], head[3]]);
         let seq = SeqNum(u32::from_be_bytes([head[4], head[5], head[6], head[7]]));
         let t = FourTuple { local, local_port: lport, remote, remote_port: rport };
-        let Some(&id) = self.conns.get(&t) else {
+        // Linux tcp_v4_err: nothing for a TIME_WAIT record either.
+        let Some(&Flow::Socket(id)) = self.conns.get(&t) else {
             self.shared.stats.icmp_ignored += 1;
             return;
         };
@@ -178,7 +214,14 @@ impl Stack {
     }
 
     fn fail_connecting(&mut self, remote: Ipv4Addr, why: Error) {
-        let ids: Vec<SocketId> = self.conns.iter().filter(|(t, _)| t.remote == remote).map(|(_, &id)| id).collect();
+        let ids: Vec<SocketId> = self
+            .conns
+            .iter()
+            .filter_map(|(t, flow)| match flow {
+                Flow::Socket(id) if t.remote == remote => Some(*id),
+                _ => None,
+            })
+            .collect();
         for id in ids {
             if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
                 c.on_neighbour_failure(&mut self.shared.pool, why);

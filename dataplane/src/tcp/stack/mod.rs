@@ -43,13 +43,14 @@ use super::siphash::{KeyedState, SipKey};
 use super::socket::{readiness, Event, EventKind, FourTuple, SocketId, State};
 use super::stats::{DropReason, Stats};
 use super::time::Instant;
+use super::time_wait::TimeWaitTable;
 use super::timer_wheel::TimerWheel;
 use super::Config;
 use crate::rss::FlowSteer;
 use crate::wire::Ipv4Addr;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use table::{listener_of, sock_mut, Census, Kind, Slot, Socket};
+use table::{listener_of, sock_mut, Census, Flow, Kind, Slot, Socket};
 
 /// What a timer wheel entry refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +68,9 @@ pub struct Stack {
     free: Vec<u32>,
     /// Sockets per state (SYN-RECEIVED requests of listeners aside).
     census: Census,
-    conns: HashMap<FourTuple, SocketId, KeyedState>,
+    /// Connections and TIME_WAIT records by 4-tuple.
+    conns: HashMap<FourTuple, Flow, KeyedState>,
+    time_waits: TimeWaitTable,
     listeners: HashMap<(Ipv4Addr, u16), SocketId, KeyedState>,
     /// Sockets bound to a port without being connected (Fresh or Listener).
     port_owners: HashMap<u16, Vec<SocketId>, KeyedState>,
@@ -108,6 +111,7 @@ impl Stack {
             free: Vec::new(),
             census: Census::default(),
             conns: HashMap::with_hasher(hasher),
+            time_waits: TimeWaitTable::default(),
             listeners: HashMap::with_hasher(hasher),
             port_owners: HashMap::with_hasher(hasher),
             conn_ports: HashMap::with_hasher(hasher),
@@ -190,7 +194,10 @@ impl Stack {
 
     /// The earliest time `handle_timeout` has work (it may find none then).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.wheel.next_deadline()
+        match (self.wheel.next_deadline(), self.time_waits.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -206,6 +213,10 @@ impl Stack {
                 }
                 TimerKey::Request(lid, tuple) => self.request_timer(now, lid, tuple),
             }
+        }
+        while let Some((id, tw)) = self.time_waits.pop_expired(now) {
+            self.remove_flow(tw.tuple, Flow::TimeWait(id));
+            self.shared.time_wait = self.time_waits.len();
         }
     }
 
@@ -296,8 +307,11 @@ impl Stack {
     /// re-arms its timer and queues it for output.
     fn after_conn(&mut self, id: SocketId) {
         let Some(s) = sock_mut(&mut self.slots, id) else { return };
+        if matches!(&s.kind, Kind::Conn(c) if c.state() == State::TimeWait) {
+            self.enter_time_wait(id);
+            return;
+        }
         self.census.recount(s);
-        self.shared.time_wait = self.census.0[State::TimeWait.index()];
         let Kind::Conn(c) = &mut s.kind else { return };
         let orphan = c.user_closed && !matches!(c.state(), State::TimeWait | State::Closed);
         if orphan != s.orphan {
@@ -333,6 +347,22 @@ impl Stack {
         if wants {
             schedule(&mut self.txq, s, id);
         }
+    }
+
+    /// A connection reached TIME_WAIT: a compact record takes its
+    /// 4-tuple over (Linux tcp_time_wait). An orphan is freed; a
+    /// connection the application still holds stays with it, CLOSED
+    /// (Linux tcp_done), until it closes it.
+    fn enter_time_wait(&mut self, id: SocketId) {
+        let Some(s) = sock_mut(&mut self.slots, id) else { return };
+        let Kind::Conn(c) = &mut s.kind else { return };
+        let record = c.hand_over_to_time_wait(&mut self.shared.pool);
+        let tuple = record.tuple;
+        let tw = self.time_waits.insert(record);
+        self.shared.time_wait = self.time_waits.len();
+        self.insert_flow(tuple, Flow::TimeWait(tw));
+        // CLOSED now: the orphan goes, a held connection reports the end.
+        self.after_conn(id);
     }
 
     fn sync_timer(&mut self, id: SocketId, deadline: Option<Instant>) {

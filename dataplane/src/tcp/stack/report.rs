@@ -79,7 +79,7 @@ impl Stack {
     }
 
     /// Every socket, as `ss -ant` lists them (embryonic connections of
-    /// listeners included as SYN-RECV).
+    /// listeners included as SYN-RECV, TIME_WAIT records as TIME-WAIT).
     pub fn sockets(&self) -> Vec<SocketInfo> {
         let mut out = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
@@ -90,7 +90,7 @@ impl Stack {
                 Kind::Listener(l) => {
                     let local = s.local.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
                     out.push(SocketInfo {
-                        socket,
+                        socket: Some(socket),
                         state: State::Listen,
                         local,
                         remote: None,
@@ -100,7 +100,7 @@ impl Stack {
                     });
                     for r in l.syn_queue.values() {
                         out.push(SocketInfo {
-                            socket,
+                            socket: Some(socket),
                             state: State::SynReceived,
                             local: (r.tuple.local, r.tuple.local_port),
                             remote: Some((r.tuple.remote, r.tuple.remote_port)),
@@ -111,7 +111,7 @@ impl Stack {
                     }
                 }
                 Kind::Conn(c) => out.push(SocketInfo {
-                    socket,
+                    socket: Some(socket),
                     state: c.state(),
                     local: (c.tuple.local, c.tuple.local_port),
                     remote: Some((c.tuple.remote, c.tuple.remote_port)),
@@ -121,6 +121,15 @@ impl Stack {
                 }),
             }
         }
+        out.extend(self.time_waits.iter().map(|tw| SocketInfo {
+            socket: None,
+            state: State::TimeWait,
+            local: (tw.tuple.local, tw.tuple.local_port),
+            remote: Some((tw.tuple.remote, tw.tuple.remote_port)),
+            recv_q: 0,
+            send_q: 0,
+            conn: None,
+        }));
         out
     }
 
@@ -129,6 +138,7 @@ impl Stack {
     /// over the listeners, never over the connections).
     pub fn count_by_state(&self) -> [usize; 11] {
         let mut n = self.census.0;
+        n[State::TimeWait.index()] += self.time_waits.len();
         for &lid in self.listeners.values() {
             if let Some(Socket { kind: Kind::Listener(l), .. }) = self.get(lid) {
                 n[State::SynReceived.index()] += l.syn_queue.len();
@@ -155,6 +165,7 @@ impl Stack {
                 Kind::Conn(c) => n[c.state().index()] += 1,
             }
         }
+        n[State::TimeWait.index()] += self.time_waits.iter().count();
         n
     }
 

@@ -1,6 +1,7 @@
 //! The socket table: slots with generations (a handle to a closed socket
-//! stays useless after its slot is reused), the connections by 4-tuple
-//! with the last-flow cache kept exact, and the sockets per local port.
+//! stays useless after its slot is reused), the flows by 4-tuple (a
+//! connection's socket or a TIME_WAIT record) with the last-flow cache
+//! kept exact, and the sockets per local port.
 
 use super::Stack;
 use crate::tcp::connection::Connection;
@@ -9,6 +10,7 @@ use crate::tcp::listener::Listener;
 use crate::tcp::memory::BufferPool;
 use crate::tcp::socket::{FourTuple, SocketId, SocketOptions, State};
 use crate::tcp::time::Instant;
+use crate::tcp::time_wait::TwId;
 use crate::tcp::timer_wheel::TimerId;
 use crate::wire::Ipv4Addr;
 
@@ -79,6 +81,14 @@ impl Census {
     }
 }
 
+/// What a 4-tuple leads to: a connection, or what is left of one in
+/// TIME_WAIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    Socket(SocketId),
+    TimeWait(TwId),
+}
+
 #[derive(Debug)]
 pub(super) struct Slot {
     pub generation: u32,
@@ -118,7 +128,6 @@ impl Stack {
     pub(super) fn release(&mut self, id: SocketId) {
         let Some(s) = sock_mut(&mut self.slots, id) else { return };
         self.census.forget(s);
-        self.shared.time_wait = self.census.0[State::TimeWait.index()];
         if core::mem::take(&mut s.orphan) {
             self.shared.orphans -= 1;
         }
@@ -152,20 +161,23 @@ impl Stack {
         }
     }
 
-    pub(super) fn insert_conn(&mut self, t: FourTuple, id: SocketId) {
+    /// Maps `t` to `flow` (a TIME_WAIT record takes over its connection's
+    /// entry).
+    pub(super) fn insert_flow(&mut self, t: FourTuple, flow: Flow) {
         if self.last_flow.is_some_and(|(lt, _)| lt == t) {
             self.last_flow = None;
         }
-        if self.conns.insert(t, id).is_none() {
+        if self.conns.insert(t, flow).is_none() {
             *self.conn_ports.entry(t.local_port).or_insert(0) += 1;
         }
     }
 
-    pub(super) fn remove_conn(&mut self, t: FourTuple, id: SocketId) {
+    /// Unmaps `t` if it still leads to `flow`.
+    pub(super) fn remove_flow(&mut self, t: FourTuple, flow: Flow) {
         if self.last_flow.is_some_and(|(lt, _)| lt == t) {
             self.last_flow = None;
         }
-        if self.conns.get(&t) == Some(&id) {
+        if self.conns.get(&t) == Some(&flow) {
             self.conns.remove(&t);
             if let Some(n) = self.conn_ports.get_mut(&t.local_port) {
                 *n -= 1;
@@ -174,6 +186,21 @@ impl Stack {
                 }
             }
         }
+    }
+
+    pub(super) fn insert_conn(&mut self, t: FourTuple, id: SocketId) {
+        self.insert_flow(t, Flow::Socket(id));
+    }
+
+    pub(super) fn remove_conn(&mut self, t: FourTuple, id: SocketId) {
+        self.remove_flow(t, Flow::Socket(id));
+    }
+
+    /// Ends a TIME_WAIT record before its time (a reset, a new SYN).
+    pub(super) fn kill_time_wait(&mut self, t: FourTuple, id: TwId) {
+        self.remove_flow(t, Flow::TimeWait(id));
+        self.time_waits.remove(id);
+        self.shared.time_wait = self.time_waits.len();
     }
 
     /// The application's connection `id` and the pool its buffers use.

@@ -15,7 +15,11 @@ fn fin_wait_1_to_fin_wait_2_to_time_wait() {
     assert_eq!(t.state(c), Some(State::FinWait2));
     t.send(&seg(PEER_ISN + 1, iss + 2, Flags::FIN | Flags::ACK)).unwrap();
     assert_eq!(t.recv_one().ack, PEER_ISN + 2);
-    assert_eq!(t.state(c), Some(State::TimeWait));
+    // The handle is CLOSED (Linux tcp_time_wait -> tcp_done); a record
+    // holds the 4-tuple in TIME_WAIT.
+    assert_eq!(t.state(c), Some(State::Closed));
+    assert_eq!(t.st.count_by_state()[State::TimeWait as usize], 1);
+    assert_eq!(t.st.read(t.now, c, &mut [0; 8]), Ok(0), "end of file");
     // A retransmitted FIN is acknowledged again.
     t.advance(Duration::from_secs(30));
     t.send(&seg(PEER_ISN + 1, iss + 2, Flags::FIN | Flags::ACK)).unwrap();
@@ -38,7 +42,8 @@ fn fin_wait_1_fin_without_ack_of_ours_goes_to_closing() {
     assert_eq!(t.state(c), Some(State::Closing));
     t.recv();
     t.send(&seg(PEER_ISN + 2, iss + 2, Flags::ACK)).unwrap();
-    assert_eq!(t.state(c), Some(State::TimeWait));
+    assert_eq!(t.state(c), Some(State::Closed));
+    assert_eq!(t.st.count_by_state()[State::TimeWait as usize], 1);
 }
 
 #[test]

@@ -190,4 +190,5 @@ mod ops;
 mod prediction;
 mod receive;
 mod send;
+mod time_wait;
 mod timers;
