@@ -1,5 +1,6 @@
 //! xstack-bench: the load generator and comparison harness of xstack.
 //!
+//! - [`apps`]: HTTP/1.1, redis (RESP2) and memcached clients for real servers.
 //! - [`transport`]: the pluggable TCP backend (kernel now, xstack later).
 //! - [`workload`]: RR, CRR, STREAM and RATE clients, generic over it.
 //! - [`server`]: the services the clients talk to ([`proto`]).
@@ -9,6 +10,7 @@
 //! - [`compare`]: runs everything on the namespace topologies, side by side.
 //! - [`report`], [`plot`], [`cpu`]: tables, JSON, charts, CPU accounting.
 
+pub mod apps;
 pub mod compare;
 pub mod cpu;
 pub mod floor;
