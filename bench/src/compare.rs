@@ -124,6 +124,7 @@ pub fn floor_result(cfg: &FloorConfig, o: &FloorOutcome, label: Option<String>, 
         threads: 1,
         cpu: None,
         hlog,
+        app: None,
     }
 }
 

@@ -12,6 +12,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use xstack_bench::apps::client::AppParams;
+use xstack_bench::apps::http::{self, Method};
+use xstack_bench::apps::keys::KeyPattern;
 use xstack_bench::compare::{self, CompareConfig};
 use xstack_bench::floor::{self, FloorConfig};
 use xstack_bench::hist;
@@ -63,20 +66,23 @@ struct RunArgs {
     /// Which stack the client uses.
     #[arg(long, value_enum, default_value = "kernel-default")]
     stack: StackKind,
-    /// The server's address.
+    /// The server's address (http: or the IPv4 host of --url).
     #[arg(long)]
-    target: Ipv4Addr,
-    /// The server's first port (echo; crr, sink and source on the next three).
-    #[arg(long, default_value_t = xstack_bench::proto::BASE_PORT)]
-    port: u16,
+    target: Option<Ipv4Addr>,
+    /// The server's first port (echo; crr, sink and source on the next
+    /// three); the server's port for http, redis, memcached (default 80,
+    /// 6379, 11211, or the port of --url).
+    #[arg(long)]
+    port: Option<u16>,
     /// Request/response size (RR, CRR, RATE) or write/read size (STREAM; default 65536).
     #[arg(long)]
     size: Option<usize>,
     /// Connections opened (RR, STREAM, RATE), or at once (CRR).
     #[arg(long, default_value_t = 1)]
     connections: usize,
-    /// Requests in flight per connection (RR), or the cap per connection (RATE).
-    #[arg(long, default_value_t = 1)]
+    /// Requests in flight per connection (RR; pipelining depth of http,
+    /// redis, memcached), or the cap per connection (RATE, --rate).
+    #[arg(long, visible_alias = "pipeline", default_value_t = 1)]
     outstanding: usize,
     /// Threads of a polled (spinning) transport; a blocking one uses one per connection.
     #[arg(long, default_value_t = 1)]
@@ -87,9 +93,10 @@ struct RunArgs {
     /// Measured seconds.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
-    /// Total requests per second (RATE).
-    #[arg(long, default_value_t = 10_000.0)]
-    rate: f64,
+    /// Total requests per second (RATE, default 10000); given to http,
+    /// redis or memcached, an open loop at this rate instead of a closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Seed of the payload bytes and of the open-loop schedule: the same
     /// seed gives the same run.
     #[arg(long, default_value_t = 1)]
@@ -110,7 +117,57 @@ struct RunArgs {
     #[arg(long)]
     quiet: bool,
     #[command(flatten)]
+    app: AppArgs,
+    #[command(flatten)]
     xstack: transport::xstack::XstackArgs,
+}
+
+/// Options of the protocol workloads (http, redis, memcached).
+#[derive(Debug, Args)]
+struct AppArgs {
+    /// http: the URL to request, http://HOST[:PORT]/PATH (sets the Host
+    /// field, the port, the path, and the target if HOST is an IPv4 address).
+    #[arg(long)]
+    url: Option<String>,
+    /// http: the request target.
+    #[arg(long)]
+    path: Option<String>,
+    /// http: the Host field (default: the target and port).
+    #[arg(long)]
+    host: Option<String>,
+    /// http: the request method.
+    #[arg(long, value_enum, default_value = "GET")]
+    method: Method,
+    /// http POST: the request body's size in bytes.
+    #[arg(long, default_value_t = 0)]
+    body_size: usize,
+    /// http: the body size every response must have (a check).
+    #[arg(long)]
+    expect_size: Option<u64>,
+    /// A new connection for every request (connection-rate mode; http
+    /// sends Connection: close).
+    #[arg(long, conflicts_with = "keep_alive")]
+    new_connection: bool,
+    /// Keep connections open across requests (the default).
+    #[arg(long)]
+    keep_alive: bool,
+    /// redis, memcached: number of keys (key:000000000 onwards).
+    #[arg(long, default_value_t = 10_000)]
+    keyspace: u64,
+    /// redis, memcached: how each connection draws its keys.
+    #[arg(long, value_enum, default_value = "random")]
+    key_pattern: KeyPattern,
+    /// redis, memcached: the size of the values SET writes (and GET must return).
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// redis (get, set, incr) or memcached (get, set): operations in
+    /// proportion.
+    #[arg(long, default_value = "get=9,set=1")]
+    mix: String,
+    /// Seconds a request (or a handshake) may wait for its answer before it
+    /// counts as a timeout and its connection is dropped.
+    #[arg(long, default_value_t = 2.0)]
+    timeout: f64,
 }
 
 #[derive(Debug, Args)]
@@ -333,9 +390,43 @@ impl WithBackend for RunJob<'_> {
     }
 }
 
+/// The target and port of a run, from --target, --port and --url.
+fn target_of(a: &RunArgs) -> Result<(Ipv4Addr, u16, Option<http::Url>)> {
+    let url = match &a.app.url {
+        Some(u) if a.workload == Workload::Http => Some(http::parse_url(u).map_err(anyhow::Error::msg)?),
+        Some(_) => bail!("--url is for the http workload"),
+        None => None,
+    };
+    let target = match (a.target, &url) {
+        (Some(t), _) => t,
+        (None, Some(u)) => {
+            u.host.parse().with_context(|| format!("--url host {} is not an IPv4 address: give --target", u.host))?
+        }
+        (None, None) => bail!("--target is required"),
+    };
+    let port = a.port.or(url.as_ref().and_then(|u| u.port)).unwrap_or(a.workload.default_port());
+    Ok((target, port, url))
+}
+
 fn cmd_run(a: RunArgs) -> Result<()> {
-    let mut p = Params::defaults(a.workload, a.target);
-    p.base_port = a.port;
+    let (target, port, url) = target_of(&a)?;
+    let mut p = Params::defaults(a.workload, target);
+    p.base_port = port;
+    let x = &a.app;
+    p.app = AppParams {
+        method: x.method,
+        path: x.path.clone().or(url.as_ref().map(|u| u.path.clone())).unwrap_or_else(|| "/".into()),
+        host: x.host.clone().or(url.map(|u| u.authority)),
+        body_size: x.body_size,
+        expect_size: x.expect_size,
+        new_connection: x.new_connection,
+        keyspace: x.keyspace,
+        key_pattern: x.key_pattern,
+        value_size: x.value_size,
+        mix: x.mix.clone(),
+        open_loop: a.rate.is_some(),
+        timeout_s: x.timeout,
+    };
     if let Some(s) = a.size {
         p.size = s;
     }
@@ -344,7 +435,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     p.threads = a.threads;
     p.warmup_s = a.warmup;
     p.duration_s = a.duration;
-    p.rate = a.rate;
+    p.rate = a.rate.unwrap_or(10_000.0);
     p.seed = a.seed;
     p.cpus = a.cpus;
     p.interval_s = a.interval;
@@ -386,6 +477,9 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             result.latency.map_or(0.0, |l| l.p99_ns as f64 / 1000.0),
             result.errors
         );
+    }
+    for l in result.app.iter().flat_map(|r| r.lines()) {
+        eprintln!("xstack-bench: {l}");
     }
     Ok(())
 }
@@ -485,6 +579,9 @@ fn cmd_floor(a: FloorArgs) -> Result<()> {
 }
 
 fn cmd_compare(a: CompareArgs) -> Result<()> {
+    if let Some(w) = a.workloads.iter().find(|w| w.is_app()) {
+        bail!("compare runs the bench protocol's workloads; {} needs a server of its own: use `run`", w.name());
+    }
     let out_dir = a.out.unwrap_or_else(|| {
         let ts = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         PathBuf::from("bench-results").join(compare::timestamp_name(ts))

@@ -96,6 +96,14 @@ impl OpenLoop {
         })
     }
 
+    /// Forgets the requests in flight (their connection failed; the
+    /// failure is what gets counted, not each of them). Returns how many.
+    pub fn abandon(&mut self) -> usize {
+        let n = self.inflight.len();
+        self.inflight.clear();
+        n
+    }
+
     /// Requests that were due before `now_ns` but not sent yet: the backlog
     /// of a connection that cannot keep up.
     pub fn backlog(&self, now_ns: u64) -> u64 {
@@ -204,6 +212,9 @@ mod tests {
         ol.sent(3 * MS);
         ol.sent(3 * MS);
         assert!(!ol.should_send(3 * MS), "two outstanding is the limit");
+        let mut failed = ol.clone();
+        assert_eq!(failed.abandon(), 2);
+        assert!(failed.should_send(3 * MS) && failed.answered(3 * MS).is_none(), "nothing in flight after a failure");
         assert_eq!(ol.backlog(3 * MS), 1);
         let a = ol.answered(4 * MS).unwrap();
         assert_eq!(a.corrected_ns, 4 * MS - 500 * US);

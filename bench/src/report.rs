@@ -50,6 +50,9 @@ pub struct RunResult {
     pub cpu: Option<CpuUse>,
     /// The HdrHistogram interval log of the latency, relative to the report.
     pub hlog: Option<String>,
+    /// HTTP, redis, memcached: responses and errors by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<crate::apps::tally::AppReport>,
 }
 
 impl RunResult {
@@ -265,6 +268,9 @@ impl Report {
                     if let Some(e) = &r.first_error {
                         let _ = writeln!(out, "{s}: first error: {e}");
                     }
+                    for l in r.app.iter().flat_map(|a| a.lines()) {
+                        let _ = writeln!(out, "{s}: {l}");
+                    }
                 }
             }
         }
@@ -318,6 +324,7 @@ pub(crate) mod tests {
             threads: 1,
             cpu: Some(CpuUse { client_proc_s: 1.0, server_proc_s: 0.5, client_cores_s: 1.0, server_cores_s: 1.0 }),
             hlog: None,
+            app: None,
         }
     }
 

@@ -16,6 +16,9 @@
 //!   corrected, see [`crate::openloop`]); the uncorrected latency is kept
 //!   too.
 //!
+//! - HTTP, REDIS, MEMCACHED: real servers' protocols, closed or open loop,
+//!   every response checked (see [`crate::apps::client`]).
+//!
 //! Threads: a blocking transport runs one connection per thread; a polled
 //! one spreads the connections over `threads` threads. Thread i is pinned
 //! to `cpus[i % len]` when cpus are given. All threads share one timeline:
@@ -31,6 +34,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::apps::client::AppParams;
+use crate::apps::tally::Tally;
 use crate::hist::{Recorder, Recording};
 use crate::openloop::OpenLoop;
 use crate::proto::{self, Service};
@@ -44,6 +49,12 @@ pub enum Workload {
     StreamUp,
     StreamDown,
     Rate,
+    /// HTTP/1.1 requests to a web server (`--port`, default 80).
+    Http,
+    /// Redis commands (RESP2) to redis-server (default port 6379).
+    Redis,
+    /// memcached's text protocol (default port 11211).
+    Memcached,
 }
 
 impl Workload {
@@ -54,10 +65,26 @@ impl Workload {
             Workload::StreamUp => "stream-up",
             Workload::StreamDown => "stream-down",
             Workload::Rate => "rate",
+            Workload::Http => "http",
+            Workload::Redis => "redis",
+            Workload::Memcached => "memcached",
         }
     }
     pub fn has_latency(self) -> bool {
         !matches!(self, Workload::StreamUp | Workload::StreamDown)
+    }
+    /// A real server's protocol rather than the bench protocol.
+    pub fn is_app(self) -> bool {
+        matches!(self, Workload::Http | Workload::Redis | Workload::Memcached)
+    }
+    /// The protocol's usual port (the bench protocol's base port otherwise).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Workload::Http => 80,
+            Workload::Redis => 6379,
+            Workload::Memcached => 11211,
+            _ => proto::BASE_PORT,
+        }
     }
 }
 
@@ -82,6 +109,9 @@ pub struct Params {
     pub cpus: Vec<usize>,
     /// Length of the intervals of the latency log.
     pub interval_s: f64,
+    /// HTTP, REDIS, MEMCACHED: the protocol's options.
+    #[serde(default)]
+    pub app: AppParams,
 }
 
 impl Params {
@@ -89,7 +119,7 @@ impl Params {
         Params {
             workload,
             target,
-            base_port: proto::BASE_PORT,
+            base_port: workload.default_port(),
             size: if matches!(workload, Workload::StreamUp | Workload::StreamDown) { 65536 } else { 64 },
             connections: 1,
             outstanding: 1,
@@ -100,6 +130,7 @@ impl Params {
             seed: 1,
             cpus: Vec::new(),
             interval_s: 1.0,
+            app: AppParams::default(),
         }
     }
 
@@ -113,13 +144,22 @@ impl Params {
         if !(self.duration_s > 0.0 && self.duration_s <= 3600.0 && (0.0..=600.0).contains(&self.warmup_s)) {
             return Err("duration must be in (0, 3600] s and warm-up in [0, 600] s".into());
         }
-        if self.workload == Workload::Rate && !(self.rate > 0.0 && self.rate.is_finite()) {
+        if self.open_loop() && !(self.rate > 0.0 && self.rate.is_finite()) {
             return Err("rate must be positive".into());
+        }
+        if self.workload.is_app() {
+            self.app.validate(self.workload, self.outstanding)?;
         }
         if self.interval_s <= 0.0 {
             return Err("interval must be positive".into());
         }
         Ok(())
+    }
+
+    /// Whether the run follows an open-loop schedule (RATE, or a protocol
+    /// workload given a rate).
+    pub fn open_loop(&self) -> bool {
+        self.workload == Workload::Rate || (self.workload.is_app() && self.app.open_loop)
     }
 
     /// A one-line description used to group results in reports.
@@ -134,6 +174,16 @@ impl Params {
             }
             Workload::Rate => {
                 format!("rate {} req/s size={} conns={}", self.rate, self.size, self.connections)
+            }
+            Workload::Http | Workload::Redis | Workload::Memcached => {
+                let lp = if self.app.open_loop { format!(" rate={}", self.rate) } else { String::new() };
+                format!(
+                    "{} {} conns={} pipeline={}{lp}",
+                    self.workload.name(),
+                    self.app.label(self.workload),
+                    self.connections,
+                    self.outstanding
+                )
             }
         }
     }
@@ -155,7 +205,7 @@ impl Timeline {
         let end = measure + duration;
         Timeline { t0, measure, end, drain_end: end + DRAIN }
     }
-    fn ns(&self, at: Instant) -> u64 {
+    pub(crate) fn ns(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.t0).as_nanos() as u64
     }
 }
@@ -183,22 +233,26 @@ pub struct Outcome {
     pub window: Duration,
     pub first_error: Option<String>,
     pub threads: usize,
+    /// HTTP, REDIS, MEMCACHED: responses and errors by kind.
+    pub tally: Option<Tally>,
 }
 
+/// What one thread of a run produced.
 #[derive(Debug)]
-struct ThreadOut {
-    rec: Recording,
-    unc: Option<Recording>,
-    ops: u64,
-    bytes: u64,
-    errors: u64,
-    unsent: u64,
-    incomplete: u64,
-    first_error: Option<String>,
+pub(crate) struct ThreadOut {
+    pub(crate) rec: Recording,
+    pub(crate) unc: Option<Recording>,
+    pub(crate) ops: u64,
+    pub(crate) bytes: u64,
+    pub(crate) errors: u64,
+    pub(crate) unsent: u64,
+    pub(crate) incomplete: u64,
+    pub(crate) first_error: Option<String>,
+    pub(crate) tally: Option<Tally>,
 }
 
 impl ThreadOut {
-    fn new(tl: &Timeline, interval: Duration, with_unc: bool) -> (ThreadOut, Recorder, Option<Recorder>) {
+    pub(crate) fn new(tl: &Timeline, interval: Duration, with_unc: bool) -> (ThreadOut, Recorder, Option<Recorder>) {
         let out = ThreadOut {
             rec: Recording::empty(interval),
             unc: None,
@@ -208,8 +262,16 @@ impl ThreadOut {
             unsent: 0,
             incomplete: 0,
             first_error: None,
+            tally: None,
         };
         (out, Recorder::new(tl.measure, interval), with_unc.then(|| Recorder::new(tl.measure, interval)))
+    }
+    /// A thread that could not start its workload.
+    pub(crate) fn failed(tl: &Timeline, interval: Duration, what: &str) -> ThreadOut {
+        let (mut out, _, _) = ThreadOut::new(tl, interval, false);
+        out.errors = 1;
+        out.first_error = Some(what.to_string());
+        out
     }
     fn error(&mut self, what: &str, e: &io::Error) {
         self.errors += 1;
@@ -219,7 +281,7 @@ impl ThreadOut {
     }
 }
 
-fn is_retry(e: &io::Error) -> bool {
+pub(crate) fn is_retry(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted | io::ErrorKind::TimedOut)
 }
 
@@ -260,6 +322,9 @@ pub fn run<B: Backend>(backend: &B, p: &Params, mut phase: impl FnMut(&str)) -> 
                         Workload::StreamUp | Workload::StreamDown => {
                             stream_client(&mut t, p, tl, conns.len(), seed, interval)
                         }
+                        Workload::Http | Workload::Redis | Workload::Memcached => {
+                            crate::apps::client::run(&mut t, p, tl, &conns, seed, interval)
+                        }
                     })
                 })
             })
@@ -275,7 +340,7 @@ pub fn run<B: Backend>(backend: &B, p: &Params, mut phase: impl FnMut(&str)) -> 
     });
     let mut outcome = Outcome {
         latency: Recording::empty(interval),
-        uncorrected: (p.workload == Workload::Rate).then(|| Recording::empty(interval)),
+        uncorrected: p.open_loop().then(|| Recording::empty(interval)),
         ops: 0,
         bytes: 0,
         errors: 0,
@@ -284,6 +349,7 @@ pub fn run<B: Backend>(backend: &B, p: &Params, mut phase: impl FnMut(&str)) -> 
         window: tl.end - tl.measure,
         first_error: None,
         threads: nthreads,
+        tally: p.workload.is_app().then(Tally::default),
     };
     for o in outs {
         let o = o?;
@@ -298,6 +364,9 @@ pub fn run<B: Backend>(backend: &B, p: &Params, mut phase: impl FnMut(&str)) -> 
         outcome.incomplete += o.incomplete;
         if outcome.first_error.is_none() {
             outcome.first_error = o.first_error;
+        }
+        if let (Some(t), Some(ot)) = (outcome.tally.as_mut(), o.tally.as_ref()) {
+            t.merge(ot);
         }
     }
     Ok(outcome)
@@ -707,7 +776,7 @@ impl Outcome {
             ops_per_s: if w > 0.0 { self.ops as f64 / w } else { 0.0 },
             bytes: self.bytes,
             gbit_per_s: if w > 0.0 { self.bytes as f64 * 8.0 / w / 1e9 } else { 0.0 },
-            offered_per_s: (p.workload == Workload::Rate).then_some(p.rate),
+            offered_per_s: p.open_loop().then_some(p.rate),
             latency: has_lat.then(|| Summary::of(&self.latency.total)),
             uncorrected: self.uncorrected.as_ref().map(|u| Summary::of(&u.total)),
             errors: self.errors,
@@ -718,6 +787,7 @@ impl Outcome {
             threads: self.threads,
             cpu: None,
             hlog,
+            app: self.tally.as_ref().map(|t| t.report(p.workload.name())),
         }
     }
 }

@@ -11,7 +11,10 @@
 //! no more memory than a 1 KiB one. The caller keeps the unconsumed bytes
 //! (an incomplete line) in an [`RxBuf`]; [`next`] is the one loop that
 //! feeds a parser from it, shared by the workload and the tests.
+//!
+//! [`client`] runs these protocols as workloads of `xstack-bench run`.
 
+pub mod client;
 pub mod http;
 pub mod keys;
 pub mod memcached;

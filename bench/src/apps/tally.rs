@@ -166,9 +166,9 @@ pub struct ErrorCount {
     pub first: String,
 }
 
-/// The per-protocol part of a run's result. Counts cover the whole run
-/// (warm-up included: a wrong server is wrong from the first response);
-/// `ok` only the measurement window, as the operations.
+/// The per-protocol part of a run's result. Status codes and errors cover
+/// the whole run (warm-up included: a wrong server is wrong from the first
+/// response); `ok` only the measurement window, as the operations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppReport {
     pub protocol: String,
@@ -182,7 +182,7 @@ impl AppReport {
     /// Human-readable lines: the counts, then each error kind with its
     /// first example.
     pub fn lines(&self) -> Vec<String> {
-        let mut head = format!("{}: {} responses ok", self.protocol, self.ok);
+        let mut head = format!("{}: {} responses ok in the window", self.protocol, self.ok);
         if !self.statuses.is_empty() {
             let mut classes = [0u64; 10];
             for s in &self.statuses {
@@ -191,10 +191,10 @@ impl AppReport {
             let cls: Vec<String> =
                 classes.iter().enumerate().filter(|(_, &n)| n > 0).map(|(c, n)| format!("{c}xx {n}")).collect();
             let codes: Vec<String> = self.statuses.iter().map(|s| format!("{} {}", s.code, s.count)).collect();
-            head.push_str(&format!("; status classes: {}; codes: {}", cls.join(", "), codes.join(", ")));
+            head.push_str(&format!("; whole run: status classes {}; codes {}", cls.join(", "), codes.join(", ")));
         }
         let total: u64 = self.errors.iter().map(|e| e.count).sum();
-        head.push_str(&format!("; {total} errors"));
+        head.push_str(&format!("; {total} errors in the whole run"));
         let mut out = vec![head];
         for e in &self.errors {
             out.push(format!("  {} errors: {} (first: {})", e.kind.name(), e.count, e.first));
@@ -239,7 +239,8 @@ mod tests {
         let l = r.lines();
         assert_eq!(
             l[0],
-            "http: 5 responses ok; status classes: 2xx 2, 4xx 1, 5xx 1; codes: 200 2, 404 1, 503 1; 4 errors"
+            "http: 5 responses ok in the window; whole run: status classes 2xx 2, 4xx 1, 5xx 1; \
+             codes 200 2, 404 1, 503 1; 4 errors in the whole run"
         );
         assert_eq!(l[2], "  protocol errors: 2 (first: garbage)");
         let back: AppReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();

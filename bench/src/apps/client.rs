@@ -1,0 +1,719 @@
+//! The client side of the protocol workloads (`http`, `redis`,
+//! `memcached`), generic over the [`Transport`] and the protocol, with the
+//! structure of the bench protocol's clients ([`crate::workload`]): one
+//! connection per thread on a blocking transport, many polled per thread on
+//! a non-blocking one, warm-up then the measurement window, latency into
+//! the same recording.
+//!
+//! Each connection keeps its requests in flight in order (responses come in
+//! the order of the requests, RFC 9112 section 9.3.2 for HTTP pipelining,
+//! and so for RESP and memcached): up to `outstanding` (`--pipeline`) in a
+//! closed loop, where an answered request is replaced at once; or as the
+//! open-loop schedule makes them due (`--rate`, [`crate::openloop`]), with
+//! latency counted from when each was due.
+//!
+//! Every response is checked against its request; a wrong one is counted
+//! by kind with its first example ([`Tally`]). A connection fails on a
+//! protocol error, a reset, a close with requests unanswered, or a request
+//! unanswered for `--timeout`: that is one error, the requests in flight
+//! on it are abandoned, and a new connection is made after a short pause.
+//! A close the server announced (HTTP `Connection: close`, framing by
+//! close) is no error: the requests pipelined behind that response are sent
+//! again on a new connection. With `--new-connection` every request has
+//! its own connection (connection-rate mode) and its latency includes the
+//! handshake.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::http::{self, Method};
+use super::keys::{KeyPattern, Keys, Mix};
+use super::tally::{ErrorKind, Problem, Tally};
+use super::{memcached, next, resp, Eof, Next, Parser, RxBuf};
+use crate::openloop::OpenLoop;
+use crate::transport::Transport;
+use crate::workload::{is_retry, Params, ThreadOut, Timeline, Workload};
+
+/// The options of the protocol workloads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppParams {
+    /// HTTP: method, request target and Host (default: target:port).
+    pub method: Method,
+    pub path: String,
+    pub host: Option<String>,
+    /// HTTP POST: request body size.
+    pub body_size: usize,
+    /// HTTP: the body size every response must have.
+    pub expect_size: Option<u64>,
+    /// A new connection for every request (connection-rate mode).
+    pub new_connection: bool,
+    /// Redis, memcached: number of keys, how they are drawn, value size.
+    pub keyspace: u64,
+    pub key_pattern: KeyPattern,
+    pub value_size: usize,
+    /// Redis, memcached: operations in proportion (`get=9,set=1`).
+    pub mix: String,
+    /// Open loop at `Params::rate` instead of a closed loop.
+    pub open_loop: bool,
+    /// Seconds a request may wait for its answer (and a handshake).
+    pub timeout_s: f64,
+}
+
+impl Default for AppParams {
+    fn default() -> Self {
+        AppParams {
+            method: Method::Get,
+            path: "/".into(),
+            host: None,
+            body_size: 0,
+            expect_size: None,
+            new_connection: false,
+            keyspace: 10_000,
+            key_pattern: KeyPattern::Random,
+            value_size: 100,
+            mix: "get=9,set=1".into(),
+            open_loop: false,
+            timeout_s: 2.0,
+        }
+    }
+}
+
+impl AppParams {
+    pub fn validate(&self, w: Workload, outstanding: usize) -> Result<(), String> {
+        if !(self.timeout_s > 0.0 && self.timeout_s <= 600.0) {
+            return Err("timeout must be in (0, 600] s".into());
+        }
+        if self.new_connection && outstanding > 1 {
+            return Err("--new-connection sends one request per connection: --pipeline must be 1".into());
+        }
+        if self.value_size > 64 << 20 || self.body_size > 64 << 20 {
+            return Err("value and body sizes must be at most 64 MiB".into());
+        }
+        if self.keyspace == 0 || self.keyspace > super::keys::MAX_KEYSPACE {
+            return Err(format!("keyspace must be in 1..={}", super::keys::MAX_KEYSPACE));
+        }
+        match w {
+            Workload::Http => http_request(self, "h").map(drop),
+            Workload::Redis => Mix::<resp::Op>::parse(&self.mix).map(drop),
+            Workload::Memcached => {
+                if self.value_size > 1 << 20 {
+                    return Err("memcached stores items of at most 1 MiB by default: --value-size".into());
+                }
+                Mix::<memcached::Op>::parse(&self.mix).map(drop)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The part of a report's label that tells runs apart.
+    pub fn label(&self, w: Workload) -> String {
+        let conn = if self.new_connection { "new-connection" } else { "keep-alive" };
+        match w {
+            Workload::Http => {
+                let body =
+                    if self.method == Method::Post { format!(" body={}", self.body_size) } else { String::new() };
+                format!("{} {}{body} {conn}", self.method.name(), self.path)
+            }
+            _ => format!(
+                "mix={} keys={} {} value={} {conn}",
+                self.mix,
+                self.keyspace,
+                match self.key_pattern {
+                    KeyPattern::Random => "random",
+                    KeyPattern::Sequential => "sequential",
+                },
+                self.value_size
+            ),
+        }
+    }
+}
+
+fn http_request(a: &AppParams, default_host: &str) -> Result<Vec<u8>, String> {
+    http::Request {
+        method: a.method,
+        path: &a.path,
+        host: a.host.as_deref().unwrap_or(default_host),
+        body_size: a.body_size,
+        close: a.new_connection,
+    }
+    .build()
+}
+
+/// What the client loop needs from a protocol.
+trait Proto {
+    type P: Parser;
+    /// What is remembered of a request in flight.
+    type Op: Copy;
+    fn parser(&self) -> Self::P;
+    fn pick(&self, keys: &mut Keys, rng: &mut StdRng) -> (Self::Op, u64);
+    /// Appends the request's bytes to `out`.
+    fn write(&self, op: Self::Op, key: u64, out: &mut Vec<u8>);
+    fn check(&self, op: Self::Op, key: u64, r: &<Self::P as Parser>::Response, p: &Self::P) -> Result<(), Problem>;
+    /// HTTP: the status code, counted for every response.
+    fn status(&self, _r: &<Self::P as Parser>::Response) -> Option<u16> {
+        None
+    }
+    /// HTTP: the server closes the connection after this response.
+    fn closes(&self, _r: &<Self::P as Parser>::Response) -> bool {
+        false
+    }
+}
+
+struct Http {
+    request: Vec<u8>,
+    head: bool,
+    expect: Option<u64>,
+}
+
+impl Proto for Http {
+    type P = http::ResponseParser;
+    type Op = ();
+    fn parser(&self) -> Self::P {
+        http::ResponseParser::new(self.head)
+    }
+    fn pick(&self, _: &mut Keys, _: &mut StdRng) -> ((), u64) {
+        ((), 0)
+    }
+    fn write(&self, _: (), _: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.request);
+    }
+    fn check(&self, _: (), _: u64, r: &http::Response, _: &Self::P) -> Result<(), Problem> {
+        http::check(r, self.expect)
+    }
+    fn status(&self, r: &http::Response) -> Option<u16> {
+        Some(r.status)
+    }
+    fn closes(&self, r: &http::Response) -> bool {
+        r.close
+    }
+}
+
+struct Redis {
+    requests: resp::Requests,
+    mix: Mix<resp::Op>,
+    value_size: usize,
+}
+
+impl Proto for Redis {
+    type P = resp::ReplyParser;
+    type Op = resp::Op;
+    fn parser(&self) -> Self::P {
+        resp::ReplyParser::default()
+    }
+    fn pick(&self, keys: &mut Keys, rng: &mut StdRng) -> (resp::Op, u64) {
+        (self.mix.pick(rng), keys.next(rng))
+    }
+    fn write(&self, op: resp::Op, key: u64, out: &mut Vec<u8>) {
+        self.requests.write(op, key, out);
+    }
+    fn check(&self, op: resp::Op, _: u64, r: &resp::Reply, _: &Self::P) -> Result<(), Problem> {
+        resp::check(op, r, self.value_size)
+    }
+}
+
+struct Memcached {
+    requests: memcached::Requests,
+    mix: Mix<memcached::Op>,
+    value_size: usize,
+}
+
+impl Proto for Memcached {
+    type P = memcached::ReplyParser;
+    type Op = memcached::Op;
+    fn parser(&self) -> Self::P {
+        memcached::ReplyParser::default()
+    }
+    fn pick(&self, keys: &mut Keys, rng: &mut StdRng) -> (memcached::Op, u64) {
+        (self.mix.pick(rng), keys.next(rng))
+    }
+    fn write(&self, op: memcached::Op, key: u64, out: &mut Vec<u8>) {
+        self.requests.write(op, key, out);
+    }
+    fn check(&self, op: memcached::Op, key: u64, r: &memcached::Reply, p: &Self::P) -> Result<(), Problem> {
+        memcached::check(op, r, self.value_size, &memcached::key_bytes(key), p.first_key())
+    }
+}
+
+/// Runs the protocol workload of `p` on this thread's connections.
+pub(crate) fn run<T: Transport>(
+    t: &mut T,
+    p: &Params,
+    tl: &Timeline,
+    conn_ids: &[usize],
+    seed: u64,
+    interval: Duration,
+) -> ThreadOut {
+    let a = &p.app;
+    match p.workload {
+        Workload::Http => {
+            let host = format!("{}:{}", p.target, p.base_port);
+            match http_request(a, &host) {
+                Ok(request) => {
+                    let proto = Http { request, head: a.method == Method::Head, expect: a.expect_size };
+                    Client::new(&proto, p, tl, interval).run(t, conn_ids, seed)
+                }
+                Err(e) => ThreadOut::failed(tl, interval, &e),
+            }
+        }
+        Workload::Redis => match Mix::parse(&a.mix) {
+            Ok(mix) => {
+                let proto = Redis { requests: resp::Requests::new(a.value_size), mix, value_size: a.value_size };
+                Client::new(&proto, p, tl, interval).run(t, conn_ids, seed)
+            }
+            Err(e) => ThreadOut::failed(tl, interval, &e),
+        },
+        Workload::Memcached => match Mix::parse(&a.mix) {
+            Ok(mix) => {
+                let proto =
+                    Memcached { requests: memcached::Requests::new(a.value_size), mix, value_size: a.value_size };
+                Client::new(&proto, p, tl, interval).run(t, conn_ids, seed)
+            }
+            Err(e) => ThreadOut::failed(tl, interval, &e),
+        },
+        _ => ThreadOut::failed(tl, interval, "not a protocol workload"),
+    }
+}
+
+/// A request in flight.
+#[derive(Debug, Clone, Copy)]
+struct Req<O> {
+    op: O,
+    key: u64,
+    /// When it was made (closed loop: latency from here).
+    queued: Instant,
+    /// When its bytes were queued on the current connection (timeout).
+    issued: Instant,
+    /// Open loop: when it was due (ns since t0).
+    due_ns: u64,
+}
+
+/// The state of one connection slot.
+#[derive(Debug)]
+enum Link<C> {
+    /// No connection; make one (when requests wait) at or after this time.
+    Down(Instant),
+    Connecting(C, Instant),
+    Up(C),
+}
+
+struct Conn<C, P, O> {
+    link: Link<C>,
+    /// Request bytes not yet accepted by the transport, from `tx_off`.
+    tx: Vec<u8>,
+    tx_off: usize,
+    inflight: VecDeque<Req<O>>,
+    rx: RxBuf,
+    parser: P,
+    keys: Keys,
+    ol: Option<OpenLoop>,
+}
+
+/// Pause before reconnecting after a failure, so that a server refusing
+/// or resetting every connection is not hammered in a tight loop.
+const BACKOFF: Duration = Duration::from_millis(10);
+/// Receive buffer of a connection (larger than the longest line).
+const RX_BUF: usize = 64 * 1024;
+
+/// What a response means for its connection.
+enum After {
+    Keep,
+    /// The server closes after it, or (connection-rate mode) the
+    /// connection has served its request: close; requests still in flight
+    /// are sent again on the next connection.
+    Close,
+    /// Counted as an error: close, abandon what is in flight.
+    Fail,
+}
+
+/// An error's kind from a socket error.
+fn kind_of(e: &io::Error, default: ErrorKind) -> ErrorKind {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
+            ErrorKind::Reset
+        }
+        io::ErrorKind::ConnectionRefused => ErrorKind::Connect,
+        _ => default,
+    }
+}
+
+struct Client<'a, X: Proto> {
+    proto: &'a X,
+    p: &'a Params,
+    tl: &'a Timeline,
+    out: ThreadOut,
+    tally: Tally,
+    rec: crate::hist::Recorder,
+    unc: Option<crate::hist::Recorder>,
+    timeout: Duration,
+    blocking: bool,
+}
+
+impl<'a, X: Proto> Client<'a, X> {
+    fn new(proto: &'a X, p: &'a Params, tl: &'a Timeline, interval: Duration) -> Self {
+        let (out, rec, unc) = ThreadOut::new(tl, interval, p.app.open_loop);
+        Client {
+            proto,
+            p,
+            tl,
+            out,
+            tally: Tally::default(),
+            rec,
+            unc,
+            timeout: Duration::from_secs_f64(p.app.timeout_s),
+            blocking: false,
+        }
+    }
+
+    fn run<T: Transport>(mut self, t: &mut T, conn_ids: &[usize], seed: u64) -> ThreadOut {
+        let (p, tl) = (self.p, self.tl);
+        self.blocking = t.blocking();
+        let to = SocketAddrV4::new(p.target, p.base_port);
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+        let per_conn_rate = p.rate / p.connections as f64;
+        let (measure_ns, stop_ns) = (tl.ns(tl.measure), tl.ns(tl.end));
+        let mut conns: Vec<Conn<T::Conn, X::P, X::Op>> = Vec::with_capacity(conn_ids.len());
+        for &id in conn_ids {
+            let ol = p.app.open_loop.then(|| {
+                let phase = rng.gen_range(0.0..1e9 / per_conn_rate) as u64;
+                OpenLoop::new(per_conn_rate, phase, p.outstanding, stop_ns)
+            });
+            conns.push(Conn {
+                link: Link::Down(tl.t0),
+                tx: Vec::new(),
+                tx_off: 0,
+                inflight: VecDeque::with_capacity(p.outstanding),
+                rx: RxBuf::new(RX_BUF),
+                parser: self.proto.parser(),
+                keys: Keys::new(p.app.keyspace, p.app.key_pattern, id, p.connections),
+                ol,
+            });
+        }
+        loop {
+            let now = Instant::now();
+            if now >= tl.end {
+                // Open loop: answers (and sends already due) may finish during the drain.
+                let pending =
+                    conns.iter().any(|c| c.ol.as_ref().is_some_and(|o| o.outstanding() > 0 || !o.schedule_done()));
+                if !p.app.open_loop || !pending || now >= tl.drain_end {
+                    break;
+                }
+            }
+            if let Err(e) = t.poll() {
+                self.tally.error(ErrorKind::Io, || format!("poll: {e}"));
+                break;
+            }
+            let mut idle_until: Option<u64> = None;
+            for c in conns.iter_mut() {
+                self.pass(t, c, to, &mut rng, &mut idle_until);
+            }
+            // A blocking open-loop connection with nothing to do sleeps
+            // until its next request is due (a polled one keeps polling).
+            if self.blocking {
+                if let Some(d) = idle_until {
+                    let wake = (tl.t0 + Duration::from_nanos(d)).min(tl.end);
+                    std::thread::sleep(wake.saturating_duration_since(Instant::now()));
+                }
+            }
+        }
+        for c in conns.iter_mut() {
+            if let Some(ol) = c.ol.as_ref() {
+                self.out.unsent += ol.unsent();
+                self.out.incomplete +=
+                    c.inflight.iter().filter(|r| r.due_ns >= measure_ns && r.due_ns < stop_ns).count() as u64;
+            }
+            match std::mem::replace(&mut c.link, Link::Down(tl.end)) {
+                Link::Connecting(s, _) | Link::Up(s) => t.close(s),
+                Link::Down(_) => {}
+            }
+        }
+        let mut out = self.out;
+        out.rec = self.rec.finish();
+        out.unc = self.unc.map(crate::hist::Recorder::finish);
+        out.errors += self.tally.errors();
+        if out.first_error.is_none() {
+            out.first_error = self.tally.first_error();
+        }
+        out.tally = Some(self.tally);
+        out
+    }
+
+    /// One pass over one connection: new requests, the connection's
+    /// set-up, sending, receiving and the request timeout.
+    fn pass<T: Transport>(
+        &mut self,
+        t: &mut T,
+        c: &mut Conn<T::Conn, X::P, X::Op>,
+        to: SocketAddrV4,
+        rng: &mut StdRng,
+        idle_until: &mut Option<u64>,
+    ) {
+        let now = Instant::now();
+        self.make_requests(c, now, rng, idle_until);
+        c.link = match std::mem::replace(&mut c.link, Link::Down(now)) {
+            Link::Down(at) if c.inflight.is_empty() || now < at || now >= self.tl.drain_end => Link::Down(at),
+            Link::Down(_) => match t.connect(to) {
+                Ok(s) => Link::Connecting(s, now),
+                Err(e) => {
+                    self.tally.error(kind_of(&e, ErrorKind::Connect), || format!("connect to {to}: {e}"));
+                    self.fail(c, now)
+                }
+            },
+            Link::Connecting(mut s, since) => match t.connected(&mut s) {
+                Ok(true) => {
+                    self.established(c, now);
+                    self.exchange(t, s, c)
+                }
+                Ok(false) if now.duration_since(since) < self.timeout => Link::Connecting(s, since),
+                Ok(false) => {
+                    t.close(s);
+                    let secs = self.timeout.as_secs_f64();
+                    self.tally.error(ErrorKind::Connect, || format!("connect to {to}: no handshake in {secs} s"));
+                    self.fail(c, now)
+                }
+                Err(e) => {
+                    t.close(s);
+                    self.tally.error(kind_of(&e, ErrorKind::Connect), || format!("connect to {to}: {e}"));
+                    self.fail(c, now)
+                }
+            },
+            Link::Up(s) => self.exchange(t, s, c),
+        };
+    }
+
+    /// Requests that are due (open loop) or free places in the pipeline
+    /// (closed loop), written at once on an established connection.
+    fn make_requests(
+        &mut self,
+        c: &mut Conn<impl Sized, X::P, X::Op>,
+        now: Instant,
+        rng: &mut StdRng,
+        idle_until: &mut Option<u64>,
+    ) {
+        let up = matches!(c.link, Link::Up(_));
+        let now_ns = self.tl.ns(now);
+        let mut new = |c: &mut Conn<_, _, _>, due_ns| {
+            let (op, key) = self.proto.pick(&mut c.keys, rng);
+            if up {
+                self.proto.write(op, key, &mut c.tx);
+            }
+            c.inflight.push_back(Req { op, key, queued: now, issued: now, due_ns });
+        };
+        if c.ol.is_some() {
+            while let Some(ol) = c.ol.as_mut().filter(|ol| ol.should_send(now_ns)) {
+                let due = ol.next_due();
+                ol.sent(now_ns);
+                new(c, due);
+            }
+            if let Some(ol) = c.ol.as_ref().filter(|ol| ol.outstanding() == 0 && !ol.schedule_done()) {
+                let d = ol.next_due();
+                *idle_until = Some(idle_until.map_or(d, |x| x.min(d)));
+            }
+        } else if now < self.tl.end {
+            while c.inflight.len() < self.p.outstanding {
+                new(c, 0);
+            }
+        }
+    }
+
+    /// A new connection: everything in flight is (re)sent on it.
+    fn established(&mut self, c: &mut Conn<impl Sized, X::P, X::Op>, now: Instant) {
+        c.tx.clear();
+        c.tx_off = 0;
+        for r in c.inflight.iter_mut() {
+            self.proto.write(r.op, r.key, &mut c.tx);
+            r.issued = now;
+        }
+        c.rx.clear();
+        c.parser.reset();
+    }
+
+    /// A failure (already counted): what was in flight is abandoned, and
+    /// the next connection waits a little.
+    fn fail<C>(&mut self, c: &mut Conn<C, X::P, X::Op>, now: Instant) -> Link<C> {
+        c.inflight.clear();
+        if let Some(ol) = c.ol.as_mut() {
+            ol.abandon();
+        }
+        c.tx.clear();
+        c.tx_off = 0;
+        Link::Down(now + BACKOFF)
+    }
+
+    fn in_window(&self, at: Instant) -> bool {
+        at >= self.tl.measure && at < self.tl.end
+    }
+
+    /// Sends what is pending, receives and parses what arrived, and times
+    /// out a request that waited too long.
+    fn exchange<T: Transport>(
+        &mut self,
+        t: &mut T,
+        mut s: T::Conn,
+        c: &mut Conn<T::Conn, X::P, X::Op>,
+    ) -> Link<T::Conn> {
+        if c.tx_off < c.tx.len() {
+            match t.send(&mut s, &c.tx[c.tx_off..]) {
+                Ok(n) => {
+                    c.tx_off += n;
+                    if self.in_window(Instant::now()) {
+                        self.out.bytes += n as u64;
+                    }
+                    if c.tx_off == c.tx.len() {
+                        c.tx.clear();
+                        c.tx_off = 0;
+                    }
+                }
+                Err(e) if is_retry(&e) => {}
+                Err(e) => {
+                    t.close(s);
+                    self.tally.error(kind_of(&e, ErrorKind::Io), || format!("send: {e}"));
+                    return self.fail(c, Instant::now());
+                }
+            }
+        }
+        // A blocking transport sends everything before waiting for answers.
+        if c.inflight.is_empty() || (self.blocking && c.tx_off < c.tx.len()) {
+            return Link::Up(s);
+        }
+        let space = c.rx.space();
+        if space.is_empty() {
+            t.close(s);
+            self.tally.error(ErrorKind::Protocol, || "a line longer than the receive buffer".into());
+            return self.fail(c, Instant::now());
+        }
+        match t.recv(&mut s, space) {
+            Ok(0) => return self.eof(t, s, c),
+            Ok(n) => {
+                c.rx.filled(n);
+                let done = Instant::now();
+                if self.in_window(done) {
+                    self.out.bytes += n as u64;
+                }
+                loop {
+                    match next(&mut c.parser, &mut c.rx) {
+                        Next::Need => break,
+                        Next::Response(r) => match self.response(c, &r, done) {
+                            After::Keep => {}
+                            After::Close => {
+                                t.close(s);
+                                return Link::Down(done);
+                            }
+                            After::Fail => {
+                                t.close(s);
+                                return self.fail(c, done);
+                            }
+                        },
+                        Next::Bad(e) => {
+                            t.close(s);
+                            let head = c.parser.head().excerpt();
+                            self.tally.error(ErrorKind::Protocol, || format!("{e}: {head}"));
+                            return self.fail(c, done);
+                        }
+                    }
+                }
+            }
+            Err(e) if is_retry(&e) => {}
+            Err(e) => {
+                t.close(s);
+                self.tally.error(kind_of(&e, ErrorKind::Io), || format!("recv: {e}"));
+                return self.fail(c, Instant::now());
+            }
+        }
+        let now = Instant::now();
+        if c.inflight.front().is_some_and(|r| now.duration_since(r.issued) >= self.timeout) {
+            t.close(s);
+            let (secs, n) = (self.timeout.as_secs_f64(), c.inflight.len());
+            self.tally.error(ErrorKind::Timeout, || format!("no answer in {secs} s ({n} requests in flight)"));
+            return self.fail(c, now);
+        }
+        Link::Up(s)
+    }
+
+    /// The server closed the connection.
+    fn eof<T: Transport>(&mut self, t: &mut T, s: T::Conn, c: &mut Conn<T::Conn, X::P, X::Op>) -> Link<T::Conn> {
+        t.close(s);
+        let now = Instant::now();
+        match c.parser.eof(c.rx.data()) {
+            // Framing by close: the response is complete; requests behind
+            // it go on a new connection.
+            Eof::Done(r) => match self.response(c, &r, now) {
+                After::Fail => self.fail(c, now),
+                After::Keep | After::Close => Link::Down(now),
+            },
+            Eof::Clean => {
+                let n = c.inflight.len();
+                self.tally.error(ErrorKind::Closed, || {
+                    format!("the server closed the connection with {n} requests unanswered")
+                });
+                self.fail(c, now)
+            }
+            Eof::Truncated => {
+                let head = c.parser.head().excerpt();
+                self.tally
+                    .error(ErrorKind::Closed, || format!("the server closed the connection in a response: {head}"));
+                self.fail(c, now)
+            }
+        }
+    }
+
+    /// A complete response: checked against the oldest request in flight,
+    /// counted, and its latency recorded if it is right.
+    fn response(
+        &mut self,
+        c: &mut Conn<impl Sized, X::P, X::Op>,
+        r: &<X::P as Parser>::Response,
+        done: Instant,
+    ) -> After {
+        let Some(req) = c.inflight.pop_front() else {
+            let head = c.parser.head().excerpt();
+            self.tally.error(ErrorKind::Protocol, || format!("a response to no request: {head}"));
+            return After::Fail;
+        };
+        if let Some(code) = self.proto.status(r) {
+            self.tally.status(code);
+        }
+        let verdict = self.proto.check(req.op, req.key, r, &c.parser);
+        let tl = self.tl;
+        let counted = match c.ol.as_mut() {
+            Some(ol) => {
+                let sample = ol.answered(tl.ns(done));
+                let (m, e) = (tl.ns(tl.measure), tl.ns(tl.end));
+                match sample {
+                    Some(smp) if verdict.is_ok() && req.due_ns >= m && req.due_ns < e => {
+                        let at = Duration::from_nanos(req.due_ns - m);
+                        self.rec.record_at(at, smp.corrected_ns);
+                        if let Some(u) = self.unc.as_mut() {
+                            u.record_at(at, smp.uncorrected_ns);
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            None if verdict.is_ok() && self.in_window(done) => {
+                self.rec.record(done, done - req.queued);
+                true
+            }
+            None => false,
+        };
+        if counted {
+            self.out.ops += 1;
+            self.tally.ok += 1;
+        }
+        if let Err(pr) = verdict {
+            let head = c.parser.head().excerpt();
+            self.tally.error(pr.kind, || format!("{}: {head}", pr.what));
+        }
+        if self.p.app.new_connection || self.proto.closes(r) {
+            After::Close
+        } else {
+            After::Keep
+        }
+    }
+}
