@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""A TCP server that gets every protocol wrong, for the load generator's
+error accounting: it accepts connections and, to whatever it reads,
+
+  garbage  answers "garbage\\r\\n" (no protocol's reply);
+  reset    closes with a reset (SO_LINGER 0), answering nothing.
+
+Runs until killed. Standard library only.
+
+usage: misbehaving_server.py garbage|reset ADDR PORT
+"""
+import socket
+import struct
+import sys
+import threading
+
+
+def serve(conn, mode):
+    try:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            if mode == "garbage":
+                conn.sendall(b"garbage\r\n")
+            else:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                break
+    except OSError:
+        pass
+    conn.close()
+
+
+def main():
+    mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if mode not in ("garbage", "reset"):
+        sys.exit("mode must be garbage or reset")
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((addr, port))
+    listener.listen(128)
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=serve, args=(conn, mode), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
