@@ -612,8 +612,8 @@ impl<'a, X: Proto> Client<'a, X> {
                         },
                         Next::Bad(e) => {
                             t.close(s);
-                            let head = c.parser.head().excerpt();
-                            self.tally.error(ErrorKind::Protocol, || format!("{e}: {head}"));
+                            let head = c.parser.head();
+                            self.tally.error(ErrorKind::Protocol, || format!("{e}: {}", head.excerpt()));
                             return self.fail(c, done);
                         }
                     }
@@ -660,9 +660,10 @@ impl<'a, X: Proto> Client<'a, X> {
                 self.fail(c, now)
             }
             Eof::Truncated => {
-                let head = c.parser.head().excerpt();
-                self.tally
-                    .error(ErrorKind::Closed, || format!("the server closed the connection in a response: {head}"));
+                let head = c.parser.head();
+                self.tally.error(ErrorKind::Closed, || {
+                    format!("the server closed the connection in a response: {}", head.excerpt())
+                });
                 self.fail(c, now)
             }
         }
@@ -677,8 +678,8 @@ impl<'a, X: Proto> Client<'a, X> {
         done: Instant,
     ) -> After {
         let Some(req) = c.inflight.pop_front() else {
-            let head = c.parser.head().excerpt();
-            self.tally.error(ErrorKind::Protocol, || format!("a response to no request: {head}"));
+            let head = c.parser.head();
+            self.tally.error(ErrorKind::Protocol, || format!("a response to no request: {}", head.excerpt()));
             return After::Fail;
         };
         if let Some(code) = self.proto.status(r) {
@@ -713,8 +714,9 @@ impl<'a, X: Proto> Client<'a, X> {
             self.tally.ok += 1;
         }
         if let Err(pr) = verdict {
-            let head = c.parser.head().excerpt();
-            self.tally.error(pr.kind, || format!("{}: {head}", pr.what));
+            // The example is formatted at the first error of its kind only.
+            let head = c.parser.head();
+            self.tally.error(pr.kind, || format!("{}: {}", pr.what, head.excerpt()));
         }
         if self.p.app.new_connection || self.proto.closes(r) {
             After::Close
