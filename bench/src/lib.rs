@@ -6,6 +6,7 @@
 //! - [`server`]: the services the clients talk to ([`proto`]).
 //! - [`openloop`]: the open-loop schedule and coordinated-omission correction.
 //! - [`hist`]: HdrHistogram recording, merging and log files.
+//! - [`memory`]: heap bytes per connection (idle established, TIME_WAIT).
 //! - [`floor`]: raw AF_XDP ping-pong, the physical limit of the path.
 //! - [`compare`]: runs everything on the namespace topologies, side by side.
 //! - [`report`], [`plot`], [`cpu`]: tables, JSON, charts, CPU accounting.
@@ -15,6 +16,7 @@ pub mod compare;
 pub mod cpu;
 pub mod floor;
 pub mod hist;
+pub mod memory;
 pub mod openloop;
 pub mod plot;
 pub mod proto;

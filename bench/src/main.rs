@@ -41,6 +41,20 @@ enum Cmd {
     /// Run workloads on every stack over namespace topologies and report
     /// side by side (needs root).
     Compare(CompareArgs),
+    /// Heap bytes a stack holds per connection: idle established and in
+    /// TIME_WAIT (in memory, no network, no root).
+    Memory(MemoryArgs),
+}
+
+#[derive(Debug, Args)]
+struct MemoryArgs {
+    /// Populations to measure (comma-separated; one client address, so at
+    /// most its ephemeral ports for established connections).
+    #[arg(long, value_delimiter = ',', default_value = "5000,20000")]
+    connections: Vec<usize>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
@@ -344,11 +358,30 @@ fn main() {
         Cmd::Serve(a) => cmd_serve(a),
         Cmd::Floor(a) => cmd_floor(a),
         Cmd::Compare(a) => cmd_compare(a),
+        Cmd::Memory(a) => cmd_memory(a),
     };
     if let Err(e) = r {
         eprintln!("xstack-bench: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn cmd_memory(a: MemoryArgs) -> Result<()> {
+    let mut reports = Vec::new();
+    if !a.json {
+        println!("{:>12}  {:>24}  {:>18}", "connections", "idle established (B/conn)", "TIME_WAIT (B/conn)");
+    }
+    for &n in &a.connections {
+        let r = xstack_bench::memory::measure(n).map_err(anyhow::Error::msg)?;
+        if !a.json {
+            println!("{:>12}  {:>24}  {:>18}", r.connections, r.idle_established, r.time_wait);
+        }
+        reports.push(r);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(())
 }
 
 /// Phase lines on stdout, read by `compare` to sample CPU time.

@@ -1,9 +1,11 @@
 //! Set-ups shared by the benchmarks and the allocation test: a stack with
 //! one established connection fed pre-built in-order data segments, and a
-//! client/server pair for handshakes. Segments travel as bytes in memory.
+//! client/server pair for handshakes (`tcp::pair`). Segments travel as
+//! bytes in memory.
 
 #![allow(dead_code)]
 
+pub use xstack_dataplane::tcp::pair::Pair;
 use xstack_dataplane::tcp::{Config, Instant, SocketId, SocketOption, Stack};
 use xstack_dataplane::wire::checksum;
 use xstack_dataplane::wire::tcp::{Flags, Options, Packet, Repr};
@@ -253,84 +255,6 @@ impl RrPath {
 }
 
 impl Default for RrPath {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Two stacks for handshakes. Each `handshake` opens a connection through
-/// the three segments, accepts it, then tears it down with an abortive
-/// close (RST) so no TIME_WAIT piles up across iterations.
-#[derive(Debug)]
-pub struct Pair {
-    pub client: Stack,
-    pub server: Stack,
-    pub listener: SocketId,
-    pub now: Instant,
-    buf: Vec<u8>,
-}
-
-impl Pair {
-    pub fn new() -> Pair {
-        let now = Instant::from_secs(1);
-        let mut server = Stack::new(Config::default(), &[SERVER], 1, now);
-        let client = Stack::new(Config::default(), &[CLIENT], 2, now);
-        let listener = server.socket();
-        server.bind(listener, SERVER, 80).unwrap();
-        server.listen(listener, 128).unwrap();
-        Pair { client, server, listener, now, buf: vec![0u8; 1500] }
-    }
-
-    fn pump(from: &mut Stack, to: &mut Stack, now: Instant, buf: &mut [u8]) -> usize {
-        let mut n = 0;
-        while let Some(t) = from.poll_transmit(now, buf) {
-            let _ = to.handle_segment(now, t.src, t.dst, &buf[..t.len]);
-            n += 1;
-        }
-        n
-    }
-
-    /// SYN, SYN|ACK, ACK, accept(); returns the two sockets.
-    pub fn handshake(&mut self) -> (SocketId, SocketId) {
-        let c = self.client.socket();
-        self.client.connect(self.now, c, SERVER, 80).unwrap();
-        Self::pump(&mut self.client, &mut self.server, self.now, &mut self.buf);
-        Self::pump(&mut self.server, &mut self.client, self.now, &mut self.buf);
-        Self::pump(&mut self.client, &mut self.server, self.now, &mut self.buf);
-        let s = self.server.accept(self.listener).expect("handshake completed");
-        (c, s)
-    }
-
-    /// Carries segments both ways until neither stack has more to send.
-    pub fn settle(&mut self) {
-        while Self::pump(&mut self.client, &mut self.server, self.now, &mut self.buf)
-            + Self::pump(&mut self.server, &mut self.client, self.now, &mut self.buf)
-            > 0
-        {}
-        while self.client.poll_event().is_some() {}
-        while self.server.poll_event().is_some() {}
-    }
-
-    /// Moves both stacks' clocks on by `d` and runs their timers.
-    pub fn advance(&mut self, d: std::time::Duration) {
-        self.now = self.now + d;
-        self.client.handle_timeout(self.now);
-        self.server.handle_timeout(self.now);
-    }
-
-    /// Abortive close of both ends.
-    pub fn teardown(&mut self, c: SocketId, s: SocketId) {
-        self.client.set_option(self.now, c, SocketOption::Linger(Some(std::time::Duration::ZERO))).unwrap();
-        self.client.close(self.now, c).unwrap();
-        Self::pump(&mut self.client, &mut self.server, self.now, &mut self.buf);
-        self.server.close(self.now, s).unwrap();
-        Self::pump(&mut self.server, &mut self.client, self.now, &mut self.buf);
-        while self.client.poll_event().is_some() {}
-        while self.server.poll_event().is_some() {}
-    }
-}
-
-impl Default for Pair {
     fn default() -> Self {
         Self::new()
     }

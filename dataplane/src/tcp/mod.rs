@@ -14,7 +14,9 @@
 //!   gone.
 //! - the pieces: [`sack`], [`seq`], [`timer_wheel`], [`isn`],
 //!   [`syncookie`], [`buffer`], [`assembler`], [`rtt`], [`congestion`],
-//!   [`output`], [`shared`] (what the sockets of one stack share).
+//!   [`output`], [`shared`] (what the sockets of one stack share);
+//!   [`pair`], two stacks joined in memory for benchmarks and
+//!   measurements.
 
 pub mod assembler;
 pub mod buffer;
@@ -26,6 +28,7 @@ pub mod isn;
 pub(crate) mod listener;
 pub mod memory;
 pub mod output;
+pub mod pair;
 pub mod rng;
 pub mod rtt;
 pub(crate) mod sack;

@@ -1,0 +1,27 @@
+//! Memory per connection (`xstack_bench::memory`, what `xstack-bench
+//! memory` reports), bounded by issue 15's aims: an idle established
+//! connection at most 2 KiB of the worker's memory (the 128 KiB receive
+//! and 16 KiB send buffers were reserved at open before the buffer pool:
+//! 149,090 bytes), a TIME_WAIT connection at most 256 bytes (a compact
+//! record; the whole connection before: 1,750 bytes). Printed with
+//! `--nocapture`.
+
+use xstack_bench::memory::per_connection;
+
+#[test]
+fn an_idle_established_connection_takes_at_most_2_kib() {
+    for n in [5_000, 20_000] {
+        let per = per_connection(n, false).unwrap();
+        println!("idle established, {n} connections: {per} bytes each");
+        assert!(per <= 2048, "{per} bytes per idle established connection with {n}");
+    }
+}
+
+#[test]
+fn a_time_wait_connection_takes_at_most_256_bytes() {
+    for n in [5_000, 20_000] {
+        let per = per_connection(n, true).unwrap();
+        println!("TIME_WAIT, {n} connections: {per} bytes each");
+        assert!(per <= 256, "{per} bytes per TIME_WAIT connection with {n}");
+    }
+}
