@@ -79,7 +79,7 @@ impl Pair {
 
     /// Moves both stacks' clocks on by `d` and runs their timers.
     pub fn advance(&mut self, d: Duration) {
-        self.now = self.now + d;
+        self.now += d;
         self.client.handle_timeout(self.now);
         self.server.handle_timeout(self.now);
     }
