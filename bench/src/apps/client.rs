@@ -558,6 +558,9 @@ impl<'a, X: Proto> Client<'a, X> {
         c: &mut Conn<T::Conn, X::P, X::Op>,
     ) -> Link<T::Conn> {
         let mut send_error = None;
+        // A blocking send that gave up (its socket timeout) without
+        // progress: the server is not reading.
+        let mut stalled = false;
         if c.tx_off < c.tx.len() {
             match t.send(&mut s, &c.tx[c.tx_off..]) {
                 Ok(n) => {
@@ -570,7 +573,7 @@ impl<'a, X: Proto> Client<'a, X> {
                         c.tx_off = 0;
                     }
                 }
-                Err(e) if is_retry(&e) => {}
+                Err(e) if is_retry(&e) => stalled = true,
                 // A server that closes after a response (Connection:
                 // close) with pipelined requests unread resets the
                 // connection, and the reset can stop a send before that
@@ -578,52 +581,55 @@ impl<'a, X: Proto> Client<'a, X> {
                 Err(e) => send_error = Some(e),
             }
         }
-        // A blocking transport sends everything before waiting for answers.
-        if c.inflight.is_empty() || (self.blocking && c.tx_off < c.tx.len() && send_error.is_none()) {
-            return Link::Up(s);
-        }
-        let space = c.rx.space();
-        if space.is_empty() {
-            t.close(s);
-            self.tally.error(ErrorKind::Protocol, || "a line longer than the receive buffer".into());
-            return self.fail(c, Instant::now());
-        }
-        match t.recv(&mut s, space) {
-            Ok(0) => return self.eof(t, s, c),
-            Ok(n) => {
-                c.rx.filled(n);
-                let done = Instant::now();
-                if self.in_window(done) {
-                    self.out.bytes += n as u64;
-                }
-                loop {
-                    match next(&mut c.parser, &mut c.rx) {
-                        Next::Need => break,
-                        Next::Response(r) => match self.response(c, &r, done) {
-                            After::Keep => {}
-                            After::Close => {
+        // A blocking transport sends everything before waiting for
+        // answers, unless its send made no progress: a server may stop
+        // reading until its answers are read (deep pipelines, large
+        // requests), and only a receive sees its answers, close or silence.
+        let sending = self.blocking && c.tx_off < c.tx.len() && !stalled && send_error.is_none();
+        if !c.inflight.is_empty() && !sending {
+            let space = c.rx.space();
+            if space.is_empty() {
+                t.close(s);
+                self.tally.error(ErrorKind::Protocol, || "a line longer than the receive buffer".into());
+                return self.fail(c, Instant::now());
+            }
+            match t.recv(&mut s, space) {
+                Ok(0) => return self.eof(t, s, c),
+                Ok(n) => {
+                    c.rx.filled(n);
+                    let done = Instant::now();
+                    if self.in_window(done) {
+                        self.out.bytes += n as u64;
+                    }
+                    loop {
+                        match next(&mut c.parser, &mut c.rx) {
+                            Next::Need => break,
+                            Next::Response(r) => match self.response(c, &r, done) {
+                                After::Keep => {}
+                                After::Close => {
+                                    t.close(s);
+                                    return Link::Down(done);
+                                }
+                                After::Fail => {
+                                    t.close(s);
+                                    return self.fail(c, done);
+                                }
+                            },
+                            Next::Bad(e) => {
                                 t.close(s);
-                                return Link::Down(done);
-                            }
-                            After::Fail => {
-                                t.close(s);
+                                let head = c.parser.head();
+                                self.tally.error(ErrorKind::Protocol, || format!("{e}: {}", head.excerpt()));
                                 return self.fail(c, done);
                             }
-                        },
-                        Next::Bad(e) => {
-                            t.close(s);
-                            let head = c.parser.head();
-                            self.tally.error(ErrorKind::Protocol, || format!("{e}: {}", head.excerpt()));
-                            return self.fail(c, done);
                         }
                     }
                 }
-            }
-            Err(e) if is_retry(&e) => {}
-            Err(e) => {
-                t.close(s);
-                self.tally.error(kind_of(&e, ErrorKind::Io), || format!("recv: {e}"));
-                return self.fail(c, Instant::now());
+                Err(e) if is_retry(&e) => {}
+                Err(e) => {
+                    t.close(s);
+                    self.tally.error(kind_of(&e, ErrorKind::Io), || format!("recv: {e}"));
+                    return self.fail(c, Instant::now());
+                }
             }
         }
         if let Some(e) = send_error {
@@ -631,6 +637,8 @@ impl<'a, X: Proto> Client<'a, X> {
             self.tally.error(kind_of(&e, ErrorKind::Io), || format!("send: {e}"));
             return self.fail(c, Instant::now());
         }
+        // Checked whatever the transfer did: a blocking client facing a
+        // server that reads nothing spends every pass in a send.
         let now = Instant::now();
         if c.inflight.front().is_some_and(|r| now.duration_since(r.issued) >= self.timeout) {
             t.close(s);
@@ -746,9 +754,17 @@ mod tests {
         Reset,
         /// Reads and never answers.
         Silent,
+        /// Accepts and never reads.
+        Deaf,
     }
 
     fn serve_conn(mut s: TcpStream, fake: Fake, stop: &AtomicBool) {
+        if fake == Fake::Deaf {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return;
+        }
         s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let mut buf = vec![0u8; 64 * 1024];
         let mut pending = Vec::new();
@@ -768,7 +784,7 @@ mod tests {
                     let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
                     return;
                 }
-                Fake::Silent => {}
+                Fake::Silent | Fake::Deaf => {}
                 Fake::Http => {
                     pending.extend_from_slice(&buf[..n]);
                     while let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -895,6 +911,25 @@ mod tests {
                 assert_eq!(o.errors, o.tally.as_ref().unwrap().errors(), "{what}");
                 assert!(o.first_error.is_some(), "{what}");
             }
+        }
+    }
+
+    /// A request larger than the socket buffers to a server that never
+    /// reads: the send cannot finish, and the request still times out
+    /// (a blocking send gives up after its socket timeout, a second).
+    #[test]
+    fn a_server_that_never_reads_times_out() {
+        for (k, mode) in [Mode::Blocking, Mode::Spin].into_iter().enumerate() {
+            let (o, took) = against(Fake::Deaf, mode, 42_100 + k as u16, |p| {
+                p.app.method = Method::Post;
+                p.app.body_size = 16 << 20;
+                p.app.timeout_s = 0.15;
+            });
+            let what = format!("{mode:?}");
+            assert!(took < Duration::from_secs(4), "{what}: the run took {took:?}");
+            assert_eq!(o.ops, 0, "{what}");
+            assert!(errors(&o, ErrorKind::Timeout) > 0, "{what}: {:?}", o.tally.as_ref().map(|t| t.report("http")));
+            assert_eq!(o.errors, errors(&o, ErrorKind::Timeout), "{what}");
         }
     }
 }

@@ -3,11 +3,12 @@
 error accounting: it accepts connections and, to whatever it reads,
 
   garbage  answers "garbage\\r\\n" (no protocol's reply);
-  reset    closes with a reset (SO_LINGER 0), answering nothing.
+  reset    closes with a reset (SO_LINGER 0), answering nothing;
+  deaf     reads nothing at all (and holds the connection open).
 
 Runs until killed. Standard library only.
 
-usage: misbehaving_server.py garbage|reset ADDR PORT
+usage: misbehaving_server.py garbage|reset|deaf ADDR PORT
 """
 import socket
 import struct
@@ -33,15 +34,20 @@ def serve(conn, mode):
 
 def main():
     mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    if mode not in ("garbage", "reset"):
-        sys.exit("mode must be garbage or reset")
+    if mode not in ("garbage", "reset", "deaf"):
+        sys.exit("mode must be garbage, reset or deaf")
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((addr, port))
     listener.listen(128)
+    deaf = []
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=serve, args=(conn, mode), daemon=True).start()
+        if mode == "deaf":
+            # Kept referenced, or the collector would close it.
+            deaf.append(conn)
+        else:
+            threading.Thread(target=serve, args=(conn, mode), daemon=True).start()
 
 
 if __name__ == "__main__":
