@@ -96,28 +96,36 @@ impl OpenLoop {
         })
     }
 
-    /// Forgets the requests in flight (their connection failed; the
-    /// failure is what gets counted, not each of them). Returns how many.
-    pub fn abandon(&mut self) -> usize {
-        let n = self.inflight.len();
-        self.inflight.clear();
-        n
+    /// Forgets the requests in flight (their connection failed) and
+    /// returns when each was due: they will never be answered, and the
+    /// caller must count them, or a server that drops connections under
+    /// load would lose its slowest requests from the figures.
+    pub fn abandon(&mut self) -> impl Iterator<Item = u64> + '_ {
+        self.inflight.drain(..).map(|(due, _)| due)
+    }
+
+    /// How many requests are due at or before `t_ns` (stop time aside).
+    fn due_by(&self, t_ns: u64) -> u64 {
+        let t = t_ns as f64;
+        if t < self.phase_ns {
+            return 0;
+        }
+        ((t - self.phase_ns) / self.interval_ns).floor() as u64 + 1
     }
 
     /// Requests that were due before `now_ns` but not sent yet: the backlog
     /// of a connection that cannot keep up.
     pub fn backlog(&self, now_ns: u64) -> u64 {
-        let end = now_ns.min(self.stop_ns) as f64;
-        if end < self.phase_ns {
-            return 0;
-        }
-        let due_by_now = ((end - self.phase_ns) / self.interval_ns).floor() as u64 + 1;
-        due_by_now.saturating_sub(self.next_k)
+        self.due_by(now_ns.min(self.stop_ns)).saturating_sub(self.next_k)
     }
 
-    /// Requests scheduled before the stop time that were never sent.
-    pub fn unsent(&self) -> u64 {
-        self.backlog(self.stop_ns.saturating_sub(1))
+    /// Requests due from `from_ns` (the start of the measurement window)
+    /// to the stop time that were never sent. Requests are sent in the
+    /// order they are due, so those due earlier (in the warm-up) and still
+    /// unsent come first and are not counted.
+    pub fn unsent(&self, from_ns: u64) -> u64 {
+        let first = self.next_k.max(from_ns.checked_sub(1).map_or(0, |t| self.due_by(t)));
+        self.due_by(self.stop_ns.saturating_sub(1)).saturating_sub(first)
     }
 }
 
@@ -213,20 +221,23 @@ mod tests {
         ol.sent(3 * MS);
         assert!(!ol.should_send(3 * MS), "two outstanding is the limit");
         let mut failed = ol.clone();
-        assert_eq!(failed.abandon(), 2);
+        assert_eq!(failed.abandon().collect::<Vec<_>>(), [500 * US, 1500 * US], "the due times of what was lost");
         assert!(failed.should_send(3 * MS) && failed.answered(3 * MS).is_none(), "nothing in flight after a failure");
         assert_eq!(ol.backlog(3 * MS), 1);
         let a = ol.answered(4 * MS).unwrap();
         assert_eq!(a.corrected_ns, 4 * MS - 500 * US);
         assert_eq!(a.uncorrected_ns, MS);
         assert!(ol.should_send(4 * MS));
-        assert_eq!(ol.unsent(), 8);
+        assert_eq!(ol.unsent(0), 8);
+        // Of them, those due from 4 ms on: 4.5, 5.5, ..., 9.5 ms.
+        assert_eq!(ol.unsent(4 * MS), 6);
+        assert_eq!(ol.unsent(2 * MS), 8, "those due before 2 ms were sent");
         while ol.should_send(20 * MS) {
             ol.sent(20 * MS);
             ol.answered(20 * MS);
         }
         assert!(ol.schedule_done());
-        assert_eq!(ol.unsent(), 0);
+        assert_eq!(ol.unsent(0), 0);
         assert_eq!(ol.next_due(), 10 * MS + 500 * US);
     }
 }

@@ -43,7 +43,11 @@ pub struct RunResult {
     pub uncorrected: Option<Summary>,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// Open loops: requests due in the window never sent.
     pub unsent: u64,
+    /// Requests sent and never answered (see `workload::Outcome`): for
+    /// http, redis and memcached including those lost with a failed
+    /// connection (`app.abandoned`).
     pub incomplete: u64,
     pub clamped: u64,
     pub threads: usize,

@@ -208,6 +208,10 @@ impl Timeline {
     pub(crate) fn ns(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.t0).as_nanos() as u64
     }
+    /// Open loop: whether a request due at `due_ns` belongs to the window.
+    pub(crate) fn due_in_window(&self, due_ns: u64) -> bool {
+        (self.ns(self.measure)..self.ns(self.end)).contains(&due_ns)
+    }
 }
 
 /// How long RATE waits after the window for answers to requests due in it.
@@ -228,7 +232,11 @@ pub struct Outcome {
     /// RATE: requests due in the window that were never sent (the client
     /// or server could not keep up).
     pub unsent: u64,
-    /// RATE: requests sent in the window still unanswered after the drain.
+    /// Requests sent and never answered: RATE and open loops, those due
+    /// in the window still unanswered after the drain; closed loops,
+    /// those in flight at the end of the window; protocol workloads also
+    /// count here the requests of the window lost with a failed
+    /// connection (`tally.abandoned`).
     pub incomplete: u64,
     pub window: Duration,
     pub first_error: Option<String>,
@@ -568,7 +576,7 @@ fn echo_client<T: Transport>(
     }
     for f in flows.iter_mut() {
         if let Some(ol) = f.ol.as_ref() {
-            out.unsent += ol.unsent();
+            out.unsent += ol.unsent(tl.ns(tl.measure));
             out.incomplete += f.due.iter().filter(|&&d| d >= measure_ns && d < stop_ns).count() as u64;
         }
         if let Some(c) = f.c.take() {

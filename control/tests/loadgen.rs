@@ -334,6 +334,9 @@ fn wrong_protocols_and_resets_are_counted_errors_not_hangs() {
             + if kind == "timeout" { 0 } else { r.errors("timeout") };
         assert!(r.errors(kind) > 0 && n == r.u("errors"), "{what}: {}", r.stderr);
         assert!(r.stderr.contains(&format!("{kind} errors:")), "{what}: no example printed:\n{}", r.stderr);
+        // The requests lost with the failed connections are counted.
+        let lost = r.json["app"]["abandoned"].as_u64().unwrap();
+        assert!(lost > 0 && r.u("incomplete") >= lost, "{what}: {lost} abandoned\n{}", r.stderr);
     }
 }
 

@@ -376,7 +376,7 @@ impl<'a, X: Proto> Client<'a, X> {
         let to = SocketAddrV4::new(p.target, p.base_port);
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
         let per_conn_rate = p.rate / p.connections as f64;
-        let (measure_ns, stop_ns) = (tl.ns(tl.measure), tl.ns(tl.end));
+        let stop_ns = tl.ns(tl.end);
         let mut conns: Vec<Conn<T::Conn, X::P, X::Op>> = Vec::with_capacity(conn_ids.len());
         for &id in conn_ids {
             let ol = p.app.open_loop.then(|| {
@@ -422,10 +422,14 @@ impl<'a, X: Proto> Client<'a, X> {
             }
         }
         for c in conns.iter_mut() {
-            if let Some(ol) = c.ol.as_ref() {
-                self.out.unsent += ol.unsent();
-                self.out.incomplete +=
-                    c.inflight.iter().filter(|r| r.due_ns >= measure_ns && r.due_ns < stop_ns).count() as u64;
+            // Requests never answered: open loop, those due in the window;
+            // closed loop, all those in flight at its end.
+            match c.ol.as_ref() {
+                Some(ol) => {
+                    self.out.unsent += ol.unsent(tl.ns(tl.measure));
+                    self.out.incomplete += c.inflight.iter().filter(|r| tl.due_in_window(r.due_ns)).count() as u64;
+                }
+                None => self.out.incomplete += c.inflight.len() as u64,
             }
             match std::mem::replace(&mut c.link, Link::Down(tl.end)) {
                 Link::Connecting(s, _) | Link::Up(s) => t.close(s),
@@ -533,13 +537,22 @@ impl<'a, X: Proto> Client<'a, X> {
         c.parser.reset();
     }
 
-    /// A failure (already counted): what was in flight is abandoned, and
-    /// the next connection waits a little.
+    /// A failure (already counted as one error): what was in flight is
+    /// abandoned, and the next connection waits a little. The abandoned
+    /// requests of the window are counted, as incomplete ones: dropped
+    /// from the figures, they would make a server that resets under load
+    /// look faster (open loop: those due in the window; closed loop: those
+    /// in flight when the failure came in the window).
     fn fail<C>(&mut self, c: &mut Conn<C, X::P, X::Op>, now: Instant) -> Link<C> {
+        let tl = self.tl;
+        let lost = match c.ol.as_mut() {
+            Some(ol) => ol.abandon().filter(|&due| tl.due_in_window(due)).count(),
+            None if self.in_window(now) => c.inflight.len(),
+            None => 0,
+        } as u64;
+        self.tally.abandoned += lost;
+        self.out.incomplete += lost;
         c.inflight.clear();
-        if let Some(ol) = c.ol.as_mut() {
-            ol.abandon();
-        }
         c.tx.clear();
         c.tx_off = 0;
         Link::Down(now + BACKOFF)
@@ -930,6 +943,42 @@ mod tests {
             assert_eq!(o.ops, 0, "{what}");
             assert!(errors(&o, ErrorKind::Timeout) > 0, "{what}: {:?}", o.tally.as_ref().map(|t| t.report("http")));
             assert_eq!(o.errors, errors(&o, ErrorKind::Timeout), "{what}");
+        }
+    }
+
+    /// Requests lost with a failed connection are counted (abandoned, and
+    /// among the incomplete ones): in an open loop, where dropping them
+    /// would hide every request a resetting server never answered, and in
+    /// a closed loop, every request pipelined on the connection.
+    #[test]
+    fn requests_lost_with_their_connection_are_counted() {
+        for (k, mode) in [Mode::Blocking, Mode::Spin].into_iter().enumerate() {
+            let port = 42_110 + 2 * k as u16;
+            // A rate the reconnections (10 ms apart at least) keep up with,
+            // at worst during the drain.
+            let (o, _) = against(Fake::Reset, mode, port, |p| {
+                p.app.open_loop = true;
+                p.rate = 100.0;
+            });
+            let what = format!("{mode:?} open loop");
+            let lost = o.tally.as_ref().unwrap().abandoned;
+            assert!(
+                lost > 0 && o.incomplete >= lost,
+                "{what}: {lost} abandoned, {} incomplete, {} unsent, {:?}",
+                o.incomplete,
+                o.unsent,
+                o.tally.as_ref().map(|t| t.report("http"))
+            );
+            // 0.4 s x 100/s were due in the window, each answered, never
+            // sent, or sent and unanswered (lost or still in flight).
+            let due = o.ops + o.unsent + o.incomplete;
+            assert!((38..=42).contains(&due), "{what}: {due} = {} + {} + {}", o.ops, o.unsent, o.incomplete);
+
+            let (o, _) = against(Fake::Reset, mode, port + 1, |p| p.outstanding = 3);
+            let what = format!("{mode:?} closed loop");
+            let lost = o.tally.as_ref().unwrap().abandoned;
+            assert!(lost > 0 && lost <= 3 * o.errors, "{what}: {lost} abandoned, {} errors", o.errors);
+            assert!(o.incomplete >= lost, "{what}");
         }
     }
 }

@@ -72,6 +72,11 @@ const CODES: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct Tally {
     pub ok: u64,
+    /// Requests of the window lost with their connection (a reset, a
+    /// timeout, a protocol error end every request in flight on it, and
+    /// the error counts once): never answered, so they are counted here
+    /// and among the run's incomplete requests.
+    pub abandoned: u64,
     codes: Vec<u64>,
     counts: [u64; ErrorKind::ALL.len()],
     firsts: [Option<String>; ErrorKind::ALL.len()],
@@ -79,7 +84,13 @@ pub struct Tally {
 
 impl Default for Tally {
     fn default() -> Self {
-        Tally { ok: 0, codes: vec![0; CODES], counts: [0; ErrorKind::ALL.len()], firsts: Default::default() }
+        Tally {
+            ok: 0,
+            abandoned: 0,
+            codes: vec![0; CODES],
+            counts: [0; ErrorKind::ALL.len()],
+            firsts: Default::default(),
+        }
     }
 }
 
@@ -115,6 +126,7 @@ impl Tally {
 
     pub fn merge(&mut self, o: &Tally) {
         self.ok += o.ok;
+        self.abandoned += o.abandoned;
         for (a, b) in self.codes.iter_mut().zip(&o.codes) {
             *a += b;
         }
@@ -131,6 +143,7 @@ impl Tally {
         AppReport {
             protocol: protocol.to_string(),
             ok: self.ok,
+            abandoned: self.abandoned,
             statuses: self
                 .codes
                 .iter()
@@ -168,11 +181,15 @@ pub struct ErrorCount {
 
 /// The per-protocol part of a run's result. Status codes and errors cover
 /// the whole run (warm-up included: a wrong server is wrong from the first
-/// response); `ok` only the measurement window, as the operations.
+/// response); `ok` and `abandoned` only the measurement window, as the
+/// operations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppReport {
     pub protocol: String,
     pub ok: u64,
+    /// Requests lost with their failed connection (see [`Tally::abandoned`]).
+    #[serde(default)]
+    pub abandoned: u64,
     /// HTTP: responses by status code.
     pub statuses: Vec<StatusCount>,
     pub errors: Vec<ErrorCount>,
@@ -195,6 +212,12 @@ impl AppReport {
         }
         let total: u64 = self.errors.iter().map(|e| e.count).sum();
         head.push_str(&format!("; {total} errors in the whole run"));
+        if self.abandoned > 0 {
+            head.push_str(&format!(
+                ", {} requests of the window lost with their connections (counted as incomplete)",
+                self.abandoned
+            ));
+        }
         let mut out = vec![head];
         for e in &self.errors {
             out.push(format!("  {} errors: {} (first: {})", e.kind.name(), e.count, e.first));
@@ -220,8 +243,10 @@ mod tests {
         b.error(ErrorKind::Status, || "503".into());
         b.error(ErrorKind::Protocol, || "garbage".into());
         b.error(ErrorKind::Protocol, || unreachable!("only the first example is made"));
+        b.abandoned = 7;
         a.merge(&b);
         assert_eq!(a.ok, 5);
+        assert_eq!(a.abandoned, 7);
         assert_eq!(a.errors(), 4);
         assert_eq!(a.count(ErrorKind::Protocol), 2);
         assert_eq!(a.first_error().as_deref(), Some("status: 404"));
@@ -240,7 +265,8 @@ mod tests {
         assert_eq!(
             l[0],
             "http: 5 responses ok in the window; whole run: status classes 2xx 2, 4xx 1, 5xx 1; \
-             codes 200 2, 404 1, 503 1; 4 errors in the whole run"
+             codes 200 2, 404 1, 503 1; 4 errors in the whole run, 7 requests of the window lost with their \
+             connections (counted as incomplete)"
         );
         assert_eq!(l[2], "  protocol errors: 2 (first: garbage)");
         let back: AppReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
