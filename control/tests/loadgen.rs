@@ -8,8 +8,9 @@
 //! show up as errors of their kind within the run's time, never as a hang.
 //!
 //! The bench binary is a sibling package's: it is found beside this test's
-//! own target directory (`cargo build -p xstack-bench`, which
-//! scripts/test.sh does first), or at `$XSTACK_BENCH`.
+//! own target directory (built by `cargo build -p xstack-bench`, or by
+//! scripts/test.sh's `cargo build --workspace --all-targets`), or at
+//! `$XSTACK_BENCH` (a relative path is taken from the workspace root).
 
 mod common;
 
@@ -24,11 +25,11 @@ use std::time::{Duration, Instant, SystemTime};
 /// tests take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The xstack-bench binary, refused if older than the bench's sources (a
-/// stale binary would not know the workloads under test).
+/// The xstack-bench binary, refused if older than a source it was built
+/// from (a stale binary would not know the workloads under test).
 fn bench() -> PathBuf {
     let path = match std::env::var_os("XSTACK_BENCH") {
-        Some(p) => PathBuf::from(p),
+        Some(p) => repo_root().join(p),
         None => {
             // target/<profile>/deps/loadgen-HASH -> target/<profile>/xstack-bench
             let exe = std::env::current_exe().unwrap();
@@ -38,23 +39,98 @@ fn bench() -> PathBuf {
     let built = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .unwrap_or_else(|e| panic!("{}: {e}: run `cargo build -p xstack-bench` first", path.display()));
-    let newest = newest_source(&repo_root().join("bench/src"));
-    assert!(
-        built >= newest,
-        "{} is older than the bench's sources: run `cargo build -p xstack-bench` first",
-        path.display()
-    );
+    if let Some(stale) = newer_sources(&path, built) {
+        panic!("{} is older than {stale}: run `cargo build -p xstack-bench` first", path.display());
+    }
     path
 }
 
-fn newest_source(dir: &std::path::Path) -> SystemTime {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for e in std::fs::read_dir(dir).unwrap().map_while(Result::ok) {
-        let m = e.metadata().unwrap();
-        let t = if m.is_dir() { newest_source(&e.path()) } else { m.modified().unwrap() };
-        newest = newest.max(t);
+/// A source of `binary` changed since it was built at `built`, by cargo's
+/// dep-info file beside it (`xstack-bench.d`: every source file of the
+/// binary and of the workspace crates it links). None if all are older,
+/// or if there is no dep-info file (a binary given by $XSTACK_BENCH from
+/// elsewhere is taken as it is).
+fn newer_sources(binary: &std::path::Path, built: SystemTime) -> Option<String> {
+    let info = std::fs::read_to_string(binary.with_extension("d")).ok()?;
+    dep_info_sources(&info).into_iter().find_map(|src| {
+        let src = repo_root().join(src);
+        match std::fs::metadata(&src).and_then(|m| m.modified()) {
+            Ok(t) if t <= built => None,
+            Ok(_) => Some(src.display().to_string()),
+            // Gone: the binary was built from sources that no longer are.
+            Err(e) => Some(format!("{} ({e})", src.display())),
+        }
+    })
+}
+
+/// The prerequisites of the first rule of a Makefile-style dep-info file
+/// (`target: dep dep ...`, spaces in paths escaped as `\ `).
+fn dep_info_sources(info: &str) -> Vec<String> {
+    let Some((_, deps)) = info.lines().next().and_then(|l| l.split_once(": ")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = deps.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\\' if chars.peek() == Some(&' ') => {
+                cur.push(' ');
+                chars.next();
+            }
+            ' ' => out.extend((!cur.is_empty()).then(|| std::mem::take(&mut cur))),
+            _ => cur.push(ch),
+        }
     }
-    newest
+    out.extend((!cur.is_empty()).then_some(cur));
+    out
+}
+
+#[test]
+fn dep_info_is_read_as_cargo_writes_it() {
+    let info = "/t/debug/xstack-bench: /w/bench/src/main.rs /w/a\\ b.rs  rel/c.rs\n\n/w/bench/src/main.rs:\n";
+    assert_eq!(dep_info_sources(info), ["/w/bench/src/main.rs", "/w/a b.rs", "rel/c.rs"]);
+    assert!(dep_info_sources("").is_empty());
+}
+
+/// Only the sources the dep-info file lists count: a newer file beside
+/// them (an editor's swap file) does not make the binary stale, a newer
+/// or deleted listed source does.
+#[test]
+fn a_binary_is_stale_when_a_source_it_was_built_from_changed() {
+    let dir = TempDir::new(&unique_name("lgd"));
+    let (bin, src, swap) = (dir.0.join("xstack-bench"), dir.0.join("main.rs"), dir.0.join(".main.rs.swp"));
+    let built = SystemTime::now() - Duration::from_secs(100);
+    let touch = |f: &PathBuf, t: SystemTime| {
+        std::fs::write(f, "").unwrap();
+        std::fs::File::options().write(true).open(f).unwrap().set_modified(t).unwrap();
+    };
+    touch(&bin, built);
+    touch(&src, built - Duration::from_secs(10));
+    touch(&swap, built + Duration::from_secs(10));
+    std::fs::write(bin.with_extension("d"), format!("{}: {}\n", bin.display(), src.display())).unwrap();
+    assert_eq!(newer_sources(&bin, built), None);
+    touch(&src, built + Duration::from_secs(10));
+    assert_eq!(newer_sources(&bin, built), Some(src.display().to_string()));
+    std::fs::remove_file(&src).unwrap();
+    assert!(newer_sources(&bin, built).is_some_and(|s| s.starts_with(&src.display().to_string())));
+}
+
+/// A temporary directory, removed on drop (also when an assertion fails).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A server process, stopped (SIGTERM, then SIGKILL) on drop.
