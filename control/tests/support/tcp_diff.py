@@ -458,7 +458,46 @@ def probes(t):
         c, _ = in_time_wait()
         return c.send(ACK, opts=options(ts=(c.tsval - 100_000, c.ts_recent)))
 
+    # FIN_WAIT_2 of an orphan: the source server's data and FIN are
+    # acknowledged but our side stays open, so the closed server waits
+    # for our FIN (Linux keeps it as a timewait record in the FIN_WAIT_2
+    # substate).
+    def in_fin_wait_2():
+        c = Conn(t, t.source_port)
+        c.handshake()
+        time.sleep(0.2)
+        c.rcv_nxt = (c.irs + 7) & 0xFFFFFFFF
+        ans = c.send(ACK, wait=0.3)
+        return c, ans
+
+    def fin_wait_2_takes_the_ack_of_its_fin_silently():
+        return in_fin_wait_2()[1]
+
+    def fin_wait_2_resets_new_data():
+        c, _ = in_fin_wait_2()
+        return c.data(b"late")
+
+    def fin_wait_2_acks_the_peers_fin():
+        c, _ = in_fin_wait_2()
+        return c.send(FIN | ACK)
+
+    def fin_wait_2_acks_data_out_of_the_window():
+        c, _ = in_fin_wait_2()
+        return c.data(b"far", seq=c.snd_nxt + 10_000_000)
+
+    def fin_wait_2_resets_a_syn():
+        c, _ = in_fin_wait_2()
+        # The reset of a segment without ACK has SEQ 0 (RFC 9293 section
+        # 3.10.7.1): compared as sent, not relative to the old ISN.
+        c.irs = None
+        return c.send(SYN, ack=0, opts=options(mss=1460))
+
     return [
+        ("fin_wait_2_takes_the_ack_of_its_fin_silently", fin_wait_2_takes_the_ack_of_its_fin_silently),
+        ("fin_wait_2_resets_new_data", fin_wait_2_resets_new_data),
+        ("fin_wait_2_acks_the_peers_fin", fin_wait_2_acks_the_peers_fin),
+        ("fin_wait_2_acks_data_out_of_the_window", fin_wait_2_acks_data_out_of_the_window),
+        ("fin_wait_2_resets_a_syn", fin_wait_2_resets_a_syn),
         ("time_wait_is_entered_with_the_ack_of_our_fin", time_wait_is_entered_with_the_ack_of_our_fin),
         ("time_wait_acks_a_retransmitted_fin", time_wait_acks_a_retransmitted_fin),
         ("time_wait_acks_data", time_wait_acks_data),

@@ -3,8 +3,14 @@
 //! block and buffers go, and what stays for 2 MSL is what answering the
 //! peer needs: the 4-tuple, both sequence numbers, the window last
 //! advertised and the timestamps. Segments that reach it follow Linux
-//! tcp_timewait_state_process (the real TIME_WAIT substate); the stack
-//! carries out what it decides (`stack/demux.rs`).
+//! tcp_timewait_state_process; the stack carries out what it decides
+//! (`stack/demux.rs`).
+//!
+//! An orphan in FIN_WAIT_2 (closed by the application, its FIN
+//! acknowledged, the peer's FIN still to come) becomes such a record too,
+//! in the FIN_WAIT_2 substate, for tcp_fin_timeout, as Linux's tcp_close
+//! and tcp_rcv_state_process do when that timeout is no longer than
+//! TIME_WAIT's: the peer's FIN moves it to TIME_WAIT, new data resets it.
 //!
 //! The application never holds a record: a connection it still holds
 //! when TIME_WAIT begins is CLOSED for it (Linux tcp_time_wait ->
@@ -12,7 +18,7 @@
 
 use super::output::Header;
 use super::shared::Shared;
-use super::socket::FourTuple;
+use super::socket::{FourTuple, State};
 use super::time::Instant;
 use super::SeqNum;
 use crate::wire::tcp::{Flags, Options, Repr};
@@ -31,6 +37,9 @@ const PAWS_MSL: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TimeWait {
     pub tuple: FourTuple,
+    /// TIME_WAIT, or FIN_WAIT_2 for an orphan waiting for the peer's FIN
+    /// (tw_substate).
+    substate: State,
     /// Our SND.NXT (tw_snd_nxt): the sequence number of our ACKs and the
     /// floor of a reopening connection's ISN.
     snd_nxt: SeqNum,
@@ -59,6 +68,8 @@ pub(crate) struct TimeWait {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Handover {
     pub tuple: FourTuple,
+    /// TIME_WAIT or FIN_WAIT_2.
+    pub state: State,
     pub snd_nxt: SeqNum,
     pub rcv_nxt: SeqNum,
     pub rcv_wnd: u32,
@@ -84,13 +95,18 @@ pub(crate) enum Verdict {
     /// A new SYN may reopen the 4-tuple with this ISN, above anything the
     /// old incarnation sent (TCP_TW_SYN; RFC 1122 section 4.2.2.13).
     Reopen(SeqNum),
+    /// Answer with a reset and end the record (TCP_TW_RST: data or a SYN
+    /// for an orphan in FIN_WAIT_2).
+    Reset,
 }
 
 impl TimeWait {
     pub fn new(h: Handover) -> TimeWait {
         let (ts_recent, ts_recent_at, ts_offset) = h.ts.unwrap_or((0, Instant::ZERO, 0));
+        debug_assert!(matches!(h.state, State::TimeWait | State::FinWait2));
         TimeWait {
             tuple: h.tuple,
+            substate: h.state,
             snd_nxt: h.snd_nxt,
             rcv_nxt: h.rcv_nxt,
             rcv_wnd: h.rcv_wnd,
@@ -104,14 +120,21 @@ impl TimeWait {
         }
     }
 
-    /// Linux tcp_timewait_state_process, for the TIME_WAIT substate. The
-    /// checksum has been verified.
+    /// TIME_WAIT or FIN_WAIT_2, as `ss` shows it.
+    pub fn state(&self) -> State {
+        self.substate
+    }
+
+    /// Linux tcp_timewait_state_process. The checksum has been verified.
     pub fn on_segment(&mut self, now: Instant, shared: &Shared, seg: &Repr<'_>) -> Verdict {
         let f = seg.flags;
         let seq = SeqNum(seg.seq_number);
         let len = seg.segment_len();
         let tsval = seg.options.timestamp.filter(|_| self.ts_ok).map(|(v, _)| v);
         let paws_reject = tsval.is_some_and(|v| self.paws_reject(now, v, f.rst()));
+        if self.substate == State::FinWait2 {
+            return self.fin_wait_2_segment(now, shared, seg, tsval, paws_reject);
+        }
 
         // In window: only a reset or a bare ACK can be.
         if !paws_reject && seq == self.rcv_nxt && (len == 0 || f.rst()) {
@@ -152,6 +175,55 @@ impl TimeWait {
         } else {
             Verdict::Consumed
         }
+    }
+
+    /// The FIN_WAIT_2 substate: "just repeat all the checks of
+    /// tcp_rcv_state_process".
+    fn fin_wait_2_segment(
+        &mut self,
+        now: Instant,
+        shared: &Shared,
+        seg: &Repr<'_>,
+        tsval: Option<u32>,
+        paws_reject: bool,
+    ) -> Verdict {
+        let f = seg.flags;
+        let seq = SeqNum(seg.seq_number);
+        let end = seq + seg.segment_len();
+        if paws_reject || !in_window(seq, end, self.rcv_nxt, self.rcv_nxt + self.rcv_wnd) {
+            if paws_reject {
+                return Verdict::PawsRejected { ack: self.oow_ack_allowed(now, shared, end != seq && !f.syn()) };
+            }
+            return if self.oow_ack_allowed(now, shared, end != seq && !f.syn()) {
+                Verdict::Ack
+            } else {
+                Verdict::Consumed
+            };
+        }
+        if f.rst() {
+            return Verdict::Kill;
+        }
+        if f.syn() && seq >= self.rcv_nxt {
+            return Verdict::Reset;
+        }
+        // A duplicate ACK.
+        if !f.ack() || end <= self.rcv_nxt || end == seq {
+            return Verdict::Consumed;
+        }
+        // New data after the application closed, or a FIN past data:
+        // reset.
+        if !f.fin() || end != self.rcv_nxt + 1u32 {
+            return Verdict::Reset;
+        }
+        // The peer's FIN: TIME_WAIT proper, 2 MSL from now.
+        self.substate = State::TimeWait;
+        self.rcv_nxt = end;
+        if let Some(v) = tsval {
+            self.ts_recent = v;
+            self.ts_recent_secs = secs(now);
+        }
+        self.expires = now + shared.time_wait();
+        Verdict::Ack
     }
 
     /// Linux tcp_paws_reject over the record's TS.Recent.
@@ -197,6 +269,11 @@ impl TimeWait {
     }
 }
 
+/// Linux tcp_in_window: the segment overlaps the window `start..end`.
+fn in_window(seq: SeqNum, end_seq: SeqNum, start: SeqNum, end: SeqNum) -> bool {
+    seq == start || (end_seq > start && seq < end) || (seq == end && seq == end_seq)
+}
+
 /// Seconds on the caller's clock, as the record keeps TS.Recent's age.
 fn secs(t: Instant) -> u32 {
     (t.as_nanos() / 1_000_000_000) as u32
@@ -229,6 +306,8 @@ pub(crate) struct TimeWaitTable {
     free: Vec<u32>,
     deadlines: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     len: usize,
+    /// Records in the FIN_WAIT_2 substate.
+    fin_wait_2: usize,
 }
 
 impl TimeWaitTable {
@@ -242,10 +321,25 @@ impl TimeWaitTable {
             }
         };
         let place = &mut self.places[index as usize];
+        self.fin_wait_2 += usize::from(record.substate == State::FinWait2);
         place.record = Some(record);
         self.len += 1;
         self.deadlines.push(Reverse((expires, index, place.generation)));
         TwId { index, generation: place.generation }
+    }
+
+    /// A segment for record `id` (see [`TimeWait::on_segment`]); None if
+    /// the handle is stale.
+    pub fn on_segment(&mut self, id: TwId, now: Instant, shared: &Shared, seg: &Repr<'_>) -> Option<Verdict> {
+        let r = self.get_mut(id)?;
+        let was = r.substate;
+        let verdict = r.on_segment(now, shared, seg);
+        if was == State::FinWait2 && r.substate == State::TimeWait {
+            // Its deadline moved later (a FIN_WAIT_2 record lasts at most
+            // what TIME_WAIT lasts): the entry it has will do.
+            self.fin_wait_2 -= 1;
+        }
+        Some(verdict)
     }
 
     pub fn get_mut(&mut self, id: TwId) -> Option<&mut TimeWait> {
@@ -266,11 +360,19 @@ impl TimeWaitTable {
         place.generation = place.generation.wrapping_add(1);
         self.free.push(id.index);
         self.len -= 1;
+        self.fin_wait_2 -= usize::from(record.substate == State::FinWait2);
         Some(record)
     }
 
+    /// Records in both substates (Linux's tw_count, which
+    /// tcp_max_tw_buckets bounds).
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Records in the FIN_WAIT_2 substate.
+    pub fn fin_wait_2(&self) -> usize {
+        self.fin_wait_2
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &TimeWait> {
@@ -325,6 +427,7 @@ mod tests {
         };
         let h = Handover {
             tuple,
+            state: State::TimeWait,
             snd_nxt: SeqNum(5000),
             rcv_nxt: SeqNum(9000),
             rcv_wnd: 64 * 1024,

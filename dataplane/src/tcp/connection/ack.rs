@@ -125,7 +125,8 @@ impl Connection {
             State::FinWait1 if fin_acked => {
                 self.set_state(State::FinWait2);
                 if self.user_closed {
-                    self.timers.set(Timer::FinWait2, now + shared.config.fin_timeout);
+                    let wait = self.fin_time(shared);
+                    self.timers.set(Timer::FinWait2, now + wait);
                 }
             }
             State::Closing if fin_acked => {

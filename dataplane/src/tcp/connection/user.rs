@@ -113,7 +113,8 @@ impl Connection {
         self.rd_shut = true;
         self.queue_fin();
         if self.state == State::FinWait2 {
-            self.timers.set(Timer::FinWait2, now + shared.config.fin_timeout);
+            let wait = self.fin_time(shared);
+            self.timers.set(Timer::FinWait2, now + wait);
         }
         false
     }

@@ -125,8 +125,7 @@ impl Stack {
     /// do_time_wait). Returns the ISN a listener opens the 4-tuple with
     /// when a new SYN replaced the record.
     fn time_wait_input(&mut self, now: Instant, id: TwId, tuple: FourTuple, seg: &Repr<'_>) -> Option<SeqNum> {
-        let tw = self.time_waits.get_mut(id)?;
-        let ack = match tw.on_segment(now, &self.shared, seg) {
+        let ack = match self.time_waits.on_segment(id, now, &self.shared, seg)? {
             Verdict::Consumed => false,
             Verdict::Ack => true,
             Verdict::PawsRejected { ack } => {
@@ -134,6 +133,11 @@ impl Stack {
                 ack
             }
             Verdict::Kill => {
+                self.kill_time_wait(tuple, id);
+                return None;
+            }
+            Verdict::Reset => {
+                self.shared.reply_rst(tuple.local, tuple.remote, seg);
                 self.kill_time_wait(tuple, id);
                 return None;
             }

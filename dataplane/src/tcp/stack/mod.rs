@@ -307,9 +307,11 @@ impl Stack {
     /// re-arms its timer and queues it for output.
     fn after_conn(&mut self, id: SocketId) {
         let Some(s) = sock_mut(&mut self.slots, id) else { return };
-        if matches!(&s.kind, Kind::Conn(c) if c.state() == State::TimeWait) {
-            self.enter_time_wait(id);
-            return;
+        if let Kind::Conn(c) = &mut s.kind {
+            if c.state() == State::TimeWait || c.fin_wait_2_record_due(&mut self.shared) {
+                self.enter_time_wait(id);
+                return;
+            }
         }
         self.census.recount(s);
         let Kind::Conn(c) = &mut s.kind else { return };
@@ -349,8 +351,9 @@ impl Stack {
         }
     }
 
-    /// A connection reached TIME_WAIT: a compact record takes its
-    /// 4-tuple over (Linux tcp_time_wait). An orphan is freed; a
+    /// A connection reached TIME_WAIT (or is an orphan waiting in
+    /// FIN_WAIT_2): a compact record takes its 4-tuple over (Linux
+    /// tcp_time_wait). An orphan is freed; a
     /// connection the application still holds stays with it, CLOSED
     /// (Linux tcp_done), until it closes it.
     fn enter_time_wait(&mut self, id: SocketId) {

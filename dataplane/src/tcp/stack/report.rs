@@ -123,7 +123,7 @@ impl Stack {
         }
         out.extend(self.time_waits.iter().map(|tw| SocketInfo {
             socket: None,
-            state: State::TimeWait,
+            state: tw.state(),
             local: (tw.tuple.local, tw.tuple.local_port),
             remote: Some((tw.tuple.remote, tw.tuple.remote_port)),
             recv_q: 0,
@@ -138,7 +138,8 @@ impl Stack {
     /// over the listeners, never over the connections).
     pub fn count_by_state(&self) -> [usize; 11] {
         let mut n = self.census.0;
-        n[State::TimeWait.index()] += self.time_waits.len();
+        n[State::FinWait2.index()] += self.time_waits.fin_wait_2();
+        n[State::TimeWait.index()] += self.time_waits.len() - self.time_waits.fin_wait_2();
         for &lid in self.listeners.values() {
             if let Some(Socket { kind: Kind::Listener(l), .. }) = self.get(lid) {
                 n[State::SynReceived.index()] += l.syn_queue.len();
@@ -165,7 +166,9 @@ impl Stack {
                 Kind::Conn(c) => n[c.state().index()] += 1,
             }
         }
-        n[State::TimeWait.index()] += self.time_waits.iter().count();
+        for tw in self.time_waits.iter() {
+            n[tw.state().index()] += 1;
+        }
         n
     }
 

@@ -170,3 +170,96 @@ fn a_held_connection_is_closed_for_its_holder_and_the_record_outlives_it() {
     assert_eq!(t.st.resources().connections, 0);
     assert_eq!(t.st.resources().sockets, 1, "the listener only");
 }
+
+/// An orphan whose FIN the peer acknowledged without closing its side:
+/// FIN_WAIT_2, kept as a record. Returns our ISS.
+fn orphan_in_fin_wait_2(t: &mut T) -> u32 {
+    let (_, c, iss) = t.established();
+    t.st.close(t.now, c).unwrap();
+    assert_eq!(t.recv_one().flags, Flags::FIN | Flags::ACK);
+    t.send(&seg(PEER_ISN + 1, iss + 2, Flags::ACK)).unwrap();
+    assert!(t.recv().is_empty());
+    let n = t.st.count_by_state();
+    assert_eq!((n[State::FinWait2.index()], n[State::TimeWait.index()]), (1, 0));
+    iss
+}
+
+#[test]
+fn an_orphan_in_fin_wait_2_is_a_record_until_fin_timeout() {
+    let mut t = T::new(plain());
+    orphan_in_fin_wait_2(&mut t);
+    let r = t.st.resources();
+    assert_eq!((r.connections, r.sockets, r.buffer_chunks), (1, 1, 0), "a record, the listener the one socket");
+    let rows = t.st.sockets();
+    assert!(rows.iter().any(|r| r.state == State::FinWait2 && r.socket.is_none()), "{rows:?}");
+    // tcp_fin_timeout (60 s): gone, nothing sent.
+    t.advance(Duration::from_secs(59));
+    assert_eq!(t.st.count_by_state()[State::FinWait2.index()], 1);
+    t.advance(Duration::from_secs(1));
+    assert_eq!(t.st.resources().connections, 0);
+    assert!(t.recv().is_empty());
+}
+
+#[test]
+fn the_peers_fin_moves_a_fin_wait_2_record_to_time_wait() {
+    let mut t = T::new(plain());
+    let iss = orphan_in_fin_wait_2(&mut t);
+    t.advance(Duration::from_secs(30));
+    // A duplicate ACK: nothing.
+    t.send(&seg(PEER_ISN + 1, iss + 2, Flags::ACK)).unwrap();
+    assert!(t.recv().is_empty());
+    t.send(&seg(PEER_ISN + 1, iss + 2, Flags::FIN | Flags::ACK)).unwrap();
+    let ack = t.recv_one();
+    assert_eq!((ack.flags, ack.seq, ack.ack), (Flags::ACK, iss + 2, PEER_ISN + 2));
+    let n = t.st.count_by_state();
+    assert_eq!((n[State::FinWait2.index()], n[State::TimeWait.index()]), (0, 1));
+    // 2 MSL from the FIN, not from FIN_WAIT_2's start.
+    t.advance(Duration::from_secs(59));
+    assert_eq!(t.st.count_by_state()[State::TimeWait.index()], 1);
+    t.advance(Duration::from_secs(1));
+    assert_eq!(t.st.resources().connections, 0);
+}
+
+#[test]
+fn a_fin_wait_2_record_resets_a_syn_and_dies_of_a_reset() {
+    let mut t = T::new(plain());
+    let iss = orphan_in_fin_wait_2(&mut t);
+    // Out of the window: ACKed.
+    let mut far = seg(PEER_ISN + 1_000_000, iss + 2, Flags::ACK | Flags::PSH);
+    far.data = b"far".to_vec();
+    t.send(&far).unwrap();
+    assert_eq!(t.recv_one().flags, Flags::ACK);
+    // A SYN at RCV.NXT: reset (Linux TCP_TW_RST), and the record goes.
+    let mut s = syn();
+    s.seq = PEER_ISN + 1;
+    t.send(&s).unwrap();
+    let rst = t.recv_one();
+    assert_eq!((rst.flags, rst.ack), (Flags::RST | Flags::ACK, PEER_ISN + 2));
+    assert_eq!(t.st.resources().connections, 0);
+    // Another orphan: an exact reset ends it silently.
+    let mut t = T::new(plain());
+    let iss = orphan_in_fin_wait_2(&mut t);
+    t.send(&seg(PEER_ISN + 1, iss + 2, Flags::RST)).unwrap();
+    assert!(t.recv().is_empty());
+    assert_eq!(t.st.resources().connections, 0);
+}
+
+#[test]
+fn a_held_connection_in_fin_wait_2_stays_a_connection() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    t.st.shutdown(t.now, c, Shutdown::Write).unwrap();
+    t.recv_one();
+    t.send(&seg(PEER_ISN + 1, iss + 2, Flags::ACK)).unwrap();
+    assert_eq!(t.state(c), Some(State::FinWait2));
+    // Data still reaches the application (half-close).
+    let mut d = seg(PEER_ISN + 1, iss + 2, Flags::ACK | Flags::PSH);
+    d.data = b"more".to_vec();
+    t.send(&d).unwrap();
+    assert_eq!(t.st.read(t.now, c, &mut [0; 8]), Ok(4));
+    // Closed now, with nothing unread: an orphan, so a record.
+    t.st.close(t.now, c).unwrap();
+    let n = t.st.count_by_state();
+    assert_eq!(n[State::FinWait2.index()], 1);
+    assert_eq!(t.st.resources().sockets, 1, "the listener only");
+}
