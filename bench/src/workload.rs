@@ -208,6 +208,14 @@ impl Timeline {
     pub(crate) fn ns(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.t0).as_nanos() as u64
     }
+    /// Sleeps until `wake_ns` (ns since t0), but not past the next moment
+    /// the client loop must look at the time: the end of the window, or
+    /// of the drain once the window is over.
+    pub(crate) fn sleep_until_ns(&self, wake_ns: u64) {
+        let now = Instant::now();
+        let limit = if now < self.end { self.end } else { self.drain_end };
+        sleep_until((self.t0 + Duration::from_nanos(wake_ns)).min(limit));
+    }
     /// Open loop: whether a request due at `due_ns` belongs to the window.
     pub(crate) fn due_in_window(&self, due_ns: u64) -> bool {
         (self.ns(self.measure)..self.ns(self.end)).contains(&due_ns)

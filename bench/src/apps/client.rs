@@ -320,6 +320,11 @@ const BACKOFF: Duration = Duration::from_millis(10);
 /// Receive buffer of a connection (larger than the longest line).
 const RX_BUF: usize = 64 * 1024;
 
+/// Makes `wake` (ns since t0) the earlier of itself and `at`.
+fn wake_at(wake: &mut Option<u64>, at: u64) {
+    *wake = Some(wake.map_or(at, |w| w.min(at)));
+}
+
 /// What a response means for its connection.
 enum After {
     Keep,
@@ -412,12 +417,13 @@ impl<'a, X: Proto> Client<'a, X> {
             for c in conns.iter_mut() {
                 self.pass(t, c, to, &mut rng, &mut idle_until);
             }
-            // A blocking open-loop connection with nothing to do sleeps
-            // until its next request is due (a polled one keeps polling).
+            // A blocking connection with nothing to do (open loop: until
+            // its next request is due; after a failure: until the pause
+            // before reconnecting is over) sleeps; a polled one keeps
+            // polling its other connections.
             if self.blocking {
                 if let Some(d) = idle_until {
-                    let wake = (tl.t0 + Duration::from_nanos(d)).min(tl.end);
-                    std::thread::sleep(wake.saturating_duration_since(Instant::now()));
+                    tl.sleep_until_ns(d);
                 }
             }
         }
@@ -460,7 +466,12 @@ impl<'a, X: Proto> Client<'a, X> {
         let now = Instant::now();
         self.make_requests(c, now, rng, idle_until);
         c.link = match std::mem::replace(&mut c.link, Link::Down(now)) {
-            Link::Down(at) if c.inflight.is_empty() || now < at || now >= self.tl.drain_end => Link::Down(at),
+            Link::Down(at) if c.inflight.is_empty() || now < at || now >= self.tl.drain_end => {
+                if !c.inflight.is_empty() && now < at {
+                    wake_at(idle_until, self.tl.ns(at));
+                }
+                Link::Down(at)
+            }
             Link::Down(_) => match t.connect(to) {
                 Ok(s) => Link::Connecting(s, now),
                 Err(e) => {
@@ -515,8 +526,7 @@ impl<'a, X: Proto> Client<'a, X> {
                 new(c, due);
             }
             if let Some(ol) = c.ol.as_ref().filter(|ol| ol.outstanding() == 0 && !ol.schedule_done()) {
-                let d = ol.next_due();
-                *idle_until = Some(idle_until.map_or(d, |x| x.min(d)));
+                wake_at(idle_until, ol.next_due());
             }
         } else if now < self.tl.end {
             while c.inflight.len() < self.p.outstanding {
@@ -754,7 +764,8 @@ mod tests {
     use crate::workload::{run as run_workload, Outcome};
     use std::io::{Read, Write};
     use std::net::{Ipv4Addr, TcpListener, TcpStream};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
 
     /// How a fake server answers each request it reads.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -980,5 +991,71 @@ mod tests {
             assert!(lost > 0 && lost <= 3 * o.errors, "{what}: {lost} abandoned, {} errors", o.errors);
             assert!(o.incomplete >= lost, "{what}");
         }
+    }
+
+    /// A blocking transport to which every connection is refused, counting
+    /// the passes of the client loop (one `poll` each).
+    struct Refused(Arc<AtomicU64>);
+
+    impl crate::transport::Backend for Refused {
+        type T = Refused;
+        fn name(&self) -> &'static str {
+            "refused"
+        }
+        fn blocking(&self) -> bool {
+            true
+        }
+        fn thread(&self, _: usize) -> io::Result<Refused> {
+            Ok(Refused(self.0.clone()))
+        }
+    }
+
+    impl Transport for Refused {
+        type Conn = ();
+        type Listener = ();
+        fn blocking(&self) -> bool {
+            true
+        }
+        fn connect(&mut self, _: SocketAddrV4) -> io::Result<()> {
+            Err(io::ErrorKind::ConnectionRefused.into())
+        }
+        fn connected(&mut self, _: &mut ()) -> io::Result<bool> {
+            Ok(true)
+        }
+        fn send(&mut self, _: &mut (), _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::NotConnected.into())
+        }
+        fn recv(&mut self, _: &mut (), _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::NotConnected.into())
+        }
+        fn close(&mut self, _: ()) {}
+        fn listen(&mut self, _: SocketAddrV4, _: u32) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn accept(&mut self, _: &mut ()) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn poll(&mut self) -> io::Result<()> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    /// Against a server that refuses every connection, a blocking thread
+    /// sleeps through the pause before each new attempt (10 ms) instead
+    /// of spinning on the clock: a few passes per attempt, not millions.
+    #[test]
+    fn a_blocking_client_sleeps_between_reconnections() {
+        let passes = Arc::new(AtomicU64::new(0));
+        let mut p = Params::defaults(Workload::Http, Ipv4Addr::new(198, 18, 0, 1));
+        p.warmup_s = 0.1;
+        p.duration_s = 0.3;
+        p.connections = 2;
+        let o = run_workload(&Refused(passes.clone()), &p, |_| {}).unwrap();
+        let attempts = errors(&o, ErrorKind::Connect);
+        // 0.4 s / 10 ms per connection, fewer on a loaded machine.
+        assert!((2..=90).contains(&attempts), "{attempts} connection attempts");
+        let passes = passes.load(Ordering::Relaxed);
+        assert!(passes <= 3 * attempts + 10, "{passes} passes for {attempts} connection attempts");
     }
 }
