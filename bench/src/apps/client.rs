@@ -236,7 +236,7 @@ impl Proto for Memcached {
         self.requests.write(op, key, out);
     }
     fn check(&self, op: memcached::Op, key: u64, r: &memcached::Reply, p: &Self::P) -> Result<(), Problem> {
-        memcached::check(op, r, self.value_size, &memcached::key_bytes(key), p.first_key())
+        memcached::check(op, r, self.value_size, &memcached::key_bytes(key), p.key())
     }
 }
 

@@ -5,6 +5,10 @@
 //! lines each followed by its data block and CRLF, then `END\r\n`. Any
 //! command may instead get `ERROR`, `CLIENT_ERROR <error>` or
 //! `SERVER_ERROR <error>`. Every line ends with CRLF.
+//!
+//! The load generator's gets ask for one key each, so a reply with a second
+//! VALUE is refused as a protocol error (it also bounds what a server that
+//! streams VALUE lines can make the parser count).
 
 use super::keys::{write_digits, MixOp, DIGITS};
 use super::tally::{ErrorKind, Problem};
@@ -84,12 +88,9 @@ pub enum Reply {
     NotStored,
     Exists,
     NotFound,
-    /// A retrieval: how many items, and the data size of the first
-    /// (its key is [`ReplyParser::first_key`]).
-    Values {
-        items: u32,
-        first_len: u64,
-    },
+    /// A retrieval: `None` for a miss (`END` alone), or the data size
+    /// of the one item (its key is [`ReplyParser::key`]).
+    Value(Option<u64>),
     Error,
     ClientError,
     ServerError,
@@ -113,8 +114,8 @@ pub struct ReplyParser {
     started: bool,
     /// Inside a retrieval (after a VALUE line).
     values: bool,
-    items: u32,
-    first_len: u64,
+    /// The data size of the item of the current retrieval.
+    value: Option<u64>,
     key: [u8; MAX_KEY],
     key_len: usize,
 }
@@ -126,8 +127,7 @@ impl Default for ReplyParser {
             head: Head::default(),
             started: false,
             values: false,
-            items: 0,
-            first_len: 0,
+            value: None,
             key: [0; MAX_KEY],
             key_len: 0,
         }
@@ -135,8 +135,8 @@ impl Default for ReplyParser {
 }
 
 impl ReplyParser {
-    /// The key of the first item of the last retrieval.
-    pub fn first_key(&self) -> &[u8] {
+    /// The key of the item of the last retrieval.
+    pub fn key(&self) -> &[u8] {
         &self.key[..self.key_len]
     }
 
@@ -154,12 +154,12 @@ impl ReplyParser {
         }
         decimal(flags).filter(|&f| f <= u64::from(u32::MAX)).ok_or(bad)?;
         let n = decimal(bytes).filter(|&n| n <= MAX_DATA).ok_or(bad)?;
-        self.items += 1;
-        if self.items == 1 {
-            self.first_len = n;
-            self.key[..key.len()].copy_from_slice(key);
-            self.key_len = key.len();
+        if self.value.is_some() {
+            return Err(ProtoError("a second item for a get of one key"));
         }
+        self.value = Some(n);
+        self.key[..key.len()].copy_from_slice(key);
+        self.key_len = key.len();
         Ok(n)
     }
 
@@ -191,14 +191,13 @@ impl Parser for ReplyParser {
                     if !self.started {
                         self.head.clear();
                         self.started = true;
-                        self.items = 0;
-                        self.first_len = 0;
+                        self.value = None;
                         self.key_len = 0;
                     }
                     self.head.push(&rest[..n]);
                     at += n;
                     let simple = match l {
-                        b"END" => Some(Reply::Values { items: self.items, first_len: self.first_len }),
+                        b"END" => Some(Reply::Value(self.value)),
                         _ if l.starts_with(b"CLIENT_ERROR ") => Some(Reply::ClientError),
                         _ if l.starts_with(b"SERVER_ERROR ") => Some(Reply::ServerError),
                         _ if l.starts_with(b"VALUE ") => None,
@@ -267,8 +266,8 @@ impl Parser for ReplyParser {
 }
 
 /// Whether `r` is the right reply to `op` on key `key`: a set is STORED; a
-/// get is a miss (END alone) or one item of the key asked for, of the size
-/// written. `got_key` is [`ReplyParser::first_key`].
+/// get is a miss (END alone) or the item of the key asked for, of the size
+/// written. `got_key` is [`ReplyParser::key`].
 pub fn check(op: Op, r: &Reply, value_size: usize, key: &[u8], got_key: &[u8]) -> Result<(), Problem> {
     let wrong = |what| Err(Problem { kind: ErrorKind::WrongValue, what });
     match (op, r) {
@@ -280,13 +279,12 @@ pub fn check(op: Op, r: &Reply, value_size: usize, key: &[u8], got_key: &[u8]) -
             Err(Problem { kind: ErrorKind::ServerError, what: "the set was not stored" })
         }
         (Op::Set, _) => wrong("a set answered with values"),
-        (Op::Get, Reply::Values { items: 0, .. }) => Ok(()),
-        (Op::Get, Reply::Values { items: 1, first_len }) if *first_len != value_size as u64 => {
+        (Op::Get, Reply::Value(None)) => Ok(()),
+        (Op::Get, Reply::Value(Some(n))) if *n != value_size as u64 => {
             wrong("get returned a value of another size than set writes")
         }
-        (Op::Get, Reply::Values { items: 1, .. }) if got_key != key => wrong("get returned another key"),
-        (Op::Get, Reply::Values { items: 1, .. }) => Ok(()),
-        (Op::Get, Reply::Values { .. }) => wrong("get of one key returned several items"),
+        (Op::Get, Reply::Value(Some(_))) if got_key != key => wrong("get returned another key"),
+        (Op::Get, Reply::Value(Some(_))) => Ok(()),
         (Op::Get, _) => wrong("get answered as a store"),
     }
 }
@@ -314,7 +312,7 @@ mod tests {
     fn every_reply() {
         let p = parse(
             b"STORED\r\nNOT_STORED\r\nEXISTS\r\nNOT_FOUND\r\nEND\r\nVALUE k 0 3\r\nabc\r\nEND\r\n\
-              VALUE a 5 0 99\r\n\r\nVALUE bb 1 2\r\n\r\n\r\nEND\r\nERROR\r\nCLIENT_ERROR bad data chunk\r\n\
+              VALUE a 5 0 99\r\n\r\nEND\r\nVALUE bb 1 2\r\n\r\n\r\nEND\r\nERROR\r\nCLIENT_ERROR bad data chunk\r\n\
               SERVER_ERROR out of memory\r\nVALUE k 0 1\r\nx\r\nSERVER_ERROR oops\r\n",
         );
         assert_eq!(p.error, None);
@@ -325,9 +323,10 @@ mod tests {
                 Reply::NotStored,
                 Reply::Exists,
                 Reply::NotFound,
-                Reply::Values { items: 0, first_len: 0 },
-                Reply::Values { items: 1, first_len: 3 },
-                Reply::Values { items: 2, first_len: 0 },
+                Reply::Value(None),
+                Reply::Value(Some(3)),
+                Reply::Value(Some(0)),
+                Reply::Value(Some(2)),
                 Reply::Error,
                 Reply::ClientError,
                 Reply::ServerError,
@@ -337,8 +336,8 @@ mod tests {
         assert_eq!(p.eof, Some(Eof::Clean));
         let mut rp = ReplyParser::default();
         let p = parse_cut(&mut rp, b"VALUE key:000000001 0 2\r\nab\r\nEND\r\n", &[]);
-        assert_eq!(p.responses, vec![Reply::Values { items: 1, first_len: 2 }]);
-        assert_eq!(rp.first_key(), b"key:000000001");
+        assert_eq!(p.responses, vec![Reply::Value(Some(2))]);
+        assert_eq!(rp.key(), b"key:000000001");
     }
 
     #[test]
@@ -368,27 +367,33 @@ mod tests {
             (b"VALUE  0 1\r\n", "bad key in VALUE line"),
             (b"VALUE k 0 1\r\nab\r\n", "data block longer than its size"),
             (b"VALUE k 0 1\r\na\r\nSTORED\r\n", "expected VALUE or END"),
+            (b"VALUE a 0 1\r\nx\r\nVALUE a 0 1\r\n", "a second item for a get of one key"),
         ];
         for (input, what) in cases {
             assert_eq!(parse(input).error, Some(ProtoError(what)), "{}", crate::apps::excerpt(input));
         }
         let long_key = [b"VALUE ".to_vec(), vec![b'k'; 251], b" 0 1\r\n".to_vec()].concat();
         assert_eq!(parse(&long_key).error, Some(ProtoError("bad key in VALUE line")));
+        // A server streaming VALUE lines for one get: refused at the
+        // second, no count to overflow.
+        let stream = b"VALUE k 0 0\r\n\r\n".repeat(1000);
+        assert_eq!(
+            parse_cut(&mut ReplyParser::default(), &stream, &[]).error,
+            Some(ProtoError("a second item for a get of one key"))
+        );
     }
 
     #[test]
     fn checks() {
         let k = key_bytes(1);
-        let v = |items, first_len| Reply::Values { items, first_len };
         assert!(check(Op::Set, &Reply::Stored, 10, &k, b"").is_ok());
-        assert!(check(Op::Get, &v(0, 0), 10, &k, b"").is_ok());
-        assert!(check(Op::Get, &v(1, 10), 10, &k, &k).is_ok());
+        assert!(check(Op::Get, &Reply::Value(None), 10, &k, b"").is_ok());
+        assert!(check(Op::Get, &Reply::Value(Some(10)), 10, &k, &k).is_ok());
         let kind = |op, r, got: &[u8]| check(op, &r, 10, &k, got).unwrap_err().kind;
-        assert_eq!(kind(Op::Get, v(1, 9), &k), ErrorKind::WrongValue);
-        assert_eq!(kind(Op::Get, v(1, 10), b"key:000000002"), ErrorKind::WrongValue);
-        assert_eq!(kind(Op::Get, v(2, 10), &k), ErrorKind::WrongValue);
+        assert_eq!(kind(Op::Get, Reply::Value(Some(9)), &k), ErrorKind::WrongValue);
+        assert_eq!(kind(Op::Get, Reply::Value(Some(10)), b"key:000000002"), ErrorKind::WrongValue);
         assert_eq!(kind(Op::Get, Reply::Stored, &k), ErrorKind::WrongValue);
-        assert_eq!(kind(Op::Set, v(0, 0), &k), ErrorKind::WrongValue);
+        assert_eq!(kind(Op::Set, Reply::Value(None), &k), ErrorKind::WrongValue);
         assert_eq!(kind(Op::Set, Reply::NotStored, &k), ErrorKind::ServerError);
         assert_eq!(kind(Op::Get, Reply::ServerError, &k), ErrorKind::ServerError);
     }
