@@ -146,8 +146,6 @@ pub struct ResponseParser {
     head_request: bool,
     st: St,
     head: Head,
-    /// Bytes of the current response were consumed.
-    started: bool,
     status: u16,
     minor: u8,
     content_length: Option<u64>,
@@ -169,7 +167,6 @@ impl ResponseParser {
             head_request,
             st: St::Status,
             head: Head::default(),
-            started: false,
             status: 0,
             minor: 1,
             content_length: None,
@@ -182,11 +179,6 @@ impl ResponseParser {
         }
     }
 
-    fn bad(&mut self, e: ProtoError, rest: &[u8]) -> Step<Response> {
-        self.head.push(rest);
-        Step::Bad(e)
-    }
-
     fn finish(&mut self) -> Response {
         let close = self.conn_close
             || (self.minor == 0 && !self.keep_alive)
@@ -194,7 +186,7 @@ impl ResponseParser {
             || (self.transfer_encoding && self.content_length.is_some());
         let r = Response { status: self.status, body: self.body, close };
         self.st = St::Status;
-        self.started = false;
+        self.head.end();
         r
     }
 
@@ -343,12 +335,12 @@ impl Parser for ResponseParser {
                     let (l, n) = match line(rest, false) {
                         Ok(Some(x)) => x,
                         Ok(None) => return Step::More(at),
-                        Err(e) => return self.bad(e, rest),
+                        Err(e) => {
+                            self.head.refused(rest);
+                            return Step::Bad(e);
+                        }
                     };
-                    if self.st == St::Status && !self.started {
-                        self.head.clear();
-                        self.started = true;
-                    }
+                    self.head.begin();
                     self.head.push(&rest[..n]);
                     at += n;
                     let r = match self.st {
@@ -380,11 +372,11 @@ impl Parser for ResponseParser {
 
     fn eof(&mut self, rest: &[u8]) -> Eof<Response> {
         if !rest.is_empty() {
-            self.head.push(rest);
+            self.head.refused(rest);
             return Eof::Truncated;
         }
         match self.st {
-            St::Status if !self.started => Eof::Clean,
+            St::Status if !self.head.is_open() => Eof::Clean,
             St::UntilClose => Eof::Done(self.finish()),
             _ => Eof::Truncated,
         }
@@ -561,6 +553,14 @@ mod tests {
         // A line that never ends is refused, not buffered for ever.
         let long = vec![b'H'; crate::apps::MAX_LINE + 10];
         assert_eq!(parse_cut(&mut ResponseParser::new(false), &long, &[]).error, Some(ProtoError("line too long")));
+    }
+
+    #[test]
+    fn the_example_is_of_the_response_at_fault() {
+        crate::apps::testing::example_is_the_new_response(
+            || ResponseParser::new(false),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use super::keys::{write_digits, MixOp, DIGITS};
 use super::tally::{ErrorKind, Problem};
-use super::{decimal, line, Eof, Head, Parser, ProtoError, Step};
+use super::{decimal, eof_between, line, Eof, Head, Parser, ProtoError, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -111,7 +111,6 @@ const MAX_DATA: u64 = 1 << 30;
 pub struct ReplyParser {
     st: St,
     head: Head,
-    started: bool,
     /// Inside a retrieval (after a VALUE line).
     values: bool,
     /// The data size of the item of the current retrieval.
@@ -122,15 +121,7 @@ pub struct ReplyParser {
 
 impl Default for ReplyParser {
     fn default() -> Self {
-        ReplyParser {
-            st: St::Line,
-            head: Head::default(),
-            started: false,
-            values: false,
-            value: None,
-            key: [0; MAX_KEY],
-            key_len: 0,
-        }
+        ReplyParser { st: St::Line, head: Head::default(), values: false, value: None, key: [0; MAX_KEY], key_len: 0 }
     }
 }
 
@@ -164,7 +155,7 @@ impl ReplyParser {
     }
 
     fn done(&mut self, at: usize, r: Reply) -> Step<Reply> {
-        self.started = false;
+        self.head.end();
         self.values = false;
         self.st = St::Line;
         Step::Done(at, r)
@@ -184,13 +175,11 @@ impl Parser for ReplyParser {
                         Ok(Some(x)) => x,
                         Ok(None) => return Step::More(at),
                         Err(e) => {
-                            self.head.push(rest);
+                            self.head.refused(rest);
                             return Step::Bad(e);
                         }
                     };
-                    if !self.started {
-                        self.head.clear();
-                        self.started = true;
+                    if self.head.begin() {
                         self.value = None;
                         self.key_len = 0;
                     }
@@ -248,12 +237,7 @@ impl Parser for ReplyParser {
     }
 
     fn eof(&mut self, rest: &[u8]) -> Eof<Reply> {
-        self.head.push(rest);
-        if self.started || !rest.is_empty() {
-            Eof::Truncated
-        } else {
-            Eof::Clean
-        }
+        eof_between(&mut self.head, rest)
     }
 
     fn head(&self) -> &Head {
@@ -381,6 +365,11 @@ mod tests {
             parse_cut(&mut ReplyParser::default(), &stream, &[]).error,
             Some(ProtoError("a second item for a get of one key"))
         );
+    }
+
+    #[test]
+    fn the_example_is_of_the_reply_at_fault() {
+        crate::apps::testing::example_is_the_new_response(ReplyParser::default, b"VALUE k 0 2\r\nok\r\nEND\r\n");
     }
 
     #[test]

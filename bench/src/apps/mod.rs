@@ -104,16 +104,20 @@ pub fn next<P: Parser>(p: &mut P, rx: &mut RxBuf) -> Next<P::Response> {
     }
 }
 
-/// The first [`Head::CAP`] bytes of a response, without allocating.
+/// The first [`Head::CAP`] bytes of a response, without allocating, and
+/// whether that response is under way. The bytes of a complete response
+/// stay until the next one begins: the example of a wrong response is
+/// taken after it is complete.
 #[derive(Debug, Clone)]
 pub struct Head {
     bytes: [u8; Head::CAP],
     len: usize,
+    open: bool,
 }
 
 impl Default for Head {
     fn default() -> Self {
-        Head { bytes: [0; Head::CAP], len: 0 }
+        Head { bytes: [0; Head::CAP], len: 0, open: false }
     }
 }
 
@@ -122,6 +126,35 @@ impl Head {
 
     pub fn clear(&mut self) {
         self.len = 0;
+    }
+
+    /// Bytes of a response follow: if none was under way, a new one
+    /// begins and the previous one's bytes are dropped (true then).
+    pub fn begin(&mut self) -> bool {
+        if self.open {
+            return false;
+        }
+        self.clear();
+        self.open = true;
+        true
+    }
+
+    /// The response is complete.
+    pub fn end(&mut self) {
+        self.open = false;
+    }
+
+    /// Whether a response is under way.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Bytes that were refused or cut short by the close: kept for the
+    /// example, after those of the response they belong to, or alone if
+    /// they start a new one (not after the previous response's).
+    pub fn refused(&mut self, b: &[u8]) {
+        self.begin();
+        self.push(b);
     }
 
     pub fn push(&mut self, b: &[u8]) {
@@ -179,6 +212,17 @@ pub(crate) fn line(buf: &[u8], crlf_only: bool) -> Result<Option<(&[u8], usize)>
         None if buf.len() >= MAX_LINE => Err(ProtoError("line too long")),
         None => Ok(None),
     }
+}
+
+/// The end of the stream for a parser whose responses end with a
+/// complete line or data block (RESP, memcached): clean between
+/// responses, truncated in one or in an unfinished line (`rest`).
+pub(crate) fn eof_between<R>(head: &mut Head, rest: &[u8]) -> Eof<R> {
+    if rest.is_empty() && !head.is_open() {
+        return Eof::Clean;
+    }
+    head.refused(rest);
+    Eof::Truncated
 }
 
 /// A decimal number of at most 18 digits (no sign, no spaces).
@@ -250,6 +294,22 @@ pub(crate) mod testing {
         }
         whole
     }
+
+    /// The example of an error shows the bytes of the response at fault,
+    /// not those of the `complete` one before it: after a line too long,
+    /// and after a close in an unfinished line.
+    pub fn example_is_the_new_response<P: Parser>(mut make: impl FnMut() -> P, complete: &[u8])
+    where
+        P::Response: PartialEq + std::fmt::Debug,
+    {
+        let long = [complete, &vec![b'Z'; MAX_LINE + 1]].concat();
+        let mut p = make();
+        assert_eq!(parse_cut(&mut p, &long, &[]).error, Some(ProtoError("line too long")));
+        assert!(p.head().excerpt().starts_with("ZZZ"), "{}", p.head().excerpt());
+        let mut p = make();
+        assert_eq!(parse_cut(&mut p, &[complete, b"ZZZ"].concat(), &[]).eof, Some(Eof::Truncated));
+        assert_eq!(p.head().excerpt(), "ZZZ");
+    }
 }
 
 #[cfg(test)]
@@ -280,5 +340,14 @@ mod tests {
         assert_eq!(excerpt(&[0, 0x7f, b'a']), "\\x00\\x7fa");
         h.clear();
         assert!(h.is_empty());
+        // A response's bytes stay after its end, until the next begins.
+        assert!(h.begin() && h.is_open() && !h.begin());
+        h.push(b"one");
+        h.end();
+        assert_eq!(h.excerpt(), "one");
+        h.refused(b"two");
+        assert_eq!(h.excerpt(), "two");
+        h.refused(b"2");
+        assert_eq!(h.excerpt(), "two2");
     }
 }

@@ -10,7 +10,7 @@
 
 use super::keys::{write_digits, MixOp, DIGITS};
 use super::tally::{ErrorKind, Problem};
-use super::{decimal, line, Eof, Head, Parser, ProtoError, Step};
+use super::{decimal, eof_between, line, Eof, Head, Parser, ProtoError, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -116,7 +116,6 @@ const MAX_BULK: u64 = 512 << 20;
 pub struct ReplyParser {
     st: St,
     head: Head,
-    started: bool,
     top: Option<Reply>,
     /// Elements still expected by each open array, outermost first.
     open: [u64; MAX_DEPTH],
@@ -125,7 +124,7 @@ pub struct ReplyParser {
 
 impl Default for ReplyParser {
     fn default() -> Self {
-        ReplyParser { st: St::Type, head: Head::default(), started: false, top: None, open: [0; MAX_DEPTH], depth: 0 }
+        ReplyParser { st: St::Type, head: Head::default(), top: None, open: [0; MAX_DEPTH], depth: 0 }
     }
 }
 
@@ -165,7 +164,7 @@ impl ReplyParser {
     }
 
     fn finish(&mut self, at: usize) -> Step<Reply> {
-        self.started = false;
+        self.head.end();
         self.st = St::Type;
         match self.top.take() {
             Some(r) => Step::Done(at, r),
@@ -222,14 +221,11 @@ impl Parser for ReplyParser {
                         Ok(Some(x)) => x,
                         Ok(None) => return Step::More(at),
                         Err(e) => {
-                            self.head.push(rest);
+                            self.head.refused(rest);
                             return Step::Bad(e);
                         }
                     };
-                    if !self.started {
-                        self.head.clear();
-                        self.started = true;
-                    }
+                    self.head.begin();
                     self.head.push(&rest[..n]);
                     at += n;
                     match self.type_line(l) {
@@ -272,12 +268,7 @@ impl Parser for ReplyParser {
     }
 
     fn eof(&mut self, rest: &[u8]) -> Eof<Reply> {
-        self.head.push(rest);
-        if self.started || !rest.is_empty() {
-            Eof::Truncated
-        } else {
-            Eof::Clean
-        }
+        eof_between(&mut self.head, rest)
     }
 
     fn head(&self) -> &Head {
@@ -397,6 +388,11 @@ mod tests {
         // Sixteen levels are fine.
         let deep = [b"*1\r\n".repeat(16), b":1\r\n".to_vec()].concat();
         assert_eq!(parse(&deep).responses, vec![Reply::Array(1)]);
+    }
+
+    #[test]
+    fn the_example_is_of_the_reply_at_fault() {
+        crate::apps::testing::example_is_the_new_response(ReplyParser::default, b"$2\r\nok\r\n");
     }
 
     #[test]
