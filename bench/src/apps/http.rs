@@ -115,8 +115,8 @@ pub struct Response {
     pub body: u64,
     /// The server closes the connection after this response
     /// (`Connection: close`, HTTP/1.0 without keep-alive, framing by
-    /// close, or Transfer-Encoding beside Content-Length: RFC 9112
-    /// sections 9.3 and 6.1).
+    /// close, or Transfer-Encoding beside Content-Length or in an
+    /// HTTP/1.0 response: RFC 9112 sections 9.3 and 6.1).
     pub close: bool,
 }
 
@@ -180,10 +180,13 @@ impl ResponseParser {
     }
 
     fn finish(&mut self) -> Response {
+        // RFC 9112 section 6.1: Transfer-Encoding with Content-Length, or
+        // in an HTTP/1.0 message, is faulty framing: the connection must
+        // close after the message.
         let close = self.conn_close
             || (self.minor == 0 && !self.keep_alive)
             || self.st == St::UntilClose
-            || (self.transfer_encoding && self.content_length.is_some());
+            || (self.transfer_encoding && (self.content_length.is_some() || self.minor == 0));
         let r = Response { status: self.status, body: self.body, close };
         self.st = St::Status;
         self.head.end();
@@ -225,7 +228,8 @@ impl ResponseParser {
         }
         let colon = l.iter().position(|&b| b == b':').ok_or(ProtoError("field line without a colon"))?;
         let name = &l[..colon];
-        if name.iter().any(|b| !b.is_ascii_graphic()) {
+        // field-name is a token: one character at least (section 5.1).
+        if name.is_empty() || name.iter().any(|b| !b.is_ascii_graphic()) {
             return Err(ProtoError("bad field name"));
         }
         let value = trim(&l[colon + 1..]);
@@ -482,6 +486,10 @@ mod tests {
         assert_eq!(p.responses, vec![ok(200, 1, true), ok(200, 0, false)]);
         let p = parse(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(p.responses, vec![ok(200, 0, true)]);
+        // Transfer-Encoding in HTTP/1.0 is faulty framing: close after it,
+        // keep-alive or not (RFC 9112 section 6.1).
+        let p = parse(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+        assert_eq!(p.responses, vec![ok(200, 0, true)]);
     }
 
     #[test]
@@ -526,6 +534,7 @@ mod tests {
             (b"HTTP/1.1200 OK\r\n", "no status code"),
             (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "field line without a colon"),
             (b"HTTP/1.1 200 OK\r\nContent-Length : 1\r\n\r\n", "bad field name"),
+            (b"HTTP/1.1 200 OK\r\n:v\r\nContent-Length: 0\r\n\r\n", "bad field name"),
             (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "invalid Content-Length"),
             (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", "conflicting Content-Length values"),
             (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "conflicting Content-Length values"),
@@ -550,9 +559,17 @@ mod tests {
         let mut rp = ResponseParser::new(false);
         assert!(parse_cut(&mut rp, b"HTTP/1.1 200 OK\r\nbroken\r\n", &[]).error.is_some());
         assert_eq!(rp.head().excerpt(), "HTTP/1.1 200 OK\\r\\nbroken\\r\\n");
-        // A line that never ends is refused, not buffered for ever.
+        // A line that never ends is refused, not buffered for ever; the
+        // longest line is not.
         let long = vec![b'H'; crate::apps::MAX_LINE + 10];
         assert_eq!(parse_cut(&mut ResponseParser::new(false), &long, &[]).error, Some(ProtoError("line too long")));
+        let field = format!("X: {}\r\n", "v".repeat(crate::apps::MAX_LINE - 4));
+        let p = parse_cut(
+            &mut ResponseParser::new(false),
+            format!("HTTP/1.1 200 OK\r\n{field}Content-Length: 0\r\n\r\n").as_bytes(),
+            &[],
+        );
+        assert_eq!((p.error, p.responses), (None, vec![ok(200, 0, false)]));
     }
 
     #[test]

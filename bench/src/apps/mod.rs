@@ -25,8 +25,9 @@ pub mod tally;
 pub use rx::RxBuf;
 
 /// The longest line (status line, field line, RESP or memcached line) a
-/// parser waits for; longer is a protocol error rather than unbounded
-/// buffering. The [`RxBuf`] of a connection is larger than this.
+/// parser waits for, its terminator aside; longer is a protocol error
+/// rather than unbounded buffering. The [`RxBuf`] of a connection is
+/// larger than this.
 pub const MAX_LINE: usize = 16 * 1024;
 
 /// Why some bytes are not a valid response.
@@ -199,7 +200,8 @@ pub fn excerpt(b: &[u8]) -> String {
 /// otherwise a bare LF ends a line too (RFC 9112 section 2.2 lets a
 /// recipient accept one). `Ok(None)`: no line yet.
 pub(crate) fn line(buf: &[u8], crlf_only: bool) -> Result<Option<(&[u8], usize)>, ProtoError> {
-    let scan = &buf[..buf.len().min(MAX_LINE)];
+    // A line of MAX_LINE bytes has its LF at index MAX_LINE.
+    let scan = &buf[..buf.len().min(MAX_LINE + 1)];
     match scan.iter().position(|&b| b == b'\n') {
         Some(i) => {
             let has_cr = i > 0 && buf[i - 1] == b'\r';
@@ -209,7 +211,7 @@ pub(crate) fn line(buf: &[u8], crlf_only: bool) -> Result<Option<(&[u8], usize)>
             let end = if has_cr { i - 1 } else { i };
             Ok(Some((&buf[..end], i + 1)))
         }
-        None if buf.len() >= MAX_LINE => Err(ProtoError("line too long")),
+        None if buf.len() > MAX_LINE => Err(ProtoError("line too long")),
         None => Ok(None),
     }
 }
@@ -322,7 +324,13 @@ mod tests {
         assert_eq!(line(b"abc\nx", false), Ok(Some((&b"abc"[..], 4))));
         assert_eq!(line(b"abc\nx", true), Err(ProtoError("line ends with LF without CR")));
         assert_eq!(line(b"abc\r", true), Ok(None));
-        assert_eq!(line(&vec![b'a'; MAX_LINE], true), Err(ProtoError("line too long")));
+        // The longest line, with either terminator; one byte more is refused.
+        let longest = vec![b'a'; MAX_LINE];
+        assert_eq!(line(&[&longest[..], b"\nx"].concat(), false), Ok(Some((&longest[..], MAX_LINE + 1))));
+        let crlf = [&longest[..MAX_LINE - 1], b"\r\n"].concat();
+        assert_eq!(line(&crlf, true), Ok(Some((&longest[..MAX_LINE - 1], MAX_LINE + 1))));
+        assert_eq!(line(&longest, true), Ok(None), "its LF may still come");
+        assert_eq!(line(&vec![b'a'; MAX_LINE + 1], true), Err(ProtoError("line too long")));
         assert_eq!(decimal(b"0"), Some(0));
         assert_eq!(decimal(b"123456789012345678"), Some(123_456_789_012_345_678));
         for bad in [&b""[..], b"1234567890123456789", b"-1", b"+1", b" 1", b"1a"] {
