@@ -80,7 +80,8 @@ struct RunArgs {
     /// Which stack the client uses.
     #[arg(long, value_enum, default_value = "kernel-default")]
     stack: StackKind,
-    /// The server's address (http: or the IPv4 host of --url).
+    /// The server's IPv4 address (http: taken from --url when its host is
+    /// an IPv4 address).
     #[arg(long)]
     target: Option<Ipv4Addr>,
     /// The server's first port (echo; crr, sink and source on the next
@@ -136,52 +137,59 @@ struct RunArgs {
     xstack: transport::xstack::XstackArgs,
 }
 
-/// Options of the protocol workloads (http, redis, memcached).
+/// Options of the protocol workloads (http, redis, memcached). Each is
+/// refused with a workload it does not apply to (rather than ignored), so
+/// their defaults are applied in [`app_params`].
 #[derive(Debug, Args)]
 struct AppArgs {
     /// http: the URL to request, http://HOST[:PORT]/PATH (sets the Host
     /// field, the port, the path, and the target if HOST is an IPv4 address).
     #[arg(long)]
     url: Option<String>,
-    /// http: the request target.
+    /// http: the request target [default: /].
     #[arg(long)]
     path: Option<String>,
-    /// http: the Host field (default: the target and port).
+    /// http: the Host field [default: the target, or the host of --url;
+    /// with the port used unless it is 80].
     #[arg(long)]
     host: Option<String>,
-    /// http: the request method.
-    #[arg(long, value_enum, default_value = "GET")]
-    method: Method,
-    /// http POST: the request body's size in bytes.
-    #[arg(long, default_value_t = 0)]
-    body_size: usize,
+    /// http: the request method [default: GET].
+    #[arg(long, value_enum)]
+    method: Option<Method>,
+    /// http POST: the request body's size in bytes [default: 0].
+    #[arg(long)]
+    body_size: Option<usize>,
     /// http: the body size every response must have (a check).
     #[arg(long)]
     expect_size: Option<u64>,
     /// A new connection for every request (connection-rate mode; http
-    /// sends Connection: close).
+    /// sends Connection: close and reads to the server's close).
     #[arg(long, conflicts_with = "keep_alive")]
     new_connection: bool,
     /// Keep connections open across requests (the default).
     #[arg(long)]
     keep_alive: bool,
-    /// redis, memcached: number of keys (key:000000000 onwards).
-    #[arg(long, default_value_t = 10_000)]
-    keyspace: u64,
-    /// redis, memcached: how each connection draws its keys.
-    #[arg(long, value_enum, default_value = "random")]
-    key_pattern: KeyPattern,
-    /// redis, memcached: the size of the values SET writes (and GET must return).
-    #[arg(long, default_value_t = 100)]
-    value_size: usize,
+    /// redis, memcached: number of keys (key:000000000 onwards) [default: 10000].
+    #[arg(long)]
+    keyspace: Option<u64>,
+    /// redis, memcached: how each connection draws its keys [default: random].
+    #[arg(long, value_enum)]
+    key_pattern: Option<KeyPattern>,
+    /// redis, memcached: the size of the values SET writes (and GET must
+    /// return) [default: 100; memcached: at most 1048504, what its default
+    /// 1 MiB item holds with our keys].
+    #[arg(long)]
+    value_size: Option<usize>,
     /// redis (get, set, incr) or memcached (get, set): operations in
-    /// proportion.
-    #[arg(long, default_value = "get=9,set=1")]
-    mix: String,
+    /// proportion [default: get=9,set=1].
+    #[arg(long)]
+    mix: Option<String>,
     /// Seconds a request (or a handshake) may wait for its answer before it
-    /// counts as a timeout and its connection is dropped.
-    #[arg(long, default_value_t = 2.0)]
-    timeout: f64,
+    /// counts as a timeout and its connection is dropped [default: 2].
+    /// kernel-default notices it when a blocking call returns, which
+    /// takes up to a second.
+    #[arg(long)]
+    timeout: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -426,8 +434,7 @@ impl WithBackend for RunJob<'_> {
 /// The target and port of a run, from --target, --port and --url.
 fn target_of(a: &RunArgs) -> Result<(Ipv4Addr, u16, Option<http::Url>)> {
     let url = match &a.app.url {
-        Some(u) if a.workload == Workload::Http => Some(http::parse_url(u).map_err(anyhow::Error::msg)?),
-        Some(_) => bail!("--url is for the http workload"),
+        Some(u) => Some(http::parse_url(u).map_err(anyhow::Error::msg)?),
         None => None,
     };
     let target = match (a.target, &url) {
@@ -441,25 +448,57 @@ fn target_of(a: &RunArgs) -> Result<(Ipv4Addr, u16, Option<http::Url>)> {
     Ok((target, port, url))
 }
 
+/// The protocol options of a run, refusing those given to a workload they
+/// do not apply to; `port` is the port used (the Host field follows it).
+fn app_params(a: &RunArgs, port: u16, url: Option<http::Url>) -> Result<AppParams> {
+    let x = &a.app;
+    let w = a.workload;
+    let (http, kv) = (w == Workload::Http, matches!(w, Workload::Redis | Workload::Memcached));
+    let given = [
+        ("--url", x.url.is_some(), http),
+        ("--path", x.path.is_some(), http),
+        ("--host", x.host.is_some(), http),
+        ("--method", x.method.is_some(), http),
+        ("--body-size", x.body_size.is_some(), http),
+        ("--expect-size", x.expect_size.is_some(), http),
+        ("--keyspace", x.keyspace.is_some(), kv),
+        ("--key-pattern", x.key_pattern.is_some(), kv),
+        ("--value-size", x.value_size.is_some(), kv),
+        ("--mix", x.mix.is_some(), kv),
+        ("--new-connection", x.new_connection, w.is_app()),
+        ("--keep-alive", x.keep_alive, w.is_app()),
+        ("--timeout", x.timeout.is_some(), w.is_app()),
+    ];
+    let misplaced: Vec<&str> = given.iter().filter(|(_, g, applies)| *g && !applies).map(|(n, ..)| *n).collect();
+    if !misplaced.is_empty() {
+        let what = if misplaced.len() == 1 { "not an option" } else { "not options" };
+        bail!("{}: {what} of the {} workload", misplaced.join(", "), w.name());
+    }
+    let d = AppParams::default();
+    let (url_host, url_path) = url.map_or((None, None), |u| (Some(u.host), Some(u.path)));
+    Ok(AppParams {
+        method: x.method.unwrap_or(d.method),
+        path: x.path.clone().or(url_path).unwrap_or(d.path),
+        // The URL's host with the port actually used (--port may differ
+        // from the URL's).
+        host: x.host.clone().or(url_host.map(|h| http::host_field(&h, port))),
+        body_size: x.body_size.unwrap_or(d.body_size),
+        expect_size: x.expect_size,
+        new_connection: x.new_connection,
+        keyspace: x.keyspace.unwrap_or(d.keyspace),
+        key_pattern: x.key_pattern.unwrap_or(d.key_pattern),
+        value_size: x.value_size.unwrap_or(d.value_size),
+        mix: x.mix.clone().unwrap_or(d.mix),
+        open_loop: a.rate.is_some(),
+        timeout_s: x.timeout.unwrap_or(d.timeout_s),
+    })
+}
+
 fn cmd_run(a: RunArgs) -> Result<()> {
     let (target, port, url) = target_of(&a)?;
     let mut p = Params::defaults(a.workload, target);
     p.base_port = port;
-    let x = &a.app;
-    p.app = AppParams {
-        method: x.method,
-        path: x.path.clone().or(url.as_ref().map(|u| u.path.clone())).unwrap_or_else(|| "/".into()),
-        host: x.host.clone().or(url.map(|u| u.authority)),
-        body_size: x.body_size,
-        expect_size: x.expect_size,
-        new_connection: x.new_connection,
-        keyspace: x.keyspace,
-        key_pattern: x.key_pattern,
-        value_size: x.value_size,
-        mix: x.mix.clone(),
-        open_loop: a.rate.is_some(),
-        timeout_s: x.timeout,
-    };
+    p.app = app_params(&a, port, url)?;
     if let Some(s) = a.size {
         p.size = s;
     }
@@ -660,5 +699,47 @@ mod help_tests {
     fn every_option_has_help() {
         let missing = xstack_control::help::options_without_help(&Cli::command());
         assert!(missing.is_empty(), "options without help: {missing:?}");
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+
+    /// The protocol options of `xstack-bench run ARGS`.
+    fn app(args: &str) -> Result<AppParams> {
+        let cli = Cli::try_parse_from(["xstack-bench", "run"].into_iter().chain(args.split_whitespace()))?;
+        let Cmd::Run(a) = cli.cmd else { unreachable!() };
+        let (_, port, url) = target_of(&a)?;
+        app_params(&a, port, url)
+    }
+
+    #[test]
+    fn the_host_field_follows_the_port_used() {
+        let host = |args: &str| app(&format!("http --target 198.18.0.1 {args}")).unwrap().host;
+        assert_eq!(host("--url http://web:8080/x").as_deref(), Some("web:8080"));
+        assert_eq!(host("--url http://web:8080/x --port 9090").as_deref(), Some("web:9090"));
+        assert_eq!(host("--url http://web/x").as_deref(), Some("web"));
+        assert_eq!(host("--url http://web:8080/x --port 80").as_deref(), Some("web"));
+        assert_eq!(host("--url http://web/x --host other").as_deref(), Some("other"));
+        assert_eq!(host(""), None, "the target and port, made by the workload");
+    }
+
+    #[test]
+    fn options_of_another_workload_are_refused() {
+        for args in [
+            "redis --target 198.18.0.1 --expect-size 10",
+            "memcached --target 198.18.0.1 --method POST",
+            "redis --target 198.18.0.1 --body-size 10",
+            "memcached --target 198.18.0.1 --url http://198.18.0.1/",
+            "http --target 198.18.0.1 --value-size 10",
+            "http --target 198.18.0.1 --mix get=1",
+            "rr --target 198.18.0.1 --timeout 1",
+        ] {
+            let e = app(args).unwrap_err().to_string();
+            assert!(e.contains(" of the ") && e.contains("workload"), "{args}: {e}");
+        }
+        let a = app("memcached --target 198.18.0.1 --value-size 1000 --timeout 0.5").unwrap();
+        assert_eq!((a.value_size, a.timeout_s, a.method), (1000, 0.5, Method::Get));
     }
 }

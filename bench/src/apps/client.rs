@@ -99,11 +99,17 @@ impl AppParams {
             return Err(format!("keyspace must be in 1..={}", super::keys::MAX_KEYSPACE));
         }
         match w {
+            Workload::Http if self.body_size > 0 && self.method != Method::Post => {
+                Err("--body-size is the body of a POST request: give --method POST".into())
+            }
             Workload::Http => http_request(self, "h").map(drop),
             Workload::Redis => Mix::<resp::Op>::parse(&self.mix).map(drop),
             Workload::Memcached => {
-                if self.value_size > 1 << 20 {
-                    return Err("memcached stores items of at most 1 MiB by default: --value-size".into());
+                if self.value_size > memcached::MAX_VALUE {
+                    return Err(format!(
+                        "--value-size: memcached's default item size (1 MiB) holds values of at most {} bytes",
+                        memcached::MAX_VALUE
+                    ));
                 }
                 Mix::<memcached::Op>::parse(&self.mix).map(drop)
             }
@@ -252,7 +258,7 @@ pub(crate) fn run<T: Transport>(
     let a = &p.app;
     match p.workload {
         Workload::Http => {
-            let host = format!("{}:{}", p.target, p.base_port);
+            let host = http::host_field(&p.target.to_string(), p.base_port);
             match http_request(a, &host) {
                 Ok(request) => {
                     let proto = Http { request, head: a.method == Method::Head, expect: a.expect_size };
@@ -881,6 +887,17 @@ mod tests {
             stop.store(true, Ordering::Relaxed);
             r
         })
+    }
+
+    #[test]
+    fn options_are_validated() {
+        let mc = |value_size| AppParams { value_size, ..AppParams::default() }.validate(Workload::Memcached, 1);
+        assert!(mc(memcached::MAX_VALUE).is_ok());
+        assert!(mc(memcached::MAX_VALUE + 1).unwrap_err().contains("1 MiB"));
+        let get_with_body = AppParams { body_size: 10, ..AppParams::default() };
+        assert!(get_with_body.validate(Workload::Http, 1).unwrap_err().contains("POST"));
+        let post = AppParams { method: Method::Post, ..get_with_body };
+        assert!(post.validate(Workload::Http, 1).is_ok());
     }
 
     fn errors(o: &Outcome, kind: ErrorKind) -> u64 {

@@ -81,11 +81,10 @@ impl Request<'_> {
     }
 }
 
-/// What `--url http://HOST[:PORT]/PATH` says: the Host field, the host
-/// (an IPv4 literal can be the target), the port and the path.
+/// What `--url http://HOST[:PORT]/PATH` says: the host (an IPv4 literal
+/// can be the target), the port and the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
-    pub authority: String,
     pub host: String,
     pub port: Option<u16>,
     pub path: String,
@@ -104,7 +103,17 @@ pub fn parse_url(url: &str) -> Result<Url, String> {
     if host.is_empty() {
         return Err(format!("{url}: no host"));
     }
-    Ok(Url { authority: authority.to_string(), host: host.to_string(), port, path: path.to_string() })
+    Ok(Url { host: host.to_string(), port, path: path.to_string() })
+}
+
+/// The Host field for `host` reached on `port`: uri-host [ ":" port ],
+/// the port left out when it is http's default (RFC 9110 section 7.2).
+pub fn host_field(host: &str, port: u16) -> String {
+    if port == 80 {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// One final response.
@@ -438,10 +447,9 @@ mod tests {
     #[test]
     fn urls() {
         let u = parse_url("http://198.18.0.2:8080/a/b?c").unwrap();
-        assert_eq!(
-            (u.authority.as_str(), u.host.as_str(), u.port, u.path.as_str()),
-            ("198.18.0.2:8080", "198.18.0.2", Some(8080), "/a/b?c")
-        );
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("198.18.0.2", Some(8080), "/a/b?c"));
+        assert_eq!(host_field("h", 80), "h");
+        assert_eq!(host_field("h", 8080), "h:8080");
         let u = parse_url("http://example").unwrap();
         assert_eq!((u.port, u.path.as_str()), (None, "/"));
         assert!(parse_url("https://x/").is_err());

@@ -35,6 +35,12 @@ pub const PREFIX: &[u8] = b"key:";
 /// protocol.txt: "the key must not include control characters or
 /// whitespace" and is at most 250 characters.
 pub const MAX_KEY: usize = 250;
+/// The largest value a stock memcached stores under our keys: an item
+/// of its default maximum size (`-I 1m`) holds a 48-byte header, the
+/// 13-byte key and its NUL, the data and its CRLF, and the 8-byte CAS:
+/// 72 bytes of overhead (memcached 1.6; measured with 1.6.18, which
+/// answers `SERVER_ERROR object too large for cache` one byte above).
+pub const MAX_VALUE: usize = (1 << 20) - 72;
 
 /// The requests of a run, built once; [`Requests::write`] appends one with
 /// its key's digits filled in.
