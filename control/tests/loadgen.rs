@@ -382,8 +382,9 @@ fn wrong_protocols_and_resets_are_counted_errors_not_hangs() {
     let _reset = s.spawn(&["python3", script, "reset", &s.server, "7002"], 7002);
     let _deaf = s.spawn(&["python3", script, "deaf", &s.server, "7003"], 7003);
     let cases: [(&[&str], &str); 5] = [
-        // A real server of another protocol: redis answers memcached's
-        // commands with RESP errors.
+        // A real server of another protocol: redis takes memcached's
+        // commands for inline commands and answers in RESP (`$-1`, nil, to
+        // a get; an error to a set), which is no memcached reply.
         (&["memcached", "--port", "6379", "--stack", "kernel-default"], "protocol"),
         (&["http", "--port", "7001", "--stack", "kernel-spin"], "protocol"),
         (&["redis", "--port", "7001", "--stack", "kernel-default"], "protocol"),
