@@ -166,6 +166,13 @@ fn setup(tag: &str) -> Setup {
     Setup { topo, name, server }
 }
 
+/// nginx and its directory: stopped, then removed, on drop (the fields
+/// drop in this order), also when an assertion fails first.
+struct Nginx {
+    _server: Server,
+    _dir: TempDir,
+}
+
 /// One finished `xstack-bench run`.
 struct Run {
     json: Value,
@@ -251,8 +258,9 @@ impl Setup {
     }
 
     /// nginx (one process) serving a 1 KiB and a 1 MiB file on port 8080.
-    fn nginx(&self) -> (Server, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("xstack-loadgen-nginx-{}", self.name));
+    fn nginx(&self) -> Nginx {
+        let tmp = TempDir::new(&format!("xstack-loadgen-nginx-{}", self.name));
+        let dir = &tmp.0;
         let html = dir.join("html");
         std::fs::create_dir_all(&html).unwrap();
         std::fs::create_dir_all(dir.join("logs")).unwrap();
@@ -271,8 +279,8 @@ impl Setup {
             ),
         )
         .unwrap();
-        let s = self.spawn(&["nginx", "-c", conf.to_str().unwrap(), "-p", dir.to_str().unwrap()], 8080);
-        (s, dir)
+        let server = self.spawn(&["nginx", "-c", conf.to_str().unwrap(), "-p", dir.to_str().unwrap()], 8080);
+        Nginx { _server: server, _dir: tmp }
     }
 
     fn redis(&self) -> Server {
@@ -303,7 +311,7 @@ impl Setup {
 fn nginx_files_fetched_and_every_response_checked() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let s = setup("lgn");
-    let (nginx, dir) = s.nginx();
+    let _nginx = s.nginx();
     let url = |f: &str| format!("http://{}:8080/{f}", s.server);
     let (u1k, u1m) = (url("1k.html"), url("1m.bin"));
     let runs: [(&str, Vec<&str>); 4] = [
@@ -326,8 +334,6 @@ fn nginx_files_fetched_and_every_response_checked() {
     assert_eq!(r.u("ops"), 0);
     assert!(r.errors("status") > 0 && r.errors("status") == r.u("errors"), "{}", r.stderr);
     assert!(r.stderr.contains("404 Not Found"), "the first example is printed:\n{}", r.stderr);
-    drop(nginx);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -423,7 +429,7 @@ fn wrong_protocols_and_resets_are_counted_errors_not_hangs() {
 fn the_xstack_transport_fetches_from_nginx() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let s = setup("lgx");
-    let (nginx, dir) = s.nginx();
+    let _nginx = s.nginx();
     let me = format!("{}/{}", s.topo.get("IP_STACK"), s.topo.get("PREFIX"));
     let neighbour = format!("{}={}", s.server, s.topo.get("MAC_A"));
     let url = format!("http://{}:8080/1k.html", s.server);
@@ -444,6 +450,4 @@ fn the_xstack_transport_fetches_from_nginx() {
     ]);
     r.assert_clean("xstack");
     assert_eq!(r.json["stack"], "xstack");
-    drop(nginx);
-    let _ = std::fs::remove_dir_all(dir);
 }
