@@ -841,12 +841,14 @@ mod tests {
         }
     }
 
-    /// Runs `w` against a fake server on a loopback address of this
-    /// process's own and returns the outcome and how long the run took.
-    fn against(fake: Fake, mode: Mode, port: u16, tweak: impl Fn(&mut Params)) -> (Outcome, Duration) {
-        let pid = std::process::id();
-        let addr = Ipv4Addr::new(127, 9, (pid >> 8) as u8, (pid % 250) as u8 + 2);
-        let l = TcpListener::bind((addr, port)).unwrap();
+    /// Runs `w` against a fake server over loopback and returns the
+    /// outcome and how long the run took. The server's port is the
+    /// kernel's choice: a fixed one could be taken (by another test's
+    /// listener, or as an ephemeral port of a connection).
+    fn against(fake: Fake, mode: Mode, tweak: impl Fn(&mut Params)) -> (Outcome, Duration) {
+        let addr = Ipv4Addr::LOCALHOST;
+        let l = TcpListener::bind((addr, 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
         l.set_nonblocking(true).unwrap();
         let stop = AtomicBool::new(false);
         std::thread::scope(|sc| {
@@ -910,16 +912,15 @@ mod tests {
     /// kind within the run's time, never a hang.
     #[test]
     fn right_and_wrong_servers_over_loopback() {
-        for (k, mode) in [Mode::Blocking, Mode::Spin].into_iter().enumerate() {
-            let port = 42_000 + 10 * k as u16;
-            let (o, _) = against(Fake::Http, mode, port, |p| p.outstanding = 3);
+        for mode in [Mode::Blocking, Mode::Spin] {
+            let (o, _) = against(Fake::Http, mode, |p| p.outstanding = 3);
             let what = format!("{mode:?} http");
             assert_eq!(o.errors, 0, "{what}: {:?}", o.first_error);
             assert!(o.ops > 0, "{what}: nothing answered");
             assert_eq!(o.latency.total.len(), o.ops, "{what}: a sample per answer");
             assert_eq!(o.tally.as_ref().unwrap().ok, o.ops);
 
-            let (o, _) = against(Fake::Http, mode, port + 1, |p| {
+            let (o, _) = against(Fake::Http, mode, |p| {
                 p.app.open_loop = true;
                 p.rate = 1000.0;
             });
@@ -928,19 +929,16 @@ mod tests {
             assert!((300..=500).contains(&(o.ops + o.unsent + o.incomplete)), "{mode:?} open loop: {}", o.ops);
             assert!(o.uncorrected.is_some());
 
-            let (o, _) = against(Fake::Http, mode, port + 2, |p| p.app.new_connection = true);
+            let (o, _) = against(Fake::Http, mode, |p| p.app.new_connection = true);
             assert_eq!(o.errors, 0, "{mode:?} new connections: {:?}", o.first_error);
             assert!(o.ops > 0);
 
-            for (i, (fake, kind)) in [
+            for (fake, kind) in [
                 (Fake::Garbage, ErrorKind::Protocol),
                 (Fake::Reset, ErrorKind::Reset),
                 (Fake::Silent, ErrorKind::Timeout),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let (o, took) = against(fake, mode, port + 3 + i as u16, |p| p.app.timeout_s = 0.15);
+            ] {
+                let (o, took) = against(fake, mode, |p| p.app.timeout_s = 0.15);
                 let what = format!("{mode:?} {fake:?}");
                 // A blocking receive waits up to a second past the end.
                 assert!(took < Duration::from_secs(3), "{what}: the run took {took:?}");
@@ -960,8 +958,8 @@ mod tests {
     /// (a blocking send gives up after its socket timeout, a second).
     #[test]
     fn a_server_that_never_reads_times_out() {
-        for (k, mode) in [Mode::Blocking, Mode::Spin].into_iter().enumerate() {
-            let (o, took) = against(Fake::Deaf, mode, 42_100 + k as u16, |p| {
+        for mode in [Mode::Blocking, Mode::Spin] {
+            let (o, took) = against(Fake::Deaf, mode, |p| {
                 p.app.method = Method::Post;
                 p.app.body_size = 16 << 20;
                 p.app.timeout_s = 0.15;
@@ -980,11 +978,10 @@ mod tests {
     /// a closed loop, every request pipelined on the connection.
     #[test]
     fn requests_lost_with_their_connection_are_counted() {
-        for (k, mode) in [Mode::Blocking, Mode::Spin].into_iter().enumerate() {
-            let port = 42_110 + 2 * k as u16;
+        for mode in [Mode::Blocking, Mode::Spin] {
             // A rate the reconnections (10 ms apart at least) keep up with,
             // at worst during the drain.
-            let (o, _) = against(Fake::Reset, mode, port, |p| {
+            let (o, _) = against(Fake::Reset, mode, |p| {
                 p.app.open_loop = true;
                 p.rate = 100.0;
             });
@@ -1002,7 +999,7 @@ mod tests {
             let due = o.ops + o.unsent + o.incomplete;
             assert!((38..=42).contains(&due), "{what}: {due} = {} + {} + {}", o.ops, o.unsent, o.incomplete);
 
-            let (o, _) = against(Fake::Reset, mode, port + 1, |p| p.outstanding = 3);
+            let (o, _) = against(Fake::Reset, mode, |p| p.outstanding = 3);
             let what = format!("{mode:?} closed loop");
             let lost = o.tally.as_ref().unwrap().abandoned;
             assert!(lost > 0 && lost <= 3 * o.errors, "{what}: {lost} abandoned, {} errors", o.errors);
