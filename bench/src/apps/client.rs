@@ -19,9 +19,13 @@
 //! on it are abandoned, and a new connection is made after a short pause.
 //! A close the server announced (HTTP `Connection: close`, framing by
 //! close) is no error: the requests pipelined behind that response are sent
-//! again on a new connection. With `--new-connection` every request has
-//! its own connection (connection-rate mode) and its latency includes the
-//! handshake.
+//! again on a new connection, once the server's close has come (so that
+//! the server, which closes first, holds the TIME_WAIT). With
+//! `--new-connection` every request has its own connection
+//! (connection-rate mode) and its latency includes the handshake; HTTP
+//! asks the server to close (`Connection: close`), redis and memcached
+//! never close first, so their connections are closed by the client, and
+//! each leaves a TIME_WAIT on the client's side.
 
 use std::collections::VecDeque;
 use std::io;
@@ -306,6 +310,11 @@ enum Link<C> {
     Down(Instant),
     Connecting(C, Instant),
     Up(C),
+    /// The server announced its close (since this time): read to the end
+    /// of the stream before closing, so that the server closes first and
+    /// holds the TIME_WAIT, not this client (whose local ports would run
+    /// out in connection-rate mode).
+    Closing(C, Instant),
 }
 
 struct Conn<C, P, O> {
@@ -331,13 +340,16 @@ fn wake_at(wake: &mut Option<u64>, at: u64) {
     *wake = Some(wake.map_or(at, |w| w.min(at)));
 }
 
-/// What a response means for its connection.
+/// What a response means for its connection. After `Close` or
+/// `ServerCloses`, requests still in flight are sent again on the next
+/// connection.
 enum After {
     Keep,
-    /// The server closes after it, or (connection-rate mode) the
-    /// connection has served its request: close; requests still in flight
-    /// are sent again on the next connection.
+    /// Connection-rate mode: the connection has served its request and
+    /// the server does not close it (redis, memcached never do): close.
     Close,
+    /// The server closes after it: wait for its close ([`Link::Closing`]).
+    ServerCloses,
     /// Counted as an error: close, abandon what is in flight.
     Fail,
 }
@@ -444,7 +456,7 @@ impl<'a, X: Proto> Client<'a, X> {
                 None => self.out.incomplete += c.inflight.len() as u64,
             }
             match std::mem::replace(&mut c.link, Link::Down(tl.end)) {
-                Link::Connecting(s, _) | Link::Up(s) => t.close(s),
+                Link::Connecting(s, _) | Link::Up(s) | Link::Closing(s, _) => t.close(s),
                 Link::Down(_) => {}
             }
         }
@@ -504,7 +516,31 @@ impl<'a, X: Proto> Client<'a, X> {
                 }
             },
             Link::Up(s) => self.exchange(t, s, c),
+            Link::Closing(s, since) => self.closing(t, s, c, since),
         };
+    }
+
+    /// Reads to the close the server announced, dropping what comes
+    /// before it (no request is waiting for it); after `--timeout`
+    /// without it, closes from this side. Neither is an error: the
+    /// response was complete, and a reset (pipelined requests the server
+    /// did not read) is its way of closing.
+    fn closing<T: Transport>(
+        &mut self,
+        t: &mut T,
+        mut s: T::Conn,
+        c: &mut Conn<T::Conn, X::P, X::Op>,
+        since: Instant,
+    ) -> Link<T::Conn> {
+        c.rx.clear();
+        match t.recv(&mut s, c.rx.space()) {
+            Ok(n) if n > 0 => Link::Closing(s, since),
+            Err(e) if is_retry(&e) && since.elapsed() < self.timeout => Link::Closing(s, since),
+            _ => {
+                t.close(s);
+                Link::Down(Instant::now())
+            }
+        }
     }
 
     /// Requests that are due (open loop) or free places in the pipeline
@@ -639,6 +675,7 @@ impl<'a, X: Proto> Client<'a, X> {
                                     t.close(s);
                                     return Link::Down(done);
                                 }
+                                After::ServerCloses => return Link::Closing(s, done),
                                 After::Fail => {
                                     t.close(s);
                                     return self.fail(c, done);
@@ -687,7 +724,7 @@ impl<'a, X: Proto> Client<'a, X> {
             // it go on a new connection.
             Eof::Done(r) => match self.response(c, &r, now) {
                 After::Fail => self.fail(c, now),
-                After::Keep | After::Close => Link::Down(now),
+                After::Keep | After::Close | After::ServerCloses => Link::Down(now),
             },
             Eof::Clean => {
                 let n = c.inflight.len();
@@ -755,7 +792,9 @@ impl<'a, X: Proto> Client<'a, X> {
             let head = c.parser.head();
             self.tally.error(pr.kind, || format!("{}: {}", pr.what, head.excerpt()));
         }
-        if self.p.app.new_connection || self.proto.closes(r) {
+        if self.proto.closes(r) {
+            After::ServerCloses
+        } else if self.p.app.new_connection {
             After::Close
         } else {
             After::Keep
@@ -776,8 +815,9 @@ mod tests {
     /// How a fake server answers each request it reads.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Fake {
-        /// A 5-byte HTTP response; every 20th says `Connection: close` and
-        /// the server closes after it.
+        /// A 5-byte HTTP response; every 20th, and that to a request
+        /// with `Connection: close`, says `Connection: close` and the
+        /// server closes after it.
         Http,
         Garbage,
         /// Reads, then closes with a reset (SO_LINGER 0).
@@ -818,9 +858,10 @@ mod tests {
                 Fake::Http => {
                     pending.extend_from_slice(&buf[..n]);
                     while let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let asked = pending[..i].windows(17).any(|w| w == b"Connection: close");
                         pending.drain(..i + 4);
                         served += 1;
-                        let close = served % 20 == 0;
+                        let close = served % 20 == 0 || asked;
                         let conn = if close { "Connection: close\r\n" } else { "" };
                         let r = format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n{conn}\r\nhello");
                         if s.write_all(r.as_bytes()).is_err() {
@@ -900,6 +941,37 @@ mod tests {
         assert!(get_with_body.validate(Workload::Http, 1).unwrap_err().contains("POST"));
         let post = AppParams { method: Method::Post, ..get_with_body };
         assert!(post.validate(Workload::Http, 1).is_ok());
+    }
+
+    /// Sockets of this network namespace in TIME_WAIT whose peer is
+    /// `to`: the client's side of connections to a server at `to`.
+    fn time_waits_to(to: SocketAddrV4) -> usize {
+        let rem = format!("{:08X}:{:04X}", u32::from_ne_bytes(to.ip().octets()), to.port());
+        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        // sl local_address rem_address st ...; st 06 is TIME_WAIT.
+        tcp.lines()
+            .skip(1)
+            .filter(|l| l.split_whitespace().nth(2) == Some(&rem) && l.split_whitespace().nth(3) == Some("06"))
+            .count()
+    }
+
+    /// Connection-rate mode over HTTP reads each response's connection to
+    /// the server's close, so the server closes first and holds the
+    /// TIME_WAIT: the client keeps none (but for the connections it closes
+    /// itself at the end of the run), and its local ports do not run out.
+    #[test]
+    fn connection_rate_mode_leaves_the_time_wait_to_the_server() {
+        for mode in [Mode::Blocking, Mode::Spin] {
+            let server = std::sync::Mutex::new(None);
+            let (o, _) = against(Fake::Http, mode, |p| {
+                p.app.new_connection = true;
+                *server.lock().unwrap() = Some(SocketAddrV4::new(p.target, p.base_port));
+            });
+            assert_eq!(o.errors, 0, "{mode:?}: {:?}", o.first_error);
+            assert!(o.ops >= 10, "{mode:?}: {} connections only", o.ops);
+            let tw = time_waits_to(server.into_inner().unwrap().unwrap());
+            assert!(tw <= 2, "{mode:?}: {tw} connections in TIME_WAIT on the client's side, {} made", o.ops);
+        }
     }
 
     fn errors(o: &Outcome, kind: ErrorKind) -> u64 {
