@@ -282,11 +282,16 @@ impl ThreadOut {
         };
         (out, Recorder::new(tl.measure, interval), with_unc.then(|| Recorder::new(tl.measure, interval)))
     }
-    /// A thread that could not start its workload.
+    /// A protocol workload's thread that could not start: one error, in
+    /// the tally too, so that the result's `errors` and `app.errors`
+    /// agree.
     pub(crate) fn failed(tl: &Timeline, interval: Duration, what: &str) -> ThreadOut {
         let (mut out, _, _) = ThreadOut::new(tl, interval, false);
-        out.errors = 1;
-        out.first_error = Some(what.to_string());
+        let mut tally = Tally::default();
+        tally.error(crate::apps::tally::ErrorKind::Io, || what.to_string());
+        out.errors = tally.errors();
+        out.first_error = tally.first_error();
+        out.tally = Some(tally);
         out
     }
     fn error(&mut self, what: &str, e: &io::Error) {
@@ -814,6 +819,16 @@ mod tests {
     use crate::server::{serve_blocking, serve_polled, ServeConfig};
     use crate::transport::kernel::{KernelBackend, Mode};
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn a_thread_that_could_not_start_counts_its_error_in_the_tally_too() {
+        let tl = Timeline::new(Instant::now(), Duration::ZERO, Duration::from_secs(1));
+        let o = ThreadOut::failed(&tl, Duration::from_secs(1), "no mix");
+        let t = o.tally.as_ref().unwrap();
+        assert_eq!((o.errors, t.errors()), (1, 1));
+        assert_eq!(o.first_error, t.first_error());
+        assert!(t.report("redis").errors[0].first.contains("no mix"));
+    }
 
     /// Every workload against the bench server over loopback, in both
     /// kernel modes: the client and server logic end to end.
