@@ -216,6 +216,37 @@ pub(crate) fn line(buf: &[u8], crlf_only: bool) -> Result<Option<(&[u8], usize)>
     }
 }
 
+/// Counts the bytes of a body or data block of which `left` remain, at
+/// the start of `rest` (the first ones go into the example): how many
+/// were taken and how many remain; None when `rest` is empty.
+pub(crate) fn take_data(head: &mut Head, rest: &[u8], left: u64) -> Option<(usize, u64)> {
+    if rest.is_empty() {
+        return None;
+    }
+    let take = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+    head.push(&rest[..take]);
+    Some((take, left - take as u64))
+}
+
+/// The CRLF that ends a length-prefixed data block (a RESP bulk string, a
+/// memcached data block), at the start of `rest`: `Ok(true)` when it is
+/// there (2 bytes to consume), `Ok(false)` when more bytes are needed,
+/// `Err(too_long)` when something else follows the data: it is longer
+/// than its announced length.
+pub(crate) fn data_end(head: &mut Head, rest: &[u8], too_long: ProtoError) -> Result<bool, ProtoError> {
+    match rest {
+        [b'\r', b'\n', ..] => {
+            head.push(b"\r\n");
+            Ok(true)
+        }
+        [] | [b'\r'] => Ok(false),
+        _ => {
+            head.push(rest);
+            Err(too_long)
+        }
+    }
+}
+
 /// The end of the stream for a parser whose responses end with a
 /// complete line or data block (RESP, memcached): clean between
 /// responses, truncated in one or in an unfinished line (`rest`).
@@ -296,6 +327,42 @@ pub(crate) mod testing {
         }
         whole
     }
+
+    /// Property tests of the parser made by `$make` (no-panic, and
+    /// agreement whatever the cuts): arbitrary bytes, and mutations of
+    /// the valid stream `$valid` (one byte changed, then truncated), each
+    /// parsed whole and cut in two.
+    macro_rules! parser_proptests {
+        ($make:expr, $valid:expr) => {
+            proptest::proptest! {
+                #[test]
+                fn arbitrary_bytes_never_panic(
+                    input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+                    cut in 0usize..300,
+                ) {
+                    let a = $crate::apps::testing::parse_cut(&mut $make(), &input, &[]);
+                    let b = $crate::apps::testing::parse_cut(&mut $make(), &input, &[cut]);
+                    proptest::prop_assert_eq!(a, b);
+                }
+
+                #[test]
+                fn mutated_responses_never_panic(
+                    pos in 0usize..1000,
+                    byte in proptest::prelude::any::<u8>(),
+                    cut in 0usize..1000,
+                ) {
+                    let mut v = $valid.to_vec();
+                    let pos = pos % v.len();
+                    v[pos] = byte;
+                    v.truncate(cut % (v.len() + 1));
+                    let a = $crate::apps::testing::parse_cut(&mut $make(), &v, &[]);
+                    let b = $crate::apps::testing::parse_cut(&mut $make(), &v, &[pos]);
+                    proptest::prop_assert_eq!(a, b);
+                }
+            }
+        };
+    }
+    pub(crate) use parser_proptests;
 
     /// The example of an error shows the bytes of the response at fault,
     /// not those of the `complete` one before it: after a line too long,
