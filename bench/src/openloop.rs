@@ -55,6 +55,14 @@ impl OpenLoop {
         }
     }
 
+    /// The schedule of one of several connections: its first request is
+    /// due at a random point of the first interval, so that they do not
+    /// all fire together.
+    pub fn with_random_phase(rate: f64, max_outstanding: usize, stop_ns: u64, rng: &mut impl rand::Rng) -> OpenLoop {
+        let phase = rng.gen_range(0.0..1e9 / rate) as u64;
+        OpenLoop::new(rate, phase, max_outstanding, stop_ns)
+    }
+
     pub fn interval_ns(&self) -> f64 {
         self.interval_ns
     }
@@ -71,6 +79,18 @@ impl OpenLoop {
 
     pub fn outstanding(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Requests in flight or still to send: the client must go on (into
+    /// the drain after the window).
+    pub fn pending(&self) -> bool {
+        self.outstanding() > 0 || !self.schedule_done()
+    }
+
+    /// With nothing in flight, when the next request is due: the
+    /// connection has nothing to do until then.
+    pub fn idle_until(&self) -> Option<u64> {
+        (self.outstanding() == 0 && !self.schedule_done()).then(|| self.next_due())
     }
 
     /// Whether a request should be sent now.
@@ -214,12 +234,14 @@ mod tests {
     fn schedule_backlog_and_stop() {
         let mut ol = OpenLoop::new(1000.0, 500 * US, 2, 10 * MS);
         assert_eq!(ol.next_due(), 500 * US);
+        assert_eq!(ol.idle_until(), Some(500 * US));
         assert!(!ol.should_send(0));
         assert_eq!(ol.backlog(0), 0);
         assert_eq!(ol.backlog(3 * MS), 3); // due at 0.5, 1.5, 2.5 ms
         ol.sent(3 * MS);
         ol.sent(3 * MS);
         assert!(!ol.should_send(3 * MS), "two outstanding is the limit");
+        assert_eq!(ol.idle_until(), None, "waiting for answers");
         let mut failed = ol.clone();
         assert_eq!(failed.abandon().collect::<Vec<_>>(), [500 * US, 1500 * US], "the due times of what was lost");
         assert!(failed.should_send(3 * MS) && failed.answered(3 * MS).is_none(), "nothing in flight after a failure");
@@ -236,7 +258,10 @@ mod tests {
             ol.sent(20 * MS);
             ol.answered(20 * MS);
         }
-        assert!(ol.schedule_done());
+        assert!(ol.schedule_done() && ol.pending(), "one still in flight");
+        assert_eq!(ol.idle_until(), None);
+        ol.answered(20 * MS);
+        assert!(!ol.pending());
         assert_eq!(ol.unsent(0), 0);
         assert_eq!(ol.next_due(), 10 * MS + 500 * US);
     }

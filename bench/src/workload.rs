@@ -31,7 +31,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::apps::client::AppParams;
@@ -208,6 +208,12 @@ impl Timeline {
     pub(crate) fn ns(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.t0).as_nanos() as u64
     }
+    /// Whether the client loop is over at `now`: at the end of the window,
+    /// or for an open loop with requests `pending` (in flight or still to
+    /// send), at the end of the drain.
+    pub(crate) fn over(&self, now: Instant, open: bool, pending: impl FnOnce() -> bool) -> bool {
+        now >= self.end && (!open || now >= self.drain_end || !pending())
+    }
     /// Sleeps until `wake_ns` (ns since t0), but not past the next moment
     /// the client loop must look at the time: the end of the window, or
     /// of the drain once the window is over.
@@ -220,6 +226,33 @@ impl Timeline {
     pub(crate) fn due_in_window(&self, due_ns: u64) -> bool {
         (self.ns(self.measure)..self.ns(self.end)).contains(&due_ns)
     }
+}
+
+/// Makes `wake` (ns since t0) the earlier of itself and `at`: when a
+/// blocking client with nothing to do must wake.
+pub(crate) fn wake_at(wake: &mut Option<u64>, at: u64) {
+    *wake = Some(wake.map_or(at, |w| w.min(at)));
+}
+
+/// Open loop: records an answer's latencies (corrected in `rec`,
+/// uncorrected in `unc`) at the time its request was due, if that was in
+/// the window; true then (the answer counts).
+pub(crate) fn record_due(
+    tl: &Timeline,
+    rec: &mut Recorder,
+    unc: Option<&mut Recorder>,
+    due_ns: u64,
+    s: crate::openloop::Sample,
+) -> bool {
+    if !tl.due_in_window(due_ns) {
+        return false;
+    }
+    let at = Duration::from_nanos(due_ns - tl.ns(tl.measure));
+    rec.record_at(at, s.corrected_ns);
+    if let Some(u) = unc {
+        u.record_at(at, s.uncorrected_ns);
+    }
+    true
 }
 
 /// How long RATE waits after the window for answers to requests due in it.
@@ -293,6 +326,12 @@ impl ThreadOut {
         out.first_error = tally.first_error();
         out.tally = Some(tally);
         out
+    }
+    /// Open loop, at the end: a connection's requests due in the window
+    /// never sent, and those still in flight (`inflight`: their due times).
+    pub(crate) fn count_unanswered(&mut self, tl: &Timeline, ol: &OpenLoop, inflight: impl Iterator<Item = u64>) {
+        self.unsent += ol.unsent(tl.ns(tl.measure));
+        self.incomplete += inflight.filter(|&due| tl.due_in_window(due)).count() as u64;
     }
     fn error(&mut self, what: &str, e: &io::Error) {
         self.errors += 1;
@@ -453,17 +492,13 @@ fn echo_client<T: Transport>(
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let per_conn_rate = p.rate / p.connections as f64;
     let stop_ns = tl.ns(tl.end);
-    let measure_ns = tl.ns(tl.measure);
 
     let mut flows: Vec<Flow<T::Conn>> = Vec::with_capacity(conn_ids.len());
     let connect_deadline = tl.measure.max(Instant::now() + Duration::from_secs(2));
     for _ in conn_ids {
         match establish(t, to, connect_deadline) {
             Ok(c) => {
-                let ol = open.then(|| {
-                    let phase = rng.gen_range(0.0..1e9 / per_conn_rate) as u64;
-                    OpenLoop::new(per_conn_rate, phase, p.outstanding, stop_ns)
-                });
+                let ol = open.then(|| OpenLoop::with_random_phase(per_conn_rate, p.outstanding, stop_ns, &mut rng));
                 let mut f = Flow { c: Some(c), to_send: 0, queued: VecDeque::new(), due: VecDeque::new(), got: 0, ol };
                 if !open {
                     let now = Instant::now();
@@ -481,14 +516,9 @@ fn echo_client<T: Transport>(
 
     loop {
         let now = Instant::now();
-        if now >= tl.end {
-            // RATE: answers (and sends already due) may finish during the drain.
-            let pending = flows
-                .iter()
-                .any(|f| f.c.is_some() && f.ol.as_ref().is_some_and(|o| o.outstanding() > 0 || !o.schedule_done()));
-            if !open || !pending || now >= tl.drain_end {
-                break;
-            }
+        // RATE: answers (and sends already due) may finish during the drain.
+        if tl.over(now, open, || flows.iter().any(|f| f.c.is_some() && f.ol.as_ref().is_some_and(OpenLoop::pending))) {
+            break;
         }
         if let Err(e) = t.poll() {
             out.error("poll", &e);
@@ -504,9 +534,8 @@ fn echo_client<T: Transport>(
                     ol.sent(now_ns);
                     f.to_send += p.size;
                 }
-                if ol.outstanding() == 0 && !ol.schedule_done() {
-                    let d = ol.next_due();
-                    idle_until = Some(idle_until.map_or(d, |x| x.min(d)));
+                if let Some(d) = ol.idle_until() {
+                    wake_at(&mut idle_until, d);
                     continue;
                 }
             }
@@ -542,15 +571,10 @@ fn echo_client<T: Transport>(
                         f.got -= p.size;
                         if let Some(ol) = f.ol.as_mut() {
                             let due = f.due.pop_front().unwrap_or(0);
-                            if let Some(s) = ol.answered(tl.ns(done)) {
-                                if due >= measure_ns && due < stop_ns {
-                                    rec.record_at(Duration::from_nanos(due - measure_ns), s.corrected_ns);
-                                    if let Some(u) = unc.as_mut() {
-                                        u.record_at(Duration::from_nanos(due - measure_ns), s.uncorrected_ns);
-                                    }
-                                    out.ops += 1;
-                                    out.bytes += 2 * p.size as u64;
-                                }
+                            let answered = ol.answered(tl.ns(done));
+                            if answered.is_some_and(|s| record_due(tl, &mut rec, unc.as_mut(), due, s)) {
+                                out.ops += 1;
+                                out.bytes += 2 * p.size as u64;
                             }
                         } else {
                             let q = f.queued.pop_front().unwrap_or(done);
@@ -582,15 +606,13 @@ fn echo_client<T: Transport>(
         // until its next request is due (a spinning one keeps polling).
         if blocking {
             if let Some(d) = idle_until {
-                let wake = tl.t0 + Duration::from_nanos(d);
-                sleep_until(wake.min(tl.end));
+                tl.sleep_until_ns(d);
             }
         }
     }
     for f in flows.iter_mut() {
         if let Some(ol) = f.ol.as_ref() {
-            out.unsent += ol.unsent(tl.ns(tl.measure));
-            out.incomplete += f.due.iter().filter(|&&d| d >= measure_ns && d < stop_ns).count() as u64;
+            out.count_unanswered(tl, ol, f.due.iter().copied());
         }
         if let Some(c) = f.c.take() {
             t.close(c);

@@ -33,7 +33,7 @@ use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::http::{self, Method};
@@ -42,7 +42,7 @@ use super::tally::{ErrorKind, Problem, Tally};
 use super::{memcached, next, resp, Eof, Next, Parser, RxBuf};
 use crate::openloop::OpenLoop;
 use crate::transport::Transport;
-use crate::workload::{is_retry, Params, ThreadOut, Timeline, Workload};
+use crate::workload::{is_retry, record_due, wake_at, Params, ThreadOut, Timeline, Workload};
 
 /// The options of the protocol workloads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -335,11 +335,6 @@ const BACKOFF: Duration = Duration::from_millis(10);
 /// Receive buffer of a connection (larger than the longest line).
 const RX_BUF: usize = 64 * 1024;
 
-/// Makes `wake` (ns since t0) the earlier of itself and `at`.
-fn wake_at(wake: &mut Option<u64>, at: u64) {
-    *wake = Some(wake.map_or(at, |w| w.min(at)));
-}
-
 /// What a response means for its connection. After `Close` or
 /// `ServerCloses`, requests still in flight are sent again on the next
 /// connection.
@@ -402,10 +397,8 @@ impl<'a, X: Proto> Client<'a, X> {
         let stop_ns = tl.ns(tl.end);
         let mut conns: Vec<Conn<T::Conn, X::P, X::Op>> = Vec::with_capacity(conn_ids.len());
         for &id in conn_ids {
-            let ol = p.app.open_loop.then(|| {
-                let phase = rng.gen_range(0.0..1e9 / per_conn_rate) as u64;
-                OpenLoop::new(per_conn_rate, phase, p.outstanding, stop_ns)
-            });
+            let ol =
+                p.app.open_loop.then(|| OpenLoop::with_random_phase(per_conn_rate, p.outstanding, stop_ns, &mut rng));
             conns.push(Conn {
                 link: Link::Down(tl.t0),
                 tx: Vec::new(),
@@ -419,13 +412,9 @@ impl<'a, X: Proto> Client<'a, X> {
         }
         loop {
             let now = Instant::now();
-            if now >= tl.end {
-                // Open loop: answers (and sends already due) may finish during the drain.
-                let pending =
-                    conns.iter().any(|c| c.ol.as_ref().is_some_and(|o| o.outstanding() > 0 || !o.schedule_done()));
-                if !p.app.open_loop || !pending || now >= tl.drain_end {
-                    break;
-                }
+            // Open loop: answers (and sends already due) may finish during the drain.
+            if tl.over(now, p.app.open_loop, || conns.iter().any(|c| c.ol.as_ref().is_some_and(OpenLoop::pending))) {
+                break;
             }
             if let Err(e) = t.poll() {
                 self.tally.error(ErrorKind::Io, || format!("poll: {e}"));
@@ -449,10 +438,7 @@ impl<'a, X: Proto> Client<'a, X> {
             // Requests never answered: open loop, those due in the window;
             // closed loop, all those in flight at its end.
             match c.ol.as_ref() {
-                Some(ol) => {
-                    self.out.unsent += ol.unsent(tl.ns(tl.measure));
-                    self.out.incomplete += c.inflight.iter().filter(|r| tl.due_in_window(r.due_ns)).count() as u64;
-                }
+                Some(ol) => self.out.count_unanswered(tl, ol, c.inflight.iter().map(|r| r.due_ns)),
                 None => self.out.incomplete += c.inflight.len() as u64,
             }
             match std::mem::replace(&mut c.link, Link::Down(tl.end)) {
@@ -567,8 +553,8 @@ impl<'a, X: Proto> Client<'a, X> {
                 ol.sent(now_ns);
                 new(c, due);
             }
-            if let Some(ol) = c.ol.as_ref().filter(|ol| ol.outstanding() == 0 && !ol.schedule_done()) {
-                wake_at(idle_until, ol.next_due());
+            if let Some(d) = c.ol.as_ref().and_then(OpenLoop::idle_until) {
+                wake_at(idle_until, d);
             }
         } else if now < self.tl.end {
             while c.inflight.len() < self.p.outstanding {
@@ -762,21 +748,10 @@ impl<'a, X: Proto> Client<'a, X> {
         let verdict = self.proto.check(req.op, req.key, r, &c.parser);
         let tl = self.tl;
         let counted = match c.ol.as_mut() {
-            Some(ol) => {
-                let sample = ol.answered(tl.ns(done));
-                let (m, e) = (tl.ns(tl.measure), tl.ns(tl.end));
-                match sample {
-                    Some(smp) if verdict.is_ok() && req.due_ns >= m && req.due_ns < e => {
-                        let at = Duration::from_nanos(req.due_ns - m);
-                        self.rec.record_at(at, smp.corrected_ns);
-                        if let Some(u) = self.unc.as_mut() {
-                            u.record_at(at, smp.uncorrected_ns);
-                        }
-                        true
-                    }
-                    _ => false,
-                }
-            }
+            Some(ol) => match ol.answered(tl.ns(done)) {
+                Some(s) if verdict.is_ok() => record_due(tl, &mut self.rec, self.unc.as_mut(), req.due_ns, s),
+                _ => false,
+            },
             None if verdict.is_ok() && self.in_window(done) => {
                 self.rec.record(done, done - req.queued);
                 true
