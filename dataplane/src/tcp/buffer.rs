@@ -123,25 +123,38 @@ impl RingBuffer {
         pool.set_entry(self.ids[s / TABLE], s % TABLE, id);
     }
 
-    /// Moves the inline ids to a table wide enough for the capacity,
-    /// taking all its table chunks at once; false (still inline) if the
-    /// pool has no chunk ids left for them.
-    #[must_use]
-    fn spill(&mut self, pool: &mut BufferPool) -> bool {
-        let slots = (self.capacity().div_ceil(CHUNK) + 1).next_power_of_two().max(2 * INLINE);
+    /// Table slots for a ring of `capacity` bytes: every chunk number a
+    /// position below `head + capacity` can have, a power of two.
+    fn slots_for(capacity: usize) -> usize {
+        (capacity.div_ceil(CHUNK) + 1).next_power_of_two().max(2 * INLINE)
+    }
+
+    /// Table chunks for `slots` slots, every slot empty, taken at once;
+    /// None if the pool has no chunk ids left for them.
+    fn new_tables(pool: &mut BufferPool, slots: usize) -> Option<[u32; INLINE]> {
         let mut tables = [NO_CHUNK; INLINE];
         for k in 0..slots.div_ceil(TABLE) {
             // A table is bookkeeping for bytes being queued: never refused
             // for the limits, only when the ids run out (2^32 chunks).
             let Some(t) = pool.alloc(Charge::Must) else {
                 tables.iter().filter(|&&t| t != NO_CHUNK).for_each(|&t| pool.free(t));
-                return false;
+                return None;
             };
             // NO_CHUNK is all ones: one fill marks every slot in use empty.
             let used = (slots - k * TABLE).min(TABLE);
             pool.chunk_mut(t)[..4 * used].fill(0xff);
             tables[k] = t;
         }
+        Some(tables)
+    }
+
+    /// Moves the inline ids to a table wide enough for the capacity,
+    /// taking all its table chunks at once; false (still inline) if the
+    /// pool has no chunk ids left for them.
+    #[must_use]
+    fn spill(&mut self, pool: &mut BufferPool) -> bool {
+        let slots = Self::slots_for(self.capacity());
+        let Some(tables) = Self::new_tables(pool, slots) else { return false };
         let inline = core::mem::replace(&mut self.ids, tables);
         self.shift = slots.trailing_zeros() as u8;
         let base = self.head / CHUNK as u64;
@@ -151,6 +164,41 @@ impl RingBuffer {
                 self.set_slot(pool, c, id);
             }
         }
+        true
+    }
+
+    /// Raises the capacity to `capacity` (at most [`MAX_CAPACITY`]; never
+    /// lowers it): receive buffer autotuning. Stored bytes stay where they
+    /// are; a ring whose ids are in a table too narrow for the new
+    /// capacity moves them to a wider one. False, the capacity unchanged,
+    /// if the pool has no chunk ids left for that table.
+    pub fn grow(&mut self, pool: &mut BufferPool, capacity: usize) -> bool {
+        let capacity = capacity.min(MAX_CAPACITY);
+        if capacity <= self.capacity() {
+            return true;
+        }
+        let slots = Self::slots_for(capacity);
+        if self.shift != 0 && slots > 1 << self.shift {
+            let Some(tables) = Self::new_tables(pool, slots) else { return false };
+            let chunk = CHUNK as u64;
+            let (first, end) = (self.head / chunk, self.hi.div_ceil(chunk).max(self.head / chunk));
+            let mut ids = Vec::new();
+            for c in first..end {
+                ids.push(self.slot(pool, c));
+            }
+            for t in core::mem::replace(&mut self.ids, tables) {
+                if t != NO_CHUNK {
+                    pool.free(t);
+                }
+            }
+            self.shift = slots.trailing_zeros() as u8;
+            for (c, id) in (first..end).zip(ids) {
+                if id != NO_CHUNK {
+                    self.set_table_slot(pool, c, id);
+                }
+            }
+        }
+        self.cap = capacity as u32;
         true
     }
 
@@ -493,6 +541,19 @@ mod tests {
         fn read(&self, offset: usize, n: usize) -> Vec<u8> {
             (offset..(offset + n).min(self.len)).map(|i| self.storage[self.at(i)]).collect()
         }
+        /// The same logical positions (stored and written ahead) in a
+        /// larger ring.
+        fn grow(&mut self, cap: usize) {
+            if cap <= self.storage.len() {
+                return;
+            }
+            let mut storage = vec![0; cap];
+            for (i, b) in storage.iter_mut().enumerate().take(self.storage.len()) {
+                *b = self.storage[self.at(i)];
+            }
+            self.storage = storage;
+            self.read_at = 0;
+        }
         fn discard(&mut self, n: usize) -> usize {
             let n = n.min(self.len);
             if !self.storage.is_empty() {
@@ -513,6 +574,8 @@ mod tests {
         ReadAt(usize, usize),
         /// Forget what was written this far past the stored data.
         Forget(usize),
+        /// Raise the capacity by this much (autotuning).
+        Grow(usize),
     }
 
     fn op(max: usize) -> impl Strategy<Value = Op> {
@@ -525,6 +588,7 @@ mod tests {
             (0..max).prop_map(Op::CountWritten),
             ((0..max), (0..max)).prop_map(|(o, n)| Op::ReadAt(o, n)),
             (0..max).prop_map(Op::Forget),
+            (0..8 * max).prop_map(Op::Grow),
         ]
     }
 
@@ -593,6 +657,12 @@ mod tests {
                     ahead = ahead.min(o);
                     ahead_max = ahead_max.min(o);
                 }
+                Op::Grow(by) => {
+                    let want = r.capacity() + by;
+                    prop_assert!(r.grow(&mut pool, want));
+                    prop_assert_eq!(r.capacity(), want.min(MAX_CAPACITY));
+                    m.grow(r.capacity());
+                }
                 Op::ReadAt(o, n) => {
                     let mut out = vec![0xff; n];
                     let k = r.read_slice(&pool, o, &mut out);
@@ -615,6 +685,27 @@ mod tests {
         r.release(&mut pool);
         prop_assert_eq!(pool.in_use(), 0);
         Ok(())
+    }
+
+    /// Autotuning a ring in bulk transfer: its ids in a table sized for
+    /// 64 KiB, the capacity raised to 1 MiB, the stored bytes kept and
+    /// the new room usable.
+    #[test]
+    fn a_spilled_ring_grows_into_a_wider_table() {
+        let mut pool = BufferPool::default();
+        let mut r = RingBuffer::new(64 * 1024);
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 4096) as u8).collect();
+        assert_eq!(r.enqueue_slice(&mut pool, &data[..48 * 1024]), 48 * 1024);
+        assert!(r.shift != 0, "12 chunks: ids in a table");
+        let narrow = r.shift;
+        assert!(r.grow(&mut pool, 1 << 20));
+        assert!(r.shift > narrow, "a wider table");
+        assert_eq!(r.capacity(), 1 << 20);
+        assert_eq!(r.enqueue_slice(&mut pool, &data[48 * 1024..]), data.len() - 48 * 1024);
+        let mut out = vec![0u8; data.len()];
+        assert_eq!(r.dequeue_slice(&mut pool, &mut out), data.len());
+        assert_eq!(out, data);
+        assert_eq!(pool.in_use(), 0, "every chunk and table back");
     }
 
     proptest! {

@@ -109,6 +109,9 @@ pub struct SocketOptions {
     pub linger: Option<Duration>,
     pub send_buffer: usize,
     pub recv_buffer: usize,
+    /// SO_RCVBUF was set: autotuning leaves the receive buffer alone
+    /// (Linux SOCK_RCVBUF_LOCK; accepted sockets inherit it).
+    pub recv_buffer_locked: bool,
     pub congestion: Algorithm,
 }
 
@@ -124,6 +127,7 @@ impl SocketOptions {
             linger: None,
             send_buffer: c.send_buffer,
             recv_buffer: c.recv_buffer,
+            recv_buffer_locked: false,
             congestion: c.congestion,
         }
     }
@@ -208,6 +212,8 @@ pub struct ConnectionInfo {
     pub rto: Duration,
     pub send_queue: usize,
     pub recv_queue: usize,
+    /// The receive buffer's size now (grown by autotuning; `ss -m`'s rb).
+    pub recv_buffer: usize,
     /// The peer's window, unscaled.
     pub snd_wnd: u32,
     pub snd_wscale: u8,

@@ -9,6 +9,7 @@
 //! - [`receive`]: data and FIN, the delayed ACK, header prediction;
 //! - [`send`]: segment output, Nagle, sender SWS avoidance, retransmission;
 //! - [`window`]: the receive window we advertise, receiver SWS avoidance;
+//! - [`autotune`]: receive buffer autotuning (dynamic right-sizing);
 //! - [`timers`]: the timer table; RTO, persist, keep-alive, SYN backoff;
 //! - [`user`]: the application's send, recv, shutdown, close and reset;
 //! - [`time_wait`]: entering TIME_WAIT, the last ACK and the handover to
@@ -26,6 +27,7 @@
 //! request/response and send benchmarks lost a few nanoseconds.
 
 mod ack;
+mod autotune;
 mod input;
 mod receive;
 mod send;
@@ -47,6 +49,7 @@ use super::time::Instant;
 use super::SeqNum;
 use crate::wire::tcp::{Flags, Options};
 use ack::Recovery;
+use autotune::Autotune;
 use std::time::Duration;
 use timers::TimerTable;
 
@@ -195,6 +198,10 @@ pub(crate) struct Connection {
     /// Send a probe (keep-alive or zero window): SEG.SEQ = SND.UNA - 1.
     probe_now: bool,
 
+    /// Receive buffer autotuning: the receiver's RTT and the last
+    /// round's reads.
+    autotune: Autotune,
+
     /// Readiness bits not yet handed to the stack's event queue.
     pub events: u8,
     error: Option<Error>,
@@ -275,6 +282,7 @@ impl Connection {
             last_oow_ack: None,
             ack_now: false,
             probe_now: false,
+            autotune: Autotune::default(),
             events: 0,
             error: None,
             soft_error: None,
@@ -362,6 +370,7 @@ impl Connection {
             rto: self.rtt.rto(),
             send_queue: self.tx.len(),
             recv_queue: self.rx.len(),
+            recv_buffer: self.rx.capacity(),
             snd_wnd: self.snd_wnd,
             snd_wscale: self.snd_wscale,
             rcv_wscale: self.rcv_wscale,

@@ -98,6 +98,10 @@ impl Connection {
         self.prefilled = 0;
         self.rcv_nxt += len as u32;
         self.unacked_bytes += len;
+        self.rcv_rtt_measure(now);
+        if let Some((_, tsecr)) = seg.options.timestamp.filter(|_| self.ts_ok) {
+            self.rcv_rtt_measure_ts(now, tsecr, len);
+        }
         self.events |= readiness::READABLE;
         self.ack_in_order_data(now, shared);
         true
@@ -126,6 +130,9 @@ impl Connection {
         }
         let new_data = !payload.is_empty();
         if new_data {
+            if let Some((_, tsecr)) = seg.options.timestamp.filter(|_| self.ts_ok) {
+                self.rcv_rtt_measure_ts(now, tsecr, payload.len());
+            }
             self.last_data_in = now;
             self.measure_rcv_mss(payload.len(), shared.pool.under_pressure());
         }
@@ -175,6 +182,7 @@ impl Connection {
                     self.rx.enqueue_unallocated(front);
                     self.rcv_nxt += front as u32;
                     self.unacked_bytes += front;
+                    self.rcv_rtt_measure(now);
                     if self.rd_shut {
                         self.rx.discard(&mut shared.pool, self.rx.len());
                     } else {

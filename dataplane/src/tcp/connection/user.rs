@@ -36,9 +36,10 @@ impl Connection {
     }
 
     /// read(): Ok(0) is end-of-file.
-    pub fn recv(&mut self, pool: &mut BufferPool, buf: &mut [u8]) -> Result<usize> {
+    pub fn recv(&mut self, now: Instant, shared: &mut Shared, buf: &mut [u8]) -> Result<usize> {
         if !self.rx.is_empty() && !self.rd_shut {
-            let n = self.rx.dequeue_slice(pool, buf);
+            let n = self.rx.dequeue_slice(&mut shared.pool, buf);
+            self.rcv_space_adjust(now, shared);
             self.maybe_window_update();
             return Ok(n);
         }

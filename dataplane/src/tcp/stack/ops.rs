@@ -61,7 +61,8 @@ impl Stack {
                 o.send_buffer = n.min(wmem_max).clamp(MIN_SEND_BUFFER, MAX_CAPACITY)
             }
             SocketOption::RecvBuffer(n) if n > 0 => {
-                o.recv_buffer = n.min(rmem_max).clamp(MIN_RECV_BUFFER, MAX_CAPACITY)
+                o.recv_buffer = n.min(rmem_max).clamp(MIN_RECV_BUFFER, MAX_CAPACITY);
+                o.recv_buffer_locked = true;
             }
             SocketOption::Congestion(a) => o.congestion = a,
             _ => return Err(Error::InvalidInput),
@@ -72,6 +73,8 @@ impl Stack {
             // connection stay as they were.
             let (sb, rb, cc) = (c.opts.send_buffer, c.opts.recv_buffer, c.opts.congestion);
             c.opts = SocketOptions { send_buffer: sb, recv_buffer: rb, congestion: cc, ..opts };
+            // (Linux locks the buffer at setsockopt time even on a live
+            // connection: autotuning stops there.)
             c.keepalive_changed(now);
             self.after_conn(id);
         }
@@ -207,9 +210,13 @@ impl Stack {
     }
 
     /// read(): Ok(0) at end of file; WouldBlock when nothing is there yet.
-    pub fn read(&mut self, _now: Instant, id: SocketId, buf: &mut [u8]) -> Result<usize> {
-        let (c, pool) = self.conn_and_pool(id)?;
-        let r = c.recv(pool, buf);
+    pub fn read(&mut self, now: Instant, id: SocketId, buf: &mut [u8]) -> Result<usize> {
+        let c = match sock_mut(&mut self.slots, id) {
+            Some(Socket { user_open: true, kind: Kind::Conn(c), .. }) => c,
+            Some(Socket { user_open: true, .. }) => return Err(Error::NotConnected),
+            _ => return Err(Error::BadSocket),
+        };
+        let r = c.recv(now, &mut self.shared, buf);
         self.after_conn(id);
         r
     }
