@@ -560,9 +560,9 @@ fn zero_window_is_probed_and_transfer_resumes() {
     assert_eq!(got, data);
 }
 
-/// Receive buffer autotuning (Linux tcp_rcv_space_adjust): 16 MiB over a
-/// 10 ms round trip from a sender with a large SO_SNDBUF, read as it
-/// arrives. The receive buffer starts at
+/// Buffer autotuning (Linux tcp_rcv_space_adjust, tcp_sndbuf_expand):
+/// 16 MiB over a 10 ms round trip, read as it arrives. The sender's
+/// buffer follows its congestion window. The receive buffer starts at
 /// 128 KiB, which caps the window at 128 KiB a round trip; autotuning grows
 /// it toward twice what a round trip carries, and the transfer is faster.
 /// With SO_RCVBUF set (on the listener, inherited)
@@ -571,9 +571,7 @@ fn zero_window_is_probed_and_transfer_resumes() {
 fn the_receive_buffer_grows_with_a_bulk_transfer_unless_its_size_was_set() {
     const TOTAL: usize = 16 << 20;
     let run = |locked: bool| {
-        // The sender's buffer large enough not to be the limit (send
-        // autotuning is another matter).
-        let (mut sim, c, s) = pair(Config { send_buffer: 8 << 20, ..Config::default() });
+        let (mut sim, c, s) = pair(Config::default());
         let l = listen(sim.stack(s), 80, 8);
         if locked {
             let now = sim.now;
@@ -582,7 +580,7 @@ fn the_receive_buffer_grows_with_a_bulk_transfer_unless_its_size_was_set() {
         let (k, a) = established(&mut sim, c, s, l);
         let start = sim.now;
         let data = vec![0x5a; 64 * 1024];
-        let (mut sent, mut got, mut largest) = (0usize, 0usize, 0usize);
+        let (mut sent, mut got, mut largest, mut sndbuf) = (0usize, 0usize, 0usize, 0usize);
         let done = sim.run_until(Duration::from_secs(60), |sim| {
             let now = sim.now;
             while sent < TOTAL {
@@ -593,14 +591,21 @@ fn the_receive_buffer_grows_with_a_bulk_transfer_unless_its_size_was_set() {
             }
             got += read_all(sim.stack(s), now, a).0.len();
             largest = largest.max(sim.stack(s).connection_info(a).unwrap().recv_buffer);
+            sndbuf = sndbuf.max(sim.stack(c).connection_info(k).unwrap().send_buffer);
             got == TOTAL
         });
         assert!(done, "transfer incomplete: {got} of {TOTAL}");
-        (sim.now - start, largest, sim.stack(s).stats().rcvbuf_grown)
+        (sim.now - start, largest, sim.stack(s).stats().rcvbuf_grown, sndbuf)
     };
-    let (tuned, tuned_buffer, grown) = run(false);
-    let (fixed, fixed_buffer, fixed_grown) = run(true);
-    println!("autotuned: {tuned:?}, buffer {tuned_buffer} ({grown} growths); SO_RCVBUF set: {fixed:?}, buffer {fixed_buffer}");
+    let (tuned, tuned_buffer, grown, sndbuf) = run(false);
+    let (fixed, fixed_buffer, fixed_grown, _) = run(true);
+    println!(
+        "autotuned: {tuned:?}, receive buffer {tuned_buffer} ({grown} growths), send buffer {sndbuf}; \
+         SO_RCVBUF set: {fixed:?}, receive buffer {fixed_buffer}"
+    );
+    // The sender's buffer followed its congestion window (Linux
+    // tcp_sndbuf_expand) from tcp_wmem[1]'s 16 KiB.
+    assert!(sndbuf >= 1 << 20, "send buffer {sndbuf}");
     assert_eq!((fixed_buffer, fixed_grown), (131072, 0), "a buffer the application set stays");
     assert!(tuned_buffer >= 4 * 131072 && grown > 0, "the buffer grew: {tuned_buffer}");
     // (Measured: 1.04 s against 1.47 s; the window, not the buffer, is

@@ -54,13 +54,17 @@ pub struct Config {
     pub window_scaling: bool,
     pub sack: bool,
     pub timestamps: bool,
-    /// tcp_rmem[1] / tcp_wmem[1]: default buffer sizes in bytes. (Linux
-    /// grows them by autotuning; this stack keeps what the socket asks.)
+    /// tcp_rmem[1] / tcp_wmem[1]: default buffer sizes in bytes, grown by
+    /// autotuning (`connection/autotune.rs`) unless the socket set its own.
     pub recv_buffer: usize,
     pub send_buffer: usize,
     /// tcp_rmem[2]: the largest receive buffer, which fixes the window
-    /// scale announced in the SYN (7 for Linux's 6 MiB).
+    /// scale announced in the SYN (7 for Linux's 6 MiB), and what
+    /// autotuning grows a receive buffer to at most.
     pub recv_buffer_max: usize,
+    /// tcp_wmem[2]: what a send buffer grows to at most with the
+    /// congestion window.
+    pub send_buffer_max: usize,
     /// net.core.rmem_max / wmem_max: the most SO_RCVBUF / SO_SNDBUF may
     /// ask for; larger requests are clamped, as Linux's sock_setsockopt
     /// clamps them (4 MiB on this machine's kernel).
@@ -118,6 +122,7 @@ impl Default for Config {
             recv_buffer: 131072,
             send_buffer: 16384,
             recv_buffer_max: 6291456,
+            send_buffer_max: 4194304,
             core_rmem_max: 4 << 20,
             core_wmem_max: 4 << 20,
             mem: MemLimits::default(),

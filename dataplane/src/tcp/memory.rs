@@ -203,6 +203,12 @@ impl BufferPool {
         self.pressure
     }
 
+    /// Above tcp_mem[0] (sk_memory_allocated >= sk_prot_mem_limits(0)):
+    /// buffers do not grow.
+    pub fn above_low(&self) -> bool {
+        self.in_use >= self.low
+    }
+
     /// At the hard limit: optional charges are refused.
     pub fn at_limit(&self) -> bool {
         self.in_use >= self.high

@@ -109,6 +109,9 @@ pub struct SocketOptions {
     pub linger: Option<Duration>,
     pub send_buffer: usize,
     pub recv_buffer: usize,
+    /// SO_SNDBUF was set: autotuning leaves the send buffer alone (Linux
+    /// SOCK_SNDBUF_LOCK).
+    pub send_buffer_locked: bool,
     /// SO_RCVBUF was set: autotuning leaves the receive buffer alone
     /// (Linux SOCK_RCVBUF_LOCK; accepted sockets inherit it).
     pub recv_buffer_locked: bool,
@@ -127,6 +130,7 @@ impl SocketOptions {
             linger: None,
             send_buffer: c.send_buffer,
             recv_buffer: c.recv_buffer,
+            send_buffer_locked: false,
             recv_buffer_locked: false,
             congestion: c.congestion,
         }
@@ -214,6 +218,9 @@ pub struct ConnectionInfo {
     pub recv_queue: usize,
     /// The receive buffer's size now (grown by autotuning; `ss -m`'s rb).
     pub recv_buffer: usize,
+    /// The send buffer's size now (grown with the congestion window;
+    /// `ss -m`'s tb).
+    pub send_buffer: usize,
     /// The peer's window, unscaled.
     pub snd_wnd: u32,
     pub snd_wscale: u8,

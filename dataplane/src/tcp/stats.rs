@@ -67,6 +67,8 @@ pub struct Stats {
     pub tw_overflows: u64,
     /// Receive buffers grown by autotuning (dynamic right-sizing).
     pub rcvbuf_grown: u64,
+    /// Send buffers grown with the congestion window (tcp_sndbuf_expand).
+    pub sndbuf_grown: u64,
     /// close() answered with a reset for too many orphans or the buffer
     /// memory at its limit (TCPAbortOnMemory).
     pub aborts_on_memory: u64,
@@ -82,7 +84,7 @@ pub struct Stats {
 impl Stats {
     /// Every counter with its name, in declaration order (for statistics
     /// output and metrics).
-    pub fn fields(&self) -> [(&'static str, u64); 36] {
+    pub fn fields(&self) -> [(&'static str, u64); 37] {
         [
             ("segments_in", self.segments_in),
             ("segments_out", self.segments_out),
@@ -116,6 +118,7 @@ impl Stats {
             ("ofo_dropped_memory", self.ofo_dropped_memory),
             ("tw_overflows", self.tw_overflows),
             ("rcvbuf_grown", self.rcvbuf_grown),
+            ("sndbuf_grown", self.sndbuf_grown),
             ("aborts_on_memory", self.aborts_on_memory),
             ("icmp_unreachables", self.icmp_unreachables),
             ("icmp_out_of_window", self.icmp_out_of_window),

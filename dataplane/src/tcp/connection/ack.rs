@@ -5,7 +5,6 @@
 
 use super::timers::Timer;
 use super::{Connection, Outcome};
-use crate::tcp::memory::BufferPool;
 use crate::tcp::shared::Shared;
 use crate::tcp::socket::{readiness, State};
 use crate::tcp::time::Instant;
@@ -44,6 +43,7 @@ impl Connection {
             self.set_state(State::Established);
             self.events |= readiness::CONNECTED | readiness::WRITABLE;
             self.arm_keepalive(now);
+            self.sndbuf_expand(shared);
         }
 
         // RFC 7323 section 4.3: remember the timestamp of a segment that
@@ -108,7 +108,7 @@ impl Connection {
                 // SYN_SENT/SYN_RECV).
                 self.events |= readiness::CONNECTED;
             }
-            self.on_new_ack(now, &mut shared.pool, ack);
+            self.on_new_ack(now, shared, ack);
         } else if ack == self.snd_una
             && seg.payload.is_empty()
             && !f.fin()
@@ -170,7 +170,8 @@ impl Connection {
 
     /// SND.UNA advances to `ack`.
     #[inline]
-    pub(super) fn on_new_ack(&mut self, now: Instant, pool: &mut BufferPool, ack: SeqNum) {
+    pub(super) fn on_new_ack(&mut self, now: Instant, shared: &mut Shared, ack: SeqNum) {
+        let pool = &mut shared.pool;
         let acked = ack.dist(self.snd_una);
         self.bytes_acked += u64::from(acked);
         // Data bytes acknowledged (the SYN and FIN take a number but no
@@ -234,6 +235,9 @@ impl Connection {
             self.timers.set(Timer::Rto, now + self.rtt.rto());
         }
         if self.write_blocked && self.tx.free() > 0 {
+            // The writer was out of room and the queue shrank (Linux
+            // tcp_check_space -> tcp_new_space): the buffer may grow.
+            self.sndbuf_expand(shared);
             self.write_blocked = false;
             self.events |= readiness::WRITABLE;
         }

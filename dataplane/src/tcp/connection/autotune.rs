@@ -7,6 +7,13 @@
 //! full-sized segments arrive (`window.rs`). A buffer size the
 //! application set (SO_RCVBUF) is never changed (SOCK_RCVBUF_LOCK).
 //!
+//! The send buffer follows the congestion window (Linux
+//! tcp_sndbuf_expand): at establishment and whenever a writer that ran out
+//! of room sees the queue shrink while the window is not full, it grows
+//! to twice the window (CUBIC's fast recovery needs 1.7 of it), counted
+//! in Linux's per-segment memory, up to tcp_wmem[2]; not under memory
+//! pressure, not above tcp_mem[0], not if SO_SNDBUF was set.
+//!
 //! The round trip is measured at the receiver (Linux tcp_rcv_rtt_measure
 //! and tcp_rcv_rtt_measure_ts): the time to receive a window's worth of
 //! data, kept as a minimum, or the echoed timestamp of full-sized
@@ -127,5 +134,29 @@ impl Connection {
         }
         a.space_seq = copied_seq;
         a.space_time = now;
+    }
+
+    /// Linux tcp_sndbuf_expand (from tcp_init_buffer_space and
+    /// tcp_new_space, when tcp_should_expand_sndbuf allows).
+    pub(super) fn sndbuf_expand(&mut self, shared: &mut Shared) {
+        let in_flight = self.snd_max.dist(self.snd_una);
+        if self.opts.send_buffer_locked
+            || shared.pool.under_pressure()
+            || shared.pool.above_low()
+            || in_flight >= self.cc.cwnd()
+        {
+            return;
+        }
+        // What one segment costs Linux in memory (skb head rounded to a
+        // power of two, headers, shared info, the sk_buff): 4352 bytes
+        // for a 1460-byte MSS.
+        let mss = u32::from(self.send_mss.max(self.our_mss));
+        let per_mss = u64::from((mss + 640).next_power_of_two() + 256);
+        let segments = u64::from((self.cc.cwnd() / u32::from(self.send_mss.max(1))).max(10));
+        let limit = shared.config.send_buffer_max.min(MAX_CAPACITY) as u64;
+        let target = (2 * segments * per_mss).min(limit) as usize;
+        if target > self.tx.capacity() && self.tx.grow(&mut shared.pool, target) {
+            shared.stats.sndbuf_grown += 1;
+        }
     }
 }

@@ -95,6 +95,8 @@ impl Connection {
             }
             self.timers.stop(Timer::Rto);
             self.set_state(State::Established);
+            // Linux tcp_init_buffer_space.
+            self.sndbuf_expand(shared);
             self.rcv_adv = self.rcv_nxt + self.window_now();
             self.ack_now = true;
             self.last_recv = now;

@@ -333,6 +333,8 @@ impl Connection {
         c.set_mss(p.peer_mss);
         c.rcv_ssthresh = c.initial_rcv_ssthresh();
         c.rtt_from_handshake(p.rtt, shared);
+        // Linux tcp_init_buffer_space.
+        c.sndbuf_expand(shared);
         shared.stats.passive_opens += 1;
         c
     }
@@ -371,6 +373,7 @@ impl Connection {
             send_queue: self.tx.len(),
             recv_queue: self.rx.len(),
             recv_buffer: self.rx.capacity(),
+            send_buffer: self.tx.capacity(),
             snd_wnd: self.snd_wnd,
             snd_wscale: self.snd_wscale,
             rcv_wscale: self.rcv_wscale,

@@ -90,7 +90,7 @@ impl Connection {
             self.snd_wl2 = ack;
         }
         if new_ack {
-            self.on_new_ack(now, &mut shared.pool, ack);
+            self.on_new_ack(now, shared, ack);
         }
         self.last_data_in = now;
         self.measure_rcv_mss(len, shared.pool.under_pressure());

@@ -58,7 +58,8 @@ impl Stack {
             // ring holds (buffer::MAX_CAPACITY, 32 MiB), so the size read
             // back is the size in use.
             SocketOption::SendBuffer(n) if n > 0 => {
-                o.send_buffer = n.min(wmem_max).clamp(MIN_SEND_BUFFER, MAX_CAPACITY)
+                o.send_buffer = n.min(wmem_max).clamp(MIN_SEND_BUFFER, MAX_CAPACITY);
+                o.send_buffer_locked = true;
             }
             SocketOption::RecvBuffer(n) if n > 0 => {
                 o.recv_buffer = n.min(rmem_max).clamp(MIN_RECV_BUFFER, MAX_CAPACITY);
