@@ -280,9 +280,10 @@ fn kernel_buffer_defaults(c: &mut xstack_dataplane::tcp::Config, sysctl: impl Fn
             c.recv_buffer_max = max;
         }
     }
-    if let [_, default, _] = fields("net/ipv4/tcp_wmem")[..] {
-        if sane(default) {
+    if let [_, default, max] = fields("net/ipv4/tcp_wmem")[..] {
+        if sane(default) && sane(max) && default <= max {
             c.send_buffer = default;
+            c.send_buffer_max = max;
         }
     }
     if let [max] = fields("net/core/rmem_max")[..] {
@@ -734,7 +735,7 @@ mod tests {
             Some(
                 match name {
                     "net/ipv4/tcp_rmem" => "4096\t131072\t33554432\n",
-                    "net/ipv4/tcp_wmem" => "4096 16384 4194304",
+                    "net/ipv4/tcp_wmem" => "4096 16384 8388608",
                     "net/core/rmem_max" => "212992",
                     _ => "nonsense",
                 }
@@ -742,8 +743,8 @@ mod tests {
             )
         });
         assert_eq!(
-            (c.recv_buffer, c.recv_buffer_max, c.send_buffer, c.core_rmem_max),
-            (131072, 33554432, 16384, 212992)
+            (c.recv_buffer, c.recv_buffer_max, c.send_buffer, c.send_buffer_max, c.core_rmem_max),
+            (131072, 33554432, 16384, 8388608, 212992)
         );
         assert_eq!(c.core_wmem_max, xstack_dataplane::tcp::Config::default().core_wmem_max, "unreadable: default kept");
         // tcp_rmem[2] = 32 MiB gives the window scale this machine's kernel

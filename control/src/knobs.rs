@@ -245,6 +245,10 @@ pub static KNOBS: &[Knob] = &[
         c.recv_buffer_max = buffer(v)?;
         Ok(())
     }),
+    knob!("wmem_max", "net.ipv4.tcp_wmem[2]", true, |c| c.send_buffer_max.to_string(), |c, v| {
+        c.send_buffer_max = buffer(v)?;
+        Ok(())
+    }),
     knob!("core_rmem_max", "net.core.rmem_max", true, |c| c.core_rmem_max.to_string(), |c, v| {
         c.core_rmem_max = buffer(v)?;
         Ok(())
