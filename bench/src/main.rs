@@ -48,8 +48,8 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct MemoryArgs {
-    /// Populations to measure (comma-separated; one client address, so at
-    /// most its ephemeral ports for established connections).
+    /// Populations to measure (comma-separated; past one client address's
+    /// ephemeral ports the connections come from several addresses).
     #[arg(long, value_delimiter = ',', default_value = "5000,20000")]
     connections: Vec<usize>,
     /// Print JSON instead of the table.

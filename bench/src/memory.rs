@@ -15,8 +15,8 @@
 //! open at once: what stays is the records' own memory.
 
 use serde::Serialize;
-use xstack_dataplane::tcp::pair::Pair;
-use xstack_dataplane::tcp::{SocketId, Stack, State};
+use xstack_dataplane::tcp::pair::{client_address, Pair};
+use xstack_dataplane::tcp::{Config, SocketId, Stack, State};
 
 const REQUEST: &[u8] = &[0x42; 64];
 
@@ -65,14 +65,25 @@ fn server_after(n: usize, time_wait: bool) -> Result<(Stack, i64), String> {
     let mut kept = None;
     let mut failed = None;
     let info = allocation_counter::measure(|| {
-        let mut p = Pair::new();
+        // One client address has its ephemeral ports; beyond them each
+        // connection gets an address and port of its own, as a load
+        // generator with several source addresses would.
+        // (tcp_max_tw_buckets raised to the population: what is measured
+        // is the records, not the bound on them.)
+        let config = Config { max_tw_buckets: n.max(Config::default().max_tw_buckets), ..Config::default() };
+        let (lo, hi) = config.ephemeral_ports;
+        let ports = u32::from(hi - lo) + 1;
+        let spread = n > ports as usize;
+        let mut p = Pair::with_client_addresses(config, n.div_ceil(ports as usize));
         let mut conns: Vec<(SocketId, SocketId)> = Vec::with_capacity(n);
-        for _ in 0..n {
-            let Some((c, s)) = p.try_handshake() else {
-                failed = Some(format!(
-                    "a handshake failed after {} connections (one client address: at most its ephemeral ports)",
-                    conns.len()
-                ));
+        for i in 0..n as u32 {
+            let opened = if spread {
+                p.try_handshake_from(client_address(i / ports), lo + (i % ports) as u16)
+            } else {
+                p.try_handshake()
+            };
+            let Some((c, s)) = opened else {
+                failed = Some(format!("a handshake failed after {i} connections"));
                 return;
             };
             if let Err(e) = exchange(&mut p, c, s) {

@@ -29,9 +29,17 @@ impl Pair {
     }
 
     pub fn with_config(config: Config) -> Pair {
+        Pair::with_client_addresses(config, 1)
+    }
+
+    /// A client stack answering for `n` addresses: CLIENT and the ones
+    /// after it (for more connections than one address has ports, each
+    /// opened with [`Pair::try_handshake_from`]).
+    pub fn with_client_addresses(config: Config, n: usize) -> Pair {
         let now = Instant::from_secs(1);
         let mut server = Stack::new(config.clone(), &[SERVER], 1, now);
-        let client = Stack::new(config, &[CLIENT], 2, now);
+        let addrs: Vec<Ipv4Addr> = (0..n.max(1) as u32).map(client_address).collect();
+        let client = Stack::new(config, &addrs, 2, now);
         let listener = server.socket();
         server.bind(listener, SERVER, 80).expect("a fresh stack binds port 80");
         server.listen(listener, 128).expect("a fresh stack listens");
@@ -53,6 +61,20 @@ impl Pair {
     /// full, no ephemeral port left).
     pub fn try_handshake(&mut self) -> Option<(SocketId, SocketId)> {
         let c = self.client.socket();
+        self.connect_and_accept(c)
+    }
+
+    /// `try_handshake` from the client's `addr`:`port` (bound with
+    /// SO_REUSEADDR, as a load generator spreading connections over
+    /// source addresses binds them).
+    pub fn try_handshake_from(&mut self, addr: Ipv4Addr, port: u16) -> Option<(SocketId, SocketId)> {
+        let c = self.client.socket();
+        self.client.set_option(self.now, c, SocketOption::ReuseAddr(true)).ok()?;
+        self.client.bind(c, addr, port).ok()?;
+        self.connect_and_accept(c)
+    }
+
+    fn connect_and_accept(&mut self, c: SocketId) -> Option<(SocketId, SocketId)> {
         self.client.connect(self.now, c, SERVER, 80).ok()?;
         Self::pump(&mut self.client, &mut self.server, self.now, &mut self.buf);
         Self::pump(&mut self.server, &mut self.client, self.now, &mut self.buf);
@@ -94,6 +116,12 @@ impl Pair {
         while self.client.poll_event().is_some() {}
         while self.server.poll_event().is_some() {}
     }
+}
+
+/// The client's `i`-th address: CLIENT, then the ones after it.
+pub fn client_address(i: u32) -> Ipv4Addr {
+    let base = u32::from_be_bytes(CLIENT.0);
+    Ipv4Addr((base + i).to_be_bytes())
 }
 
 impl Default for Pair {
