@@ -47,6 +47,9 @@ for t in redis-server redis-benchmark nginx wrk; do
 done
 name=cmp$(($$ % 100000))
 out=$(mktemp -d)
+# nginx's worker runs as an unprivileged user: it must reach the files
+# (mktemp makes the directory 0700; every request would be a 403).
+chmod 755 "$out"
 facts=$(scripts/topology.sh up "$name" --force 2>"$out/topology.log") || { cat "$out/topology.log" >&2; exit 1; }
 eval "$facts"
 pids=()
@@ -110,6 +113,11 @@ EOF
     serving "$addr" 8080
     ip netns exec "$NS_A" timeout 60 taskset -c 0 wrk -t1 -c32 -d5s --latency "http://$addr:8080/1k.html" \
         >"$out/wrk.txt" 2>&1 || true
+    # wrk counts every response; a figure of error pages is no figure.
+    if grep -q "Non-2xx" "$out/wrk.txt"; then
+        echo "compare-apps: wrk got error responses: $(grep Non-2xx "$out/wrk.txt")" >&2
+        exit 1
+    fi
     record "nginx $label requests/s" "$(awk '/Requests\/sec/ {print $2}' "$out/wrk.txt")"
     record "nginx $label p50 us" "$(awk '$1 == "50%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v); v*=1000} else if (v ~ /us$/) {sub(/us/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1e6}; print v}' "$out/wrk.txt")"
     kill "$pid"; wait "$pid" 2>/dev/null || true
