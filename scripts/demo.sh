@@ -6,13 +6,16 @@
 # server), prints the stack's counters, then runs a short bench comparison
 # (RR and CRR: our stack against the kernel and the raw AF_XDP floor), runs
 # the unmodified Debian redis-server on the kernel and on the stack
-# (xstack-run) side by side under redis-benchmark, and tears it all down.
+# (xstack-run) side by side under redis-benchmark, drives the same kernel
+# nginx with wrk and with xstack-bench (kernel sockets and our stack) side
+# by side, and tears it all down.
 #
 # usage: scripts/demo.sh [--no-setup] [--keep] [--no-bench] [--no-apps]
 #   --no-setup  skip scripts/setup.sh (packages already installed)
 #   --keep      leave the topology and the stack running (stop: Ctrl-C)
 #   --no-bench  skip the bench comparison at the end
-#   --no-apps   skip redis on the kernel and on the stack
+#   --no-apps   skip redis on the kernel and on the stack, and the load
+#               generators against nginx
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,7 +31,7 @@ for a in "$@"; do
         --keep) keep=1 ;;
         --no-bench) bench=0 ;;
         --no-apps) apps=0 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "demo.sh: unknown option $a" >&2; exit 2 ;;
     esac
 done
@@ -175,6 +178,9 @@ if [[ $apps == 1 ]]; then
     say "Unmodified redis-server 7 on the kernel, then preloaded on the stack (xstack-run), redis-benchmark from the peer"
     echo "  (the daemon's worker and redis share core 1 with --poll yield; redis-benchmark on core 0)"
     bash "$here/compare-apps.sh" --only redis --poll yield --app-core 1 --requests 50000 | sed 's/^/  /'
+    say "Load generators side by side: wrk against xstack-bench (kernel sockets and our stack) on the same kernel nginx"
+    echo "  (nginx on core 1, each generator one thread on core 0, 3 s each)"
+    bash "$here/compare-loadgen.sh" --only nginx --duration 3 | sed 's/^/  /'
 fi
 
 say "Tearing down $name"
