@@ -153,10 +153,18 @@ fn arp_entries_expire_and_are_re_resolved_via_the_gateway() {
     let stack_ip = topo.get("IP_STACK").to_owned();
     // 5 s of pings 0.2 s apart: the gateway's entry expires about every second.
     let ping = topo.exec("NS_A", &["ping", "-q", "-c", "25", "-i", "0.2", "-W", "2", &stack_ip]);
-    assert_eq!(ping_counts(&ping), (25, 25), "{}", stdout(&ping));
     let summary = daemon.stop();
     let arp = summary.group("summary arp");
     let w = summary.group("summary worker=0");
+    // (The daemon's counters with the ping's, so a loss says where the
+    // packet went: a flake hunt saw 24 of 25 once, on a loaded machine.)
+    assert_eq!(
+        ping_counts(&ping),
+        (25, 25),
+        "{}\narp {arp:?}\nworker {w:?}\nring {:?}",
+        stdout(&ping),
+        summary.group("summary ring worker=0")
+    );
     assert!(arp["expired"] >= 2, "{arp:?}");
     assert!(arp["requests_sent"] >= 2 && arp["learned"] >= 2, "re-resolved: {arp:?}");
     assert_eq!(arp["failed"], 0, "{arp:?}");
