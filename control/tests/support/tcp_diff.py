@@ -35,7 +35,7 @@ from send_frames import csum
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 FLAG_NAMES = [(FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, ".")]
 
 
@@ -402,6 +402,37 @@ def probes(t):
         c.rcv_nxt = (c.rcv_nxt + 1) & 0xFFFFFFFF
         return c.send(ACK, wait=0.3) + c.data(b"late", wait=0.3)
 
+    def syn_with_data_is_answered_without_its_data():
+        # No TCP Fast Open cookie: the data in a SYN is not taken, the
+        # SYN|ACK acknowledges the SYN alone, and the data comes again.
+        c = Conn(t, t.open_port)
+        ts = c.ts()
+        a = c.send(SYN, payload=b"early", ack=0, opts=options(mss=1460, sack_ok=True, ts=ts, ws=7))
+        return a
+
+    def urgent_data_is_acknowledged_as_data():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        t.drain()
+        ts = c.ts()
+        opts = options(ts=ts) if ts else b""
+        off = (20 + len(opts)) // 4
+        # URG with an urgent pointer at the last byte (RFC 9293 3.8.5).
+        hdr = struct.pack("!HHIIBBHHH", c.sport, t.open_port, c.snd_nxt, c.rcv_nxt, off << 4, URG | ACK | PSH,
+                          64240, 0, 4) + opts
+        payload = b"oob!"
+        pseudo = socket.inet_aton(t.spoof) + socket.inet_aton(t.ip) + struct.pack("!BBH", 0, 6, len(hdr) + len(payload))
+        cs = csum(pseudo + hdr + payload)
+        seg = hdr[:16] + struct.pack("!H", cs) + hdr[18:] + payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(seg), t.rng.randrange(65536), 0x4000, 64, 6, 0,
+                         socket.inet_aton(t.spoof), socket.inet_aton(t.ip))
+        ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+        t.sock.send(t.mac + t.our_mac + b"\x08\x00" + ip + seg)
+        t.sent_at = time.monotonic()
+        ans = c.norm(t.collect(c.sport, 0.5))
+        c.snd_nxt += 4
+        return ans
+
     # TIME_WAIT (Linux tcp_timewait_state_process): the source server
     # sends 5 bytes and its FIN; our FIN|ACK acknowledges both, and its
     # ACK of our FIN leaves the target in TIME_WAIT. The numbers then:
@@ -496,6 +527,8 @@ def probes(t):
         return c.send(SYN, ack=0, opts=options(mss=1460))
 
     return [
+        ("syn_with_data_is_answered_without_its_data", syn_with_data_is_answered_without_its_data),
+        ("urgent_data_is_acknowledged_as_data", urgent_data_is_acknowledged_as_data),
         ("fin_wait_2_takes_the_ack_of_its_fin_silently", fin_wait_2_takes_the_ack_of_its_fin_silently),
         ("fin_wait_2_resets_new_data", fin_wait_2_resets_new_data),
         ("fin_wait_2_acks_the_peers_fin", fin_wait_2_acks_the_peers_fin),
