@@ -433,6 +433,22 @@ def probes(t):
         c.snd_nxt += 4
         return ans
 
+    def rst_at_our_fin_resets_last_ack():
+        # Linux tcp_reset_check: in CLOSE-WAIT, LAST-ACK and CLOSING a
+        # reset at RCV.NXT - 1 (the sequence number of the FIN it already
+        # has) is taken, as some peers send it so.
+        c = Conn(t, t.open_port)
+        c.handshake()
+        ans = server_fin(c.send(FIN | ACK, wait=0.5))
+        c.snd_nxt += 1
+        # The discard server's FIN is not acknowledged: it sits in LAST-ACK.
+        a = c.send(RST, seq=c.snd_nxt - 1, ack=0, opts=b"", wait=0.3)
+        # Gone: an ACK of its FIN meets no connection (a reset), where a
+        # live LAST-ACK would take it silently.
+        c.rcv_nxt = (c.rcv_nxt + 1) & 0xFFFFFFFF
+        b = c.send(ACK, opts=b"", wait=0.3)
+        return ans + a + b
+
     # TIME_WAIT (Linux tcp_timewait_state_process): the source server
     # sends 5 bytes and its FIN; our FIN|ACK acknowledges both, and its
     # ACK of our FIN leaves the target in TIME_WAIT. The numbers then:
@@ -527,6 +543,7 @@ def probes(t):
         return c.send(SYN, ack=0, opts=options(mss=1460))
 
     return [
+        ("rst_at_our_fin_resets_last_ack", rst_at_our_fin_resets_last_ack),
         ("syn_with_data_is_answered_without_its_data", syn_with_data_is_answered_without_its_data),
         ("urgent_data_is_acknowledged_as_data", urgent_data_is_acknowledged_as_data),
         ("fin_wait_2_takes_the_ack_of_its_fin_silently", fin_wait_2_takes_the_ack_of_its_fin_silently),

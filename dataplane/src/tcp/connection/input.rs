@@ -196,6 +196,9 @@ impl Connection {
         let end = seq + seg_len;
         let acceptable = end >= self.rcv_nxt && seq <= self.rcv_nxt + self.rcv_wnd();
         if !acceptable {
+            if f.rst() && self.rst_at_their_fin(seq) {
+                return ControlFlow::Break(self.on_rst(now, shared, seq));
+            }
             if !f.rst() {
                 self.note_duplicate(seq, seq + seg.payload.len());
                 self.oow_ack(now, shared, seg_len > 0);
@@ -225,7 +228,7 @@ impl Connection {
     /// An acceptable RST (RFC 5961 section 3.2): an exact match resets,
     /// anything else in the window draws a challenge ACK.
     fn on_rst(&mut self, now: Instant, shared: &mut Shared, seq: SeqNum) -> Outcome {
-        if seq != self.rcv_nxt {
+        if seq != self.rcv_nxt && !self.rst_at_their_fin(seq) {
             self.challenge_ack(now, shared);
             return Outcome::Dropped;
         }
@@ -246,6 +249,13 @@ impl Connection {
         // After close() there is nobody to tell.
         self.enter_closed(&mut shared.pool, if self.user_closed { None } else { error });
         Outcome::Accepted
+    }
+
+    /// Linux tcp_reset_check: once the peer's FIN is in (CLOSE-WAIT,
+    /// LAST-ACK, CLOSING), a reset at RCV.NXT - 1, the FIN's own sequence
+    /// number, is as good as one at RCV.NXT: some peers send it so.
+    fn rst_at_their_fin(&self, seq: SeqNum) -> bool {
+        seq == self.rcv_nxt - 1u32 && matches!(self.state, State::CloseWait | State::LastAck | State::Closing)
     }
 
     /// A SYN past the handshake: only a simultaneous open's SYN|ACK or

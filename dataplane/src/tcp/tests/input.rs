@@ -164,6 +164,29 @@ fn close_wait_reset_is_epipe_and_reads_stay_eof() {
     assert_eq!(t.st.resources().connections, 0);
 }
 
+/// Linux tcp_reset_check: after the peer's FIN (CLOSE-WAIT, LAST-ACK,
+/// CLOSING) a reset at RCV.NXT - 1, the FIN's sequence number, resets;
+/// in ESTABLISHED the same number is outside the window and ignored.
+/// (The differential suite compares it with this machine's kernel.)
+#[test]
+fn a_reset_at_the_peers_fin_is_taken_once_the_fin_is_in() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    t.send(&seg(PEER_ISN, 0, Flags::RST)).unwrap_err();
+    assert!(t.recv().is_empty());
+    assert_eq!(t.state(c), Some(State::Established));
+    t.send(&seg(PEER_ISN + 1, iss + 1, Flags::FIN | Flags::ACK)).unwrap();
+    t.recv();
+    t.st.close(t.now, c).unwrap();
+    assert_eq!(t.recv_one().flags, Flags::FIN | Flags::ACK);
+    assert_eq!(t.st.count_by_state()[State::LastAck.index()], 1);
+    // RCV.NXT is PEER_ISN + 2 now: a reset at the FIN's own number ends
+    // LAST-ACK, nothing sent.
+    t.send(&seg(PEER_ISN + 1, 0, Flags::RST)).unwrap();
+    assert!(t.recv().is_empty());
+    assert_eq!(t.st.resources().connections, 0);
+}
+
 #[test]
 fn established_paws_drops_old_timestamps() {
     let mut t = T::new(Config { timestamps: true, ..plain() });
