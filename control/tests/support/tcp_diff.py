@@ -433,6 +433,17 @@ def probes(t):
         c.snd_nxt += 4
         return ans
 
+    def data_with_a_malformed_option_is_taken():
+        # Linux tcp_parse_options stops at an option whose length is
+        # below 2 or past the header, and takes the segment.
+        c = Conn(t, t.open_port)
+        c.handshake()
+        ans = c.data(b"m" * 10, opts=b"\x01\x01\x08\x00")
+        c.snd_nxt += 10
+        more = c.data(b"n" * 10, opts=b"\x01\x01\x02\x08")
+        c.snd_nxt += 10
+        return ans + more
+
     def rst_at_our_fin_resets_last_ack():
         # Linux tcp_reset_check: in CLOSE-WAIT, LAST-ACK and CLOSING a
         # reset at RCV.NXT - 1 (the sequence number of the FIN it already
@@ -543,6 +554,7 @@ def probes(t):
         return c.send(SYN, ack=0, opts=options(mss=1460))
 
     return [
+        ("data_with_a_malformed_option_is_taken", data_with_a_malformed_option_is_taken),
         ("rst_at_our_fin_resets_last_ack", rst_at_our_fin_resets_last_ack),
         ("syn_with_data_is_answered_without_its_data", syn_with_data_is_answered_without_its_data),
         ("urgent_data_is_acknowledged_as_data", urgent_data_is_acknowledged_as_data),

@@ -348,10 +348,14 @@ impl Options {
                 }
                 _ => {}
             }
-            let Some(&len) = data.get(1) else { return Err(Error::Malformed) };
+            // Linux tcp_parse_options: a kind without its length, a
+            // length below 2 ("silly options") or one past the option
+            // area ends the parsing; what came before stands and the
+            // segment is taken.
+            let Some(&len) = data.get(1) else { break };
             let len = usize::from(len);
             if len < 2 || len > data.len() {
-                return Err(Error::Malformed);
+                break;
             }
             let body = &data[2..len];
             match (kind, len) {
@@ -685,7 +689,7 @@ mod tests {
     }
 
     #[test]
-    fn rejects_bad_offsets_and_overrunning_options() {
+    fn rejects_bad_offsets_and_stops_at_overrunning_options() {
         let v = linux_syn();
         assert_eq!(Packet::new_checked(&v[..19]).unwrap_err(), Error::Truncated);
         // Data offset 4 words.
@@ -696,16 +700,19 @@ mod tests {
         let mut b = v.clone();
         b[12] = 0xf0;
         assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Error::Truncated);
-        // An option whose length runs past the option area.
+        // An option whose length runs past the option area: parsing stops
+        // there (Linux tcp_parse_options), the options before it stand.
         let mut b = v.clone();
         b[38] = 9; // the WS option claims 9 bytes, 3 are left
         let p = Packet::new_checked(&b[..]).unwrap();
-        assert_eq!(Repr::parse_unverified(&p), Err(Error::Malformed));
-        // Length 0 would loop forever if accepted.
+        let o = Repr::parse_unverified(&p).unwrap().options;
+        assert_eq!((o.mss, o.sack_permitted, o.window_scale), (Some(1460), true, None));
+        assert!(o.timestamp.is_some());
+        // Length 0 (which would loop for ever if taken) stops it at once.
         let mut b = v.clone();
         b[21] = 0;
         let p = Packet::new_checked(&b[..]).unwrap();
-        assert_eq!(Repr::parse_unverified(&p), Err(Error::Malformed));
+        assert_eq!(Repr::parse_unverified(&p).unwrap().options, Options::default());
         // Port 0.
         let mut b = v.clone();
         b[0] = 0;
