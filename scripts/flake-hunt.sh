@@ -54,6 +54,10 @@ rm -rf "$logs"
 mkdir -p "$logs"
 
 echo "flake-hunt: building the test binaries" >&2
+# Every binary first, as scripts/test.sh builds them: namespace tests run
+# other packages' binaries (the install test stages xstack-bench), which
+# `cargo test --no-run` alone does not build.
+cargo build --workspace --all-targets --locked "${profile[@]}" >&2
 # One line per test binary: "<src_path> <executable>".
 cargo test --workspace --locked "${profile[@]}" --no-run --message-format=json 2>/dev/null |
     python3 -c '
