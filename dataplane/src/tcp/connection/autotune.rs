@@ -45,6 +45,9 @@ pub(super) struct Autotune {
     /// time).
     space_seq: SeqNum,
     space_time: Instant,
+    /// When the current round can end (space_time + RTT); reads before
+    /// it cost one compare.
+    space_due: Instant,
 }
 
 impl Autotune {
@@ -68,13 +71,20 @@ impl Connection {
     /// In-sequence data arrived (Linux tcp_rcv_rtt_measure from
     /// tcp_event_data_recv): a window's worth received since timing began
     /// is one round-trip sample.
+    #[inline]
     pub(super) fn rcv_rtt_measure(&mut self, now: Instant) {
+        // Most segments land inside the window being timed: one compare.
+        if self.autotune.rtt_time != Instant::ZERO && self.rcv_nxt < self.autotune.rtt_seq {
+            return;
+        }
+        self.rcv_rtt_sample(now);
+    }
+
+    #[inline(never)]
+    fn rcv_rtt_sample(&mut self, now: Instant) {
         let window_end = self.rcv_nxt + self.rcv_wnd();
         let a = &mut self.autotune;
         if a.rtt_time != Instant::ZERO {
-            if self.rcv_nxt < a.rtt_seq {
-                return;
-            }
             let us = now.saturating_duration_since(a.rtt_time).as_micros().min(u128::from(u32::MAX)) as u32;
             a.update(us, true);
         }
@@ -85,10 +95,16 @@ impl Connection {
     /// A full-sized segment echoing a timestamp not seen yet (Linux
     /// tcp_rcv_rtt_measure_ts): the echo's age is a sample, if the
     /// millisecond clock saw one pass.
+    #[inline]
     pub(super) fn rcv_rtt_measure_ts(&mut self, now: Instant, tsecr: u32, len: usize) {
         if tsecr == self.autotune.last_tsecr {
             return;
         }
+        self.rcv_rtt_sample_ts(now, tsecr, len);
+    }
+
+    #[inline(never)]
+    fn rcv_rtt_sample_ts(&mut self, now: Instant, tsecr: u32, len: usize) {
         self.autotune.last_tsecr = tsecr;
         if len >= usize::from(self.rcv_mss) {
             let age_ms = self.ts_val(now).wrapping_sub(tsecr) as i32;
@@ -99,7 +115,18 @@ impl Connection {
     }
 
     /// After a read (Linux tcp_rcv_space_adjust from tcp_recvmsg).
+    #[inline]
     pub(super) fn rcv_space_adjust(&mut self, now: Instant, shared: &mut Shared) {
+        // Most reads come within the round being measured: one compare
+        // (`space_due` is when the round ends, ZERO before the first).
+        if now < self.autotune.space_due {
+            return;
+        }
+        self.rcv_space_measure(now, shared);
+    }
+
+    #[inline(never)]
+    fn rcv_space_measure(&mut self, now: Instant, shared: &mut Shared) {
         let copied_seq = self.rcv_nxt - self.rx.len() as u32;
         let a = &mut self.autotune;
         if a.space == 0 {
@@ -112,6 +139,9 @@ impl Connection {
         }
         let rtt = Duration::from_micros(u64::from(a.rtt_us8 >> 3));
         if a.rtt_us8 == 0 || now.saturating_duration_since(a.space_time) < rtt {
+            // No round trip measured yet, or the round is not over: look
+            // again when it is (or at the next read without a sample).
+            a.space_due = if a.rtt_us8 == 0 { Instant::ZERO } else { a.space_time + rtt };
             return;
         }
         let copied = copied_seq.dist(a.space_seq);
@@ -134,6 +164,7 @@ impl Connection {
         }
         a.space_seq = copied_seq;
         a.space_time = now;
+        a.space_due = now + rtt;
     }
 
     /// Linux tcp_sndbuf_expand (from tcp_init_buffer_space and

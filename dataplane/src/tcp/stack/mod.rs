@@ -308,7 +308,12 @@ impl Stack {
     fn after_conn(&mut self, id: SocketId) {
         let Some(s) = sock_mut(&mut self.slots, id) else { return };
         if let Kind::Conn(c) = &mut s.kind {
-            if c.state() == State::TimeWait || c.fin_wait_2_record_due(&mut self.shared) {
+            // (The common states cost one compare here: this runs after
+            // every segment, read and write.)
+            let st = c.state();
+            if st == State::TimeWait
+                || (st == State::FinWait2 && c.user_closed && c.fin_wait_2_record_due(&mut self.shared))
+            {
                 self.enter_time_wait(id);
                 return;
             }
