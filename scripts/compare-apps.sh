@@ -22,6 +22,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 cd "$root"
+# shellcheck source=scripts/lib.sh
+source "$here/lib.sh"
 bin=$root/target/release
 requests=100000
 poll=busy
@@ -62,12 +64,7 @@ cleanup() {
 trap cleanup EXIT
 
 serving() { # addr port
-    for _ in $(seq 200); do
-        ip netns exec "$NS_A" nc -z -w 1 "$1" "$2" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "compare-apps: nothing serves $1:$2" >&2
-    return 1
+    xs_wait_serving "$NS_A" "$1" "$2"
 }
 
 declare -A fig

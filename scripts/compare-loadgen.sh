@@ -22,6 +22,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 cd "$root"
+# shellcheck source=scripts/lib.sh
+source "$here/lib.sh"
 bin=$root/target/release
 duration=5
 server_core=1
@@ -60,12 +62,7 @@ trap cleanup EXIT
 # the usual tools from its kernel address, xstack-bench on the stack from
 # IP_STACK on IF_B (the XDP program passes everything else to the kernel).
 serving() { # addr port
-    for _ in $(seq 200); do
-        ip netns exec "$NS_B" nc -z -w 1 "$1" "$2" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "compare-loadgen: nothing serves $1:$2" >&2
-    return 1
+    xs_wait_serving "$NS_B" "$1" "$2"
 }
 
 declare -A fig

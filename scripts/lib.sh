@@ -105,3 +105,15 @@ xs_version_ge() {
 xs_netns_exists() {
     [[ -e "/run/netns/$1" ]]
 }
+
+# Waits (up to 10 s) until something accepts TCP connections on ADDR:PORT
+# as seen from namespace NS: a server just started may need a moment.
+xs_wait_serving() { # ns addr port
+    local _
+    for _ in $(seq 200); do
+        ip netns exec "$1" nc -z -w 1 "$2" "$3" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    xs_err "nothing serves $2:$3"
+    return 1
+}

@@ -106,10 +106,10 @@ class Target:
         self.rng = random.Random(7)
         self.ports = iter(range(41000 + self.rng.randrange(1000), 65000))
 
-    def send(self, sport, dport, seq, ack, flags, payload=b"", opts=b"", window=64240):
+    def send(self, sport, dport, seq, ack, flags, payload=b"", opts=b"", window=64240, urgent=0):
         off = (20 + len(opts)) // 4
         hdr = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, off << 4, flags,
-                          window, 0, 0) + opts
+                          window, 0, urgent) + opts
         pseudo = socket.inet_aton(self.spoof) + socket.inet_aton(self.ip) + struct.pack(
             "!BBH", 0, 6, len(hdr) + len(payload))
         c = csum(pseudo + hdr + payload)
@@ -415,20 +415,9 @@ def probes(t):
         c.handshake()
         t.drain()
         ts = c.ts()
-        opts = options(ts=ts) if ts else b""
-        off = (20 + len(opts)) // 4
         # URG with an urgent pointer at the last byte (RFC 9293 3.8.5).
-        hdr = struct.pack("!HHIIBBHHH", c.sport, t.open_port, c.snd_nxt, c.rcv_nxt, off << 4, URG | ACK | PSH,
-                          64240, 0, 4) + opts
-        payload = b"oob!"
-        pseudo = socket.inet_aton(t.spoof) + socket.inet_aton(t.ip) + struct.pack("!BBH", 0, 6, len(hdr) + len(payload))
-        cs = csum(pseudo + hdr + payload)
-        seg = hdr[:16] + struct.pack("!H", cs) + hdr[18:] + payload
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(seg), t.rng.randrange(65536), 0x4000, 64, 6, 0,
-                         socket.inet_aton(t.spoof), socket.inet_aton(t.ip))
-        ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
-        t.sock.send(t.mac + t.our_mac + b"\x08\x00" + ip + seg)
-        t.sent_at = time.monotonic()
+        t.send(c.sport, t.open_port, c.snd_nxt, c.rcv_nxt, URG | ACK | PSH, b"oob!",
+               options(ts=ts) if ts else b"", urgent=4)
         ans = c.norm(t.collect(c.sport, 0.5))
         c.snd_nxt += 4
         return ans
