@@ -182,19 +182,23 @@ impl RingBuffer {
             let Some(tables) = Self::new_tables(pool, slots) else { return false };
             let chunk = CHUNK as u64;
             let (first, end) = (self.head / chunk, self.hi.div_ceil(chunk).max(self.head / chunk));
-            let mut ids = Vec::new();
-            for c in first..end {
-                ids.push(self.slot(pool, c));
-            }
-            for t in core::mem::replace(&mut self.ids, tables) {
-                if t != NO_CHUNK {
-                    pool.free(t);
-                }
-            }
+            // Entry by entry from the old tables to the new ones (no
+            // allocation: this runs on a read).
+            let (old, old_mask) = (core::mem::replace(&mut self.ids, tables), (1usize << self.shift) - 1);
             self.shift = slots.trailing_zeros() as u8;
-            for (c, id) in (first..end).zip(ids) {
+            for c in first..end {
+                let s = c as usize & old_mask;
+                let id = match old[s / TABLE] {
+                    NO_CHUNK => NO_CHUNK,
+                    t => pool.entry(t, s % TABLE),
+                };
                 if id != NO_CHUNK {
                     self.set_table_slot(pool, c, id);
+                }
+            }
+            for t in old {
+                if t != NO_CHUNK {
+                    pool.free(t);
                 }
             }
         }
