@@ -17,6 +17,7 @@ ports or byte counts that legitimately differ between the two stacks.
 """
 import argparse
 import errno
+import os
 import select
 import socket
 import struct
@@ -73,7 +74,37 @@ class App:
         self.tags[c.fileno()] = tag
         return c
 
+    def closed_numbers_are_reused(self):
+        # close_range(2) (os.closerange) closes a listening socket's
+        # number; the next file opened may get that number, and must be
+        # the file, not the socket that was there.
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((self.addr, 0))
+        s.listen(4)
+        fd = s.detach()
+        os.closerange(fd, fd + 1)
+        path = "/tmp/epoll-semantics.%d" % os.getpid()
+        extra, f = [], -1
+        try:
+            for _ in range(64):
+                f = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                if f == fd:
+                    break
+                extra.append(f)
+            self.say("closerange: number reused %s" % (f == fd))
+            try:
+                wrote = os.write(f, b"file data")
+            except OSError as e:
+                wrote = errno.errorcode.get(e.errno, e.errno)
+            self.say("closerange: write to the file %s, read back %r" % (wrote, os.pread(f, 100, 0)))
+        finally:
+            for x in extra + [f]:
+                if x >= 0:
+                    os.close(x)
+            os.unlink(path)
+
     def run(self):
+        self.closed_numbers_are_reused()
         lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         lst.bind((self.addr, 0))
@@ -191,6 +222,18 @@ class App:
             err = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             self.say("%s SO_ERROR %s" % (label, errno.errorcode.get(err, err) if err else 0))
             self.ep.unregister(c.fileno())
+            c.close()
+
+        # An edge-triggered listener: every new connection is an edge,
+        # also one that arrives after the queue was emptied with no wait
+        # in between (and may reuse the place the last one had).
+        self.ep.modify(lst.fileno(), select.EPOLLIN | select.EPOLLET)
+        for tag in ("e", "f", "g"):
+            self.peer("connect %s %s %d" % (tag, self.addr, port))
+            self.wait("edge listener for %s" % tag)
+            c = self.accept_one(lst, tag)
+            self.peer("reset %s" % tag)
+            time.sleep(0.05)
             c.close()
         a.close()
         b.close()

@@ -243,6 +243,34 @@ pub fn close(fd: c_int) -> Option<c_int> {
     None
 }
 
+/// close_range(2): the stack's sockets in the range are forgotten as
+/// close() forgets one, then the C library closes the numbers (a number
+/// the kernel hands out again later must not still lead to a stack
+/// socket). With CLOSE_RANGE_CLOEXEC nothing closes now: exec closes
+/// them, and the new program starts with no stack sockets. A call the
+/// kernel refuses (unknown flags, `first` > `last`) forgets nothing.
+pub fn close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> Option<c_int> {
+    let known = libc::CLOSE_RANGE_UNSHARE | libc::CLOSE_RANGE_CLOEXEC;
+    if flags as libc::c_uint & !known != 0 || first > last || flags as libc::c_uint & libc::CLOSE_RANGE_CLOEXEC != 0 {
+        return None;
+    }
+    forget_range(first, last);
+    None
+}
+
+/// closefrom(3): as close_range(lowfd, ~0U, 0).
+pub fn closefrom(low: c_int) {
+    forget_range(low.max(0) as libc::c_uint, libc::c_uint::MAX);
+}
+
+fn forget_range(first: libc::c_uint, last: libc::c_uint) {
+    let Ok(lo) = i32::try_from(first) else { return };
+    let hi = i32::try_from(last).unwrap_or(i32::MAX);
+    let s = SOCKS.remove_range(lo, hi);
+    let e = EPOLLS.remove_range(lo, hi);
+    drop((s, e));
+}
+
 pub fn shutdown(fd: c_int, how: c_int) -> Option<c_int> {
     let (g, s) = ours(fd)?;
     let how = match how {

@@ -71,6 +71,8 @@ hook!(fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
     => |fd, addr, len| unsafe { calls::connect(fd, addr, len) }; via connect(fd, addr, len));
 hook!(fn close(fd: c_int) -> c_int
     => |fd| calls::close(fd); via close(fd));
+hook!(fn close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int
+    => |first, last, flags| calls::close_range(first, last, flags); via close_range(first, last, flags));
 hook!(fn shutdown(fd: c_int, how: c_int) -> c_int
     => |fd, how| calls::shutdown(fd, how); via shutdown(fd, how));
 hook!(fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
@@ -170,6 +172,18 @@ pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
     // Safety: plain system call.
     let fd = unsafe { real::epoll_create1(flags) };
     enter(|| multiplex::epoll_created(fd)).unwrap_or(fd)
+}
+
+/// closefrom(3): the stack's sockets from `low` up are forgotten, then
+/// the C library closes the numbers.
+///
+/// # Safety
+/// As closefrom(3)'s.
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(low: c_int) {
+    let _ = enter(|| calls::closefrom(low));
+    // Safety: the caller's contract, passed on.
+    unsafe { real::closefrom(low) }
 }
 
 /// select with a timeval: the timeval is left with the time not slept,

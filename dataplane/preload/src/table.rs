@@ -57,6 +57,24 @@ impl<T> Table<T> {
         self.map.write().unwrap_or_else(|p| p.into_inner()).remove(&fd)
     }
 
+    /// Forgets every entry from `lo` to `hi` (both included), as
+    /// close_range(2) closes a range; what was there, to drop.
+    pub fn remove_range(&self, lo: i32, hi: i32) -> Vec<Arc<T>> {
+        if lo > hi {
+            return Vec::new();
+        }
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let fds: Vec<i32> = map.range(lo..=hi).map(|(k, _)| *k).collect();
+        let mut gone = Vec::with_capacity(fds.len());
+        for fd in fds {
+            if let Some((w, b)) = self.bit(fd) {
+                w.fetch_and(!b, Ordering::Release);
+            }
+            gone.extend(map.remove(&fd));
+        }
+        gone
+    }
+
     /// Holds the map against every other thread across fork(): a lock
     /// another thread held at that instant would stay held for ever in the
     /// child.

@@ -57,11 +57,20 @@ pub struct Process {
     hints: Vec<AtomicUsize>,
     /// Connections the workers handed over and nobody accepted yet, by
     /// (worker, listener slot).
-    pending: Mutex<HashMap<(usize, u32), VecDeque<u32>>>,
+    pending: Mutex<HashMap<(usize, u32), Arrivals>>,
     next_worker: AtomicUsize,
     /// The daemon hung up (it died: a stopping daemon says so in the
     /// arena instead).
     hung: AtomicBool,
+}
+
+/// A listener's connections not accepted yet, and how many ever arrived
+/// (an edge-triggered waiter sees a new arrival as a change even when
+/// the queue was emptied in between).
+#[derive(Debug, Default)]
+struct Arrivals {
+    queue: VecDeque<u32>,
+    count: u64,
 }
 
 /// A listening socket: one stack listener on every worker.
@@ -325,7 +334,9 @@ impl Process {
                         sl.holders().store(self.bit(), Ordering::Release);
                     }
                     let p = pending.get_or_insert_with(|| lock(&self.pending));
-                    p.entry((w, listener)).or_default().push_back(child);
+                    let a = p.entry((w, listener)).or_default();
+                    a.queue.push_back(child);
+                    a.count += 1;
                 }
             }
         }
@@ -343,7 +354,7 @@ impl Process {
             let (w, ls) = l.parts[(first + k) % n];
             let child = {
                 let mut p = lock(&self.pending);
-                p.get_mut(&(w, ls)).and_then(VecDeque::pop_front)
+                p.get_mut(&(w, ls)).and_then(|a| a.queue.pop_front())
             };
             let Some(child) = child else {
                 let s = self.arena.slot(w, ls).ok_or(Error::InvalidInput)?;
@@ -375,9 +386,9 @@ impl Process {
         let p = lock(&self.pending);
         let mut r = Ready::default();
         for &(w, ls) in &l.parts {
-            if let Some(q) = p.get(&(w, ls)) {
-                r.read |= !q.is_empty();
-                r.seq = r.seq.wrapping_add(q.back().map_or(0, |&c| u64::from(c) + 1));
+            if let Some(a) = p.get(&(w, ls)) {
+                r.read |= !a.queue.is_empty();
+                r.seq = r.seq.wrapping_add(a.count);
             }
             if self.arena.slot(w, ls).is_some_and(|s| s.state().load(Ordering::Acquire) & state::ERROR != 0) {
                 r.read = true;
@@ -762,7 +773,7 @@ impl Process {
                 continue;
             }
             let _ = self.post(w, Command::Close { slot });
-            let orphans = lock(&self.pending).remove(&(w, slot)).unwrap_or_default();
+            let orphans = lock(&self.pending).remove(&(w, slot)).unwrap_or_default().queue;
             for child in orphans {
                 let _ = self
                     .post(w, Command::SetOption { slot: child, option: SocketOption::Linger(Some(Duration::ZERO)) });

@@ -116,6 +116,39 @@ fn a_process_listens_accepts_and_echoes() {
     drop(s.inbox);
 }
 
+/// An edge-triggered epoll waiter on a listener reports it again when its
+/// readiness stamp moves: every arrival must move it, also one that comes
+/// after the queue was emptied and lands in the place the last one had
+/// (the stamp once came from the last queued slot's number).
+#[test]
+fn every_arrival_moves_a_listener_s_readiness_stamp() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let s = setup();
+    let p = &s.process;
+    let l = p.listen(Ipv4Addr::UNSPECIFIED, 9, 16, &[]).unwrap();
+    let h = s.lo.handle(1).unwrap();
+    let mut seen = vec![p.listener_ready(&l).seq];
+    for _ in 0..4 {
+        let h = h.clone();
+        let peer = std::thread::spawn(move || {
+            let c = TcpStream::connect(&h, SERVER, 9).unwrap();
+            c.set_option(crate::tcp::SocketOption::Linger(Some(Duration::ZERO))).unwrap();
+            drop(c);
+        });
+        let c = retry(|| p.accept(&l)).unwrap();
+        let r = p.listener_ready(&l);
+        assert!(!r.read, "one arrival, accepted");
+        assert!(!seen.contains(&r.seq), "arrival {} left the stamp at {} (seen {seen:?})", seen.len(), r.seq);
+        seen.push(r.seq);
+        peer.join().unwrap();
+        p.close_stream(c);
+        // The place frees once the worker has closed it.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p.close_listener(l);
+    drop(s.inbox);
+}
+
 /// A forked child that could not join the arena (every member number
 /// taken) holds nothing: its close() of an inherited listener must not
 /// close the listener for the parent that still holds it (a close() on
