@@ -103,7 +103,37 @@ class App:
                     os.close(x)
             os.unlink(path)
 
+    def binding(self):
+        # bind() holds the port at once, as Linux's inet_bind: a port 0
+        # picked is named before listen(), a held port is EADDRINUSE at
+        # bind(), a second bind() is EINVAL.
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((self.addr, 0))
+        port = s.getsockname()[1]
+        self.say("bind port 0: named before listen %s" % (port != 0))
+        for label, sock, where in (("a held port", socket.socket(), (self.addr, port)), ("again", s, (self.addr, 0))):
+            try:
+                sock.bind(where)
+                self.say("bind %s: ok" % label)
+            except OSError as e:
+                self.say("bind %s: %s" % (label, errno.errorcode.get(e.errno, e.errno)))
+            if sock is not s:
+                sock.close()
+        s.listen(4)
+        self.say("listen keeps the bound port %s" % (s.getsockname()[1] == port))
+        s.close()
+        # A client bound first connects from the port it was given.
+        pport = int(self.peer("listen"))
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.bind((self.addr, 0))
+        mine = c.getsockname()[1]
+        c.connect((self.peer_addr, pport))
+        self.say("bound client: connected from the bound port %s, the peer saw it %s"
+                 % (c.getsockname()[1] == mine, int(self.peer("accepted-port")) == mine))
+        c.close()
+
     def run(self):
+        self.binding()
         self.closed_numbers_are_reused()
         lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -278,6 +308,11 @@ def peer_main(addr):
                 srv.bind((addr, 0))
                 srv.listen(4)
                 reply = "OK %d" % srv.getsockname()[1]
+            elif cmd == "accepted-port":
+                srv.settimeout(5)
+                conn, src = srv.accept()
+                conn.close()
+                reply = "OK %d" % src[1]
             elif cmd == "closed-port":
                 t = socket.socket()
                 t.bind((addr, 0))

@@ -48,7 +48,7 @@ pub fn socket(domain: c_int, ty: c_int, proto: c_int) -> Option<c_int> {
         return Some(fd);
     }
     let nonblock = ty & libc::SOCK_NONBLOCK != 0;
-    SOCKS.insert(fd, Arc::new(Sock::new(Kind::Fresh { bound: None, opts: Vec::new() }, nonblock)));
+    SOCKS.insert(fd, Arc::new(Sock::new(Kind::Fresh { opts: Vec::new() }, nonblock)));
     Some(fd)
 }
 
@@ -67,14 +67,19 @@ pub unsafe fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Option<c
         Err(e) => return Some(fail(e) as c_int),
     };
     let mut k = s.kind.write().unwrap_or_else(|p| p.into_inner());
-    let Kind::Fresh { bound, .. } = &mut *k else { return Some(fail(libc::EINVAL) as c_int) };
-    if bound.is_some() {
-        return Some(fail(libc::EINVAL) as c_int);
-    }
+    // A socket bound or connected already: EINVAL (__inet_bind).
+    let Kind::Fresh { opts } = &*k else { return Some(fail(libc::EINVAL) as c_int) };
     match a {
+        // The port is held now, on every worker, as inet_bind holds it:
+        // EADDRINUSE here, and getsockname names a port 0 picked.
         Given::V4(ip, port) if g.is_ours(ip) || (ip.is_unspecified() && g.any_to_stack) => {
-            *bound = Some((ip, port));
-            Some(0)
+            match g.process.bind(ip, port, opts) {
+                Ok(l) => {
+                    *k = Kind::Bound(l);
+                    Some(0)
+                }
+                Err(e) => Some(fail(errno_of(e)) as c_int),
+            }
         }
         Given::V4(..) => {
             drop(k);
@@ -88,24 +93,33 @@ pub unsafe fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Option<c
 pub fn listen(fd: c_int, backlog: c_int) -> Option<c_int> {
     let (g, s) = ours(fd)?;
     let mut k = s.kind.write().unwrap_or_else(|p| p.into_inner());
-    let (addr, port, opts) = match &*k {
+    // Linux caps the backlog at somaxconn; negative means the maximum.
+    let backlog = if backlog < 0 { u32::MAX } else { backlog as u32 };
+    let r = match &*k {
         Kind::Listener(_) => return Some(0),
         Kind::Stream(_) => return Some(fail(libc::EINVAL) as c_int),
-        Kind::Fresh { bound: Some((a, p)), opts } => (*a, *p, opts.clone()),
-        Kind::Fresh { bound: None, opts } if g.any_to_stack => (Ipv4Addr::UNSPECIFIED, 0, opts.clone()),
-        Kind::Fresh { bound: None, .. } => {
+        Kind::Bound(l) => g.process.listen_bound(l, backlog).map(|()| None),
+        // Not bound: an ephemeral port on 0.0.0.0 (inet_autobind).
+        Kind::Fresh { opts } if g.any_to_stack => g.process.listen(Ipv4Addr::UNSPECIFIED, 0, backlog, opts).map(Some),
+        Kind::Fresh { .. } => {
             drop(k);
             to_kernel(fd);
             return None;
         }
     };
-    // Linux caps the backlog at somaxconn; negative means the maximum.
-    let backlog = if backlog < 0 { u32::MAX } else { backlog as u32 };
-    match g.process.listen(addr, port, backlog, &opts) {
-        Ok(l) => {
+    match r {
+        Ok(made) => {
+            let l = match made {
+                Some(l) => l,
+                None => match std::mem::replace(&mut *k, Kind::Fresh { opts: Vec::new() }) {
+                    Kind::Bound(l) => l,
+                    _ => unreachable!("matched Bound above, under the same lock"),
+                },
+            };
             *k = Kind::Listener(l);
             Some(0)
         }
+        // A bound socket stays bound, as after a failed listen on Linux.
         Err(e) => Some(fail(errno_of(e)) as c_int),
     }
 }
@@ -170,7 +184,7 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Optio
     let stream_state = match &*k {
         Kind::Listener(_) => return Some(fail(libc::EISCONN) as c_int),
         Kind::Stream(st) => Some((g.process.is_connected(st), g.process.take_error(st))),
-        Kind::Fresh { .. } => None,
+        Kind::Fresh { .. } | Kind::Bound(_) => None,
     };
     if let Some((connected, err)) = stream_state {
         // A second connect(): how the first one went (inet_stream_connect).
@@ -180,15 +194,25 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Optio
             (None, false) => fail(libc::EALREADY) as c_int,
         });
     }
-    let Kind::Fresh { bound, opts } = &*k else { unreachable!("matched above") };
     let (ip, port) = match a {
         Given::V4(ip, port) => (ip, port),
         Given::Unspec => return Some(0),
         Given::Other => return Some(fail(libc::EAFNOSUPPORT) as c_int),
     };
+    // From here the socket is what connect makes of it.
+    let was = std::mem::replace(&mut *k, Kind::Fresh { opts: Vec::new() });
     if !g.routes(ip) {
-        // The kernel's destination: give it the socket as it stands.
-        if let Some((bip, bport)) = *bound {
+        // The kernel's destination: give it the socket as it stands (a
+        // port held on the stack is let go; the kernel binds it anew).
+        let bound = match was {
+            Kind::Bound(l) => {
+                let a = g.process.listener_addr(&l);
+                g.process.close_listener(l);
+                Some(a)
+            }
+            _ => None,
+        };
+        if let Some((bip, bport)) = bound {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: bport.to_be(),
@@ -207,8 +231,19 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Optio
         to_kernel(fd);
         return None;
     }
-    let bind = bound.filter(|(a, p)| !a.is_unspecified() || *p != 0);
-    let st = match g.process.connect((ip, port), bind, opts) {
+    let made = match was {
+        Kind::Bound(l) => g.process.connect_bound(l, (ip, port)),
+        Kind::Fresh { opts } => {
+            let r = g.process.connect((ip, port), None, &opts);
+            if r.is_err() {
+                // Still unconnected, with its options.
+                *k = Kind::Fresh { opts };
+            }
+            r
+        }
+        _ => unreachable!("Listener and Stream returned above"),
+    };
+    let st = match made {
         Ok(st) => st,
         Err(e) => return Some(fail(errno_of(e)) as c_int),
     };
@@ -287,7 +322,7 @@ pub fn shutdown(fd: c_int, how: c_int) -> Option<c_int> {
             Err(e) => fail(errno_of(e)) as c_int,
         },
         Kind::Listener(_) => 0,
-        Kind::Fresh { .. } => fail(libc::ENOTCONN) as c_int,
+        Kind::Fresh { .. } | Kind::Bound(_) => fail(libc::ENOTCONN) as c_int,
     })
 }
 
@@ -297,8 +332,8 @@ pub unsafe fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -
     let (g, s) = ours(fd)?;
     let k = s.kind.read().unwrap_or_else(|p| p.into_inner());
     let a = match &*k {
-        Kind::Fresh { bound, .. } => bound.unwrap_or((Ipv4Addr::UNSPECIFIED, 0)),
-        Kind::Listener(l) => g.process.listener_addr(l),
+        Kind::Fresh { .. } => (Ipv4Addr::UNSPECIFIED, 0),
+        Kind::Listener(l) | Kind::Bound(l) => g.process.listener_addr(l),
         Kind::Stream(st) => g.process.local_addr(st).unwrap_or((Ipv4Addr::UNSPECIFIED, 0)),
     };
     // Safety: the caller's contract.
@@ -411,7 +446,7 @@ pub unsafe fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_voi
             opts.push(o);
             Ok(())
         }
-        Kind::Listener(l) => g.process.set_listener_option(l, o),
+        Kind::Listener(l) | Kind::Bound(l) => g.process.set_listener_option(l, o),
         Kind::Stream(st) => g.process.set_stream_option(st, o),
     };
     Some(match r {
@@ -495,7 +530,7 @@ pub fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> Option<c_int> {
             let n = match &*k {
                 Kind::Stream(st) => g.process.readable_bytes(st),
                 Kind::Listener(_) => return Some(fail(libc::EINVAL) as c_int),
-                Kind::Fresh { .. } => 0,
+                Kind::Fresh { .. } | Kind::Bound(_) => 0,
             };
             // Safety: FIONREAD's argument is an int the caller points to.
             unsafe { std::ptr::write_unaligned(arg.cast::<c_int>(), n.min(c_int::MAX as usize) as c_int) };

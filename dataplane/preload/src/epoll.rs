@@ -96,8 +96,8 @@ pub fn readiness(g: &Global, s: &Sock) -> (u32, u64) {
             let r = g.process.ready(st);
             (bits(r), r.seq)
         }
-        // tcp_poll of a socket in CLOSE that never connected.
-        Kind::Fresh { .. } => ((libc::EPOLLOUT | libc::EPOLLWRNORM | libc::EPOLLHUP) as u32, 0),
+        // tcp_poll of a socket in CLOSE that never connected (bound or not).
+        Kind::Fresh { .. } | Kind::Bound(_) => ((libc::EPOLLOUT | libc::EPOLLWRNORM | libc::EPOLLHUP) as u32, 0),
     }
 }
 

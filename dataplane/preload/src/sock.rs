@@ -9,14 +9,15 @@ use std::sync::RwLock;
 use std::time::Duration;
 use xstack_dataplane::gateway::{Listener, Stream};
 use xstack_dataplane::tcp::SocketOption;
-use xstack_dataplane::wire::Ipv4Addr;
 
 pub enum Kind {
     /// Made by socket(); bind, listen or connect decide where it goes.
     Fresh {
-        bound: Option<(Ipv4Addr, u16)>,
         opts: Vec<SocketOption>,
     },
+    /// bind() to one of the stack's addresses (or 0.0.0.0): the port is
+    /// held on every worker until listen() or connect() goes on from it.
+    Bound(Listener),
     Listener(Listener),
     Stream(Stream),
 }
@@ -51,7 +52,7 @@ impl Sock {
     pub fn hold(&self, m: u32, held: bool) {
         let Some(g) = registered() else { return };
         match &*self.kind.read().unwrap_or_else(|p| p.into_inner()) {
-            Kind::Listener(l) => g.process.hold_listener(l, m, held),
+            Kind::Listener(l) | Kind::Bound(l) => g.process.hold_listener(l, m, held),
             Kind::Stream(s) => g.process.hold_stream(s, m, held),
             Kind::Fresh { .. } => {}
         }
@@ -64,12 +65,10 @@ impl Drop for Sock {
     /// processes hold it).
     fn drop(&mut self) {
         let Some(g) = registered() else { return };
-        let kind = std::mem::replace(
-            self.kind.get_mut().unwrap_or_else(|p| p.into_inner()),
-            Kind::Fresh { bound: None, opts: Vec::new() },
-        );
+        let kind =
+            std::mem::replace(self.kind.get_mut().unwrap_or_else(|p| p.into_inner()), Kind::Fresh { opts: Vec::new() });
         match kind {
-            Kind::Listener(l) => g.process.close_listener(l),
+            Kind::Listener(l) | Kind::Bound(l) => g.process.close_listener(l),
             Kind::Stream(s) => g.process.close_stream(s),
             Kind::Fresh { .. } => {}
         }

@@ -174,6 +174,8 @@ pub mod state {
     pub const ERROR: u32 = 16;
     /// Listening (listen() succeeded); `local` is valid.
     pub const LISTENING: u32 = 32;
+    /// Bound (bind() succeeded); `local` is valid.
+    pub const BOUND: u32 = 64;
     /// A process claimed the slot (the process's range: a slot is free
     /// when its state is 0; the worker clears it when done).
     pub const CLAIMED: u32 = 128;

@@ -291,24 +291,59 @@ impl Process {
         from_errno(e as i32).unwrap_or(Error::ConnectionAborted)
     }
 
-    /// bind() and listen(): a listener on every worker, all on one port
-    /// (the first worker's when `port` is 0).
+    /// bind(): a stack socket on every worker, all bound to one address
+    /// and port (the first worker's choice when `port` is 0). The port is
+    /// held from now on, as Linux's inet_bind holds it: a conflict is
+    /// EADDRINUSE here, and the socket's name is known. `listen_bound` or
+    /// `connect_bound` go on from it; `close_listener` lets it go.
+    pub fn bind(&self, addr: Ipv4Addr, port: u16, opts: &[SocketOption]) -> Result<Listener, Error> {
+        self.on_every_worker(addr, port, opts, |slot, (addr, port)| (Command::Bind { slot, addr, port }, state::BOUND))
+    }
+
+    /// listen() of a socket `bind` made: every worker's part listens.
+    pub fn listen_bound(&self, l: &Listener, backlog: u32) -> Result<(), Error> {
+        let (addr, port) = l.local;
+        for &(w, slot) in &l.parts {
+            self.post(w, Command::Listen { slot, addr, port, backlog })?;
+            if self.answer(w, slot, state::LISTENING)? & state::ERROR != 0 {
+                return Err(self.slot_error(w, slot));
+            }
+        }
+        Ok(())
+    }
+
+    /// bind() and listen() at once: a listener on every worker, all on one
+    /// port (the first worker's when `port` is 0).
     pub fn listen(&self, addr: Ipv4Addr, port: u16, backlog: u32, opts: &[SocketOption]) -> Result<Listener, Error> {
+        self.on_every_worker(addr, port, opts, |slot, (addr, port)| {
+            (Command::Listen { slot, addr, port, backlog }, state::LISTENING)
+        })
+    }
+
+    /// A socket opened on every worker and given `command` for
+    /// (addr, port), the port the first worker picked when it was 0; the
+    /// answer is awaited on each before the next. On an error every part
+    /// is closed.
+    fn on_every_worker(
+        &self,
+        addr: Ipv4Addr,
+        port: u16,
+        opts: &[SocketOption],
+        command: impl Fn(u32, (Ipv4Addr, u16)) -> (Command, u32),
+    ) -> Result<Listener, Error> {
         let mut parts = Vec::new();
-        let mut port = port;
         let mut local = (addr, port);
         let r = (|| {
             for w in 0..self.g.workers as usize {
                 let slot = self.open(w, opts)?;
                 parts.push((w, slot));
-                self.post(w, Command::Listen { slot, addr, port, backlog })?;
-                let st = self.answer(w, slot, state::LISTENING)?;
-                if st & state::ERROR != 0 {
+                let (c, done) = command(slot, local);
+                self.post(w, c)?;
+                if self.answer(w, slot, done)? & state::ERROR != 0 {
                     return Err(self.slot_error(w, slot));
                 }
                 let s = self.arena.slot(w, slot).ok_or(Error::InvalidInput)?;
                 local = unpack_addr(s.local().load(Ordering::Acquire)).unwrap_or(local);
-                port = local.1;
             }
             Ok(())
         })();
@@ -459,6 +494,32 @@ impl Process {
         if st & state::CREATED == 0 {
             let e = self.slot_error(w, slot);
             let _ = self.post(w, Command::Close { slot });
+            return Err(e);
+        }
+        self.stream(w, slot)
+    }
+
+    /// connect() of a socket `bind` made: one worker's part connects
+    /// from the bound address and port, the others let go. On an error the
+    /// socket is gone (the caller's socket holds no port any more).
+    pub fn connect_bound(&self, l: Listener, remote: (Ipv4Addr, u16)) -> Result<Stream, Error> {
+        if self.is_gone() {
+            return Err(Error::ConnectionRefused);
+        }
+        let k = self.next_worker.fetch_add(1, Ordering::Relaxed) % l.parts.len().max(1);
+        let Some(&(w, slot)) = l.parts.get(k) else { return Err(Error::InvalidInput) };
+        for &(ow, os) in &l.parts {
+            if (ow, os) != (w, slot) && self.unhold(ow, os) {
+                let _ = self.post(ow, Command::Close { slot: os });
+            }
+        }
+        self.post(w, Command::Connect { slot, remote, bind: None })?;
+        let st = self.answer(w, slot, state::CREATED)?;
+        if st & state::CREATED == 0 {
+            let e = self.slot_error(w, slot);
+            if self.unhold(w, slot) {
+                let _ = self.post(w, Command::Close { slot });
+            }
             return Err(e);
         }
         self.stream(w, slot)

@@ -18,7 +18,15 @@ pub enum Command {
         slot: u32,
         option: SocketOption,
     },
-    /// bind() and listen(): the slot's state says LISTENING or ERROR.
+    /// bind(): the slot's state says BOUND (`local` names the port) or
+    /// ERROR.
+    Bind {
+        slot: u32,
+        addr: Ipv4Addr,
+        port: u16,
+    },
+    /// listen() (with bind() first unless a `Bind` did it): the slot's
+    /// state says LISTENING or ERROR.
     Listen {
         slot: u32,
         addr: Ipv4Addr,
@@ -62,6 +70,7 @@ const CONNECT: u8 = 4;
 const SHUTDOWN: u8 = 5;
 const CLOSE: u8 = 6;
 const KICK: u8 = 7;
+const BIND: u8 = 8;
 
 const ACCEPTED: u8 = 1;
 
@@ -150,6 +159,10 @@ impl Command {
                 put64(&mut r, 16, v);
                 (SET_OPTION, slot)
             }
+            Command::Bind { slot, addr: a, port } => {
+                put64(&mut r, 8, addr((a, port)));
+                (BIND, slot)
+            }
             Command::Listen { slot, addr: a, port, backlog } => {
                 put64(&mut r, 8, addr((a, port)));
                 put32(&mut r, 16, backlog);
@@ -181,6 +194,10 @@ impl Command {
         Some(match r[0] {
             OPEN => Command::Open { slot },
             SET_OPTION => Command::SetOption { slot, option: decode_option(r[8], get64(r, 16))? },
+            BIND => {
+                let (addr, port) = unaddr(get64(r, 8))?;
+                Command::Bind { slot, addr, port }
+            }
             LISTEN => {
                 let (addr, port) = unaddr(get64(r, 8))?;
                 Command::Listen { slot, addr, port, backlog: get32(r, 16) }
@@ -236,6 +253,8 @@ mod tests {
             Command::SetOption { slot: 2, option: SocketOption::Linger(None) },
             Command::SetOption { slot: 2, option: SocketOption::Linger(Some(Duration::ZERO)) },
             Command::SetOption { slot: 2, option: SocketOption::RecvBuffer(1 << 20) },
+            Command::Bind { slot: 3, addr: a, port: 0 },
+            Command::Bind { slot: 3, addr: Ipv4Addr::new(0, 0, 0, 0), port: 6379 },
             Command::Listen { slot: 3, addr: Ipv4Addr::new(0, 0, 0, 0), port: 0, backlog: 511 },
             Command::Connect { slot: 4, remote: (a, 80), bind: None },
             Command::Connect { slot: 4, remote: (a, 80), bind: Some((a, 0)) },
@@ -261,7 +280,7 @@ mod tests {
                 x ^= x << 17;
                 *b = x as u8;
             }
-            r[0] %= 9;
+            r[0] %= 10;
             let _ = Command::decode(&r);
             let _ = Event::decode(&r);
         }

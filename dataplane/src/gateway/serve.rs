@@ -581,13 +581,32 @@ impl Gateway {
                 // The process validated the value; the stack clamps it.
                 let _ = io.set_option(sid, option);
             }
+            Command::Bind { slot, addr, port } => {
+                let Some(sid) = self.sid_of(pid, slot) else { return Ok(()) };
+                if !matches!(self.entry(sid), Some(Entry::Opened { .. })) {
+                    return Ok(());
+                }
+                match io.bind(sid, addr, port).and_then(|()| io.stack().local_addr(sid).ok_or(Error::InvalidInput)) {
+                    Ok(local) => {
+                        if let Some(s) = link.arena.slot(w, slot) {
+                            s.local().store(pack_addr(local), Ordering::Release);
+                        }
+                        publish(&link, slot, w, state::BOUND);
+                    }
+                    Err(e) => fail(&link, slot, w, e),
+                }
+                link.ring();
+            }
             Command::Listen { slot, addr, port, backlog } => {
                 let Some(sid) = self.sid_of(pid, slot) else { return Ok(()) };
                 if !matches!(self.entry(sid), Some(Entry::Opened { .. })) {
                     return Ok(());
                 }
                 let backlog = backlog.min(io.stack().config().somaxconn) as usize;
-                let r = io.bind(sid, addr, port).and_then(|()| io.listen(sid, backlog as u32));
+                // A socket bound by an earlier `Bind` keeps its port.
+                let bound = io.stack().local_addr(sid).is_some();
+                let r = if bound { Ok(()) } else { io.bind(sid, addr, port) };
+                let r = r.and_then(|()| io.listen(sid, backlog as u32));
                 match r.and_then(|()| io.stack().local_addr(sid).ok_or(Error::InvalidInput)) {
                     Ok(local) => {
                         if let Some(s) = link.arena.slot(w, slot) {

@@ -176,6 +176,42 @@ fn a_child_without_a_member_number_does_not_close_what_others_hold() {
     p.close_listener(l);
 }
 
+/// bind() holds the port at once (inet_bind): port 0 is named before
+/// listen, a second bind of the port is EADDRINUSE, listen keeps the
+/// port, and a bound socket connects from its port.
+#[test]
+fn bind_holds_the_port_until_listen_or_connect_goes_on_from_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let s = setup();
+    let p = &s.process;
+    let b = p.bind(SERVER, 0, &[]).unwrap();
+    let (addr, port) = p.listener_addr(&b);
+    assert_eq!(addr, SERVER);
+    assert_ne!(port, 0, "port 0 named at bind");
+    assert_eq!(p.bind(SERVER, port, &[]).unwrap_err(), Error::AddrInUse);
+    assert_eq!(p.listen(SERVER, port, 4, &[]).unwrap_err(), Error::AddrInUse);
+    p.listen_bound(&b, 4).unwrap();
+    assert_eq!(p.listener_addr(&b), (SERVER, port));
+    let h = s.lo.handle(1).unwrap();
+    let peer = std::thread::spawn(move || TcpStream::connect(&h, SERVER, port).map(drop));
+    let c = retry(|| p.accept(&b)).expect("the bound listener accepts");
+    peer.join().unwrap().unwrap();
+    p.close_stream(c);
+    p.close_listener(b);
+
+    // A bound client connects from its port; the port is free again after.
+    let h = s.lo.handle(1).unwrap();
+    let server = TcpListener::bind(&h, Ipv4Addr::new(10, 0, 0, 2), 80, 4).unwrap();
+    let t = std::thread::spawn(move || server.accept().map(|(_, from)| from));
+    let b = p.bind(SERVER, 0, &[]).unwrap();
+    let port = p.listener_addr(&b).1;
+    let c = p.connect_bound(b, (Ipv4Addr::new(10, 0, 0, 2), 80)).unwrap();
+    assert_eq!(p.local_addr(&c), Some((SERVER, port)));
+    assert_eq!(t.join().unwrap().unwrap(), (SERVER, port));
+    p.close_stream(c);
+    drop(s.inbox);
+}
+
 #[test]
 fn a_second_listener_on_the_port_gets_eaddrinuse_and_connect_works() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
