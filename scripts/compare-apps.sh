@@ -4,7 +4,8 @@
 # address in the stack's namespace, then preloaded (xstack-run) on the
 # stack's address; the same load generator from the peer namespace.
 #
-#   redis   redis-benchmark -t set,get -n N -c 50   and   -t get -c 1 (p50)
+#   redis   redis-benchmark -t set,get -n N -c C (--clients, default 50)
+#           and -t get -c 1 (p50)
 #   nginx   wrk -t1 -c32 -d5s on a 1 KiB file (worker_processes 1)
 #
 # Placement (two cores), each side at its best by default: load generators
@@ -18,6 +19,7 @@
 #
 # usage: scripts/compare-apps.sh [--requests N] [--poll busy|adaptive]
 #            [--app-core C] [--kernel-core C] [--only redis|nginx]
+#            [--clients C]
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
@@ -30,6 +32,7 @@ poll=busy
 app_core=0
 kernel_core=1
 only=""
+clients=50
 while (($#)); do
     case $1 in
         --requests) requests=$2; shift 2 ;;
@@ -37,7 +40,8 @@ while (($#)); do
         --app-core) app_core=$2; shift 2 ;;
         --kernel-core) kernel_core=$2; shift 2 ;;
         --only) only=$2; shift 2 ;;
-        -h|--help) sed -n 2,21p "$0"; exit 0 ;;
+        --clients) clients=$2; shift 2 ;;
+        -h|--help) sed -n 2,23p "$0"; exit 0 ;;
         *) echo "compare-apps: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -81,10 +85,10 @@ redis_round() { # label addr core wrapper...
     local pid=$!
     pids+=("$pid")
     serving "$addr" 6379
-    ip netns exec "$NS_A" timeout 300 taskset -c 0 redis-benchmark -h "$addr" -t set,get -n "$requests" -c 50 -q \
+    ip netns exec "$NS_A" timeout 300 taskset -c 0 redis-benchmark -h "$addr" -t set,get -n "$requests" -c "$clients" -q \
         >"$out/rb.txt" 2>&1 || true
-    record "redis $label SET/s (50 conns)" "$(tr '\r' '\n' <"$out/rb.txt" | awk '/^SET: .*requests per second/ {print $2}' | tail -1)"
-    record "redis $label GET/s (50 conns)" "$(tr '\r' '\n' <"$out/rb.txt" | awk '/^GET: .*requests per second/ {print $2}' | tail -1)"
+    record "redis $label SET/s ($clients conns)" "$(tr '\r' '\n' <"$out/rb.txt" | awk '/^SET: .*requests per second/ {print $2}' | tail -1)"
+    record "redis $label GET/s ($clients conns)" "$(tr '\r' '\n' <"$out/rb.txt" | awk '/^GET: .*requests per second/ {print $2}' | tail -1)"
     ip netns exec "$NS_A" timeout 300 taskset -c 0 redis-benchmark -h "$addr" -t get -n $((requests / 5)) -c 1 \
         >"$out/rb1.txt" 2>&1 || true
     record "redis $label GET p50 us (1 conn)" "$(tr '\r' '\n' <"$out/rb1.txt" | awk '/latency summary/ {getline; getline; print $3 * 1000; exit}')"
@@ -146,7 +150,7 @@ ratio() {
     python3 -c 'import sys; k, s = float(sys.argv[1] or 0), float(sys.argv[2] or 0); print("%.2fx" % (s / k) if k else "-")' "$1" "$2"
 }
 echo "# stack / kernel"
-for k in "redis @ SET/s (50 conns)" "redis @ GET/s (50 conns)" "redis @ GET p50 us (1 conn)" "nginx @ requests/s" "nginx @ p50 us"; do
+for k in "redis @ SET/s ($clients conns)" "redis @ GET/s ($clients conns)" "redis @ GET p50 us (1 conn)" "nginx @ requests/s" "nginx @ p50 us"; do
     kk=${k/@/kernel}
     ks=${k/@/stack}
     [[ -n ${fig[$kk]:-} ]] && printf '%-34s %12s\n' "${k/@ /}" "$(ratio "${fig[$kk]}" "${fig[$ks]:-}")"
