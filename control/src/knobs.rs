@@ -183,6 +183,18 @@ pub static KNOBS: &[Knob] = &[
         c.sack = flag(v)?;
         Ok(())
     }),
+    // Linux's 3 and 4 schedule tail loss probes (tcp_schedule_loss_probe);
+    // 0 to 2 do not. Read at each probe: changeable while running.
+    knob!(
+        "early_retrans",
+        "net.ipv4.tcp_early_retrans",
+        true,
+        |c| if c.loss_probes { "3" } else { "0" }.to_string(),
+        |c, v| {
+            c.loss_probes = within(v, 0u8, 4u8)? >= 3;
+            Ok(())
+        }
+    ),
     knob!(
         "window_scaling",
         "net.ipv4.tcp_window_scaling",

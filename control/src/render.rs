@@ -99,6 +99,8 @@ pub fn stats(s: &Status) -> String {
         ("paws_drops", "packets rejected by PAWS"),
         ("timeouts", "retransmission timeouts (RTO)"),
         ("fast_retransmits", "fast retransmits"),
+        ("loss_probes", "tail loss probes sent (TCPLossProbes)"),
+        ("loss_probe_recoveries", "losses repaired by a tail loss probe (TCPLossProbeRecovery)"),
         ("sack_renegings", "times the peer dropped data it had SACKed"),
         ("ofo_pruned", "times out-of-order data was dropped to make room"),
         ("ofo_dropped_memory", "out-of-order segments dropped with the buffer memory at its limit (tcp_mem)"),

@@ -23,7 +23,7 @@ const KNOWN: &[(&str, &str, &str)] = &[];
 
 fn run_probes(topo: &Topology, spoof: &str, ip: &str, mac: &str, only: &[&str]) -> BTreeMap<String, Value> {
     let script = repo_root().join("control/tests/support/tcp_diff.py");
-    let mut args = vec!["python3", script.to_str().unwrap(), topo.get("IF_A"), spoof, ip, mac, "9", "10", "11"];
+    let mut args = vec!["python3", script.to_str().unwrap(), topo.get("IF_A"), spoof, ip, mac, "9", "10", "11", "7"];
     args.extend_from_slice(only);
     let out = topo.exec("NS_A", &args);
     assert!(out.status.success(), "tcp_diff.py against {ip}: {}", String::from_utf8_lossy(&out.stderr));
@@ -77,10 +77,17 @@ fn the_stack_answers_crafted_segments_as_linux_does() {
         &["ip", "neigh", "replace", &spoof, "lladdr", &mac_a, "dev", topo.get("IF_B"), "nud", "permanent"],
     );
     assert!(neigh.status.success());
+    // The kernel keeps no per-destination metrics for the comparison
+    // (tcp_no_metrics_save): the stack has no such cache (a difference
+    // noted, not compared), and the probes' half-second handshakes would
+    // otherwise seed every later connection's RTO from the spoofed peer's
+    // cached RTT.
+    let metrics = topo.exec("NS_B", &["sysctl", "-qw", "net.ipv4.tcp_no_metrics_save=1"]);
+    assert!(metrics.status.success());
     let mut server = std::process::Command::new("ip")
         .args(["netns", "exec", topo.get("NS_B"), "python3", "-c"])
         .arg(format!(
-            "import socket,threading\ns=socket.create_server(('{kernel_ip}',9),backlog=64)\nsrc=socket.create_server(('{kernel_ip}',11),backlog=64)\ndef h(c):\n  try:\n    while c.recv(65536): pass\n  except OSError: pass\n  c.close()\ndef source():\n  while True:\n    c,_=src.accept(); c.sendall(b'01234'); c.close()\nthreading.Thread(target=source,daemon=True).start()\nwhile True:\n  c,_=s.accept(); threading.Thread(target=h,args=(c,),daemon=True).start()"
+            "import socket,threading\ns=socket.create_server(('{kernel_ip}',9),backlog=64)\nsrc=socket.create_server(('{kernel_ip}',11),backlog=64)\nech=socket.create_server(('{kernel_ip}',7),backlog=64)\ndef echo(c):\n  try:\n    while True:\n      d=c.recv(65536)\n      if not d: break\n      c.sendall(d)\n  except OSError: pass\n  c.close()\ndef echoes():\n  while True:\n    c,_=ech.accept(); threading.Thread(target=echo,args=(c,),daemon=True).start()\nthreading.Thread(target=echoes,daemon=True).start()\ndef h(c):\n  try:\n    while c.recv(65536): pass\n  except OSError: pass\n  c.close()\ndef source():\n  while True:\n    c,_=src.accept(); c.sendall(b'01234'); c.close()\nthreading.Thread(target=source,daemon=True).start()\nwhile True:\n  c,_=s.accept(); threading.Thread(target=h,args=(c,),daemon=True).start()"
         ))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -88,11 +95,12 @@ fn the_stack_answers_crafted_segments_as_linux_does() {
         .unwrap();
     topo.wait_listening("NS_B", &kernel_ip, 9);
     topo.wait_listening("NS_B", &kernel_ip, 11);
+    topo.wait_listening("NS_B", &kernel_ip, 7);
     let neighbour = format!("{spoof}={mac_a}");
     let daemon = Daemon::start(
         &topo,
         &bpffs,
-        &["--discard", "9", "--source", "11:5", "--static-neighbour", &neighbour, "--instance", &name],
+        &["--discard", "9", "--source", "11:5", "--echo", "7", "--static-neighbour", &neighbour, "--instance", &name],
     );
     let stack_mac = daemon.ready("mac");
     let stack_ip = topo.get("IP_STACK").to_owned();

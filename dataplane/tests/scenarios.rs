@@ -612,3 +612,72 @@ fn the_receive_buffer_grows_with_a_bulk_transfer_unless_its_size_was_set() {
     // then what slow start and the receiver's window growth allow.)
     assert!(tuned * 5 < fixed * 4, "autotuned {tuned:?} against {fixed:?}");
 }
+
+/// A response whose last two segments are lost (the tail of a burst: no
+/// duplicate ACK comes back for them) is repaired by a tail loss probe two
+/// round trips later, not by the retransmission timer (RFC 8985 section
+/// 7; Linux's default). With probes off the same loss waits out the RTO.
+#[test]
+fn a_lost_tail_of_a_response_is_recovered_by_a_loss_probe() {
+    const RESPONSE: usize = 6 * 1448;
+    let run = |probes: bool| {
+        let (mut sim, c, s) = pair(Config { loss_probes: probes, ..Config::default() });
+        let l = listen(sim.stack(s), 80, 8);
+        let (k, a) = established(&mut sim, c, s, l);
+        // A few exchanges first, so the RTT is measured as in steady use.
+        for _ in 0..3 {
+            let now = sim.now;
+            sim.stack(c).write(now, k, b"ping").unwrap();
+            assert!(sim.run_until(Duration::from_secs(5), |sim| {
+                let now = sim.now;
+                !read_all(sim.stack(s), now, a).0.is_empty()
+            }));
+            let now = sim.now;
+            sim.stack(s).write(now, a, b"pong").unwrap();
+            assert!(sim.run_until(Duration::from_secs(5), |sim| {
+                let now = sim.now;
+                !read_all(sim.stack(c), now, k).0.is_empty()
+            }));
+        }
+        let now = sim.now;
+        sim.stack(c).write(now, k, b"GET").unwrap();
+        assert!(sim.run_until(Duration::from_secs(5), |sim| {
+            let now = sim.now;
+            !read_all(sim.stack(s), now, a).0.is_empty()
+        }));
+        // The server's next data segments: the last two of the burst are
+        // lost the first time they go out.
+        let mut seen = std::collections::HashSet::new();
+        let mut data_segments = 0;
+        sim.drop_rule = Some(Box::new(move |seg: &Captured| {
+            if seg.src != SERVER || seg.payload_len == 0 {
+                return false;
+            }
+            data_segments += 1;
+            (5..=6).contains(&data_segments) && seen.insert(seg.seq)
+        }));
+        let start = sim.now;
+        let now = sim.now;
+        assert_eq!(sim.stack(s).write(now, a, &[0x42; RESPONSE]).unwrap(), RESPONSE);
+        let mut got = 0;
+        assert!(sim.run_until(Duration::from_secs(10), |sim| {
+            let now = sim.now;
+            got += read_all(sim.stack(c), now, k).0.len();
+            got == RESPONSE
+        }));
+        let took = sim.now - start;
+        let st = sim.stack(s).stats();
+        (took, st.loss_probes, st.timeouts, st.fast_retransmits)
+    };
+    let (probed, probes, timeouts, fast) = run(true);
+    let (timed_out, no_probes, rto_timeouts, _) = run(false);
+    println!(
+        "tail of 2 of 6 segments lost, RTT 10 ms: with loss probes {probed:?} ({probes} probe, {timeouts} timeouts, \
+         {fast} fast recoveries); without {timed_out:?} ({rto_timeouts} timeouts)"
+    );
+    assert_eq!((probes, timeouts, fast), (1, 0, 1), "one probe, its SACK starting recovery");
+    assert_eq!((no_probes, rto_timeouts), (0, 1));
+    // Two round trips and a bit against the 200 ms RTO floor.
+    assert!(probed < Duration::from_millis(60), "{probed:?}");
+    assert!(timed_out > Duration::from_millis(200), "{timed_out:?}");
+}

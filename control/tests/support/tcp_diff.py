@@ -10,7 +10,8 @@ answers (not its address, no forwarding), so it never resets the crafted
 connections. The target must know SPOOF_IP's MAC (a static neighbour).
 The target runs a discard server on OPEN_PORT (reads, never writes, closes
 on end of file); CLOSED_PORT has no listener; SOURCE_PORT's server sends 5
-bytes at once and closes (so its side ends in TIME_WAIT).
+bytes at once and closes (so its side ends in TIME_WAIT); ECHO_PORT's
+server sends back what it reads.
 
 Prints one JSON object per probe:
   {"probe": NAME, "answers": [ANSWER, ...]}
@@ -22,7 +23,7 @@ segment), "soon" (under 300 ms: a delayed ACK) or "late".
 
 Standard library only.
 
-usage: tcp_diff.py IFNAME SPOOF_IP TARGET_IP TARGET_MAC OPEN_PORT CLOSED_PORT SOURCE_PORT [PROBE...]
+usage: tcp_diff.py IFNAME SPOOF_IP TARGET_IP TARGET_MAC OPEN_PORT CLOSED_PORT SOURCE_PORT ECHO_PORT [PROBE...]
 """
 import json
 import random
@@ -96,10 +97,11 @@ def parse_options(raw):
 
 
 class Target:
-    def __init__(self, ifname, spoof, ip, mac, open_port, closed_port, source_port):
+    def __init__(self, ifname, spoof, ip, mac, open_port, closed_port, source_port, echo_port):
         self.spoof, self.ip = spoof, ip
         self.mac = bytes.fromhex(mac.replace(":", ""))
         self.open_port, self.closed_port, self.source_port = open_port, closed_port, source_port
+        self.echo_port = echo_port
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.bind((ifname, 0))
         self.our_mac = self.sock.getsockname()[4]
@@ -129,14 +131,15 @@ class Target:
             pass
         self.sock.setblocking(True)
 
-    def collect(self, sport, wait=0.5):
+    def collect(self, sport, wait=0.5, until=None):
         """Segments from the target to (spoof, sport) within `wait` seconds
-        of the last send: (time since it, parsed segment)."""
+        of the last send: (time since it, parsed segment); sooner once
+        `until(segments)` holds."""
         got = []
         deadline = self.sent_at + wait
         while True:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or (until and until([s for _, s in got])):
                 return got
             self.sock.settimeout(left)
             try:
@@ -226,14 +229,17 @@ class Conn:
         self.snd_nxt = self.iss + 1
         return ans
 
-    def handshake(self):
-        """SYN, SYN|ACK, ACK; the target's answers to the SYN."""
+    def handshake(self, quick=False):
+        """SYN, SYN|ACK, ACK; the target's answers to the SYN. `quick`:
+        the ACK at once rather than after half a second of listening (the
+        target's first RTT sample is then the link's)."""
         t = self.t
         t.drain()
         ts = self.ts()
         t.send(self.sport, self.port, self.iss, 0, SYN,
                opts=options(mss=1460, sack_ok=self.use["sack"], ts=ts, ws=self.use["ws"]))
-        raw = t.collect(self.sport, 0.5)
+        synack = (lambda segs: any(s["flags"] & (SYN | ACK) == SYN | ACK for s in segs)) if quick else None
+        raw = t.collect(self.sport, 0.5, until=synack)
         synacks = [s for _, s in raw if s["flags"] & (SYN | ACK) == SYN | ACK]
         if not synacks:
             raise RuntimeError(f"no SYN|ACK from {t.ip}:{self.port}")
@@ -300,6 +306,33 @@ def probes(t):
         ans = c.data(b"z" * 100)
         c.snd_nxt += 100
         return ans
+
+    # Tail loss probes (RFC 8985 section 7, Linux's default): the echo
+    # server sends back four full segments and none is acknowledged. Two
+    # round trips later the last goes out again as a probe; one RTO after
+    # the probe, the first (the timeout). Measured here: Linux 6.18 probes
+    # after 5 ms and times out 208 ms later, then after 432 and 832 ms.
+    # Only data segments are compared, by sequence number, length, FIN and
+    # timing class: whether the ACKs of our data ride on the echo, how the
+    # server's reads cut its writes (PSH) and how far the kernel's GSO
+    # batches segments on the veth (split here into the MSS-sized
+    # segments a wire carries) are the server's and the host's business.
+    def unacknowledged_tail_is_probed_then_timed_out():
+        c = Conn(t, t.echo_port)
+        c.handshake(quick=True)
+        mss = 1448
+        t.drain()
+        for k in range(4):
+            ts = c.ts()
+            t.send(c.sport, c.port, c.snd_nxt + k * mss, c.rcv_nxt, PSH | ACK, b"e" * mss,
+                   options(ts=ts) if ts else b"")
+        c.snd_nxt += 4 * mss
+        out = []
+        for a in c.norm(t.collect(c.sport, 0.45)):
+            for off in range(0, a["len"], mss):
+                out.append({"flags": a["flags"].replace("P", ""), "seq": a["seq"] + off,
+                            "len": min(mss, a["len"] - off), "when": a["when"]})
+        return out
 
     def rst_in_window_gets_a_challenge_ack():
         c = Conn(t, t.open_port)
@@ -573,6 +606,7 @@ def probes(t):
         ("syn_to_closed_port", syn_to_closed_port),
         ("ack_to_closed_port", ack_to_closed_port),
         ("first_data_is_acked_at_once", first_data_is_acked_at_once),
+        ("unacknowledged_tail_is_probed_then_timed_out", unacknowledged_tail_is_probed_then_timed_out),
         ("second_small_segment_ack_timing", second_small_segment_ack_timing),
         ("rst_in_window_gets_a_challenge_ack", rst_in_window_gets_a_challenge_ack),
         ("rst_exact_closes", rst_exact_closes),
@@ -587,9 +621,9 @@ def probes(t):
 
 
 def main():
-    ifname, spoof, ip, mac, open_port, closed_port, source_port = sys.argv[1:8]
-    t = Target(ifname, spoof, ip, mac, int(open_port), int(closed_port), int(source_port))
-    only = set(sys.argv[8:])
+    ifname, spoof, ip, mac, open_port, closed_port, source_port, echo_port = sys.argv[1:9]
+    t = Target(ifname, spoof, ip, mac, int(open_port), int(closed_port), int(source_port), int(echo_port))
+    only = set(sys.argv[9:])
     for name, run in probes(t):
         if only and name not in only:
             continue

@@ -54,6 +54,9 @@ pub struct Config {
     pub window_scaling: bool,
     pub sack: bool,
     pub timestamps: bool,
+    /// Tail loss probes (RFC 8985 section 7), on as with Linux's default
+    /// tcp_early_retrans = 3.
+    pub loss_probes: bool,
     /// tcp_rmem[1] / tcp_wmem[1]: default buffer sizes in bytes, grown by
     /// autotuning (`connection/autotune.rs`) unless the socket set its own.
     pub recv_buffer: usize,
@@ -119,6 +122,7 @@ impl Default for Config {
             window_scaling: true,
             sack: true,
             timestamps: true,
+            loss_probes: true,
             recv_buffer: 131072,
             send_buffer: 16384,
             recv_buffer_max: 6291456,

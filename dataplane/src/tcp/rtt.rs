@@ -13,11 +13,37 @@ pub struct RttEstimator {
     /// Consecutive timeouts; the effective RTO doubles with each
     /// (RFC 6298 section 5.5).
     backoff: u32,
+    /// The tail loss probe timeouts in nanoseconds, worked out at each
+    /// sample rather than at each send: 2 * SRTT + 2 ms with several
+    /// segments in flight, 2 * SRTT + the minimum RTO with one (Linux
+    /// tcp_schedule_loss_probe); 0 before the first sample.
+    pto_several: u64,
+    pto_one: u64,
+    /// The minimum RTO in nanoseconds (for `pto_one`).
+    min_rto_ns: u64,
+}
+
+/// Linux TCP_TIMEOUT_MIN: the probe timeout's slack with several segments
+/// in flight.
+const PTO_SLACK_NS: u64 = 2_000_000;
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl RttEstimator {
     pub fn new(initial_rto: Duration, min_rto: Duration, max_rto: Duration) -> Self {
-        RttEstimator { srtt: None, rttvar: Duration::ZERO, rto: initial_rto, min_rto, max_rto, backoff: 0 }
+        RttEstimator {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto: initial_rto,
+            min_rto,
+            max_rto,
+            backoff: 0,
+            pto_several: 0,
+            pto_one: 0,
+            min_rto_ns: nanos(min_rto),
+        }
     }
 
     pub fn srtt(&self) -> Option<Duration> {
@@ -45,6 +71,9 @@ impl RttEstimator {
         }
         let srtt = self.srtt.unwrap_or(r);
         self.rto = (srtt + (self.rttvar * 4).max(self.min_rto)).clamp(self.min_rto, self.max_rto);
+        let two = nanos(srtt).saturating_mul(2);
+        self.pto_several = two.saturating_add(PTO_SLACK_NS);
+        self.pto_one = two.saturating_add(self.min_rto_ns);
         // A new sample from a segment that was not retransmitted ends the
         // backoff (RFC 6298 section 5.7 with Karn's rule).
         self.backoff = 0;
@@ -58,6 +87,15 @@ impl RttEstimator {
             self.rttvar = rto;
             self.rto = rto.clamp(self.min_rto, self.max_rto);
         }
+    }
+
+    /// The tail loss probe timeout in nanoseconds, `one`: a single
+    /// segment in flight (its ACK may be delayed); None before the first
+    /// sample.
+    #[inline]
+    pub fn pto_nanos(&self, one: bool) -> Option<u64> {
+        self.srtt?;
+        Some(if one { self.pto_one } else { self.pto_several })
     }
 
     pub fn rto(&self) -> Duration {

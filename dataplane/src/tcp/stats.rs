@@ -47,6 +47,10 @@ pub struct Stats {
     pub paws_drops: u64,
     pub timeouts: u64,
     pub fast_retransmits: u64,
+    /// TcpExtTCPLossProbes: tail loss probes sent.
+    pub loss_probes: u64,
+    /// TcpExtTCPLossProbeRecovery: losses a probe repaired by itself.
+    pub loss_probe_recoveries: u64,
     pub control_queue_drops: u64,
     pub active_opens: u64,
     pub passive_opens: u64,
@@ -84,7 +88,7 @@ pub struct Stats {
 impl Stats {
     /// Every counter with its name, in declaration order (for statistics
     /// output and metrics).
-    pub fn fields(&self) -> [(&'static str, u64); 37] {
+    pub fn fields(&self) -> [(&'static str, u64); 39] {
         [
             ("segments_in", self.segments_in),
             ("segments_out", self.segments_out),
@@ -107,6 +111,8 @@ impl Stats {
             ("paws_drops", self.paws_drops),
             ("timeouts", self.timeouts),
             ("fast_retransmits", self.fast_retransmits),
+            ("loss_probes", self.loss_probes),
+            ("loss_probe_recoveries", self.loss_probe_recoveries),
             ("control_queue_drops", self.control_queue_drops),
             ("active_opens", self.active_opens),
             ("passive_opens", self.passive_opens),

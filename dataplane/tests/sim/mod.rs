@@ -78,6 +78,9 @@ pub struct Host {
     pub blackhole: bool,
 }
 
+/// Picks segments to drop (see `Sim::drop_rule`).
+pub type DropRule = Box<dyn FnMut(&Captured) -> bool>;
+
 pub struct Sim {
     pub now: Instant,
     pub hosts: Vec<Host>,
@@ -91,6 +94,9 @@ pub struct Sim {
     pub capture: bool,
     pub delivered: u64,
     pub dropped: u64,
+    /// Drops the segments it picks (a scripted loss: the tail of a burst,
+    /// a given retransmission), besides the link's random loss.
+    pub drop_rule: Option<DropRule>,
 }
 
 impl Sim {
@@ -107,6 +113,7 @@ impl Sim {
             capture: true,
             delivered: 0,
             dropped: 0,
+            drop_rule: None,
         }
     }
 
@@ -138,10 +145,10 @@ impl Sim {
     }
 
     fn send(&mut self, src: Ipv4Addr, dst: Ipv4Addr, bytes: Vec<u8>) {
-        if self.capture {
+        if self.capture || self.drop_rule.is_some() {
             let p = Packet::new_checked(&bytes[..]).expect("stack emits valid segments");
             let r = Repr::parse(&p, src, dst).expect("stack emits valid checksums");
-            self.captured.push(Captured {
+            let c = Captured {
                 at: self.now,
                 src,
                 dst,
@@ -152,7 +159,15 @@ impl Sim {
                 flags: r.flags,
                 window: r.window_len,
                 payload_len: r.payload.len(),
-            });
+            };
+            let drop = self.drop_rule.as_mut().is_some_and(|rule| rule(&c));
+            if self.capture {
+                self.captured.push(c);
+            }
+            if drop {
+                self.dropped += 1;
+                return;
+            }
         }
         assert!(bytes.len() + 20 <= self.link.mtu, "segment of {} bytes exceeds the MTU", bytes.len());
         // Serialisation delay on this direction's transmitter.

@@ -90,12 +90,21 @@ impl Connection {
             self.probes_out = 0;
         }
 
+        let prior_una = self.snd_una;
+        let prior_sacked = if self.tlp.is_some() { self.scoreboard.sacked_bytes() } else { 0 };
+        let mut dsack_of_probe = false;
         if self.sack_ok {
             for b in seg.options.sack() {
                 let (l, r) = (SeqNum(b.left), SeqNum(b.right));
                 // Blocks below SND.UNA are D-SACKs; blocks past SND.MAX lie.
                 if l > self.snd_una && r <= self.snd_max && l < r {
                     self.scoreboard.add(l, r);
+                }
+                // Linux tcp_dsack_seen: a D-SACK of at most one segment
+                // ending where the loss probe ended says the probe was a
+                // duplicate (FLAG_DSACK_TLP).
+                if let Some(t) = self.tlp {
+                    dsack_of_probe |= r <= ack && l < r && r == t.high_seq && r.dist(l) <= u32::from(self.send_mss);
                 }
             }
         }
@@ -117,6 +126,13 @@ impl Connection {
         {
             // RFC 5681 section 2 duplicate ACK.
             self.on_dupack(shared);
+        }
+        if self.tlp.is_some() {
+            let pure_dupack = ack == prior_una
+                && seg.payload.is_empty()
+                && !window_changed
+                && self.scoreboard.sacked_bytes() <= prior_sacked;
+            self.on_ack_in_probe_episode(shared, ack, dsack_of_probe, pure_dupack);
         }
 
         // State changes driven by the ACK of our FIN.
@@ -193,6 +209,9 @@ impl Connection {
         self.retries = 0;
         self.rtt.reset_backoff();
         self.scoreboard.prune(ack);
+        if self.rto_recover.is_some_and(|r| ack >= r) {
+            self.rto_recover = None;
+        }
 
         match self.recovery {
             Some(r) if ack >= r.recover => {
@@ -224,6 +243,7 @@ impl Connection {
         // A persist timer stays: it probes a zero window, not data.
         if self.snd_una == self.snd_max {
             self.timers.stop(Timer::Rto);
+            self.timers.stop(Timer::LossProbe);
         } else if self.scoreboard.sacked_end(self.snd_una).is_some() {
             // The ACK stopped where a SACKed block begins: a receiver that
             // held that data would have acknowledged it, so it reneged.
@@ -231,8 +251,12 @@ impl Connection {
             // least 10 ms); the timeout forgets the blocks.
             let half_rtt = self.rtt.srtt().map_or(Duration::ZERO, |s| s / 2);
             self.timers.set(Timer::Rto, now + half_rtt.max(Duration::from_millis(10)));
+            self.timers.stop(Timer::LossProbe);
         } else {
+            // tcp_set_xmit_timer: the RTO restarts, a loss probe before it
+            // when one may run.
             self.timers.set(Timer::Rto, now + self.rtt.rto());
+            self.schedule_loss_probe(now, shared);
         }
         if self.write_blocked && self.tx.free() > 0 {
             // The writer was out of room and the queue shrank (Linux
@@ -253,14 +277,24 @@ impl Connection {
         // SACKed.
         let sack_lost = self.sack_ok && self.scoreboard.sacked_bytes() > (DUP_THRESH - 1) * u32::from(self.send_mss);
         if self.dupacks >= DUP_THRESH || sack_lost {
-            let flight = self.snd_max.dist(self.snd_una);
-            self.cc.on_loss(flight);
-            self.recovery = Some(Recovery { recover: self.snd_max, high_rxt: self.snd_una });
-            self.rtx_now = true;
-            // Karn: the timed segment may be the one retransmitted.
-            self.rtt_probe = None;
-            shared.stats.fast_retransmits += 1;
+            self.enter_recovery(shared);
         }
+    }
+
+    /// Fast recovery starts: the window is reduced, the segment at SND.UNA
+    /// goes out again, and a loss probe episode ends
+    /// (tcp_init_cwnd_reduction).
+    pub(super) fn enter_recovery(&mut self, shared: &mut Shared) {
+        let flight = self.snd_max.dist(self.snd_una);
+        self.cc.on_loss(flight);
+        self.recovery = Some(Recovery { recover: self.snd_max, high_rxt: self.snd_una });
+        self.rtx_now = true;
+        // Karn: the timed segment may be the one retransmitted.
+        self.rtt_probe = None;
+        self.tlp = None;
+        self.tlp_send = None;
+        self.timers.stop(Timer::LossProbe);
+        shared.stats.fast_retransmits += 1;
     }
 
     /// Bytes in flight for the congestion window: RFC 6675's pipe during

@@ -6,6 +6,7 @@
 //!   RST and SYN rules hardened by RFC 5961, PAWS; ICMP errors;
 //! - [`ack`]: the ACK field: new ACKs, the send window, duplicate ACKs and
 //!   loss recovery (RFC 5681, RFC 6582, RFC 6675);
+//! - [`loss_probe`]: tail loss probes (RFC 8985 section 7);
 //! - [`receive`]: data and FIN, the delayed ACK, header prediction;
 //! - [`send`]: segment output, Nagle, sender SWS avoidance, retransmission;
 //! - [`window`]: the receive window we advertise, receiver SWS avoidance;
@@ -29,6 +30,7 @@
 mod ack;
 mod autotune;
 mod input;
+mod loss_probe;
 mod receive;
 mod send;
 mod time_wait;
@@ -50,6 +52,7 @@ use super::SeqNum;
 use crate::wire::tcp::{Flags, Options};
 use ack::Recovery;
 use autotune::Autotune;
+use loss_probe::{Probe, Tlp};
 use std::time::Duration;
 use timers::TimerTable;
 
@@ -148,6 +151,15 @@ pub(crate) struct Connection {
     scoreboard: Scoreboard,
     /// Retransmit the segment at SND.UNA now (fast retransmit, partial ACK).
     rtx_now: bool,
+    /// The tail loss probe episode running, if one is.
+    tlp: Option<Tlp>,
+    /// The probe the probe timer asked the next poll to send.
+    tlp_send: Option<Probe>,
+    /// Where the last segment of new data began (its sequence number).
+    last_seg_start: SeqNum,
+    /// SND.MAX at a retransmission timeout, until the peer acknowledges
+    /// it (Linux's TCP_CA_Loss): no loss probes meanwhile.
+    rto_recover: Option<SeqNum>,
 
     /// Every deadline of the connection, one entry per timer.
     timers: TimerTable,
@@ -257,6 +269,10 @@ impl Connection {
             recovery: None,
             scoreboard: Scoreboard::default(),
             rtx_now: false,
+            tlp: None,
+            tlp_send: None,
+            last_seg_start: iss,
+            rto_recover: None,
             timers: TimerTable::default(),
             retries: 0,
             probes_out: 0,

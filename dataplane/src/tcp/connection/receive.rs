@@ -47,8 +47,8 @@ impl Connection {
     /// Header prediction (Jacobson's fast path; Linux tcp_rcv_established
     /// with its pred_flags): a prefilled, checksum-verified segment that
     /// carries only in-order data (and may acknowledge new data of ours),
-    /// leaves the send window as it was, brings no SACK blocks and passes
-    /// PAWS takes the few steps of `on_segment` that such a segment can
+    /// leaves the send window as it was, brings no SACK blocks, passes
+    /// PAWS and meets no tail loss probe in flight takes the few steps of `on_segment` that such a segment can
     /// reach, and nothing else. Returns false, having changed nothing, for
     /// any other segment; the caller then takes the full path. A differential test
     /// (`tcp::tests::prediction`) holds the two paths to the same
@@ -73,7 +73,9 @@ impl Connection {
             && u32::from(seg.window_len) << self.snd_wscale == self.snd_wnd
             && (seg.options.sack_count == 0 || !self.sack_ok)
             && tsval.is_none_or(|v| (v.wrapping_sub(self.ts_recent) as i32) >= 0)
-            && self.ooo_fin.is_none();
+            && self.ooo_fin.is_none()
+            // A loss probe episode weighs every ACK (the full path).
+            && self.tlp.is_none();
         if !predicted {
             return false;
         }

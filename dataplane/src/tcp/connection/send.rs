@@ -3,6 +3,7 @@
 //! and sender SWS avoidance, and the retransmissions loss recovery asks
 //! for.
 
+use super::loss_probe::Probe;
 use super::timers::Timer;
 use super::{Connection, DEFAULT_MSS};
 use crate::tcp::assembler::Range;
@@ -18,7 +19,7 @@ impl Connection {
     /// A cheap over-approximation of "poll_segment would write something".
     #[inline]
     pub fn wants_to_send(&self) -> bool {
-        if self.ack_now || self.probe_now || self.rtx_now {
+        if self.ack_now || self.probe_now || self.rtx_now || self.tlp_send.is_some() {
             return true;
         }
         match self.state {
@@ -174,6 +175,22 @@ impl Connection {
             State::Established | State::CloseWait | State::FinWait1 | State::LastAck | State::Closing
         );
 
+        // 0. A tail loss probe the probe timer asked for: the last segment
+        // again here, or new data below (one call site keeps poll_data
+        // inlined).
+        let mut probe_new_data = false;
+        if let Some(probe) = self.tlp_send.take().filter(|_| sending_allowed) {
+            match probe {
+                Probe::NewData => probe_new_data = true,
+                Probe::Last(start) => {
+                    if let Some(n) = self.retransmit_from(now, shared, buf, mss, start) {
+                        self.loss_probe_sent(shared, start, true);
+                        return Some(n);
+                    }
+                }
+            }
+        }
+
         // 1. A retransmission the loss recovery asked for.
         if sending_allowed && (self.rtx_now || self.recovery.is_some()) {
             if let Some(n) = self.poll_retransmit(now, shared, buf, mss) {
@@ -183,7 +200,11 @@ impl Connection {
 
         // 2. New data, a go-back-N retransmission after a timeout, or FIN.
         if sending_allowed {
-            if let Some(n) = self.poll_data(now, shared, buf, mss) {
+            let start = self.snd_max;
+            if let Some(n) = self.poll_data(now, shared, buf, mss, probe_new_data) {
+                if probe_new_data {
+                    self.loss_probe_sent(shared, start, false);
+                }
                 return Some(n);
             }
         }
@@ -211,7 +232,6 @@ impl Connection {
 
     /// Fast retransmit, partial-ACK retransmit and RFC 6675 NextSeg().
     fn poll_retransmit(&mut self, now: Instant, shared: &mut Shared, buf: &mut [u8], mss: usize) -> Option<usize> {
-        let data_end = self.tx_seq + self.tx.len();
         let seq = if self.rtx_now {
             self.rtx_now = false;
             Some(self.snd_una)
@@ -232,6 +252,20 @@ impl Connection {
             }
             Some(s)
         }?;
+        self.retransmit_from(now, shared, buf, mss, seq)
+    }
+
+    /// One segment sent again from `seq` (up to the MSS, the next SACKed
+    /// block and SND.MAX; the FIN with it when it reaches it).
+    fn retransmit_from(
+        &mut self,
+        now: Instant,
+        shared: &mut Shared,
+        buf: &mut [u8],
+        mss: usize,
+        seq: SeqNum,
+    ) -> Option<usize> {
+        let data_end = self.tx_seq + self.tx.len();
         if seq >= self.snd_max || seq >= data_end.max(self.tx_seq) && self.fin_seq.is_none() {
             return None;
         }
@@ -282,7 +316,17 @@ impl Connection {
         Some(n)
     }
 
-    fn poll_data(&mut self, now: Instant, shared: &mut Shared, buf: &mut [u8], mss: usize) -> Option<usize> {
+    /// New data (or a go-back-N retransmission after a timeout, or the
+    /// FIN). `probe`: a tail loss probe, sent past the congestion window
+    /// and Nagle (Linux tcp_write_xmit with push_one = 2).
+    fn poll_data(
+        &mut self,
+        now: Instant,
+        shared: &mut Shared,
+        buf: &mut [u8],
+        mss: usize,
+        probe: bool,
+    ) -> Option<usize> {
         let data_end = self.tx_seq + self.tx.len();
         // After a timeout SND.NXT walks again through what was sent; skip
         // what the peer SACKed.
@@ -299,7 +343,10 @@ impl Connection {
         }
         let wnd_end = self.snd_una + self.snd_wnd;
         let win_room = if wnd_end > seq { wnd_end.dist(seq) as usize } else { 0 };
-        let cwnd_room = self.cc.cwnd().saturating_sub(self.pipe()) as usize;
+        let mut cwnd_room = self.cc.cwnd().saturating_sub(self.pipe()) as usize;
+        if probe {
+            cwnd_room = cwnd_room.max(mss);
+        }
         let mut len = avail.min(mss).min(win_room).min(cwnd_room);
         if let Some(next) = self.scoreboard.next_start(seq) {
             if seq < self.snd_max {
@@ -338,7 +385,15 @@ impl Connection {
         // goes out at once behind full-size segments. Not with
         // TCP_NODELAY, nor for a segment carrying the FIN.
         let small_in_flight = self.snd_sml > self.snd_una && self.snd_sml <= self.snd_nxt;
-        if len > 0 && len < mss && !with_fin && in_flight && small_in_flight && !self.opts.no_delay && !retransmission {
+        if len > 0
+            && len < mss
+            && !with_fin
+            && in_flight
+            && small_in_flight
+            && !self.opts.no_delay
+            && !retransmission
+            && !probe
+        {
             return None;
         }
         let mut flags = Flags::ACK;
@@ -381,11 +436,17 @@ impl Connection {
                 self.rtt_probe = Some((end, now));
             }
             self.snd_max = end;
+            self.last_seg_start = seq;
         }
         if retransmission {
             self.count_retransmission(shared, seq);
         }
         self.arm_rtx(now);
+        if !probe && !retransmission {
+            // tcp_write_xmit: one loss probe per tail, two round trips
+            // after the last new segment.
+            self.schedule_loss_probe(now, shared);
+        }
         Some(n)
     }
 

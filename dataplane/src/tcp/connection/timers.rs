@@ -30,16 +30,27 @@ pub(super) enum Timer {
     FinWait2,
     /// The end of TIME_WAIT (2 MSL).
     TimeWait,
+    /// A tail loss probe (RFC 8985 section 7), due before the
+    /// retransmission timer, which stays armed behind it.
+    LossProbe,
 }
 
 impl Timer {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
 }
 
-/// Every deadline of a connection, none armed at first.
-#[derive(Debug, Clone, Default)]
+/// Every deadline of a connection, none armed at first. An unarmed timer
+/// holds `Instant::MAX` (a deadline at the end of time never comes
+/// either), so the earliest deadline is a plain minimum over the table.
+#[derive(Debug, Clone)]
 pub(super) struct TimerTable {
-    at: [Option<Instant>; Timer::COUNT],
+    at: [Instant; Timer::COUNT],
+}
+
+impl Default for TimerTable {
+    fn default() -> Self {
+        TimerTable { at: [Instant::MAX; Timer::COUNT] }
+    }
 }
 
 impl TimerTable {
@@ -50,47 +61,46 @@ impl TimerTable {
             Timer::Persist => self.stop(Timer::Rto),
             _ => {}
         }
-        self.at[timer as usize] = Some(at);
+        self.at[timer as usize] = at;
     }
 
     #[inline]
     pub fn stop(&mut self, timer: Timer) {
-        self.at[timer as usize] = None;
+        self.at[timer as usize] = Instant::MAX;
     }
 
     pub fn stop_all(&mut self) {
-        self.at = [None; Timer::COUNT];
+        self.at = [Instant::MAX; Timer::COUNT];
     }
 
     #[inline]
     pub fn get(&self, timer: Timer) -> Option<Instant> {
-        self.at[timer as usize]
+        let t = self.at[timer as usize];
+        (t != Instant::MAX).then_some(t)
     }
 
     #[inline]
     pub fn is_set(&self, timer: Timer) -> bool {
-        self.get(timer).is_some()
+        self.at[timer as usize] != Instant::MAX
     }
 
     /// Stops `timer` and returns true if it was due at `now`.
     #[inline]
     pub fn expire(&mut self, timer: Timer, now: Instant) -> bool {
-        let due = self.get(timer).is_some_and(|t| t <= now);
+        let t = self.at[timer as usize];
+        let due = t != Instant::MAX && t <= now;
         if due {
             self.stop(timer);
         }
         due
     }
 
-    /// The earliest deadline, without a branch per timer (this runs after
+    /// The earliest deadline: a minimum without branches (this runs after
     /// every segment).
     #[inline]
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.at.iter().fold(None, |earliest, &t| match (earliest, t) {
-            (Some(x), Some(y)) => Some(x.min(y)),
-            (x, None) => x,
-            (None, y) => y,
-        })
+        let t = self.at.iter().fold(Instant::MAX, |a, &b| a.min(b));
+        (t != Instant::MAX).then_some(t)
     }
 }
 
@@ -182,6 +192,11 @@ impl Connection {
             // (Linux leaves pingpong mode here).
             self.pingpong = false;
         }
+        // A loss probe due with the retransmission timer goes first and
+        // restarts it (Linux's one timer holds the probe then).
+        if self.timers.expire(Timer::LossProbe, now) {
+            self.on_loss_probe(now, shared);
+        }
         let rtx_fired = if self.timers.expire(Timer::Rto, now) {
             self.on_rto(now, shared);
             true
@@ -231,6 +246,10 @@ impl Connection {
                     return;
                 }
                 self.retries += 1;
+                // The timeout ends a tail loss probe episode and no probe
+                // runs until what was in flight is recovered (Linux's
+                // TCP_CA_Loss).
+                self.loss_timed_out();
                 // Linux tcp_timeout_mark_lost: SACKed data at SND.UNA means
                 // the peer reneged; no block can be trusted any more.
                 if self.scoreboard.sacked_end(self.snd_una).is_some() {

@@ -185,6 +185,7 @@ mod closing;
 mod demux;
 mod input;
 mod listener;
+mod loss_probe;
 mod memory;
 mod ops;
 mod prediction;
