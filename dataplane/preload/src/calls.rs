@@ -395,6 +395,10 @@ unsafe fn option_of(level: c_int, name: c_int, val: *const c_void, len: socklen_
         (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => Some(SocketOption::KeepIdle(secs(int()?))),
         (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => Some(SocketOption::KeepIntvl(secs(int()?))),
         (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => Some(SocketOption::KeepCnt(int()?.max(0) as u32)),
+        // Milliseconds; the kernel socket refused a negative value already.
+        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) => {
+            Some(SocketOption::UserTimeout(Duration::from_millis(int()?.max(0) as u64)))
+        }
         (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => {
             if val.is_null() {
                 return None;

@@ -107,6 +107,7 @@ fn encode_option(o: SocketOption) -> (u8, u64) {
                 Algorithm::Cubic => 1,
             },
         ),
+        SocketOption::UserTimeout(d) => (11, ms(d)),
     }
 }
 
@@ -127,6 +128,7 @@ fn decode_option(kind: u8, v: u64) -> Option<SocketOption> {
             1 => Algorithm::Cubic,
             _ => return None,
         }),
+        11 => SocketOption::UserTimeout(ms(v)),
         _ => return None,
     })
 }
@@ -253,6 +255,7 @@ mod tests {
             Command::SetOption { slot: 2, option: SocketOption::Linger(None) },
             Command::SetOption { slot: 2, option: SocketOption::Linger(Some(Duration::ZERO)) },
             Command::SetOption { slot: 2, option: SocketOption::RecvBuffer(1 << 20) },
+            Command::SetOption { slot: 2, option: SocketOption::UserTimeout(Duration::from_millis(2500)) },
             Command::Bind { slot: 3, addr: a, port: 0 },
             Command::Bind { slot: 3, addr: Ipv4Addr::new(0, 0, 0, 0), port: 6379 },
             Command::Listen { slot: 3, addr: Ipv4Addr::new(0, 0, 0, 0), port: 0, backlog: 511 },

@@ -53,7 +53,7 @@ pub(crate) mod user_bits {
 /// per option kind (a later call replaces an earlier one), applied in a
 /// fixed order.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct OptionSet([Option<SocketOption>; 10]);
+pub(crate) struct OptionSet([Option<SocketOption>; 11]);
 
 impl OptionSet {
     fn index(o: &SocketOption) -> usize {
@@ -68,6 +68,7 @@ impl OptionSet {
             SocketOption::SendBuffer(_) => 7,
             SocketOption::RecvBuffer(_) => 8,
             SocketOption::Congestion(_) => 9,
+            SocketOption::UserTimeout(_) => 10,
         }
     }
 

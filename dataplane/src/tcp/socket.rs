@@ -116,6 +116,11 @@ pub struct SocketOptions {
     /// (Linux SOCK_RCVBUF_LOCK; accepted sockets inherit it).
     pub recv_buffer_locked: bool,
     pub congestion: Algorithm,
+    /// TCP_USER_TIMEOUT (RFC 5482): how long sent data may stay
+    /// unacknowledged (or a zero window unopened, or a keep-alive probe
+    /// unanswered) before the connection fails with ETIMEDOUT; zero: the
+    /// retry counts decide, as without it.
+    pub user_timeout: Duration,
 }
 
 impl SocketOptions {
@@ -133,6 +138,7 @@ impl SocketOptions {
             send_buffer_locked: false,
             recv_buffer_locked: false,
             congestion: c.congestion,
+            user_timeout: Duration::ZERO,
         }
     }
 }
@@ -152,6 +158,8 @@ pub enum SocketOption {
     /// Takes effect for connections created after the call.
     RecvBuffer(usize),
     Congestion(Algorithm),
+    /// TCP_USER_TIMEOUT; zero switches it off.
+    UserTimeout(Duration),
 }
 
 /// What happened to a socket, for the application's event loop.

@@ -88,6 +88,7 @@ impl Connection {
         if ack >= self.snd_una {
             // Linux tcp_ack: the peer answered; probes start counting anew.
             self.probes_out = 0;
+            self.probes_stamp = None;
         }
 
         let prior_una = self.snd_una;
@@ -178,6 +179,7 @@ impl Connection {
                 // probing.
                 self.timers.stop(Timer::Persist);
                 self.probes_out = 0;
+                self.probes_stamp = None;
                 self.rtt.reset_backoff();
             }
         }
@@ -207,6 +209,7 @@ impl Connection {
             }
         }
         self.retries = 0;
+        self.rtx_stamp = None;
         self.rtt.reset_backoff();
         self.scoreboard.prune(ack);
         if self.rto_recover.is_some_and(|r| ack >= r) {

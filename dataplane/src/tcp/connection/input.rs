@@ -87,6 +87,7 @@ impl Connection {
             self.rtt_from_handshake(sample, shared);
             self.rtt_probe = None;
             self.retries = 0;
+            self.rtx_stamp = None;
             self.rtt.reset_backoff();
             self.bytes_acked += u64::from(ack.dist(self.snd_una));
             self.snd_una = ack;

@@ -160,6 +160,14 @@ pub(crate) struct Connection {
     /// SND.MAX at a retransmission timeout, until the peer acknowledges
     /// it (Linux's TCP_CA_Loss): no loss probes meanwhile.
     rto_recover: Option<SeqNum>,
+    /// When what the retransmission timer resends was first sent (Linux's
+    /// retrans_stamp): the first SYN, or the head of the data at its first
+    /// timeout; cleared by an ACK of new data. TCP_USER_TIMEOUT counts
+    /// from it.
+    rtx_stamp: Option<Instant>,
+    /// When zero-window probing began (Linux's icsk_probes_tstamp);
+    /// cleared when the peer answers.
+    probes_stamp: Option<Instant>,
 
     /// Every deadline of the connection, one entry per timer.
     timers: TimerTable,
@@ -273,6 +281,8 @@ impl Connection {
             tlp_send: None,
             last_seg_start: iss,
             rto_recover: None,
+            rtx_stamp: None,
+            probes_stamp: None,
             timers: TimerTable::default(),
             retries: 0,
             probes_out: 0,

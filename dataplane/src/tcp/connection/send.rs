@@ -151,6 +151,9 @@ impl Connection {
                 if self.rtt_probe.is_none() && self.retries == 0 {
                     self.rtt_probe = Some((self.snd_nxt, now));
                 }
+                // Linux tcp_connect: the user timeout counts from the
+                // first SYN.
+                self.rtx_stamp.get_or_insert(now);
                 if !self.timers.is_set(Timer::Rto) {
                     self.timers.set(Timer::Rto, now + self.syn_interval(shared, 0));
                 }

@@ -223,7 +223,7 @@ impl Connection {
                 } else {
                     self.retries >= shared.config.synack_retries
                 };
-                if expired {
+                if expired || self.user_timed_out(now) {
                     shared.stats.attempt_fails += 1;
                     let e = self.soft_error.unwrap_or(Error::TimedOut);
                     self.enter_closed(&mut shared.pool, Some(e));
@@ -232,18 +232,25 @@ impl Connection {
                 self.retries += 1;
                 self.rtt_probe = None;
                 self.snd_nxt = self.iss;
-                self.timers.set(Timer::Rto, now + self.syn_interval(shared, self.retries));
+                let gap = self.clamp_to_user_timeout(now, self.syn_interval(shared, self.retries));
+                self.timers.set(Timer::Rto, now + gap);
             }
             _ => {
                 if self.snd_una == self.snd_max {
                     return;
                 }
-                if self.retries >= shared.config.retries2 {
+                if self.retries >= shared.config.retries2 || self.user_timed_out(now) {
                     // Linux tcp_write_timeout -> tcp_write_err: give up
                     // with the soft error (an ICMP unreachable) if there
                     // was one, else ETIMEDOUT.
                     self.enter_closed(&mut shared.pool, Some(self.soft_error.unwrap_or(Error::TimedOut)));
                     return;
+                }
+                if self.retries == 0 {
+                    // Linux tcp_retransmit_skb: retrans_stamp is when the
+                    // head was first sent, about when the timer that
+                    // fired was armed.
+                    self.rtx_stamp = Some(now - self.rtt.rto());
                 }
                 self.retries += 1;
                 // The timeout ends a tail loss probe episode and no probe
@@ -265,8 +272,32 @@ impl Connection {
                 self.rtt.backoff();
                 self.rtt_probe = None;
                 self.snd_nxt = self.snd_una;
-                self.timers.set(Timer::Rto, now + self.rtt.rto());
+                let rto = self.clamp_to_user_timeout(now, self.rtt.rto());
+                self.timers.set(Timer::Rto, now + rto);
             }
+        }
+    }
+
+    /// TCP_USER_TIMEOUT has run out for what the retransmission timer
+    /// resends (Linux retransmits_timed_out with the user timeout: only
+    /// after a first retransmission, measured from retrans_stamp).
+    fn user_timed_out(&self, now: Instant) -> bool {
+        let limit = self.opts.user_timeout;
+        !limit.is_zero()
+            && self.retries > 0
+            && self.rtx_stamp.is_some_and(|start| now.saturating_duration_since(start) >= limit)
+    }
+
+    /// The next retransmission no later than the user timeout (Linux
+    /// tcp_clamp_rto_to_user_timeout; at once, 1 ms, when it passed).
+    fn clamp_to_user_timeout(&self, now: Instant, rto: Duration) -> Duration {
+        let limit = self.opts.user_timeout;
+        match self.rtx_stamp {
+            Some(start) if !limit.is_zero() => {
+                let remaining = limit.saturating_sub(now.saturating_duration_since(start));
+                rto.min(remaining.max(Duration::from_millis(1)))
+            }
+            _ => rto,
         }
     }
 
@@ -277,15 +308,31 @@ impl Connection {
             return;
         }
         // Linux tcp_probe_timer: only probes nobody acknowledged count,
-        // and giving up is tcp_write_err: ETIMEDOUT, no RST.
-        if self.probes_out >= shared.config.retries2 {
+        // and giving up is tcp_write_err: ETIMEDOUT, no RST. With
+        // TCP_USER_TIMEOUT, probing unanswered that long since the first
+        // probe gives up too, and the next probe is no later than that.
+        let limit = self.opts.user_timeout;
+        let user_expired = match self.probes_stamp {
+            None => {
+                self.probes_stamp = Some(now);
+                false
+            }
+            Some(start) => !limit.is_zero() && now.saturating_duration_since(start) >= limit,
+        };
+        if user_expired || self.probes_out >= shared.config.retries2 {
             self.enter_closed(&mut shared.pool, Some(self.soft_error.unwrap_or(Error::TimedOut)));
             return;
         }
         self.probes_out += 1;
         self.probe_now = true;
         self.rtt.backoff();
-        self.timers.set(Timer::Persist, now + self.rtt.rto());
+        let mut when = self.rtt.rto();
+        if let Some(start) = self.probes_stamp.filter(|_| !limit.is_zero()) {
+            // tcp_clamp_probe0_to_user_timeout: at least TCP_TIMEOUT_MIN.
+            let remaining = limit.saturating_sub(now.saturating_duration_since(start));
+            when = when.min(remaining.max(Duration::from_millis(2)));
+        }
+        self.timers.set(Timer::Persist, now + when);
     }
 
     fn on_keepalive(&mut self, now: Instant, shared: &mut Shared) {
@@ -302,7 +349,13 @@ impl Connection {
             self.timers.set(Timer::Keepalive, self.last_recv + self.opts.keep_idle);
             return;
         }
-        if self.ka_probes >= self.opts.keep_cnt {
+        // Linux tcp_keepalive_timer: with TCP_USER_TIMEOUT, the
+        // connection fails once idle that long with a probe unanswered;
+        // without it, after keep_cnt probes. Either way with a reset.
+        let limit = self.opts.user_timeout;
+        let expired =
+            if limit.is_zero() { self.ka_probes >= self.opts.keep_cnt } else { idle >= limit && self.ka_probes > 0 };
+        if expired {
             self.abort(now, shared, Some(Error::TimedOut));
             return;
         }

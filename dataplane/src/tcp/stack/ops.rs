@@ -66,6 +66,7 @@ impl Stack {
                 o.recv_buffer_locked = true;
             }
             SocketOption::Congestion(a) => o.congestion = a,
+            SocketOption::UserTimeout(d) => o.user_timeout = d,
             _ => return Err(Error::InvalidInput),
         }
         let opts = *o;

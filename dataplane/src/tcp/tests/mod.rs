@@ -193,3 +193,4 @@ mod receive;
 mod send;
 mod time_wait;
 mod timers;
+mod user_timeout;
