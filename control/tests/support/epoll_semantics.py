@@ -254,6 +254,38 @@ class App:
             self.ep.unregister(c.fileno())
             c.close()
 
+        # SO_LINGER with a timeout: close() waits (blocking or not) while
+        # data and the FIN are still unacknowledged, up to the timeout,
+        # and the close goes on in the background; with nothing left to
+        # send it returns at once.
+        self.peer("connect h %s %d" % (self.addr, port))
+        self.wait("listener for h")
+        h = self.accept_one(lst, "h")
+        h.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        total, deadline = 0, time.time() + 10
+        while time.time() < deadline:
+            try:
+                total += h.send(b"l" * 65536)
+            except BlockingIOError:
+                time.sleep(0.05)
+                try:
+                    total += h.send(b"l" * 65536)
+                except BlockingIOError:
+                    break
+        h.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 1))
+        t0 = time.monotonic()
+        h.close()
+        took = time.monotonic() - t0
+        self.say("linger close with data stuck waited its second %s" % (0.8 <= took < 2.5))
+        self.say("peer got it all after %s" % self.peer("drain-count h %d" % total))
+        self.peer("connect i %s %d" % (self.addr, port))
+        self.wait("listener for i")
+        i = self.accept_one(lst, "i")
+        i.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 5))
+        t0 = time.monotonic()
+        i.close()
+        self.say("linger close with nothing to send returned at once %s" % (time.monotonic() - t0 < 1.0))
+
         # An edge-triggered listener: every new connection is an edge,
         # also one that arrives after the queue was emptied with no wait
         # in between (and may reuse the place the last one had).
@@ -308,6 +340,15 @@ def peer_main(addr):
                 srv.bind((addr, 0))
                 srv.listen(4)
                 reply = "OK %d" % srv.getsockname()[1]
+            elif cmd == "drain-count":
+                s, want, got = conns[w[1]], int(w[2]), 0
+                s.settimeout(5)
+                while got < want:
+                    d = s.recv(1 << 20)
+                    if not d:
+                        break
+                    got += len(d)
+                reply = "OK %s" % ("all" if got == want else "%d of %d" % (got, want))
             elif cmd == "accepted-port":
                 srv.settimeout(5)
                 conn, src = srv.accept()

@@ -167,7 +167,10 @@ pub unsafe fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags
         g.process.close_stream(stream);
         return Some(fail(e) as c_int);
     }
-    SOCKS.insert(nfd, Arc::new(Sock::new(Kind::Stream(stream), nonblock)));
+    let sock = Sock::new(Kind::Stream(stream), nonblock);
+    // Accepted sockets inherit SO_LINGER (sk_clone copies it).
+    sock.linger_ms.store(s.linger_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+    SOCKS.insert(nfd, Arc::new(sock));
     Some(nfd)
 }
 
@@ -274,7 +277,12 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Optio
 pub fn close(fd: c_int) -> Option<c_int> {
     let s = SOCKS.remove(fd);
     let e = EPOLLS.remove(fd);
-    drop((s, e));
+    drop(e);
+    // The process's last descriptor of the socket (no dup left): SO_LINGER
+    // may make this close wait.
+    if let Some(Ok(last)) = s.map(Arc::try_unwrap) {
+        last.close_last();
+    }
     None
 }
 
@@ -444,6 +452,10 @@ pub unsafe fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_voi
     }
     // Safety: the caller's contract.
     let Some(o) = (unsafe { option_of(level, name, val, len) }) else { return Some(0) };
+    if let SocketOption::Linger(l) = o {
+        let ms = l.map_or(crate::sock::NO_LINGER, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX - 1));
+        s.linger_ms.store(ms, Ordering::Relaxed);
+    }
     let mut k = s.kind.write().unwrap_or_else(|p| p.into_inner());
     let r = match &mut *k {
         Kind::Fresh { opts, .. } => {

@@ -28,7 +28,13 @@ pub struct Sock {
     /// SO_RCVTIMEO / SO_SNDTIMEO in microseconds (0: none).
     pub rcvtimeo: AtomicU64,
     pub sndtimeo: AtomicU64,
+    /// SO_LINGER's timeout in milliseconds when it is on (`NO_LINGER`:
+    /// off): a close() with a timeout waits for the connection to close.
+    pub linger_ms: AtomicU64,
 }
+
+/// `Sock::linger_ms` when SO_LINGER is off.
+pub const NO_LINGER: u64 = u64::MAX;
 
 impl Sock {
     pub fn new(kind: Kind, nonblock: bool) -> Sock {
@@ -37,6 +43,25 @@ impl Sock {
             nonblock: AtomicBool::new(nonblock),
             rcvtimeo: AtomicU64::new(0),
             sndtimeo: AtomicU64::new(0),
+            linger_ms: AtomicU64::new(NO_LINGER),
+        }
+    }
+
+    /// The last descriptor of this process closed: as dropping the
+    /// socket, except that a stream with SO_LINGER on and a timeout waits
+    /// (as Linux's close() does, blocking or not) for its close to
+    /// complete or the timeout to pass.
+    pub fn close_last(mut self) {
+        let ms = self.linger_ms.load(Ordering::Relaxed);
+        if ms == NO_LINGER || ms == 0 {
+            return;
+        }
+        let Some(g) = registered() else { return };
+        let kind = self.kind.get_mut().unwrap_or_else(|p| p.into_inner());
+        if matches!(kind, Kind::Stream(_)) {
+            if let Kind::Stream(s) = std::mem::replace(kind, Kind::Fresh { opts: Vec::new() }) {
+                g.process.close_stream_lingering(s, Duration::from_millis(ms));
+            }
         }
     }
 

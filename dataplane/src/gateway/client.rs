@@ -825,6 +825,43 @@ impl Process {
         }
     }
 
+    /// close() with SO_LINGER and a timeout (Linux tcp_close ->
+    /// sk_stream_wait_close): as `close_stream`, and then, if this was the
+    /// last reference, a wait while the connection is still closing
+    /// (before its FIN is sent and acknowledged: ESTABLISHED, CLOSE_WAIT,
+    /// FIN_WAIT_1, CLOSING, LAST_ACK) until `timeout` passes. The close
+    /// goes on in the background either way, as on Linux.
+    pub fn close_stream_lingering(&self, s: Stream, timeout: Duration) {
+        let (w, slot) = (s.w, s.slot);
+        let Some(sl) = self.arena.slot(w, slot) else { return self.close_stream(s) };
+        // The slot may serve another connection once this one is done:
+        // its addresses tell them apart.
+        let who = (sl.local().load(Ordering::Acquire), sl.peer().load(Ordering::Acquire));
+        drop(lock(&s.rings).take());
+        if !self.unhold(w, slot) {
+            return;
+        }
+        let _ = self.post(w, Command::Close { slot });
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = sl.state().load(Ordering::Acquire);
+            let same = (sl.local().load(Ordering::Acquire), sl.peer().load(Ordering::Acquire)) == who;
+            let code = sl.tcp_state().load(Ordering::Relaxed);
+            let tcp = State::ALL.get(code as usize).copied().unwrap_or(State::Closed);
+            let closing = matches!(
+                tcp,
+                State::Established | State::CloseWait | State::FinWait1 | State::Closing | State::LastAck
+            );
+            if st & state::CREATED == 0 || st & (state::CLOSED | state::ERROR) != 0 || !same || !closing {
+                return;
+            }
+            if self.is_gone() || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// close() of a listener: with the last reference, the connections
     /// nobody accepted are reset (inet_csk_listen_stop).
     pub fn close_listener(&self, l: Listener) {
