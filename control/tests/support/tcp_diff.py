@@ -259,6 +259,20 @@ class Conn:
         return ans
 
 
+def data_segments(ans, mss):
+    """The data segments of `ans` by sequence number, length, FIN and
+    timing class: whether ACKs ride on data, how a server's reads cut its
+    writes (PSH) and how far the kernel's GSO batches segments on the veth
+    (split here into the MSS-sized segments a wire carries) are the
+    server's and the host's business."""
+    out = []
+    for a in ans:
+        for off in range(0, a["len"], mss):
+            out.append({"flags": a["flags"].replace("P", ""), "seq": a["seq"] + off,
+                        "len": min(mss, a["len"] - off), "when": a["when"]})
+    return out
+
+
 def server_fin(ans):
     """Whether the ACK of our FIN rides on the server's own FIN depends on
     how soon the server process calls close() (Linux delays the ACK in
@@ -312,11 +326,7 @@ def probes(t):
     # round trips later the last goes out again as a probe; one RTO after
     # the probe, the first (the timeout). Measured here: Linux 6.18 probes
     # after 5 ms and times out 208 ms later, then after 432 and 832 ms.
-    # Only data segments are compared, by sequence number, length, FIN and
-    # timing class: whether the ACKs of our data ride on the echo, how the
-    # server's reads cut its writes (PSH) and how far the kernel's GSO
-    # batches segments on the veth (split here into the MSS-sized
-    # segments a wire carries) are the server's and the host's business.
+    # Only data segments are compared (`data_segments`).
     def unacknowledged_tail_is_probed_then_timed_out():
         c = Conn(t, t.echo_port)
         c.handshake(quick=True)
@@ -327,12 +337,35 @@ def probes(t):
             t.send(c.sport, c.port, c.snd_nxt + k * mss, c.rcv_nxt, PSH | ACK, b"e" * mss,
                    options(ts=ts) if ts else b"")
         c.snd_nxt += 4 * mss
-        out = []
-        for a in c.norm(t.collect(c.sport, 0.45)):
-            for off in range(0, a["len"], mss):
-                out.append({"flags": a["flags"].replace("P", ""), "seq": a["seq"] + off,
-                            "len": min(mss, a["len"] - off), "when": a["when"]})
-        return out
+        return data_segments(c.norm(t.collect(c.sport, 0.45)), mss)
+
+    # Congestion window validation (RFC 7661 as Linux's tcp_cwnd_validate):
+    # twenty small request/responses, each echo acknowledged at once, never
+    # fill the window, so it does not grow; twenty full segments echoed
+    # after them go out in the initial window (ten), then the loss probe.
+    def an_unused_window_does_not_grow():
+        # Without SACK: no loss probe follows the burst (both send one
+        # only on SACK connections), so the answer is the window itself.
+        c = Conn(t, t.echo_port, sack=False)
+        c.handshake(quick=True)
+        mss = 1448
+        for _ in range(20):
+            t.drain()
+            ts = c.ts()
+            t.send(c.sport, c.port, c.snd_nxt, c.rcv_nxt, PSH | ACK, b"q" * 100, options(ts=ts) if ts else b"")
+            c.snd_nxt += 100
+            got = c.norm(t.collect(c.sport, 0.5, until=lambda segs: sum(x["len"] for x in segs) >= 100))
+            c.rcv_nxt = (c.rcv_nxt + sum(a["len"] for a in got)) & 0xFFFFFFFF
+            ts = c.ts()
+            t.send(c.sport, c.port, c.snd_nxt, c.rcv_nxt, ACK, b"", options(ts=ts) if ts else b"")
+        time.sleep(0.01)
+        t.drain()
+        for k in range(20):
+            ts = c.ts()
+            t.send(c.sport, c.port, c.snd_nxt + k * mss, c.rcv_nxt, PSH | ACK, b"b" * mss,
+                   options(ts=ts) if ts else b"")
+        c.snd_nxt += 20 * mss
+        return data_segments(c.norm(t.collect(c.sport, 0.15)), mss)
 
     def rst_in_window_gets_a_challenge_ack():
         c = Conn(t, t.open_port)
@@ -607,6 +640,7 @@ def probes(t):
         ("ack_to_closed_port", ack_to_closed_port),
         ("first_data_is_acked_at_once", first_data_is_acked_at_once),
         ("unacknowledged_tail_is_probed_then_timed_out", unacknowledged_tail_is_probed_then_timed_out),
+        ("an_unused_window_does_not_grow", an_unused_window_does_not_grow),
         ("second_small_segment_ack_timing", second_small_segment_ack_timing),
         ("rst_in_window_gets_a_challenge_ack", rst_in_window_gets_a_challenge_ack),
         ("rst_exact_closes", rst_exact_closes),

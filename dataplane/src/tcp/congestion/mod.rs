@@ -117,6 +117,18 @@ impl Congestion {
         self.cwnd = self.ssthresh.min(flight.saturating_add(self.mss)).max(self.mss);
     }
 
+    /// A window left unused for an RTO (Linux tcp_cwnd_application_limited,
+    /// RFC 2861): halfway down to what was used, never below the initial
+    /// window; ssthresh keeps at least three quarters of the old window
+    /// (tcp_current_ssthresh).
+    pub fn application_limited(&mut self, used: u32) {
+        let used = used.max(INITIAL_WINDOW_SEGMENTS * self.mss);
+        if used < self.cwnd {
+            self.ssthresh = self.ssthresh.max(self.cwnd / 2 + self.cwnd / 4);
+            self.cwnd = ((u64::from(self.cwnd) + u64::from(used)) / 2) as u32;
+        }
+    }
+
     /// Updates the segment size after the handshake fixes the MSS.
     pub fn set_mss(&mut self, mss: u16) {
         let mss = u32::from(mss.max(1));

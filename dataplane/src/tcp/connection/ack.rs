@@ -238,7 +238,10 @@ impl Connection {
                     self.rtx_now = true;
                 }
             }
-            None => self.cc.on_ack(now, acked, self.rtt.srtt()),
+            // Growth only while the window is used (tcp_cong_avoid ->
+            // tcp_is_cwnd_limited).
+            None if self.cwnd_limited() => self.cc.on_ack(now, acked, self.rtt.srtt()),
+            None => {}
         }
         self.dupacks = 0;
 

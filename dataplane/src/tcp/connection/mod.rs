@@ -7,6 +7,7 @@
 //! - [`ack`]: the ACK field: new ACKs, the send window, duplicate ACKs and
 //!   loss recovery (RFC 5681, RFC 6582, RFC 6675);
 //! - [`loss_probe`]: tail loss probes (RFC 8985 section 7);
+//! - [`cwnd_validation`]: the window grows only while used (RFC 7661);
 //! - [`receive`]: data and FIN, the delayed ACK, header prediction;
 //! - [`send`]: segment output, Nagle, sender SWS avoidance, retransmission;
 //! - [`window`]: the receive window we advertise, receiver SWS avoidance;
@@ -29,6 +30,7 @@
 
 mod ack;
 mod autotune;
+mod cwnd_validation;
 mod input;
 mod loss_probe;
 mod receive;
@@ -52,6 +54,7 @@ use super::SeqNum;
 use crate::wire::tcp::{Flags, Options};
 use ack::Recovery;
 use autotune::Autotune;
+use cwnd_validation::CwndUse;
 use loss_probe::{Probe, Tlp};
 use std::time::Duration;
 use timers::TimerTable;
@@ -160,6 +163,8 @@ pub(crate) struct Connection {
     /// SND.MAX at a retransmission timeout, until the peer acknowledges
     /// it (Linux's TCP_CA_Loss): no loss probes meanwhile.
     rto_recover: Option<SeqNum>,
+    /// How much of the congestion window is used (RFC 7661).
+    cwnd_use: CwndUse,
     /// When what the retransmission timer resends was first sent (Linux's
     /// retrans_stamp): the first SYN, or the head of the data at its first
     /// timeout; cleared by an ACK of new data. TCP_USER_TIMEOUT counts
@@ -281,6 +286,7 @@ impl Connection {
             tlp_send: None,
             last_seg_start: iss,
             rto_recover: None,
+            cwnd_use: CwndUse::default(),
             rtx_stamp: None,
             probes_stamp: None,
             timers: TimerTable::default(),

@@ -373,6 +373,10 @@ impl Connection {
             if win_room == 0 && !in_flight {
                 self.arm_persist(now);
             }
+            if cwnd_room < mss.min(avail) {
+                // The congestion window stopped the send.
+                self.cwnd_validate(now, true);
+            }
             return None;
         }
         if len < avail && len < mss && in_flight && len < (self.max_snd_wnd / 2) as usize {
@@ -446,8 +450,10 @@ impl Connection {
         }
         self.arm_rtx(now);
         if !probe && !retransmission {
-            // tcp_write_xmit: one loss probe per tail, two round trips
-            // after the last new segment.
+            // tcp_write_xmit: the window's use, and one loss probe per
+            // tail two round trips after the last new segment.
+            let full = self.pipe().saturating_add(mss as u32) > self.cc.cwnd();
+            self.cwnd_validate(now, full);
             self.schedule_loss_probe(now, shared);
         }
         Some(n)

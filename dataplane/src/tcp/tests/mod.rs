@@ -182,6 +182,7 @@ fn established_with_sack(t: &mut T) -> (SocketId, u32) {
 mod ack;
 mod census;
 mod closing;
+mod cwnd_validation;
 mod demux;
 mod input;
 mod listener;
