@@ -111,10 +111,15 @@ impl Congestion {
         self.cwnd = self.mss;
     }
 
-    /// Leaving fast recovery (RFC 6582 section 3.2 step 3): deflate to
-    /// min(ssthresh, flight + SMSS).
-    pub fn on_recovery_end(&mut self, flight: u32) {
-        self.cwnd = self.ssthresh.min(flight.saturating_add(self.mss)).max(self.mss);
+    /// Leaving fast recovery: the window is ssthresh (Linux
+    /// tcp_end_cwnd_reduction; PRR kept it near there on the way).
+    pub fn on_recovery_end(&mut self) {
+        self.cwnd = self.ssthresh.max(self.mss);
+    }
+
+    /// The window PRR computed for this ACK (RFC 6937).
+    pub fn set_cwnd(&mut self, cwnd: u32) {
+        self.cwnd = cwnd.max(self.mss);
     }
 
     /// A window left unused for an RTO (Linux tcp_cwnd_application_limited,

@@ -3,6 +3,7 @@
 //! ACKs, and loss recovery: fast retransmit (RFC 5681 section 3.2),
 //! NewReno's partial ACKs (RFC 6582), SACK's pipe (RFC 6675).
 
+use super::prr::Prr;
 use super::timers::Timer;
 use super::{Connection, Outcome};
 use crate::tcp::shared::Shared;
@@ -24,6 +25,8 @@ pub(super) struct Recovery {
     pub recover: SeqNum,
     /// Everything below it in a hole has been retransmitted (HighRxt).
     pub high_rxt: SeqNum,
+    /// Proportional rate reduction's counters (RFC 6937).
+    pub prr: Prr,
 }
 
 impl Connection {
@@ -92,7 +95,7 @@ impl Connection {
         }
 
         let prior_una = self.snd_una;
-        let prior_sacked = if self.tlp.is_some() { self.scoreboard.sacked_bytes() } else { 0 };
+        let prior_sacked = if self.sack_ok { self.scoreboard.sacked_bytes() } else { 0 };
         let mut dsack_of_probe = false;
         if self.sack_ok {
             for b in seg.options.sack() {
@@ -110,6 +113,7 @@ impl Connection {
             }
         }
 
+        let mut dupack = false;
         if ack > self.snd_una {
             if self.snd_una == self.iss && self.state != State::SynReceived {
                 // Our SYN acknowledged after close() or shutdown() moved a
@@ -127,6 +131,21 @@ impl Connection {
         {
             // RFC 5681 section 2 duplicate ACK.
             self.on_dupack(shared);
+            dupack = true;
+        }
+        if self.recovery.is_some() {
+            // What this ACK delivered, for PRR (tcp_cong_control ->
+            // tcp_cwnd_reduction on every ACK in recovery); without SACK a
+            // duplicate ACK stands for one segment (tcp_add_reno_sack).
+            let acked = if ack > prior_una { ack.dist(prior_una) } else { 0 };
+            let sacked = if self.sack_ok {
+                self.scoreboard.sacked_bytes().saturating_sub(prior_sacked)
+            } else if dupack {
+                u32::from(self.send_mss)
+            } else {
+                0
+            };
+            self.prr_on_ack(acked.saturating_add(sacked), ack > prior_una);
         }
         if self.tlp.is_some() {
             let pure_dupack = ack == prior_una
@@ -220,8 +239,7 @@ impl Connection {
             Some(r) if ack >= r.recover => {
                 // Full ACK: recovery is over (RFC 6582 section 3.2 step 3).
                 self.recovery = None;
-                let flight = self.snd_max.dist(self.snd_una);
-                self.cc.on_recovery_end(flight);
+                self.cc.on_recovery_end();
             }
             Some(mut r) => {
                 // A partial ACK says the segment at the new SND.UNA is
@@ -292,8 +310,10 @@ impl Connection {
     /// (tcp_init_cwnd_reduction).
     pub(super) fn enter_recovery(&mut self, shared: &mut Shared) {
         let flight = self.snd_max.dist(self.snd_una);
+        let prior_cwnd = self.cc.cwnd();
         self.cc.on_loss(flight);
-        self.recovery = Some(Recovery { recover: self.snd_max, high_rxt: self.snd_una });
+        self.recovery =
+            Some(Recovery { recover: self.snd_max, high_rxt: self.snd_una, prr: Prr { prior_cwnd, ..Prr::default() } });
         self.rtx_now = true;
         // Karn: the timed segment may be the one retransmitted.
         self.rtt_probe = None;

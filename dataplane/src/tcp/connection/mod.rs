@@ -8,6 +8,7 @@
 //!   loss recovery (RFC 5681, RFC 6582, RFC 6675);
 //! - [`loss_probe`]: tail loss probes (RFC 8985 section 7);
 //! - [`cwnd_validation`]: the window grows only while used (RFC 7661);
+//! - [`prr`]: proportional rate reduction in recovery (RFC 6937);
 //! - [`receive`]: data and FIN, the delayed ACK, header prediction;
 //! - [`send`]: segment output, Nagle, sender SWS avoidance, retransmission;
 //! - [`window`]: the receive window we advertise, receiver SWS avoidance;
@@ -33,6 +34,7 @@ mod autotune;
 mod cwnd_validation;
 mod input;
 mod loss_probe;
+mod prr;
 mod receive;
 mod send;
 mod time_wait;

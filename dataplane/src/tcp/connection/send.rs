@@ -313,6 +313,7 @@ impl Connection {
             if end > r.high_rxt {
                 r.high_rxt = end;
             }
+            r.prr.out = r.prr.out.saturating_add(len as u32 + u32::from(with_fin));
         }
         self.count_retransmission(shared, seq);
         self.arm_rtx(now);
@@ -429,6 +430,7 @@ impl Connection {
         if with_fin {
             self.fin_seq = Some(seq + len);
         }
+        self.prr_sent(end.dist(seq));
         if len < mss {
             self.snd_sml = end;
         }

@@ -80,20 +80,25 @@ fn a_partial_ack_in_sack_recovery_does_not_resend_what_was_resent() {
     let at = |k: u32| iss + 1 + k * 1460;
     t.st.write(t.now, c, &[3u8; 6 * 1460]).unwrap();
     assert_eq!(t.recv().len(), 6);
-    // Segments 0 and 2 are lost; the peer SACKs 1, 3 and 4 as they come.
-    for blocks in [vec![(1, 2)], vec![(1, 2), (3, 4)], vec![(1, 2), (3, 5)]] {
+    // Segments 0 and 2 are lost; the peer SACKs 1, 3, 4 and 5 as they
+    // come. Recovery starts at the third (more than two segments SACKed);
+    // PRR (RFC 6937, as Linux) lets one segment out per segment delivered
+    // while the pipe is below ssthresh: hole 0 then, hole 2 at the next.
+    let mut resent = vec![];
+    for blocks in [vec![(1, 2)], vec![(1, 2), (3, 4)], vec![(1, 2), (3, 5)], vec![(1, 2), (3, 6)]] {
         let mut d = seg(PEER_ISN + 1, at(0), Flags::ACK);
         for (l, r) in blocks.into_iter().rev() {
             d.options.push_sack(SackBlock { left: at(l), right: at(r) });
         }
         t.send(&d).unwrap();
+        let now: Vec<u32> = t.recv().iter().filter(|s| !s.data.is_empty()).map(|s| s.seq).collect();
+        resent.push(now);
     }
-    let resent: Vec<u32> = t.recv().iter().filter(|s| !s.data.is_empty()).map(|s| s.seq).collect();
-    assert_eq!(resent, vec![at(0), at(2)], "the two holes, once each");
+    assert_eq!(resent, vec![vec![], vec![], vec![at(0)], vec![at(2)]], "the two holes, once each");
     // Segment 0 arrives: a partial ACK up to the second hole, which was
     // already resent.
     let mut d = seg(PEER_ISN + 1, at(2), Flags::ACK);
-    d.options.push_sack(SackBlock { left: at(3), right: at(5) });
+    d.options.push_sack(SackBlock { left: at(3), right: at(6) });
     t.send(&d).unwrap();
     let again: Vec<u32> = t.recv().iter().filter(|s| !s.data.is_empty()).map(|s| s.seq).collect();
     assert!(!again.contains(&at(2)), "segment 2 resent a second time: {again:?}");

@@ -190,6 +190,7 @@ mod loss_probe;
 mod memory;
 mod ops;
 mod prediction;
+mod prr;
 mod receive;
 mod send;
 mod time_wait;
