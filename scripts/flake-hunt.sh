@@ -82,7 +82,9 @@ run_once() {
     local tag=$1
     shift
     local log="$root/$logs/run.log"
-    if timeout 900 "$@" >"$log" 2>&1; then
+    # stdin from /dev/null: a test's children (a server, a client, a
+    # script) must not read the list of binaries this loop reads.
+    if timeout 900 "$@" >"$log" 2>&1 </dev/null; then
         last_ok=1
     else
         last_ok=0
@@ -116,7 +118,7 @@ while read -r src exe; do
     pushd "$(dirname "$(dirname "$src")")" >/dev/null
     if ((is_ns)); then
         # Each test alone, N times.
-        mapfile -t tests < <("$exe" --list 2>/dev/null | sed -n 's/: test$//p')
+        mapfile -t tests < <("$exe" --list 2>/dev/null </dev/null | sed -n 's/: test$//p')
         for t in "${tests[@]}"; do
             for ((i = 0; i < runs; i++)); do
                 ((SECONDS < deadline)) || break 2
