@@ -383,6 +383,9 @@ pub fn run<B: Backend>(backend: &B, p: &Params, mut phase: impl FnMut(&str)) -> 
                             stream_client(&mut t, p, tl, conns.len(), seed, interval)
                         }
                         Workload::Http | Workload::Redis | Workload::Memcached => {
+                            // A blocking call must not outwait the request
+                            // timeout.
+                            t.set_io_timeout(Duration::from_secs_f64(p.app.timeout_s));
                             crate::apps::client::run(&mut t, p, tl, &conns, seed, interval)
                         }
                     })

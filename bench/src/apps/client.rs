@@ -1000,6 +1000,19 @@ mod tests {
         }
     }
 
+    /// A request timeout under a second is seen in time on blocking
+    /// sockets too: each blocking call waits no longer than it (they used
+    /// to wait a second whatever the timeout, and the run overran).
+    #[test]
+    fn a_short_timeout_ends_a_blocking_wait_in_time() {
+        let (o, took) = against(Fake::Silent, Mode::Blocking, |p| p.app.timeout_s = 0.15);
+        assert!(errors(&o, ErrorKind::Timeout) > 0, "{:?}", o.tally.as_ref().map(|t| t.report("http")));
+        // The run is 0.5 s; a blocking wait past its end is 0.15 s at most
+        // (measured 0.67 s; with one-second waits 1.05 s).
+        println!("silent server, 0.15 s timeout, blocking: the run took {took:?}");
+        assert!(took < Duration::from_millis(950), "the run took {took:?}");
+    }
+
     /// A request larger than the socket buffers to a server that never
     /// reads: the send cannot finish, and the request still times out
     /// (a blocking send gives up after its socket timeout, a second).

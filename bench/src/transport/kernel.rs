@@ -6,8 +6,9 @@
 //!   sleeps (the kernel's lowest latency, at the cost of a full core).
 //!
 //! Every socket has TCP_NODELAY (request/response traffic must not wait for
-//! Nagle). Blocking sockets get one-second send/receive timeouts so that a
-//! dead peer cannot hang a bounded run.
+//! Nagle). Blocking sockets get send/receive timeouts (a second, or the
+//! workload's shorter request timeout) so that a dead peer cannot hang a
+//! bounded run.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -23,7 +24,8 @@ pub enum Mode {
     Spin,
 }
 
-/// Timeout of every blocking call.
+/// Timeout of every blocking call, unless the workload asks for less
+/// (`Transport::set_io_timeout`).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
@@ -49,13 +51,14 @@ impl Backend for KernelBackend {
         self.mode == Mode::Blocking
     }
     fn thread(&self, _index: usize) -> io::Result<KernelTransport> {
-        Ok(KernelTransport { mode: self.mode })
+        Ok(KernelTransport { mode: self.mode, io_timeout: IO_TIMEOUT })
     }
 }
 
 #[derive(Debug)]
 pub struct KernelTransport {
     mode: Mode,
+    io_timeout: Duration,
 }
 
 const EINPROGRESS: i32 = 115;
@@ -66,8 +69,8 @@ impl KernelTransport {
         match self.mode {
             Mode::Blocking => {
                 s.set_nonblocking(false)?;
-                s.set_read_timeout(Some(IO_TIMEOUT))?;
-                s.set_write_timeout(Some(IO_TIMEOUT))?;
+                s.set_read_timeout(Some(self.io_timeout))?;
+                s.set_write_timeout(Some(self.io_timeout))?;
             }
             Mode::Spin => s.set_nonblocking(true)?,
         }
@@ -87,7 +90,7 @@ impl Transport for KernelTransport {
         let addr = SocketAddr::V4(to);
         match self.mode {
             Mode::Blocking => {
-                let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+                let s = TcpStream::connect_timeout(&addr, self.io_timeout)?;
                 self.setup(&s)?;
                 Ok(s)
             }
@@ -103,6 +106,11 @@ impl Transport for KernelTransport {
                 Ok(sock.into())
             }
         }
+    }
+
+    fn set_io_timeout(&mut self, d: Duration) {
+        // Zero would mean no timeout at all to the kernel.
+        self.io_timeout = d.clamp(Duration::from_millis(1), IO_TIMEOUT);
     }
 
     fn connected(&mut self, c: &mut TcpStream) -> io::Result<bool> {

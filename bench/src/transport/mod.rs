@@ -39,6 +39,7 @@ pub mod xstack;
 
 use std::io;
 use std::net::SocketAddrV4;
+use std::time::Duration;
 
 /// One thread's view of a TCP stack.
 pub trait Transport {
@@ -74,6 +75,11 @@ pub trait Transport {
     fn poll(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// How long one blocking call may wait (connect, send, receive), so
+    /// that a request timeout shorter than the default second is seen in
+    /// time. Polled transports never wait: a no-op for them.
+    fn set_io_timeout(&mut self, _d: Duration) {}
 }
 
 /// Makes one [`Transport`] per thread.
