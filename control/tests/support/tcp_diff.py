@@ -367,6 +367,19 @@ def probes(t):
         c.snd_nxt += 20 * mss
         return data_segments(c.norm(t.collect(c.sport, 0.15)), mss)
 
+    # Each out-of-order segment gets its own duplicate ACK, with the SACK
+    # blocks as they stand after it (tcp_data_queue sends one per
+    # segment), also when they come back to back.
+    def each_out_of_order_segment_gets_its_own_ack():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        t.drain()
+        for k in (1, 2, 3):
+            ts = c.ts()
+            t.send(c.sport, c.port, c.snd_nxt + k * 100, c.rcv_nxt, PSH | ACK, b"o" * 100,
+                   options(ts=ts) if ts else b"")
+        return c.norm(t.collect(c.sport, 0.3))
+
     def rst_in_window_gets_a_challenge_ack():
         c = Conn(t, t.open_port)
         c.handshake()
@@ -641,6 +654,7 @@ def probes(t):
         ("first_data_is_acked_at_once", first_data_is_acked_at_once),
         ("unacknowledged_tail_is_probed_then_timed_out", unacknowledged_tail_is_probed_then_timed_out),
         ("an_unused_window_does_not_grow", an_unused_window_does_not_grow),
+        ("each_out_of_order_segment_gets_its_own_ack", each_out_of_order_segment_gets_its_own_ack),
         ("second_small_segment_ack_timing", second_small_segment_ack_timing),
         ("rst_in_window_gets_a_challenge_ack", rst_in_window_gets_a_challenge_ack),
         ("rst_exact_closes", rst_exact_closes),

@@ -133,6 +133,19 @@ impl Connection {
             self.on_dupack(shared);
             dupack = true;
         }
+        if self.sack_ok && !dupack && self.recovery.is_none() && self.snd_max > self.snd_una {
+            // Newly SACKed data tells of a loss as a duplicate ACK does,
+            // whatever else the ACK carries (a window update, data, an
+            // advance of SND.UNA): Linux's tcp_ack takes it as dubious
+            // (FLAG_DATA_SACKED) and tcp_fastretrans_alert starts recovery
+            // once enough is SACKed (tcp_time_to_recover). A receiver
+            // whose window moves as out-of-order data fills its buffer
+            // sends no duplicate ACKs at all.
+            let sacked = self.scoreboard.sacked_bytes();
+            if sacked > prior_sacked && sacked > (DUP_THRESH - 1) * u32::from(self.send_mss) {
+                self.enter_recovery(shared);
+            }
+        }
         if self.recovery.is_some() {
             // What this ACK delivered, for PRR (tcp_cong_control ->
             // tcp_cwnd_reduction on every ACK in recovery); without SACK a

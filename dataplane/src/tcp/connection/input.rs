@@ -23,6 +23,9 @@ const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 impl Connection {
     #[inline]
     pub fn on_segment(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) -> Outcome {
+        if self.ack_immediate && self.ack_now {
+            self.send_pending_ack(now, shared);
+        }
         match self.state {
             State::SynSent => self.on_segment_syn_sent(now, shared, seg),
             State::Closed | State::Listen => Outcome::ReplyRst,

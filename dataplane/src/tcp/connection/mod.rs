@@ -222,6 +222,12 @@ pub(crate) struct Connection {
     last_send: Instant,
     last_oow_ack: Option<Instant>,
     ack_now: bool,
+    /// The pending ACK answers an out-of-order, hole-filling or duplicate
+    /// segment: it goes out before the next segment is taken, so that
+    /// each such segment has its own (Linux sends it from
+    /// tcp_data_queue; segments that arrive in one batch would otherwise
+    /// share one, and a sender counting duplicate ACKs sees too few).
+    ack_immediate: bool,
     /// Send a probe (keep-alive or zero window): SEG.SEQ = SND.UNA - 1.
     probe_now: bool,
 
@@ -315,6 +321,7 @@ impl Connection {
             last_send: now,
             last_oow_ack: None,
             ack_now: false,
+            ack_immediate: false,
             probe_now: false,
             autotune: Autotune::default(),
             events: 0,

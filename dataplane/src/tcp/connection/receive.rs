@@ -75,7 +75,11 @@ impl Connection {
             && tsval.is_none_or(|v| (v.wrapping_sub(self.ts_recent) as i32) >= 0)
             && self.ooo_fin.is_none()
             // A loss probe episode weighs every ACK (the full path).
-            && self.tlp.is_none();
+            && self.tlp.is_none()
+            // An ACK owed to the segment before goes first, and an ACK in
+            // recovery feeds PRR (the full path for both).
+            && !self.ack_immediate
+            && self.recovery.is_none();
         if !predicted {
             return false;
         }
@@ -212,6 +216,7 @@ impl Connection {
         let out_of_order = offset > 0 || !self.assembler.is_empty();
         if out_of_order || had_holes || !new_data {
             self.ack_now = true;
+            self.ack_immediate = true;
         } else {
             self.ack_in_order_data(now, shared);
         }

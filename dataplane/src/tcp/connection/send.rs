@@ -125,12 +125,27 @@ impl Connection {
             }
         })?;
         if h.flags.ack() {
-            self.ack_now = false;
-            self.timers.stop(Timer::DelayedAck);
-            self.unacked_bytes = 0;
-            self.ack_pushed = 0;
+            self.acked_all();
         }
         Some(n)
+    }
+
+    /// An ACK went out: nothing is owed any more.
+    #[inline]
+    fn acked_all(&mut self) {
+        self.ack_now = false;
+        self.ack_immediate = false;
+        self.timers.stop(Timer::DelayedAck);
+        self.unacked_bytes = 0;
+        self.ack_pushed = 0;
+    }
+
+    /// The ACK owed to the last segment, sent now (through the stack's
+    /// control queue) before the next segment is taken.
+    pub(super) fn send_pending_ack(&mut self, now: Instant, shared: &mut Shared) {
+        let h = self.header(now, self.snd_max, Flags::ACK);
+        shared.push_control(self.tuple.local, self.tuple.remote, h);
+        self.acked_all();
     }
 
     /// Our SYN is unacknowledged and due again in a state past SYN-RECEIVED

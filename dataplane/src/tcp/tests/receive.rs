@@ -49,6 +49,29 @@ fn established_acks_every_second_segment_of_any_size() {
     }
 }
 
+/// Out-of-order segments that arrive in one batch (one receive ring
+/// round) get an ACK each, as Linux sends one from tcp_data_queue per
+/// segment: a sender counting duplicate ACKs (RFC 5681 fast retransmit,
+/// three of them) must see three for three segments, not one.
+#[test]
+fn each_out_of_order_segment_of_a_batch_gets_its_own_ack() {
+    let mut t = T::new(plain());
+    let (_, _, iss) = t.established();
+    for k in 1..=3u32 {
+        let mut d = seg(PEER_ISN + 1 + k * 100, iss + 1, Flags::ACK);
+        d.data = vec![k as u8; 100];
+        t.send(&d).unwrap();
+    }
+    let acks = t.recv();
+    assert_eq!(acks.len(), 3, "{acks:#?}");
+    assert!(acks.iter().all(|a| a.ack == PEER_ISN + 1 && a.data.is_empty()), "duplicate ACKs: {acks:#?}");
+    // The hole filled: one ACK of everything.
+    let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK);
+    d.data = vec![0; 100];
+    t.send(&d).unwrap();
+    assert_eq!(t.recv_one().ack, PEER_ISN + 401);
+}
+
 #[test]
 fn established_out_of_order_gets_dupack_with_sack() {
     let mut t = T::new(Config { sack: true, ..plain() });
