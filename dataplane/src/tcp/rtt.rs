@@ -98,6 +98,12 @@ impl RttEstimator {
         Some(if one { self.pto_one } else { self.pto_several })
     }
 
+    /// `rto()` in nanoseconds.
+    #[inline]
+    pub fn rto_nanos(&self) -> u64 {
+        nanos(self.rto())
+    }
+
     pub fn rto(&self) -> Duration {
         self.rto.checked_mul(1 << self.backoff.min(16)).unwrap_or(self.max_rto).min(self.max_rto)
     }

@@ -56,7 +56,9 @@ impl Connection {
         } else {
             let u = &mut self.cwnd_use;
             u.used = u.used.max(flight);
-            if now.saturating_duration_since(u.stamp) >= self.rtt.rto() {
+            // In nanoseconds: a Duration made from nanoseconds costs a
+            // division on every send.
+            if now.as_nanos().saturating_sub(u.stamp.as_nanos()) >= self.rtt.rto_nanos() {
                 self.cwnd_application_limited(now);
             }
         }
