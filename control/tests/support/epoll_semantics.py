@@ -305,6 +305,18 @@ class App:
 
 # ------------------------------------------------------------------ peer
 
+def drain(s, want):
+    """Reads up to `want` bytes (5 s at most between reads); how many."""
+    got = 0
+    s.settimeout(5)
+    while got < want:
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        got += len(d)
+    return got
+
+
 def peer_main(addr):
     conns = {}
     srv = None
@@ -324,13 +336,7 @@ def peer_main(addr):
             elif cmd == "recv":
                 reply = "OK %r" % conns[w[1]].recv(100)
             elif cmd == "drain":
-                s, want, got = conns[w[1]], int(w[2]), 0
-                s.settimeout(5)
-                while got < want:
-                    d = s.recv(1 << 20)
-                    if not d:
-                        break
-                    got += len(d)
+                drain(conns[w[1]], int(w[2]))
             elif cmd == "reset":
                 s = conns.pop(w[1])
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -341,13 +347,8 @@ def peer_main(addr):
                 srv.listen(4)
                 reply = "OK %d" % srv.getsockname()[1]
             elif cmd == "drain-count":
-                s, want, got = conns[w[1]], int(w[2]), 0
-                s.settimeout(5)
-                while got < want:
-                    d = s.recv(1 << 20)
-                    if not d:
-                        break
-                    got += len(d)
+                want = int(w[2])
+                got = drain(conns[w[1]], want)
                 reply = "OK %s" % ("all" if got == want else "%d of %d" % (got, want))
             elif cmd == "accepted-port":
                 srv.settimeout(5)

@@ -254,6 +254,15 @@ class Conn:
         self.send(ACK, wait=0.05)
         return self.norm(raw)
 
+    def burst(self, count, size, fill, skip=0):
+        """`count` segments of `size` bytes sent back to back, the first
+        `skip` segments' worth past SND.NXT (a hole before them); SND.NXT
+        is left as it was."""
+        for k in range(skip, skip + count):
+            ts = self.ts()
+            self.t.send(self.sport, self.port, self.snd_nxt + k * size, self.rcv_nxt, PSH | ACK, fill * size,
+                        options(ts=ts) if ts else b"")
+
     def data(self, payload, flags=PSH | ACK, wait=0.5, **kw):
         ans = self.send(flags, payload, wait=wait, **kw)
         return ans
@@ -332,10 +341,7 @@ def probes(t):
         c.handshake(quick=True)
         mss = 1448
         t.drain()
-        for k in range(4):
-            ts = c.ts()
-            t.send(c.sport, c.port, c.snd_nxt + k * mss, c.rcv_nxt, PSH | ACK, b"e" * mss,
-                   options(ts=ts) if ts else b"")
+        c.burst(4, mss, b"e")
         c.snd_nxt += 4 * mss
         return data_segments(c.norm(t.collect(c.sport, 0.45)), mss)
 
@@ -360,12 +366,13 @@ def probes(t):
             t.send(c.sport, c.port, c.snd_nxt, c.rcv_nxt, ACK, b"", options(ts=ts) if ts else b"")
         time.sleep(0.01)
         t.drain()
-        for k in range(20):
-            ts = c.ts()
-            t.send(c.sport, c.port, c.snd_nxt + k * mss, c.rcv_nxt, PSH | ACK, b"b" * mss,
-                   options(ts=ts) if ts else b"")
+        c.burst(20, mss, b"b")
         c.snd_nxt += 20 * mss
-        return data_segments(c.norm(t.collect(c.sport, 0.15)), mss)
+        # How many go out is the window, at most: the kernel's echo server
+        # sometimes writes too late for a few of them (8 or 9 seen), so
+        # what is compared is whether more than the initial window went.
+        sent = data_segments(c.norm(t.collect(c.sport, 0.15)), mss)
+        return [{"segments": "none" if not sent else "initial window at most" if len(sent) <= 10 else "more"}]
 
     # Each out-of-order segment gets its own duplicate ACK, with the SACK
     # blocks as they stand after it (tcp_data_queue sends one per
@@ -374,10 +381,7 @@ def probes(t):
         c = Conn(t, t.open_port)
         c.handshake()
         t.drain()
-        for k in (1, 2, 3):
-            ts = c.ts()
-            t.send(c.sport, c.port, c.snd_nxt + k * 100, c.rcv_nxt, PSH | ACK, b"o" * 100,
-                   options(ts=ts) if ts else b"")
+        c.burst(3, 100, b"o", skip=1)
         return c.norm(t.collect(c.sport, 0.3))
 
     def rst_in_window_gets_a_challenge_ack():

@@ -30,6 +30,20 @@ fn data_seqs(v: &[Seg]) -> Vec<u32> {
     v.iter().filter(|s| !s.data.is_empty() || s.flags.fin()).map(|s| s.seq).collect()
 }
 
+/// Four segments out, the ACK of the first two back 10 ms later, and the
+/// probe (the last segment again) 2 RTT + 2 ms after it; returns the
+/// connection and the sequence number of its first data byte.
+fn tail_probed(t: &mut T) -> (SocketId, u32) {
+    let (c, d) = sack_connection(t, Duration::from_millis(10));
+    t.st.write(t.now, c, &[7u8; 4 * 1460]).unwrap();
+    assert_eq!(t.recv().len(), 4);
+    t.advance(Duration::from_millis(10));
+    t.send(&ack_with_sack(d + 2 * 1460, &[])).unwrap();
+    t.advance(Duration::from_millis(22));
+    assert_eq!(data_seqs(&t.recv()), vec![d + 3 * 1460], "the probe");
+    (c, d)
+}
+
 /// The last two segments of four are lost: 2 RTT + 2 ms after the ACK of
 /// the first two the last segment goes out again as a probe; its SACK
 /// shows the hole below it (sent two round trips before the probe: lost
@@ -68,14 +82,8 @@ fn a_lost_tail_is_probed_after_two_round_trips_and_repaired_by_recovery() {
 #[test]
 fn a_probe_that_repaired_a_loss_reduces_the_window_once_acknowledged() {
     let mut t = T::new(Config { sack: true, ..plain() });
-    let (c, d) = sack_connection(&mut t, Duration::from_millis(10));
+    let (c, d) = tail_probed(&mut t);
     let at = |k: u32| d + k * 1460;
-    t.st.write(t.now, c, &[7u8; 4 * 1460]).unwrap();
-    assert_eq!(t.recv().len(), 4);
-    t.advance(Duration::from_millis(10));
-    t.send(&ack_with_sack(at(2), &[])).unwrap();
-    t.advance(Duration::from_millis(22));
-    assert_eq!(data_seqs(&t.recv()), vec![at(3)]);
     let before = t.st.connection_info(c).unwrap().cwnd;
     t.advance(Duration::from_millis(10));
     t.send(&ack_with_sack(at(4), &[])).unwrap();
@@ -94,14 +102,8 @@ fn a_probe_that_repaired_a_loss_reduces_the_window_once_acknowledged() {
 #[test]
 fn a_dsack_of_the_probe_means_nothing_was_lost() {
     let mut t = T::new(Config { sack: true, ..plain() });
-    let (c, d) = sack_connection(&mut t, Duration::from_millis(10));
+    let (c, d) = tail_probed(&mut t);
     let at = |k: u32| d + k * 1460;
-    t.st.write(t.now, c, &[7u8; 4 * 1460]).unwrap();
-    assert_eq!(t.recv().len(), 4);
-    t.advance(Duration::from_millis(10));
-    t.send(&ack_with_sack(at(2), &[])).unwrap();
-    t.advance(Duration::from_millis(22));
-    assert_eq!(data_seqs(&t.recv()), vec![at(3)]);
     // The ACKs of segments 2 and 3 were only late; the probe is a
     // duplicate the peer reports.
     t.send(&ack_with_sack(at(4), &[])).unwrap();

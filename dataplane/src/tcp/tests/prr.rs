@@ -14,14 +14,8 @@ use super::*;
 #[test]
 fn recovery_sends_in_proportion_to_what_is_delivered() {
     let mut t = T::new(Config { sack: true, ..plain() });
-    let l = t.listener(8);
-    let mut s = syn();
-    s.options.sack_permitted = true;
-    t.send(&s).unwrap();
-    let sa = t.recv_one();
-    t.send(&seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK)).unwrap();
-    let c = t.st.accept(l).unwrap();
-    let d = sa.seq + 1;
+    let (c, iss) = established_with_sack(&mut t);
+    let d = iss + 1;
     let mss = 1460u32;
     // Slow start to a window of 20: ten segments, each acknowledged.
     t.st.write(t.now, c, &vec![1u8; 10 * mss as usize]).unwrap();
