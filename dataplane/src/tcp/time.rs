@@ -28,6 +28,12 @@ impl Instant {
     pub const fn as_nanos(self) -> u64 {
         self.0
     }
+    /// `self` plus `ns` nanoseconds (no Duration on hot paths: its
+    /// conversions cost a division).
+    #[inline]
+    pub const fn plus_nanos(self, ns: u64) -> Instant {
+        Instant(self.0.saturating_add(ns))
+    }
     pub const fn as_millis(self) -> u64 {
         self.0 / 1_000_000
     }

@@ -292,7 +292,7 @@ impl Connection {
         } else {
             // tcp_set_xmit_timer: the RTO restarts, a loss probe before it
             // when one may run.
-            self.timers.set(Timer::Rto, now + self.rtt.rto());
+            self.timers.set(Timer::Rto, now.plus_nanos(self.rtt.rto_nanos()));
             self.schedule_loss_probe(now, shared);
         }
         if self.write_blocked && self.tx.free() > 0 {

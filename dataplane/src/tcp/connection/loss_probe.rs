@@ -53,7 +53,7 @@ impl Connection {
             return;
         }
         let at = match self.rtt.pto_nanos(self.one_segment_out()) {
-            Some(pto) => Instant::from_nanos(now.as_nanos().saturating_add(pto)),
+            Some(pto) => now.plus_nanos(pto),
             None => now + shared.config.initial_rto,
         };
         let at = match self.timers.get(Timer::Rto) {
@@ -110,7 +110,7 @@ impl Connection {
             (start < self.snd_max).then_some(Probe::Last(start))
         };
         if self.tlp_send.is_some() {
-            self.timers.set(Timer::Rto, now + self.rtt.rto());
+            self.timers.set(Timer::Rto, now.plus_nanos(self.rtt.rto_nanos()));
         }
     }
 

@@ -436,7 +436,10 @@ impl Connection {
         }
         // Restart from the initial window after an idle RTO (RFC 5681
         // section 4.1).
-        if !in_flight && now - self.last_send > self.rtt.rto() && self.state.is_synchronized() {
+        if !in_flight
+            && now.as_nanos().saturating_sub(self.last_send.as_nanos()) > self.rtt.rto_nanos()
+            && self.state.is_synchronized()
+        {
             self.cc.on_idle_restart();
         }
         let offset = seq.dist(self.tx_seq) as usize;

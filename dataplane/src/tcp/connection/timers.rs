@@ -110,7 +110,7 @@ impl Connection {
     #[inline]
     pub(super) fn arm_rtx(&mut self, now: Instant) {
         if !self.timers.is_set(Timer::Rto) {
-            self.timers.set(Timer::Rto, now + self.rtt.rto());
+            self.timers.set(Timer::Rto, now.plus_nanos(self.rtt.rto_nanos()));
         }
     }
 
@@ -118,7 +118,7 @@ impl Connection {
     /// (RFC 9293 section 3.8.6.1), unless a timer runs already.
     pub(super) fn arm_persist(&mut self, now: Instant) {
         if !self.timers.is_set(Timer::Rto) && !self.timers.is_set(Timer::Persist) {
-            self.timers.set(Timer::Persist, now + self.rtt.rto());
+            self.timers.set(Timer::Persist, now.plus_nanos(self.rtt.rto_nanos()));
         }
     }
 
