@@ -12,7 +12,8 @@
 //!   SYN cookies, the SYN|ACK timer.
 //! - [`time_wait`]: TIME_WAIT as a compact record once the connection is
 //!   gone.
-//! - the pieces: [`sack`], [`seq`], [`timer_wheel`], [`isn`],
+//! - the pieces: [`sent`] (the segments in flight), [`rack`], [`minmax`],
+//!   [`seq`], [`timer_wheel`], [`isn`],
 //!   [`syncookie`], [`buffer`], [`assembler`], [`rtt`], [`congestion`],
 //!   [`output`], [`shared`] (what the sockets of one stack share);
 //!   [`pair`], two stacks joined in memory for benchmarks and
@@ -27,11 +28,13 @@ pub mod error;
 pub mod isn;
 pub(crate) mod listener;
 pub mod memory;
+pub mod minmax;
 pub mod output;
 pub mod pair;
+pub(crate) mod rack;
 pub mod rng;
 pub mod rtt;
-pub(crate) mod sack;
+pub(crate) mod sent;
 pub mod seq;
 pub(crate) mod shared;
 pub mod siphash;

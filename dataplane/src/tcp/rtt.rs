@@ -61,6 +61,10 @@ impl RttEstimator {
         self.sampled.then(|| Duration::from_nanos(self.srtt))
     }
 
+    pub fn srtt_nanos(&self) -> Option<u64> {
+        self.sampled.then_some(self.srtt)
+    }
+
     pub fn rttvar(&self) -> Duration {
         Duration::from_nanos(self.rttvar)
     }

@@ -1,7 +1,9 @@
 //! The ACK field of an acceptable segment (RFC 9293 section 3.10.7.4,
 //! fifth): the send window, new ACKs with their RTT sample, duplicate
-//! ACKs, and loss recovery: fast retransmit (RFC 5681 section 3.2),
-//! NewReno's partial ACKs (RFC 6582), SACK's pipe (RFC 6675).
+//! ACKs, and loss recovery: with SACK, RACK's verdicts (`rack.rs`) and
+//! the pipe of what is in flight (RFC 6675, Linux's
+//! tcp_packets_in_flight); without it, fast retransmit (RFC 5681 section
+//! 3.2) and NewReno's partial ACKs (RFC 6582).
 
 use super::prr::Prr;
 use super::timers::Timer;
@@ -95,14 +97,25 @@ impl Connection {
         }
 
         let prior_una = self.snd_una;
-        let prior_sacked = if self.sack_ok { self.scoreboard.sacked_bytes() } else { 0 };
+        let prior_sacked = if self.sack_ok { self.sent.sacked_bytes() } else { 0 };
+        // tcp_ack's prior_fack: data sent once and first delivered below
+        // it arrived out of order.
+        let prior_fack = self.sent.highest().unwrap_or(self.snd_una);
         let mut dsack_of_probe = false;
         if self.sack_ok {
             for b in seg.options.sack() {
                 let (l, r) = (SeqNum(b.left), SeqNum(b.right));
                 // Blocks below SND.UNA are D-SACKs; blocks past SND.MAX lie.
                 if l > self.snd_una && r <= self.snd_max && l < r {
-                    self.scoreboard.add(l, r);
+                    let rack = &mut self.rack;
+                    let mut reordered = false;
+                    self.sent.sack(l, r, |s| {
+                        reordered |= !s.ever_retransmitted() && s.start < prior_fack;
+                        rack.advance(s, now);
+                    });
+                    if reordered {
+                        rack.reordering_seen();
+                    }
                 }
                 // Linux tcp_dsack_seen: a D-SACK of at most one segment
                 // ending where the loss probe ended says the probe was a
@@ -122,7 +135,7 @@ impl Connection {
                 // SYN_SENT/SYN_RECV).
                 self.events |= readiness::CONNECTED;
             }
-            self.on_new_ack(now, shared, ack);
+            self.on_new_ack(now, shared, ack, prior_fack);
         } else if ack == self.snd_una
             && seg.payload.is_empty()
             && !f.fin()
@@ -133,16 +146,18 @@ impl Connection {
             self.on_dupack(shared);
             dupack = true;
         }
-        if self.sack_ok && !dupack && self.recovery.is_none() && self.snd_max > self.snd_una {
-            // Newly SACKed data tells of a loss as a duplicate ACK does,
-            // whatever else the ACK carries (a window update, data, an
-            // advance of SND.UNA): Linux's tcp_ack takes it as dubious
-            // (FLAG_DATA_SACKED) and tcp_fastretrans_alert starts recovery
-            // once enough is SACKed (tcp_time_to_recover). A receiver
-            // whose window moves as out-of-order data fills its buffer
-            // sends no duplicate ACKs at all.
-            let sacked = self.scoreboard.sacked_bytes();
-            if sacked > prior_sacked && sacked > (DUP_THRESH - 1) * u32::from(self.send_mss) {
+        // tcp_ack_is_dubious: only then does Linux look for losses.
+        let dubious = dupack || self.sent.sacked_bytes() != prior_sacked || self.in_disorder();
+        if self.sack_ok && dubious && self.rack.take_advanced() {
+            // Whatever else the ACK carries (a window update, data, an
+            // advance of SND.UNA), what it delivered moves RACK, which
+            // judges what was sent before (tcp_fastretrans_alert ->
+            // tcp_identify_packet_loss -> tcp_rack_mark_lost); anything
+            // lost starts recovery (tcp_time_to_recover: lost_out). A
+            // receiver whose window moves as out-of-order data fills its
+            // buffer sends no duplicate ACKs at all.
+            self.rack_detect_loss(now);
+            if self.sent.lost_bytes() > 0 && self.recovery.is_none() && self.rto_recover.is_none() {
                 self.enter_recovery(shared);
             }
         }
@@ -152,7 +167,7 @@ impl Connection {
             // duplicate ACK stands for one segment (tcp_add_reno_sack).
             let acked = if ack > prior_una { ack.dist(prior_una) } else { 0 };
             let sacked = if self.sack_ok {
-                self.scoreboard.sacked_bytes().saturating_sub(prior_sacked)
+                self.sent.sacked_bytes().saturating_sub(prior_sacked)
             } else if dupack {
                 u32::from(self.send_mss)
             } else {
@@ -164,7 +179,7 @@ impl Connection {
             let pure_dupack = ack == prior_una
                 && seg.payload.is_empty()
                 && !window_changed
-                && self.scoreboard.sacked_bytes() <= prior_sacked;
+                && self.sent.sacked_bytes() <= prior_sacked;
             self.on_ack_in_probe_episode(shared, ack, dsack_of_probe, pure_dupack);
         }
 
@@ -219,8 +234,10 @@ impl Connection {
     }
 
     /// SND.UNA advances to `ack`.
+    /// `prior_fack`: the highest SACKed sequence number before the ACK
+    /// (SND.UNA if none).
     #[inline]
-    pub(super) fn on_new_ack(&mut self, now: Instant, shared: &mut Shared, ack: SeqNum) {
+    pub(super) fn on_new_ack(&mut self, now: Instant, shared: &mut Shared, ack: SeqNum, prior_fack: SeqNum) {
         let pool = &mut shared.pool;
         let acked = ack.dist(self.snd_una);
         self.bytes_acked += u64::from(acked);
@@ -243,7 +260,15 @@ impl Connection {
         self.retries = 0;
         self.rtx_stamp = None;
         self.rtt.reset_backoff();
-        self.scoreboard.prune(ack);
+        let rack = &mut self.rack;
+        let mut reordered = false;
+        self.sent.ack(ack, |s| {
+            reordered |= !s.ever_retransmitted() && s.start < prior_fack;
+            rack.advance(s, now);
+        });
+        if reordered {
+            rack.reordering_seen();
+        }
         if self.rto_recover.is_some_and(|r| ack >= r) {
             self.rto_recover = None;
         }
@@ -254,20 +279,17 @@ impl Connection {
                 self.recovery = None;
                 self.cc.on_recovery_end();
             }
+            // With SACK, RACK finds what else is lost.
+            Some(_) if self.sack_ok => {}
             Some(mut r) => {
-                // A partial ACK says the segment at the new SND.UNA is
-                // lost too: retransmit it (RFC 6582 section 3.2 step 4),
-                // unless it was retransmitted already in this recovery (it
-                // is in flight, not lost again) or SACKed; with SACK the
-                // scoreboard finds the other holes (RFC 6675 NextSeg).
-                let resent = ack < r.high_rxt;
-                if !resent {
+                // NewReno: a partial ACK says the segment at the new
+                // SND.UNA is lost too: retransmit it (RFC 6582 section 3.2
+                // step 4).
+                if ack >= r.high_rxt {
                     r.high_rxt = ack;
                 }
                 self.recovery = Some(r);
-                if !(self.sack_ok && (resent || self.scoreboard.sacked_end(ack).is_some())) {
-                    self.rtx_now = true;
-                }
+                self.rtx_now = true;
             }
             // Growth only while the window is used (tcp_cong_avoid ->
             // tcp_is_cwnd_limited).
@@ -281,7 +303,7 @@ impl Connection {
         if self.snd_una == self.snd_max {
             self.timers.stop(Timer::Rto);
             self.timers.stop(Timer::LossProbe);
-        } else if self.scoreboard.sacked_end(self.snd_una).is_some() {
+        } else if self.sent.sacked_end(self.snd_una).is_some() {
             // The ACK stopped where a SACKed block begins: a receiver that
             // held that data would have acknowledged it, so it reneged.
             // Linux tcp_check_sack_reneging: time out in half an RTT (at
@@ -295,6 +317,9 @@ impl Connection {
             self.timers.set(Timer::Rto, now.plus_nanos(self.rtt.rto_nanos()));
             self.schedule_loss_probe(now, shared);
         }
+        // The retransmission timer took the reordering timer's place
+        // (Linux has one for both); RACK sets it again if it must wait.
+        self.timers.stop(Timer::Reorder);
         if self.write_blocked && self.tx.free() > 0 {
             // The writer was out of room and the queue shrank (Linux
             // tcp_check_space -> tcp_new_space): the buffer may grow.
@@ -306,14 +331,13 @@ impl Connection {
 
     fn on_dupack(&mut self, shared: &mut Shared) {
         self.dupacks += 1;
-        if self.recovery.is_some() {
+        // With SACK, RACK decides (Linux counts duplicate ACKs only for
+        // peers without SACK: tcp_add_reno_sack, tcp_newreno_mark_lost).
+        if self.recovery.is_some() || self.sack_ok {
             return;
         }
-        // RFC 6675 section 5: enter recovery on DupThresh duplicate ACKs or
-        // when more than (DupThresh - 1) * SMSS bytes above SND.UNA are
-        // SACKed.
-        let sack_lost = self.sack_ok && self.scoreboard.sacked_bytes() > (DUP_THRESH - 1) * u32::from(self.send_mss);
-        if self.dupacks >= DUP_THRESH || sack_lost {
+        // RFC 5681 section 3.2: DupThresh duplicate ACKs.
+        if self.dupacks >= DUP_THRESH {
             self.enter_recovery(shared);
         }
     }
@@ -327,7 +351,9 @@ impl Connection {
         self.cc.on_loss(flight);
         self.recovery =
             Some(Recovery { recover: self.snd_max, high_rxt: self.snd_una, prr: Prr { prior_cwnd, ..Prr::default() } });
-        self.rtx_now = true;
+        // Without SACK the segment at SND.UNA goes out again; with it,
+        // what RACK marked lost (tcp_xmit_retransmit_queue).
+        self.rtx_now = !self.sack_ok;
         // Karn: the timed segment may be the one retransmitted.
         self.rtt_probe = None;
         self.tlp = None;
@@ -336,19 +362,25 @@ impl Connection {
         shared.stats.fast_retransmits += 1;
     }
 
+    /// Anything SACKed, lost or sent again, or recovery running: not
+    /// Linux's TCP_CA_Open (ACKs then go to loss detection).
+    #[inline]
+    pub(super) fn in_disorder(&self) -> bool {
+        self.recovery.is_some() || self.rto_recover.is_some() || !self.sent.is_clean()
+    }
+
     /// Bytes in flight for the congestion window: RFC 6675's pipe during
     /// SACK recovery, NewReno's inflated estimate without SACK.
     pub(super) fn pipe(&self) -> u32 {
         let outstanding = self.snd_nxt.dist(self.snd_una);
         match self.recovery {
-            Some(r) if self.sack_ok => {
-                let sacked = self.scoreboard.sacked_bytes();
-                let highest = self.scoreboard.highest().unwrap_or(self.snd_una);
-                // Holes below the highest SACK not yet retransmitted are
-                // presumed lost and out of the network.
-                let lost = self.scoreboard.holes_between(r.high_rxt.max(self.snd_una), highest);
-                self.snd_max.dist(self.snd_una).saturating_sub(sacked).saturating_sub(lost)
-            }
+            // tcp_packets_in_flight: what was sent, less what the peer
+            // holds and what is lost, plus what went out again.
+            Some(_) if self.sack_ok => self
+                .snd_max
+                .dist(self.snd_una)
+                .saturating_sub(self.sent.sacked_bytes() + self.sent.lost_bytes())
+                .saturating_add(self.sent.retrans_bytes()),
             Some(_) => outstanding.saturating_sub(self.dupacks * u32::from(self.send_mss)),
             None => outstanding,
         }

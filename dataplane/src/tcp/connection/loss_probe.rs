@@ -24,8 +24,6 @@ use crate::tcp::SeqNum;
 pub(super) struct Tlp {
     /// SND.MAX after the probe: an ACK at or past it ends the episode.
     pub high_seq: SeqNum,
-    /// Where the probe's segment began.
-    pub start: SeqNum,
     /// The probe resent the last segment (rather than new data).
     pub retrans: bool,
 }
@@ -114,10 +112,9 @@ impl Connection {
         }
     }
 
-    /// A probe went out: `start` its first byte, `retrans` whether it was
-    /// the last segment again.
-    pub(super) fn loss_probe_sent(&mut self, shared: &mut Shared, start: SeqNum, retrans: bool) {
-        self.tlp = Some(Tlp { high_seq: self.snd_max, start, retrans });
+    /// A probe went out: `retrans` whether it was the last segment again.
+    pub(super) fn loss_probe_sent(&mut self, shared: &mut Shared, retrans: bool) {
+        self.tlp = Some(Tlp { high_seq: self.snd_max, retrans });
         shared.stats.loss_probes += 1;
     }
 
@@ -134,13 +131,8 @@ impl Connection {
     ) {
         let Some(t) = self.tlp else { return };
         if ack < t.high_seq {
-            // The probe SACKed above holes: each hole went out at least
-            // two round trips before the probe, so a delivery of the probe
-            // marks it lost (RFC 8985 section 6.2, RACK's rule): recovery
-            // starts, which ends the episode (tcp_init_cwnd_reduction).
-            if self.recovery.is_none() && t.start > self.snd_una && self.scoreboard.sacked_end(t.start).is_some() {
-                self.enter_recovery(shared);
-            }
+            // Below the probe: a SACK of it lets RACK call the holes
+            // before it lost, and recovery ends the episode.
             return;
         }
         if !t.retrans || dsack_of_probe {

@@ -35,6 +35,7 @@ mod cwnd_validation;
 mod input;
 mod loss_probe;
 mod prr;
+mod rack;
 mod receive;
 mod send;
 mod time_wait;
@@ -47,8 +48,9 @@ use super::buffer::RingBuffer;
 use super::congestion::Congestion;
 use super::error::Error;
 use super::memory::BufferPool;
+use super::rack::Rack;
 use super::rtt::RttEstimator;
-use super::sack::Scoreboard;
+use super::sent::SentQueue;
 use super::shared::Shared;
 use super::socket::{readiness, ConnectionInfo, FourTuple, SocketOptions, State};
 use super::time::Instant;
@@ -153,7 +155,10 @@ pub(crate) struct Connection {
     cc: Congestion,
     dupacks: u32,
     recovery: Option<Recovery>,
-    scoreboard: Scoreboard,
+    /// Every segment in flight: SACKed, lost, retransmitted, when sent.
+    sent: SentQueue,
+    /// RACK loss detection (RFC 8985).
+    rack: Rack,
     /// Retransmit the segment at SND.UNA now (fast retransmit, partial ACK).
     rtx_now: bool,
     /// The tail loss probe episode running, if one is.
@@ -288,7 +293,8 @@ impl Connection {
             cc: Congestion::new(opts.congestion, DEFAULT_MSS),
             dupacks: 0,
             recovery: None,
-            scoreboard: Scoreboard::default(),
+            sent: SentQueue::default(),
+            rack: Rack::default(),
             rtx_now: false,
             tlp: None,
             tlp_send: None,
@@ -463,6 +469,7 @@ impl Connection {
         self.ack_now = false;
         self.probe_now = false;
         self.rtx_now = false;
+        self.sent.clear();
         self.tx.release(pool);
         // Unread data stays readable, after a reset or a timeout too: Linux
         // keeps the receive queue until close(), and read() returns the

@@ -72,14 +72,16 @@ impl Connection {
             && (ack == self.snd_una || new_ack)
             && u32::from(seg.window_len) << self.snd_wscale == self.snd_wnd
             && (seg.options.sack_count == 0 || !self.sack_ok)
+
             && tsval.is_none_or(|v| (v.wrapping_sub(self.ts_recent) as i32) >= 0)
             && self.ooo_fin.is_none()
             // A loss probe episode weighs every ACK (the full path).
             && self.tlp.is_none()
-            // An ACK owed to the segment before goes first, and an ACK in
-            // recovery feeds PRR (the full path for both).
+            // An ACK owed to the segment before goes first, and an ACK
+            // with anything SACKed, lost or resent goes to loss detection
+            // and PRR (the full path for both).
             && !self.ack_immediate
-            && self.recovery.is_none();
+            && !self.in_disorder();
         if !predicted {
             return false;
         }
@@ -96,7 +98,7 @@ impl Connection {
             self.snd_wl2 = ack;
         }
         if new_ack {
-            self.on_new_ack(now, shared, ack);
+            self.on_new_ack(now, shared, ack, self.snd_una);
         }
         self.last_data_in = now;
         self.measure_rcv_mss(len, shared.pool.under_pressure());

@@ -197,12 +197,13 @@ impl Connection {
         // again here, or new data below (one call site keeps poll_data
         // inlined).
         let mut probe_new_data = false;
-        if let Some(probe) = self.tlp_send.take().filter(|_| sending_allowed) {
+        // (Recovery that began since the probe timer fired makes it moot.)
+        if let Some(probe) = self.tlp_send.take().filter(|_| sending_allowed && self.recovery.is_none()) {
             match probe {
                 Probe::NewData => probe_new_data = true,
                 Probe::Last(start) => {
                     if let Some(n) = self.retransmit_from(now, shared, buf, mss, start) {
-                        self.loss_probe_sent(shared, start, true);
+                        self.loss_probe_sent(shared, true);
                         return Some(n);
                     }
                 }
@@ -218,10 +219,9 @@ impl Connection {
 
         // 2. New data, a go-back-N retransmission after a timeout, or FIN.
         if sending_allowed {
-            let start = self.snd_max;
             if let Some(n) = self.poll_data(now, shared, buf, mss, probe_new_data) {
                 if probe_new_data {
-                    self.loss_probe_sent(shared, start, false);
+                    self.loss_probe_sent(shared, false);
                 }
                 return Some(n);
             }
@@ -248,29 +248,27 @@ impl Connection {
         None
     }
 
-    /// Fast retransmit, partial-ACK retransmit and RFC 6675 NextSeg().
+    /// Fast retransmit and partial-ACK retransmit without SACK; with it,
+    /// the first segment RACK marked lost and not yet sent again, while
+    /// the pipe leaves room (tcp_xmit_retransmit_queue).
     fn poll_retransmit(&mut self, now: Instant, shared: &mut Shared, buf: &mut [u8], mss: usize) -> Option<usize> {
         let seq = if self.rtx_now {
             self.rtx_now = false;
             Some(self.snd_una)
         } else {
-            let r = self.recovery?;
-            if !self.sack_ok {
+            self.recovery?;
+            if !self.sack_ok || self.pipe() + mss as u32 > self.cc.cwnd() {
                 return None;
             }
-            // NextSeg rule 1: the first unSACKed, unretransmitted byte below
-            // the highest SACK, when the pipe leaves room.
-            let highest = self.scoreboard.highest()?;
-            let mut s = r.high_rxt.max(self.snd_una);
-            while let Some(e) = self.scoreboard.sacked_end(s) {
-                s = e;
-            }
-            if s >= highest || self.pipe() + mss as u32 > self.cc.cwnd() {
-                return None;
-            }
-            Some(s)
+            self.sent.first_to_resend().map(|s| s.start)
         }?;
-        self.retransmit_from(now, shared, buf, mss, seq)
+        let n = self.retransmit_from(now, shared, buf, mss, seq)?;
+        if seq == self.snd_una && !self.timers.is_set(Timer::Reorder) {
+            // The head went out again: the retransmission timer restarts
+            // from it (tcp_xmit_retransmit_queue's rearm_timer).
+            self.timers.set(Timer::Rto, now.plus_nanos(self.rtt.rto_nanos()));
+        }
+        Some(n)
     }
 
     /// One segment sent again from `seq` (up to the MSS, the next SACKed
@@ -294,7 +292,7 @@ impl Connection {
         }
         let mut len = if seq < data_end { data_end.dist(seq) as usize } else { 0 };
         len = len.min(mss);
-        if let Some(next) = self.scoreboard.next_start(seq) {
+        if let Some(next) = self.sent.next_start(seq) {
             len = len.min(next.dist(seq) as usize);
         }
         len = len.min(self.snd_max.dist(seq) as usize);
@@ -323,8 +321,9 @@ impl Connection {
             return None;
         }
         let n = self.emit(&shared.pool, buf, &h, offset, len)?;
+        let end = seq + len + u32::from(with_fin);
+        self.sent.resent(seq, end, now);
         if let Some(r) = self.recovery.as_mut() {
-            let end = seq + len + u32::from(with_fin);
             if end > r.high_rxt {
                 r.high_rxt = end;
             }
@@ -350,7 +349,7 @@ impl Connection {
         // After a timeout SND.NXT walks again through what was sent; skip
         // what the peer SACKed.
         if self.snd_nxt < self.snd_max {
-            while let Some(e) = self.scoreboard.sacked_end(self.snd_nxt) {
+            while let Some(e) = self.sent.sacked_end(self.snd_nxt) {
                 self.snd_nxt = e.min(self.snd_max);
             }
         }
@@ -367,7 +366,7 @@ impl Connection {
             cwnd_room = cwnd_room.max(mss);
         }
         let mut len = avail.min(mss).min(win_room).min(cwnd_room);
-        if let Some(next) = self.scoreboard.next_start(seq) {
+        if let Some(next) = self.sent.next_start(seq) {
             if seq < self.snd_max {
                 len = len.min(next.dist(seq) as usize);
             }
@@ -451,6 +450,16 @@ impl Connection {
         self.prr_sent(end.dist(seq));
         if len < mss {
             self.snd_sml = end;
+        }
+        if seq >= self.snd_max {
+            self.sent.push(seq, end, now);
+        } else {
+            // Go-back-N after a timeout (or a zero-window probe of the
+            // head): sent again, perhaps with new data behind.
+            self.sent.resent(seq, end.min(self.snd_max), now);
+            if end > self.snd_max {
+                self.sent.push(self.snd_max, end, now);
+            }
         }
         self.snd_nxt = end;
         if end > self.snd_max {

@@ -33,10 +33,13 @@ pub(super) enum Timer {
     /// A tail loss probe (RFC 8985 section 7), due before the
     /// retransmission timer, which stays armed behind it.
     LossProbe,
+    /// RACK's reordering timer (RFC 8985 section 6.3): segments not yet
+    /// late enough to call lost when a later one was delivered.
+    Reorder,
 }
 
 impl Timer {
-    const COUNT: usize = 7;
+    const COUNT: usize = 8;
 }
 
 /// Every deadline of a connection, none armed at first. An unarmed timer
@@ -197,6 +200,9 @@ impl Connection {
         if self.timers.expire(Timer::LossProbe, now) {
             self.on_loss_probe(now, shared);
         }
+        if self.timers.expire(Timer::Reorder, now) {
+            self.on_reorder_timeout(now, shared);
+        }
         let rtx_fired = if self.timers.expire(Timer::Rto, now) {
             self.on_rto(now, shared);
             true
@@ -259,10 +265,14 @@ impl Connection {
                 self.loss_timed_out();
                 // Linux tcp_timeout_mark_lost: SACKed data at SND.UNA means
                 // the peer reneged; no block can be trusted any more.
-                if self.scoreboard.sacked_end(self.snd_una).is_some() {
+                if self.sent.sacked_end(self.snd_una).is_some() {
                     shared.stats.sack_renegings += 1;
-                    self.scoreboard.clear();
+                    self.sent.forget_sacks();
                 }
+                // Everything goes out again from SND.UNA (go-back-N): no
+                // entry is lost or in retransmission until it does.
+                self.sent.forget_losses();
+                self.timers.stop(Timer::Reorder);
                 // RFC 6298 section 5.4 to 5.6 and RFC 5681 section 3.1.
                 let flight = self.snd_max.dist(self.snd_una);
                 self.cc.on_timeout(flight, self.retries == 1);

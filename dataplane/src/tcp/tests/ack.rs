@@ -46,8 +46,9 @@ fn reneged_sack_blocks_are_forgotten_and_the_data_resent() {
     let (c, iss) = established_with_sack(&mut t);
     t.st.write(t.now, c, &[5u8; 3 * 1460]).unwrap();
     assert_eq!(t.recv().len(), 3);
+    t.advance(RTT);
     // The first segment is late; the peer SACKs the other two (too little
-    // to call the first lost: no recovery starts).
+    // to call the first lost at once: RACK waits a quarter RTT).
     let mut sack = seg(PEER_ISN + 1, iss + 1, Flags::ACK);
     sack.options.push_sack(SackBlock { left: iss + 1 + 1460, right: iss + 1 + 3 * 1460 });
     t.send(&sack).unwrap();
@@ -70,7 +71,7 @@ fn reneged_sack_blocks_are_forgotten_and_the_data_resent() {
 }
 
 /// In SACK recovery a partial ACK retransmits nothing by itself: what is
-/// lost is what the scoreboard says (RFC 6675 NextSeg), and a hole
+/// lost is what RACK says (RFC 8985), and a hole
 /// already retransmitted is in flight, not lost again. (NewReno without
 /// SACK does retransmit at a partial ACK, RFC 6582 section 3.2.)
 #[test]
@@ -80,8 +81,10 @@ fn a_partial_ack_in_sack_recovery_does_not_resend_what_was_resent() {
     let at = |k: u32| iss + 1 + k * 1460;
     t.st.write(t.now, c, &[3u8; 6 * 1460]).unwrap();
     assert_eq!(t.recv().len(), 6);
+    t.advance(RTT);
     // Segments 0 and 2 are lost; the peer SACKs 1, 3, 4 and 5 as they
-    // come. Recovery starts at the third (more than two segments SACKed);
+    // come. Recovery starts at the third SACKed segment (RACK without a
+    // reordering window then, as Linux once tp->reordering are SACKed);
     // PRR (RFC 6937, as Linux) lets one segment out per segment delivered
     // while the pipe is below ssthresh: hole 0 then, hole 2 at the next.
     let mut resent = vec![];

@@ -18,18 +18,6 @@ fn sack_connection(t: &mut T, rtt: Duration) -> (SocketId, u32) {
     (t.st.accept(l).unwrap(), sa.seq + 1)
 }
 
-fn ack_with_sack(ack: u32, blocks: &[(u32, u32)]) -> Seg {
-    let mut s = seg(PEER_ISN + 1, ack, Flags::ACK);
-    for &(l, r) in blocks {
-        s.options.push_sack(SackBlock { left: l, right: r });
-    }
-    s
-}
-
-fn data_seqs(v: &[Seg]) -> Vec<u32> {
-    v.iter().filter(|s| !s.data.is_empty() || s.flags.fin()).map(|s| s.seq).collect()
-}
-
 /// Four segments out, the ACK of the first two back 10 ms later, and the
 /// probe (the last segment again) 2 RTT + 2 ms after it; returns the
 /// connection and the sequence number of its first data byte.

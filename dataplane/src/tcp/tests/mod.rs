@@ -168,6 +168,11 @@ fn established_with_wscale(t: &mut T) -> (SocketId, u32) {
 
 /// A passive connection with SACK permitted on both sides; returns the
 /// connection and our ISS.
+/// The round trip of the connections `established_with_sack` makes: the
+/// handshake takes it, and tests let it pass between data and its ACKs
+/// (RACK times losses by it).
+const RTT: Duration = Duration::from_millis(10);
+
 fn established_with_sack(t: &mut T) -> (SocketId, u32) {
     let l = t.listener(8);
     let mut s = syn();
@@ -175,8 +180,23 @@ fn established_with_sack(t: &mut T) -> (SocketId, u32) {
     t.send(&s).unwrap();
     let sa = t.recv_one();
     assert!(sa.options.sack_permitted);
+    t.advance(RTT);
     t.send(&seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK)).unwrap();
     (t.st.accept(l).unwrap(), sa.seq)
+}
+
+/// The peer's ACK of `ack` with SACK `blocks`.
+fn ack_with_sack(ack: u32, blocks: &[(u32, u32)]) -> Seg {
+    let mut s = seg(PEER_ISN + 1, ack, Flags::ACK);
+    for &(l, r) in blocks {
+        s.options.push_sack(SackBlock { left: l, right: r });
+    }
+    s
+}
+
+/// The sequence numbers of the segments in `v` that carry data or a FIN.
+fn data_seqs(v: &[Seg]) -> Vec<u32> {
+    v.iter().filter(|s| !s.data.is_empty() || s.flags.fin()).map(|s| s.seq).collect()
 }
 
 mod ack;
@@ -191,6 +211,7 @@ mod memory;
 mod ops;
 mod prediction;
 mod prr;
+mod rack;
 mod receive;
 mod send;
 mod time_wait;

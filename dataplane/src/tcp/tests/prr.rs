@@ -19,8 +19,10 @@ fn recovery_sends_in_proportion_to_what_is_delivered() {
     let mss = 1460u32;
     // Slow start to a window of 20: ten segments, each acknowledged.
     t.st.write(t.now, c, &vec![1u8; 10 * mss as usize]).unwrap();
+    let sent = t.recv();
+    t.advance(RTT);
     let mut una = d;
-    for s in t.recv() {
+    for s in sent {
         una += s.data.len() as u32;
         t.send(&seg(PEER_ISN + 1, una, Flags::ACK)).unwrap();
     }
@@ -29,6 +31,7 @@ fn recovery_sends_in_proportion_to_what_is_delivered() {
     let at = |k: u32| base + k * mss;
     t.st.write(t.now, c, &vec![2u8; 40 * mss as usize]).unwrap();
     assert_eq!(t.recv().len(), 20);
+    t.advance(RTT);
     // Segment 0 is lost; the peer SACKs 1..=k as they arrive.
     let mut per_ack = vec![];
     for k in 1..20 {
