@@ -4,7 +4,7 @@
 
 use super::SeqNum;
 use crate::wire::ipv4::protocol as ip_protocol;
-use crate::wire::tcp::{Flags, Options, Packet, Repr};
+use crate::wire::tcp::{Flags, Options, Packet, Repr, HEADER_LEN};
 use crate::wire::{checksum, Ipv4Addr};
 
 /// Where a segment written by `poll_transmit` goes. The segment is the
@@ -44,8 +44,11 @@ impl Header {
         }
     }
 
+    /// The header's length with its options (without building the
+    /// Repr: a copy of the options on every send).
+    #[inline]
     pub fn len(&self) -> usize {
-        self.repr().header_len()
+        HEADER_LEN + self.options.buffer_len()
     }
 }
 

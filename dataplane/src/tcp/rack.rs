@@ -133,6 +133,7 @@ impl Rack {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tcp::sent::Spare;
 
     const MS: u64 = 1_000_000;
 
@@ -140,7 +141,7 @@ mod tests {
     fn flight() -> SentQueue {
         let mut q = SentQueue::default();
         for i in 0..4u32 {
-            q.push(SeqNum(100 * i), SeqNum(100 * (i + 1)), Instant::from_millis(u64::from(i)));
+            q.push(SeqNum(100 * i), SeqNum(100 * (i + 1)), Instant::from_millis(u64::from(i)), &mut Spare::default());
         }
         q
     }

@@ -22,6 +22,15 @@ use std::collections::VecDeque;
 /// reuses it without allocating; more is given back once drained.
 const KEEP: usize = 16;
 
+/// Drained queues' room kept for the next connections: opening and
+/// closing connections (connection-rate traffic) allocates nothing for
+/// their records after the first few.
+#[derive(Debug, Default)]
+pub(crate) struct Spare(Vec<VecDeque<Sent>>);
+
+/// Spare queues kept at most (each at most KEEP entries: 256 bytes).
+const SPARE: usize = 1024;
+
 /// One sent segment (a FIN counts as its last byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Sent {
@@ -103,7 +112,12 @@ impl SentQueue {
     /// New data (or the FIN) `start..end` went out at `at`; it continues
     /// the queue.
     #[inline]
-    pub fn push(&mut self, start: SeqNum, end: SeqNum, at: Instant) {
+    pub fn push(&mut self, start: SeqNum, end: SeqNum, at: Instant, spare: &mut Spare) {
+        if self.segs.capacity() == 0 {
+            if let Some(room) = spare.0.pop() {
+                self.segs = room;
+            }
+        }
         let mut start = start;
         while end > start {
             // (A segment is never longer than 64 KiB; if one were, it
@@ -326,7 +340,17 @@ impl SentQueue {
         self.segs.iter()
     }
 
-    /// Drops every entry (the connection is gone).
+    /// The connection is gone: its room goes to `spare` if small enough.
+    pub fn give_back(&mut self, spare: &mut Spare) {
+        let mut room = core::mem::take(&mut self.segs);
+        if room.capacity() > 0 && room.capacity() <= KEEP && spare.0.len() < SPARE {
+            room.clear();
+            spare.0.push(room);
+        }
+        self.clear();
+    }
+
+    /// Drops every entry (the connection is closed).
     pub fn clear(&mut self) {
         self.segs.clear();
         self.sacked = 0;
@@ -343,7 +367,12 @@ mod tests {
     fn q(n: u32, mss: u32) -> SentQueue {
         let mut q = SentQueue::default();
         for i in 0..n {
-            q.push(SeqNum(1000 + i * mss), SeqNum(1000 + (i + 1) * mss), Instant::from_millis(u64::from(i)));
+            q.push(
+                SeqNum(1000 + i * mss),
+                SeqNum(1000 + (i + 1) * mss),
+                Instant::from_millis(u64::from(i)),
+                &mut Spare::default(),
+            );
         }
         q
     }
@@ -426,6 +455,18 @@ mod tests {
         assert_eq!((q.sacked_bytes(), q.sacked_segments(), q.retrans_bytes()), (100, 2, 100));
         q.ack(SeqNum(1200), none);
         assert_eq!((q.sacked_bytes(), q.sacked_segments(), q.retrans_bytes()), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_closed_connection_s_room_serves_the_next() {
+        let mut spare = Spare::default();
+        let mut a = q(2, 100);
+        a.give_back(&mut spare);
+        assert_eq!(spare.0.len(), 1);
+        let mut b = SentQueue::default();
+        b.push(SeqNum(0), SeqNum(10), Instant::ZERO, &mut spare);
+        assert!(spare.0.is_empty());
+        assert_eq!(b.len(), 1);
     }
 
     #[test]

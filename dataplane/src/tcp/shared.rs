@@ -6,6 +6,7 @@ use super::isn::IsnGenerator;
 use super::memory::BufferPool;
 use super::output::{Control, Header};
 use super::rng::Rng;
+use super::sent::Spare;
 use super::stats::Stats;
 use super::syncookie::SynCookies;
 use super::time::Instant;
@@ -27,6 +28,8 @@ pub(crate) struct Shared {
     pub control: VecDeque<Control>,
     /// Every connection's buffer bytes (tcp_mem).
     pub pool: BufferPool,
+    /// Closed connections' sent-segment queues, for the next ones.
+    pub spare_sent: Spare,
     /// Connections in TIME_WAIT and orphans (closed by the application,
     /// not yet in TIME_WAIT or CLOSED), kept by the stack's census.
     pub time_wait: usize,
@@ -51,6 +54,7 @@ impl Shared {
             rng,
             control,
             pool,
+            spare_sent: Spare::default(),
             time_wait: 0,
             orphans: 0,
             challenge_second: u64::MAX,

@@ -50,7 +50,7 @@ use super::error::Error;
 use super::memory::BufferPool;
 use super::rack::Rack;
 use super::rtt::RttEstimator;
-use super::sent::SentQueue;
+use super::sent::{SentQueue, Spare};
 use super::shared::Shared;
 use super::socket::{readiness, ConnectionInfo, FourTuple, SocketOptions, State};
 use super::time::Instant;
@@ -445,9 +445,10 @@ impl Connection {
     }
 
     /// Gives every buffer chunk back before the connection is dropped.
-    pub fn release_buffers(&mut self, pool: &mut BufferPool) {
+    pub fn release_buffers(&mut self, pool: &mut BufferPool, spare: &mut Spare) {
         self.tx.release(pool);
         self.rx.release(pool);
+        self.sent.give_back(spare);
     }
 
     fn ts_val(&self, now: Instant) -> u32 {

@@ -452,13 +452,13 @@ impl Connection {
             self.snd_sml = end;
         }
         if seq >= self.snd_max {
-            self.sent.push(seq, end, now);
+            self.sent.push(seq, end, now, &mut shared.spare_sent);
         } else {
             // Go-back-N after a timeout (or a zero-window probe of the
             // head): sent again, perhaps with new data behind.
             self.sent.resent(seq, end.min(self.snd_max), now);
             if end > self.snd_max {
-                self.sent.push(self.snd_max, end, now);
+                self.sent.push(self.snd_max, end, now, &mut shared.spare_sent);
             }
         }
         self.snd_nxt = end;

@@ -140,7 +140,7 @@ impl Stack {
         }
         if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
             // The one place a connection is dropped: its chunks go back.
-            c.release_buffers(&mut self.shared.pool);
+            c.release_buffers(&mut self.shared.pool, &mut self.shared.spare_sent);
         }
         let slot = &mut self.slots[id.index as usize];
         slot.socket = None;
