@@ -204,6 +204,7 @@ mod census;
 mod closing;
 mod cwnd_validation;
 mod demux;
+mod hostile;
 mod input;
 mod listener;
 mod loss_probe;
