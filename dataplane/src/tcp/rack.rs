@@ -71,9 +71,6 @@ impl Rack {
         if s.ever_retransmitted() && rtt < self.min_rtt() {
             return;
         }
-        if !s.ever_retransmitted() {
-            self.rtt_sample(now, rtt);
-        }
         if !self.advanced || sent_after(s.at, s.end(), self.newest.0, self.newest.1) {
             self.newest = (s.at, s.end());
             self.rtt = rtt;
@@ -154,6 +151,8 @@ mod tests {
         // The third segment SACKed 10 ms after it went out.
         q.sack(SeqNum(200), SeqNum(300), |s| rack.advance(s, now));
         assert!(rack.take_advanced());
+        // (The connection takes the ACK's RTT sample as well.)
+        rack.rtt_sample(now, 10 * MS);
         assert_eq!(rack.min_rtt(), 10 * MS);
         // One SACKed segment, no reordering seen: a quarter of min RTT.
         let reo = rack.reo_wnd(false, q.sacked_segments(), 10 * MS);
@@ -198,6 +197,5 @@ mod tests {
         q.resent(SeqNum(0), SeqNum(100), Instant::from_millis(20));
         q.ack(SeqNum(100), |s| rack.advance(s, Instant::from_millis(32)));
         assert!(rack.take_advanced());
-        assert_eq!(rack.min_rtt(), 10 * MS, "no RTT sample from a retransmission");
     }
 }

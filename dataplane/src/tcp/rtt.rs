@@ -1,32 +1,42 @@
 //! Round-trip estimation and the retransmission timeout (RFC 6298), with
 //! Linux's bounds: minimum RTO 200 ms (TCP_RTO_MIN), maximum 120 s.
 
+use super::SeqNum;
 use std::time::Duration;
 
-/// Kept in integer nanoseconds, as Linux keeps it in integer microseconds
-/// (tcp_rtt_estimator's srtt_us and mdev_us): the estimate is updated on
-/// every acknowledgment and the RTO read on every send, and Duration
-/// arithmetic costs a division by 10^9 at each.
+/// Linux's tcp_rtt_estimator and tcp_set_rto, in integer microseconds as
+/// Linux keeps them: srtt scaled by 8, the mean deviation scaled by 4,
+/// its largest value in the current round trip (mdev_max) and rttvar,
+/// which follows mdev_max up at once and down by a quarter per round
+/// trip, never below the minimum RTO. RTO = srtt + rttvar. A sample that
+/// is below the estimate moves the deviation with an eighth of the gain
+/// (Linux's Eifel-like damping), so a falling RTT does not inflate it.
 #[derive(Debug, Clone)]
 pub struct RttEstimator {
-    /// Smoothed RTT; 0 before the first sample (`sampled` says which).
-    srtt: u64,
-    sampled: bool,
+    /// Smoothed RTT << 3; 0 before the first sample.
+    srtt8: u64,
+    /// Mean deviation << 2 (mdev_us).
+    mdev4: u64,
+    /// The largest mdev4 in this round trip (mdev_max_us).
+    mdev_max: u64,
+    /// rttvar_us.
     rttvar: u64,
-    /// The RTO before backoff.
+    /// SND.NXT when this round trip's deviation began (rtt_seq).
+    rtt_seq: SeqNum,
+    /// The RTO before backoff, ns.
     base_rto: u64,
-    min_rto: u64,
+    min_rto_us: u64,
     max_rto: u64,
     /// Consecutive timeouts; the effective RTO doubles with each
-    /// (RFC 6298 section 5.5).
+    /// (RFC 6298 section 5.5) until a valid sample (section 5.7, Karn).
     backoff: u32,
-    /// The effective RTO (backoff applied, at most `max_rto`), updated
-    /// whenever one of its inputs changes.
+    /// The effective RTO (backoff applied, at most `max_rto`), ns,
+    /// updated whenever one of its inputs changes.
     rto: u64,
-    /// The tail loss probe timeouts, worked out at each sample rather
-    /// than at each send: 2 * SRTT + 2 ms with several segments in flight,
-    /// 2 * SRTT + the minimum RTO with one (Linux tcp_schedule_loss_probe);
-    /// 0 before the first sample.
+    /// The tail loss probe timeouts, ns, worked out at each sample
+    /// rather than at each send: 2 * SRTT + 2 ms with several segments in
+    /// flight, 2 * SRTT + the minimum RTO with one (Linux
+    /// tcp_schedule_loss_probe); 0 before the first sample.
     pto_several: u64,
     pto_one: u64,
 }
@@ -35,18 +45,20 @@ pub struct RttEstimator {
 /// in flight.
 const PTO_SLACK_NS: u64 = 2_000_000;
 
-fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl RttEstimator {
     pub fn new(initial_rto: Duration, min_rto: Duration, max_rto: Duration) -> Self {
         let mut e = RttEstimator {
-            srtt: 0,
-            sampled: false,
+            srtt8: 0,
+            mdev4: 0,
+            mdev_max: 0,
             rttvar: 0,
+            rtt_seq: SeqNum(0),
             base_rto: nanos(initial_rto),
-            min_rto: nanos(min_rto),
+            min_rto_us: nanos(min_rto) / 1000,
             max_rto: nanos(max_rto),
             backoff: 0,
             rto: 0,
@@ -57,39 +69,77 @@ impl RttEstimator {
         e
     }
 
+    fn sampled(&self) -> bool {
+        self.srtt8 != 0
+    }
+
     pub fn srtt(&self) -> Option<Duration> {
-        self.sampled.then(|| Duration::from_nanos(self.srtt))
+        self.sampled().then(|| Duration::from_micros(self.srtt8 >> 3))
     }
 
     pub fn srtt_nanos(&self) -> Option<u64> {
-        self.sampled.then_some(self.srtt)
+        self.sampled().then_some((self.srtt8 >> 3) * 1000)
     }
 
+    /// The mean deviation (what Linux reports as tcpi_rttvar: mdev_us >> 2).
     pub fn rttvar(&self) -> Duration {
-        Duration::from_nanos(self.rttvar)
+        Duration::from_micros(self.mdev4 >> 2)
     }
 
-    /// RFC 6298 sections 2.2 and 2.3. Linux keeps the variance term at
-    /// least the minimum RTO (tcp_rtt_estimator's mdev_max), so the RTO is
-    /// srtt + max(4 * rttvar, rto_min).
-    pub fn sample(&mut self, r: Duration) {
-        let r = nanos(r);
-        if self.sampled {
-            let delta = self.srtt.abs_diff(r);
-            self.rttvar = (self.rttvar.saturating_mul(3) / 4).saturating_add(delta / 4);
-            self.srtt = (self.srtt.saturating_mul(7) / 8).saturating_add(r / 8);
+    /// An RTT sample `r` from an ACK that moved SND.UNA to `snd_una`
+    /// with SND.NXT at `snd_nxt` (tcp_rtt_estimator, tcp_set_rto); it ends
+    /// the backoff (tcp_ack_update_rtt: only a valid sample does).
+    pub fn sample(&mut self, r: Duration, snd_una: SeqNum, snd_nxt: SeqNum) {
+        let m = nanos(r) / 1000;
+        if self.sampled() {
+            let srtt = self.srtt8;
+            // m is now the error in the estimate.
+            let err = m as i64 - (srtt >> 3) as i64;
+            self.srtt8 = (srtt as i64 + err) as u64;
+            let mut dev = if err < 0 {
+                let d = -err - (self.mdev4 >> 2) as i64;
+                // Falling RTT: an eighth of the gain.
+                if d > 0 {
+                    d >> 3
+                } else {
+                    d
+                }
+            } else {
+                err - (self.mdev4 >> 2) as i64
+            };
+            if dev < -(self.mdev4 as i64) {
+                dev = -(self.mdev4 as i64);
+            }
+            self.mdev4 = (self.mdev4 as i64 + dev) as u64;
+            if self.mdev4 > self.mdev_max {
+                self.mdev_max = self.mdev4;
+                if self.mdev_max > self.rttvar {
+                    self.rttvar = self.mdev_max;
+                }
+            }
+            if snd_una > self.rtt_seq {
+                // A round trip passed: rttvar decays toward its largest
+                // deviation, which starts again from the minimum RTO.
+                if self.mdev_max < self.rttvar {
+                    self.rttvar -= (self.rttvar - self.mdev_max) >> 2;
+                }
+                self.rtt_seq = snd_nxt;
+                self.mdev_max = self.min_rto_us;
+            }
         } else {
-            self.sampled = true;
-            self.srtt = r;
-            self.rttvar = r / 2;
+            self.srtt8 = m << 3;
+            // RTO = 3 * RTT to start with.
+            self.mdev4 = m << 1;
+            self.rttvar = self.mdev4.max(self.min_rto_us);
+            self.mdev_max = self.rttvar;
+            self.rtt_seq = snd_nxt;
         }
-        self.base_rto =
-            self.srtt.saturating_add(self.rttvar.saturating_mul(4).max(self.min_rto)).clamp(self.min_rto, self.max_rto);
-        let two = self.srtt.saturating_mul(2);
+        self.srtt8 = self.srtt8.max(1);
+        let srtt_us = self.srtt8 >> 3;
+        self.base_rto = srtt_us.saturating_add(self.rttvar).saturating_mul(1000).min(self.max_rto);
+        let two = srtt_us.saturating_mul(2000);
         self.pto_several = two.saturating_add(PTO_SLACK_NS);
-        self.pto_one = two.saturating_add(self.min_rto);
-        // A new sample from a segment that was not retransmitted ends the
-        // backoff (RFC 6298 section 5.7 with Karn's rule).
+        self.pto_one = two.saturating_add(self.min_rto_us * 1000);
         self.backoff = 0;
         self.update_rto();
     }
@@ -97,9 +147,12 @@ impl RttEstimator {
     /// No sample yet: the RTO is `rto` until the first one (Linux's
     /// TCP_TIMEOUT_FALLBACK after a handshake without a valid sample).
     pub fn fallback(&mut self, rto: Duration) {
-        if !self.sampled {
-            self.rttvar = nanos(rto);
-            self.base_rto = nanos(rto).clamp(self.min_rto, self.max_rto);
+        if !self.sampled() {
+            let us = nanos(rto) / 1000;
+            self.rttvar = us;
+            self.mdev4 = us;
+            self.mdev_max = us;
+            self.base_rto = nanos(rto).clamp(self.min_rto_us * 1000, self.max_rto);
             self.update_rto();
         }
     }
@@ -113,7 +166,7 @@ impl RttEstimator {
     /// sample.
     #[inline]
     pub fn pto_nanos(&self, one: bool) -> Option<u64> {
-        self.sampled.then_some(if one { self.pto_one } else { self.pto_several })
+        self.sampled().then_some(if one { self.pto_one } else { self.pto_several })
     }
 
     /// The current timeout with backoff applied, in nanoseconds.
@@ -166,22 +219,46 @@ mod tests {
     #[test]
     fn follows_rfc6298_with_linux_floor() {
         let mut e = est();
-        e.sample(Duration::from_millis(100));
+        e.sample(Duration::from_millis(100), SeqNum(1), SeqNum(1));
         // srtt 100, rttvar 50: 100 + max(200, 200) = 300.
         assert_eq!(e.rto(), Duration::from_millis(300));
-        e.sample(Duration::from_millis(100));
+        e.sample(Duration::from_millis(100), SeqNum(1), SeqNum(1));
         // rttvar 37.5: 4*rttvar = 150 < 200 floor.
         assert_eq!(e.srtt(), Some(Duration::from_millis(100)));
         assert_eq!(e.rto(), Duration::from_millis(300));
         // A LAN RTT gives the 200 ms minimum plus srtt.
         let mut e = est();
         for _ in 0..50 {
-            e.sample(Duration::from_micros(50));
+            e.sample(Duration::from_micros(50), SeqNum(1), SeqNum(1));
         }
         assert!(e.rto() >= Duration::from_millis(200) && e.rto() < Duration::from_millis(201));
         // A long RTT with variance goes by 4 * rttvar.
         let mut e = est();
-        e.sample(Duration::from_secs(2));
+        e.sample(Duration::from_secs(2), SeqNum(1), SeqNum(1));
         assert_eq!(e.rto(), Duration::from_secs(6));
+    }
+
+    /// tcp_rtt_estimator worked by hand: a rise moves rttvar up at once;
+    /// falls move the deviation with an eighth of the gain only when they
+    /// exceed it, and rttvar comes down a quarter of the way to the round
+    /// trip's largest deviation once per round trip (after SND.UNA passes
+    /// the SND.NXT of the round trip's start).
+    #[test]
+    fn follows_linux_tcp_rtt_estimator() {
+        let mut e = est();
+        let ms = Duration::from_millis;
+        e.sample(ms(100), SeqNum(1), SeqNum(10));
+        assert_eq!(e.rto(), ms(300));
+        e.sample(ms(300), SeqNum(5), SeqNum(20));
+        // srtt 125 ms, mdev<<2 350 ms = rttvar.
+        assert_eq!((e.srtt(), e.rto()), (Some(ms(125)), ms(475)));
+        e.sample(ms(100), SeqNum(15), SeqNum(30));
+        // srtt 121.875 ms; the round trip ends, rttvar stays 350 ms (its
+        // largest deviation was as large).
+        assert_eq!(e.rto(), Duration::from_micros(121_875 + 350_000));
+        e.sample(ms(100), SeqNum(35), SeqNum(40));
+        // srtt 119.140 ms, mdev<<2 237.5 ms; rttvar 350 - (350 - 237.5)/4.
+        assert_eq!(e.rto(), Duration::from_micros(119_140 + 321_875));
+        assert_eq!(e.rttvar(), Duration::from_micros(237_500 / 4));
     }
 }

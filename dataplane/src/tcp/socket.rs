@@ -236,7 +236,9 @@ pub struct ConnectionInfo {
     pub sack: bool,
     pub timestamps: bool,
     pub algorithm: Algorithm,
-    /// Consecutive unanswered timeouts (RTO backoff).
+    /// Doublings of the RTO in force (Linux's icsk_backoff, ss's
+    /// backoff): timeouts and zero-window probes since the last valid RTT
+    /// sample.
     pub backoff: u32,
     /// Segments retransmitted over the connection's life.
     pub retrans_total: u32,

@@ -8,6 +8,7 @@
 use super::prr::Prr;
 use super::timers::Timer;
 use super::{Connection, Outcome};
+use crate::tcp::sent::Sent;
 use crate::tcp::shared::Shared;
 use crate::tcp::socket::{readiness, State};
 use crate::tcp::time::Instant;
@@ -19,6 +20,43 @@ use std::time::Duration;
 /// Duplicate ACKs (or SACKed segments) that signal a loss (RFC 5681
 /// section 3.2, RFC 6675 DupThresh).
 const DUP_THRESH: u32 = 3;
+
+/// The send times of what an ACK newly delivered, for its RTT samples
+/// (tcp_clean_rtx_queue's first_ackt and last_ackt, tcp_sacktag_one's
+/// first_sackt and last_sackt): the oldest and the newest never sent
+/// again, and whether anything sent again was among them (Karn's rule:
+/// then no sample from the cumulative ACK).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Delivered {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    resent: bool,
+}
+
+impl Delivered {
+    #[inline]
+    fn note(&mut self, s: &Sent) {
+        if s.ever_retransmitted() {
+            self.resent = true;
+        } else {
+            self.first.get_or_insert(s.at);
+            self.last = Some(s.at);
+        }
+    }
+}
+
+/// What the ACK's other parts tell `on_new_ack`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AckContext {
+    /// The highest SACKed sequence number before the ACK (SND.UNA if
+    /// none): data sent once and first delivered below it arrived out of
+    /// order.
+    pub prior_fack: SeqNum,
+    /// What its SACK blocks newly delivered.
+    pub sacked: Delivered,
+    /// Its timestamp echo, with timestamps in use.
+    pub tsecr: Option<u32>,
+}
 
 /// Loss recovery in progress (RFC 6582 / RFC 6675).
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +140,7 @@ impl Connection {
         // it arrived out of order.
         let prior_fack = self.sent.highest().unwrap_or(self.snd_una);
         let mut dsack_of_probe = false;
+        let mut sacked = Delivered::default();
         if self.sack_ok {
             for b in seg.options.sack() {
                 let (l, r) = (SeqNum(b.left), SeqNum(b.right));
@@ -112,6 +151,7 @@ impl Connection {
                     self.sent.sack(l, r, |s| {
                         reordered |= !s.ever_retransmitted() && s.start < prior_fack;
                         rack.advance(s, now);
+                        sacked.note(s);
                     });
                     if reordered {
                         rack.reordering_seen();
@@ -135,16 +175,24 @@ impl Connection {
                 // SYN_SENT/SYN_RECV).
                 self.events |= readiness::CONNECTED;
             }
-            self.on_new_ack(now, shared, ack, prior_fack);
-        } else if ack == self.snd_una
-            && seg.payload.is_empty()
-            && !f.fin()
-            && !window_changed
-            && self.snd_max > self.snd_una
-        {
-            // RFC 5681 section 2 duplicate ACK.
-            self.on_dupack(shared);
-            dupack = true;
+            let tsecr = seg.options.timestamp.filter(|_| self.ts_ok).map(|(_, ecr)| ecr);
+            self.on_new_ack(now, shared, ack, AckContext { prior_fack, sacked, tsecr });
+        } else {
+            // SACKs alone give a sample too (tcp_ack_update_rtt's
+            // sack_rtt).
+            if sacked.first.is_some() {
+                self.update_rtt(now, Delivered::default(), sacked, None);
+            }
+            if ack == self.snd_una
+                && seg.payload.is_empty()
+                && !f.fin()
+                && !window_changed
+                && self.snd_max > self.snd_una
+            {
+                // RFC 5681 section 2 duplicate ACK.
+                self.on_dupack(shared);
+                dupack = true;
+            }
         }
         // tcp_ack_is_dubious: only then does Linux look for losses.
         let dubious = dupack || self.sent.sacked_bytes() != prior_sacked || self.in_disorder();
@@ -234,10 +282,9 @@ impl Connection {
     }
 
     /// SND.UNA advances to `ack`.
-    /// `prior_fack`: the highest SACKed sequence number before the ACK
-    /// (SND.UNA if none).
     #[inline]
-    pub(super) fn on_new_ack(&mut self, now: Instant, shared: &mut Shared, ack: SeqNum, prior_fack: SeqNum) {
+    pub(super) fn on_new_ack(&mut self, now: Instant, shared: &mut Shared, ack: SeqNum, cx: AckContext) {
+        let prior_fack = cx.prior_fack;
         let pool = &mut shared.pool;
         let acked = ack.dist(self.snd_una);
         self.bytes_acked += u64::from(acked);
@@ -251,24 +298,31 @@ impl Connection {
         if self.snd_nxt < ack {
             self.snd_nxt = ack;
         }
+        // Our SYN timed (the data's samples come from the sent queue).
         if let Some((end, sent)) = self.rtt_probe {
             if ack >= end {
-                self.rtt.sample(now - sent);
+                let r = now - sent;
+                self.rtt.sample(r, ack, self.snd_nxt);
+                self.rack.rtt_sample(now, crate::tcp::rtt::nanos(r));
                 self.rtt_probe = None;
             }
         }
+        // (The backoff ends with a valid RTT sample, not with any ACK:
+        // RFC 6298 section 5.7, Linux's tcp_ack_update_rtt.)
         self.retries = 0;
         self.rtx_stamp = None;
-        self.rtt.reset_backoff();
         let rack = &mut self.rack;
         let mut reordered = false;
+        let mut delivered = Delivered::default();
         self.sent.ack(ack, |s| {
             reordered |= !s.ever_retransmitted() && s.start < prior_fack;
             rack.advance(s, now);
+            delivered.note(s);
         });
         if reordered {
             rack.reordering_seen();
         }
+        self.update_rtt(now, delivered, cx.sacked, cx.tsecr);
         if self.rto_recover.is_some_and(|r| ack >= r) {
             self.rto_recover = None;
         }
@@ -360,6 +414,38 @@ impl Connection {
         self.tlp_send = None;
         self.timers.stop(Timer::LossProbe);
         shared.stats.fast_retransmits += 1;
+    }
+
+    /// tcp_ack_update_rtt: the RTT from the oldest segment the ACK
+    /// acknowledged that was never sent again (none if anything it
+    /// acknowledged was: Karn), else from the oldest it SACKed, else from
+    /// its timestamp echo if it acknowledged anything (RFC 7323 section
+    /// 4.1's RTTM rule); the minimum RTT from the newest. A sample ends the
+    /// backoff.
+    fn update_rtt(&mut self, now: Instant, acked: Delivered, sacked: Delivered, tsecr: Option<u32>) {
+        let since = |t: Instant| now.as_nanos().saturating_sub(t.as_nanos());
+        let mut seq_rtt = acked.first.filter(|_| !acked.resent).map(since);
+        let mut ca_rtt = acked.last.filter(|_| !acked.resent).map(since);
+        if seq_rtt.is_none() {
+            seq_rtt = sacked.first.map(since);
+        }
+        if sacked.first.is_some() {
+            ca_rtt = sacked.last.map(since);
+        }
+        if seq_rtt.is_none() {
+            if let Some(ecr) = tsecr.filter(|&e| e != 0) {
+                // tcp_rtt_tsopt_us: whole milliseconds, at least one.
+                let ms = self.ts_val(now).wrapping_sub(ecr);
+                if ms < i32::MAX as u32 / 1000 {
+                    let ns = u64::from(ms.max(1)) * 1_000_000;
+                    seq_rtt = Some(ns);
+                    ca_rtt = Some(ns);
+                }
+            }
+        }
+        let Some(rtt) = seq_rtt else { return };
+        self.rack.rtt_sample(now, ca_rtt.unwrap_or(rtt));
+        self.rtt.sample(Duration::from_nanos(rtt), self.snd_una, self.snd_nxt);
     }
 
     /// Anything SACKed, lost or sent again, or recovery running: not

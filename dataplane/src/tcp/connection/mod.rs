@@ -427,7 +427,7 @@ impl Connection {
             sack: self.sack_ok,
             timestamps: self.ts_ok,
             algorithm: self.cc.algorithm(),
-            backoff: self.retries,
+            backoff: self.rtt.backoff_count(),
             retrans_total: self.retrans_total,
             buffers_released: self.buffers_released(),
         }
@@ -517,7 +517,10 @@ impl Connection {
     /// retransmit spuriously).
     pub(super) fn rtt_from_handshake(&mut self, sample: Option<Duration>, shared: &Shared) {
         match sample {
-            Some(r) => self.rtt.sample(r),
+            Some(r) => {
+                self.rtt.sample(r, self.snd_una, self.snd_nxt);
+                self.rack.rtt_sample(self.last_recv, crate::tcp::rtt::nanos(r));
+            }
             None if self.rtt.srtt().is_none() => self.rtt.fallback(shared.config.fallback_rto),
             None => {}
         }

@@ -98,7 +98,12 @@ impl Connection {
             self.snd_wl2 = ack;
         }
         if new_ack {
-            self.on_new_ack(now, shared, ack, self.snd_una);
+            let cx = super::ack::AckContext {
+                prior_fack: self.snd_una,
+                sacked: Default::default(),
+                tsecr: seg.options.timestamp.filter(|_| self.ts_ok).map(|(_, ecr)| ecr),
+            };
+            self.on_new_ack(now, shared, ack, cx);
         }
         self.last_data_in = now;
         self.measure_rcv_mss(len, shared.pool.under_pressure());

@@ -468,9 +468,6 @@ impl Connection {
             if len > 0 && now - self.last_data_in < shared.config.delayed_ack {
                 self.pingpong = true;
             }
-            if !retransmission && self.rtt_probe.is_none() {
-                self.rtt_probe = Some((end, now));
-            }
             self.snd_max = end;
             self.last_seg_start = seq;
         }

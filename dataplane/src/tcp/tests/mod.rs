@@ -214,6 +214,7 @@ mod prediction;
 mod prr;
 mod rack;
 mod receive;
+mod rtt;
 mod send;
 mod time_wait;
 mod timers;
