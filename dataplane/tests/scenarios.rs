@@ -735,3 +735,51 @@ fn a_transfer_through_hundreds_of_holes_completes_intact() {
     assert!(st.retransmits <= 410, "spurious retransmissions: {}", st.retransmits);
     assert!(took < Duration::from_secs(15), "{took:?}");
 }
+
+/// HyStart (on in Linux's CUBIC by default): over a 20 Mbit/s link with
+/// a 10 ms delay and a deep queue, the queue's growing delay ends slow
+/// start (ssthresh becomes the window) long before the receive window
+/// would; without it nothing but a loss ends slow start, and here none
+/// comes, so the queue (and every RTT) grows with the window.
+#[test]
+fn slow_start_ends_when_the_queue_builds() {
+    const TOTAL: usize = 4 << 20;
+    let link = LinkConfig { delay: Duration::from_millis(10), bandwidth: 20_000_000, ..LinkConfig::default() };
+    let mut sim = Sim::new(11, link);
+    let c = sim.add_host(CLIENT, Config::default());
+    let s = sim.add_host(SERVER, Config::default());
+    let l = listen(sim.stack(s), 80, 8);
+    let (k, a) = established(&mut sim, c, s, l);
+    let data = vec![0x5a; TOTAL];
+    let (mut sent, mut got) = (0usize, 0usize);
+    let mut max_srtt = Duration::ZERO;
+    let done = sim.run_until(Duration::from_secs(60), |sim| {
+        let now = sim.now;
+        while sent < TOTAL {
+            match sim.stack(c).write(now, k, &data[sent..]) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        if let Some(srtt) = sim.stack(c).connection_info(k).and_then(|i| i.srtt) {
+            max_srtt = max_srtt.max(srtt);
+        }
+        got += read_all(sim.stack(s), now, a).0.len();
+        got == TOTAL
+    });
+    assert!(done);
+    let info = sim.stack(c).connection_info(k).unwrap();
+    let st = sim.stack(c).stats();
+    println!(
+        "4 MiB over 20 Mbit/s, 20 ms RTT: ssthresh {} ({} segments), cwnd {}, largest srtt {max_srtt:?}, {} retransmits",
+        info.ssthresh,
+        info.ssthresh / u32::from(info.mss),
+        info.cwnd,
+        st.retransmits
+    );
+    assert_eq!(st.retransmits, 0);
+    // The path holds 50 KB (35 segments) plus the queue HyStart lets
+    // build: an eighth of the minimum delay, 4 ms at least.
+    assert!(info.ssthresh < 150 * u32::from(info.mss), "slow start never ended: ssthresh {}", info.ssthresh);
+    assert!(max_srtt < Duration::from_millis(80), "the queue grew to {max_srtt:?} of RTT");
+}

@@ -3,6 +3,7 @@
 //! Windows here are in segments (floating point) as in the RFC; the
 //! connection keeps bytes.
 
+use super::hystart::{self, Hystart};
 use crate::tcp::time::Instant;
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ pub struct Cubic {
     w_est: f64,
     /// Fractional growth carried between ACKs, in bytes.
     carry: f64,
+    /// Slow start's end (Linux's default hystart=1, detect=3).
+    hystart: Hystart,
 }
 
 impl Cubic {
@@ -38,6 +41,21 @@ impl Cubic {
         // BETA = 0.7, in integers so the result does not depend on rounding.
         let ssthresh = (u64::from(cwnd) * 7 / 10) as u32;
         ssthresh.max(2 * mss)
+    }
+
+    /// An RTT sample in slow start (cubictcp_acked); true when slow start
+    /// should end. Samples within a second of an avoidance epoch's start
+    /// (right after a recovery) are not taken.
+    pub fn on_rtt_sample(&mut self, now: Instant, s: hystart::Sample) -> bool {
+        if self.epoch.is_some_and(|e| now.saturating_duration_since(e) < Duration::from_secs(1)) {
+            return false;
+        }
+        self.hystart.on_sample(s)
+    }
+
+    /// A retransmission timeout (cubictcp_state(TCP_CA_Loss)).
+    pub fn on_timeout(&mut self) {
+        self.hystart.forget();
     }
 
     pub fn on_ack_avoidance(&mut self, cwnd: &mut u32, mss: u32, acked: u32, now: Instant, srtt: Option<Duration>) {

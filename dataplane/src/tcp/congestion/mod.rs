@@ -4,9 +4,11 @@
 //! in congestion avoidance and how far it drops on loss.
 
 pub mod cubic;
+pub mod hystart;
 pub mod newreno;
 
 use super::time::Instant;
+use super::SeqNum;
 use std::time::Duration;
 
 /// The algorithm a socket runs (setsockopt TCP_CONGESTION).
@@ -109,6 +111,35 @@ impl Congestion {
             self.on_loss(flight);
         }
         self.cwnd = self.mss;
+        if let State::Cubic(s) = &mut self.state {
+            s.on_timeout();
+        }
+    }
+
+    /// An ACK's RTT sample (`rtt_ns`, the newest segment it delivered):
+    /// in slow start CUBIC's HyStart may end it here (ssthresh becomes
+    /// the window, as tcp_cubic.c's hystart_update sets it).
+    pub fn on_rtt_sample(&mut self, now: Instant, rtt_ns: u64, snd_una: SeqNum, snd_nxt: SeqNum, srtt_ns: Option<u64>) {
+        if !self.in_slow_start() {
+            return;
+        }
+        let State::Cubic(s) = &mut self.state else { return };
+        // Linux's pacing rate in slow start: twice the window per SRTT.
+        let rate = match srtt_ns {
+            Some(srtt) if srtt > 0 => u64::from(self.cwnd).saturating_mul(2_000_000_000) / srtt,
+            _ => 0,
+        };
+        let sample = hystart::Sample {
+            now_us: now.as_nanos() / 1000,
+            rtt_us: u32::try_from(rtt_ns / 1000).unwrap_or(u32::MAX),
+            snd_una,
+            snd_nxt,
+            cwnd_segments: self.cwnd / self.mss,
+            rate,
+        };
+        if s.on_rtt_sample(now, sample) {
+            self.ssthresh = self.cwnd;
+        }
     }
 
     /// Leaving fast recovery: the window is ssthresh (Linux

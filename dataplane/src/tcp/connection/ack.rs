@@ -444,7 +444,9 @@ impl Connection {
             }
         }
         let Some(rtt) = seq_rtt else { return };
-        self.rack.rtt_sample(now, ca_rtt.unwrap_or(rtt));
+        let ca_rtt = ca_rtt.unwrap_or(rtt);
+        self.rack.rtt_sample(now, ca_rtt);
+        self.cc.on_rtt_sample(now, ca_rtt, self.snd_una, self.snd_nxt, self.rtt.srtt_nanos());
         self.rtt.sample(Duration::from_nanos(rtt), self.snd_una, self.snd_nxt);
     }
 
