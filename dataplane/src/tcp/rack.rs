@@ -57,7 +57,12 @@ impl Rack {
     /// An RTT measured at `now` (tcp_update_rtt_min; a zero sample counts
     /// as one jiffy there, 1 ms).
     pub fn rtt_sample(&mut self, now: Instant, rtt: u64) {
-        let us = u32::try_from(rtt / 1000).unwrap_or(u32::MAX - 1);
+        self.rtt_sample_us(now, u32::try_from(rtt / 1000).unwrap_or(u32::MAX - 1));
+    }
+
+    /// `rtt_sample` of `us` microseconds.
+    #[inline]
+    pub fn rtt_sample_us(&mut self, now: Instant, us: u32) {
         let us = if us == 0 { 1000 } else { us };
         self.min_rtt.update(MIN_RTT_WINDOW_MS, now.as_millis() as u32, us);
     }

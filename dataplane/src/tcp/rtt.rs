@@ -90,7 +90,11 @@ impl RttEstimator {
     /// with SND.NXT at `snd_nxt` (tcp_rtt_estimator, tcp_set_rto); it ends
     /// the backoff (tcp_ack_update_rtt: only a valid sample does).
     pub fn sample(&mut self, r: Duration, snd_una: SeqNum, snd_nxt: SeqNum) {
-        let m = nanos(r) / 1000;
+        self.sample_us(nanos(r) / 1000, snd_una, snd_nxt);
+    }
+
+    /// `sample` of `m` microseconds.
+    pub fn sample_us(&mut self, m: u64, snd_una: SeqNum, snd_nxt: SeqNum) {
         if self.sampled() {
             let srtt = self.srtt8;
             // m is now the error in the estimate.

@@ -302,18 +302,28 @@ impl SentQueue {
     }
 
     /// The end of the highest SACKed entry.
+    #[inline]
     pub fn highest(&self) -> Option<SeqNum> {
         if self.sacked == 0 {
             return None;
         }
+        self.highest_slow()
+    }
+
+    fn highest_slow(&self) -> Option<SeqNum> {
         self.segs.iter().rev().find(|s| s.sacked()).map(|s| s.end())
     }
 
     /// If `seq` is SACKed, the end of the SACKed run holding it.
+    #[inline]
     pub fn sacked_end(&self, seq: SeqNum) -> Option<SeqNum> {
         if self.sacked == 0 {
             return None;
         }
+        self.sacked_end_slow(seq)
+    }
+
+    fn sacked_end_slow(&self, seq: SeqNum) -> Option<SeqNum> {
         let i = self.find(seq);
         let first = self.segs.get(i).filter(|s| s.start <= seq && s.sacked())?;
         let mut end = first.end();
@@ -327,10 +337,15 @@ impl SentQueue {
     }
 
     /// The start of the first SACKed run above `seq`.
+    #[inline]
     pub fn next_start(&self, seq: SeqNum) -> Option<SeqNum> {
         if self.sacked == 0 {
             return None;
         }
+        self.next_start_slow(seq)
+    }
+
+    fn next_start_slow(&self, seq: SeqNum) -> Option<SeqNum> {
         let i = self.find(seq);
         self.segs.range(i..).find(|s| s.start > seq && s.sacked()).map(|s| s.start)
     }

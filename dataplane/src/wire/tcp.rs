@@ -386,6 +386,7 @@ impl Options {
 
     /// Bytes `emit` writes, a multiple of 4. SACK blocks beyond what fits in
     /// 40 bytes are not written.
+    #[inline]
     pub fn buffer_len(&self) -> usize {
         let mut n = 0;
         if self.mss.is_some() {

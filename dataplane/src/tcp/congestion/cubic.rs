@@ -5,6 +5,7 @@
 
 use super::hystart::{self, Hystart};
 use crate::tcp::time::Instant;
+use crate::tcp::SeqNum;
 use std::time::Duration;
 
 /// RFC 9438 section 5.
@@ -51,6 +52,14 @@ impl Cubic {
             return false;
         }
         self.hystart.on_sample(s)
+    }
+
+    /// A sample with the window below HyStart's floor.
+    #[inline]
+    pub fn note_rtt(&mut self, now: Instant, rtt_us: u32, snd_una: SeqNum, snd_nxt: SeqNum) {
+        if self.epoch.is_none_or(|e| now.saturating_duration_since(e) >= Duration::from_secs(1)) {
+            self.hystart.note(now.as_nanos() / 1000, rtt_us, snd_una, snd_nxt);
+        }
     }
 
     /// A retransmission timeout (cubictcp_state(TCP_CA_Loss)).

@@ -9,7 +9,7 @@
 use crate::tcp::SeqNum;
 
 /// hystart_low_window: no detection below 16 segments.
-const LOW_WINDOW: u32 = 16;
+pub const LOW_WINDOW: u32 = 16;
 /// hystart_ack_delta_us: ACKs at most 2 ms apart form a train.
 const ACK_DELTA_US: u64 = 2000;
 /// HYSTART_MIN_SAMPLES.
@@ -67,20 +67,27 @@ impl Hystart {
         *self = Hystart::default();
     }
 
-    /// cubictcp_acked with hystart_update for a sample taken in slow
-    /// start; true when slow start should end now.
-    pub fn on_sample(&mut self, s: Sample) -> bool {
-        let delay = s.rtt_us.max(1);
+    /// The part of a sample below hystart_low_window: the minimum delay
+    /// and the round trips are followed, nothing is detected. (Cheap: a
+    /// request/response connection stays in slow start below it for
+    /// ever.)
+    #[inline]
+    pub fn note(&mut self, now_us: u64, rtt_us: u32, snd_una: SeqNum, snd_nxt: SeqNum) {
+        let delay = rtt_us.max(1);
         if self.delay_min == 0 || self.delay_min > delay {
             self.delay_min = delay;
         }
-        if self.found {
-            return false;
+        if !self.found && self.end_seq.is_none_or(|e| snd_una > e) {
+            self.reset(now_us, snd_nxt);
         }
-        if self.end_seq.is_none_or(|e| s.snd_una > e) {
-            self.reset(s.now_us, s.snd_nxt);
-        }
-        if s.cwnd_segments < LOW_WINDOW {
+    }
+
+    /// cubictcp_acked with hystart_update for a sample taken in slow
+    /// start; true when slow start should end now.
+    pub fn on_sample(&mut self, s: Sample) -> bool {
+        self.note(s.now_us, s.rtt_us, s.snd_una, s.snd_nxt);
+        let delay = s.rtt_us.max(1);
+        if self.found || s.cwnd_segments < LOW_WINDOW {
             return false;
         }
         // ACK trains: the round trip's ACKs still coming back to back

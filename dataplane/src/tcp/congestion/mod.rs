@@ -116,14 +116,18 @@ impl Congestion {
         }
     }
 
-    /// An ACK's RTT sample (`rtt_ns`, the newest segment it delivered):
+    /// An ACK's RTT sample (`rtt_us`, the newest segment it delivered):
     /// in slow start CUBIC's HyStart may end it here (ssthresh becomes
     /// the window, as tcp_cubic.c's hystart_update sets it).
-    pub fn on_rtt_sample(&mut self, now: Instant, rtt_ns: u64, snd_una: SeqNum, snd_nxt: SeqNum, srtt_ns: Option<u64>) {
+    pub fn on_rtt_sample(&mut self, now: Instant, rtt_us: u32, snd_una: SeqNum, snd_nxt: SeqNum, srtt_ns: Option<u64>) {
         if !self.in_slow_start() {
             return;
         }
         let State::Cubic(s) = &mut self.state else { return };
+        if self.cwnd < hystart::LOW_WINDOW * self.mss {
+            s.note_rtt(now, rtt_us, snd_una, snd_nxt);
+            return;
+        }
         // Linux's pacing rate in slow start: twice the window per SRTT.
         let rate = match srtt_ns {
             Some(srtt) if srtt > 0 => u64::from(self.cwnd).saturating_mul(2_000_000_000) / srtt,
@@ -131,7 +135,7 @@ impl Congestion {
         };
         let sample = hystart::Sample {
             now_us: now.as_nanos() / 1000,
-            rtt_us: u32::try_from(rtt_ns / 1000).unwrap_or(u32::MAX),
+            rtt_us,
             snd_una,
             snd_nxt,
             cwnd_segments: self.cwnd / self.mss,

@@ -444,10 +444,11 @@ impl Connection {
             }
         }
         let Some(rtt) = seq_rtt else { return };
-        let ca_rtt = ca_rtt.unwrap_or(rtt);
-        self.rack.rtt_sample(now, ca_rtt);
-        self.cc.on_rtt_sample(now, ca_rtt, self.snd_una, self.snd_nxt, self.rtt.srtt_nanos());
-        self.rtt.sample(Duration::from_nanos(rtt), self.snd_una, self.snd_nxt);
+        // In microseconds, as Linux keeps them, converted once.
+        let ca_us = u32::try_from(ca_rtt.unwrap_or(rtt) / 1000).unwrap_or(u32::MAX - 1);
+        self.rack.rtt_sample_us(now, ca_us);
+        self.cc.on_rtt_sample(now, ca_us, self.snd_una, self.snd_nxt, self.rtt.srtt_nanos());
+        self.rtt.sample_us(rtt / 1000, self.snd_una, self.snd_nxt);
     }
 
     /// Anything SACKed, lost or sent again, or recovery running: not
