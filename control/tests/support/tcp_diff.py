@@ -336,13 +336,19 @@ def probes(t):
     # the probe, the first (the timeout). Measured here: Linux 6.18 probes
     # after 5 ms and times out 208 ms later, then after 432 and 832 ms.
     # Only data segments are compared (`data_segments`).
-    def unacknowledged_tail_is_probed_then_timed_out():
+    def echoed_burst(count, mss, fill):
+        """A connection to the echo server that sent it `count` full
+        segments back to back (its echo on the way)."""
         c = Conn(t, t.echo_port)
         c.handshake(quick=True)
-        mss = 1448
         t.drain()
-        c.burst(4, mss, b"e")
-        c.snd_nxt += 4 * mss
+        c.burst(count, mss, fill)
+        c.snd_nxt += count * mss
+        return c
+
+    def unacknowledged_tail_is_probed_then_timed_out():
+        mss = 1448
+        c = echoed_burst(4, mss, b"e")
         return data_segments(c.norm(t.collect(c.sport, 0.45)), mss)
 
     # RACK (RFC 8985 section 6): four segments echoed and probed; a SACK
@@ -353,12 +359,8 @@ def probes(t):
     # follows it depends on whether the two were sent together, in one GSO
     # batch on Linux, and on the timers' races: not compared.)
     def one_sacked_segment_marks_the_earlier_ones_lost():
-        c = Conn(t, t.echo_port)
-        c.handshake(quick=True)
         mss = 1448
-        t.drain()
-        c.burst(4, mss, b"r")
-        c.snd_nxt += 4 * mss
+        c = echoed_burst(4, mss, b"r")
         echoed = data_segments(c.norm(t.collect(c.sport, 0.1)), mss)
         base = c.rcv_nxt
         ts = c.ts()

@@ -195,12 +195,12 @@ mod tests {
         rack.rtt_sample(Instant::ZERO, 10 * MS);
         q.resent(SeqNum(0), SeqNum(100), Instant::from_millis(20));
         // Delivered 1 ms after the retransmission: the original, likely.
-        q.ack(SeqNum(100), |s| rack.advance(s, Instant::from_millis(21)));
+        q.ack(SeqNum(100), &mut Spare::default(), |s| rack.advance(s, Instant::from_millis(21)));
         assert!(!rack.take_advanced());
         // 12 ms after: the retransmission; RACK moves.
         let mut q = flight();
         q.resent(SeqNum(0), SeqNum(100), Instant::from_millis(20));
-        q.ack(SeqNum(100), |s| rack.advance(s, Instant::from_millis(32)));
+        q.ack(SeqNum(100), &mut Spare::default(), |s| rack.advance(s, Instant::from_millis(32)));
         assert!(rack.take_advanced());
     }
 }

@@ -13,19 +13,20 @@ use std::time::Duration;
 /// (Linux's Eifel-like damping), so a falling RTT does not inflate it.
 #[derive(Debug, Clone)]
 pub struct RttEstimator {
-    /// Smoothed RTT << 3; 0 before the first sample.
-    srtt8: u64,
+    /// Smoothed RTT << 3; 0 before the first sample. (u32 µs as Linux
+    /// keeps them: a connection holds one.)
+    srtt8: u32,
     /// Mean deviation << 2 (mdev_us).
-    mdev4: u64,
+    mdev4: u32,
     /// The largest mdev4 in this round trip (mdev_max_us).
-    mdev_max: u64,
+    mdev_max: u32,
     /// rttvar_us.
-    rttvar: u64,
+    rttvar: u32,
     /// SND.NXT when this round trip's deviation began (rtt_seq).
     rtt_seq: SeqNum,
     /// The RTO before backoff, ns.
     base_rto: u64,
-    min_rto_us: u64,
+    min_rto_us: u32,
     max_rto: u64,
     /// Consecutive timeouts; the effective RTO doubles with each
     /// (RFC 6298 section 5.5) until a valid sample (section 5.7, Karn).
@@ -33,12 +34,6 @@ pub struct RttEstimator {
     /// The effective RTO (backoff applied, at most `max_rto`), ns,
     /// updated whenever one of its inputs changes.
     rto: u64,
-    /// The tail loss probe timeouts, ns, worked out at each sample
-    /// rather than at each send: 2 * SRTT + 2 ms with several segments in
-    /// flight, 2 * SRTT + the minimum RTO with one (Linux
-    /// tcp_schedule_loss_probe); 0 before the first sample.
-    pto_several: u64,
-    pto_one: u64,
 }
 
 /// Linux TCP_TIMEOUT_MIN: the probe timeout's slack with several segments
@@ -58,12 +53,10 @@ impl RttEstimator {
             rttvar: 0,
             rtt_seq: SeqNum(0),
             base_rto: nanos(initial_rto),
-            min_rto_us: nanos(min_rto) / 1000,
+            min_rto_us: u32::try_from(nanos(min_rto) / 1000).unwrap_or(u32::MAX),
             max_rto: nanos(max_rto),
             backoff: 0,
             rto: 0,
-            pto_several: 0,
-            pto_one: 0,
         };
         e.update_rto();
         e
@@ -74,16 +67,16 @@ impl RttEstimator {
     }
 
     pub fn srtt(&self) -> Option<Duration> {
-        self.sampled().then(|| Duration::from_micros(self.srtt8 >> 3))
+        self.sampled().then(|| Duration::from_micros(u64::from(self.srtt8 >> 3)))
     }
 
     pub fn srtt_nanos(&self) -> Option<u64> {
-        self.sampled().then_some((self.srtt8 >> 3) * 1000)
+        self.sampled().then_some(u64::from(self.srtt8 >> 3) * 1000)
     }
 
     /// The mean deviation (what Linux reports as tcpi_rttvar: mdev_us >> 2).
     pub fn rttvar(&self) -> Duration {
-        Duration::from_micros(self.mdev4 >> 2)
+        Duration::from_micros(u64::from(self.mdev4 >> 2))
     }
 
     /// An RTT sample `r` from an ACK that moved SND.UNA to `snd_una`
@@ -95,13 +88,15 @@ impl RttEstimator {
 
     /// `sample` of `m` microseconds.
     pub fn sample_us(&mut self, m: u64, snd_una: SeqNum, snd_nxt: SeqNum) {
+        // (An RTT past 2^28 µs, 4.5 minutes, is taken as that.)
+        let m = m.min(1 << 28) as u32;
         if self.sampled() {
             let srtt = self.srtt8;
             // m is now the error in the estimate.
-            let err = m as i64 - (srtt >> 3) as i64;
-            self.srtt8 = (srtt as i64 + err) as u64;
+            let err = i64::from(m) - i64::from(srtt >> 3);
+            self.srtt8 = (i64::from(srtt) + err) as u32;
             let mut dev = if err < 0 {
-                let d = -err - (self.mdev4 >> 2) as i64;
+                let d = -err - i64::from(self.mdev4 >> 2);
                 // Falling RTT: an eighth of the gain.
                 if d > 0 {
                     d >> 3
@@ -109,12 +104,12 @@ impl RttEstimator {
                     d
                 }
             } else {
-                err - (self.mdev4 >> 2) as i64
+                err - i64::from(self.mdev4 >> 2)
             };
-            if dev < -(self.mdev4 as i64) {
-                dev = -(self.mdev4 as i64);
+            if dev < -i64::from(self.mdev4) {
+                dev = -i64::from(self.mdev4);
             }
-            self.mdev4 = (self.mdev4 as i64 + dev) as u64;
+            self.mdev4 = (i64::from(self.mdev4) + dev) as u32;
             if self.mdev4 > self.mdev_max {
                 self.mdev_max = self.mdev4;
                 if self.mdev_max > self.rttvar {
@@ -139,11 +134,8 @@ impl RttEstimator {
             self.rtt_seq = snd_nxt;
         }
         self.srtt8 = self.srtt8.max(1);
-        let srtt_us = self.srtt8 >> 3;
-        self.base_rto = srtt_us.saturating_add(self.rttvar).saturating_mul(1000).min(self.max_rto);
-        let two = srtt_us.saturating_mul(2000);
-        self.pto_several = two.saturating_add(PTO_SLACK_NS);
-        self.pto_one = two.saturating_add(self.min_rto_us * 1000);
+        let srtt_us = u64::from(self.srtt8 >> 3);
+        self.base_rto = srtt_us.saturating_add(u64::from(self.rttvar)).saturating_mul(1000).min(self.max_rto);
         self.backoff = 0;
         self.update_rto();
     }
@@ -152,11 +144,11 @@ impl RttEstimator {
     /// TCP_TIMEOUT_FALLBACK after a handshake without a valid sample).
     pub fn fallback(&mut self, rto: Duration) {
         if !self.sampled() {
-            let us = nanos(rto) / 1000;
+            let us = u32::try_from(nanos(rto) / 1000).unwrap_or(u32::MAX);
             self.rttvar = us;
             self.mdev4 = us;
             self.mdev_max = us;
-            self.base_rto = nanos(rto).clamp(self.min_rto_us * 1000, self.max_rto);
+            self.base_rto = nanos(rto).clamp(u64::from(self.min_rto_us) * 1000, self.max_rto);
             self.update_rto();
         }
     }
@@ -165,12 +157,15 @@ impl RttEstimator {
         self.rto = self.base_rto.checked_mul(1 << self.backoff.min(16)).unwrap_or(self.max_rto).min(self.max_rto);
     }
 
-    /// The tail loss probe timeout in nanoseconds, `one`: a single
-    /// segment in flight (its ACK may be delayed); None before the first
-    /// sample.
+    /// The tail loss probe timeout in nanoseconds (Linux
+    /// tcp_schedule_loss_probe): 2 * SRTT + 2 ms with several segments in
+    /// flight, 2 * SRTT + the minimum RTO with `one` (its ACK may be
+    /// delayed); None before the first sample.
     #[inline]
     pub fn pto_nanos(&self, one: bool) -> Option<u64> {
-        self.sampled().then_some(if one { self.pto_one } else { self.pto_several })
+        let two = u64::from(self.srtt8 >> 3) * 2000;
+        let slack = if one { u64::from(self.min_rto_us) * 1000 } else { PTO_SLACK_NS };
+        self.sampled().then_some(two + slack)
     }
 
     /// The current timeout with backoff applied, in nanoseconds.

@@ -11,15 +11,17 @@
 //! sacked_out, lost_out and retrans_out (in packets there).
 //!
 //! The queue grows with the flight and keeps its capacity while data is
-//! in flight: after the first windowful, sending and acknowledging
-//! allocate nothing; a large flight's room goes back once it drains.
+//! in flight; once everything is acknowledged its room goes to the
+//! stack's spare list (a large room is freed), so an idle connection holds
+//! none, and the next flight takes a room back without allocating.
 
 use super::time::Instant;
 use super::SeqNum;
 use std::collections::VecDeque;
 
-/// Entries whose room an empty queue keeps: a request/response flight
-/// reuses it without allocating; more is given back once drained.
+/// The largest room (in entries) a drained queue hands to the spare list
+/// for the next flight: request/response flights reuse it without
+/// allocating; a bulk flight's larger room is freed.
 const KEEP: usize = 16;
 
 /// Drained queues' room kept for the next connections: opening and
@@ -30,6 +32,18 @@ pub(crate) struct Spare(Vec<VecDeque<Sent>>);
 
 /// Spare queues kept at most (each at most KEEP entries: 256 bytes).
 const SPARE: usize = 1024;
+
+impl Spare {
+    /// Keeps `room` for a later queue if it is small and there is place;
+    /// frees it otherwise.
+    #[inline]
+    fn put(&mut self, mut room: VecDeque<Sent>) {
+        if room.capacity() > 0 && room.capacity() <= KEEP && self.0.len() < SPARE {
+            room.clear();
+            self.0.push(room);
+        }
+    }
+}
 
 /// One sent segment (a FIN counts as its last byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +89,12 @@ impl Sent {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SentQueue {
     segs: VecDeque<Sent>,
+    counters: Counters,
+}
+
+/// Bytes SACKed, lost and in retransmission, and SACKed entries.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
     sacked: u32,
     sacked_segs: u32,
     lost: u32,
@@ -83,22 +103,22 @@ pub(crate) struct SentQueue {
 
 impl SentQueue {
     pub fn sacked_bytes(&self) -> u32 {
-        self.sacked
+        self.counters.sacked
     }
     /// SACKed entries (Linux's sacked_out, in packets).
     pub fn sacked_segments(&self) -> u32 {
-        self.sacked_segs
+        self.counters.sacked_segs
     }
     pub fn lost_bytes(&self) -> u32 {
-        self.lost
+        self.counters.lost
     }
     pub fn retrans_bytes(&self) -> u32 {
-        self.retrans
+        self.counters.retrans
     }
     /// Nothing SACKed, lost or in retransmission.
     #[inline]
     pub fn is_clean(&self) -> bool {
-        self.sacked | self.lost | self.retrans == 0
+        self.counters.sacked | self.counters.lost | self.counters.retrans == 0
     }
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
@@ -142,8 +162,28 @@ impl SentQueue {
                 self.segs[i].len = head;
                 self.segs.insert(i + 1, Sent { start: seq, len: s.len - head, ..s });
                 if s.sacked() {
-                    self.sacked_segs += 1;
+                    self.counters.sacked_segs += 1;
                 }
+            }
+        }
+    }
+
+    /// Runs `each` over the entries not SACKed in `start..end`, split
+    /// first so that the range's edges are entries' edges.
+    fn for_unsacked_in(&mut self, start: SeqNum, end: SeqNum, mut each: impl FnMut(&mut Sent, &mut Counters)) {
+        if start >= end {
+            return;
+        }
+        self.split_at(start);
+        self.split_at(end);
+        let i = self.find(start);
+        let counters = &mut self.counters;
+        for s in self.segs.range_mut(i..) {
+            if s.start >= end {
+                break;
+            }
+            if s.flags & SACKED == 0 {
+                each(s, counters);
             }
         }
     }
@@ -152,63 +192,39 @@ impl SentQueue {
     /// retransmission (tcp_retransmit_skb).
     #[inline(never)]
     pub fn resent(&mut self, start: SeqNum, end: SeqNum, at: Instant) {
-        if start >= end {
-            return;
-        }
-        self.split_at(start);
-        self.split_at(end);
-        let mut i = self.find(start);
-        while let Some(s) = self.segs.get_mut(i) {
-            if s.start >= end {
-                break;
+        self.for_unsacked_in(start, end, |s, c| {
+            if s.flags & RETRANS == 0 {
+                c.retrans += s.len();
             }
-            if s.flags & SACKED == 0 {
-                if s.flags & RETRANS == 0 {
-                    self.retrans += s.len();
-                }
-                s.flags |= RETRANS | EVER_RETRANS;
-                s.at = at;
-            }
-            i += 1;
-        }
+            s.flags |= RETRANS | EVER_RETRANS;
+            s.at = at;
+        });
     }
 
     /// A SACK block `l..r` (within SND.UNA..SND.MAX): every entry in it is
     /// SACKed; `delivered` sees each one newly SACKed, before its bits
     /// change.
     pub fn sack(&mut self, l: SeqNum, r: SeqNum, mut delivered: impl FnMut(&Sent)) {
-        if l >= r {
-            return;
-        }
-        self.split_at(l);
-        self.split_at(r);
-        let mut i = self.find(l);
-        while let Some(s) = self.segs.get_mut(i) {
-            if s.start >= r {
-                break;
+        self.for_unsacked_in(l, r, |s, c| {
+            delivered(s);
+            let len = s.len();
+            if s.flags & LOST != 0 {
+                c.lost -= len;
             }
-            if s.flags & SACKED == 0 {
-                delivered(s);
-                let len = s.len();
-                if s.flags & LOST != 0 {
-                    self.lost -= len;
-                }
-                if s.flags & RETRANS != 0 {
-                    self.retrans -= len;
-                }
-                s.flags = (s.flags & EVER_RETRANS) | SACKED;
-                self.sacked += len;
-                self.sacked_segs += 1;
+            if s.flags & RETRANS != 0 {
+                c.retrans -= len;
             }
-            i += 1;
-        }
+            s.flags = (s.flags & EVER_RETRANS) | SACKED;
+            c.sacked += len;
+            c.sacked_segs += 1;
+        });
     }
 
     /// SND.UNA moved to `una`: entries below it leave; `delivered` sees
     /// each one that was not SACKed before (a SACKed one was delivered
     /// already).
     #[inline]
-    pub fn ack(&mut self, una: SeqNum, mut delivered: impl FnMut(&Sent)) {
+    pub fn ack(&mut self, una: SeqNum, spare: &mut Spare, mut delivered: impl FnMut(&Sent)) {
         while let Some(s) = self.segs.front_mut() {
             if s.start >= una {
                 break;
@@ -218,24 +234,25 @@ impl SentQueue {
             if s.flags & SACKED == 0 {
                 delivered(s);
             } else {
-                self.sacked -= gone;
+                self.counters.sacked -= gone;
             }
             if s.flags & LOST != 0 {
-                self.lost -= gone;
+                self.counters.lost -= gone;
             }
             if s.flags & RETRANS != 0 {
-                self.retrans -= gone;
+                self.counters.retrans -= gone;
             }
             if whole {
                 if s.flags & SACKED != 0 {
-                    self.sacked_segs -= 1;
+                    self.counters.sacked_segs -= 1;
                 }
                 self.segs.pop_front();
-                if self.segs.is_empty() && self.segs.capacity() > KEEP {
-                    // A bulk flight drained: an idle connection keeps no
-                    // record of it (memory per connection, as Linux frees
-                    // its skbs).
-                    self.segs = VecDeque::new();
+                if self.segs.is_empty() {
+                    // Everything acknowledged: an idle connection holds no
+                    // room for records (memory per connection, as Linux
+                    // frees its skbs); the next send takes it back from
+                    // the spare list without allocating.
+                    spare.put(core::mem::take(&mut self.segs));
                 }
             } else {
                 // Part of it acknowledged (tcp_trim_head).
@@ -261,10 +278,10 @@ impl SentQueue {
             if verdict(s) {
                 let len = s.len();
                 if s.flags & LOST != 0 {
-                    self.retrans -= len;
+                    self.counters.retrans -= len;
                     s.flags &= !RETRANS;
                 } else {
-                    self.lost += len;
+                    self.counters.lost += len;
                     s.flags |= LOST;
                 }
                 marked = true;
@@ -276,7 +293,7 @@ impl SentQueue {
     /// The first entry marked lost and not sent again since (what
     /// tcp_xmit_retransmit_queue sends next).
     pub fn first_to_resend(&self) -> Option<&Sent> {
-        if self.lost == 0 {
+        if self.counters.lost == 0 {
             return None;
         }
         self.segs.iter().find(|s| s.flags & (LOST | RETRANS | SACKED) == LOST)
@@ -287,8 +304,8 @@ impl SentQueue {
         for s in self.segs.iter_mut() {
             s.flags &= !SACKED;
         }
-        self.sacked = 0;
-        self.sacked_segs = 0;
+        self.counters.sacked = 0;
+        self.counters.sacked_segs = 0;
     }
 
     /// A retransmission timeout: everything goes out again from SND.UNA,
@@ -297,14 +314,14 @@ impl SentQueue {
         for s in self.segs.iter_mut() {
             s.flags &= !(LOST | RETRANS);
         }
-        self.lost = 0;
-        self.retrans = 0;
+        self.counters.lost = 0;
+        self.counters.retrans = 0;
     }
 
     /// The end of the highest SACKed entry.
     #[inline]
     pub fn highest(&self) -> Option<SeqNum> {
-        if self.sacked == 0 {
+        if self.counters.sacked == 0 {
             return None;
         }
         self.highest_slow()
@@ -317,7 +334,7 @@ impl SentQueue {
     /// If `seq` is SACKed, the end of the SACKed run holding it.
     #[inline]
     pub fn sacked_end(&self, seq: SeqNum) -> Option<SeqNum> {
-        if self.sacked == 0 {
+        if self.counters.sacked == 0 {
             return None;
         }
         self.sacked_end_slow(seq)
@@ -339,7 +356,7 @@ impl SentQueue {
     /// The start of the first SACKed run above `seq`.
     #[inline]
     pub fn next_start(&self, seq: SeqNum) -> Option<SeqNum> {
-        if self.sacked == 0 {
+        if self.counters.sacked == 0 {
             return None;
         }
         self.next_start_slow(seq)
@@ -357,21 +374,14 @@ impl SentQueue {
 
     /// The connection is gone: its room goes to `spare` if small enough.
     pub fn give_back(&mut self, spare: &mut Spare) {
-        let mut room = core::mem::take(&mut self.segs);
-        if room.capacity() > 0 && room.capacity() <= KEEP && spare.0.len() < SPARE {
-            room.clear();
-            spare.0.push(room);
-        }
+        spare.put(core::mem::take(&mut self.segs));
         self.clear();
     }
 
     /// Drops every entry (the connection is closed).
     pub fn clear(&mut self) {
         self.segs.clear();
-        self.sacked = 0;
-        self.sacked_segs = 0;
-        self.lost = 0;
-        self.retrans = 0;
+        self.counters = Counters::default();
     }
 }
 
@@ -415,7 +425,7 @@ mod tests {
         let mut q = q(4, 100);
         q.sack(SeqNum(1100), SeqNum(1200), none);
         let mut seen = vec![];
-        q.ack(SeqNum(1250), |s| seen.push(s.start.0));
+        q.ack(SeqNum(1250), &mut Spare::default(), |s| seen.push(s.start.0));
         assert_eq!(seen, [1000, 1200]);
         assert_eq!((q.sacked_bytes(), q.sacked_segments()), (0, 0));
         assert_eq!(q.iter().next().map(|s| (s.start.0, s.end().0)), Some((1250, 1300)));
@@ -444,7 +454,7 @@ mod tests {
         // A SACK of a lost entry takes it out of the lost count.
         q.sack(SeqNum(1100), SeqNum(1200), none);
         assert_eq!(q.lost_bytes(), 100);
-        q.ack(SeqNum(1400), none);
+        q.ack(SeqNum(1400), &mut Spare::default(), none);
         assert_eq!((q.lost_bytes(), q.retrans_bytes(), q.sacked_bytes()), (0, 0, 0));
         assert!(q.is_empty());
     }
@@ -468,7 +478,7 @@ mod tests {
         q.sack(SeqNum(1000), SeqNum(1100), none);
         q.resent(SeqNum(1050), SeqNum(1200), Instant::from_millis(5));
         assert_eq!((q.sacked_bytes(), q.sacked_segments(), q.retrans_bytes()), (100, 2, 100));
-        q.ack(SeqNum(1200), none);
+        q.ack(SeqNum(1200), &mut Spare::default(), none);
         assert_eq!((q.sacked_bytes(), q.sacked_segments(), q.retrans_bytes()), (0, 0, 0));
     }
 

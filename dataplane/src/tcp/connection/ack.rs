@@ -314,7 +314,7 @@ impl Connection {
         let rack = &mut self.rack;
         let mut reordered = false;
         let mut delivered = Delivered::default();
-        self.sent.ack(ack, |s| {
+        self.sent.ack(ack, &mut shared.spare_sent, |s| {
             reordered |= !s.ever_retransmitted() && s.start < prior_fack;
             rack.advance(s, now);
             delivered.note(s);
