@@ -256,6 +256,16 @@ fn established(sim: &mut Sim, c: usize, s: usize, l: SocketId) -> (SocketId, Soc
     (k, a.unwrap())
 }
 
+/// Writes as much of `data[*sent..]` as `k` takes now.
+fn write_more(st: &mut Stack, now: Instant, k: SocketId, data: &[u8], sent: &mut usize) {
+    while *sent < data.len() {
+        match st.write(now, k, &data[*sent..]) {
+            Ok(n) => *sent += n,
+            Err(_) => break,
+        }
+    }
+}
+
 fn read_all(st: &mut Stack, now: Instant, k: SocketId) -> (Vec<u8>, bool) {
     let mut out = vec![];
     let mut buf = [0u8; 4096];
@@ -707,12 +717,7 @@ fn a_transfer_through_hundreds_of_holes_completes_intact() {
     let start = sim.now;
     let done = sim.run_until(Duration::from_secs(120), |sim| {
         let now = sim.now;
-        while sent < TOTAL {
-            match sim.stack(c).write(now, k, &data[sent..]) {
-                Ok(n) => sent += n,
-                Err(_) => break,
-            }
-        }
+        write_more(sim.stack(c), now, k, &data, &mut sent);
         got.extend(read_all(sim.stack(s), now, a).0);
         got.len() == TOTAL
     });
@@ -755,12 +760,7 @@ fn slow_start_ends_when_the_queue_builds() {
     let mut max_srtt = Duration::ZERO;
     let done = sim.run_until(Duration::from_secs(60), |sim| {
         let now = sim.now;
-        while sent < TOTAL {
-            match sim.stack(c).write(now, k, &data[sent..]) {
-                Ok(n) => sent += n,
-                Err(_) => break,
-            }
-        }
+        write_more(sim.stack(c), now, k, &data, &mut sent);
         if let Some(srtt) = sim.stack(c).connection_info(k).and_then(|i| i.srtt) {
             max_srtt = max_srtt.max(srtt);
         }

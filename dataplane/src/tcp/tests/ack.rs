@@ -77,10 +77,7 @@ fn reneged_sack_blocks_are_forgotten_and_the_data_resent() {
 #[test]
 fn a_partial_ack_in_sack_recovery_does_not_resend_what_was_resent() {
     let mut t = T::new(Config { sack: true, ..plain() });
-    let (c, iss) = established_with_sack(&mut t);
-    let at = |k: u32| iss + 1 + k * 1460;
-    t.st.write(t.now, c, &[3u8; 6 * 1460]).unwrap();
-    assert_eq!(t.recv().len(), 6);
+    let (_, at) = sack_flight(&mut t, 6);
     t.advance(RTT);
     // Segments 0 and 2 are lost; the peer SACKs 1, 3, 4 and 5 as they
     // come. Recovery starts at the third SACKed segment (RACK without a

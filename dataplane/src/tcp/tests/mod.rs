@@ -185,6 +185,15 @@ fn established_with_sack(t: &mut T) -> (SocketId, u32) {
     (t.st.accept(l).unwrap(), sa.seq)
 }
 
+/// A SACK connection (`established_with_sack`) with `n` full segments
+/// out; returns it and the sequence number of segment `k` as a function.
+fn sack_flight(t: &mut T, n: u32) -> (SocketId, impl Fn(u32) -> u32) {
+    let (c, iss) = established_with_sack(t);
+    t.st.write(t.now, c, &vec![4u8; (n * 1460) as usize]).unwrap();
+    assert_eq!(t.recv().len(), n as usize);
+    (c, move |k: u32| iss + 1 + k * 1460)
+}
+
 /// The peer's ACK of `ack` with SACK `blocks`.
 fn ack_with_sack(ack: u32, blocks: &[(u32, u32)]) -> Seg {
     let mut s = seg(PEER_ISN + 1, ack, Flags::ACK);

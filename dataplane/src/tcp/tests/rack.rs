@@ -13,10 +13,7 @@ use super::*;
 #[test]
 fn one_sacked_segment_marks_the_earlier_ones_lost_after_the_reordering_window() {
     let mut t = T::new(Config { sack: true, ..plain() });
-    let (c, iss) = established_with_sack(&mut t);
-    let at = |k: u32| iss + 1 + k * 1460;
-    t.st.write(t.now, c, &[4u8; 4 * 1460]).unwrap();
-    assert_eq!(t.recv().len(), 4);
+    let (_, at) = sack_flight(&mut t, 4);
     t.advance(RTT);
     t.send(&ack_with_sack(at(0), &[(at(2), at(3))])).unwrap();
     assert!(data_seqs(&t.recv()).is_empty(), "not yet: the reordering window runs");
@@ -35,10 +32,7 @@ fn one_sacked_segment_marks_the_earlier_ones_lost_after_the_reordering_window() 
 #[test]
 fn the_retransmission_timer_restarts_from_a_resent_head() {
     let mut t = T::new(Config { sack: true, ..plain() });
-    let (c, iss) = established_with_sack(&mut t);
-    let at = |k: u32| iss + 1 + k * 1460;
-    t.st.write(t.now, c, &[4u8; 4 * 1460]).unwrap();
-    assert_eq!(t.recv().len(), 4);
+    let (c, at) = sack_flight(&mut t, 4);
     let sent = t.now;
     // (Within the loss probe's timeout: its timer would restart the
     // retransmission timer too.)
