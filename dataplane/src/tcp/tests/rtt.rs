@@ -52,3 +52,33 @@ fn the_backoff_lasts_until_a_valid_sample() {
     assert_eq!(info(&t).backoff, 0);
     assert!(info(&t).rto < rto + RTT, "{:?}", info(&t).rto);
 }
+
+/// With timestamps an ACK of a retransmission is timed by its echo
+/// (RFC 7323 section 4.1, Linux tcp_rtt_tsopt_us), so it is a valid
+/// sample and ends the backoff.
+#[test]
+fn a_timestamp_echo_times_an_ack_of_a_retransmission() {
+    let mut t = T::new(Config { timestamps: true, ..plain() });
+    let l = t.listener(8);
+    let mut s = syn();
+    s.options.timestamp = Some((100, 0));
+    t.send(&s).unwrap();
+    let sa = t.recv_one();
+    let mut a = seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK);
+    a.options.timestamp = Some((101, sa.options.timestamp.expect("timestamps agreed").0));
+    t.send(&a).unwrap();
+    let c = t.st.accept(l).unwrap();
+    let info = |t: &T| t.st.connection_info(c).unwrap();
+    t.st.write(t.now, c, &[6u8; 100]).unwrap();
+    assert_eq!(t.recv().len(), 1);
+    t.advance(info(&t).rto);
+    let again = t.recv();
+    assert_eq!(data_seqs(&again), vec![sa.seq + 1], "the timeout's retransmission");
+    assert_eq!(info(&t).backoff, 1);
+    let tsval = again[0].options.timestamp.unwrap().0;
+    t.advance(RTT);
+    let mut ack = seg(PEER_ISN + 1, sa.seq + 101, Flags::ACK);
+    ack.options.timestamp = Some((102, tsval));
+    t.send(&ack).unwrap();
+    assert_eq!(info(&t).backoff, 0, "timed by the echo");
+}
