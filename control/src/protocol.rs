@@ -150,8 +150,9 @@ pub struct ConnRow {
     pub cwnd: u32,
     pub ssthresh: Option<u32>,
     pub snd_wnd: u32,
-    /// Consecutive timeouts now (ss's `backoff`), and segments
-    /// retransmitted over the connection's life.
+    /// Doublings of the RTO in force (ss's `backoff`, Linux's
+    /// icsk_backoff: timeouts and zero-window probes since the last valid
+    /// RTT sample), and segments retransmitted over the connection's life.
     pub retrans: u32,
     pub retrans_total: u32,
     pub sack: bool,

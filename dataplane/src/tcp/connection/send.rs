@@ -327,8 +327,8 @@ impl Connection {
             if end > r.high_rxt {
                 r.high_rxt = end;
             }
-            r.prr.out = r.prr.out.saturating_add(len as u32 + u32::from(with_fin));
         }
+        self.prr_sent(end.dist(seq));
         self.count_retransmission(shared, seq);
         self.arm_rtx(now);
         Some(n)
