@@ -109,8 +109,19 @@ fn the_stack_answers_crafted_segments_as_linux_does() {
     let stack_mac = daemon.ready("mac");
     let stack_ip = topo.get("IP_STACK").to_owned();
     let mac_b = topo.get("MAC_B").to_owned();
-    let mut kernel = run_probes(&topo, &spoof, &kernel_ip, &mac_b, &[]);
-    let mut stack = run_probes(&topo, &spoof, &stack_ip, &stack_mac, &[]);
+    // XS_DIFF_ONLY=probe,probe runs only those (by hand, while working on
+    // them); XS_DIFF_SHOW=probe,probe prints both targets' answers.
+    let only_env = std::env::var("XS_DIFF_ONLY").unwrap_or_default();
+    let only: Vec<&str> = only_env.split(',').filter(|p| !p.is_empty()).collect();
+    let mut kernel = run_probes(&topo, &spoof, &kernel_ip, &mac_b, &only);
+    let mut stack = run_probes(&topo, &spoof, &stack_ip, &stack_mac, &only);
+    for p in std::env::var("XS_DIFF_SHOW").unwrap_or_default().split(',').filter(|p| !p.is_empty()) {
+        eprintln!(
+            "{p}:\n  linux: {}\n  stack: {}",
+            kernel.get(p).unwrap_or(&Value::Null),
+            stack.get(p).unwrap_or(&Value::Null)
+        );
+    }
 
     // A loaded machine can make an immediate answer look delayed: a probe
     // whose answers differ only in their timing class runs again (both

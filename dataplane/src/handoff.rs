@@ -25,14 +25,22 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::wire::Ipv4Addr;
 
+/// An ICMP destination unreachable's code, and the next hop's MTU it
+/// carries ("fragmentation needed"; 0 otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreachable {
+    pub code: u8,
+    pub mtu: u16,
+}
+
 /// One segment in transit.
 #[derive(Debug)]
 pub struct Parcel {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
-    /// An ICMP destination unreachable with this code, whose `segment` is
-    /// the quoted start of our TCP header; None for a received segment.
-    pub icmp: Option<u8>,
+    /// An ICMP destination unreachable, whose `segment` is the quoted
+    /// start of our TCP header; None for a received segment.
+    pub icmp: Option<Unreachable>,
     len: usize,
     data: Box<[u8]>,
 }
@@ -154,18 +162,18 @@ impl Handoff {
         self.send_parcel(to, src, dst, None, segment)
     }
 
-    /// Sends an ICMP destination unreachable (`code`) for the flow from
-    /// `src` (the peer) to `dst` (us) to its owner; `quoted` is the start
-    /// of our TCP header it quotes.
+    /// Sends an ICMP destination unreachable for the flow from `src` (the
+    /// peer) to `dst` (us) to its owner; `quoted` is the start of our TCP
+    /// header it quotes.
     pub fn send_icmp(
         &mut self,
         to: usize,
         src: Ipv4Addr,
         dst: Ipv4Addr,
-        code: u8,
+        icmp: Unreachable,
         quoted: &[u8],
     ) -> Result<(), SendError> {
-        self.send_parcel(to, src, dst, Some(code), quoted)
+        self.send_parcel(to, src, dst, Some(icmp), quoted)
     }
 
     fn send_parcel(
@@ -173,7 +181,7 @@ impl Handoff {
         to: usize,
         src: Ipv4Addr,
         dst: Ipv4Addr,
-        icmp: Option<u8>,
+        icmp: Option<Unreachable>,
         segment: &[u8],
     ) -> Result<(), SendError> {
         if to == self.me {

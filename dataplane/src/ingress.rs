@@ -31,7 +31,7 @@ pub enum Disposition {
     /// ICMP destination unreachable (`code`) quoting a TCP segment we sent
     /// from `local` to `remote`: `quoted` is the start of its TCP header
     /// (ports and sequence number). The frame itself is done with.
-    TcpUnreachable { local: Ipv4Addr, remote: Ipv4Addr, code: u8, quoted: [u8; 8] },
+    TcpUnreachable { local: Ipv4Addr, remote: Ipv4Addr, code: u8, mtu: u16, quoted: [u8; 8] },
     /// Dropped; the counter says why.
     Drop(Counter),
 }
@@ -115,8 +115,8 @@ fn process_ipv4(iface: &Iface, ident: &mut IpIdent, buf: &mut [u8]) -> Dispositi
                 Ok(icmp::Repr::EchoRequest { .. }) => {
                     echo_reply(iface, ident, buf, repr.src_addr, repr.dst_addr, header_len, total_len)
                 }
-                Ok(icmp::Repr::DstUnreachable { code, data }) => match quoted_tcp(iface, data) {
-                    Some((local, remote, quoted)) => Disposition::TcpUnreachable { local, remote, code, quoted },
+                Ok(icmp::Repr::DstUnreachable { code, mtu, data }) => match quoted_tcp(iface, data) {
+                    Some((local, remote, quoted)) => Disposition::TcpUnreachable { local, remote, code, mtu, quoted },
                     None => Disposition::Drop(Counter::drop_icmp_ignored),
                 },
                 Ok(_) => Disposition::Drop(Counter::drop_icmp_ignored),
@@ -250,7 +250,7 @@ mod tests {
         };
         ip.emit(&mut ipv4::Packet::new_unchecked(&mut quoted[..]));
         quoted[20..28].copy_from_slice(&[0x9c, 0x40, 0x00, 0x50, 0xde, 0xad, 0xbe, 0xef]);
-        let r = icmp::Repr::DstUnreachable { code, data: &quoted };
+        let r = icmp::Repr::DstUnreachable { code, mtu: 0, data: &quoted };
         let mut m = vec![0u8; r.buffer_len()];
         r.emit(&mut icmp::Packet::new_unchecked(&mut m[..]));
         ipv4_frame(from, OURS, ipv4::protocol::ICMP, &m)
@@ -271,6 +271,7 @@ mod tests {
                 local: OURS,
                 remote: far,
                 code: 1,
+                mtu: 0,
                 quoted: [0x9c, 0x40, 0x00, 0x50, 0xde, 0xad, 0xbe, 0xef]
             }
         );
@@ -281,7 +282,7 @@ mod tests {
             assert_eq!(process(&iface(), 0, &mut st, &mut buf), Disposition::Drop(Counter::drop_icmp_ignored));
         }
         // Quoting fewer than 8 bytes of the datagram.
-        let r = icmp::Repr::DstUnreachable { code: 1, data: &[0x45; 24] };
+        let r = icmp::Repr::DstUnreachable { code: 1, mtu: 0, data: &[0x45; 24] };
         let mut m = vec![0u8; r.buffer_len()];
         r.emit(&mut icmp::Packet::new_unchecked(&mut m[..]));
         let mut short = ipv4_frame(router, OURS, ipv4::protocol::ICMP, &m);

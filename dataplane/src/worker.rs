@@ -19,7 +19,7 @@ use crate::app::{self, App, Io};
 use crate::capture::{Direction, Tap};
 use crate::channel::{ToControl, ToWorker, WorkerLink};
 use crate::egress::{self, IpIdent};
-use crate::handoff::{Handoff, SendError};
+use crate::handoff::{Handoff, SendError, Unreachable};
 use crate::iface::Iface;
 use crate::ingress::{self, Disposition};
 use crate::introspect::{Answer, Command, LatencyHistogram, Snapshot};
@@ -612,7 +612,7 @@ impl Worker {
         let Some(s) = self.sharding.as_mut() else { return 0 };
         let stack = &mut self.stack;
         let n = s.handoff.receive(256, |p| match p.icmp {
-            Some(code) => stack.handle_icmp_unreachable(now, p.dst, p.src, code, p.segment()),
+            Some(u) => stack.handle_icmp_unreachable(now, p.dst, p.src, u.code, u.mtu, p.segment()),
             None => {
                 let _ = stack.handle_segment(now, p.src, p.dst, p.segment());
             }
@@ -721,7 +721,7 @@ impl Worker {
                 let _ = self.stack.handle_segment(now, src, dst, &self.port.data(&frame)[start..end]);
                 self.port.release(frame);
             }
-            Disposition::TcpUnreachable { local, remote, code, quoted } => {
+            Disposition::TcpUnreachable { local, remote, code, mtu, quoted } => {
                 self.port.release(frame);
                 self.stats.inc(Counter::icmp_unreachables_in);
                 // The flow's owner, as for a segment from the peer: its
@@ -729,15 +729,13 @@ impl Worker {
                 let key = [quoted[2], quoted[3], quoted[0], quoted[1]];
                 match self.foreign_owner(remote, local, &key) {
                     // Advisory: a full ring drops it (counted), never waits.
-                    Some(owner) => match self
-                        .sharding
-                        .as_mut()
-                        .map(|s| s.handoff.send_icmp(usize::from(owner), remote, local, code, &quoted))
-                    {
+                    Some(owner) => match self.sharding.as_mut().map(|s| {
+                        s.handoff.send_icmp(usize::from(owner), remote, local, Unreachable { code, mtu }, &quoted)
+                    }) {
                         Some(Ok(())) => self.stats.inc(Counter::handoff_out),
                         _ => self.stats.inc(Counter::drop_handoff_full),
                     },
-                    None => self.stack.handle_icmp_unreachable(now, local, remote, code, &quoted),
+                    None => self.stack.handle_icmp_unreachable(now, local, remote, code, mtu, &quoted),
                 }
             }
             Disposition::ArpReply { reply, dst_mac, learn } => {

@@ -206,11 +206,11 @@ fn icmp_unreachable_while_connecting_fails_the_connect_at_once() {
     };
     // A sequence number we never sent is a blind guess: ignored.
     let now = sim.now;
-    sim.stack(c).handle_icmp_unreachable(now, CLIENT, SERVER, 1, &quote(syn.seq.wrapping_add(100_000)));
+    sim.stack(c).handle_icmp_unreachable(now, CLIENT, SERVER, 1, 0, &quote(syn.seq.wrapping_add(100_000)));
     assert_eq!(sim.stack(c).state(k), Some(State::SynSent));
     assert_eq!(sim.stack(c).stats().icmp_out_of_window, 1);
     // The real SYN quoted: the connect fails at once (Linux tcp_v4_err).
-    sim.stack(c).handle_icmp_unreachable(now, CLIENT, SERVER, 1, &quote(syn.seq));
+    sim.stack(c).handle_icmp_unreachable(now, CLIENT, SERVER, 1, 0, &quote(syn.seq));
     assert_eq!(sim.stack(c).socket_error(k), Some(Error::HostUnreachable));
     assert_eq!(sim.stack(c).state(k), Some(State::Closed));
 }

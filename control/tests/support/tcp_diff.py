@@ -122,6 +122,23 @@ class Target:
         self.sock.send(self.mac + self.our_mac + b"\x08\x00" + ip + seg)
         self.sent_at = time.monotonic()
 
+    def send_frag_needed(self, sport, dport, seq, mtu):
+        """ICMP "fragmentation needed" (RFC 1191) from a router on the way
+        back, quoting the target's segment to (spoof, sport) from `dport`
+        starting at `seq`: its IP header as the target sent it (DF set,
+        a full-size datagram) and the first 8 bytes of its TCP header."""
+        quoted_ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 1500, 0, 0x4000, 64, 6, 0,
+                                socket.inet_aton(self.ip), socket.inet_aton(self.spoof))
+        quoted_ip = quoted_ip[:10] + struct.pack("!H", csum(quoted_ip)) + quoted_ip[12:]
+        quoted = quoted_ip + struct.pack("!HHI", dport, sport, seq & 0xFFFFFFFF)
+        icmp = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + quoted
+        icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0xc0, 20 + len(icmp), self.rng.randrange(65536), 0, 64, 1, 0,
+                         socket.inet_aton(self.spoof), socket.inet_aton(self.ip))
+        ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+        self.sock.send(self.mac + self.our_mac + b"\x08\x00" + ip + icmp)
+        self.sent_at = time.monotonic()
+
     def drain(self):
         self.sock.setblocking(False)
         try:
@@ -649,6 +666,34 @@ def probes(t):
         c.irs = None
         return c.send(SYN, ack=0, opts=options(mss=1460))
 
+    # Path MTU discovery (RFC 1191, Linux's tcp_v4_mtu_reduced): four
+    # full segments echoed, then a router on the way answers the first
+    # with "fragmentation needed, next hop MTU 1000". The flight goes out
+    # again at once in segments of at most 948 bytes (1000 less 40 of
+    # headers and 12 of timestamps). How the resent bytes are cut is the
+    # sender's own business (Linux splits each old segment in two, keeping
+    # its edges; the stack cuts the flight anew), so the probe compares
+    # what is covered, the largest piece and when. A connection opened
+    # after it announces the path's MSS in its SYN|ACK: the destination's
+    # route keeps the MTU for ten minutes on both. (Last in the list for
+    # that reason: the probes after it would see the narrower path.)
+    def fragmentation_needed_lowers_the_mss_and_resends_at_once():
+        mss = 1448
+        c = echoed_burst(4, mss, b"m")
+        echoed = data_segments(c.norm(t.collect(c.sport, 0.1)), mss)
+        t.drain()
+        t.send_frag_needed(c.sport, c.port, c.rcv_nxt, 1000)
+        again = data_segments(c.norm(t.collect(c.sport, 0.15)), 948)
+        resent = {
+            "from": min((a["seq"] for a in again), default=None),
+            "to": max((a["seq"] + a["len"] for a in again), default=None),
+            "largest": max((a["len"] for a in again), default=None),
+            "when": again[0]["when"] if again else None,
+        }
+        c2 = Conn(t, t.echo_port)
+        synack = [a for a in c2.syn(wait=0.1) if "S" in a["flags"]]
+        return echoed + [{"after the ICMP": resent}] + synack[:1]
+
     return [
         ("data_with_a_malformed_option_is_taken", data_with_a_malformed_option_is_taken),
         ("rst_at_our_fin_resets_last_ack", rst_at_our_fin_resets_last_ack),
@@ -694,6 +739,9 @@ def probes(t):
         ("out_of_order_data_gets_a_sack", out_of_order_data_gets_a_sack),
         ("fin_is_acked_and_answered_with_fin", fin_is_acked_and_answered_with_fin),
         ("old_timestamp_is_dropped_by_paws", old_timestamp_is_dropped_by_paws),
+        # Last: it leaves the path to the spoofed peer narrower.
+        ("fragmentation_needed_lowers_the_mss_and_resends_at_once",
+         fragmentation_needed_lowers_the_mss_and_resends_at_once),
     ]
 
 

@@ -55,7 +55,7 @@ impl Request {
     /// The SYN|ACK: options only as the peer offered them (RFC 7323
     /// sections 2.2 and 3.2, RFC 2018 section 2).
     pub fn syn_ack(&self, now: Instant, shared: &Shared, cookie_ts: bool) -> Header {
-        let mut o = Options { mss: Some(shared.config.our_mss()), ..Options::default() };
+        let mut o = Options { mss: Some(shared.adv_mss(self.tuple.remote, now)), ..Options::default() };
         if self.peer_wscale.is_some() {
             o.window_scale = Some(self.our_wscale);
         }
@@ -276,7 +276,7 @@ impl Listener {
             peer_wscale,
             sack,
             ts_recent,
-            syn_window: syn_window(c.our_mss(), ts_recent.is_some(), opts.recv_buffer),
+            syn_window: syn_window(shared.adv_mss(tuple.remote, now), ts_recent.is_some(), opts.recv_buffer),
             our_wscale,
             // A cookie keeps no send time.
             rtt: None,
@@ -324,7 +324,7 @@ impl Listener {
             our_wscale,
             sack: o.sack_permitted && c.sack,
             ts_recent,
-            syn_window: syn_window(c.our_mss(), ts_recent.is_some(), opts.recv_buffer),
+            syn_window: syn_window(shared.adv_mss(tuple.remote, now), ts_recent.is_some(), opts.recv_buffer),
             retries: 0,
             sent_at: now,
             due: now + shared.config.initial_rto,

@@ -31,6 +31,7 @@ pub mod memory;
 pub mod minmax;
 pub mod output;
 pub mod pair;
+pub(crate) mod path_mtu;
 pub(crate) mod rack;
 pub mod rng;
 pub mod rtt;

@@ -67,7 +67,8 @@ const RETRANS: u8 = 4;
 const EVER_RETRANS: u8 = 8;
 
 impl Sent {
-    fn len(&self) -> u32 {
+    /// Bytes (and FIN) it covers.
+    pub fn len(&self) -> u32 {
         u32::from(self.len)
     }
     pub fn end(&self) -> SeqNum {
@@ -367,7 +368,6 @@ impl SentQueue {
         self.segs.range(i..).find(|s| s.start > seq && s.sacked()).map(|s| s.start)
     }
 
-    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = &Sent> {
         self.segs.iter()
     }

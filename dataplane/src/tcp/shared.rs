@@ -5,6 +5,7 @@ use super::config::Config;
 use super::isn::IsnGenerator;
 use super::memory::BufferPool;
 use super::output::{Control, Header};
+use super::path_mtu::PathMtus;
 use super::rng::Rng;
 use super::sent::Spare;
 use super::stats::Stats;
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     pub pool: BufferPool,
     /// Closed connections' sent-segment queues, for the next ones.
     pub spare_sent: Spare,
+    /// Path MTUs ICMP taught, per destination.
+    pub paths: PathMtus,
     /// Connections in TIME_WAIT and orphans (closed by the application,
     /// not yet in TIME_WAIT or CLOSED), kept by the stack's census.
     pub time_wait: usize,
@@ -55,11 +58,26 @@ impl Shared {
             control,
             pool,
             spare_sent: Spare::default(),
+            paths: PathMtus::default(),
             time_wait: 0,
             orphans: 0,
             challenge_second: u64::MAX,
             challenge_count: 0,
         }
+    }
+
+    /// The MTU of the path to `remote`: the interface's, or a narrower
+    /// one ICMP reported.
+    pub fn path_mtu(&self, remote: Ipv4Addr, now: Instant) -> u16 {
+        let mtu = self.config.mtu;
+        self.paths.get(remote, now).map_or(mtu, |p| p.min(mtu))
+    }
+
+    /// The MSS we announce to `remote` (Linux's advmss from the route:
+    /// ipv4_default_advmss, the path's MTU less 40 bytes of headers).
+    pub fn adv_mss(&self, remote: Ipv4Addr, now: Instant) -> u16 {
+        let ours = self.config.our_mss();
+        self.paths.get(remote, now).map_or(ours, |p| ours.min(p.saturating_sub(40)))
     }
 
     /// The timestamp clock: milliseconds (Linux's TCP_TS_HZ is 1000).

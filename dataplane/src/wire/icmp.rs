@@ -11,6 +11,8 @@ mod field {
     pub const ECHO_IDENT: Field = 4..6;
     pub const ECHO_SEQNO: Field = 6..8;
     pub const UNUSED: Field = 4..8;
+    /// RFC 1191 section 4: the next hop's MTU, in "fragmentation needed".
+    pub const NEXT_HOP_MTU: Field = 6..8;
     pub const DATA: usize = 8;
 }
 
@@ -119,9 +121,12 @@ pub enum Repr<'a> {
         seq_no: u16,
         data: &'a [u8],
     },
-    /// `data` is the offending datagram's IP header and at least 8 bytes of it.
+    /// `data` is the offending datagram's IP header and at least 8 bytes of
+    /// it; `mtu` the next hop's MTU the header carries (RFC 1191: only
+    /// "fragmentation needed" sets it; 0 from routers older than it).
     DstUnreachable {
         code: u8,
+        mtu: u16,
         data: &'a [u8],
     },
     TimeExceeded {
@@ -145,7 +150,10 @@ impl<'a> Repr<'a> {
         Ok(match (p.msg_type(), p.msg_code()) {
             (msg_type::ECHO_REQUEST, 0) => Repr::EchoRequest { ident: p.echo_ident(), seq_no: p.echo_seq_no(), data },
             (msg_type::ECHO_REPLY, 0) => Repr::EchoReply { ident: p.echo_ident(), seq_no: p.echo_seq_no(), data },
-            (msg_type::DST_UNREACHABLE, code) => Repr::DstUnreachable { code, data },
+            (msg_type::DST_UNREACHABLE, code) => {
+                let mtu = if code == unreach_code::FRAG_NEEDED { p.u16_at(field::NEXT_HOP_MTU) } else { 0 };
+                Repr::DstUnreachable { code, mtu, data }
+            }
             (msg_type::TIME_EXCEEDED, code) => Repr::TimeExceeded { code, data },
             (msg_type, code) => Repr::Other { msg_type, code },
         })
@@ -167,7 +175,10 @@ impl<'a> Repr<'a> {
         let (t, code, word, data): (u8, u8, [u8; 4], &[u8]) = match *self {
             Repr::EchoRequest { ident, seq_no, data } => (msg_type::ECHO_REQUEST, 0, echo_word(ident, seq_no), data),
             Repr::EchoReply { ident, seq_no, data } => (msg_type::ECHO_REPLY, 0, echo_word(ident, seq_no), data),
-            Repr::DstUnreachable { code, data } => (msg_type::DST_UNREACHABLE, code, [0; 4], data),
+            Repr::DstUnreachable { code, mtu, data } => {
+                let [hi, lo] = mtu.to_be_bytes();
+                (msg_type::DST_UNREACHABLE, code, [0, 0, hi, lo], data)
+            }
             Repr::TimeExceeded { code, data } => (msg_type::TIME_EXCEEDED, code, [0; 4], data),
             Repr::Other { msg_type, code } => (msg_type, code, [0; 4], &[]),
         };
@@ -200,6 +211,23 @@ mod tests {
         buf[9] ^= 1;
         let p = Packet::new_checked(&buf[..]).unwrap();
         assert_eq!(Repr::parse(&p), Err(Error::Checksum));
+    }
+
+    /// RFC 1191 section 4: "fragmentation needed" carries the next hop's
+    /// MTU in the header's low 16 bits; other codes leave them unused.
+    #[test]
+    fn fragmentation_needed_carries_the_next_hop_mtu() {
+        let quoted = [0x45u8; 28];
+        let r = Repr::DstUnreachable { code: unreach_code::FRAG_NEEDED, mtu: 1280, data: &quoted };
+        let mut buf = vec![0u8; r.buffer_len()];
+        r.emit(&mut Packet::new_unchecked(&mut buf[..]));
+        assert_eq!(&buf[4..8], &[0, 0, 0x05, 0x00]);
+        assert_eq!(Repr::parse(&Packet::new_checked(&buf[..]).unwrap()).unwrap(), r);
+        // The same bytes under another code are not an MTU.
+        buf[1] = unreach_code::PORT;
+        Packet::new_unchecked(&mut buf[..]).fill_checksum();
+        let p = Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(Repr::parse(&p).unwrap(), Repr::DstUnreachable { code: unreach_code::PORT, mtu: 0, data: &quoted });
     }
 
     proptest! {

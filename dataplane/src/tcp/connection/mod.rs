@@ -9,6 +9,7 @@
 //! - [`loss_probe`]: tail loss probes (RFC 8985 section 7);
 //! - [`cwnd_validation`]: the window grows only while used (RFC 7661);
 //! - [`prr`]: proportional rate reduction in recovery (RFC 6937);
+//! - [`pmtu`]: path MTU discovery from ICMP (RFC 1191);
 //! - [`receive`]: data and FIN, the delayed ACK, header prediction;
 //! - [`send`]: segment output, Nagle, sender SWS avoidance, retransmission;
 //! - [`window`]: the receive window we advertise, receiver SWS avoidance;
@@ -34,6 +35,7 @@ mod autotune;
 mod cwnd_validation;
 mod input;
 mod loss_probe;
+mod pmtu;
 mod prr;
 mod rack;
 mod receive;
@@ -124,6 +126,9 @@ pub(crate) struct Connection {
     /// timestamp option when used).
     send_mss: u16,
     our_mss: u16,
+    /// The path MTU the send MSS was made for (Linux's icsk_pmtu_cookie):
+    /// the interface's, until ICMP "fragmentation needed" lowers it.
+    pmtu: u16,
     sack_ok: bool,
     ts_ok: bool,
     ts_recent: u32,
@@ -254,7 +259,7 @@ pub(crate) struct Connection {
 impl Connection {
     fn blank(now: Instant, shared: &Shared, tuple: FourTuple, opts: SocketOptions, iss: SeqNum, state: State) -> Self {
         let c = &shared.config;
-        let our_mss = c.our_mss();
+        let our_mss = shared.adv_mss(tuple.remote, now);
         Connection {
             tuple,
             state,
@@ -272,6 +277,7 @@ impl Connection {
             rcv_wscale: 0,
             send_mss: DEFAULT_MSS.min(our_mss),
             our_mss,
+            pmtu: shared.path_mtu(tuple.remote, now),
             sack_ok: false,
             ts_ok: false,
             ts_recent: 0,
@@ -387,7 +393,10 @@ impl Connection {
     }
 
     fn set_mss(&mut self, peer: Option<u16>) {
-        let mss = peer.unwrap_or(DEFAULT_MSS).min(self.our_mss).max(64);
+        // The path's MTU too: "fragmentation needed" may have lowered it
+        // while connecting (tcp_finish_connect -> tcp_sync_mss).
+        let path = self.pmtu.saturating_sub(40);
+        let mss = peer.unwrap_or(DEFAULT_MSS).min(self.our_mss).min(path).max(64);
         // The option counts payload without TCP options; timestamps take 12.
         self.send_mss = if self.ts_ok { mss - 12 } else { mss };
         self.cc.set_mss(self.send_mss);

@@ -259,33 +259,37 @@ impl Connection {
                     self.rtx_stamp = Some(now - self.rtt.rto());
                 }
                 self.retries += 1;
-                // The timeout ends a tail loss probe episode and no probe
-                // runs until what was in flight is recovered (Linux's
-                // TCP_CA_Loss).
-                self.loss_timed_out();
                 // Linux tcp_timeout_mark_lost: SACKed data at SND.UNA means
                 // the peer reneged; no block can be trusted any more.
                 if self.sent.sacked_end(self.snd_una).is_some() {
                     shared.stats.sack_renegings += 1;
                     self.sent.forget_sacks();
                 }
-                // Everything goes out again from SND.UNA (go-back-N): no
-                // entry is lost or in retransmission until it does.
-                self.sent.forget_losses();
-                self.timers.stop(Timer::Reorder);
                 // RFC 6298 section 5.4 to 5.6 and RFC 5681 section 3.1.
                 let flight = self.snd_max.dist(self.snd_una);
                 self.cc.on_timeout(flight, self.retries == 1);
-                self.recovery = None;
-                self.dupacks = 0;
-                self.rtx_now = false;
                 self.rtt.backoff();
-                self.rtt_probe = None;
-                self.snd_nxt = self.snd_una;
+                self.go_back();
                 let rto = self.clamp_to_user_timeout(now, self.rtt.rto());
                 self.timers.set(Timer::Rto, now + rto);
             }
         }
+    }
+
+    /// Everything not SACKed goes out again from SND.UNA (go-back-N), as
+    /// after a timeout: Linux's TCP_CA_Loss, where no tail loss probe runs
+    /// until what was in flight is recovered, and no entry is lost or in
+    /// retransmission until it goes out again. Fast recovery, if running,
+    /// ends without its window reduction finishing.
+    pub(super) fn go_back(&mut self) {
+        self.loss_timed_out();
+        self.sent.forget_losses();
+        self.timers.stop(Timer::Reorder);
+        self.recovery = None;
+        self.dupacks = 0;
+        self.rtx_now = false;
+        self.rtt_probe = None;
+        self.snd_nxt = self.snd_una;
     }
 
     /// TCP_USER_TIMEOUT has run out for what the retransmission timer

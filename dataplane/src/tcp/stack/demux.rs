@@ -16,6 +16,7 @@ use crate::tcp::time::Instant;
 use crate::tcp::time_wait::{TwId, Verdict};
 use crate::tcp::SeqNum;
 use crate::wire::checksum;
+use crate::wire::icmp::unreach_code;
 use crate::wire::ipv4::protocol as ip_protocol;
 use crate::wire::tcp::{Packet, Repr};
 use crate::wire::{Error as WireError, Ipv4Addr};
@@ -164,23 +165,26 @@ impl Stack {
     }
 
     /// ICMP destination unreachable quoting one of our segments: `quoted`
-    /// starts at the TCP header (8 bytes: ports and sequence number).
+    /// starts at the TCP header (8 bytes: ports and sequence number);
+    /// `mtu` is the next hop's MTU "fragmentation needed" carries.
     /// Linux tcp_v4_err: the quoted sequence number must lie within
     /// SND.UNA..=SND.NXT (RFC 5927 section 4.1: an attacker must guess
-    /// it; TcpExtOutOfWindowIcmps otherwise); a connection still opening
-    /// fails at once with the code's errno, an open one keeps it as a soft
-    /// error reported if it later times out. "Fragmentation needed" (path
-    /// MTU discovery) and codes past 15 are not acted on. (`now` as every
-    /// input takes it; no rule reads it today.)
+    /// it; TcpExtOutOfWindowIcmps otherwise). "Fragmentation needed" lowers
+    /// the connection's path MTU (RFC 1191, `connection/pmtu.rs`); for the
+    /// other codes a connection still opening fails at once with the
+    /// code's errno, an open one keeps it as a soft error reported if it
+    /// later times out. Codes past 15 are not acted on.
     pub fn handle_icmp_unreachable(
         &mut self,
-        _now: Instant,
+        now: Instant,
         local: Ipv4Addr,
         remote: Ipv4Addr,
         code: u8,
+        mtu: u16,
         quoted: &[u8],
     ) {
-        let (Some(e), Some(head)) = (unreachable_error(code), quoted.get(..8)) else {
+        let error = unreachable_error(code);
+        let (true, Some(head)) = (error.is_some() || code == unreach_code::FRAG_NEEDED, quoted.get(..8)) else {
             self.shared.stats.icmp_ignored += 1;
             return;
         };
@@ -195,7 +199,20 @@ impl Stack {
         };
         let Some(s) = sock_mut(&mut self.slots, id) else { return };
         let Kind::Conn(c) = &mut s.kind else { return };
-        if c.on_icmp_unreachable(&mut self.shared.pool, seq, e) {
+        let in_window = match error {
+            Some(e) => c.on_icmp_unreachable(&mut self.shared.pool, seq, e),
+            None => {
+                let taken = c.on_frag_needed(seq, mtu);
+                if taken {
+                    // The destination's path, for the connections that
+                    // open to it next (tcp_v4_mtu_reduced ->
+                    // inet_csk_update_pmtu).
+                    self.shared.paths.lower(remote, mtu, now);
+                }
+                taken
+            }
+        };
+        if in_window {
             self.shared.stats.icmp_unreachables += 1;
         } else {
             self.shared.stats.icmp_out_of_window += 1;

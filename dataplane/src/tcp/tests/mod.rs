@@ -219,6 +219,7 @@ mod listener;
 mod loss_probe;
 mod memory;
 mod ops;
+mod pmtu;
 mod prediction;
 mod prr;
 mod rack;
