@@ -195,6 +195,12 @@ pub static KNOBS: &[Knob] = &[
             Ok(())
         }
     ),
+    // Any non-zero value turns F-RTO on (Linux's tcp_frto; 2 by
+    // default). Read at each timeout: changeable while running.
+    knob!("frto", "net.ipv4.tcp_frto", true, |c| if c.frto { "2" } else { "0" }.to_string(), |c, v| {
+        c.frto = within(v, 0u8, 2u8)? > 0;
+        Ok(())
+    }),
     knob!(
         "window_scaling",
         "net.ipv4.tcp_window_scaling",

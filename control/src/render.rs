@@ -98,6 +98,7 @@ pub fn stats(s: &Status) -> String {
         ("challenge_acks", "challenge ACKs sent"),
         ("paws_drops", "packets rejected by PAWS"),
         ("timeouts", "retransmission timeouts (RTO)"),
+        ("spurious_rtos", "timeouts found spurious by F-RTO and undone (TCPSpuriousRTOs)"),
         ("fast_retransmits", "fast retransmits"),
         ("loss_probes", "tail loss probes sent (TCPLossProbes)"),
         ("loss_probe_recoveries", "losses repaired by a tail loss probe (TCPLossProbeRecovery)"),

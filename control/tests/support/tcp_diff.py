@@ -386,6 +386,29 @@ def probes(t):
         again = data_segments(c.norm(t.collect(c.sport, 0.15)), mss)
         return echoed + [{"after the SACK": True}] + again[:1]
 
+    # F-RTO (RFC 5682, Linux's default tcp_frto=2): the echo server has
+    # more to send than its initial window, and our ACKs are held back
+    # until its retransmission timer resends the head (after the loss
+    # probe). The ACK of the first segment then lets new data out rather
+    # than the second and third segments again (step 2b); the ACK of the
+    # fifth, which was sent once, shows the timeout was spurious (step
+    # 3b): the window is undone and only new data follows.
+    def a_spurious_timeout_is_undone():
+        mss = 1448
+        c = echoed_burst(20, mss, b"f")
+        first = data_segments(c.norm(t.collect(c.sport, 0.4)), mss)
+        base = c.rcv_nxt
+
+        def ack(n):
+            ts = c.ts()
+            t.drain()
+            t.send(c.sport, c.port, c.snd_nxt, (base + n * mss) & 0xFFFFFFFF, ACK, b"", options(ts=ts) if ts else b"")
+            return data_segments(c.norm(t.collect(c.sport, 0.05)), mss)
+
+        after_head = ack(1)
+        after_fifth = ack(5)
+        return first + [{"after the ACK of the first": after_head}, {"after the ACK of the fifth": after_fifth}]
+
     # Congestion window validation (RFC 7661 as Linux's tcp_cwnd_validate):
     # twenty small request/responses, each echo acknowledged at once, never
     # fill the window, so it does not grow; twenty full segments echoed
@@ -728,6 +751,7 @@ def probes(t):
         ("unacknowledged_tail_is_probed_then_timed_out", unacknowledged_tail_is_probed_then_timed_out),
         ("one_sacked_segment_marks_the_earlier_ones_lost", one_sacked_segment_marks_the_earlier_ones_lost),
         ("an_unused_window_does_not_grow", an_unused_window_does_not_grow),
+        ("a_spurious_timeout_is_undone", a_spurious_timeout_is_undone),
         ("each_out_of_order_segment_gets_its_own_ack", each_out_of_order_segment_gets_its_own_ack),
         ("second_small_segment_ack_timing", second_small_segment_ack_timing),
         ("rst_in_window_gets_a_challenge_ack", rst_in_window_gets_a_challenge_ack),

@@ -57,6 +57,10 @@ pub struct Config {
     /// Tail loss probes (RFC 8985 section 7), on as with Linux's default
     /// tcp_early_retrans = 3.
     pub loss_probes: bool,
+    /// F-RTO (RFC 5682): a timeout found spurious is undone; on as with
+    /// Linux's default tcp_frto = 2 (any non-zero value: Linux has only
+    /// the SACK-enhanced form).
+    pub frto: bool,
     /// tcp_rmem[1] / tcp_wmem[1]: default buffer sizes in bytes, grown by
     /// autotuning (`connection/autotune.rs`) unless the socket set its own.
     pub recv_buffer: usize,
@@ -123,6 +127,7 @@ impl Default for Config {
             sack: true,
             timestamps: true,
             loss_probes: true,
+            frto: true,
             recv_buffer: 131072,
             send_buffer: 16384,
             recv_buffer_max: 6291456,

@@ -46,6 +46,8 @@ pub struct Stats {
     pub challenge_acks: u64,
     pub paws_drops: u64,
     pub timeouts: u64,
+    /// TcpExtTCPSpuriousRTOs: timeouts F-RTO found spurious and undid.
+    pub spurious_rtos: u64,
     pub fast_retransmits: u64,
     /// TcpExtTCPLossProbes: tail loss probes sent.
     pub loss_probes: u64,
@@ -88,7 +90,7 @@ pub struct Stats {
 impl Stats {
     /// Every counter with its name, in declaration order (for statistics
     /// output and metrics).
-    pub fn fields(&self) -> [(&'static str, u64); 39] {
+    pub fn fields(&self) -> [(&'static str, u64); 40] {
         [
             ("segments_in", self.segments_in),
             ("segments_out", self.segments_out),
@@ -110,6 +112,7 @@ impl Stats {
             ("challenge_acks", self.challenge_acks),
             ("paws_drops", self.paws_drops),
             ("timeouts", self.timeouts),
+            ("spurious_rtos", self.spurious_rtos),
             ("fast_retransmits", self.fast_retransmits),
             ("loss_probes", self.loss_probes),
             ("loss_probe_recoveries", self.loss_probe_recoveries),

@@ -32,6 +32,11 @@ pub struct Congestion {
     cwnd: u32,
     ssthresh: u32,
     mss: u32,
+    /// The window and threshold before a timeout, for undoing it if it
+    /// proves spurious (Linux's prior_cwnd and prior_ssthresh; 0: nothing
+    /// to undo).
+    prior_cwnd: u32,
+    prior_ssthresh: u32,
     state: State,
 }
 
@@ -45,6 +50,8 @@ impl Congestion {
             cwnd: INITIAL_WINDOW_SEGMENTS * mss,
             ssthresh: u32::MAX,
             mss,
+            prior_cwnd: 0,
+            prior_ssthresh: 0,
             state: match algorithm {
                 Algorithm::NewReno => State::NewReno(newreno::NewReno::default()),
                 Algorithm::Cubic => State::Cubic(cubic::Cubic::default()),
@@ -77,11 +84,18 @@ impl Congestion {
         if acked == 0 {
             return;
         }
+        let mut acked = acked;
         if self.in_slow_start() {
-            // RFC 5681 section 3.1 with appropriate byte counting (RFC 3465,
-            // L = 2 * SMSS).
-            self.cwnd = self.cwnd.saturating_add(acked.min(2 * self.mss)).min(self.ssthresh.max(self.cwnd));
-            if self.cwnd < self.ssthresh {
+            // RFC 5681 section 3.1 by bytes acknowledged, as Linux's
+            // tcp_slow_start counts packets: every byte an ACK covers, not
+            // RFC 3465's at most two segments per ACK (so a stretch ACK,
+            // or the one after a spurious timeout's undo, grows the window
+            // as much as the ACKs it stands for); what is left past
+            // ssthresh goes to congestion avoidance.
+            let before = self.cwnd;
+            self.cwnd = self.cwnd.saturating_add(acked).min(self.ssthresh.max(self.cwnd));
+            acked -= self.cwnd - before;
+            if self.cwnd < self.ssthresh || acked == 0 {
                 return;
             }
         }
@@ -108,6 +122,10 @@ impl Congestion {
     /// is held constant; Linux tcp_enter_loss; RFC 9438 section 4.8).
     pub fn on_timeout(&mut self, flight: u32, first: bool) {
         if first {
+            // tcp_enter_loss: what an undo restores (tcp_current_ssthresh:
+            // at least three quarters of the window).
+            self.prior_cwnd = self.cwnd;
+            self.prior_ssthresh = self.ssthresh.max(self.cwnd / 2 + self.cwnd / 4);
             self.on_loss(flight);
         }
         self.cwnd = self.mss;
@@ -144,6 +162,20 @@ impl Congestion {
         if s.on_rtt_sample(now, sample) {
             self.ssthresh = self.cwnd;
         }
+    }
+
+    /// The timeout was spurious (F-RTO, RFC 5682 section 3.1 step 3b):
+    /// the window and threshold come back (Linux tcp_undo_cwnd_reduction
+    /// with tcp_reno_undo_cwnd, which CUBIC uses too: the larger of the
+    /// window now and before). Once per timeout.
+    pub fn undo_timeout(&mut self) {
+        if self.prior_ssthresh == 0 {
+            return;
+        }
+        self.cwnd = self.cwnd.max(self.prior_cwnd);
+        self.ssthresh = self.ssthresh.max(self.prior_ssthresh);
+        self.prior_cwnd = 0;
+        self.prior_ssthresh = 0;
     }
 
     /// Leaving fast recovery: the window is ssthresh (Linux
@@ -210,5 +242,42 @@ mod tests {
             c.on_timeout(1_000, false);
             assert_eq!((c.cwnd(), c.ssthresh()), (1000, held), "{algo:?}");
         }
+    }
+
+    /// Linux's tcp_slow_start: an ACK covering four segments grows the
+    /// window by four (RFC 3465's limit of two is not Linux's), up to
+    /// ssthresh, the rest going to congestion avoidance.
+    #[test]
+    fn slow_start_counts_every_segment_an_ack_covers() {
+        let mut c = Congestion::new(Algorithm::Cubic, 1000);
+        let t = Instant::from_secs(1);
+        c.on_ack(t, 4000, None);
+        assert_eq!(c.cwnd(), 14_000);
+        c.on_loss(14_000);
+        c.on_timeout(14_000, false);
+        assert_eq!(c.cwnd(), 1000);
+        let ssthresh = c.ssthresh();
+        // Slow start stops at ssthresh; CUBIC takes the rest at its own,
+        // slower pace.
+        c.on_ack(t, 100_000, None);
+        assert!(c.cwnd() >= ssthresh && c.cwnd() < 2 * ssthresh, "{} {ssthresh}", c.cwnd());
+    }
+
+    /// A timeout undone (F-RTO) restores the window and threshold from
+    /// before it, once.
+    #[test]
+    fn an_undone_timeout_restores_the_window() {
+        let mut c = Congestion::new(Algorithm::Cubic, 1000);
+        c.on_timeout(10_000, true);
+        assert_eq!((c.cwnd(), c.ssthresh()), (1000, 7000));
+        c.undo_timeout();
+        assert_eq!((c.cwnd(), c.ssthresh()), (10_000, u32::MAX));
+        c.on_timeout(10_000, true);
+        c.on_timeout(1_000, false);
+        c.undo_timeout();
+        assert_eq!(c.cwnd(), 10_000, "the first timeout's window");
+        c.on_loss(10_000);
+        c.undo_timeout();
+        assert_eq!(c.cwnd(), 7000, "nothing left to undo");
     }
 }

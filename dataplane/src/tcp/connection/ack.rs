@@ -5,6 +5,7 @@
 //! tcp_packets_in_flight); without it, fast retransmit (RFC 5681 section
 //! 3.2) and NewReno's partial ACKs (RFC 6582).
 
+use super::frto::Frto;
 use super::prr::Prr;
 use super::timers::Timer;
 use super::{Connection, Outcome};
@@ -56,6 +57,10 @@ pub(super) struct AckContext {
     pub sacked: Delivered,
     /// Its timestamp echo, with timestamps in use.
     pub tsecr: Option<u32>,
+    /// For F-RTO: its SACK blocks delivered data sent once from below the
+    /// recovery point; they SACKed anything new.
+    pub original_sacked: bool,
+    pub more_sacked: bool,
 }
 
 /// Loss recovery in progress (RFC 6582 / RFC 6675).
@@ -141,6 +146,10 @@ impl Connection {
         let prior_fack = self.sent.highest().unwrap_or(self.snd_una);
         let mut dsack_of_probe = false;
         let mut sacked = Delivered::default();
+        // F-RTO's FLAG_ORIG_SACK_ACKED (tcp_sacktag_one): data never sent
+        // again, from below the recovery point, newly SACKed.
+        let high = self.frto_high();
+        let mut original = false;
         if self.sack_ok {
             for b in seg.options.sack() {
                 let (l, r) = (SeqNum(b.left), SeqNum(b.right));
@@ -149,6 +158,7 @@ impl Connection {
                     let rack = &mut self.rack;
                     let mut reordered = false;
                     self.sent.sack(l, r, |s| {
+                        original |= high.is_some_and(|h| !s.ever_retransmitted() && s.end() <= h);
                         reordered |= !s.ever_retransmitted() && s.start < prior_fack;
                         rack.advance(s, now);
                         sacked.note(s);
@@ -176,7 +186,9 @@ impl Connection {
                 self.events |= readiness::CONNECTED;
             }
             let tsecr = seg.options.timestamp.filter(|_| self.ts_ok).map(|(_, ecr)| ecr);
-            self.on_new_ack(now, shared, ack, AckContext { prior_fack, sacked, tsecr });
+            let more_sacked = self.sent.sacked_bytes() != prior_sacked;
+            let cx = AckContext { prior_fack, sacked, tsecr, original_sacked: original, more_sacked };
+            self.on_new_ack(now, shared, ack, cx);
         } else {
             // SACKs alone give a sample too (tcp_ack_update_rtt's
             // sack_rtt).
@@ -193,6 +205,11 @@ impl Connection {
                 self.on_dupack(shared);
                 dupack = true;
             }
+        }
+        if self.frto != Frto::Off && ack == prior_una {
+            // (An ACK that moved SND.UNA was seen by on_new_ack.)
+            let more = dupack || self.sent.sacked_bytes() != prior_sacked;
+            self.frto_on_ack(shared, false, original, more);
         }
         // tcp_ack_is_dubious: only then does Linux look for losses.
         let dubious = dupack || self.sent.sacked_bytes() != prior_sacked || self.in_disorder();
@@ -311,11 +328,14 @@ impl Connection {
         // RFC 6298 section 5.7, Linux's tcp_ack_update_rtt.)
         self.retries = 0;
         self.rtx_stamp = None;
+        let high = self.frto_high();
+        let mut original = false;
         let rack = &mut self.rack;
         let mut reordered = false;
         let mut delivered = Delivered::default();
         self.sent.ack(ack, &mut shared.spare_sent, |s| {
             reordered |= !s.ever_retransmitted() && s.start < prior_fack;
+            original |= high.is_some_and(|h| !s.ever_retransmitted() && s.end() <= h);
             rack.advance(s, now);
             delivered.note(s);
         });
@@ -325,6 +345,12 @@ impl Connection {
         self.update_rtt(now, delivered, cx.sacked, cx.tsecr);
         if self.rto_recover.is_some_and(|r| ack >= r) {
             self.rto_recover = None;
+        }
+        if self.frto != Frto::Off {
+            // Before the window grows, as Linux decides (and undoes) in
+            // tcp_fastretrans_alert before tcp_cong_control. `original`:
+            // FLAG_ORIG_SACK_ACKED's cumulative half (tcp_clean_rtx_queue).
+            self.frto_on_ack(shared, true, original || cx.original_sacked, cx.more_sacked);
         }
 
         match self.recovery {
@@ -471,7 +497,7 @@ impl Connection {
                 .saturating_sub(self.sent.sacked_bytes() + self.sent.lost_bytes())
                 .saturating_add(self.sent.retrans_bytes()),
             Some(_) => outstanding.saturating_sub(self.dupacks * u32::from(self.send_mss)),
-            None => outstanding,
+            None => self.frto_pipe().unwrap_or(outstanding),
         }
     }
 }

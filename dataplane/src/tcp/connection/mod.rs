@@ -7,6 +7,7 @@
 //! - [`ack`]: the ACK field: new ACKs, the send window, duplicate ACKs and
 //!   loss recovery (RFC 5681, RFC 6582, RFC 6675);
 //! - [`loss_probe`]: tail loss probes (RFC 8985 section 7);
+//! - [`frto`]: spurious retransmission timeouts found and undone (RFC 5682);
 //! - [`cwnd_validation`]: the window grows only while used (RFC 7661);
 //! - [`prr`]: proportional rate reduction in recovery (RFC 6937);
 //! - [`pmtu`]: path MTU discovery from ICMP (RFC 1191);
@@ -33,6 +34,7 @@
 mod ack;
 mod autotune;
 mod cwnd_validation;
+mod frto;
 mod input;
 mod loss_probe;
 mod pmtu;
@@ -61,6 +63,7 @@ use crate::wire::tcp::{Flags, Options};
 use ack::Recovery;
 use autotune::Autotune;
 use cwnd_validation::CwndUse;
+use frto::Frto;
 use loss_probe::{Probe, Tlp};
 use std::time::Duration;
 use timers::TimerTable;
@@ -175,6 +178,7 @@ pub(crate) struct Connection {
     /// SND.MAX at a retransmission timeout, until the peer acknowledges
     /// it (Linux's TCP_CA_Loss): no loss probes meanwhile.
     rto_recover: Option<SeqNum>,
+    frto: Frto,
     /// How much of the congestion window is used (RFC 7661).
     cwnd_use: CwndUse,
     /// When what the retransmission timer resends was first sent (Linux's
@@ -306,6 +310,7 @@ impl Connection {
             tlp_send: None,
             last_seg_start: iss,
             rto_recover: None,
+            frto: Frto::Off,
             cwnd_use: CwndUse::default(),
             rtx_stamp: None,
             probes_stamp: None,

@@ -43,6 +43,8 @@ impl Connection {
         self.cc.set_mss(mss);
         let mss = u32::from(mss);
         if self.sent.iter().any(|s| !s.sacked() && s.len() > mss) {
+            // (No timeout to prove spurious: F-RTO stays out of it.)
+            self.frto = super::frto::Frto::Off;
             self.go_back();
         }
         true

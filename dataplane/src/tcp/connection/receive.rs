@@ -102,6 +102,8 @@ impl Connection {
                 prior_fack: self.snd_una,
                 sacked: Default::default(),
                 tsecr: seg.options.timestamp.filter(|_| self.ts_ok).map(|(_, ecr)| ecr),
+                original_sacked: false,
+                more_sacked: false,
             };
             self.on_new_ack(now, shared, ack, cx);
         }

@@ -269,6 +269,7 @@ impl Connection {
                 let flight = self.snd_max.dist(self.snd_una);
                 self.cc.on_timeout(flight, self.retries == 1);
                 self.rtt.backoff();
+                self.frto_on_timeout(shared);
                 self.go_back();
                 let rto = self.clamp_to_user_timeout(now, self.rtt.rto());
                 self.timers.set(Timer::Rto, now + rto);

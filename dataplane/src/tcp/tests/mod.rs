@@ -213,6 +213,7 @@ mod census;
 mod closing;
 mod cwnd_validation;
 mod demux;
+mod frto;
 mod hostile;
 mod input;
 mod listener;
