@@ -197,6 +197,12 @@ pub static KNOBS: &[Knob] = &[
     ),
     // Any non-zero value turns F-RTO on (Linux's tcp_frto; 2 by
     // default). Read at each timeout: changeable while running.
+    // Read at each handshake: changeable while running. (Linux's values
+    // past 2 are Accurate ECN's, which the stack does not speak.)
+    knob!("ecn", "net.ipv4.tcp_ecn", true, |c| c.ecn.to_string(), |c, v| {
+        c.ecn = within(v, 0u8, 2u8)?;
+        Ok(())
+    }),
     knob!("frto", "net.ipv4.tcp_frto", true, |c| if c.frto { "2" } else { "0" }.to_string(), |c, v| {
         c.frto = within(v, 0u8, 2u8)? > 0;
         Ok(())

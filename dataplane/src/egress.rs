@@ -35,6 +35,7 @@ pub fn emit_tcp_headers(
     src: Ipv4Addr,
     dst: Ipv4Addr,
     ident: u16,
+    ecn: u8,
     tcp_len: usize,
 ) -> usize {
     let mut eth = ethernet::Frame::new_unchecked(&mut buf[..]);
@@ -46,7 +47,7 @@ pub fn emit_tcp_headers(
         protocol: ipv4::protocol::TCP,
         payload_len: tcp_len,
         ttl: ipv4::DEFAULT_TTL,
-        tos: 0,
+        tos: ecn & 3,
         ident,
         // Linux sets DF on TCP (path MTU discovery, RFC 1191).
         dont_frag: true,

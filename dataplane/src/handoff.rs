@@ -41,6 +41,8 @@ pub struct Parcel {
     /// An ICMP destination unreachable, whose `segment` is the quoted
     /// start of our TCP header; None for a received segment.
     pub icmp: Option<Unreachable>,
+    /// The ECN codepoint of the segment's IP header.
+    pub ecn: u8,
     len: usize,
     data: Box<[u8]>,
 }
@@ -115,6 +117,7 @@ impl Mesh {
                             src: Ipv4Addr::UNSPECIFIED,
                             dst: Ipv4Addr::UNSPECIFIED,
                             icmp: None,
+                            ecn: 0,
                             len: 0,
                             data: vec![0u8; parcel_size].into_boxed_slice(),
                         };
@@ -157,9 +160,10 @@ impl Handoff {
         self.peers.len()
     }
 
-    /// Copies `segment` to worker `to`.
-    pub fn send(&mut self, to: usize, src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> Result<(), SendError> {
-        self.send_parcel(to, src, dst, None, segment)
+    /// Copies `segment`, which arrived with the ECN codepoint `ecn`, to
+    /// worker `to`.
+    pub fn send(&mut self, to: usize, src: Ipv4Addr, dst: Ipv4Addr, ecn: u8, segment: &[u8]) -> Result<(), SendError> {
+        self.send_parcel(to, src, dst, None, ecn, segment)
     }
 
     /// Sends an ICMP destination unreachable for the flow from `src` (the
@@ -173,7 +177,7 @@ impl Handoff {
         icmp: Unreachable,
         quoted: &[u8],
     ) -> Result<(), SendError> {
-        self.send_parcel(to, src, dst, Some(icmp), quoted)
+        self.send_parcel(to, src, dst, Some(icmp), 0, quoted)
     }
 
     fn send_parcel(
@@ -182,6 +186,7 @@ impl Handoff {
         src: Ipv4Addr,
         dst: Ipv4Addr,
         icmp: Option<Unreachable>,
+        ecn: u8,
         segment: &[u8],
     ) -> Result<(), SendError> {
         if to == self.me {
@@ -198,6 +203,7 @@ impl Handoff {
         p.src = src;
         p.dst = dst;
         p.icmp = icmp;
+        p.ecn = ecn;
         // Cannot fail: `slots` parcels exist for this inbox and the one we
         // hold is not in `full`.
         let _ = ch.full.push(p);
@@ -270,18 +276,18 @@ mod tests {
         let mut a = mesh.endpoint(0);
         let mut b = mesh.endpoint(1);
         let ip = Ipv4Addr([198, 18, 0, 1]);
-        a.send(1, ip, ip, b"one").unwrap();
-        a.send(1, ip, ip, b"two").unwrap();
+        a.send(1, ip, ip, 0, b"one").unwrap();
+        a.send(1, ip, ip, 0, b"two").unwrap();
         // Two slots per receiver: the third waits.
-        assert_eq!(a.send(1, ip, ip, b"three"), Err(SendError::Full));
-        assert_eq!(a.send(2, ip, ip, &[0u8; 65]), Err(SendError::TooLarge));
+        assert_eq!(a.send(1, ip, ip, 0, b"three"), Err(SendError::Full));
+        assert_eq!(a.send(2, ip, ip, 0, &[0u8; 65]), Err(SendError::TooLarge));
         assert!(b.has_incoming());
         let mut got = Vec::new();
         assert_eq!(b.receive(16, |p| got.push(p.segment().to_vec())), 2);
         assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
         assert!(!b.has_incoming());
         // The slots came back.
-        a.send(1, ip, ip, b"three").unwrap();
+        a.send(1, ip, ip, 0, b"three").unwrap();
         assert_eq!(b.receive(1, |p| assert_eq!(p.segment(), b"three")), 1);
     }
 
@@ -292,7 +298,7 @@ mod tests {
         let b = mesh.endpoint(1);
         let ip = Ipv4Addr([198, 18, 0, 1]);
         // Not sleeping: no eventfd write.
-        a.send(1, ip, ip, b"x").unwrap();
+        a.send(1, ip, ip, 0, b"x").unwrap();
         a.wake_receivers();
         assert!(mesh.wakers[1].fd.read().is_err(), "no wakeup written for an awake worker");
         // Something is waiting: it must not sleep.
@@ -300,7 +306,7 @@ mod tests {
         let mut b = b;
         b.receive(8, |_| {});
         assert!(b.prepare_sleep());
-        a.send(1, ip, ip, b"y").unwrap();
+        a.send(1, ip, ip, 0, b"y").unwrap();
         a.wake_receivers();
         assert_eq!(mesh.wakers[1].fd.read().unwrap(), 1);
         b.woke();
@@ -320,7 +326,7 @@ mod tests {
                         let mut msg = [0u8; 8];
                         msg[..4].copy_from_slice(&(me as u32).to_le_bytes());
                         msg[4..].copy_from_slice(&i.to_le_bytes());
-                        if h.send(0, ip, ip, &msg).is_ok() {
+                        if h.send(0, ip, ip, 0, &msg).is_ok() {
                             i += 1;
                         }
                     }
@@ -364,8 +370,8 @@ mod tests {
         let (mut r, mut s1, mut s2) = (mesh.endpoint(0), mesh.endpoint(1), mesh.endpoint(2));
         let ip = Ipv4Addr([198, 18, 0, 1]);
         for i in 0..20u8 {
-            s1.send(0, ip, ip, &[1, i]).unwrap();
-            s2.send(0, ip, ip, &[2, i]).unwrap();
+            s1.send(0, ip, ip, 0, &[1, i]).unwrap();
+            s2.send(0, ip, ip, 0, &[2, i]).unwrap();
         }
         let mut got = Vec::new();
         r.receive(10, |p| got.push(p.segment().to_vec()));

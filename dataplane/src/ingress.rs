@@ -27,7 +27,8 @@ pub enum Disposition {
     ArpReply { reply: arp::Repr, dst_mac: EthernetAddress, learn: ToControl },
     /// A TCP segment for the stack: `buf[start..end]` from `src` to `dst`
     /// (IPv4 header verified, TCP not yet).
-    Tcp { src: Ipv4Addr, dst: Ipv4Addr, start: usize, end: usize },
+    /// `ecn`: the ECN codepoint of its IP header (RFC 3168).
+    Tcp { src: Ipv4Addr, dst: Ipv4Addr, ecn: u8, start: usize, end: usize },
     /// ICMP destination unreachable (`code`) quoting a TCP segment we sent
     /// from `local` to `remote`: `quoted` is the start of its TCP header
     /// (ports and sequence number). The frame itself is done with.
@@ -125,7 +126,8 @@ fn process_ipv4(iface: &Iface, ident: &mut IpIdent, buf: &mut [u8]) -> Dispositi
         }
         ipv4::protocol::TCP => {
             let start = ethernet::HEADER_LEN + header_len;
-            Disposition::Tcp { src: repr.src_addr, dst: repr.dst_addr, start, end: ethernet::HEADER_LEN + total_len }
+            let end = ethernet::HEADER_LEN + total_len;
+            Disposition::Tcp { src: repr.src_addr, dst: repr.dst_addr, ecn: repr.tos & 3, start, end }
         }
         ipv4::protocol::UDP => Disposition::Drop(Counter::drop_no_socket),
         _ => Disposition::Drop(Counter::drop_ipv4_unknown_protocol),

@@ -118,6 +118,7 @@ struct Deferred {
     frame: Frame,
     src: Ipv4Addr,
     dst: Ipv4Addr,
+    ecn: u8,
     start: usize,
     end: usize,
 }
@@ -546,7 +547,7 @@ impl Worker {
             return None;
         };
         let seg = &self.port.data(&d.frame)[d.start..d.end];
-        match s.handoff.send(usize::from(d.owner), d.src, d.dst, seg) {
+        match s.handoff.send(usize::from(d.owner), d.src, d.dst, d.ecn, seg) {
             Ok(()) => {
                 self.stats.inc(Counter::handoff_out);
                 self.port.release(d.frame);
@@ -593,7 +594,7 @@ impl Worker {
                         None => {
                             self.stats.inc(Counter::tcp_segments_in);
                             let seg = &self.port.data(&d.frame)[d.start..d.end];
-                            let _ = self.stack.handle_segment(now, d.src, d.dst, seg);
+                            let _ = self.stack.handle_segment_ecn(now, d.src, d.dst, d.ecn, seg);
                             self.port.release(d.frame);
                             continue;
                         }
@@ -614,7 +615,7 @@ impl Worker {
         let n = s.handoff.receive(256, |p| match p.icmp {
             Some(u) => stack.handle_icmp_unreachable(now, p.dst, p.src, u.code, u.mtu, p.segment()),
             None => {
-                let _ = stack.handle_segment(now, p.src, p.dst, p.segment());
+                let _ = stack.handle_segment_ecn(now, p.src, p.dst, p.ecn, p.segment());
             }
         });
         self.stats.add(Counter::handoff_in, n as u64);
@@ -705,9 +706,9 @@ impl Worker {
                 self.stats.inc(Counter::icmp_echo_replies);
                 self.route(frame, len, next_hop);
             }
-            Disposition::Tcp { src, dst, start, end } => {
+            Disposition::Tcp { src, dst, ecn, start, end } => {
                 if let Some(owner) = self.foreign_owner(src, dst, &self.port.data(&frame)[start..end]) {
-                    let d = Deferred { owner, frame, src, dst, start, end };
+                    let d = Deferred { owner, frame, src, dst, ecn, start, end };
                     // Keep a flow's order: behind earlier deferred ones.
                     if self.deferred_by_owner[usize::from(owner) % 64] > 0 {
                         self.defer(d);
@@ -718,7 +719,7 @@ impl Worker {
                 }
                 self.stats.inc(Counter::tcp_segments_in);
                 // Errors are counted by the stack under their drop reason.
-                let _ = self.stack.handle_segment(now, src, dst, &self.port.data(&frame)[start..end]);
+                let _ = self.stack.handle_segment_ecn(now, src, dst, ecn, &self.port.data(&frame)[start..end]);
                 self.port.release(frame);
             }
             Disposition::TcpUnreachable { local, remote, code, mtu, quoted } => {
@@ -795,6 +796,7 @@ impl Worker {
                 t.src,
                 t.dst,
                 ident,
+                t.ecn,
                 t.len,
             );
             self.stats.inc(Counter::tcp_segments_out);

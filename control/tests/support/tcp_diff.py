@@ -36,8 +36,10 @@ from send_frames import csum
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
-FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
-FLAG_NAMES = [(FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, ".")]
+FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+FLAG_NAMES = [(FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, "."), (ECE, "E"), (CWR, "W")]
+# The IP header's ECN field (RFC 3168 section 5).
+ECT0, CE = 2, 3
 
 
 def flag_str(f):
@@ -108,7 +110,7 @@ class Target:
         self.rng = random.Random(7)
         self.ports = iter(range(41000 + self.rng.randrange(1000), 65000))
 
-    def send(self, sport, dport, seq, ack, flags, payload=b"", opts=b"", window=64240, urgent=0):
+    def send(self, sport, dport, seq, ack, flags, payload=b"", opts=b"", window=64240, urgent=0, tos=0):
         off = (20 + len(opts)) // 4
         hdr = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, off << 4, flags,
                           window, 0, urgent) + opts
@@ -116,7 +118,7 @@ class Target:
             "!BBH", 0, 6, len(hdr) + len(payload))
         c = csum(pseudo + hdr + payload)
         seg = hdr[:16] + struct.pack("!H", c) + hdr[18:] + payload
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(seg), self.rng.randrange(65536), 0x4000, 64, 6, 0,
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + len(seg), self.rng.randrange(65536), 0x4000, 64, 6, 0,
                          socket.inet_aton(self.spoof), socket.inet_aton(self.ip))
         ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
         self.sock.send(self.mac + self.our_mac + b"\x08\x00" + ip + seg)
@@ -177,7 +179,7 @@ class Target:
             doff = (s[4] >> 4) * 4
             got.append((time.monotonic() - self.sent_at, {
                 "sport": s[0], "seq": s[2], "ack": s[3], "flags": s[5], "window": s[6],
-                "opts": parse_options(tcp[20:doff]), "len": len(tcp) - doff,
+                "opts": parse_options(tcp[20:doff]), "len": len(tcp) - doff, "ecn": ip[1] & 3,
             }))
 
 
@@ -215,6 +217,9 @@ class Conn:
                 "options": sorted(k for k in o),
                 "when": "now" if dt < 0.03 else "soon" if dt < 0.3 else "late",
             }
+            if s["ecn"]:
+                # Only where set: no other probe's answers change.
+                a["ecn"] = s["ecn"]
             if "mss" in o:
                 a["mss"] = o["mss"]
             if "ws" in o:
@@ -228,7 +233,7 @@ class Conn:
             out.append(a)
         return out
 
-    def send(self, flags, payload=b"", seq=None, ack=None, opts=None, window=64240, wait=0.5):
+    def send(self, flags, payload=b"", seq=None, ack=None, opts=None, window=64240, wait=0.5, tos=0):
         t = self.t
         t.drain()
         if opts is None:
@@ -236,7 +241,7 @@ class Conn:
             opts = options(ts=ts) if ts else b""
         seq = self.snd_nxt if seq is None else seq
         ack = (self.rcv_nxt or 0) if ack is None else ack
-        t.send(self.sport, self.port, seq, ack, flags, payload, opts, window)
+        t.send(self.sport, self.port, seq, ack, flags, payload, opts, window, tos=tos)
         return self.norm(t.collect(self.sport, wait))
 
     def syn(self, wait=0.5):
@@ -246,14 +251,14 @@ class Conn:
         self.snd_nxt = self.iss + 1
         return ans
 
-    def handshake(self, quick=False):
+    def handshake(self, quick=False, ecn=False):
         """SYN, SYN|ACK, ACK; the target's answers to the SYN. `quick`:
         the ACK at once rather than after half a second of listening (the
         target's first RTT sample is then the link's)."""
         t = self.t
         t.drain()
         ts = self.ts()
-        t.send(self.sport, self.port, self.iss, 0, SYN,
+        t.send(self.sport, self.port, self.iss, 0, SYN | (ECE | CWR if ecn else 0),
                opts=options(mss=1460, sack_ok=self.use["sack"], ts=ts, ws=self.use["ws"]))
         synack = (lambda segs: any(s["flags"] & (SYN | ACK) == SYN | ACK for s in segs)) if quick else None
         raw = t.collect(self.sport, 0.5, until=synack)
@@ -294,8 +299,12 @@ def data_segments(ans, mss):
     out = []
     for a in ans:
         for off in range(0, a["len"], mss):
-            out.append({"flags": a["flags"].replace("P", ""), "seq": a["seq"] + off,
-                        "len": min(mss, a["len"] - off), "when": a["when"]})
+            # GSO gives CWR to the first segment of a batch only.
+            flags = a["flags"].replace("P", "") if off == 0 else a["flags"].replace("P", "").replace("W", "")
+            seg = {"flags": flags, "seq": a["seq"] + off, "len": min(mss, a["len"] - off), "when": a["when"]}
+            if "ecn" in a:
+                seg["ecn"] = a["ecn"]
+            out.append(seg)
     return out
 
 
@@ -408,6 +417,48 @@ def probes(t):
         after_head = ack(1)
         after_fifth = ack(5)
         return first + [{"after the ACK of the first": after_head}, {"after the ACK of the fifth": after_fifth}]
+
+    # ECN (RFC 3168) with Linux's default tcp_ecn=2: a SYN asking for it
+    # (ECE and CWR) gets ECE in the SYN|ACK.
+    def syn_asking_for_ecn_is_answered_with_ece():
+        c = Conn(t, t.open_port)
+        ts = c.ts()
+        return c.send(SYN | ECE | CWR, ack=0, opts=options(mss=1460, sack_ok=True, ts=ts, ws=7))
+
+    # Data arriving CE-marked is echoed: ECE on every ACK until data with
+    # CWR arrives (tcp_ecn_check_ce, tcp_ecn_accept_cwr).
+    def ce_marked_data_is_echoed_until_cwr():
+        c = Conn(t, t.open_port)
+        c.handshake(quick=True, ecn=True)
+        out = []
+        for ecn, flags in [(ECT0, PSH | ACK), (CE, PSH | ACK), (ECT0, PSH | ACK), (ECT0, PSH | ACK | CWR),
+                           (ECT0, PSH | ACK)]:
+            out += c.data(b"e" * 100, flags=flags, tos=ecn, wait=0.25)
+            c.snd_nxt += 100
+        return out
+
+    # An ECN connection's new data is ECT(0) (the echo of ours), and an ACK
+    # with ECE reduces the window without resending anything: the next new
+    # segment carries CWR (tcp_enter_cwr, tcp_ecn_send). How many new
+    # segments the reduction lets out is PRR's count; the reduction also
+    # ends the loss probe episode, so a new probe follows
+    # (tcp_init_cwnd_reduction).
+    def an_ecn_echo_reduces_the_window_without_resending():
+        mss = 1448
+        c = Conn(t, t.echo_port)
+        c.handshake(quick=True, ecn=True)
+        t.drain()
+        c.burst(20, mss, b"c")
+        c.snd_nxt += 20 * mss
+        # (Held 50 ms, the ACK below makes an RTT sample that puts the
+        # loss probe after it some 15 ms later: "now", well clear of 30.)
+        first = data_segments(c.norm(t.collect(c.sport, 0.05)), mss)
+        base = c.rcv_nxt
+        ts = c.ts()
+        t.drain()
+        t.send(c.sport, c.port, c.snd_nxt, (base + mss) & 0xFFFFFFFF, ACK | ECE, b"", options(ts=ts) if ts else b"")
+        after = data_segments(c.norm(t.collect(c.sport, 0.05)), mss)
+        return first + [{"after the ECN echo": after}]
 
     # Congestion window validation (RFC 7661 as Linux's tcp_cwnd_validate):
     # twenty small request/responses, each echo acknowledged at once, never
@@ -752,6 +803,9 @@ def probes(t):
         ("one_sacked_segment_marks_the_earlier_ones_lost", one_sacked_segment_marks_the_earlier_ones_lost),
         ("an_unused_window_does_not_grow", an_unused_window_does_not_grow),
         ("a_spurious_timeout_is_undone", a_spurious_timeout_is_undone),
+        ("syn_asking_for_ecn_is_answered_with_ece", syn_asking_for_ecn_is_answered_with_ece),
+        ("ce_marked_data_is_echoed_until_cwr", ce_marked_data_is_echoed_until_cwr),
+        ("an_ecn_echo_reduces_the_window_without_resending", an_ecn_echo_reduces_the_window_without_resending),
         ("each_out_of_order_segment_gets_its_own_ack", each_out_of_order_segment_gets_its_own_ack),
         ("second_small_segment_ack_timing", second_small_segment_ack_timing),
         ("rst_in_window_gets_a_challenge_ack", rst_in_window_gets_a_challenge_ack),

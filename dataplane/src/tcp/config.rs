@@ -61,6 +61,9 @@ pub struct Config {
     /// Linux's default tcp_frto = 2 (any non-zero value: Linux has only
     /// the SACK-enhanced form).
     pub frto: bool,
+    /// Linux's tcp_ecn: 0 no ECN; 1 ask for it in our SYNs and accept it;
+    /// 2 (the default) accept it when a peer's SYN asks (RFC 3168).
+    pub ecn: u8,
     /// tcp_rmem[1] / tcp_wmem[1]: default buffer sizes in bytes, grown by
     /// autotuning (`connection/autotune.rs`) unless the socket set its own.
     pub recv_buffer: usize,
@@ -128,6 +131,7 @@ impl Default for Config {
             timestamps: true,
             loss_probes: true,
             frto: true,
+            ecn: 2,
             recv_buffer: 131072,
             send_buffer: 16384,
             recv_buffer_max: 6291456,

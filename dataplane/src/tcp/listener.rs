@@ -34,6 +34,8 @@ pub(crate) struct Request {
     pub peer_wscale: Option<u8>,
     pub our_wscale: u8,
     pub sack: bool,
+    /// The SYN asked for ECN and we agree (tcp_ecn_create_request).
+    pub ecn: bool,
     /// The peer's TSval, when both sides use timestamps.
     pub ts_recent: Option<u32>,
     /// The window in our SYN|ACK (unscaled).
@@ -71,7 +73,8 @@ impl Request {
             dst_port: self.tuple.remote_port,
             seq: self.iss,
             ack: self.irs + 1u32,
-            flags: Flags::SYN | Flags::ACK,
+            // tcp_ecn_make_synack: ECE says yes to ECN.
+            flags: if self.ecn { Flags::SYN | Flags::ACK | Flags::ECE } else { Flags::SYN | Flags::ACK },
             window: self.syn_window,
             options: o,
         }
@@ -232,6 +235,7 @@ impl Listener {
             ts_recent: req.ts_recent,
             syn_window: req.syn_window,
             our_wscale: req.our_wscale,
+            ecn: req.ecn,
             // Karn: after a retransmitted SYN|ACK the ACK is ambiguous.
             rtt: (req.retries == 0).then(|| now - req.sent_at),
         };
@@ -280,6 +284,9 @@ impl Listener {
             our_wscale,
             // A cookie keeps no send time.
             rtt: None,
+            // Linux keeps ECN in the cookie's timestamp bits; these
+            // cookies do not (a connection from a cookie goes without).
+            ecn: false,
         };
         Some(ListenAction::Establish { open, timer: None })
     }
@@ -323,6 +330,9 @@ impl Listener {
             peer_wscale,
             our_wscale,
             sack: o.sack_permitted && c.sack,
+            // tcp_ecn_create_request: ECE and CWR in a SYN that is itself
+            // not ECT, when tcp_ecn allows.
+            ecn: seg.flags.contains(Flags::ECE | Flags::CWR) && c.ecn > 0 && shared.rx_ecn == 0,
             ts_recent,
             syn_window: syn_window(shared.adv_mss(tuple.remote, now), ts_recent.is_some(), opts.recv_buffer),
             retries: 0,

@@ -15,7 +15,13 @@ pub struct Transmit {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
     pub len: usize,
+    /// The ECN codepoint for its IP header (RFC 3168: ECT(0) on new data
+    /// of a connection that negotiated ECN, 0 otherwise).
+    pub ecn: u8,
 }
+
+/// RFC 3168's ECT(0) codepoint.
+pub const ECT_0: u8 = 2;
 
 /// A segment header to write, in the engine's types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

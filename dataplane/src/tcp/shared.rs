@@ -33,6 +33,9 @@ pub(crate) struct Shared {
     pub spare_sent: Spare,
     /// Path MTUs ICMP taught, per destination.
     pub paths: PathMtus,
+    /// The ECN codepoint of the datagram whose segment is being handled
+    /// (its IP header is the worker's, the segment the stack's).
+    pub rx_ecn: u8,
     /// Connections in TIME_WAIT and orphans (closed by the application,
     /// not yet in TIME_WAIT or CLOSED), kept by the stack's census.
     pub time_wait: usize,
@@ -59,6 +62,7 @@ impl Shared {
             pool,
             spare_sent: Spare::default(),
             paths: PathMtus::default(),
+            rx_ecn: 0,
             time_wait: 0,
             orphans: 0,
             challenge_second: u64::MAX,

@@ -72,6 +72,9 @@ pub(super) struct Recovery {
     pub high_rxt: SeqNum,
     /// Proportional rate reduction's counters (RFC 6937).
     pub prr: Prr,
+    /// A reduction for an ECN echo, not a loss: nothing is retransmitted
+    /// for it (Linux's TCP_CA_CWR), and it ends only past `recover`.
+    pub cwr: bool,
 }
 
 impl Connection {
@@ -176,6 +179,10 @@ impl Connection {
             }
         }
 
+        // An ECN echo starts a reduction before this ACK could grow the
+        // window (tcp_fastretrans_alert runs before tcp_cong_control); loss
+        // detection below may turn it into recovery.
+        self.ecn_on_echo(seg);
         let mut dupack = false;
         if ack > self.snd_una {
             if self.snd_una == self.iss && self.state != State::SynReceived {
@@ -222,7 +229,7 @@ impl Connection {
             // receiver whose window moves as out-of-order data fills its
             // buffer sends no duplicate ACKs at all.
             self.rack_detect_loss(now);
-            if self.sent.lost_bytes() > 0 && self.recovery.is_none() && self.rto_recover.is_none() {
+            if self.sent.lost_bytes() > 0 && self.recovery.is_none_or(|r| r.cwr) && self.rto_recover.is_none() {
                 self.enter_recovery(shared);
             }
         }
@@ -354,13 +361,16 @@ impl Connection {
         }
 
         match self.recovery {
-            Some(r) if ack >= r.recover => {
+            // (CWR is held until something above its point is acknowledged,
+            // so that the CWR bit reached the peer.)
+            Some(r) if ack > r.recover || (ack == r.recover && !r.cwr) => {
                 // Full ACK: recovery is over (RFC 6582 section 3.2 step 3).
                 self.recovery = None;
                 self.cc.on_recovery_end();
             }
-            // With SACK, RACK finds what else is lost.
-            Some(_) if self.sack_ok => {}
+            // With SACK, RACK finds what else is lost; a window reduction
+            // for ECN resends nothing.
+            Some(r) if self.sack_ok || r.cwr => {}
             Some(mut r) => {
                 // NewReno: a partial ACK says the segment at the new
                 // SND.UNA is lost too: retransmit it (RFC 6582 section 3.2
@@ -413,7 +423,7 @@ impl Connection {
         self.dupacks += 1;
         // With SACK, RACK decides (Linux counts duplicate ACKs only for
         // peers without SACK: tcp_add_reno_sack, tcp_newreno_mark_lost).
-        if self.recovery.is_some() || self.sack_ok {
+        if self.recovery.is_some_and(|r| !r.cwr) || self.sack_ok {
             return;
         }
         // RFC 5681 section 3.2: DupThresh duplicate ACKs.
@@ -426,11 +436,23 @@ impl Connection {
     /// goes out again, and a loss probe episode ends
     /// (tcp_init_cwnd_reduction).
     pub(super) fn enter_recovery(&mut self, shared: &mut Shared) {
-        let flight = self.snd_max.dist(self.snd_una);
-        let prior_cwnd = self.cc.cwnd();
-        self.cc.on_loss(flight);
-        self.recovery =
-            Some(Recovery { recover: self.snd_max, high_rxt: self.snd_una, prr: Prr { prior_cwnd, ..Prr::default() } });
+        self.recovery = match self.recovery {
+            // Already reducing for ECN (tcp_enter_recovery: no second
+            // reduction while in one): the same PRR goes on, to the new
+            // recovery point.
+            Some(r) if r.cwr => Some(Recovery { recover: self.snd_max, high_rxt: self.snd_una, cwr: false, ..r }),
+            _ => {
+                let flight = self.snd_max.dist(self.snd_una);
+                let prior_cwnd = self.cc.cwnd();
+                self.cc.on_loss(flight);
+                Some(Recovery {
+                    recover: self.snd_max,
+                    high_rxt: self.snd_una,
+                    prr: Prr { prior_cwnd, ..Prr::default() },
+                    cwr: false,
+                })
+            }
+        };
         // Without SACK the segment at SND.UNA goes out again; with it,
         // what RACK marked lost (tcp_xmit_retransmit_queue).
         self.rtx_now = !self.sack_ok;
@@ -440,6 +462,27 @@ impl Connection {
         self.tlp_send = None;
         self.timers.stop(Timer::LossProbe);
         shared.stats.fast_retransmits += 1;
+    }
+
+    /// An ECN echo outside recovery (tcp_enter_cwr): ssthresh as for a
+    /// loss, PRR down to it over the next round trip, nothing resent, and
+    /// the next new data segment tells the peer with CWR.
+    pub(super) fn enter_cwr(&mut self) {
+        let flight = self.snd_max.dist(self.snd_una);
+        let prior_cwnd = self.cc.cwnd();
+        self.cc.on_loss(flight);
+        self.recovery = Some(Recovery {
+            recover: self.snd_max,
+            high_rxt: self.snd_una,
+            prr: Prr { prior_cwnd, ..Prr::default() },
+            cwr: true,
+        });
+        self.ecn |= super::ecn::QUEUE_CWR;
+        // tcp_init_cwnd_reduction ends the loss probe episode; a new one
+        // may start (Linux probes in CWR).
+        self.tlp = None;
+        self.tlp_send = None;
+        self.timers.stop(Timer::LossProbe);
     }
 
     /// tcp_ack_update_rtt: the RTT from the oldest segment the ACK

@@ -28,7 +28,8 @@ impl Connection {
     /// recovery on its first try (Linux tcp_enter_loss: new_recovery ||
     /// icsk_retransmits; knob frto).
     pub(super) fn frto_on_timeout(&mut self, shared: &Shared) {
-        let from_open = self.recovery.is_none() && self.rto_recover.is_none();
+        // (A reduction for an ECN echo is not recovery: Linux's CWR state.)
+        let from_open = self.recovery.is_none_or(|r| r.cwr) && self.rto_recover.is_none();
         self.frto = if shared.config.frto && (from_open || self.retries > 1) { Frto::Armed } else { Frto::Off };
     }
 

@@ -12,7 +12,7 @@ use crate::tcp::shared::Shared;
 use crate::tcp::socket::{readiness, State};
 use crate::tcp::time::Instant;
 use crate::tcp::SeqNum;
-use crate::wire::tcp::Repr;
+use crate::wire::tcp::{Flags, Repr};
 use core::ops::ControlFlow;
 use std::time::Duration;
 
@@ -69,6 +69,10 @@ impl Connection {
             self.rcv_wscale = 0;
         }
         self.sack_ok = shared.config.sack && o.sack_permitted;
+        // tcp_ecn_rcv_synack: ECN only if the SYN|ACK says ECE and not CWR.
+        if !f.contains(Flags::ECE) || f.contains(Flags::CWR) {
+            self.ecn = 0;
+        }
         if let (true, Some((tsval, _))) = (shared.config.timestamps, o.timestamp) {
             self.ts_ok = true;
             self.ts_recent = tsval;

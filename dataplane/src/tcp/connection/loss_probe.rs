@@ -62,13 +62,14 @@ impl Connection {
     }
 
     /// SACK in use, data in flight, no recovery running (fast or after a
-    /// timeout) and the connection past its handshake.
+    /// timeout; a window reduction for ECN is no recovery: Linux probes in
+    /// TCP_CA_CWR too) and the connection past its handshake.
     #[inline]
     fn may_probe(&self, shared: &Shared) -> bool {
         shared.config.loss_probes
             && self.sack_ok
             && self.snd_max > self.snd_una
-            && self.recovery.is_none()
+            && self.recovery.is_none_or(|r| r.cwr)
             && self.rto_recover.is_none()
             && matches!(
                 self.state,

@@ -7,6 +7,7 @@
 //! - [`ack`]: the ACK field: new ACKs, the send window, duplicate ACKs and
 //!   loss recovery (RFC 5681, RFC 6582, RFC 6675);
 //! - [`loss_probe`]: tail loss probes (RFC 8985 section 7);
+//! - [`ecn`]: explicit congestion notification (RFC 3168);
 //! - [`frto`]: spurious retransmission timeouts found and undone (RFC 5682);
 //! - [`cwnd_validation`]: the window grows only while used (RFC 7661);
 //! - [`prr`]: proportional rate reduction in recovery (RFC 6937);
@@ -34,6 +35,7 @@
 mod ack;
 mod autotune;
 mod cwnd_validation;
+mod ecn;
 mod frto;
 mod input;
 mod loss_probe;
@@ -100,6 +102,8 @@ pub(crate) struct PassiveOpen {
     /// None when the SYN|ACK was retransmitted (Karn) or came from a
     /// cookie (Linux tcp_synack_rtt_meas).
     pub rtt: Option<Duration>,
+    /// The SYN asked for ECN and we agreed (its SYN|ACK carried ECE).
+    pub ecn: bool,
 }
 
 #[derive(Debug)]
@@ -179,6 +183,9 @@ pub(crate) struct Connection {
     /// it (Linux's TCP_CA_Loss): no loss probes meanwhile.
     rto_recover: Option<SeqNum>,
     frto: Frto,
+    /// ECN state bits (`ecn.rs`: negotiated, CWR queued or awaited, ECT
+    /// seen).
+    ecn: u8,
     /// How much of the congestion window is used (RFC 7661).
     cwnd_use: CwndUse,
     /// When what the retransmission timer resends was first sent (Linux's
@@ -311,6 +318,7 @@ impl Connection {
             last_seg_start: iss,
             rto_recover: None,
             frto: Frto::Off,
+            ecn: 0,
             cwnd_use: CwndUse::default(),
             rtx_stamp: None,
             probes_stamp: None,
@@ -356,6 +364,10 @@ impl Connection {
         let iss = shared.isn.isn(now, tuple.local, tuple.local_port, tuple.remote, tuple.remote_port);
         let mut c = Self::blank(now, shared, tuple, opts, iss, State::SynSent);
         c.rcv_wscale = if shared.config.window_scaling { shared.config.window_scale_for(opts.recv_buffer) } else { 0 };
+        // tcp_ecn=1: our SYN asks for ECN; the SYN|ACK decides.
+        if shared.config.ecn == 1 {
+            c.ecn = ecn::OK;
+        }
         shared.stats.active_opens += 1;
         c
     }
@@ -383,6 +395,9 @@ impl Connection {
             c.rcv_wscale = p.our_wscale;
         }
         c.sack_ok = p.sack;
+        if p.ecn {
+            c.ecn = ecn::OK;
+        }
         if let Some(ts) = p.ts_recent {
             c.ts_ok = true;
             c.ts_recent = ts;

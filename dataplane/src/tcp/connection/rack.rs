@@ -34,7 +34,7 @@ impl Connection {
     /// judged again; a loss starts recovery, its window reduced as for an
     /// ACK that delivered one segment.
     pub(super) fn on_reorder_timeout(&mut self, now: Instant, shared: &mut Shared) {
-        if self.rack_detect_loss(now) && self.recovery.is_none() && self.rto_recover.is_none() {
+        if self.rack_detect_loss(now) && self.recovery.is_none_or(|r| r.cwr) && self.rto_recover.is_none() {
             self.enter_recovery(shared);
             self.prr_on_ack(u32::from(self.send_mss), false);
         }

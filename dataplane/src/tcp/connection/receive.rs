@@ -81,7 +81,9 @@ impl Connection {
             // with anything SACKed, lost or resent goes to loss detection
             // and PRR (the full path for both).
             && !self.ack_immediate
-            && !self.in_disorder();
+            && !self.in_disorder()
+            // ECN marks that ask for more than noting them.
+            && self.ecn_quiet(shared.rx_ecn);
         if !predicted {
             return false;
         }
@@ -132,6 +134,9 @@ impl Connection {
                 self.ack_now = true;
                 return;
             }
+        }
+        if !seg.payload.is_empty() {
+            self.ecn_on_data(shared, seg);
         }
         let seq = SeqNum(seg.seq_number) + u32::from(seg.flags.syn());
         let mut payload = seg.payload;

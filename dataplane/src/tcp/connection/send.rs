@@ -37,6 +37,7 @@ impl Connection {
 
     #[inline]
     pub(super) fn header(&mut self, now: Instant, seq: SeqNum, flags: Flags) -> Header {
+        let flags = if flags.syn() { flags } else { flags | self.ecn_echo() };
         let mut options = Options::default();
         if self.ts_ok {
             options.timestamp = Some((self.ts_val(now), self.ts_recent));
@@ -78,6 +79,11 @@ impl Connection {
 
     fn syn_header(&mut self, now: Instant, shared: &Shared, with_ack: bool) -> Header {
         let mut h = self.header(now, self.iss, if with_ack { Flags::SYN | Flags::ACK } else { Flags::SYN });
+        if !with_ack && self.ecn_ok() && self.retries == 0 {
+            // tcp_ecn_send_syn; a retransmitted SYN goes without, in case
+            // ECN is what lost it (tcp_ecn_clear_syn, tcp_ecn_fallback).
+            h.flags = h.flags | Flags::ECE | Flags::CWR;
+        }
         let c = &shared.config;
         let mut o = Options { mss: Some(self.our_mss), ..Options::default() };
         if with_ack {
@@ -105,12 +111,17 @@ impl Connection {
         h
     }
 
-    /// Writes one segment into `buf` if there is anything to send.
-    pub fn poll_segment(&mut self, now: Instant, shared: &mut Shared, buf: &mut [u8]) -> Option<usize> {
+    /// Writes one segment into `buf` if there is anything to send; with
+    /// it, whether its IP header carries ECT (new data of a connection
+    /// that negotiated ECN: Linux tcp_ecn_send marks neither
+    /// retransmissions nor segments without data).
+    pub fn poll_segment(&mut self, now: Instant, shared: &mut Shared, buf: &mut [u8]) -> Option<(usize, bool)> {
+        let (nxt, max) = (self.snd_nxt, self.snd_max);
         let n = self.poll_segment_inner(now, shared, buf)?;
         shared.stats.segments_out += 1;
         self.last_send = now;
-        Some(n)
+        let ect = self.ecn_ok() && nxt >= max && self.snd_max.dist(max) > u32::from(self.fin_seq == Some(max));
+        Some((n, ect))
     }
 
     #[inline]
@@ -198,7 +209,7 @@ impl Connection {
         // inlined).
         let mut probe_new_data = false;
         // (Recovery that began since the probe timer fired makes it moot.)
-        if let Some(probe) = self.tlp_send.take().filter(|_| sending_allowed && self.recovery.is_none()) {
+        if let Some(probe) = self.tlp_send.take().filter(|_| sending_allowed && self.recovery.is_none_or(|r| r.cwr)) {
             match probe {
                 Probe::NewData => probe_new_data = true,
                 Probe::Last(start) => {
@@ -424,6 +435,11 @@ impl Connection {
         }
         if len > 0 && seq + len == data_end {
             flags = flags | Flags::PSH;
+        }
+        if len > 0 && !retransmission {
+            // The peer learns of a window reduction for its ECN echo
+            // (tcp_ecn_send: on new data only).
+            flags = flags | self.ecn_take_cwr();
         }
         let h = self.header(now, seq, flags);
         let room = buf.len().saturating_sub(h.len());

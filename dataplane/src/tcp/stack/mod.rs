@@ -36,7 +36,7 @@ mod table;
 
 pub use report::Resources;
 
-use super::output::{write_control, Transmit};
+use super::output::{write_control, Transmit, ECT_0};
 use super::rng::Rng;
 use super::shared::Shared;
 use super::siphash::{KeyedState, SipKey};
@@ -184,6 +184,20 @@ impl Stack {
         dst: Ipv4Addr,
         bytes: &[u8],
     ) -> core::result::Result<(), DropReason> {
+        self.handle_segment_ecn(now, src, dst, 0, bytes)
+    }
+
+    /// `handle_segment` for a segment whose IP header carried the ECN
+    /// codepoint `ecn` (RFC 3168 section 5: 0 not-ECT, 1 or 2 ECT, 3 CE).
+    pub fn handle_segment_ecn(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        ecn: u8,
+        bytes: &[u8],
+    ) -> core::result::Result<(), DropReason> {
+        self.shared.rx_ecn = ecn & 3;
         self.shared.stats.segments_in += 1;
         let r = self.segment_input(now, src, dst, bytes);
         if let Err(reason) = r {
@@ -243,14 +257,14 @@ impl Stack {
         while let Some(c) = self.shared.control.pop_front() {
             if let Some(len) = write_control(buf, c.src, c.dst, &c.header) {
                 self.shared.stats.segments_out += 1;
-                return Some(Transmit { src: c.src, dst: c.dst, len });
+                return Some(Transmit { src: c.src, dst: c.dst, len, ecn: 0 });
             }
         }
         while let Some(id) = self.txq.pop_front() {
             let Some(s) = sock_mut(&mut self.slots, id) else { continue };
             s.in_txq = false;
             let Kind::Conn(c) = &mut s.kind else { continue };
-            let Some(len) = c.poll_segment(now, &mut self.shared, buf) else {
+            let Some((len, ect)) = c.poll_segment(now, &mut self.shared, buf) else {
                 // Polling may have armed a timer (persist); nothing to send
                 // means no place in the queue.
                 let deadline = c.next_deadline();
@@ -259,7 +273,7 @@ impl Stack {
             };
             let (src, dst) = (c.tuple.local, c.tuple.remote);
             self.after_conn(id);
-            return Some(Transmit { src, dst, len });
+            return Some(Transmit { src, dst, len, ecn: if ect { ECT_0 } else { 0 } });
         }
         None
     }

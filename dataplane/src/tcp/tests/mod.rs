@@ -27,10 +27,22 @@ struct Seg {
     window: u16,
     options: Options,
     data: Vec<u8>,
+    /// The ECN codepoint of its IP header (RFC 3168 section 5).
+    ecn: u8,
 }
 
 fn seg(seq: u32, ack: u32, flags: Flags) -> Seg {
-    Seg { src_port: RPORT, dst_port: LPORT, seq, ack, flags, window: 65535, options: Options::default(), data: vec![] }
+    Seg {
+        src_port: RPORT,
+        dst_port: LPORT,
+        seq,
+        ack,
+        flags,
+        window: 65535,
+        options: Options::default(),
+        data: vec![],
+        ecn: 0,
+    }
 }
 
 fn syn() -> Seg {
@@ -76,7 +88,7 @@ impl T {
 
     fn send(&mut self, s: &Seg) -> Result<(), DropReason> {
         let buf = wire_bytes(s);
-        self.st.handle_segment(self.now, REMOTE, LOCAL, &buf)
+        self.st.handle_segment_ecn(self.now, REMOTE, LOCAL, s.ecn, &buf)
     }
 
     fn recv(&mut self) -> Vec<Seg> {
@@ -95,6 +107,7 @@ impl T {
                 window: r.window_len,
                 options: r.options,
                 data: r.payload.to_vec(),
+                ecn: t.ecn,
             });
         }
         out
@@ -213,6 +226,7 @@ mod census;
 mod closing;
 mod cwnd_validation;
 mod demux;
+mod ecn;
 mod frto;
 mod hostile;
 mod input;
