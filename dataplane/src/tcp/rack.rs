@@ -19,6 +19,10 @@ const MIN_RTT_WINDOW_MS: u32 = 300_000;
 /// segments that, without reordering seen, mean loss at once.
 const REORDERING: u32 = 3;
 
+/// Linux's TCP_RACK_RECOVERY_THRESH: recoveries a widened reordering
+/// window is kept for after the last D-SACK that widened it.
+const PERSIST: u8 = 16;
+
 /// RACK's state (RFC 8985 section 6.1).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Rack {
@@ -38,6 +42,23 @@ pub(crate) struct Rack {
     reord_seen: bool,
     /// RACK.min_RTT: the least RTT in the last 300 s (tcp_min_rtt).
     min_rtt: WindowedMin,
+    /// The reordering window in quarters of the minimum RTT
+    /// (rack.reo_wnd_steps; 0 read as 1), widened by D-SACKs (RFC 8985
+    /// section 6.2 step 4).
+    steps: u8,
+    /// Recoveries left before the window narrows back (reo_wnd_persist).
+    persist: u8,
+    /// A D-SACK arrived for a retransmission while reordering was seen
+    /// (rack.dsack_seen), to widen the window at the next delivery.
+    dsack_seen: bool,
+    /// When the window was last widened, in ms of the stack's clock: a
+    /// D-SACK for data sent before it belongs to the same round and
+    /// widens nothing (rack.last_delivered).
+    widened_ms: u32,
+    /// D-SACKed segments in all (tp->dsack_dups), saturating: more than
+    /// were ever resent means the network duplicates, not that we resent
+    /// early.
+    dsack_dups: u16,
 }
 
 /// tcp_skb_sent_after: sent later, or at the same time and ending later.
@@ -95,12 +116,55 @@ impl Rack {
 
     /// The reordering window (tcp_rack_reo_wnd): none while no reordering
     /// was seen and recovery runs or enough is SACKed; else a quarter of
-    /// the minimum RTT, at most the smoothed RTT.
+    /// the minimum RTT per step, at most the smoothed RTT.
     pub fn reo_wnd(&self, in_recovery: bool, sacked_segments: u32, srtt: u64) -> u64 {
         if !self.reord_seen && (in_recovery || sacked_segments >= REORDERING) {
             return 0;
         }
-        (self.min_rtt() / 4).min(srtt)
+        (self.min_rtt() / 4).saturating_mul(u64::from(self.steps.max(1))).min(srtt)
+    }
+
+    /// A D-SACK of `segments` segments (tcp_dsack_seen), `retransmitted`
+    /// the sender's retransmissions so far, `of_probe` whether it
+    /// duplicates a loss probe: a resend RACK made too early widens the
+    /// window, unless no reordering was seen, the probe's timer (not RACK)
+    /// sent it, or the network duplicated what was never resent.
+    pub fn dsack(&mut self, segments: u32, retransmitted: u32, of_probe: bool) {
+        self.dsack_dups = self.dsack_dups.saturating_add(u16::try_from(segments).unwrap_or(u16::MAX));
+        if u32::from(self.dsack_dups) <= retransmitted && self.reord_seen && !of_probe {
+            self.dsack_seen = true;
+        }
+    }
+
+    /// After an ACK that delivered something, at `now` (tcp_rack_update_reo_wnd):
+    /// a D-SACK seen since the window last widened (for data sent after
+    /// that) widens it one step, kept for PERSIST recoveries; with none
+    /// pending and the persistence used up, it narrows back to one step.
+    pub fn update_reo_wnd(&mut self, now: Instant) {
+        let ms = |t: Instant| t.as_millis() as u32;
+        if (ms(self.newest.0).wrapping_sub(self.widened_ms) as i32) < 0 {
+            self.dsack_seen = false;
+        }
+        if self.dsack_seen {
+            self.steps = self.steps.max(1).saturating_add(1);
+            self.dsack_seen = false;
+            self.widened_ms = ms(now);
+            self.persist = PERSIST;
+        } else if self.persist == 0 && self.steps > 1 {
+            // (0, the initial value, means one step too: untouched.)
+            self.steps = 1;
+        }
+    }
+
+    /// A recovery began: a widened window persists one recovery less
+    /// (reo_wnd_persist).
+    pub fn recovery_started(&mut self) {
+        self.persist = self.persist.saturating_sub(1);
+    }
+
+    /// Whether anything was delivered since the last detection.
+    pub fn advanced(&self) -> bool {
+        self.advanced
     }
 
     /// Whether detection has something new to look at, and clears it
@@ -138,6 +202,53 @@ mod tests {
     use crate::tcp::sent::Spare;
 
     const MS: u64 = 1_000_000;
+
+    /// RFC 8985 section 6.2 step 4 as tcp_rack_update_reo_wnd: each round
+    /// with a D-SACK for a resend (reordering seen) widens the window by a
+    /// quarter of the minimum RTT, up to the smoothed RTT; a second D-SACK
+    /// in the same round does not; sixteen recoveries later it narrows.
+    #[test]
+    fn d_sacks_widen_the_reordering_window_per_round() {
+        let mut r = Rack::default();
+        let t = |ms: u64| Instant::from_millis(ms);
+        r.rtt_sample(t(1), 8 * MS);
+        let srtt = 100 * MS;
+        let wnd = |r: &Rack| r.reo_wnd(false, 0, srtt);
+        assert_eq!(wnd(&r), 2 * MS);
+        // No reordering seen: a D-SACK widens nothing.
+        r.dsack(1, 5, false);
+        r.update_reo_wnd(t(2));
+        assert_eq!(wnd(&r), 2 * MS);
+        r.reordering_seen();
+        // The network duplicated more than was ever resent: nothing.
+        r.dsack(1, 1, false);
+        r.update_reo_wnd(t(3));
+        assert_eq!(wnd(&r), 2 * MS);
+        // A duplicate of a loss probe: nothing.
+        r.dsack(1, 10, true);
+        r.update_reo_wnd(t(4));
+        assert_eq!(wnd(&r), 2 * MS);
+        r.dsack(1, 10, false);
+        r.newest = (t(5), SeqNum(0));
+        r.update_reo_wnd(t(6));
+        assert_eq!(wnd(&r), 4 * MS, "one step more");
+        // Another in the same round (for data sent before the widening).
+        r.dsack(1, 10, false);
+        r.update_reo_wnd(t(7));
+        assert_eq!(wnd(&r), 4 * MS, "same round");
+        r.dsack(1, 10, false);
+        r.newest = (t(8), SeqNum(0));
+        r.update_reo_wnd(t(9));
+        assert_eq!(wnd(&r), 6 * MS, "next round");
+        assert_eq!(r.reo_wnd(false, 0, 5 * MS), 5 * MS, "at most the smoothed RTT");
+        for _ in 0..PERSIST {
+            r.update_reo_wnd(t(10));
+            assert_eq!(wnd(&r), 6 * MS);
+            r.recovery_started();
+        }
+        r.update_reo_wnd(t(11));
+        assert_eq!(wnd(&r), 2 * MS, "narrowed after sixteen recoveries");
+    }
 
     /// Four 100-byte segments sent 1 ms apart from t = 0.
     fn flight() -> SentQueue {

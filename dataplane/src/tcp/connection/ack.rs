@@ -148,13 +148,25 @@ impl Connection {
         // it arrived out of order.
         let prior_fack = self.sent.highest().unwrap_or(self.snd_una);
         let mut dsack_of_probe = false;
+        let mut dsack = 0;
         let mut sacked = Delivered::default();
         // F-RTO's FLAG_ORIG_SACK_ACKED (tcp_sacktag_one): data never sent
         // again, from below the recovery point, newly SACKed.
         let high = self.frto_high();
         let mut original = false;
         if self.sack_ok {
-            for b in seg.options.sack() {
+            let blocks = seg.options.sack();
+            // tcp_check_dsack: a first block below the ACK, or inside the
+            // second, is a D-SACK (RFC 2883); tcp_dsack_seen counts it in
+            // segments, if no larger than the largest window.
+            if let Some(b) = blocks.first() {
+                let (l, r) = (SeqNum(b.left), SeqNum(b.right));
+                let inside = blocks.get(1).is_some_and(|n| SeqNum(n.left) <= l && r <= SeqNum(n.right));
+                if l < r && (l < ack || inside) && r.dist(l) <= self.max_snd_wnd {
+                    dsack = r.dist(l).div_ceil(u32::from(self.send_mss.max(1)));
+                }
+            }
+            for b in blocks {
                 let (l, r) = (SeqNum(b.left), SeqNum(b.right));
                 // Blocks below SND.UNA are D-SACKs; blocks past SND.MAX lie.
                 if l > self.snd_una && r <= self.snd_max && l < r {
@@ -177,6 +189,10 @@ impl Connection {
                     dsack_of_probe |= r <= ack && l < r && r == t.high_seq && r.dist(l) <= u32::from(self.send_mss);
                 }
             }
+        }
+
+        if dsack > 0 {
+            self.rack.dsack(dsack, self.retrans_total, dsack_of_probe);
         }
 
         // An ECN echo starts a reduction before this ACK could grow the
@@ -217,6 +233,9 @@ impl Connection {
             // (An ACK that moved SND.UNA was seen by on_new_ack.)
             let more = dupack || self.sent.sacked_bytes() != prior_sacked;
             self.frto_on_ack(shared, false, original, more);
+        }
+        if self.rack.advanced() {
+            self.rack.update_reo_wnd(now);
         }
         // tcp_ack_is_dubious: only then does Linux look for losses.
         let dubious = dupack || self.sent.sacked_bytes() != prior_sacked || self.in_disorder();
@@ -442,6 +461,7 @@ impl Connection {
             // recovery point.
             Some(r) if r.cwr => Some(Recovery { recover: self.snd_max, high_rxt: self.snd_una, cwr: false, ..r }),
             _ => {
+                self.rack.recovery_started();
                 let flight = self.snd_max.dist(self.snd_una);
                 let prior_cwnd = self.cc.cwnd();
                 self.cc.on_loss(flight);

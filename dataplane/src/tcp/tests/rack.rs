@@ -50,3 +50,37 @@ fn the_retransmission_timer_restarts_from_a_resent_head() {
     assert_eq!(data_seqs(&t.recv()), vec![at(0)]);
     assert_eq!(t.st.stats().timeouts, 1);
 }
+
+/// A D-SACK says a resend was spurious: once the path was seen to
+/// reorder, RACK's reordering window widens by a quarter of the minimum
+/// RTT (RFC 8985 section 6.2 step 4, tcp_rack_update_reo_wnd), so the
+/// next hole waits 5 ms before it is called lost, not 2.5.
+#[test]
+fn a_d_sack_of_a_resend_widens_the_reordering_window() {
+    let mut t = T::new(Config { sack: true, loss_probes: false, ..plain() });
+    let (c, at) = sack_flight(&mut t, 6);
+    t.advance(RTT);
+    // The third segment is SACKed, then the first two arrive: reordering.
+    t.send(&ack_with_sack(at(0), &[(at(2), at(3))])).unwrap();
+    t.send(&ack_with_sack(at(3), &[])).unwrap();
+    // The fifth SACKed ahead of the fourth: after the window, the fourth
+    // is resent...
+    t.send(&ack_with_sack(at(3), &[(at(4), at(5))])).unwrap();
+    t.advance(Duration::from_millis(5));
+    assert_eq!(data_seqs(&t.recv()), vec![at(3)]);
+    // ...but it had only been late: everything arrives, and the resend
+    // comes back as a D-SACK.
+    t.send(&ack_with_sack(at(6), &[])).unwrap();
+    t.send(&ack_with_sack(at(6), &[(at(3), at(4))])).unwrap();
+    t.recv();
+    // The next flight: one segment SACKed above a hole.
+    t.advance(RTT);
+    t.st.write(t.now, c, &vec![5u8; 4 * 1460]).unwrap();
+    assert_eq!(t.recv().len(), 4);
+    t.advance(RTT);
+    t.send(&ack_with_sack(at(6), &[(at(7), at(8))])).unwrap();
+    t.advance(Duration::from_micros(6500));
+    assert!(data_seqs(&t.recv()).is_empty(), "2.5 ms + 2 ms slack would have passed");
+    t.advance(Duration::from_micros(600));
+    assert_eq!(data_seqs(&t.recv()), vec![at(6)], "5 ms + 2 ms slack");
+}
