@@ -99,6 +99,7 @@ pub fn stats(s: &Status) -> String {
         ("paws_drops", "packets rejected by PAWS"),
         ("timeouts", "retransmission timeouts (RTO)"),
         ("spurious_rtos", "timeouts found spurious by F-RTO and undone (TCPSpuriousRTOs)"),
+        ("recovery_undos", "fast recoveries undone: D-SACKs returned every resend (TCPFullUndo, TCPDSACKUndo)"),
         ("fast_retransmits", "fast retransmits"),
         ("loss_probes", "tail loss probes sent (TCPLossProbes)"),
         ("loss_probe_recoveries", "losses repaired by a tail loss probe (TCPLossProbeRecovery)"),

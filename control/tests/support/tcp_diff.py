@@ -460,6 +460,30 @@ def probes(t):
         after = data_segments(c.norm(t.collect(c.sport, 0.05)), mss)
         return first + [{"after the ECN echo": after}]
 
+    # D-SACK undo (RFC 2883 section 4.2, Linux's tcp_try_undo_recovery):
+    # twenty segments to echo; four SACKed above the second make it lost
+    # and it is resent at once (with PRR's one new segment); the ACK of
+    # everything sent then carries a
+    # D-SACK of it (its original had only been late, the resend came
+    # second): recovery is undone, and the rest goes out in the window
+    # from before recovery, not in ssthresh.
+    def a_recovery_whose_resend_is_d_sacked_is_undone():
+        mss = 1448
+        c = echoed_burst(20, mss, b"u")
+        first = data_segments(c.norm(t.collect(c.sport, 0.02)), mss)
+        base = c.rcv_nxt
+
+        def ack(n, blocks):
+            ts = c.ts()
+            t.drain()
+            sack = [((base + a * mss) & 0xFFFFFFFF, (base + b * mss) & 0xFFFFFFFF) for a, b in blocks]
+            t.send(c.sport, c.port, c.snd_nxt, (base + n * mss) & 0xFFFFFFFF, ACK, b"", options(ts=ts, sack=sack))
+            return data_segments(c.norm(t.collect(c.sport, 0.05)), mss)
+
+        resent = ack(1, [(2, 6)])
+        after = ack(11, [(1, 2)])
+        return first + [{"after the SACKs": resent}, {"after the D-SACK": after}]
+
     # Congestion window validation (RFC 7661 as Linux's tcp_cwnd_validate):
     # twenty small request/responses, each echo acknowledged at once, never
     # fill the window, so it does not grow; twenty full segments echoed
@@ -803,6 +827,7 @@ def probes(t):
         ("one_sacked_segment_marks_the_earlier_ones_lost", one_sacked_segment_marks_the_earlier_ones_lost),
         ("an_unused_window_does_not_grow", an_unused_window_does_not_grow),
         ("a_spurious_timeout_is_undone", a_spurious_timeout_is_undone),
+        ("a_recovery_whose_resend_is_d_sacked_is_undone", a_recovery_whose_resend_is_d_sacked_is_undone),
         ("syn_asking_for_ecn_is_answered_with_ece", syn_asking_for_ecn_is_answered_with_ece),
         ("ce_marked_data_is_echoed_until_cwr", ce_marked_data_is_echoed_until_cwr),
         ("an_ecn_echo_reduces_the_window_without_resending", an_ecn_echo_reduces_the_window_without_resending),

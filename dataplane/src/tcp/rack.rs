@@ -156,10 +156,16 @@ impl Rack {
         }
     }
 
-    /// A recovery began: a widened window persists one recovery less
-    /// (reo_wnd_persist).
-    pub fn recovery_started(&mut self) {
+    /// A recovery ended without an undo: a widened window persists one
+    /// recovery less (tcp_try_undo_recovery's reo_wnd_persist--).
+    pub fn recovery_ended(&mut self) {
         self.persist = self.persist.saturating_sub(1);
+    }
+
+    /// A recovery was undone by D-SACKs: the widened window persists one
+    /// recovery more (tcp_try_undo_dsack).
+    pub fn recovery_undone(&mut self) {
+        self.persist = (self.persist + 1).min(PERSIST);
     }
 
     /// Whether anything was delivered since the last detection.
@@ -244,7 +250,7 @@ mod tests {
         for _ in 0..PERSIST {
             r.update_reo_wnd(t(10));
             assert_eq!(wnd(&r), 6 * MS);
-            r.recovery_started();
+            r.recovery_ended();
         }
         r.update_reo_wnd(t(11));
         assert_eq!(wnd(&r), 2 * MS, "narrowed after sixteen recoveries");

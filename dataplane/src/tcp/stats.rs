@@ -48,6 +48,9 @@ pub struct Stats {
     pub timeouts: u64,
     /// TcpExtTCPSpuriousRTOs: timeouts F-RTO found spurious and undid.
     pub spurious_rtos: u64,
+    /// TcpExtTCPFullUndo and TcpExtTCPDSACKUndo: fast recoveries undone
+    /// because D-SACKs returned every resend.
+    pub recovery_undos: u64,
     pub fast_retransmits: u64,
     /// TcpExtTCPLossProbes: tail loss probes sent.
     pub loss_probes: u64,
@@ -90,7 +93,7 @@ pub struct Stats {
 impl Stats {
     /// Every counter with its name, in declaration order (for statistics
     /// output and metrics).
-    pub fn fields(&self) -> [(&'static str, u64); 40] {
+    pub fn fields(&self) -> [(&'static str, u64); 41] {
         [
             ("segments_in", self.segments_in),
             ("segments_out", self.segments_out),
@@ -113,6 +116,7 @@ impl Stats {
             ("paws_drops", self.paws_drops),
             ("timeouts", self.timeouts),
             ("spurious_rtos", self.spurious_rtos),
+            ("recovery_undos", self.recovery_undos),
             ("fast_retransmits", self.fast_retransmits),
             ("loss_probes", self.loss_probes),
             ("loss_probe_recoveries", self.loss_probe_recoveries),

@@ -122,10 +122,7 @@ impl Congestion {
     /// is held constant; Linux tcp_enter_loss; RFC 9438 section 4.8).
     pub fn on_timeout(&mut self, flight: u32, first: bool) {
         if first {
-            // tcp_enter_loss: what an undo restores (tcp_current_ssthresh:
-            // at least three quarters of the window).
-            self.prior_cwnd = self.cwnd;
-            self.prior_ssthresh = self.ssthresh.max(self.cwnd / 2 + self.cwnd / 4);
+            self.remember_prior();
             self.on_loss(flight);
         }
         self.cwnd = self.mss;
@@ -164,11 +161,28 @@ impl Congestion {
         }
     }
 
-    /// The timeout was spurious (F-RTO, RFC 5682 section 3.1 step 3b):
-    /// the window and threshold come back (Linux tcp_undo_cwnd_reduction
-    /// with tcp_reno_undo_cwnd, which CUBIC uses too: the larger of the
-    /// window now and before). Once per timeout.
-    pub fn undo_timeout(&mut self) {
+    /// Before a reduction that may prove needless (a timeout, fast
+    /// recovery): what an undo restores (tcp_enter_loss and
+    /// tcp_enter_recovery; tcp_current_ssthresh: at least three quarters
+    /// of the window).
+    pub fn remember_prior(&mut self) {
+        self.prior_cwnd = self.cwnd;
+        self.prior_ssthresh = self.ssthresh.max(self.cwnd / 2 + self.cwnd / 4);
+    }
+
+    /// A reduction nothing can undo (an ECN echo: tcp_enter_cwr clears
+    /// prior_ssthresh).
+    pub fn forget_prior(&mut self) {
+        self.prior_cwnd = 0;
+        self.prior_ssthresh = 0;
+    }
+
+    /// The reduction was needless (a spurious timeout found by F-RTO,
+    /// RFC 5682 section 3.1 step 3b; a recovery whose every resend came
+    /// back D-SACKed, RFC 2883): the window and threshold come back (Linux
+    /// tcp_undo_cwnd_reduction with tcp_reno_undo_cwnd, which CUBIC uses
+    /// too: the larger of the window now and before). Once per reduction.
+    pub fn undo(&mut self) {
         if self.prior_ssthresh == 0 {
             return;
         }
@@ -270,14 +284,14 @@ mod tests {
         let mut c = Congestion::new(Algorithm::Cubic, 1000);
         c.on_timeout(10_000, true);
         assert_eq!((c.cwnd(), c.ssthresh()), (1000, 7000));
-        c.undo_timeout();
+        c.undo();
         assert_eq!((c.cwnd(), c.ssthresh()), (10_000, u32::MAX));
         c.on_timeout(10_000, true);
         c.on_timeout(1_000, false);
-        c.undo_timeout();
+        c.undo();
         assert_eq!(c.cwnd(), 10_000, "the first timeout's window");
         c.on_loss(10_000);
-        c.undo_timeout();
+        c.undo();
         assert_eq!(c.cwnd(), 7000, "nothing left to undo");
     }
 }

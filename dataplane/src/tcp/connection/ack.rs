@@ -75,6 +75,12 @@ pub(super) struct Recovery {
     /// A reduction for an ECN echo, not a loss: nothing is retransmitted
     /// for it (Linux's TCP_CA_CWR), and it ends only past `recover`.
     pub cwr: bool,
+    /// SND.UNA when recovery began (tp->undo_marker): D-SACKs above it
+    /// are of this recovery's resends.
+    pub undo_marker: SeqNum,
+    /// Resends not yet D-SACKed (tp->undo_retrans; -1 before the first):
+    /// at 0 every resend was needless and the reduction is undone.
+    pub undo_retrans: i16,
 }
 
 impl Connection {
@@ -164,6 +170,18 @@ impl Connection {
                 let inside = blocks.get(1).is_some_and(|n| SeqNum(n.left) <= l && r <= SeqNum(n.right));
                 if l < r && (l < ack || inside) && r.dist(l) <= self.max_snd_wnd {
                     dsack = r.dist(l).div_ceil(u32::from(self.send_mss.max(1)));
+                    // A resend of this recovery came back: one already
+                    // acknowledged (tcp_check_dsack's count for forgotten
+                    // data), or one still queued and marked resent
+                    // (tcp_sacktag_one).
+                    let resent = r <= self.snd_una
+                        || self.sent.iter().any(|s| s.start < r && s.end() > l && s.ever_retransmitted());
+                    if let Some(rec) = self.recovery.as_mut().filter(|rec| !rec.cwr && rec.undo_retrans > 0) {
+                        if resent && r > rec.undo_marker && r <= self.snd_max {
+                            let left = i32::from(rec.undo_retrans) - i32::try_from(dsack).unwrap_or(i32::MAX);
+                            rec.undo_retrans = left.max(0) as i16;
+                        }
+                    }
                 }
             }
             for b in blocks {
@@ -233,6 +251,14 @@ impl Connection {
             // (An ACK that moved SND.UNA was seen by on_new_ack.)
             let more = dupack || self.sent.sacked_bytes() != prior_sacked;
             self.frto_on_ack(shared, false, original, more);
+        }
+        // tcp_try_undo_dsack: every resend of this recovery came back
+        // D-SACKed: nothing was lost, and recovery ends undone.
+        if self.recovery.is_some_and(|r| !r.cwr && r.undo_retrans == 0) {
+            self.recovery = None;
+            self.cc.undo();
+            self.rack.recovery_undone();
+            shared.stats.recovery_undos += 1;
         }
         if self.rack.advanced() {
             self.rack.update_reo_wnd(now);
@@ -384,8 +410,16 @@ impl Connection {
             // so that the CWR bit reached the peer.)
             Some(r) if ack > r.recover || (ack == r.recover && !r.cwr) => {
                 // Full ACK: recovery is over (RFC 6582 section 3.2 step 3).
+                // If every resend came back D-SACKed, nothing was lost and
+                // the reduction is undone (tcp_try_undo_recovery).
                 self.recovery = None;
-                self.cc.on_recovery_end();
+                if !r.cwr && r.undo_retrans == 0 {
+                    self.cc.undo();
+                    shared.stats.recovery_undos += 1;
+                } else {
+                    self.cc.on_recovery_end();
+                    self.rack.recovery_ended();
+                }
             }
             // With SACK, RACK finds what else is lost; a window reduction
             // for ECN resends nothing.
@@ -459,17 +493,29 @@ impl Connection {
             // Already reducing for ECN (tcp_enter_recovery: no second
             // reduction while in one): the same PRR goes on, to the new
             // recovery point.
-            Some(r) if r.cwr => Some(Recovery { recover: self.snd_max, high_rxt: self.snd_una, cwr: false, ..r }),
+            // (Nothing to undo: tcp_enter_cwr cleared it.)
+            Some(r) if r.cwr => Some(Recovery {
+                recover: self.snd_max,
+                high_rxt: self.snd_una,
+                cwr: false,
+                undo_marker: self.snd_una,
+                undo_retrans: -1,
+                ..r
+            }),
             _ => {
-                self.rack.recovery_started();
                 let flight = self.snd_max.dist(self.snd_una);
                 let prior_cwnd = self.cc.cwnd();
+                self.cc.remember_prior();
                 self.cc.on_loss(flight);
+                // tcp_init_undo: resends already out count.
+                let out = self.sent.retrans_bytes().div_ceil(u32::from(self.send_mss.max(1)));
                 Some(Recovery {
                     recover: self.snd_max,
                     high_rxt: self.snd_una,
                     prr: Prr { prior_cwnd, ..Prr::default() },
                     cwr: false,
+                    undo_marker: self.snd_una,
+                    undo_retrans: if out > 0 { i16::try_from(out).unwrap_or(i16::MAX) } else { -1 },
                 })
             }
         };
@@ -490,12 +536,15 @@ impl Connection {
     pub(super) fn enter_cwr(&mut self) {
         let flight = self.snd_max.dist(self.snd_una);
         let prior_cwnd = self.cc.cwnd();
+        self.cc.forget_prior();
         self.cc.on_loss(flight);
         self.recovery = Some(Recovery {
             recover: self.snd_max,
             high_rxt: self.snd_una,
             prr: Prr { prior_cwnd, ..Prr::default() },
             cwr: true,
+            undo_marker: self.snd_una,
+            undo_retrans: -1,
         });
         self.ecn |= super::ecn::QUEUE_CWR;
         // tcp_init_cwnd_reduction ends the loss probe episode; a new one

@@ -77,7 +77,7 @@ impl Connection {
     /// window comes back, the loss state ends, and what is in flight is
     /// left there. Counted as Linux's TCPSpuriousRTOs.
     fn undo_timeout(&mut self, shared: &mut Shared) {
-        self.cc.undo_timeout();
+        self.cc.undo();
         self.frto = Frto::Off;
         self.rto_recover = None;
         self.sent.forget_losses();

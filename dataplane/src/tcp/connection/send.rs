@@ -338,6 +338,9 @@ impl Connection {
             if end > r.high_rxt {
                 r.high_rxt = end;
             }
+            // tcp_retransmit_skb: one more resend a D-SACK must return
+            // for an undo.
+            r.undo_retrans = r.undo_retrans.max(0).saturating_add(1);
         }
         self.prr_sent(end.dist(seq));
         self.count_retransmission(shared, seq);

@@ -243,4 +243,5 @@ mod rtt;
 mod send;
 mod time_wait;
 mod timers;
+mod undo;
 mod user_timeout;
