@@ -461,12 +461,11 @@ def probes(t):
         return first + [{"after the ECN echo": after}]
 
     # D-SACK undo (RFC 2883 section 4.2, Linux's tcp_try_undo_recovery):
-    # twenty segments to echo; four SACKed above the second make it lost
-    # and it is resent at once (with PRR's one new segment); the ACK of
-    # everything sent then carries a
-    # D-SACK of it (its original had only been late, the resend came
-    # second): recovery is undone, and the rest goes out in the window
-    # from before recovery, not in ssthresh.
+    # twenty segments to echo; four SACKed above the first two make them
+    # lost and they are resent at once; the ACK of everything sent then
+    # carries a D-SACK of both (the originals had only been late, the
+    # resends came second): recovery is undone, and the rest goes out in
+    # the window from before recovery, not in ssthresh.
     def a_recovery_whose_resend_is_d_sacked_is_undone():
         mss = 1448
         c = echoed_burst(20, mss, b"u")
@@ -480,8 +479,12 @@ def probes(t):
             t.send(c.sport, c.port, c.snd_nxt, (base + n * mss) & 0xFFFFFFFF, ACK, b"", options(ts=ts, sack=sack))
             return data_segments(c.norm(t.collect(c.sport, 0.05)), mss)
 
-        resent = ack(1, [(2, 6)])
-        after = ack(11, [(1, 2)])
+        # (Nothing acknowledged cumulatively: Linux's RACK takes its RTT
+        # from the last segment it processes, and a cumulative ACK of the
+        # first would make it wait a moment for the second, by how far
+        # apart the two were sent.)
+        resent = ack(0, [(2, 6)])
+        after = ack(11, [(0, 2)])
         return first + [{"after the SACKs": resent}, {"after the D-SACK": after}]
 
     # Congestion window validation (RFC 7661 as Linux's tcp_cwnd_validate):

@@ -97,9 +97,15 @@ impl Rack {
         if s.ever_retransmitted() && rtt < self.min_rtt() {
             return;
         }
+        // RACK.rtt from the segment delivered last in processing order
+        // (Linux's tcp_rack_advance; RFC 8985 takes the most recently
+        // sent one): SACK blocks in sequence order, then the cumulative
+        // ACK, so an ACK that moves SND.UNA times from its highest
+        // acknowledged segment and holes wait by how much later they were
+        // sent.
+        self.rtt = rtt;
         if !self.advanced || sent_after(s.at, s.end(), self.newest.0, self.newest.1) {
             self.newest = (s.at, s.end());
-            self.rtt = rtt;
         }
         self.advanced = true;
         if sent_after(s.at, s.end(), self.sent, self.end) {
@@ -208,6 +214,22 @@ mod tests {
     use crate::tcp::sent::Spare;
 
     const MS: u64 = 1_000_000;
+
+    /// Linux's tcp_rack_advance: RACK.rtt is the RTT of the segment
+    /// delivered last in processing order (an ACK's cumulative part after
+    /// its SACKs), while the reference point stays the most recently
+    /// sent one.
+    #[test]
+    fn the_rtt_comes_from_the_segment_processed_last() {
+        let q = flight();
+        let mut r = Rack::default();
+        let now = Instant::from_millis(20);
+        let segs: Vec<Sent> = q.iter().copied().collect();
+        r.advance(&segs[3], now);
+        r.advance(&segs[0], now);
+        assert_eq!(r.rtt, 20 * MS, "from the first segment, sent at 0");
+        assert_eq!((r.sent, r.end), (segs[3].at, segs[3].end()), "the reference stays the newest");
+    }
 
     /// RFC 8985 section 6.2 step 4 as tcp_rack_update_reo_wnd: each round
     /// with a D-SACK for a resend (reordering seen) widens the window by a

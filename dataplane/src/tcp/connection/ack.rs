@@ -14,7 +14,8 @@ use crate::tcp::shared::Shared;
 use crate::tcp::socket::{readiness, State};
 use crate::tcp::time::Instant;
 use crate::tcp::SeqNum;
-use crate::wire::tcp::{Flags, Repr};
+use crate::wire::tcp::{Flags, Repr, SackBlock, MAX_SACK_BLOCKS};
+use core::cmp::Ordering;
 use core::ops::ControlFlow;
 use std::time::Duration;
 
@@ -61,6 +62,10 @@ pub(super) struct AckContext {
     /// recovery point; they SACKed anything new.
     pub original_sacked: bool,
     pub more_sacked: bool,
+    /// Bytes its SACK blocks newly delivered: the window grows by them
+    /// too when the ACK also moves SND.UNA (tcp_cong_control's
+    /// acked_sacked, tcp_may_raise_cwnd).
+    pub sacked_bytes: u32,
 }
 
 /// Loss recovery in progress (RFC 6582 / RFC 6675).
@@ -184,7 +189,13 @@ impl Connection {
                     }
                 }
             }
-            for b in blocks {
+            // In sequence order, as tcp_sacktag_write_queue sorts them
+            // (RACK's RTT comes from the segment processed last).
+            let mut sorted = [SackBlock::default(); MAX_SACK_BLOCKS];
+            let sorted = &mut sorted[..blocks.len()];
+            sorted.copy_from_slice(blocks);
+            sorted.sort_unstable_by(|a, b| SeqNum(a.left).partial_cmp(&SeqNum(b.left)).unwrap_or(Ordering::Equal));
+            for b in sorted.iter() {
                 let (l, r) = (SeqNum(b.left), SeqNum(b.right));
                 // Blocks below SND.UNA are D-SACKs; blocks past SND.MAX lie.
                 if l > self.snd_una && r <= self.snd_max && l < r {
@@ -227,8 +238,15 @@ impl Connection {
                 self.events |= readiness::CONNECTED;
             }
             let tsecr = seg.options.timestamp.filter(|_| self.ts_ok).map(|(_, ecr)| ecr);
-            let more_sacked = self.sent.sacked_bytes() != prior_sacked;
-            let cx = AckContext { prior_fack, sacked, tsecr, original_sacked: original, more_sacked };
+            let newly_sacked = self.sent.sacked_bytes().saturating_sub(prior_sacked);
+            let cx = AckContext {
+                prior_fack,
+                sacked,
+                tsecr,
+                original_sacked: original,
+                more_sacked: newly_sacked > 0,
+                sacked_bytes: newly_sacked,
+            };
             self.on_new_ack(now, shared, ack, cx);
         } else {
             // SACKs alone give a sample too (tcp_ack_update_rtt's
@@ -436,7 +454,7 @@ impl Connection {
             }
             // Growth only while the window is used (tcp_cong_avoid ->
             // tcp_is_cwnd_limited).
-            None if self.cwnd_limited() => self.cc.on_ack(now, acked, self.rtt.srtt()),
+            None if self.cwnd_limited() => self.cc.on_ack(now, acked.saturating_add(cx.sacked_bytes), self.rtt.srtt()),
             None => {}
         }
         self.dupacks = 0;
@@ -609,6 +627,12 @@ impl Connection {
                 .saturating_sub(self.sent.sacked_bytes() + self.sent.lost_bytes())
                 .saturating_add(self.sent.retrans_bytes()),
             Some(_) => outstanding.saturating_sub(self.dupacks * u32::from(self.send_mss)),
+            // Linux counts what the peer holds out of the flight in every
+            // state, SACKs before any recovery too (TCP_CA_Disorder); not
+            // while a timeout walks back from SND.UNA.
+            None if self.sack_ok && self.rto_recover.is_none() && self.snd_nxt == self.snd_max => {
+                outstanding.saturating_sub(self.sent.sacked_bytes())
+            }
             None => self.frto_pipe().unwrap_or(outstanding),
         }
     }

@@ -106,6 +106,7 @@ impl Connection {
                 tsecr: seg.options.timestamp.filter(|_| self.ts_ok).map(|(_, ecr)| ecr),
                 original_sacked: false,
                 more_sacked: false,
+                sacked_bytes: 0,
             };
             self.on_new_ack(now, shared, ack, cx);
         }

@@ -144,3 +144,18 @@ fn a_blind_old_ack_gets_a_challenge_ack() {
     let a = t.recv_one();
     assert_eq!((a.flags, a.seq, a.ack), (Flags::ACK, iss + 1, PEER_ISN + 1));
 }
+
+/// Slow start grows by everything an ACK delivers, its SACKed segments
+/// included, when it also moves SND.UNA (Linux's tcp_cong_control with
+/// acked_sacked, tcp_may_raise_cwnd's FLAG_DATA_ACKED).
+#[test]
+fn slow_start_counts_what_an_ack_sacks_along_with_what_it_acknowledges() {
+    let mut t = T::new(Config { sack: true, loss_probes: false, ..plain() });
+    let (c, at) = sack_flight(&mut t, 8);
+    let before = t.st.connection_info(c).unwrap().cwnd;
+    t.advance(RTT);
+    // The first acknowledged, the sixth and seventh SACKed (too few for
+    // loss at once): three delivered.
+    t.send(&ack_with_sack(at(1), &[(at(5), at(7))])).unwrap();
+    assert_eq!(t.st.connection_info(c).unwrap().cwnd, before + 3 * 1460);
+}

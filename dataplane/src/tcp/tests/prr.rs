@@ -5,12 +5,16 @@
 use super::*;
 
 /// A window of 20 segments with the first lost: the SACKs of the other 19
-/// come one per ACK. Recovery starts at the third; from then on each ACK
-/// lets out ssthresh/prior_cwnd (14/20 for CUBIC) of what was delivered,
-/// rounded up in whole segments, as Linux's tcp_cwnd_reduction works it
-/// out: 1, 1, 1, 0, 1, 1, 0, then the slow-start bound refills the pipe
-/// to ssthresh one for one. Cutting the window to ssthresh at once sent
-/// the retransmission and then nothing until the pipe drained.
+/// come one per ACK. The first two let a new segment out each, since
+/// Linux counts SACKed segments out of the flight before any recovery
+/// (TCP_CA_Disorder: tcp_packets_in_flight = packets_out - sacked_out).
+/// Recovery starts at the third; from then on each ACK lets out
+/// ssthresh/prior_cwnd (14/20 for CUBIC) of what was delivered, rounded
+/// up in whole segments, as Linux's tcp_cwnd_reduction works it out (the
+/// whole sequence worked by hand from it: 1, 1 | 1, 1, 1, 0, 1, 1, 0, 1,
+/// 1, 0, 1, 1, 1, 0, 0, 1, 1), the slow-start bound refilling the pipe to
+/// ssthresh one for one at the end. Cutting the window to ssthresh at
+/// once sent the retransmission and then nothing until the pipe drained.
 #[test]
 fn recovery_sends_in_proportion_to_what_is_delivered() {
     let mut t = T::new(Config { sack: true, ..plain() });
@@ -41,12 +45,10 @@ fn recovery_sends_in_proportion_to_what_is_delivered() {
         per_ack.push(t.recv().iter().filter(|s| !s.data.is_empty()).count());
     }
     println!("segments sent per ACK: {per_ack:?}");
-    assert_eq!(&per_ack[..2], &[0, 0], "no recovery before the third");
+    assert_eq!(&per_ack[..2], &[1, 1], "new data for the SACKs before recovery");
     assert_eq!(per_ack[2], 1, "the fast retransmit");
+    assert_eq!(t.st.stats().fast_retransmits, 1);
     // While the pipe is above ssthresh: about 0.7 of a segment per ACK,
-    // no pause and no burst.
-    assert_eq!(&per_ack[2..10], &[1, 1, 1, 0, 1, 1, 0, 0]);
-    assert!(per_ack.iter().all(|&n| n <= 2), "{per_ack:?}");
-    let sent: usize = per_ack.iter().sum();
-    assert!((12..=15).contains(&sent), "{sent} segments for 17 delivered in recovery: {per_ack:?}");
+    // no pause and no burst; then the pipe refilled to ssthresh.
+    assert_eq!(&per_ack[2..], &[1, 1, 1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 1, 1]);
 }
