@@ -190,15 +190,7 @@ fn a_reset_at_the_peers_fin_is_taken_once_the_fin_is_in() {
 #[test]
 fn established_paws_drops_old_timestamps() {
     let mut t = T::new(Config { timestamps: true, ..plain() });
-    let l = t.listener(8);
-    let mut s = syn();
-    s.options.timestamp = Some((1000, 0));
-    t.send(&s).unwrap();
-    let sa = t.recv_one();
-    let mut a = seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK);
-    a.options.timestamp = Some((1001, sa.options.timestamp.unwrap().0));
-    t.send(&a).unwrap();
-    let c = t.st.accept(l).unwrap();
+    let (c, sa) = established_with_timestamps(&mut t, 1000);
     let mut old = seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK);
     old.data = b"stale".to_vec();
     old.options.timestamp = Some((900, 0));

@@ -179,6 +179,21 @@ fn established_with_wscale(t: &mut T) -> (SocketId, u32) {
     (t.st.accept(l).unwrap(), sa.seq)
 }
 
+/// A passive connection with timestamps on both sides: the peer's SYN
+/// carries TSval `tsval`, its ACK `tsval + 1` echoing ours; returns the
+/// accepted connection and our SYN|ACK.
+fn established_with_timestamps(t: &mut T, tsval: u32) -> (SocketId, Seg) {
+    let l = t.listener(8);
+    let mut s = syn();
+    s.options.timestamp = Some((tsval, 0));
+    t.send(&s).unwrap();
+    let sa = t.recv_one();
+    let mut a = seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK);
+    a.options.timestamp = Some((tsval + 1, sa.options.timestamp.expect("timestamps agreed").0));
+    t.send(&a).unwrap();
+    (t.st.accept(l).unwrap(), sa)
+}
+
 /// A passive connection with SACK permitted on both sides; returns the
 /// connection and our ISS.
 /// The round trip of the connections `established_with_sack` makes: the

@@ -59,15 +59,7 @@ fn the_backoff_lasts_until_a_valid_sample() {
 #[test]
 fn a_timestamp_echo_times_an_ack_of_a_retransmission() {
     let mut t = T::new(Config { timestamps: true, ..plain() });
-    let l = t.listener(8);
-    let mut s = syn();
-    s.options.timestamp = Some((100, 0));
-    t.send(&s).unwrap();
-    let sa = t.recv_one();
-    let mut a = seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK);
-    a.options.timestamp = Some((101, sa.options.timestamp.expect("timestamps agreed").0));
-    t.send(&a).unwrap();
-    let c = t.st.accept(l).unwrap();
+    let (c, sa) = established_with_timestamps(&mut t, 100);
     let info = |t: &T| t.st.connection_info(c).unwrap();
     t.st.write(t.now, c, &[6u8; 100]).unwrap();
     assert_eq!(t.recv().len(), 1);
