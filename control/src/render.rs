@@ -99,7 +99,12 @@ pub fn stats(s: &Status) -> String {
         ("paws_drops", "packets rejected by PAWS"),
         ("timeouts", "retransmission timeouts (RTO)"),
         ("spurious_rtos", "timeouts found spurious by F-RTO and undone (TCPSpuriousRTOs)"),
-        ("recovery_undos", "fast recoveries undone: D-SACKs returned every resend (TCPFullUndo, TCPDSACKUndo)"),
+        (
+            "recovery_undos",
+            "fast recoveries undone: D-SACKs or timestamps showed nothing was lost (TCPFullUndo, TCPDSACKUndo)",
+        ),
+        ("loss_undos", "timeouts undone: timestamps showed the originals arrived (TCPLossUndo)"),
+        ("partial_undos", "fast recoveries undone on a partial ACK for a late original (TCPPartialUndo)"),
         ("fast_retransmits", "fast retransmits"),
         ("loss_probes", "tail loss probes sent (TCPLossProbes)"),
         ("loss_probe_recoveries", "losses repaired by a tail loss probe (TCPLossProbeRecovery)"),

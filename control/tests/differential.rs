@@ -110,7 +110,9 @@ fn the_stack_answers_crafted_segments_as_linux_does() {
     let stack_ip = topo.get("IP_STACK").to_owned();
     let mac_b = topo.get("MAC_B").to_owned();
     // XS_DIFF_ONLY=probe,probe runs only those (by hand, while working on
-    // them); XS_DIFF_SHOW=probe,probe prints both targets' answers.
+    // them); XS_DIFF_SHOW=probe,probe prints both targets' answers;
+    // XS_DIFF_RAW=FILE has the script append every segment it collects,
+    // with its time, to FILE.
     let only_env = std::env::var("XS_DIFF_ONLY").unwrap_or_default();
     let only: Vec<&str> = only_env.split(',').filter(|p| !p.is_empty()).collect();
     let mut kernel = run_probes(&topo, &spoof, &kernel_ip, &mac_b, &only);

@@ -116,6 +116,12 @@ impl SentQueue {
     pub fn retrans_bytes(&self) -> u32 {
         self.counters.retrans
     }
+    /// A resend is in flight, or the head was ever sent again (Linux's
+    /// tcp_any_retrans_done): the loss episode's stamp must stay.
+    pub fn any_retrans_done(&self) -> bool {
+        self.counters.retrans > 0 || self.segs.front().is_some_and(|s| s.flags & EVER_RETRANS != 0)
+    }
+
     /// Nothing SACKed, lost or in retransmission.
     #[inline]
     pub fn is_clean(&self) -> bool {

@@ -51,6 +51,12 @@ pub struct Stats {
     /// TcpExtTCPFullUndo and TcpExtTCPDSACKUndo: fast recoveries undone
     /// because D-SACKs returned every resend.
     pub recovery_undos: u64,
+    /// TcpExtTCPLossUndo: timeouts undone because timestamps showed the
+    /// originals arrived.
+    pub loss_undos: u64,
+    /// TcpExtTCPPartialUndo: fast recoveries undone on a partial ACK that
+    /// timestamps showed was for a late original.
+    pub partial_undos: u64,
     pub fast_retransmits: u64,
     /// TcpExtTCPLossProbes: tail loss probes sent.
     pub loss_probes: u64,
@@ -93,7 +99,7 @@ pub struct Stats {
 impl Stats {
     /// Every counter with its name, in declaration order (for statistics
     /// output and metrics).
-    pub fn fields(&self) -> [(&'static str, u64); 41] {
+    pub fn fields(&self) -> [(&'static str, u64); 43] {
         [
             ("segments_in", self.segments_in),
             ("segments_out", self.segments_out),
@@ -117,6 +123,8 @@ impl Stats {
             ("timeouts", self.timeouts),
             ("spurious_rtos", self.spurious_rtos),
             ("recovery_undos", self.recovery_undos),
+            ("loss_undos", self.loss_undos),
+            ("partial_undos", self.partial_undos),
             ("fast_retransmits", self.fast_retransmits),
             ("loss_probes", self.loss_probes),
             ("loss_probe_recoveries", self.loss_probe_recoveries),

@@ -170,6 +170,13 @@ impl Congestion {
         self.prior_ssthresh = self.ssthresh.max(self.cwnd / 2 + self.cwnd / 4);
     }
 
+    /// A reduction is remembered and not yet undone (Linux's undo_marker
+    /// with prior_ssthresh).
+    #[inline]
+    pub fn can_undo(&self) -> bool {
+        self.prior_ssthresh != 0
+    }
+
     /// A reduction nothing can undo (an ECN echo: tcp_enter_cwr clears
     /// prior_ssthresh).
     pub fn forget_prior(&mut self) {

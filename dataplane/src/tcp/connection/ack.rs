@@ -229,6 +229,9 @@ impl Connection {
         // detection below may turn it into recovery.
         self.ecn_on_echo(seg);
         let mut dupack = false;
+        // A partial ACK that timestamps show was for a late original,
+        // with a resend still out: nothing more is marked lost for it.
+        let mut hold = false;
         if ack > self.snd_una {
             if self.snd_una == self.iss && self.state != State::SynReceived {
                 // Our SYN acknowledged after close() or shutdown() moved a
@@ -247,7 +250,7 @@ impl Connection {
                 more_sacked: newly_sacked > 0,
                 sacked_bytes: newly_sacked,
             };
-            self.on_new_ack(now, shared, ack, cx);
+            hold = self.on_new_ack(now, shared, ack, cx);
         } else {
             // SACKs alone give a sample too (tcp_ack_update_rtt's
             // sack_rtt).
@@ -283,7 +286,7 @@ impl Connection {
         }
         // tcp_ack_is_dubious: only then does Linux look for losses.
         let dubious = dupack || self.sent.sacked_bytes() != prior_sacked || self.in_disorder();
-        if self.sack_ok && dubious && self.rack.take_advanced() {
+        if self.sack_ok && dubious && !hold && self.rack.take_advanced() {
             // Whatever else the ACK carries (a window update, data, an
             // advance of SND.UNA), what it delivered moves RACK, which
             // judges what was sent before (tcp_fastretrans_alert ->
@@ -317,6 +320,7 @@ impl Connection {
                 && self.sent.sacked_bytes() <= prior_sacked;
             self.on_ack_in_probe_episode(shared, ack, dsack_of_probe, pure_dupack);
         }
+        self.retire_retransmission_stamp();
 
         // State changes driven by the ACK of our FIN.
         let fin_acked = self.fin_seq.is_some_and(|s| self.snd_una > s);
@@ -368,9 +372,11 @@ impl Connection {
         window_changed
     }
 
-    /// SND.UNA advances to `ack`.
+    /// SND.UNA advances to `ack`. Returns whether loss detection holds
+    /// for this ACK (`undo.rs`: a partial ACK for a late original with a
+    /// resend still out).
     #[inline]
-    pub(super) fn on_new_ack(&mut self, now: Instant, shared: &mut Shared, ack: SeqNum, cx: AckContext) {
+    pub(super) fn on_new_ack(&mut self, now: Instant, shared: &mut Shared, ack: SeqNum, cx: AckContext) -> bool {
         let prior_fack = cx.prior_fack;
         let pool = &mut shared.pool;
         let acked = ack.dist(self.snd_una);
@@ -413,6 +419,11 @@ impl Connection {
             rack.reordering_seen();
         }
         self.update_rtt(now, delivered, cx.sacked, cx.tsecr);
+        // tcp_process_loss: in the loss state timestamps may undo the
+        // timeout before F-RTO weighs the ACK (tcp_try_undo_loss).
+        if let Some(high) = self.rto_recover {
+            self.try_undo_loss(shared, cx.tsecr, high);
+        }
         if self.rto_recover.is_some_and(|r| ack >= r) {
             self.rto_recover = None;
         }
@@ -423,21 +434,27 @@ impl Connection {
             self.frto_on_ack(shared, true, original || cx.original_sacked, cx.more_sacked);
         }
 
+        let mut hold = false;
         match self.recovery {
             // (CWR is held until something above its point is acknowledged,
             // so that the CWR bit reached the peer.)
             Some(r) if ack > r.recover || (ack == r.recover && !r.cwr) => {
                 // Full ACK: recovery is over (RFC 6582 section 3.2 step 3).
-                // If every resend came back D-SACKed, nothing was lost and
-                // the reduction is undone (tcp_try_undo_recovery).
+                // If every resend came back D-SACKed, or the echo predates
+                // the first resend, nothing was lost and the reduction is
+                // undone (tcp_try_undo_recovery -> tcp_may_undo).
                 self.recovery = None;
-                if !r.cwr && r.undo_retrans == 0 {
+                if !r.cwr && (r.undo_retrans == 0 || self.cc.can_undo() && self.packet_delayed(cx.tsecr, r.recover)) {
                     self.cc.undo();
                     shared.stats.recovery_undos += 1;
                 } else {
                     self.cc.on_recovery_end();
                     self.rack.recovery_ended();
                 }
+            }
+            // A partial ACK for a late original (tcp_try_undo_partial).
+            Some(r) if !r.cwr && self.cc.can_undo() && self.packet_delayed(cx.tsecr, r.recover) => {
+                hold = self.try_undo_partial(shared);
             }
             // With SACK, RACK finds what else is lost; a window reduction
             // for ECN resends nothing.
@@ -488,6 +505,7 @@ impl Connection {
             self.write_blocked = false;
             self.events |= readiness::WRITABLE;
         }
+        hold
     }
 
     fn on_dupack(&mut self, shared: &mut Shared) {

@@ -42,7 +42,8 @@ impl Connection {
             Frto::Off => return,
             // Step 3b: not everything was lost.
             _ if original => {
-                self.undo_timeout(shared);
+                self.undo_timeout();
+                shared.stats.spurious_rtos += 1;
                 return;
             }
             // Step 3a: the new data brought SACKs or duplicate ACKs, not
@@ -73,17 +74,16 @@ impl Connection {
         }
     }
 
-    /// The timeout was spurious (tcp_try_undo_loss with frto_undo): the
-    /// window comes back, the loss state ends, and what is in flight is
-    /// left there. Counted as Linux's TCPSpuriousRTOs.
-    fn undo_timeout(&mut self, shared: &mut Shared) {
+    /// The timeout was spurious (tcp_try_undo_loss, by F-RTO or by
+    /// timestamps in `undo.rs`): the window comes back, the loss state
+    /// ends, and what is in flight is left there.
+    pub(super) fn undo_timeout(&mut self) {
         self.cc.undo();
         self.frto = Frto::Off;
         self.rto_recover = None;
         self.sent.forget_losses();
         self.snd_nxt = self.snd_max;
         self.retries = 0;
-        shared.stats.spurious_rtos += 1;
     }
 
     /// The recovery point while F-RTO runs: data sent once and ending at

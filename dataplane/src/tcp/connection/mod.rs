@@ -9,6 +9,8 @@
 //! - [`loss_probe`]: tail loss probes (RFC 8985 section 7);
 //! - [`ecn`]: explicit congestion notification (RFC 3168);
 //! - [`frto`]: spurious retransmission timeouts found and undone (RFC 5682);
+//! - [`undo`]: reductions undone when timestamps show the originals
+//!   arrived (Eifel detection, RFC 3522);
 //! - [`cwnd_validation`]: the window grows only while used (RFC 7661);
 //! - [`prr`]: proportional rate reduction in recovery (RFC 6937);
 //! - [`pmtu`]: path MTU discovery from ICMP (RFC 1191);
@@ -46,6 +48,7 @@ mod receive;
 mod send;
 mod time_wait;
 mod timers;
+mod undo;
 mod user;
 mod window;
 
@@ -193,6 +196,9 @@ pub(crate) struct Connection {
     /// timeout; cleared by an ACK of new data. TCP_USER_TIMEOUT counts
     /// from it.
     rtx_stamp: Option<Instant>,
+    /// The TSval of the loss episode's first retransmission (Linux's
+    /// retrans_stamp as tcp_packet_delayed reads it; 0: none): `undo.rs`.
+    retrans_ts: u32,
     /// When zero-window probing began (Linux's icsk_probes_tstamp);
     /// cleared when the peer answers.
     probes_stamp: Option<Instant>,
@@ -321,6 +327,7 @@ impl Connection {
             ecn: 0,
             cwnd_use: CwndUse::default(),
             rtx_stamp: None,
+            retrans_ts: 0,
             probes_stamp: None,
             timers: TimerTable::default(),
             retries: 0,

@@ -108,7 +108,8 @@ impl Connection {
                 more_sacked: false,
                 sacked_bytes: 0,
             };
-            self.on_new_ack(now, shared, ack, cx);
+            // (Never a hold: the fast path runs outside recovery.)
+            let _ = self.on_new_ack(now, shared, ack, cx);
         }
         self.last_data_in = now;
         self.measure_rcv_mss(len, shared.pool.under_pressure());

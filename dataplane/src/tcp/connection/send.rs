@@ -274,6 +274,7 @@ impl Connection {
             self.sent.first_to_resend().map(|s| s.start)
         }?;
         let n = self.retransmit_from(now, shared, buf, mss, seq)?;
+        self.stamp_retransmission(now);
         if seq == self.snd_una && !self.timers.is_set(Timer::Reorder) {
             // The head went out again: the retransmission timer restarts
             // from it (tcp_xmit_retransmit_queue's rearm_timer).
@@ -492,6 +493,11 @@ impl Connection {
         }
         if retransmission {
             self.count_retransmission(shared, seq);
+            if self.rto_recover.is_some() {
+                // The timeout's go-back-N (tcp_retransmit_timer ->
+                // tcp_retransmit_skb), not a zero-window probe.
+                self.stamp_retransmission(now);
+            }
         }
         self.arm_rtx(now);
         if !probe && !retransmission {

@@ -258,5 +258,6 @@ mod rtt;
 mod send;
 mod time_wait;
 mod timers;
+mod timestamp_undo;
 mod undo;
 mod user_timeout;
