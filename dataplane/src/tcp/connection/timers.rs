@@ -245,7 +245,17 @@ impl Connection {
                 if self.snd_una == self.snd_max {
                     return;
                 }
-                if self.retries >= shared.config.retries2 || self.user_timed_out(now) {
+                // Linux tcp_retransmit_timer: a window the peer closed on
+                // data in flight turns these resends of the head into
+                // probes, and no count of timeouts ends the connection,
+                // only silence (tcp_rtx_probe0_timed_out). An orphan
+                // times out as usual.
+                let give_up = if self.snd_wnd == 0 && !self.user_closed {
+                    self.rtx_probe0_timed_out(now, shared.config.max_rto)
+                } else {
+                    self.retries >= shared.config.retries2 || self.user_timed_out(now)
+                };
+                if give_up {
                     // Linux tcp_write_timeout -> tcp_write_err: give up
                     // with the soft error (an ICMP unreachable) if there
                     // was one, else ETIMEDOUT.
@@ -291,6 +301,23 @@ impl Connection {
         self.rtx_now = false;
         self.rtt_probe = None;
         self.snd_nxt = self.snd_una;
+    }
+
+    /// A window closed on data in flight (tcp_rtx_probe0_timed_out): the
+    /// resends have gone on for twice the largest RTO (240 s) with nothing
+    /// received meanwhile, or for longer than TCP_USER_TIMEOUT.
+    fn rtx_probe0_timed_out(&self, now: Instant, max_rto: Duration) -> bool {
+        let since = self.rtx_stamp.unwrap_or_else(|| now - self.rtt.rto());
+        let rtx_delta = now.saturating_duration_since(since);
+        let mut timeout = 2 * max_rto;
+        let limit = self.opts.user_timeout;
+        if !limit.is_zero() {
+            if rtx_delta > limit {
+                return true;
+            }
+            timeout = timeout.min(limit);
+        }
+        now.saturating_duration_since(self.last_recv) > timeout && rtx_delta > timeout
     }
 
     /// TCP_USER_TIMEOUT has run out for what the retransmission timer

@@ -134,6 +134,67 @@ fn zero_window_answered_for_hours_stays_open() {
     assert_eq!((d.seq, &d.data[..]), (iss + 1, &b"data"[..]));
 }
 
+/// The window closes with data in flight (the peer "shrinks" it): the
+/// retransmission timer's resends of the head act as probes, and a peer
+/// that answers each with a zero window keeps the connection however
+/// long, beyond tcp_retries2 timeouts (Linux tcp_retransmit_timer's
+/// zero-window branch: no tcp_write_timeout, only
+/// tcp_rtx_probe0_timed_out).
+#[test]
+fn a_window_closed_on_data_in_flight_and_answered_for_hours_stays_open() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    assert_eq!(t.st.write(t.now, c, &[5u8; 1000]).unwrap(), 1000);
+    assert_eq!(data_seqs(&t.recv()), vec![iss + 1]);
+    let mut closed = seg(PEER_ISN + 1, iss + 1, Flags::ACK);
+    closed.window = 0;
+    t.send(&closed).unwrap();
+    let mut resends = 0;
+    let end = t.now + Duration::from_secs(2 * 3600);
+    while let Some(at) = t.st.poll_timeout().filter(|&at| at <= end) {
+        t.advance(at - t.now);
+        for p in t.recv() {
+            assert!(!p.flags.contains(Flags::RST), "reset after {resends} answered resends: {p:?}");
+            assert_eq!(p.seq, iss + 1, "the head, as a probe");
+            resends += 1;
+            t.send(&closed).unwrap();
+        }
+    }
+    assert!(resends > t.st.config().retries2 as usize, "more than tcp_retries2 timeouts: {resends}");
+    assert_eq!(t.state(c), Some(State::Established));
+    // The window opens and the data is acknowledged.
+    t.send(&seg(PEER_ISN + 1, iss + 1001, Flags::ACK)).unwrap();
+    assert_eq!(t.st.connection_info(c).unwrap().send_queue, 0);
+}
+
+/// The same closed window, but the peer stops answering: the connection
+/// fails with ETIMEDOUT (no RST) once nothing has been received for
+/// twice TCP_RTO_MAX (240 s) and the resends have gone on that long
+/// (tcp_rtx_probe0_timed_out), not after a count of timeouts.
+#[test]
+fn a_window_closed_on_data_in_flight_then_silence_times_out_after_240_s() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    t.st.write(t.now, c, &[5u8; 1000]).unwrap();
+    assert_eq!(data_seqs(&t.recv()), vec![iss + 1]);
+    let mut closed = seg(PEER_ISN + 1, iss + 1, Flags::ACK);
+    closed.window = 0;
+    t.send(&closed).unwrap();
+    let silent_from = t.now;
+    let end = t.now + Duration::from_secs(3600);
+    while let Some(at) = t.st.poll_timeout().filter(|&at| at <= end) {
+        t.advance(at - t.now);
+        assert!(t.recv().iter().all(|p| !p.flags.contains(Flags::RST)), "a timeout sends no RST");
+        if t.state(c) == Some(State::Closed) {
+            break;
+        }
+    }
+    assert_eq!(t.state(c), Some(State::Closed));
+    let after = t.now - silent_from;
+    assert!(after > Duration::from_secs(240) && after < Duration::from_secs(240 + 121), "closed after {after:?}");
+    assert_eq!(t.st.read(t.now, c, &mut [0u8; 8]), Err(Error::TimedOut));
+}
+
 /// A peer that stops answering while its window is closed: the probes
 /// count, and after tcp_retries2 of them the connection fails with
 /// ETIMEDOUT, without a RST (Linux tcp_probe_timer -> tcp_write_err).
