@@ -690,6 +690,41 @@ def probes(t):
         c.snd_nxt += 10
         return c.data(b"q" * 10, opts=options(ts=(c.tsval - 100_000, c.ts_recent)))
 
+    # PAWS as Linux's tcp_paws_check (TCP_PAWS_WINDOW): a TSval one below
+    # TS.Recent still passes, and the data is taken.
+    def a_timestamp_one_below_ts_recent_passes_paws():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        c.data(b"p" * 10, wait=0.3)
+        c.snd_nxt += 10
+        return c.data(b"q" * 10, opts=options(ts=(c.tsval - 1, c.ts_recent)))
+
+    # tcp_disordered_ack_check: a pure duplicate ACK at RCV.NXT that moves
+    # no window and whose TSval is older than TS.Recent by less than the
+    # replay window (about the RTO) was only reordered: it passes PAWS,
+    # and nothing is sent for it. (A pure ACK first puts SND.WL1 at
+    # RCV.NXT, so that the old one would not move the window.) Older than
+    # the replay window it gets a duplicate ACK.
+    def a_disordered_pure_ack_passes_paws():
+        out = []
+        for older in (5, 100_000):
+            c = Conn(t, t.open_port)
+            c.handshake()
+            c.data(b"p" * 10, wait=0.3)
+            c.snd_nxt += 10
+            c.send(ACK, wait=0.05)
+            out.append({"older by": older, "answers": c.send(ACK, opts=options(ts=(c.tsval - older, c.ts_recent)))})
+        return out
+
+    # A pure ACK from before RCV.NXT with an old TSval fails PAWS: dropped
+    # (with or without a duplicate ACK in answer, as Linux decides).
+    def an_old_pure_ack_fails_paws():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        c.data(b"p" * 10, wait=0.3)
+        c.snd_nxt += 10
+        return c.send(ACK, seq=(c.snd_nxt - 5) & 0xFFFFFFFF, opts=options(ts=(c.tsval - 100_000, c.ts_recent)))
+
     # The SYN|ACK's own timer fires 1 s after it; these probes end well
     # before (0.4 s, then at most 0.55 s more) so only the answers to what
     # they sent are compared, and a retransmission the probe's duplicate
@@ -957,6 +992,9 @@ def probes(t):
         ("out_of_order_data_gets_a_sack", out_of_order_data_gets_a_sack),
         ("fin_is_acked_and_answered_with_fin", fin_is_acked_and_answered_with_fin),
         ("old_timestamp_is_dropped_by_paws", old_timestamp_is_dropped_by_paws),
+        ("a_timestamp_one_below_ts_recent_passes_paws", a_timestamp_one_below_ts_recent_passes_paws),
+        ("a_disordered_pure_ack_passes_paws", a_disordered_pure_ack_passes_paws),
+        ("an_old_pure_ack_fails_paws", an_old_pure_ack_fails_paws),
         # Last: it leaves the path to the spoofed peer narrower.
         ("fragmentation_needed_lowers_the_mss_and_resends_at_once",
          fragmentation_needed_lowers_the_mss_and_resends_at_once),

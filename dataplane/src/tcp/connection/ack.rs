@@ -124,7 +124,9 @@ impl Connection {
         };
         if self.ts_ok && ack <= self.snd_max && (ack >= self.snd_una || fast_path_ack()) {
             if let Some((tsval, _)) = seg.options.timestamp {
-                if seq <= self.rcv_nxt && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 {
+                // (tcp_replace_ts_recent: tcp_paws_check without the
+                // window, so a TS.Recent of 0 or 24 days old is replaced.)
+                if seq <= self.rcv_nxt && self.paws_ok(tsval, now, 0) {
                     self.ts_recent = tsval;
                     self.ts_recent_at = now;
                 }

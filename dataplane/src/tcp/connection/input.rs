@@ -4,6 +4,7 @@
 //! RST and SYN hardened against blind attacks (RFC 5961). Also the ICMP
 //! and neighbour errors that concern a connection.
 
+use super::paws::Paws;
 use super::timers::Timer;
 use super::{Connection, Outcome};
 use crate::tcp::error::Error;
@@ -14,11 +15,6 @@ use crate::tcp::time::Instant;
 use crate::tcp::SeqNum;
 use crate::wire::tcp::{Flags, Repr};
 use core::ops::ControlFlow;
-use std::time::Duration;
-
-/// RFC 7323 section 5.5: a timestamp older than 24 days is no longer a
-/// reference for PAWS.
-const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 
 impl Connection {
     #[inline]
@@ -186,15 +182,24 @@ impl Connection {
         let seq = SeqNum(seg.seq_number);
         let seg_len = seg.payload.len() as u32 + u32::from(f.fin()) + u32::from(f.syn());
 
-        // PAWS (RFC 7323 section 5.3): a segment whose timestamp is older
-        // than the last in-order one is an old duplicate.
+        // PAWS (RFC 7323 section 5.3, `paws.rs`): a segment whose
+        // timestamp is older than the last in-order one is an old
+        // duplicate.
         if self.ts_ok && !f.rst() {
             if let Some((tsval, _)) = seg.options.timestamp {
-                if (tsval.wrapping_sub(self.ts_recent) as i32) < 0 && now - self.ts_recent_at < PAWS_IDLE {
-                    shared.stats.paws_drops += 1;
-                    self.note_duplicate(seq, seq + seg.payload.len());
-                    self.oow_ack(now, shared, seg_len > 0);
-                    return ControlFlow::Break(Outcome::Dropped);
+                match self.paws(now, seg, tsval) {
+                    Paws::Pass => {}
+                    Paws::OldAck => {
+                        // (LINUX_MIB_PAWS_OLD_ACK: common, not answered.)
+                        shared.stats.paws_drops += 1;
+                        return ControlFlow::Break(Outcome::Dropped);
+                    }
+                    Paws::Reject => {
+                        shared.stats.paws_drops += 1;
+                        self.note_duplicate(seq, seq + seg.payload.len());
+                        self.oow_ack(now, shared, seg_len > 0);
+                        return ControlFlow::Break(Outcome::Dropped);
+                    }
                 }
             }
         }

@@ -3,7 +3,8 @@
 //!
 //! - this file: the control block, its constructors, state entry and exit;
 //! - [`input`]: segment arrival, RFC 9293 section 3.10.7 acceptability,
-//!   RST and SYN rules hardened by RFC 5961, PAWS; ICMP errors;
+//!   RST and SYN rules hardened by RFC 5961; ICMP errors;
+//! - [`paws`]: PAWS (RFC 7323 section 5) with Linux's tolerances;
 //! - [`ack`]: the ACK field: new ACKs, the send window, duplicate ACKs and
 //!   loss recovery (RFC 5681, RFC 6582, RFC 6675);
 //! - [`loss_probe`]: tail loss probes (RFC 8985 section 7);
@@ -41,6 +42,7 @@ mod ecn;
 mod frto;
 mod input;
 mod loss_probe;
+mod paws;
 mod pmtu;
 mod prr;
 mod rack;

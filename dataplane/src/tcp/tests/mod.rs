@@ -249,6 +249,7 @@ mod listener;
 mod loss_probe;
 mod memory;
 mod ops;
+mod paws;
 mod pmtu;
 mod prediction;
 mod prr;
