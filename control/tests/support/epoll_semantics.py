@@ -239,6 +239,22 @@ class App:
         self.say("select after FIN: %d, read %r" % (len(r), d.recv(100)))
         d.close()
 
+        # shutdown(SHUT_RD) discards nothing: queued data is read first,
+        # then end of file; data the peer sends after it is still taken
+        # and readable (Linux's tcp_shutdown acts on the send side only).
+        self.peer("connect r %s %d" % (self.addr, port))
+        self.wait("listener for r")
+        r = self.accept_one(lst, "r")
+        self.peer("send r 4")
+        time.sleep(0.1)
+        r.shutdown(socket.SHUT_RD)
+        r.setblocking(False)
+        self.say("after SHUT_RD read %r then %r" % (r.recv(100), r.recv(100)))
+        self.peer("send r 3")
+        time.sleep(0.1)
+        self.say("after SHUT_RD later data read %r" % r.recv(100))
+        r.close()
+
         # A non-blocking connect completing, and one failing.
         pport = int(self.peer("listen"))
         for label, target in (("connect ok", pport), ("connect refused", int(self.peer("closed-port")))):

@@ -225,6 +225,9 @@ struct Stream {
     rx: Producer,
     tx: Consumer,
     rx_done: bool,
+    /// shutdown(read) was asked: the stack's end of file then means an
+    /// empty queue, not the peer's FIN; data may still come.
+    rd_shut: bool,
     tx_done: bool,
     shut_wr: bool,
     /// The process closed it (or exited): close once the send ring is
@@ -653,6 +656,7 @@ impl Gateway {
                             rx,
                             tx,
                             rx_done: false,
+                            rd_shut: false,
                             tx_done: false,
                             shut_wr: false,
                             closing: false,
@@ -667,7 +671,7 @@ impl Gateway {
                 let Some(sid) = self.sid_of(pid, slot) else { return Ok(()) };
                 if let Some(Entry::Stream(s)) = self.entry(sid) {
                     if matches!(how, Shutdown::Read | Shutdown::Both) {
-                        s.rx_done = true;
+                        s.rd_shut = true;
                         let _ = io.shutdown(sid, Shutdown::Read);
                     }
                     if matches!(how, Shutdown::Write | Shutdown::Both) {
@@ -885,6 +889,7 @@ impl Gateway {
             rx,
             tx,
             rx_done: false,
+            rd_shut: false,
             tx_done: false,
             shut_wr: false,
             closing: false,
@@ -993,6 +998,8 @@ fn service_stream(s: &mut Stream, io: &mut Io<'_>, scratch: &mut [u8], w: usize)
         }
         let n = free.min(scratch.len());
         match io.read(sid, &mut scratch[..n]) {
+            // After shutdown(read), an empty queue before the peer's FIN.
+            Ok(0) if s.rd_shut && io.state(sid).is_some_and(State::before_peer_fin) => break,
             Ok(0) => {
                 s.rx_done = true;
                 slot.state().fetch_or(state::EOF, Ordering::AcqRel);

@@ -469,16 +469,16 @@ impl Conn {
     /// One read attempt. Queued data comes before an error, as in Linux.
     fn try_read(&self, rx: &mut Consumer, buf: &mut [u8]) -> Result<usize, Error> {
         let s = &*self.s;
-        if s.user_flags() & user_bits::RD_SHUT != 0 {
-            // The consumer is this reader, so it may drop what is left.
-            ours(rx.consume(usize::MAX));
-            return Ok(0);
-        }
         let f = s.flags();
         let n = ours(rx.pop(buf));
         if n > 0 {
             self.kick_if(wants_bits::RX);
             return Ok(n);
+        }
+        // After shutdown(read), end of file once nothing is queued (what
+        // is queued, or still arrives, stays readable, as in Linux).
+        if s.user_flags() & user_bits::RD_SHUT != 0 {
+            return Ok(0);
         }
         if f & state_bits::ERROR != 0 {
             return match s.take_error() {

@@ -38,9 +38,12 @@ struct StreamEntry {
     // `spares`).
     ends: WorkerEnds,
     s: Arc<StreamShared>,
-    /// Nothing more to take from the stack (end of file, error,
-    /// shutdown(read)).
+    /// Nothing more to take from the stack (end of file, error).
     rx_done: bool,
+    /// shutdown(read) was asked: the stack's end of file then means an
+    /// empty queue, not the peer's FIN; data may still come (Linux keeps
+    /// it readable).
+    rd_shut: bool,
     /// Nothing more to give to the stack (FIN sent, error).
     tx_done: bool,
     /// shutdown(write) was asked: FIN once the send ring is drained.
@@ -165,7 +168,7 @@ impl Bridge {
                 let Some(sid) = self.stream_of(&s) else { return };
                 if let Some(Entry::Stream(e)) = self.slot(sid) {
                     if matches!(how, Shutdown::Read | Shutdown::Both) {
-                        e.rx_done = true;
+                        e.rd_shut = true;
                         let _ = io.shutdown(sid, Shutdown::Read);
                     }
                     if matches!(how, Shutdown::Write | Shutdown::Both) {
@@ -230,6 +233,7 @@ impl Bridge {
                         ends,
                         s: Arc::clone(&s),
                         rx_done: false,
+                        rd_shut: false,
                         tx_done: false,
                         shut_wr: false,
                         closing: false,
@@ -356,6 +360,7 @@ impl Bridge {
                 ends,
                 s: Arc::clone(&s),
                 rx_done: false,
+                rd_shut: false,
                 tx_done: false,
                 shut_wr: false,
                 closing: false,
@@ -536,6 +541,8 @@ fn service_stream(e: &mut StreamEntry, io: &mut Io<'_>, scratch: &mut [u8], rt: 
         }
         let n = free.min(scratch.len());
         match io.read(sid, &mut scratch[..n]) {
+            // After shutdown(read), an empty queue before the peer's FIN.
+            Ok(0) if e.rd_shut && io.state(sid).is_some_and(State::before_peer_fin) => break,
             Ok(0) => {
                 e.rx_done = true;
                 s.set(state_bits::EOF);

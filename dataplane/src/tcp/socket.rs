@@ -76,6 +76,12 @@ impl State {
     pub fn is_synchronized(self) -> bool {
         !matches!(self, State::Closed | State::Listen | State::SynSent | State::SynReceived)
     }
+
+    /// A state in which the peer may still send data (its FIN has not
+    /// arrived).
+    pub fn before_peer_fin(self) -> bool {
+        matches!(self, State::SynReceived | State::Established | State::FinWait1 | State::FinWait2)
+    }
 }
 
 /// A connection's addresses from the local side.

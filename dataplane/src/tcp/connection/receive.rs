@@ -25,8 +25,7 @@ impl Connection {
             && !seg.payload.is_empty()
             && !seg.flags.intersects(Flags::SYN.union(Flags::RST))
             && SeqNum(seg.seq_number) == self.rcv_nxt
-            && self.assembler.is_empty()
-            && !self.rd_shut;
+            && self.assembler.is_empty();
         if !plain {
             return None;
         }
@@ -205,11 +204,7 @@ impl Connection {
                     self.rcv_nxt += front as u32;
                     self.unacked_bytes += front;
                     self.rcv_rtt_measure(now);
-                    if self.rd_shut {
-                        self.rx.discard(&mut shared.pool, self.rx.len());
-                    } else {
-                        self.events |= readiness::READABLE;
-                    }
+                    self.events |= readiness::READABLE;
                 }
             }
         } else if seg.payload.is_empty() && !seg.flags.fin() {

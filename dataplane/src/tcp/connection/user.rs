@@ -7,7 +7,7 @@ use super::Connection;
 use crate::tcp::error::{Error, Result};
 use crate::tcp::memory::BufferPool;
 use crate::tcp::shared::Shared;
-use crate::tcp::socket::{Shutdown, State};
+use crate::tcp::socket::{readiness, Shutdown, State};
 use crate::tcp::time::Instant;
 use std::time::Duration;
 
@@ -35,9 +35,11 @@ impl Connection {
         Ok(n)
     }
 
-    /// read(): Ok(0) is end-of-file.
+    /// read(): Ok(0) is end-of-file. Queued data stays readable after
+    /// shutdown(SHUT_RD); only then does a read see end of file (Linux
+    /// tcp_recvmsg copies what is queued before it tests RCV_SHUTDOWN).
     pub fn recv(&mut self, now: Instant, shared: &mut Shared, buf: &mut [u8]) -> Result<usize> {
-        if !self.rx.is_empty() && !self.rd_shut {
+        if !self.rx.is_empty() {
             let n = self.rx.dequeue_slice(&mut shared.pool, buf);
             self.rcv_space_adjust(now, shared);
             self.maybe_window_update();
@@ -57,10 +59,16 @@ impl Connection {
         Err(Error::WouldBlock)
     }
 
-    pub fn shutdown(&mut self, pool: &mut BufferPool, how: Shutdown) -> Result<()> {
+    /// shutdown(): SHUT_RD discards nothing (Linux's tcp_shutdown acts on
+    /// SEND_SHUTDOWN only): what is queued, and what still arrives in
+    /// ESTABLISHED, stays readable; reads see end of file once it is
+    /// read. Data arriving in FIN_WAIT_1/2 after it resets (`receive.rs`).
+    pub fn shutdown(&mut self, how: Shutdown) -> Result<()> {
         if matches!(how, Shutdown::Read | Shutdown::Both) {
             self.rd_shut = true;
-            self.rx.discard(pool, self.rx.len());
+            // A reader waiting for data wakes to the end of file (tcp_poll
+            // reports EPOLLIN | EPOLLRDHUP from RCV_SHUTDOWN).
+            self.events |= readiness::READABLE;
         }
         if matches!(how, Shutdown::Write | Shutdown::Both) {
             self.queue_fin();

@@ -232,11 +232,11 @@ impl Stack {
     }
 
     pub fn shutdown(&mut self, _now: Instant, id: SocketId, how: Shutdown) -> Result<()> {
-        let (c, pool) = self.conn_and_pool(id)?;
+        let (c, _) = self.conn_and_pool(id)?;
         if matches!(c.state(), State::SynSent | State::Closed) {
             return Err(Error::NotConnected);
         }
-        c.shutdown(pool, how)?;
+        c.shutdown(how)?;
         self.after_conn(id);
         Ok(())
     }

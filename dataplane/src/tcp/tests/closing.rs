@@ -63,3 +63,30 @@ fn fin_wait_2_orphan_resets_on_new_data() {
     assert_eq!((rst.flags, rst.seq), (Flags::RST, iss + 2));
     assert_eq!(t.st.resources().connections, 0);
 }
+
+/// shutdown(SHUT_RD) discards nothing (Linux's tcp_shutdown acts on the
+/// send side only): what was queued is read first, data still arriving
+/// in ESTABLISHED is acknowledged and readable, and a read of the empty
+/// queue sees end of file.
+#[test]
+fn shutdown_read_keeps_queued_and_arriving_data_readable() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK | Flags::PSH);
+    d.data = b"before".to_vec();
+    t.send(&d).unwrap();
+    let _ = t.recv();
+    t.st.shutdown(t.now, c, Shutdown::Read).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(6));
+    assert_eq!(&buf[..6], b"before");
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(0), "end of file once the queue is empty");
+    let mut d = seg(PEER_ISN + 7, iss + 1, Flags::ACK | Flags::PSH);
+    d.data = b"after".to_vec();
+    t.send(&d).unwrap();
+    t.advance(Duration::from_millis(200));
+    assert!(t.recv().iter().any(|a| a.ack == PEER_ISN + 12), "acknowledged");
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(5));
+    assert_eq!(&buf[..5], b"after");
+    assert_eq!(t.st.state(c), Some(State::Established));
+}
