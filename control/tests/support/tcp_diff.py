@@ -500,6 +500,47 @@ def probes(t):
             {"echoed at once after the ACK": len([a for a in echoed if a["when"] == "now"])},
         ]
 
+    # Restart after idle (RFC 5681 section 4.1 as Linux's
+    # tcp_cwnd_restart): forty segments echoed with every window
+    # acknowledged grow the window to forty; after 0.3 s of silence (one
+    # to two RTOs) the next forty to echo go out in half that window (one
+    # halving), not in the initial window of ten.
+    def the_window_after_idle_is_halved_per_rto():
+        mss = 1448
+        # (Forty: more than the target's first receive window, 64240
+        # bytes, would be dropped as it arrives.)
+        c = echoed_burst(40, mss, b"i")
+        base = c.rcv_nxt
+        got = 0
+
+        def collect_to(n, wait):
+            nonlocal got
+            segs = data_segments(c.norm(t.collect(c.sport, wait, until=until_segments(n - got, mss))), mss)
+            got = max([got] + [(a["seq"] + a["len"] - 1) // mss for a in segs])
+
+        def ack_got():
+            ts = c.ts()
+            t.drain()
+            t.send(c.sport, c.port, c.snd_nxt, (base + got * mss) & 0xFFFFFFFF, ACK, b"", options(ts=ts) if ts else b"")
+
+        # Each window acknowledged once it is all there (the echo server's
+        # reads and writes may split it; what has arrived is what is
+        # acknowledged).
+        collect_to(10, 0.2)
+        ack_got()
+        collect_to(30, 0.3)
+        ack_got()
+        collect_to(40, 0.3)
+        # Idle 0.3 s from the last data sent: 1.4 to 1.5 RTOs (about 200
+        # to 210 ms here on both), one halving.
+        ack_got()
+        time.sleep(0.3)
+        t.drain()
+        c.burst(40, mss, b"j")
+        c.snd_nxt += 40 * mss
+        after = data_segments(c.norm(t.collect(c.sport, 0.05)), mss)
+        return [{"echoed before the pause": got}, {"segments at once after idle": len(after)}]
+
     # ECN (RFC 3168) with Linux's default tcp_ecn=2: a SYN asking for it
     # (ECE and CWR) gets ECE in the SYN|ACK.
     def syn_asking_for_ecn_is_answered_with_ece():
@@ -975,6 +1016,7 @@ def probes(t):
         ("one_sacked_segment_marks_the_earlier_ones_lost", one_sacked_segment_marks_the_earlier_ones_lost),
         ("an_unused_window_does_not_grow", an_unused_window_does_not_grow),
         ("a_spurious_timeout_is_undone", a_spurious_timeout_is_undone),
+        ("the_window_after_idle_is_halved_per_rto", the_window_after_idle_is_halved_per_rto),
         ("a_timeout_whose_original_arrived_is_undone_by_its_echo",
          a_timeout_whose_original_arrived_is_undone_by_its_echo),
         ("a_recovery_whose_resend_is_d_sacked_is_undone", a_recovery_whose_resend_is_d_sacked_is_undone),

@@ -231,16 +231,49 @@ impl Congestion {
         self.mss = mss;
     }
 
-    /// After an idle period longer than an RTO, restart from the initial
-    /// window (RFC 5681 section 4.1; Linux tcp_slow_start_after_idle).
-    pub fn on_idle_restart(&mut self) {
-        self.cwnd = self.cwnd.min(INITIAL_WINDOW_SEGMENTS * self.mss);
+    /// Sending again after `idle_ns` without sending, more than an RTO
+    /// (`rto_ns`): the window is halved once for each RTO of idleness
+    /// begun past the first, down to the initial window at most, after ssthresh has
+    /// remembered three quarters of it (Linux tcp_cwnd_restart, with
+    /// tcp_slow_start_after_idle; RFC 5681 section 4.1 and RFC 7661's
+    /// gentler decay).
+    pub fn on_idle_restart(&mut self, idle_ns: u64, rto_ns: u64) {
+        let restart = self.cwnd.min(INITIAL_WINDOW_SEGMENTS * self.mss);
+        // tcp_current_ssthresh.
+        self.ssthresh = self.ssthresh.max(self.cwnd / 2 + self.cwnd / 4);
+        let mut cwnd = self.cwnd;
+        let mut delta = idle_ns;
+        while rto_ns > 0 && delta > rto_ns && cwnd > restart {
+            delta -= rto_ns;
+            cwnd >>= 1;
+        }
+        self.cwnd = cwnd.max(restart);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// tcp_cwnd_restart: one halving for each RTO of idleness begun past
+    /// the first (1.5 RTOs: one, 2.5: two), never below the initial window (nor above the window before), and
+    /// ssthresh keeps three quarters of the window.
+    #[test]
+    fn an_idle_window_halves_per_rto_down_to_the_initial_window() {
+        let rto = 200_000_000;
+        for (idle_rtos_x2, cwnd_after) in [(3, 50_000), (5, 25_000), (7, 12_500), (9, 10_000), (40, 10_000)] {
+            let mut c = Congestion::new(Algorithm::Cubic, 1000);
+            c.cwnd = 100_000;
+            c.ssthresh = 20_000;
+            c.on_idle_restart(idle_rtos_x2 * rto / 2, rto);
+            assert_eq!(c.cwnd(), cwnd_after, "idle {} RTOs", idle_rtos_x2 as f64 / 2.0);
+            assert_eq!(c.ssthresh(), 75_000);
+        }
+        let mut small = Congestion::new(Algorithm::Cubic, 1000);
+        small.cwnd = 4_000;
+        small.on_idle_restart(10 * rto, rto);
+        assert_eq!(small.cwnd(), 4_000, "never raised to the initial window");
+    }
 
     #[test]
     fn slow_start_then_halving() {

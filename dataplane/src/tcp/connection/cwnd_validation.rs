@@ -64,6 +64,17 @@ impl Connection {
         }
     }
 
+    /// Sending again after `idle_ns` without sending (more than an RTO):
+    /// the window decays (Linux tcp_cwnd_restart), and that decay stands
+    /// for the validation's too: the window counts as used from now
+    /// (snd_cwnd_stamp, snd_cwnd_used), so the first send after the
+    /// silence does not shrink it a second time.
+    pub(super) fn restart_after_idle(&mut self, now: Instant, idle_ns: u64) {
+        self.cc.on_idle_restart(idle_ns, self.rtt.rto_nanos());
+        self.cwnd_use.stamp = now;
+        self.cwnd_use.used = 0;
+    }
+
     /// tcp_cwnd_application_limited: a window not filled for an RTO comes
     /// halfway down to what was used (never below the initial window),
     /// outside recovery and unless the application was held back by a

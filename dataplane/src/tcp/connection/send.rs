@@ -453,13 +453,11 @@ impl Connection {
         if len == 0 && !with_fin {
             return None;
         }
-        // Restart from the initial window after an idle RTO (RFC 5681
-        // section 4.1).
-        if !in_flight
-            && now.as_nanos().saturating_sub(self.last_send.as_nanos()) > self.rtt.rto_nanos()
-            && self.state.is_synchronized()
-        {
-            self.cc.on_idle_restart();
+        // The window decays after an idle RTO (RFC 5681 section 4.1, as
+        // Linux's tcp_cwnd_restart).
+        let idle = now.as_nanos().saturating_sub(self.last_send.as_nanos());
+        if !in_flight && idle > self.rtt.rto_nanos() && self.state.is_synchronized() {
+            self.restart_after_idle(now, idle);
         }
         let offset = seq.dist(self.tx_seq) as usize;
         let n = self.emit(&shared.pool, buf, &h, offset, len)?;
