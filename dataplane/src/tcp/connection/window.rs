@@ -10,9 +10,21 @@ impl Connection {
     /// most `rcv_ssthresh` rounded up to the scale's unit (Linux
     /// __tcp_select_window: ALIGN(min(free, rcv_ssthresh), 1 << wscale)),
     /// never more than is free.
+    ///
+    /// Receiver silly-window avoidance (RFC 9293 section 3.8.6.2.2, as
+    /// __tcp_select_window): with the buffer more than half full, free
+    /// space below the peer's segment size or below a sixteenth of the
+    /// buffer is announced as a zero window, not as a sliver.
     #[inline]
     pub(super) fn window_now(&self) -> u32 {
         let free = self.rx.free() as u32;
+        let full = self.rx.capacity() as u32;
+        if free < full / 2 {
+            let free = free >> self.rcv_wscale << self.rcv_wscale;
+            if free < full >> 4 || free < u32::from(self.rcv_mss).min(full) {
+                return 0;
+            }
+        }
         let max = 65535u32 << self.rcv_wscale;
         // Shifts, not a division by the unit: this runs for every segment.
         let round_up = (1u32 << self.rcv_wscale) - 1;

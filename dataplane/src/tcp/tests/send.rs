@@ -120,6 +120,47 @@ fn the_receive_window_grows_with_full_segments() {
     assert_eq!(last, 1024, "131072 bytes >> 7");
 }
 
+/// Receiver silly-window avoidance (Linux __tcp_select_window and
+/// __tcp_cleanup_rbuf): with the buffer more than half full, free space
+/// below one segment or below a sixteenth of the buffer (8 KiB of 128)
+/// is a zero window, not a sliver the peer would fill with a small
+/// segment. The peer fills every window offered until the window is
+/// shut; a read of 3000 bytes then announces nothing (and a probe gets a
+/// zero window); a read that frees 23000 bytes opens it.
+#[test]
+fn a_read_that_frees_a_sliver_announces_no_window() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    let mut seq = PEER_ISN + 1;
+    let mut edge = seq + 65535;
+    for _ in 0..400 {
+        if edge <= seq {
+            break;
+        }
+        let len = (edge - seq).min(1460);
+        let mut d = seg(seq, iss + 1, Flags::ACK);
+        d.data = vec![3; len as usize];
+        t.send(&d).unwrap();
+        seq += len;
+        t.advance(Duration::from_millis(50));
+        if let Some(a) = t.recv().into_iter().rfind(|a| a.flags == Flags::ACK) {
+            edge = a.ack + u32::from(a.window);
+        }
+    }
+    assert_eq!(edge, seq, "the window is shut");
+    let queued = t.st.recv_queue(c);
+    t.st.read(t.now, c, &mut vec![0u8; 3000]).unwrap();
+    t.advance(Duration::from_millis(50));
+    let update = t.recv();
+    assert!(update.iter().all(|a| a.window == 0), "no sliver after reading 3000 of {queued}: {update:?}");
+    let _ = t.send(&seg(seq - 1, iss + 1, Flags::ACK));
+    assert_eq!(t.recv_one().window, 0, "a probe learns the window is still shut");
+    t.st.read(t.now, c, &mut vec![0u8; 20000]).unwrap();
+    t.advance(Duration::from_millis(50));
+    let open = t.recv().into_iter().map(|a| a.window).max().unwrap_or(0);
+    assert!(open >= 8192, "23000 bytes free open the window: {open}");
+}
+
 /// Into a peer whose largest window is 1000 bytes, segments of 500
 /// (Linux tcp_bound_to_half_wnd, seen on the wire from this machine's
 /// kernel), so the window is never one segment the peer waits out.
