@@ -689,6 +689,20 @@ def probes(t):
         b = c.data(b"after", wait=0.3)
         return a + b
 
+    # RFC 5961 section 7 as Linux 6.x limits it: per connection, one
+    # challenge ACK per tcp_invalid_ratelimit (500 ms; the host-wide
+    # tcp_challenge_ack_limit is off by default since Linux 6.0): of three
+    # in-window resets in a row only the first is answered, and a SYN
+    # 0.6 s later is.
+    def challenge_acks_are_limited_per_connection():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        out = [{"reset": k, "answers": c.send(RST, seq=c.snd_nxt + 100 + k, ack=0, opts=b"", wait=0.1)} for k in range(3)]
+        time.sleep(0.5)
+        out.append({"syn 0.6 s later": c.send(SYN, seq=c.snd_nxt + 5, ack=0,
+                                               opts=options(mss=1460, sack_ok=True, ts=c.ts(), ws=7), wait=0.1)})
+        return out
+
     def syn_on_established_gets_a_challenge_ack():
         c = Conn(t, t.open_port)
         c.handshake()
@@ -1028,6 +1042,7 @@ def probes(t):
         ("rst_in_window_gets_a_challenge_ack", rst_in_window_gets_a_challenge_ack),
         ("rst_exact_closes", rst_exact_closes),
         ("syn_on_established_gets_a_challenge_ack", syn_on_established_gets_a_challenge_ack),
+        ("challenge_acks_are_limited_per_connection", challenge_acks_are_limited_per_connection),
         ("data_beyond_the_window_is_acked_and_dropped", data_beyond_the_window_is_acked_and_dropped),
         ("ack_of_unsent_data", ack_of_unsent_data),
         ("duplicate_data_is_acked_at_once", duplicate_data_is_acked_at_once),

@@ -89,7 +89,8 @@ pub struct Config {
     /// tcp_max_orphans: connections closed by the application and still
     /// finishing; past it close() resets (counted aborts_on_memory).
     pub max_orphans: usize,
-    /// tcp_challenge_ack_limit: challenge ACKs per second, stack-wide.
+    /// tcp_challenge_ack_limit: challenge ACKs per second, stack-wide;
+    /// INT_MAX (the default, as Linux's since 6.0) means no limit.
     pub challenge_ack_limit: u32,
     /// tcp_invalid_ratelimit: minimum gap between ACKs sent in answer to
     /// out-of-window segments on one connection.
@@ -141,7 +142,7 @@ impl Default for Config {
             mem: MemLimits::default(),
             max_tw_buckets: 131072,
             max_orphans: 131072,
-            challenge_ack_limit: 1000,
+            challenge_ack_limit: i32::MAX as u32,
             invalid_ratelimit: Duration::from_millis(500),
             mtu: 1500,
             congestion: Algorithm::Cubic,

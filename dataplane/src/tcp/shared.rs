@@ -98,8 +98,14 @@ impl Shared {
     }
 
     /// RFC 5961 section 7 / Linux tcp_challenge_ack_limit: at most
-    /// `challenge_ack_limit` challenge ACKs per second stack-wide.
+    /// `challenge_ack_limit` challenge ACKs per second stack-wide; its
+    /// default, INT_MAX, turns the limit off (Linux 6.0 on: the
+    /// per-connection limit is the one that counts).
     pub fn challenge_ack_allowed(&mut self, now: Instant) -> bool {
+        if self.config.challenge_ack_limit >= i32::MAX as u32 {
+            self.stats.challenge_acks += 1;
+            return true;
+        }
         let sec = now.as_nanos() / 1_000_000_000;
         if sec != self.challenge_second {
             self.challenge_second = sec;

@@ -147,6 +147,13 @@ impl Connection {
     }
 
     pub(super) fn challenge_ack(&mut self, now: Instant, shared: &mut Shared) {
+        // Linux tcp_send_challenge_ack: the connection's own rate limit
+        // first (the one out-of-window ACKs share, tcp_invalid_ratelimit),
+        // then the host-wide one.
+        if self.last_oow_ack.is_some_and(|t| now - t < shared.config.invalid_ratelimit) {
+            return;
+        }
+        self.last_oow_ack = Some(now);
         if shared.challenge_ack_allowed(now) {
             self.ack_now = true;
         }

@@ -116,18 +116,52 @@ fn established_rst_in_window_gets_a_challenge_ack() {
     assert_eq!(t.st.socket_error(c), Some(Error::ConnectionReset));
 }
 
+/// Challenge ACKs are limited per connection first (Linux
+/// tcp_send_challenge_ack -> __tcp_oow_rate_limited: one per
+/// tcp_invalid_ratelimit, 500 ms), then host-wide if
+/// tcp_challenge_ack_limit is set below INT_MAX.
 #[test]
 fn established_syn_gets_a_challenge_ack_rate_limited() {
-    let mut t = T::new(Config { challenge_ack_limit: 2, ..plain() });
+    let mut t = T::new(plain());
     let (_, c, iss) = t.established();
     for _ in 0..3 {
         t.send(&seg(PEER_ISN + 50, 0, Flags::SYN)).unwrap_err();
+        if let Some(a) = t.recv().first() {
+            assert_eq!(a.seq, iss + 1);
+        }
     }
-    let acks = t.recv();
-    assert_eq!(acks.len(), 1, "ACKs merge within one poll: {acks:?}");
-    assert_eq!(acks[0].seq, iss + 1);
-    assert_eq!(t.st.stats().challenge_acks, 2, "the third is over the limit");
+    assert_eq!(t.st.stats().challenge_acks, 1, "one per 500 ms per connection");
+    t.advance(Duration::from_millis(600));
+    t.send(&seg(PEER_ISN + 50, 0, Flags::SYN)).unwrap_err();
+    assert_eq!(t.recv().len(), 1);
+    assert_eq!(t.st.stats().challenge_acks, 2);
     assert_eq!(t.state(c), Some(State::Established));
+}
+
+/// With tcp_challenge_ack_limit set, the host-wide limit counts across
+/// connections: three connections challenged at once, two answered.
+#[test]
+fn a_host_wide_challenge_ack_limit_counts_across_connections() {
+    let mut t = T::new(Config { challenge_ack_limit: 2, ..plain() });
+    let l = t.listener(8);
+    for k in 0..3u16 {
+        let mut s = syn();
+        s.src_port = RPORT + k;
+        t.send(&s).unwrap();
+        let sa = t.recv_one();
+        let mut a = seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK);
+        a.src_port = RPORT + k;
+        t.send(&a).unwrap();
+        t.st.accept(l).unwrap();
+    }
+    let mut answered = 0;
+    for k in 0..3u16 {
+        let mut s = seg(PEER_ISN + 50, 0, Flags::SYN);
+        s.src_port = RPORT + k;
+        t.send(&s).unwrap_err();
+        answered += t.recv().len();
+    }
+    assert_eq!((answered, t.st.stats().challenge_acks), (2, 2));
 }
 
 /// An RST in CLOSE_WAIT (Linux tcp_reset): writes fail with EPIPE, not
