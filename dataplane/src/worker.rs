@@ -789,7 +789,7 @@ impl Worker {
                 self.port.release(frame);
                 return;
             };
-            let ident = self.ip_ident.take();
+            let ident = t.ip_id;
             let len = egress::emit_tcp_headers(
                 &mut self.port.data_mut(&mut frame, cap),
                 self.iface.mac,

@@ -200,6 +200,7 @@ class Target:
             got.append((time.monotonic() - self.sent_at, {
                 "sport": s[0], "seq": s[2], "ack": s[3], "flags": s[5], "window": s[6],
                 "opts": parse_options(tcp[20:doff]), "len": len(tcp) - doff, "ecn": ip[1] & 3,
+                "ipid": struct.unpack("!H", ip[4:6])[0], "df": bool(ip[6] & 0x40),
             }))
 
 
@@ -745,6 +746,36 @@ def probes(t):
         c.snd_nxt += 10
         return c.data(b"q" * 10, opts=options(ts=(c.tsval - 100_000, c.ts_recent)))
 
+    # The IPv4 identification as Linux chooses it (ip_select_ident_segs,
+    # ip_build_and_send_pkt): DF on everything; a listener's SYN|ACK has
+    # identification 0; a connection numbers its datagrams from its own
+    # unpredictable start (inet_id), one apart (also across a GSO batch).
+    def ip_identification_is_per_connection():
+        c = Conn(t, t.echo_port)
+        t.drain()
+        ts = c.ts()
+        t.send(c.sport, c.port, c.iss, 0, SYN, opts=options(mss=1460, sack_ok=True, ts=ts, ws=7))
+        raw = t.collect(c.sport, 0.5, until=lambda segs: any(s["flags"] & SYN for s in segs))
+        synack = [s for _, s in raw if s["flags"] & SYN][0]
+        c.irs = synack["seq"]
+        c.rcv_nxt = (synack["seq"] + 1) & 0xFFFFFFFF
+        c.snd_nxt = (c.iss + 1) & 0xFFFFFFFF
+        c.ts_recent = synack["opts"]["ts"][0]
+        c.send(ACK, wait=0.05)
+        t.drain()
+        c.burst(4, 1448, b"n")
+        c.snd_nxt += 4 * 1448
+        got = t.collect(c.sport, 0.2, until=lambda segs: sum(-(-s["len"] // 1448) for s in segs) >= 4)
+        ids = []
+        for _, s in got:
+            ids.extend(s["ipid"] + k for k in range(max(1, -(-s["len"] // 1448))))
+        return [
+            {"SYN|ACK": {"ipid": synack["ipid"], "df": synack["df"]}},
+            {"DF on all": all(s["df"] for _, s in got)},
+            {"numbered one apart": all((b - a) & 0xFFFF == 1 for a, b in zip(ids, ids[1:]))},
+            {"from a start other than 0 or the SYN|ACK's": bool(ids) and ids[0] not in (0, 1)},
+        ]
+
     # PAWS as Linux's tcp_paws_check (TCP_PAWS_WINDOW): a TSval one below
     # TS.Recent still passes, and the data is taken.
     def a_timestamp_one_below_ts_recent_passes_paws():
@@ -1050,6 +1081,7 @@ def probes(t):
         ("fin_is_acked_and_answered_with_fin", fin_is_acked_and_answered_with_fin),
         ("old_timestamp_is_dropped_by_paws", old_timestamp_is_dropped_by_paws),
         ("a_timestamp_one_below_ts_recent_passes_paws", a_timestamp_one_below_ts_recent_passes_paws),
+        ("ip_identification_is_per_connection", ip_identification_is_per_connection),
         ("a_disordered_pure_ack_passes_paws", a_disordered_pure_ack_passes_paws),
         ("an_old_pure_ack_fails_paws", an_old_pure_ack_fails_paws),
         # Last: it leaves the path to the spoofed peer narrower.

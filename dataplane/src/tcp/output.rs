@@ -18,6 +18,10 @@ pub struct Transmit {
     /// The ECN codepoint for its IP header (RFC 3168: ECT(0) on new data
     /// of a connection that negotiated ECN, 0 otherwise).
     pub ecn: u8,
+    /// The IPv4 identification: the connection's own counter, or 0 for
+    /// segments no connection sends (resets, SYN|ACKs, TIME_WAIT's ACKs),
+    /// which go with DF as Linux sends them from its control socket.
+    pub ip_id: u16,
 }
 
 /// RFC 3168's ECT(0) codepoint.

@@ -146,6 +146,10 @@ pub(crate) struct Connection {
     ts_recent: u32,
     ts_recent_at: Instant,
     ts_offset: u32,
+    /// The IPv4 identification of the next datagram (Linux's inet_id: a
+    /// per-connection counter from an unpredictable start, so one
+    /// connection's datagrams tell nothing of the host's other traffic).
+    ip_id: u16,
     tx: RingBuffer,
     /// Sequence number of tx's first byte.
     tx_seq: SeqNum,
@@ -302,6 +306,8 @@ impl Connection {
             ts_recent: 0,
             ts_recent_at: now,
             ts_offset: shared.isn.ts_offset(tuple.local, tuple.remote),
+            // (Both keyed and secret; Linux draws get_random_u16.)
+            ip_id: (iss.0.rotate_left(11) ^ shared.isn.ts_offset(tuple.remote, tuple.local)) as u16,
             tx: RingBuffer::new(opts.send_buffer),
             tx_seq: iss + 1u32,
             fin_queued: false,

@@ -115,13 +115,15 @@ impl Connection {
     /// it, whether its IP header carries ECT (new data of a connection
     /// that negotiated ECN: Linux tcp_ecn_send marks neither
     /// retransmissions nor segments without data).
-    pub fn poll_segment(&mut self, now: Instant, shared: &mut Shared, buf: &mut [u8]) -> Option<(usize, bool)> {
+    pub fn poll_segment(&mut self, now: Instant, shared: &mut Shared, buf: &mut [u8]) -> Option<(usize, bool, u16)> {
         let (nxt, max) = (self.snd_nxt, self.snd_max);
         let n = self.poll_segment_inner(now, shared, buf)?;
         shared.stats.segments_out += 1;
         self.last_send = now;
         let ect = self.ecn_ok() && nxt >= max && self.snd_max.dist(max) > u32::from(self.fin_seq == Some(max));
-        Some((n, ect))
+        let ip_id = self.ip_id;
+        self.ip_id = ip_id.wrapping_add(1);
+        Some((n, ect, ip_id))
     }
 
     #[inline]

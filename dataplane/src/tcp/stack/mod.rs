@@ -257,14 +257,14 @@ impl Stack {
         while let Some(c) = self.shared.control.pop_front() {
             if let Some(len) = write_control(buf, c.src, c.dst, &c.header) {
                 self.shared.stats.segments_out += 1;
-                return Some(Transmit { src: c.src, dst: c.dst, len, ecn: 0 });
+                return Some(Transmit { src: c.src, dst: c.dst, len, ecn: 0, ip_id: 0 });
             }
         }
         while let Some(id) = self.txq.pop_front() {
             let Some(s) = sock_mut(&mut self.slots, id) else { continue };
             s.in_txq = false;
             let Kind::Conn(c) = &mut s.kind else { continue };
-            let Some((len, ect)) = c.poll_segment(now, &mut self.shared, buf) else {
+            let Some((len, ect, ip_id)) = c.poll_segment(now, &mut self.shared, buf) else {
                 // Polling may have armed a timer (persist); nothing to send
                 // means no place in the queue.
                 let deadline = c.next_deadline();
@@ -273,7 +273,7 @@ impl Stack {
             };
             let (src, dst) = (c.tuple.local, c.tuple.remote);
             self.after_conn(id);
-            return Some(Transmit { src, dst, len, ecn: if ect { ECT_0 } else { 0 } });
+            return Some(Transmit { src, dst, len, ecn: if ect { ECT_0 } else { 0 }, ip_id });
         }
         None
     }

@@ -187,3 +187,39 @@ fn segments_are_bounded_to_half_a_small_window() {
     let out = t.recv();
     assert_eq!(out.first().map(|s| s.data.len()), Some(1460), "{out:?}");
 }
+
+/// The IPv4 identification (Linux ip_select_ident_segs): a connection
+/// numbers its datagrams one apart from its own start; two connections'
+/// starts differ; segments no connection sends (a listener's SYN|ACK, a
+/// reset) carry 0, as Linux's control socket and ip_build_and_send_pkt
+/// send them with DF.
+#[test]
+fn each_connection_numbers_its_datagrams_from_its_own_start() {
+    let mut t = T::new(plain());
+    let l = t.listener(8);
+    let mut buf = [0u8; 1600];
+    let mut starts = vec![];
+    for k in 0..2u16 {
+        let mut s = syn();
+        s.src_port = RPORT + k;
+        t.send(&s).unwrap();
+        let synack = t.st.poll_transmit(t.now, &mut buf).unwrap();
+        assert_eq!(synack.ip_id, 0, "a listener's SYN|ACK");
+        let iss = Packet::new_checked(&buf[..synack.len]).unwrap().seq_number();
+        let mut a = seg(PEER_ISN + 1, iss + 1, Flags::ACK);
+        a.src_port = RPORT + k;
+        t.send(&a).unwrap();
+        let c = t.st.accept(l).unwrap();
+        t.st.write(t.now, c, &[1u8; 3000]).unwrap();
+        let ids: Vec<u16> = std::iter::from_fn(|| t.st.poll_transmit(t.now, &mut buf)).map(|x| x.ip_id).collect();
+        assert_eq!(ids.len(), 3);
+        assert!(ids.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "one apart: {ids:?}");
+        starts.push(ids[0]);
+    }
+    assert_ne!(starts[0], starts[1], "each from its own start");
+    // A segment for no connection: a reset, identification 0.
+    let mut stray = seg(5, 6, Flags::ACK);
+    stray.dst_port = LPORT + 1;
+    let _ = t.send(&stray);
+    assert_eq!(t.st.poll_transmit(t.now, &mut buf).map(|x| x.ip_id), Some(0));
+}
