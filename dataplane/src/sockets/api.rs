@@ -64,15 +64,7 @@ pub struct WaitStats {
 
 /// Linux's limits on setsockopt values, checked before anything is queued.
 fn validate(o: SocketOption) -> Result<(), Error> {
-    match o {
-        SocketOption::KeepIdle(d) | SocketOption::KeepIntvl(d) if d < Duration::from_secs(1) => {
-            Err(Error::InvalidInput)
-        }
-        SocketOption::KeepCnt(0) | SocketOption::SendBuffer(0) | SocketOption::RecvBuffer(0) => {
-            Err(Error::InvalidInput)
-        }
-        _ => Ok(()),
-    }
+    o.validate()
 }
 
 /// A socket before connect() or listen(): options, an optional local

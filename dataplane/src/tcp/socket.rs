@@ -168,6 +168,28 @@ pub enum SocketOption {
     UserTimeout(Duration),
 }
 
+/// Linux's MAX_TCP_KEEPIDLE and MAX_TCP_KEEPINTVL (seconds).
+const MAX_KEEP_SECS: u64 = 32767;
+/// Linux's MAX_TCP_KEEPCNT.
+const MAX_KEEP_CNT: u32 = 127;
+
+impl SocketOption {
+    /// The value is one Linux's setsockopt takes (do_tcp_setsockopt:
+    /// TCP_KEEPIDLE and TCP_KEEPINTVL 1 to 32767 s, TCP_KEEPCNT 1 to
+    /// 127, else EINVAL). Buffer sizes are never refused: any size,
+    /// 0 included, is clamped (sock_setsockopt).
+    pub fn validate(self) -> Result<(), Error> {
+        let keep = 1..=MAX_KEEP_SECS;
+        match self {
+            SocketOption::KeepIdle(d) | SocketOption::KeepIntvl(d) if !keep.contains(&d.as_secs()) => {
+                Err(Error::InvalidInput)
+            }
+            SocketOption::KeepCnt(n) if !(1..=MAX_KEEP_CNT).contains(&n) => Err(Error::InvalidInput),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What happened to a socket, for the application's event loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {

@@ -14,7 +14,6 @@ use crate::tcp::listener::Listener;
 use crate::tcp::socket::{readiness, FourTuple, Shutdown, SocketId, SocketOption, SocketOptions, State};
 use crate::tcp::time::Instant;
 use crate::wire::Ipv4Addr;
-use std::time::Duration;
 
 /// The smallest buffers a socket option can ask for: half of Linux's
 /// SOCK_MIN_SNDBUF and SOCK_MIN_RCVBUF (2 x (2048 + sk_buff)), as those
@@ -42,32 +41,32 @@ impl Stack {
 
     pub fn set_option(&mut self, now: Instant, id: SocketId, opt: SocketOption) -> Result<()> {
         let (rmem_max, wmem_max) = (self.shared.config.core_rmem_max, self.shared.config.core_wmem_max);
+        opt.validate()?;
         let s = self.user(id)?;
         let o = &mut s.opts;
         match opt {
             SocketOption::ReuseAddr(v) => o.reuse_addr = v,
             SocketOption::NoDelay(v) => o.no_delay = v,
             SocketOption::KeepAlive(v) => o.keep_alive = v,
-            SocketOption::KeepIdle(d) if d >= Duration::from_secs(1) => o.keep_idle = d,
-            SocketOption::KeepIntvl(d) if d >= Duration::from_secs(1) => o.keep_intvl = d,
-            SocketOption::KeepCnt(n) if n >= 1 => o.keep_cnt = n,
+            SocketOption::KeepIdle(d) => o.keep_idle = d,
+            SocketOption::KeepIntvl(d) => o.keep_intvl = d,
+            SocketOption::KeepCnt(n) => o.keep_cnt = n,
             SocketOption::Linger(l) => o.linger = l,
             // Linux sock_setsockopt: clamped to net.core.wmem_max /
             // rmem_max and to a floor (SOCK_MIN_SNDBUF / SOCK_MIN_RCVBUF,
             // which count twice the bytes this buffer holds), and to what a
             // ring holds (buffer::MAX_CAPACITY, 32 MiB), so the size read
             // back is the size in use.
-            SocketOption::SendBuffer(n) if n > 0 => {
+            SocketOption::SendBuffer(n) => {
                 o.send_buffer = n.min(wmem_max).clamp(MIN_SEND_BUFFER, MAX_CAPACITY);
                 o.send_buffer_locked = true;
             }
-            SocketOption::RecvBuffer(n) if n > 0 => {
+            SocketOption::RecvBuffer(n) => {
                 o.recv_buffer = n.min(rmem_max).clamp(MIN_RECV_BUFFER, MAX_CAPACITY);
                 o.recv_buffer_locked = true;
             }
             SocketOption::Congestion(a) => o.congestion = a,
             SocketOption::UserTimeout(d) => o.user_timeout = d,
-            _ => return Err(Error::InvalidInput),
         }
         let opts = *o;
         if let Kind::Conn(c) = &mut s.kind {

@@ -68,6 +68,11 @@ fn buffer_sizes_are_clamped_as_linux_clamps_them() {
     t.st.set_option(t.now, c, SocketOption::SendBuffer(1)).unwrap();
     let o = t.st.options(c).unwrap();
     assert_eq!((o.recv_buffer, o.send_buffer), (1152, 2304), "Linux's floors, halved");
+    // 0 too is clamped, not refused (sock_setsockopt).
+    t.st.set_option(t.now, c, SocketOption::RecvBuffer(0)).unwrap();
+    t.st.set_option(t.now, c, SocketOption::SendBuffer(0)).unwrap();
+    let o = t.st.options(c).unwrap();
+    assert_eq!((o.recv_buffer, o.send_buffer), (1152, 2304));
     t.st.set_option(t.now, c, SocketOption::RecvBuffer(1 << 40)).unwrap();
     t.st.bind(c, LOCAL, LPORT).unwrap();
     t.st.connect(t.now, c, REMOTE, RPORT).unwrap();
@@ -79,4 +84,36 @@ fn buffer_sizes_are_clamped_as_linux_clamps_them() {
     // The window it announces fits the clamped buffer.
     let ack = t.recv_one();
     assert!(usize::from(ack.window) <= max, "{ack:?}");
+}
+
+/// Keep-alive values as Linux bounds them (do_tcp_setsockopt): TCP_KEEPIDLE
+/// and TCP_KEEPINTVL 1 to 32767 s, TCP_KEEPCNT 1 to 127; outside, EINVAL
+/// and nothing changes.
+#[test]
+fn keepalive_values_outside_linux_s_bounds_are_refused() {
+    let mut t = T::new(plain());
+    let c = t.st.socket();
+    let before = t.st.options(c).unwrap();
+    for bad in [
+        SocketOption::KeepIdle(Duration::ZERO),
+        SocketOption::KeepIdle(Duration::from_secs(32768)),
+        SocketOption::KeepIntvl(Duration::from_millis(500)),
+        SocketOption::KeepIntvl(Duration::from_secs(40000)),
+        SocketOption::KeepCnt(0),
+        SocketOption::KeepCnt(128),
+    ] {
+        assert_eq!(t.st.set_option(t.now, c, bad), Err(Error::InvalidInput), "{bad:?}");
+    }
+    let after = t.st.options(c).unwrap();
+    assert_eq!(
+        (after.keep_idle, after.keep_intvl, after.keep_cnt),
+        (before.keep_idle, before.keep_intvl, before.keep_cnt)
+    );
+    for good in [
+        SocketOption::KeepIdle(Duration::from_secs(32767)),
+        SocketOption::KeepIntvl(Duration::from_secs(1)),
+        SocketOption::KeepCnt(127),
+    ] {
+        assert_eq!(t.st.set_option(t.now, c, good), Ok(()), "{good:?}");
+    }
 }
