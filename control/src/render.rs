@@ -110,6 +110,7 @@ pub fn stats(s: &Status) -> String {
         ("loss_probe_recoveries", "losses repaired by a tail loss probe (TCPLossProbeRecovery)"),
         ("sack_renegings", "times the peer dropped data it had SACKed"),
         ("ofo_pruned", "times out-of-order data was dropped to make room"),
+        ("ofo_table_drops", "out-of-order segments dropped with the out-of-order table full"),
         ("ofo_dropped_memory", "out-of-order segments dropped with the buffer memory at its limit (tcp_mem)"),
         ("tw_overflows", "connections closed without TIME_WAIT: tcp_max_tw_buckets reached"),
         ("aborts_on_memory", "close() answered with a reset: too many orphans or buffer memory at its limit"),

@@ -74,6 +74,9 @@ pub struct Stats {
     /// TcpExtOfoPruned: out-of-order data dropped to make room for data
     /// closer to the next expected byte.
     pub ofo_pruned: u64,
+    /// Out-of-order segments above every held range dropped because the
+    /// out-of-order table was full (a limit Linux does not have).
+    pub ofo_table_drops: u64,
     /// Out-of-order segments dropped, with the connection's out-of-order
     /// data, because the buffer pool was at tcp_mem[2] (TCPOFODrop).
     pub ofo_dropped_memory: u64,
@@ -99,7 +102,7 @@ pub struct Stats {
 impl Stats {
     /// Every counter with its name, in declaration order (for statistics
     /// output and metrics).
-    pub fn fields(&self) -> [(&'static str, u64); 43] {
+    pub fn fields(&self) -> [(&'static str, u64); 44] {
         [
             ("segments_in", self.segments_in),
             ("segments_out", self.segments_out),
@@ -136,6 +139,7 @@ impl Stats {
             ("header_predicted", self.header_predicted),
             ("sack_renegings", self.sack_renegings),
             ("ofo_pruned", self.ofo_pruned),
+            ("ofo_table_drops", self.ofo_table_drops),
             ("ofo_dropped_memory", self.ofo_dropped_memory),
             ("tw_overflows", self.tw_overflows),
             ("rcvbuf_grown", self.rcvbuf_grown),

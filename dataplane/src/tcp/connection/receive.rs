@@ -192,7 +192,9 @@ impl Connection {
                     }
                     Err(_) => {
                         // Above every range with the table full: drop it;
-                        // the peer will resend.
+                        // the peer will resend. (Linux has no such table
+                        // limit; counted.)
+                        shared.stats.ofo_table_drops += 1;
                         self.rx.forget_beyond(&mut shared.pool, self.assembler.end());
                         self.ack_now = true;
                         return;
