@@ -80,12 +80,6 @@ pub(super) struct Recovery {
     /// A reduction for an ECN echo, not a loss: nothing is retransmitted
     /// for it (Linux's TCP_CA_CWR), and it ends only past `recover`.
     pub cwr: bool,
-    /// SND.UNA when recovery began (tp->undo_marker): D-SACKs above it
-    /// are of this recovery's resends.
-    pub undo_marker: SeqNum,
-    /// Resends not yet D-SACKed (tp->undo_retrans; -1 before the first):
-    /// at 0 every resend was needless and the reduction is undone.
-    pub undo_retrans: i16,
 }
 
 impl Connection {
@@ -183,11 +177,12 @@ impl Connection {
                     // (tcp_sacktag_one).
                     let resent = r <= self.snd_una
                         || self.sent.iter().any(|s| s.start < r && s.end() > l && s.ever_retransmitted());
-                    if let Some(rec) = self.recovery.as_mut().filter(|rec| !rec.cwr && rec.undo_retrans > 0) {
-                        if resent && r > rec.undo_marker && r <= self.snd_max {
-                            let left = i32::from(rec.undo_retrans) - i32::try_from(dsack).unwrap_or(i32::MAX);
-                            rec.undo_retrans = left.max(0) as i16;
-                        }
+                    // (In fast recovery or the loss state a timeout began:
+                    // Linux's undo_marker is set in both.)
+                    let episode = self.recovery.is_some_and(|rec| !rec.cwr) || self.rto_recover.is_some();
+                    if episode && self.undo_retrans > 0 && resent && r > self.undo_marker && r <= self.snd_max {
+                        let left = i32::from(self.undo_retrans) - i32::try_from(dsack).unwrap_or(i32::MAX);
+                        self.undo_retrans = left.max(0) as i16;
                     }
                 }
             }
@@ -277,7 +272,7 @@ impl Connection {
         }
         // tcp_try_undo_dsack: every resend of this recovery came back
         // D-SACKed: nothing was lost, and recovery ends undone.
-        if self.recovery.is_some_and(|r| !r.cwr && r.undo_retrans == 0) {
+        if self.recovery.is_some_and(|r| !r.cwr) && self.undo_retrans == 0 {
             self.recovery = None;
             self.cc.undo();
             self.rack.recovery_undone();
@@ -446,7 +441,8 @@ impl Connection {
                 // the first resend, nothing was lost and the reduction is
                 // undone (tcp_try_undo_recovery -> tcp_may_undo).
                 self.recovery = None;
-                if !r.cwr && (r.undo_retrans == 0 || self.cc.can_undo() && self.packet_delayed(cx.tsecr, r.recover)) {
+                if !r.cwr && (self.undo_retrans == 0 || self.cc.can_undo() && self.packet_delayed(cx.tsecr, r.recover))
+                {
                     self.cc.undo();
                     shared.stats.recovery_undos += 1;
                 } else {
@@ -532,28 +528,22 @@ impl Connection {
             // reduction while in one): the same PRR goes on, to the new
             // recovery point.
             // (Nothing to undo: tcp_enter_cwr cleared it.)
-            Some(r) if r.cwr => Some(Recovery {
-                recover: self.snd_max,
-                high_rxt: self.snd_una,
-                cwr: false,
-                undo_marker: self.snd_una,
-                undo_retrans: -1,
-                ..r
-            }),
+            Some(r) if r.cwr => {
+                self.undo_marker = self.snd_una;
+                self.undo_retrans = -1;
+                Some(Recovery { recover: self.snd_max, high_rxt: self.snd_una, cwr: false, ..r })
+            }
             _ => {
                 let flight = self.snd_max.dist(self.snd_una);
                 let prior_cwnd = self.cc.cwnd();
                 self.cc.remember_prior();
                 self.cc.on_loss(flight);
-                // tcp_init_undo: resends already out count.
-                let out = self.sent.retrans_bytes().div_ceil(u32::from(self.send_mss.max(1)));
+                self.init_undo();
                 Some(Recovery {
                     recover: self.snd_max,
                     high_rxt: self.snd_una,
                     prr: Prr { prior_cwnd, ..Prr::default() },
                     cwr: false,
-                    undo_marker: self.snd_una,
-                    undo_retrans: if out > 0 { i16::try_from(out).unwrap_or(i16::MAX) } else { -1 },
                 })
             }
         };
@@ -581,9 +571,9 @@ impl Connection {
             high_rxt: self.snd_una,
             prr: Prr { prior_cwnd, ..Prr::default() },
             cwr: true,
-            undo_marker: self.snd_una,
-            undo_retrans: -1,
         });
+        // (tcp_enter_cwr: nothing to undo.)
+        self.undo_retrans = -1;
         self.ecn |= super::ecn::QUEUE_CWR;
         // tcp_init_cwnd_reduction ends the loss probe episode; a new one
         // may start (Linux probes in CWR).

@@ -205,6 +205,12 @@ pub(crate) struct Connection {
     /// The TSval of the loss episode's first retransmission (Linux's
     /// retrans_stamp as tcp_packet_delayed reads it; 0: none): `undo.rs`.
     retrans_ts: u32,
+    /// SND.UNA when the reduction in progress began (Linux's undo_marker):
+    /// D-SACKs above it are of this episode's resends.
+    undo_marker: SeqNum,
+    /// Resends not yet D-SACKed (Linux's undo_retrans; -1 before the
+    /// first): at 0 every resend was needless and the reduction is undone.
+    undo_retrans: i16,
     /// When zero-window probing began (Linux's icsk_probes_tstamp);
     /// cleared when the peer answers.
     probes_stamp: Option<Instant>,
@@ -336,6 +342,8 @@ impl Connection {
             cwnd_use: CwndUse::default(),
             rtx_stamp: None,
             retrans_ts: 0,
+            undo_marker: iss,
+            undo_retrans: -1,
             probes_stamp: None,
             timers: TimerTable::default(),
             retries: 0,

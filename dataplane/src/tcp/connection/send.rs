@@ -277,6 +277,7 @@ impl Connection {
         }?;
         let n = self.retransmit_from(now, shared, buf, mss, seq)?;
         self.stamp_retransmission(now);
+        self.count_resend_for_undo();
         if seq == self.snd_una && !self.timers.is_set(Timer::Reorder) {
             // The head went out again: the retransmission timer restarts
             // from it (tcp_xmit_retransmit_queue's rearm_timer).
@@ -341,9 +342,6 @@ impl Connection {
             if end > r.high_rxt {
                 r.high_rxt = end;
             }
-            // tcp_retransmit_skb: one more resend a D-SACK must return
-            // for an undo.
-            r.undo_retrans = r.undo_retrans.max(0).saturating_add(1);
         }
         self.prr_sent(end.dist(seq));
         self.count_retransmission(shared, seq);
@@ -497,6 +495,7 @@ impl Connection {
                 // The timeout's go-back-N (tcp_retransmit_timer ->
                 // tcp_retransmit_skb), not a zero-window probe.
                 self.stamp_retransmission(now);
+                self.count_resend_for_undo();
             }
         }
         self.arm_rtx(now);

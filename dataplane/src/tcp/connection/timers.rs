@@ -275,6 +275,11 @@ impl Connection {
                     shared.stats.sack_renegings += 1;
                     self.sent.forget_sacks();
                 }
+                // tcp_enter_loss: a first timeout outside fast recovery
+                // starts an undo episode (in recovery, its own goes on).
+                if self.retries == 1 && self.recovery.is_none_or(|r| r.cwr) {
+                    self.init_undo();
+                }
                 // RFC 6298 section 5.4 to 5.6 and RFC 5681 section 3.1.
                 let flight = self.snd_max.dist(self.snd_una);
                 self.cc.on_timeout(flight, self.retries == 1);

@@ -50,12 +50,29 @@ impl Connection {
         self.state != State::SynReceived
     }
 
+    /// A reduction that may prove needless begins (tcp_init_undo, from
+    /// tcp_enter_recovery and tcp_enter_loss): D-SACKs above SND.UNA now
+    /// count against the resends, those already out included.
+    pub(super) fn init_undo(&mut self) {
+        self.undo_marker = self.snd_una;
+        let out = self.sent.retrans_bytes().div_ceil(u32::from(self.send_mss.max(1)));
+        self.undo_retrans = if out > 0 { i16::try_from(out).unwrap_or(i16::MAX) } else { -1 };
+    }
+
+    /// One more resend of the episode (tcp_retransmit_skb; not a loss
+    /// probe) that a D-SACK must bring back for an undo.
+    #[inline]
+    pub(super) fn count_resend_for_undo(&mut self) {
+        self.undo_retrans = self.undo_retrans.max(0).saturating_add(1);
+    }
+
     /// An ACK that advanced SND.UNA in the loss state a timeout began
     /// (tcp_process_loss -> tcp_try_undo_loss, before F-RTO looks at it):
-    /// if the originals were only late, the timeout is undone. `high`:
-    /// SND.MAX at the timeout. Returns whether it was.
+    /// if D-SACKs brought every resend back, or the originals were only
+    /// late (tcp_may_undo), the timeout is undone. `high`: SND.MAX at the
+    /// timeout. Returns whether it was.
     pub(super) fn try_undo_loss(&mut self, shared: &mut Shared, tsecr: Option<u32>, high: SeqNum) -> bool {
-        if !self.cc.can_undo() || !self.packet_delayed(tsecr, high) {
+        if !self.cc.can_undo() || !(self.undo_retrans == 0 || self.packet_delayed(tsecr, high)) {
             return false;
         }
         self.undo_timeout();

@@ -65,3 +65,31 @@ fn every_resend_must_come_back_for_an_undo() {
         assert_eq!(info.cwnd >= before, both, "cwnd {} before {before}", info.cwnd);
     }
 }
+
+/// A timeout whose resend comes back D-SACKed (no timestamps to tell by):
+/// the original had arrived, and the first ACK that moves SND.UNA undoes
+/// the timeout (tcp_try_undo_loss with undo_retrans at 0; Linux counts
+/// D-SACKs in the loss state as in recovery). A flight of one segment,
+/// which F-RTO cannot judge: the next write goes out in the window from
+/// before the timeout, not in slow start.
+#[test]
+fn a_timeout_whose_resend_comes_back_d_sacked_is_undone() {
+    for dsack in [true, false] {
+        let mut t = T::new(Config { sack: true, loss_probes: false, ..plain() });
+        let (c, iss) = established_with_sack(&mut t);
+        t.st.write(t.now, c, &[1u8; 1000]).unwrap();
+        assert_eq!(data_seqs(&t.recv()), vec![iss + 1]);
+        t.advance(Duration::from_millis(1100));
+        assert_eq!(data_seqs(&t.recv()), vec![iss + 1], "the timeout resends it");
+        let blocks: &[(u32, u32)] = if dsack { &[(iss + 1, iss + 1001)] } else { &[] };
+        t.send(&ack_with_sack(iss + 1001, blocks)).unwrap();
+        assert_eq!(t.st.stats().loss_undos, u64::from(dsack), "D-SACK: {dsack}");
+        t.st.write(t.now, c, &vec![2u8; 10 * 1460]).unwrap();
+        let burst = data_seqs(&t.recv()).len();
+        if dsack {
+            assert_eq!(burst, 10, "the window from before the timeout");
+        } else {
+            assert!(burst <= 3, "slow start from one segment: {burst}");
+        }
+    }
+}
