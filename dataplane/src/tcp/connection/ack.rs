@@ -344,12 +344,18 @@ impl Connection {
 
     /// RFC 9293 section 3.10.7.4: update the send window from the most
     /// recent segment (SND.WL1/SND.WL2 order them). Returns whether the
-    /// segment's window differs from SND.WND (such a segment is no
-    /// duplicate ACK).
+    /// segment is a window update as Linux counts one, which is then no
+    /// duplicate ACK (tcp_ack_update_window's FLAG_WIN_UPDATE from
+    /// tcp_may_update_window: it acknowledges new data, its sequence
+    /// number is past SND.WL1, or at SND.WL1 it opens the window or
+    /// closes it to zero). So the first ACK after data from the peer is
+    /// no duplicate even when the window is the same.
     #[inline]
     fn update_send_window(&mut self, seq: SeqNum, ack: SeqNum, window_len: u16) -> bool {
         let scaled_wnd = u32::from(window_len) << self.snd_wscale;
-        let window_changed = scaled_wnd != self.snd_wnd;
+        let window_changed = ack > self.snd_una
+            || seq > self.snd_wl1
+            || (seq == self.snd_wl1 && (scaled_wnd > self.snd_wnd || scaled_wnd == 0));
         if self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack) {
             let was_zero = self.snd_wnd == 0;
             self.snd_wnd = scaled_wnd;
@@ -636,12 +642,28 @@ impl Connection {
                 .dist(self.snd_una)
                 .saturating_sub(self.sent.sacked_bytes() + self.sent.lost_bytes())
                 .saturating_add(self.sent.retrans_bytes()),
-            Some(_) => outstanding.saturating_sub(self.dupacks * u32::from(self.send_mss)),
+            // Without SACK: less a segment per duplicate ACK, and less the
+            // head while it waits to go out again (Linux's reno sacked_out
+            // and lost_out; once resent it counts again, retrans_out).
+            Some(_) => {
+                let head = if self.rtx_now { u32::from(self.send_mss).min(outstanding) } else { 0 };
+                outstanding.saturating_sub(self.dupacks * u32::from(self.send_mss) + head)
+            }
             // Linux counts what the peer holds out of the flight in every
             // state, SACKs before any recovery too (TCP_CA_Disorder); not
             // while a timeout walks back from SND.UNA.
             None if self.sack_ok && self.rto_recover.is_none() && self.snd_nxt == self.snd_max => {
                 outstanding.saturating_sub(self.sent.sacked_bytes())
+            }
+            // Without SACK each duplicate ACK stands for a segment that
+            // left (tcp_add_reno_sack; at most all but one,
+            // tcp_limit_reno_sacked), so duplicate ACKs let new data out
+            // before recovery (limited transmit, RFC 3042, as Linux gets
+            // it).
+            None if !self.sack_ok && self.rto_recover.is_none() && self.snd_nxt == self.snd_max => {
+                let mss = u32::from(self.send_mss.max(1));
+                let held = (self.dupacks * mss).min(outstanding.saturating_sub(mss));
+                outstanding - held
             }
             None => self.frto_pipe().unwrap_or(outstanding),
         }

@@ -151,3 +151,31 @@ fn slow_start_counts_what_an_ack_sacks_along_with_what_it_acknowledges() {
     t.send(&ack_with_sack(at(1), &[(at(5), at(7))])).unwrap();
     assert_eq!(t.st.connection_info(c).unwrap().cwnd, before + 3 * 1460);
 }
+
+/// Without SACK, each duplicate ACK stands for a segment that left the
+/// network (Linux tcp_add_reno_sack): the first two let new data out
+/// (limited transmit, RFC 3042), the third resends the head (RFC 5681
+/// section 3.2). An ACK whose sequence number moves SND.WL1 is a window
+/// update, not a duplicate (tcp_may_update_window).
+#[test]
+fn duplicate_acks_without_sack_send_new_data_then_resend_the_head() {
+    let mut t = T::new(plain());
+    let (_, c, iss) = t.established();
+    t.st.write(t.now, c, &vec![9u8; 20 * 1460]).unwrap();
+    let at = |k: u32| iss + 1 + k * 1460;
+    assert_eq!(data_seqs(&t.recv()).len(), 10);
+    // A segment from the peer with a later sequence number: no duplicate.
+    let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK | Flags::PSH);
+    d.data = vec![1; 10];
+    t.send(&d).unwrap();
+    let update = seg(PEER_ISN + 11, iss + 1, Flags::ACK);
+    t.send(&update).unwrap();
+    assert_eq!(data_seqs(&t.recv()), Vec::<u32>::new(), "a window update lets nothing out");
+    t.send(&update).unwrap();
+    assert_eq!(data_seqs(&t.recv()), vec![at(10)], "first duplicate");
+    t.send(&update).unwrap();
+    assert_eq!(data_seqs(&t.recv()), vec![at(11)], "second duplicate");
+    t.send(&update).unwrap();
+    assert_eq!(data_seqs(&t.recv()), vec![at(0)], "third: fast retransmit");
+    assert_eq!(t.st.stats().fast_retransmits, 1);
+}
