@@ -389,10 +389,10 @@ def probes(t):
     # the probe, the first (the timeout). Measured here: Linux 6.18 probes
     # after 5 ms and times out 208 ms later, then after 432 and 832 ms.
     # Only data segments are compared (`data_segments`).
-    def echoed_burst(count, mss, fill, sack=True):
+    def echoed_burst(count, mss, fill):
         """A connection to the echo server that sent it `count` full
         segments back to back (its echo on the way)."""
-        c = Conn(t, t.echo_port, sack=sack)
+        c = Conn(t, t.echo_port)
         c.handshake(quick=True)
         t.drain()
         c.burst(count, mss, fill)
@@ -541,48 +541,6 @@ def probes(t):
         c.snd_nxt += 40 * mss
         after = data_segments(c.norm(t.collect(c.sport, 0.05)), mss)
         return [{"echoed before the pause": got}, {"segments at once after idle": len(after)}]
-
-    # NewReno without SACK (RFC 5681 section 3.2, RFC 6582; Linux's
-    # tcp_add_reno_sack and tcp_newreno_mark_lost): twenty segments to
-    # echo, the initial window of ten out. The first ACK after our data
-    # is no duplicate for Linux (its sequence number moves SND.WL1:
-    # tcp_may_update_window). Each duplicate ACK then counts as a segment
-    # that left the network, so the first two let new data out (limited
-    # transmit, RFC 3042, which Linux gets this way); the third resends
-    # the first segment. (What a partial ACK does next differs: the stack
-    # resends the second segment at once, as RFC 6582 says; Linux 6.18
-    # sent nothing within 30 ms here. Not compared until understood.)
-    def newreno_recovery_without_sack():
-        mss = 1448
-        c = echoed_burst(20, mss, b"n", sack=False)
-        first = data_segments(c.norm(t.collect(c.sport, 0.1, until=until_segments(10, mss))), mss)
-        base = c.rcv_nxt
-        sent_before = max(a["seq"] + a["len"] for a in first)
-
-        def ack(n):
-            # Linux defers a send of less than a third of the window for
-            # up to 1 ms after its last one (tcp_tso_should_defer, GSO):
-            # each ACK comes later than that.
-            time.sleep(0.005)
-            ts = c.ts()
-            t.drain()
-            t.send(c.sport, c.port, c.snd_nxt, (base + n * mss) & 0xFFFFFFFF, ACK, b"", options(ts=ts) if ts else b"")
-            # (At most 30 ms each: all five must fit well before the
-            # 200 ms retransmission timer.)
-            raw = t.collect(c.sport, 0.03, until=lambda segs: any(s["len"] for s in segs))
-            if raw:
-                # Whatever goes out with it (5 ms more).
-                raw += t.collect(c.sport, time.monotonic() - t.sent_at + 0.005)
-            got = data_segments(c.norm(raw), mss)
-            return [{"new": a["seq"] >= sent_before, "seq": a["seq"] if a["seq"] < sent_before else None} for a in got]
-
-        return [
-            {"initial window": len(first)},
-            {"ACK 1 (a window update for Linux)": ack(0)},
-            {"dup ACK 1": ack(0)},
-            {"dup ACK 2": ack(0)},
-            {"dup ACK 3": ack(0)},
-        ]
 
     # ECN (RFC 3168) with Linux's default tcp_ecn=2: a SYN asking for it
     # (ECE and CWR) gets ECE in the SYN|ACK.
@@ -1100,7 +1058,6 @@ def probes(t):
         ("one_sacked_segment_marks_the_earlier_ones_lost", one_sacked_segment_marks_the_earlier_ones_lost),
         ("an_unused_window_does_not_grow", an_unused_window_does_not_grow),
         ("a_spurious_timeout_is_undone", a_spurious_timeout_is_undone),
-        ("newreno_recovery_without_sack", newreno_recovery_without_sack),
         ("the_window_after_idle_is_halved_per_rto", the_window_after_idle_is_halved_per_rto),
         ("a_timeout_whose_original_arrived_is_undone_by_its_echo",
          a_timeout_whose_original_arrived_is_undone_by_its_echo),
