@@ -132,8 +132,52 @@ class App:
                  % (c.getsockname()[1] == mine, int(self.peer("accepted-port")) == mine))
         c.close()
 
+    def inherited_options(self):
+        # An accepted socket inherits the listener's options
+        # (sk_clone_lock), except the listener's own (TCP_DEFER_ACCEPT,
+        # TCP_FASTOPEN); its getsockopt says so and its timeouts apply.
+        lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ints = [
+            ("SO_KEEPALIVE", socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+            ("SO_RCVBUF", socket.SOL_SOCKET, socket.SO_RCVBUF, 100000),
+            ("TCP_NODELAY", socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+            ("TCP_KEEPIDLE", socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 33),
+            ("TCP_KEEPCNT", socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 5),
+            ("TCP_USER_TIMEOUT", socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 1234),
+            ("IP_TOS", socket.IPPROTO_IP, socket.IP_TOS, 0x10),
+        ]
+        for _, level, name, v in ints:
+            lst.setsockopt(level, name, v)
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 3))
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 200000))
+        lst.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"reno")
+        lst.bind((self.addr, 0))
+        lst.listen(4)
+        lst.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+        self.peer("connect o %s %d" % (self.addr, lst.getsockname()[1]))
+        self.peer("send o 1")
+        c, _ = lst.accept()
+        got = ["%s=%d" % (label, c.getsockopt(level, name)) for label, level, name, _ in ints]
+        got.append("TCP_DEFER_ACCEPT=%d" % c.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT))
+        got.append("SO_LINGER=%r" % (struct.unpack("ii", c.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)),))
+        got.append("TCP_CONGESTION=%s" % c.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode())
+        self.say("accepted socket inherited " + " ".join(got))
+        c.recv(10)
+        t0 = time.monotonic()
+        try:
+            c.recv(10)
+            self.say("inherited SO_RCVTIMEO: read something")
+        except OSError as e:
+            self.say("inherited SO_RCVTIMEO: %s after its time %s"
+                     % (errno.errorcode.get(e.errno, e.errno), 0.15 <= time.monotonic() - t0 < 1.0))
+        self.peer("reset o")
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 0, 0))
+        c.close()
+        lst.close()
+
     def run(self):
         self.binding()
+        self.inherited_options()
         self.closed_numbers_are_reused()
         lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -168,8 +168,8 @@ pub unsafe fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags
         return Some(fail(e) as c_int);
     }
     let sock = Sock::new(Kind::Stream(stream), nonblock);
-    // Accepted sockets inherit SO_LINGER (sk_clone copies it).
-    sock.linger_ms.store(s.linger_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+    // Accepted sockets inherit the listener's options (sk_clone_lock).
+    s.pass_on(&sock, nfd);
     SOCKS.insert(nfd, Arc::new(sock));
     Some(nfd)
 }
@@ -438,6 +438,11 @@ pub unsafe fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_voi
     let r = unsafe { real::setsockopt(fd, level, name, val, len) };
     if r != 0 {
         return Some(r);
+    }
+    let streaming = matches!(&*s.kind.read().unwrap_or_else(|p| p.into_inner()), Kind::Stream(_));
+    if !streaming && !val.is_null() {
+        // Safety: the kernel just read `len` bytes from `val`.
+        s.remember_option(level, name, unsafe { std::slice::from_raw_parts(val.cast::<u8>(), len as usize) });
     }
     if level == libc::SOL_SOCKET && (name == libc::SO_RCVTIMEO || name == libc::SO_SNDTIMEO) {
         if val.is_null() || (len as usize) < std::mem::size_of::<libc::timeval>() {

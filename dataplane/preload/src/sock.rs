@@ -4,8 +4,9 @@
 //! not know (fstat, F_SETFD) behave as on a socket.
 
 use crate::global::registered;
+use libc::c_int;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 use xstack_dataplane::gateway::{Listener, Stream};
 use xstack_dataplane::tcp::SocketOption;
@@ -31,6 +32,11 @@ pub struct Sock {
     /// SO_LINGER's timeout in milliseconds when it is on (`NO_LINGER`:
     /// off): a close() with a timeout waits for the connection to close.
     pub linger_ms: AtomicU64,
+    /// The options set before the socket listened or while it listens
+    /// (level, name, value as given): an accepted socket's placeholder
+    /// takes them again, so that its getsockopt answers with what the
+    /// child inherited, as Linux's sk_clone_lock copies the listener.
+    pub set_opts: Mutex<Vec<(c_int, c_int, Vec<u8>)>>,
 }
 
 /// `Sock::linger_ms` when SO_LINGER is off.
@@ -44,6 +50,7 @@ impl Sock {
             rcvtimeo: AtomicU64::new(0),
             sndtimeo: AtomicU64::new(0),
             linger_ms: AtomicU64::new(NO_LINGER),
+            set_opts: Mutex::new(Vec::new()),
         }
     }
 
@@ -62,6 +69,45 @@ impl Sock {
             if let Kind::Stream(s) = std::mem::replace(kind, Kind::Fresh { opts: Vec::new() }) {
                 g.process.close_stream_lingering(s, Duration::from_millis(ms));
             }
+        }
+    }
+
+    /// Remembers an option set on a socket that is not (yet) a stream,
+    /// replacing an earlier value of the same option.
+    pub fn remember_option(&self, level: c_int, name: c_int, value: &[u8]) {
+        let mut set = self.set_opts.lock().unwrap_or_else(|p| p.into_inner());
+        match set.iter_mut().find(|(l, n, _)| (*l, *n) == (level, name)) {
+            Some(o) => value.clone_into(&mut o.2),
+            None => set.push((level, name, value.to_vec())),
+        }
+    }
+
+    /// What a socket accepted from this listener inherits: the timeouts
+    /// and SO_LINGER, and on `fd` (the new placeholder) the options the
+    /// listener took, except those Linux does not pass on (measured on
+    /// 6.18: TCP_DEFER_ACCEPT and TCP_FASTOPEN belong to the listener's
+    /// queue; SO_PRIORITY reads 0 on the child).
+    pub fn pass_on(&self, child: &Sock, fd: c_int) {
+        for (from, to) in
+            [(&self.rcvtimeo, &child.rcvtimeo), (&self.sndtimeo, &child.sndtimeo), (&self.linger_ms, &child.linger_ms)]
+        {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        let set = self.set_opts.lock().unwrap_or_else(|p| p.into_inner());
+        for (level, name, value) in set.iter() {
+            let kept = matches!(
+                (*level, *name),
+                (libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT | libc::TCP_FASTOPEN)
+                    | (libc::SOL_SOCKET, libc::SO_PRIORITY)
+            );
+            if kept {
+                continue;
+            }
+            // Safety: `value` is a live buffer of its own length; the
+            // kernel took the same bytes on the listener's placeholder.
+            unsafe {
+                crate::real::setsockopt(fd, *level, *name, value.as_ptr().cast(), value.len() as libc::socklen_t)
+            };
         }
     }
 
