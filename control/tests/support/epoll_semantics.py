@@ -16,6 +16,7 @@ Observations name event bits symbolically and never contain addresses,
 ports or byte counts that legitimately differ between the two stacks.
 """
 import argparse
+import ctypes
 import errno
 import os
 import select
@@ -74,15 +75,23 @@ class App:
         self.tags[c.fileno()] = tag
         return c
 
-    def closed_numbers_are_reused(self):
-        # close_range(2) (os.closerange) closes a listening socket's
-        # number; the next file opened may get that number, and must be
-        # the file, not the socket that was there.
+    def closed_numbers_are_reused(self, how):
+        # close_range(2) (os.closerange), or fclose(3) of a stream
+        # fdopen'd on it, closes a listening socket's number; the next
+        # file opened may get that number, and must be the file, not the
+        # socket that was there.
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.bind((self.addr, 0))
         s.listen(4)
         fd = s.detach()
-        os.closerange(fd, fd + 1)
+        if how == "closerange":
+            os.closerange(fd, fd + 1)
+        else:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.fdopen.restype = ctypes.c_void_p
+            libc.fclose.argtypes = [ctypes.c_void_p]
+            fp = libc.fdopen(fd, b"r+")
+            self.say("fclose: closed %s" % (fp is not None and libc.fclose(fp) == 0))
         path = "/tmp/epoll-semantics.%d" % os.getpid()
         extra, f = [], -1
         try:
@@ -91,12 +100,12 @@ class App:
                 if f == fd:
                     break
                 extra.append(f)
-            self.say("closerange: number reused %s" % (f == fd))
+            self.say("%s: number reused %s" % (how, f == fd))
             try:
                 wrote = os.write(f, b"file data")
             except OSError as e:
                 wrote = errno.errorcode.get(e.errno, e.errno)
-            self.say("closerange: write to the file %s, read back %r" % (wrote, os.pread(f, 100, 0)))
+            self.say("%s: write to the file %s, read back %r" % (how, wrote, os.pread(f, 100, 0)))
         finally:
             for x in extra + [f]:
                 if x >= 0:
@@ -175,10 +184,51 @@ class App:
         c.close()
         lst.close()
 
+    def splicing(self):
+        # splice(2) between a connected socket and a pipe, both ways.
+        lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lst.bind((self.addr, 0))
+        lst.listen(4)
+        self.peer("connect p %s %d" % (self.addr, lst.getsockname()[1]))
+        c, _ = lst.accept()
+        r, w = os.pipe()
+        c.setblocking(False)
+        try:
+            os.splice(c.fileno(), w, 100)
+            self.say("splice from an idle non-blocking socket: moved something")
+        except OSError as e:
+            self.say("splice from an idle non-blocking socket: %s" % errno.errorcode.get(e.errno, e.errno))
+        c.setblocking(True)
+        self.peer("send p 5")
+        n = os.splice(c.fileno(), w, 3)
+        self.say("splice socket to pipe %d, pipe holds %r, socket still has %r"
+                 % (n, os.read(r, 100), c.recv(100)))
+        os.write(w, b"hello")
+        n = os.splice(r, c.fileno(), 100)
+        self.say("splice pipe to socket %d, peer got %s" % (n, self.peer("recv p")))
+        try:
+            os.splice(r, c.fileno(), 100, flags=os.SPLICE_F_NONBLOCK)
+            self.say("splice from an empty pipe, non-blocking: moved something")
+        except OSError as e:
+            self.say("splice from an empty pipe, non-blocking: %s" % errno.errorcode.get(e.errno, e.errno))
+        try:
+            os.splice(c.fileno(), c.fileno(), 100)
+            self.say("splice socket to socket: moved something")
+        except OSError as e:
+            self.say("splice socket to socket: %s" % errno.errorcode.get(e.errno, e.errno))
+        os.close(w)
+        self.say("splice from a pipe without writers %d" % os.splice(r, c.fileno(), 100))
+        os.close(r)
+        self.peer("reset p")
+        c.close()
+        lst.close()
+
     def run(self):
         self.binding()
         self.inherited_options()
-        self.closed_numbers_are_reused()
+        self.closed_numbers_are_reused("closerange")
+        self.closed_numbers_are_reused("fclose")
+        self.splicing()
         lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         lst.bind((self.addr, 0))

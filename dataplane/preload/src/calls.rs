@@ -286,6 +286,24 @@ pub fn close(fd: c_int) -> Option<c_int> {
     None
 }
 
+/// fclose(3) of a stream fdopen'd on a stack socket: the C library closes
+/// the descriptor inside, where this library does not see it, so the
+/// socket is forgotten here first, as close() forgets it.
+///
+/// # Safety
+/// `f` is a valid FILE (fclose's contract).
+pub unsafe fn fclose(f: *mut libc::FILE) -> Option<c_int> {
+    if f.is_null() {
+        return None;
+    }
+    // Safety: the caller's contract.
+    let fd = unsafe { libc::fileno(f) };
+    if fd >= 0 && SOCKS.get(fd).is_some() {
+        close(fd);
+    }
+    None
+}
+
 /// close_range(2): the stack's sockets in the range are forgotten as
 /// close() forgets one, then the C library closes the numbers (a number
 /// the kernel hands out again later must not still lead to a stack

@@ -1,5 +1,5 @@
 //! Reading and writing stack sockets: read/recv/recvfrom/recvmsg/readv,
-//! write/send/sendto/sendmsg/writev, sendfile. Blocking as Linux's: a
+//! write/send/sendto/sendmsg/writev, sendfile, splice. Blocking as Linux's: a
 //! blocking read waits for the first byte (MSG_WAITALL: for all), a
 //! blocking write for room until everything is taken, SO_RCVTIMEO /
 //! SO_SNDTIMEO end the wait with EAGAIN (or the bytes moved so far), a
@@ -391,4 +391,188 @@ fn sendfile_through(
         }
         sent as isize
     }
+}
+
+/// splice(2) with a stack socket on one side and a pipe on the other: the
+/// bytes are copied through a buffer (the stack's data is not in kernel
+/// pages), and nothing is lost on either side: from a socket the bytes
+/// are peeked, written to the pipe, and only what the pipe took is
+/// consumed; into a socket no more is read from the pipe than the send
+/// ring has room for. Blocking as Linux's: the socket's own O_NONBLOCK
+/// decides for the socket's side (tcp_splice_read waits by the file's
+/// flags), SPLICE_F_NONBLOCK for the pipe's (a full or empty pipe gives
+/// EAGAIN); SO_RCVTIMEO / SO_SNDTIMEO bound the waits. Neither side a
+/// pipe: EINVAL; an offset on the socket's side: ESPIPE (do_splice).
+///
+/// # Safety
+/// `off_in`/`off_out` are null or valid loff_t pointers.
+pub unsafe fn splice(
+    fd_in: c_int,
+    off_in: *mut libc::loff_t,
+    fd_out: c_int,
+    off_out: *mut libc::loff_t,
+    len: usize,
+    flags: libc::c_uint,
+) -> Option<isize> {
+    let nonblock_flag = flags & libc::SPLICE_F_NONBLOCK != 0;
+    if ours(fd_in).is_some() {
+        return with_stream(fd_in, |g, s, st| {
+            if !off_in.is_null() {
+                return fail(libc::ESPIPE);
+            }
+            if !is_pipe(fd_out) || !off_out.is_null() {
+                return fail(if is_pipe(fd_out) { libc::ESPIPE } else { libc::EINVAL });
+            }
+            STAGING.with(|b| {
+                let mut buf = b.borrow_mut();
+                if buf.is_empty() {
+                    buf.resize(STAGING_LEN, 0);
+                }
+                let mut want = len.min(buf.len());
+                if nonblock_flag {
+                    match pipe_room(fd_out) {
+                        0 => return fail(libc::EAGAIN),
+                        room => want = want.min(room),
+                    }
+                }
+                let n = recv_into(g, s, st, &mut buf[..want], libc::MSG_PEEK);
+                if n <= 0 {
+                    return n;
+                }
+                // Safety: our buffer, `n` bytes of it filled.
+                let w = unsafe { real::write(fd_out, buf.as_ptr().cast(), n as usize) };
+                if w > 0 {
+                    // What the pipe took leaves the socket: it is in the
+                    // ring (peeked above), so this read returns it at once.
+                    let _ = g.process.read(st, &mut buf[..w as usize]);
+                }
+                w
+            })
+        });
+    }
+    if ours(fd_out).is_some() {
+        return with_stream(fd_out, |g, s, st| {
+            if !off_out.is_null() {
+                return fail(libc::ESPIPE);
+            }
+            if !is_pipe(fd_in) || !off_in.is_null() {
+                return fail(if is_pipe(fd_in) { libc::ESPIPE } else { libc::EINVAL });
+            }
+            if len == 0 {
+                return 0;
+            }
+            let nonblock = s.nonblock.load(Ordering::Relaxed);
+            // Room first (the error or EPIPE of a write that cannot go on).
+            let room = loop {
+                let room = g.process.writable_bytes(st);
+                if room > 0 {
+                    break room;
+                }
+                match g.process.write(st, &[]) {
+                    Err(e) => return send_failed(e),
+                    Ok(_) if nonblock => return fail(libc::EAGAIN),
+                    Ok(_) => {}
+                }
+                let t = Sock::timeout(&s.sndtimeo);
+                match wait::until(g, t, || {
+                    let r = g.process.ready(st);
+                    (r.write || r.err || r.hup).then_some(())
+                }) {
+                    Ok(()) => {}
+                    Err(End::TimedOut) => return fail(libc::EAGAIN),
+                    Err(End::Interrupted) => return fail(libc::EINTR),
+                }
+            };
+            if nonblock_flag && pipe_is_empty(fd_in) {
+                // Empty with writers: EAGAIN; without: end of input.
+                return if pipe_has_writers(fd_in) { fail(libc::EAGAIN) } else { 0 };
+            }
+            STAGING.with(|b| {
+                let mut buf = b.borrow_mut();
+                if buf.is_empty() {
+                    buf.resize(STAGING_LEN, 0);
+                }
+                let want = len.min(room).min(buf.len());
+                // Safety: our buffer of at least `want` bytes.
+                let r = unsafe { real::read(fd_in, buf.as_mut_ptr().cast(), want) };
+                if r <= 0 {
+                    return r;
+                }
+                // Taken from the pipe: every byte goes to the socket, even
+                // if another thread's write took the room meanwhile.
+                let data = &buf[..r as usize];
+                let mut sent = 0;
+                while sent < data.len() {
+                    match g.process.write(st, &data[sent..]) {
+                        Ok(n) => sent += n,
+                        Err(Error::WouldBlock) => {
+                            let _ = wait::until(g, None, || {
+                                let r = g.process.ready(st);
+                                (r.write || r.err || r.hup).then_some(())
+                            });
+                        }
+                        Err(e) if sent == 0 => return send_failed(e),
+                        Err(_) => break,
+                    }
+                }
+                sent as isize
+            })
+        });
+    }
+    None
+}
+
+/// A write's failure as splice reports it: EPIPE raises SIGPIPE (splice
+/// has no MSG_NOSIGNAL).
+fn send_failed(e: Error) -> isize {
+    let errno = errno_of(e);
+    if errno == libc::EPIPE {
+        // Safety: plain libc call.
+        unsafe { libc::raise(libc::SIGPIPE) };
+    }
+    fail(errno)
+}
+
+const STAGING_LEN: usize = 64 * 1024;
+
+thread_local! {
+    /// splice's staging buffer, one per thread, reused by every call.
+    static STAGING: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn is_pipe(fd: c_int) -> bool {
+    // Safety: a zeroed stat is a valid out-buffer for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // Safety: plain system call into our buffer.
+    unsafe { libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO }
+}
+
+/// Bytes waiting in a pipe (FIONREAD).
+fn pipe_holds(fd: c_int) -> usize {
+    let mut n: c_int = 0;
+    // Safety: FIONREAD writes one int into ours.
+    let r = unsafe { real::ioctl(fd, libc::FIONREAD as libc::c_ulong, (&mut n as *mut c_int).cast()) };
+    if r == 0 {
+        n.max(0) as usize
+    } else {
+        0
+    }
+}
+
+fn pipe_is_empty(fd: c_int) -> bool {
+    pipe_holds(fd) == 0
+}
+
+/// Bytes a pipe takes now without waiting: its size less what it holds.
+fn pipe_room(fd: c_int) -> usize {
+    // Safety: plain system call.
+    let size = unsafe { real::fcntl(fd, libc::F_GETPIPE_SZ, 0) };
+    (size.max(0) as usize).saturating_sub(pipe_holds(fd))
+}
+
+fn pipe_has_writers(fd: c_int) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // Safety: one pollfd of ours, no wait.
+    let r = unsafe { real::poll(&mut p, 1, 0) };
+    !(r == 1 && p.revents & libc::POLLHUP != 0)
 }

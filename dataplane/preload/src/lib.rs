@@ -71,6 +71,8 @@ hook!(fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
     => |fd, addr, len| unsafe { calls::connect(fd, addr, len) }; via connect(fd, addr, len));
 hook!(fn close(fd: c_int) -> c_int
     => |fd| calls::close(fd); via close(fd));
+hook!(fn fclose(f: *mut libc::FILE) -> c_int
+    => |f| unsafe { calls::fclose(f) }; via fclose(f));
 hook!(fn close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int
     => |first, last, flags| calls::close_range(first, last, flags); via close_range(first, last, flags));
 hook!(fn shutdown(fd: c_int, how: c_int) -> c_int
@@ -133,6 +135,10 @@ hook!(fn sendfile(out: c_int, inp: c_int, off: *mut off_t, n: size_t) -> ssize_t
     => |out, inp, off, n| unsafe { io::sendfile(out, inp, off, n) }; via sendfile(out, inp, off, n));
 hook!(fn sendfile64(out: c_int, inp: c_int, off: *mut off_t, n: size_t) -> ssize_t
     => |out, inp, off, n| unsafe { io::sendfile(out, inp, off, n) }; via sendfile(out, inp, off, n));
+
+hook!(fn splice(fd_in: c_int, off_in: *mut libc::loff_t, fd_out: c_int, off_out: *mut libc::loff_t, n: size_t, flags: libc::c_uint) -> ssize_t
+    => |fd_in, off_in, fd_out, off_out, n, flags| unsafe { io::splice(fd_in, off_in, fd_out, off_out, n, flags) };
+    via splice(fd_in, off_in, fd_out, off_out, n, flags));
 
 hook!(fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int
     => |fds, n, timeout| unsafe { multiplex::poll(fds, n, timeout, std::ptr::null()) }; via poll(fds, n, timeout));

@@ -62,6 +62,8 @@ real! {
     fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t;
     fn sendfile(out: c_int, inp: c_int, off: *mut off_t, n: size_t) -> ssize_t;
     fn close(fd: c_int) -> c_int;
+    fn fclose(f: *mut libc::FILE) -> c_int;
+    fn splice(fd_in: c_int, off_in: *mut libc::loff_t, fd_out: c_int, off_out: *mut libc::loff_t, n: size_t, flags: libc::c_uint) -> ssize_t;
     fn close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int;
     fn closefrom(low: c_int) -> ();
     fn shutdown(fd: c_int, how: c_int) -> c_int;

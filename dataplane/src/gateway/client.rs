@@ -621,6 +621,14 @@ impl Process {
         s.gauges.get().map_or(0, |(rx, _)| rx.len())
     }
 
+    /// Room in the send ring: what a write now takes at least (splice
+    /// reads no more than this from its pipe, so nothing it took is left
+    /// over).
+    pub fn writable_bytes(&self, s: &Stream) -> usize {
+        let _ = self.attach_rings(s);
+        s.gauges.get().map_or(0, |(_, tx)| tx.free())
+    }
+
     /// write(): bytes taken (some or all), WouldBlock when the ring is
     /// full, EPIPE after shutdown or the end, the pending error once.
     pub fn write(&self, s: &Stream, data: &[u8]) -> Result<usize, Error> {
