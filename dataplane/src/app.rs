@@ -22,6 +22,12 @@ pub trait App: Send {
     fn poll(&mut self, io: &mut Io<'_>) {
         let _ = io;
     }
+    /// Called once per loop iteration, after the events: for what is best
+    /// done once per round rather than per event (the gateway wakes the
+    /// processes its events concern here, once each).
+    fn end_round(&mut self, io: &mut Io<'_>) {
+        let _ = io;
+    }
     /// The operator drains the worker (see [`drain`]): called before the
     /// stack closes every listener still open, for an app whose listeners
     /// others wait on (the socket bridge fails their `accept()` calls).
@@ -120,4 +126,5 @@ pub fn dispatch(app: &mut dyn App, stack: &mut Stack, now: Instant) {
         let Some(ev) = stack.poll_event() else { break };
         app.on_event(&mut Io::new(stack, now), ev);
     }
+    app.end_round(&mut Io::new(stack, now));
 }

@@ -24,7 +24,7 @@ use crate::tcp::{Error, Event as StackEvent, EventKind, Shutdown, SocketId, Sock
 use crossbeam::queue::ArrayQueue;
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,18 +40,46 @@ const SEND_RING: usize = 64 * 1024;
 pub struct Link {
     pub arena: Arc<Arena>,
     pub bell: OwnedFd,
+    /// A change was published while the process slept: its bell is due
+    /// at the end of the worker's round (`wake`).
+    due: AtomicBool,
 }
 
 impl Link {
-    /// Wakes the process if it said it sleeps (the store, fence, check
-    /// pairs with its own: either it sees our change or we see its flag).
+    pub fn new(arena: Arc<Arena>, bell: OwnedFd) -> Link {
+        Link { arena, bell, due: AtomicBool::new(false) }
+    }
+
+    /// Publishes a change. A sleeping process is woken once, at the end of
+    /// the round (`wake`), not at once: a bell written here would let the
+    /// process run (on a shared core, at once) with only the first of the
+    /// round's changes, then sleep again and be woken again for the next,
+    /// a context switch pair per event instead of one per round. The
+    /// store, fence, check pairs with the process's own: either it sees
+    /// our change or we see its flag.
     fn ring(&self) {
         self.arena.changes().fetch_add(1, Ordering::Release);
         fence(Ordering::SeqCst);
-        let f = self.arena.app_sleeping();
-        if f.load(Ordering::Relaxed) != 0 && f.swap(0, Ordering::AcqRel) != 0 {
-            let _ = nix::unistd::write(self.bell.as_fd(), &1u64.to_ne_bytes());
+        if self.arena.app_sleeping().load(Ordering::Relaxed) != 0 {
+            self.due.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// The end of a round: rings the bell if a change found the process
+    /// asleep.
+    fn wake(&self) {
+        if self.due.load(Ordering::Relaxed) && self.due.swap(false, Ordering::AcqRel) {
+            let f = self.arena.app_sleeping();
+            if f.swap(0, Ordering::AcqRel) != 0 {
+                let _ = nix::unistd::write(self.bell.as_fd(), &1u64.to_ne_bytes());
+            }
+        }
+    }
+
+    /// `ring` and `wake` at once, outside a round (stop, drain).
+    fn ring_now(&self) {
+        self.ring();
+        self.wake();
     }
 }
 
@@ -137,7 +165,7 @@ pub fn admit(
     arena.set_identity(id, random_token()?);
     arena.member(0).store(member::LIVE, Ordering::Release);
     super::register::send_offer(conn, geometry, iface.0, iface.1, memfd, bell.as_fd(), wakes)?;
-    let link = Arc::new(Link { arena: Arc::new(arena), bell });
+    let link = Arc::new(Link::new(Arc::new(arena), bell));
     for inbox in inboxes {
         inbox
             .send(Order::Attach { id, link: Arc::clone(&link), owner: owner.clone() })
@@ -1098,6 +1126,16 @@ impl App for Gateway {
         }
     }
 
+    /// The processes a change of this round found asleep get their bell.
+    fn end_round(&mut self, io: &mut Io<'_>) {
+        for p in &self.procs {
+            p.link.wake();
+        }
+        if let Some(app) = self.inner.as_mut() {
+            app.end_round(io);
+        }
+    }
+
     /// Listeners of processes close as on a stop: a process blocked in
     /// accept() gets EINVAL rather than waiting for ever.
     fn on_drain(&mut self, io: &mut Io<'_>) -> usize {
@@ -1116,7 +1154,7 @@ impl App for Gateway {
                 let link = Arc::clone(&l.link);
                 fail(&link, *slot, w, Error::InvalidInput);
                 publish(&link, *slot, w, state::CLOSED);
-                link.ring();
+                link.ring_now();
             }
             self.close_entry(io, *sid);
             self.finished(*pid, *slot);
@@ -1157,7 +1195,7 @@ impl Drop for Gateway {
         for p in &self.procs {
             p.link.arena.gone().store(1, Ordering::SeqCst);
             p.link.arena.app_sleeping().store(1, Ordering::SeqCst);
-            p.link.ring();
+            p.link.ring_now();
         }
     }
 }
