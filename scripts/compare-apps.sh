@@ -8,6 +8,15 @@
 #           and -t get -c 1 (p50)
 #   nginx   wrk -t1 -c32 -d5s on a 1 KiB file (worker_processes 1)
 #
+# --loadgen xstack-bench drives redis with xstack-bench instead (GET, 50
+# connections, then one connection for the p50; 5 s each) on the stack
+# itself (an address of its own on the peer's interface): redis-benchmark
+# on the kernel saturates its core at about the rate one redis serves,
+# and the kernel peer's receive path runs on the server's core (veth
+# delivers in the sender's context), so those figures bound the client
+# as much as the server. For this round the stack's interface sends with
+# checksums filled in (tx offload off), as the peer's stack needs.
+#
 # Placement (two cores), each side at its best by default: load generators
 # on core 0; the kernel's server on core 1 (--kernel-core); on the stack,
 # xstackd's worker busy-polls core 1 and the server runs on core 0 beside
@@ -19,7 +28,7 @@
 #
 # usage: scripts/compare-apps.sh [--requests N] [--poll busy|adaptive]
 #            [--app-core C] [--kernel-core C] [--only redis|nginx]
-#            [--clients C]
+#            [--clients C] [--loadgen redis-benchmark|xstack-bench]
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
@@ -33,6 +42,7 @@ app_core=0
 kernel_core=1
 only=""
 clients=50
+loadgen=redis-benchmark
 while (($#)); do
     case $1 in
         --requests) requests=$2; shift 2 ;;
@@ -41,11 +51,13 @@ while (($#)); do
         --kernel-core) kernel_core=$2; shift 2 ;;
         --only) only=$2; shift 2 ;;
         --clients) clients=$2; shift 2 ;;
-        -h|--help) sed -n 2,23p "$0"; exit 0 ;;
+        --loadgen) loadgen=$2; shift 2 ;;
+        -h|--help) sed -n 2,33p "$0"; exit 0 ;;
         *) echo "compare-apps: unknown argument $1" >&2; exit 2 ;;
     esac
 done
-for b in xstackd xstack-run libxstack_preload.so; do
+[[ $loadgen == redis-benchmark || $loadgen == xstack-bench ]] || { echo "compare-apps: --loadgen is redis-benchmark or xstack-bench" >&2; exit 2; }
+for b in xstackd xstack-run libxstack_preload.so xstack-bench; do
     [[ -e $bin/$b ]] || { echo "compare-apps: $bin/$b missing: cargo build --release first" >&2; exit 2; }
 done
 for t in redis-server redis-benchmark nginx wrk; do
@@ -85,6 +97,16 @@ redis_round() { # label addr core wrapper...
     local pid=$!
     pids+=("$pid")
     serving "$addr" 6379
+    if [[ $loadgen == xstack-bench ]]; then
+        redis_by_xstack_bench "$label" "$addr"
+    else
+        redis_by_redis_benchmark "$label" "$addr"
+    fi
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+redis_by_redis_benchmark() { # label addr
+    local label=$1 addr=$2
     ip netns exec "$NS_A" timeout 300 taskset -c 0 redis-benchmark -h "$addr" -t set,get -n "$requests" -c "$clients" -q \
         >"$out/rb.txt" 2>&1 || true
     record "redis $label SET/s ($clients conns)" "$(tr '\r' '\n' <"$out/rb.txt" | awk '/^SET: .*requests per second/ {print $2}' | tail -1)"
@@ -92,7 +114,37 @@ redis_round() { # label addr core wrapper...
     ip netns exec "$NS_A" timeout 300 taskset -c 0 redis-benchmark -h "$addr" -t get -n $((requests / 5)) -c 1 \
         >"$out/rb1.txt" 2>&1 || true
     record "redis $label GET p50 us (1 conn)" "$(tr '\r' '\n' <"$out/rb1.txt" | awk '/latency summary/ {getline; getline; print $3 * 1000; exit}')"
-    kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+# xstack-bench on the stack from the peer's namespace: its own address
+# (.9 of the subnet) on the peer's interface, the server's MAC as its
+# neighbour, and a permanent neighbour entry for it on the server's side
+# (the kernel's ARP request would reach the peer's kernel, which does not
+# own the address).
+redis_by_xstack_bench() { # label addr
+    local label=$1 addr=$2 me=${IP_A%.*}.9 conns
+    ip netns exec "$NS_B" ip neigh replace "$me" lladdr "$MAC_A" dev "$IF_B" nud permanent
+    ip netns exec "$NS_B" ethtool -K "$IF_B" tx off >/dev/null 2>&1 || true
+    ip netns exec "$NS_A" timeout 60 redis-benchmark -h "$addr" -t set -n 10000 -r 1000 -q >/dev/null 2>&1 || true
+    for conns in "$clients" 1; do
+        ip netns exec "$NS_A" timeout 60 "$bin/xstack-bench" run redis --target "$addr" --connections "$conns" \
+            --mix get=1 --keyspace 1000 --stack xstack --xstack-if "$IF_A" --xstack-addr "$me/$PREFIX" \
+            --xstack-neighbour "$addr=$MAC_B" --threads 1 --cpus 0 --warmup 1 --duration 5 \
+            --out "$out/xb.json" --quiet >"$out/xb.log" 2>&1 || { cat "$out/xb.log" >&2; continue; }
+        read -r rps p50 < <(python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+if r["errors"]:
+    print("compare-apps: xstack-bench errors:", r["errors"], r.get("first_error"), file=sys.stderr)
+    print("- -")
+else:
+    print("%.0f %.0f" % (r["ops_per_s"], (r.get("latency") or {}).get("p50_ns", 0) / 1000))' "$out/xb.json")
+        if [[ $conns == 1 ]]; then
+            record "redis $label GET p50 us (1 conn)" "$p50"
+        else
+            record "redis $label GET/s ($clients conns)" "$rps"
+        fi
+    done
 }
 
 nginx_round() { # label addr core wrapper...
@@ -124,7 +176,7 @@ EOF
     kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-echo "# $(date -u +%FT%TZ) $(uname -r): clients on core 0; kernel servers on core $kernel_core; xstackd --poll $poll on core 1, its servers on core $app_core"
+echo "# $(date -u +%FT%TZ) $(uname -r): $loadgen; clients on core 0; kernel servers on core $kernel_core; xstackd --poll $poll on core 1, its servers on core $app_core"
 # The kernel's rounds first, with no daemon running (a busy-polling worker
 # would take a core from them).
 if [[ -z $only || $only == redis ]]; then
