@@ -349,6 +349,22 @@ def server_fin(ans):
     return ans
 
 
+def reply_carries_ack(ans):
+    """Whether a reply carries the ACK of the request it answers, or the
+    ACK goes alone just before it, depends on how soon the server process
+    writes (Linux ACKs a first request at once, in softirq, before the
+    echo process runs): application scheduling, not TCP. A pure ACK
+    followed by data with the same numbers counts as the data alone."""
+    out = []
+    for k, a in enumerate(ans):
+        nxt = ans[k + 1] if k + 1 < len(ans) else None
+        if (a["flags"] == "." and a["len"] == 0 and nxt is not None and nxt["len"] > 0
+                and nxt["seq"] == a["seq"] and nxt["ack"] == a["ack"]):
+            continue
+        out.append(a)
+    return out
+
+
 def probes(t):
     """Each probe: a name and a function returning the answers to compare."""
 
@@ -398,6 +414,33 @@ def probes(t):
         c.burst(count, mss, fill)
         c.snd_nxt += count * mss
         return c
+
+    # Zero-window probing (RFC 9293 section 3.8.6.1, Linux's tcp_probe_timer
+    # and tcp_write_wakeup): the echo server has 100 bytes to send back
+    # and our window is closed. It probes one RTO later, then with the
+    # interval doubled each time; Linux's probe is a bare ACK carrying
+    # SND.UNA - 1 (tcp_xmit_probe_skb), which the receiver must answer
+    # with its window.
+    def a_closed_window_is_probed():
+        c = Conn(t, t.echo_port)
+        c.handshake(quick=True)
+        ans = c.data(b"w" * 100, window=0, wait=1.6)
+        c.snd_nxt += 100
+        return ans
+
+    # Nagle (RFC 896, RFC 9293 section 3.7.4, tcp_nagle_test): a small
+    # segment waits while an earlier one is unacknowledged. The echo of
+    # the first 10 bytes goes at once; the echo of the next 10 waits for
+    # an ACK that never comes, until the loss probe, which Linux sends
+    # with Nagle off (tcp_send_loss_probe), or the timeout.
+    def a_small_write_waits_for_the_ack_of_the_last():
+        c = Conn(t, t.echo_port)
+        c.handshake(quick=True)
+        first = reply_carries_ack(c.data(b"a" * 10, wait=0.05))
+        c.snd_nxt += 10
+        second = c.data(b"b" * 10, wait=0.6)
+        c.snd_nxt += 10
+        return first + second
 
     def unacknowledged_tail_is_probed_then_timed_out():
         mss = 1448
@@ -1054,6 +1097,8 @@ def probes(t):
         ("syn_to_closed_port", syn_to_closed_port),
         ("ack_to_closed_port", ack_to_closed_port),
         ("first_data_is_acked_at_once", first_data_is_acked_at_once),
+        ("a_closed_window_is_probed", a_closed_window_is_probed),
+        ("a_small_write_waits_for_the_ack_of_the_last", a_small_write_waits_for_the_ack_of_the_last),
         ("unacknowledged_tail_is_probed_then_timed_out", unacknowledged_tail_is_probed_then_timed_out),
         ("one_sacked_segment_marks_the_earlier_ones_lost", one_sacked_segment_marks_the_earlier_ones_lost),
         ("an_unused_window_does_not_grow", an_unused_window_does_not_grow),

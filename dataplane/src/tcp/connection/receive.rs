@@ -280,9 +280,11 @@ impl Connection {
 
     /// The ACK for new in-order data (Linux __tcp_ack_snd_check): at once
     /// in quick-ack mode or once more than one measured segment is
-    /// unacknowledged, otherwise delayed.
+    /// unacknowledged, otherwise delayed. Quick-ack mode does not hold on
+    /// an interactive connection, whose reply will carry the ACK
+    /// (tcp_in_quickack_mode: `quick && !inet_csk_in_pingpong_mode`).
     fn ack_in_order_data(&mut self, now: Instant, shared: &Shared) {
-        if self.quickacks > 0 {
+        if self.quickacks > 0 && !self.pingpong {
             self.quickacks -= 1;
             self.ack_now = true;
         } else if self.unacked_bytes > usize::from(self.rcv_mss) {

@@ -231,3 +231,32 @@ fn duplicate_data_is_reported_in_a_dsack_block() {
     assert!(t.recv().iter().all(|a| a.options.sack_count == 0));
     let _ = c;
 }
+
+/// Quick-ack mode does not apply to an interactive connection: once we
+/// answered data with data within the delayed-ACK time (pingpong), the
+/// next request's ACK waits for the reply to carry it, as Linux's
+/// tcp_in_quickack_mode (`quick && !inet_csk_in_pingpong_mode`). Seen on
+/// the wire against Linux: an echo whose second reply Nagle held got its
+/// ACK 40 ms late from Linux and at once from the stack.
+#[test]
+fn an_interactive_connection_delays_its_acks_despite_quick_acks_left() {
+    let mut t = T::new(Config { quickacks: 16, ..plain() });
+    let (_, c, iss) = t.established();
+    let mut d = seg(PEER_ISN + 1, iss + 1, Flags::ACK | Flags::PSH);
+    d.data = b"request 1".to_vec();
+    t.send(&d).unwrap();
+    assert_eq!(t.recv_one().ack, PEER_ISN + 10, "quick-ack mode: the first request is ACKed at once");
+    let mut buf = [0u8; 64];
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(9));
+    t.st.write(t.now, c, b"reply 1").unwrap();
+    assert_eq!(t.recv_one().data, b"reply 1");
+    // The reply answered the request at once: interactive. The next
+    // request (which does not acknowledge the reply) waits for its ACK.
+    d.seq = PEER_ISN + 10;
+    d.data = b"request 2".to_vec();
+    t.send(&d).unwrap();
+    assert_eq!(t.st.read(t.now, c, &mut buf), Ok(9));
+    assert!(t.recv().is_empty(), "pingpong: the ACK is delayed");
+    t.advance(Duration::from_millis(40));
+    assert_eq!(t.recv_one().ack, PEER_ISN + 19, "the delayed ACK");
+}
