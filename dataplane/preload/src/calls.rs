@@ -341,15 +341,19 @@ pub fn shutdown(fd: c_int, how: c_int) -> Option<c_int> {
         _ => return Some(fail(libc::EINVAL) as c_int),
     };
     let k = s.kind.read().unwrap_or_else(|p| p.into_inner());
-    crate::epoll::LOCAL.fetch_add(1, Ordering::Relaxed);
-    Some(match &*k {
+    let r = match &*k {
         Kind::Stream(st) => match g.process.shutdown(st, how) {
             Ok(()) => 0,
             Err(e) => fail(errno_of(e)) as c_int,
         },
         Kind::Listener(_) => 0,
         Kind::Fresh { .. } | Kind::Bound(_) => fail(libc::ENOTCONN) as c_int,
-    })
+    };
+    // After the change: a count moved before it could be read by an
+    // epoll scan that then still sees the socket as it was, and marks
+    // the set quiet at the new count (a missed EPOLLOUT|EPOLLHUP).
+    crate::epoll::LOCAL.fetch_add(1, Ordering::SeqCst);
+    Some(r)
 }
 
 /// # Safety
