@@ -23,7 +23,19 @@ const KNOWN: &[(&str, &str, &str)] = &[];
 
 fn run_probes(topo: &Topology, spoof: &str, ip: &str, mac: &str, only: &[&str]) -> BTreeMap<String, Value> {
     let script = repo_root().join("control/tests/support/tcp_diff.py");
-    let mut args = vec!["python3", script.to_str().unwrap(), topo.get("IF_A"), spoof, ip, mac, "9", "10", "11", "7"];
+    let mut args = vec![
+        "python3",
+        script.to_str().unwrap(),
+        topo.get("IF_A"),
+        spoof,
+        ip,
+        mac,
+        "9",
+        "10",
+        "11",
+        "7",
+        KEEPALIVE_PORT,
+    ];
     args.extend_from_slice(only);
     let out = topo.exec("NS_A", &args);
     assert!(out.status.success(), "tcp_diff.py against {ip}: {}", String::from_utf8_lossy(&out.stderr));
@@ -41,6 +53,19 @@ fn run_probes(topo: &Topology, spoof: &str, ip: &str, mac: &str, only: &[&str]) 
 }
 
 /// `answers` without the fields the known differences cover for `probe`.
+/// The port of the keep-alive server (`keepalive_server`).
+const KEEPALIVE_PORT: &str = "13";
+
+/// A server on `addr` that turns keep-alive on, with one-second idle time
+/// and interval and two probes, for each connection it accepts: run as it
+/// is on the kernel and through the preload library on the stack, since
+/// the daemon's own services have no keep-alive.
+fn keepalive_server(addr: &str) -> String {
+    format!(
+        "import socket,threading\nk=socket.create_server(('{addr}',{KEEPALIVE_PORT}),backlog=64)\ndef hold(c):\n  try:\n    while c.recv(65536): pass\n  except OSError: pass\n  c.close()\nwhile True:\n  c,_=k.accept()\n  c.setsockopt(socket.SOL_SOCKET,socket.SO_KEEPALIVE,1)\n  c.setsockopt(socket.IPPROTO_TCP,socket.TCP_KEEPIDLE,1)\n  c.setsockopt(socket.IPPROTO_TCP,socket.TCP_KEEPINTVL,1)\n  c.setsockopt(socket.IPPROTO_TCP,socket.TCP_KEEPCNT,2)\n  threading.Thread(target=hold,args=(c,),daemon=True).start()"
+    )
+}
+
 fn masked(probe: &str, answers: &Value) -> Value {
     let mut a = answers.clone();
     for seg in a.as_array_mut().unwrap() {
@@ -100,6 +125,14 @@ fn the_stack_answers_crafted_segments_as_linux_does() {
     topo.wait_listening("NS_B", &kernel_ip, 9);
     topo.wait_listening("NS_B", &kernel_ip, 11);
     topo.wait_listening("NS_B", &kernel_ip, 7);
+    let spawn_quiet =
+        |cmd: &mut std::process::Command| cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut kernel_keepalive = spawn_quiet(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", topo.get("NS_B"), "python3", "-c"])
+            .arg(keepalive_server(&kernel_ip)),
+    );
+    topo.wait_listening("NS_B", &kernel_ip, KEEPALIVE_PORT.parse().unwrap());
     let neighbour = format!("{spoof}={mac_a}");
     let daemon = Daemon::start(
         &topo,
@@ -108,6 +141,27 @@ fn the_stack_answers_crafted_segments_as_linux_does() {
     );
     let stack_mac = daemon.ready("mac");
     let stack_ip = topo.get("IP_STACK").to_owned();
+    let mut stack_keepalive = spawn_quiet(
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                topo.get("NS_B"),
+                env!("CARGO_BIN_EXE_xstack-run"),
+                "--instance",
+                &name,
+                "python3",
+                "-c",
+            ])
+            .arg(keepalive_server(&stack_ip)),
+    );
+    // The stack's listener is not the kernel's (ss does not show it):
+    // wait until it answers a connection from the peer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !topo.exec("NS_A", &["nc", "-z", "-w", "1", &stack_ip, KEEPALIVE_PORT]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "the preloaded keep-alive server did not start on {stack_ip}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let mac_b = topo.get("MAC_B").to_owned();
     // XS_DIFF_ONLY=probe,probe runs only those (by hand, while working on
     // them); XS_DIFF_SHOW=probe,probe prints both targets' answers;
@@ -150,6 +204,10 @@ fn the_stack_answers_crafted_segments_as_linux_does() {
             kernel.insert(probe.clone(), k2[probe].clone());
             stack.insert(probe.clone(), s2[probe].clone());
         }
+    }
+    for p in [&mut stack_keepalive, &mut kernel_keepalive] {
+        let _ = p.kill();
+        let _ = p.wait();
     }
     daemon.stop();
     let _ = server.kill();

@@ -100,8 +100,9 @@ def parse_options(raw):
 
 
 class Target:
-    def __init__(self, ifname, spoof, ip, mac, open_port, closed_port, source_port, echo_port):
+    def __init__(self, ifname, spoof, ip, mac, open_port, closed_port, source_port, echo_port, keepalive_port):
         self.spoof, self.ip = spoof, ip
+        self.keepalive_port = keepalive_port
         self.mac = bytes.fromhex(mac.replace(":", ""))
         self.open_port, self.closed_port, self.source_port = open_port, closed_port, source_port
         self.echo_port = echo_port
@@ -441,6 +442,18 @@ def probes(t):
         second = c.data(b"b" * 10, wait=0.6)
         c.snd_nxt += 10
         return first + second
+
+    # Keep-alive (RFC 9293 section 3.8.4, Linux's tcp_keepalive_timer):
+    # the server behind `keepalive_port` sets SO_KEEPALIVE with
+    # TCP_KEEPIDLE 1, TCP_KEEPINTVL 1 and TCP_KEEPCNT 2 on each connection
+    # it accepts (on the stack: the same program through the preload
+    # library). Unanswered: a probe after a second of silence (a bare ACK
+    # of SND.UNA - 1, tcp_write_wakeup), another a second later, and a
+    # second after that the connection is reset (tcp_send_active_reset).
+    def an_idle_connection_is_probed_then_reset():
+        c = Conn(t, t.keepalive_port)
+        c.handshake(quick=True)
+        return c.norm(t.collect(c.sport, 3.7))
 
     def unacknowledged_tail_is_probed_then_timed_out():
         mss = 1448
@@ -1098,6 +1111,7 @@ def probes(t):
         ("ack_to_closed_port", ack_to_closed_port),
         ("first_data_is_acked_at_once", first_data_is_acked_at_once),
         ("a_closed_window_is_probed", a_closed_window_is_probed),
+        ("an_idle_connection_is_probed_then_reset", an_idle_connection_is_probed_then_reset),
         ("a_small_write_waits_for_the_ack_of_the_last", a_small_write_waits_for_the_ack_of_the_last),
         ("unacknowledged_tail_is_probed_then_timed_out", unacknowledged_tail_is_probed_then_timed_out),
         ("one_sacked_segment_marks_the_earlier_ones_lost", one_sacked_segment_marks_the_earlier_ones_lost),
@@ -1133,9 +1147,10 @@ def probes(t):
 
 
 def main():
-    ifname, spoof, ip, mac, open_port, closed_port, source_port, echo_port = sys.argv[1:9]
-    t = Target(ifname, spoof, ip, mac, int(open_port), int(closed_port), int(source_port), int(echo_port))
-    only = set(sys.argv[9:])
+    ifname, spoof, ip, mac, open_port, closed_port, source_port, echo_port, keepalive_port = sys.argv[1:10]
+    t = Target(ifname, spoof, ip, mac, int(open_port), int(closed_port), int(source_port), int(echo_port),
+               int(keepalive_port))
+    only = set(sys.argv[10:])
     for name, run in probes(t):
         if only and name not in only:
             continue

@@ -66,7 +66,7 @@ use super::shared::Shared;
 use super::socket::{readiness, ConnectionInfo, FourTuple, SocketOptions, State};
 use super::time::Instant;
 use super::SeqNum;
-use crate::wire::tcp::{Flags, Options};
+use crate::wire::tcp::Flags;
 use ack::Recovery;
 use autotune::Autotune;
 use cwnd_validation::CwndUse;
@@ -541,12 +541,13 @@ impl Connection {
 
     /// Sends <SEQ=SND.NXT><ACK=RCV.NXT><CTL=RST,ACK> now and closes
     /// (Linux tcp_send_active_reset). SND.NXT as Linux means it: the
-    /// highest sent (`snd_max`; ours walks back after a timeout).
+    /// highest sent (`snd_max`; ours walks back after a timeout). The
+    /// segment is the connection's own, as tcp_transmit_skb builds it:
+    /// the timestamp option (and SACK blocks) and the window an ACK would
+    /// carry, unlike the reset that answers a segment for no connection.
     fn abort(&mut self, now: Instant, shared: &mut Shared, error: Option<Error>) {
         if self.state.is_synchronized() || self.state == State::SynReceived {
-            let mut h = self.header(now, self.snd_max, Flags::RST | Flags::ACK);
-            h.window = 0;
-            h.options = Options::default();
+            let h = self.header(now, self.snd_max, Flags::RST | Flags::ACK);
             shared.stats.rsts_sent += 1;
             shared.push_control(self.tuple.local, self.tuple.remote, h);
         }

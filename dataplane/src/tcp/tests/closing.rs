@@ -90,3 +90,27 @@ fn shutdown_read_keeps_queued_and_arriving_data_readable() {
     assert_eq!(&buf[..5], b"after");
     assert_eq!(t.st.state(c), Some(State::Established));
 }
+
+/// An active reset (close with unread data here; keep-alive's and the
+/// user timeout's end, a listener's queue at close alike) is a segment of
+/// the connection as Linux's tcp_send_active_reset builds it through
+/// tcp_transmit_skb: the timestamp option and the window an ACK would
+/// carry. Seen on the wire against Linux at keep-alive's end: Linux's RST
+/// had both, the stack's had no options and window 0.
+#[test]
+fn an_active_reset_carries_the_timestamp_and_the_window() {
+    let mut t = T::new(Config { timestamps: true, ..plain() });
+    let (c, sa) = established_with_timestamps(&mut t, 500);
+    let mut d = seg(PEER_ISN + 1, sa.seq + 1, Flags::ACK | Flags::PSH);
+    d.options.timestamp = Some((502, 0));
+    d.data = b"unread".to_vec();
+    t.send(&d).unwrap();
+    t.advance(Duration::from_millis(40));
+    let ack = t.recv_one();
+    t.st.close(t.now, c).unwrap();
+    let rst = t.recv_one();
+    assert_eq!(rst.flags, Flags::RST | Flags::ACK, "unread data: the close resets");
+    assert_eq!(rst.ack, PEER_ISN + 7);
+    assert!(rst.options.timestamp.is_some_and(|(_, ecr)| ecr == 502), "timestamps: {:?}", rst.options);
+    assert_eq!(rst.window, ack.window, "the window an ACK carries");
+}
