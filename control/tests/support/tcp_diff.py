@@ -383,6 +383,38 @@ def probes(t):
         c = Conn(t, t.closed_port)
         return c.send(ACK, ack=12345, opts=b"")
 
+    # Bad input (the contract's section 8): flag combinations no stack
+    # sends. Linux, tcp_rcv_state_process in LISTEN: an ACK gets a reset,
+    # an RST is dropped, a SYN with FIN is dropped, anything else without
+    # SYN is dropped; tcp_v4_send_reset for no socket: every segment but
+    # an RST gets one, its numbers from the segment's.
+    def odd_flags(port, flags, data=b""):
+        c = Conn(t, port)
+        ts = c.ts()
+        opts = options(mss=1460, sack_ok=True, ts=ts, ws=7) if flags & SYN else b""
+        return c.send(flags, data, ack=0 if not flags & ACK else 12345, opts=opts, wait=0.3)
+
+    def syn_fin_to_a_listener():
+        return odd_flags(t.open_port, SYN | FIN)
+
+    def syn_rst_to_a_listener():
+        return odd_flags(t.open_port, SYN | RST)
+
+    def no_flags_to_a_listener():
+        return odd_flags(t.open_port, 0, b"data")
+
+    def fin_alone_to_a_listener():
+        return odd_flags(t.open_port, FIN)
+
+    def every_flag_to_a_listener():
+        return odd_flags(t.open_port, FIN | SYN | RST | PSH | ACK | URG)
+
+    def no_flags_to_a_closed_port():
+        return odd_flags(t.closed_port, 0, b"data")
+
+    def syn_fin_to_a_closed_port():
+        return odd_flags(t.closed_port, SYN | FIN)
+
     def first_data_is_acked_at_once():
         c = Conn(t, t.open_port)
         c.handshake()
@@ -804,6 +836,19 @@ def probes(t):
         c.snd_nxt += 10
         return c
 
+    # A SYN with FIN on an established connection is a SYN there
+    # (tcp_validate_incoming: a challenge ACK, RFC 5961 section 4).
+    def syn_fin_on_an_established_connection():
+        c = ten_bytes_taken()
+        return c.send(SYN | FIN | ACK)
+
+    # An exact RST that carries data resets the connection all the same
+    # (the data is not taken); the next segment finds no connection.
+    def an_exact_rst_with_data_resets():
+        c = ten_bytes_taken()
+        first = c.send(RST | ACK, b"zz")
+        return first + c.data(b"after", wait=0.3)
+
     def old_timestamp_is_dropped_by_paws():
         c = ten_bytes_taken()
         return c.data(b"q" * 10, opts=options(ts=(c.tsval - 100_000, c.ts_recent)))
@@ -1110,6 +1155,15 @@ def probes(t):
         ("syn_to_closed_port", syn_to_closed_port),
         ("ack_to_closed_port", ack_to_closed_port),
         ("first_data_is_acked_at_once", first_data_is_acked_at_once),
+        ("syn_fin_to_a_listener", syn_fin_to_a_listener),
+        ("syn_rst_to_a_listener", syn_rst_to_a_listener),
+        ("no_flags_to_a_listener", no_flags_to_a_listener),
+        ("fin_alone_to_a_listener", fin_alone_to_a_listener),
+        ("every_flag_to_a_listener", every_flag_to_a_listener),
+        ("no_flags_to_a_closed_port", no_flags_to_a_closed_port),
+        ("syn_fin_to_a_closed_port", syn_fin_to_a_closed_port),
+        ("syn_fin_on_an_established_connection", syn_fin_on_an_established_connection),
+        ("an_exact_rst_with_data_resets", an_exact_rst_with_data_resets),
         ("a_closed_window_is_probed", a_closed_window_is_probed),
         ("an_idle_connection_is_probed_then_reset", an_idle_connection_is_probed_then_reset),
         ("a_small_write_waits_for_the_ack_of_the_last", a_small_write_waits_for_the_ack_of_the_last),

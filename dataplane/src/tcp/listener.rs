@@ -152,7 +152,9 @@ impl Listener {
             shared.reply_rst(tuple.local, tuple.remote, seg);
             return ListenAction::dropped();
         }
-        if !f.syn() {
+        // Neither a SYN nor a SYN with FIN asks for a connection (Linux
+        // tcp_rcv_state_process: dropped, unanswered).
+        if !f.syn() || f.fin() {
             return ListenAction::dropped();
         }
         self.on_syn(now, shared, opts, tuple, seg, isn_hint)

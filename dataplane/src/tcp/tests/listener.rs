@@ -27,6 +27,23 @@ fn listen_syn_gets_syn_ack_with_linux_options() {
     assert_eq!(t.st.count_by_state()[State::SynReceived as usize], 1);
 }
 
+/// A SYN with FIN is no connection request: Linux's tcp_rcv_state_process
+/// drops it in LISTEN (SKB_DROP_REASON_TCP_FLAGS), unanswered. Seen on the
+/// wire: the stack answered it with a SYN|ACK.
+#[test]
+fn listen_drops_a_syn_with_fin() {
+    let mut t = T::new(Config::default());
+    t.listener(8);
+    let mut s = syn();
+    s.flags = s.flags | Flags::FIN;
+    assert!(t.send(&s).is_err(), "dropped");
+    assert!(t.recv().is_empty(), "no SYN|ACK, no reset");
+    assert_eq!(t.st.count_by_state()[State::SynReceived as usize], 0);
+    // Still listening: a proper SYN is answered.
+    t.send(&syn()).unwrap();
+    assert_eq!(t.recv_one().flags, Flags::SYN | Flags::ACK);
+}
+
 #[test]
 fn listen_options_only_as_offered() {
     let mut t = T::new(Config::default());
