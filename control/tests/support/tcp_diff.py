@@ -849,6 +849,25 @@ def probes(t):
         first = c.send(RST | ACK, b"zz")
         return first + c.data(b"after", wait=0.3)
 
+    # Simultaneous close (RFC 9293 figure 13): the source server sends
+    # five bytes and its FIN; our FIN crosses it, acknowledging the bytes
+    # but not the FIN. The server, in FIN-WAIT-1, moves to CLOSING and
+    # acknowledges our FIN; our ACK of its FIN then takes it to TIME-WAIT,
+    # silently.
+    def simultaneous_close():
+        c = Conn(t, t.source_port)
+        c.handshake(quick=True)
+        got = t.collect(c.sport, 0.5, until=lambda segs: any(s["flags"] & FIN for s in segs))
+        fins = [s for _, s in got if s["flags"] & FIN]
+        if not fins:
+            raise RuntimeError("no FIN from the source server")
+        data_end = fins[0]["seq"] + fins[0]["len"]
+        c.rcv_nxt = data_end & 0xFFFFFFFF
+        crossing = c.send(FIN | ACK, wait=0.1)
+        c.snd_nxt += 1
+        c.rcv_nxt = (data_end + 1) & 0xFFFFFFFF
+        return crossing + c.send(ACK, wait=0.1)
+
     def old_timestamp_is_dropped_by_paws():
         c = ten_bytes_taken()
         return c.data(b"q" * 10, opts=options(ts=(c.tsval - 100_000, c.ts_recent)))
@@ -1164,6 +1183,7 @@ def probes(t):
         ("syn_fin_to_a_closed_port", syn_fin_to_a_closed_port),
         ("syn_fin_on_an_established_connection", syn_fin_on_an_established_connection),
         ("an_exact_rst_with_data_resets", an_exact_rst_with_data_resets),
+        ("simultaneous_close", simultaneous_close),
         ("a_closed_window_is_probed", a_closed_window_is_probed),
         ("an_idle_connection_is_probed_then_reset", an_idle_connection_is_probed_then_reset),
         ("a_small_write_waits_for_the_ack_of_the_last", a_small_write_waits_for_the_ack_of_the_last),
