@@ -100,9 +100,10 @@ def parse_options(raw):
 
 
 class Target:
-    def __init__(self, ifname, spoof, ip, mac, open_port, closed_port, source_port, echo_port, keepalive_port):
+    def __init__(self, ifname, spoof, ip, mac, open_port, closed_port, source_port, echo_port, keepalive_port,
+                 full_queue_port):
         self.spoof, self.ip = spoof, ip
-        self.keepalive_port = keepalive_port
+        self.keepalive_port, self.full_queue_port = keepalive_port, full_queue_port
         self.mac = bytes.fromhex(mac.replace(":", ""))
         self.open_port, self.closed_port, self.source_port = open_port, closed_port, source_port
         self.echo_port = echo_port
@@ -868,6 +869,22 @@ def probes(t):
         c.rcv_nxt = (data_end + 1) & 0xFFFFFFFF
         return crossing + c.send(ACK, wait=0.1)
 
+    # The accept queue (the contract's section 2): a listener with a
+    # backlog of 1 that never accepts holds two connections (Linux's
+    # sk_acceptq_is_full is "more than the backlog"); a third SYN is
+    # dropped unanswered (tcp_conn_request, LISTENOVERFLOWS), cookies or
+    # not. The second connection is established: its data is ACKed.
+    def a_full_accept_queue_drops_a_new_syn():
+        out = []
+        for k in range(2):
+            c = Conn(t, t.full_queue_port)
+            out.append({"connection": k, "syn": c.handshake(quick=True)})
+        out.append({"connection": 1, "data": c.data(b"q" * 10, wait=0.1)})
+        c.snd_nxt += 10
+        third = Conn(t, t.full_queue_port)
+        out.append({"connection": 2, "syn": third.syn(wait=0.5)})
+        return out
+
     def old_timestamp_is_dropped_by_paws():
         c = ten_bytes_taken()
         return c.data(b"q" * 10, opts=options(ts=(c.tsval - 100_000, c.ts_recent)))
@@ -1184,6 +1201,7 @@ def probes(t):
         ("syn_fin_on_an_established_connection", syn_fin_on_an_established_connection),
         ("an_exact_rst_with_data_resets", an_exact_rst_with_data_resets),
         ("simultaneous_close", simultaneous_close),
+        ("a_full_accept_queue_drops_a_new_syn", a_full_accept_queue_drops_a_new_syn),
         ("a_closed_window_is_probed", a_closed_window_is_probed),
         ("an_idle_connection_is_probed_then_reset", an_idle_connection_is_probed_then_reset),
         ("a_small_write_waits_for_the_ack_of_the_last", a_small_write_waits_for_the_ack_of_the_last),
@@ -1221,10 +1239,11 @@ def probes(t):
 
 
 def main():
-    ifname, spoof, ip, mac, open_port, closed_port, source_port, echo_port, keepalive_port = sys.argv[1:10]
+    ifname, spoof, ip, mac, open_port, closed_port, source_port, echo_port, keepalive_port, full_queue_port = \
+        sys.argv[1:11]
     t = Target(ifname, spoof, ip, mac, int(open_port), int(closed_port), int(source_port), int(echo_port),
-               int(keepalive_port))
-    only = set(sys.argv[10:])
+               int(keepalive_port), int(full_queue_port))
+    only = set(sys.argv[11:])
     for name, run in probes(t):
         if only and name not in only:
             continue
