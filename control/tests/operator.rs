@@ -532,28 +532,29 @@ fn top_shows_per_worker_rates() {
     daemon.stop();
 }
 
-/// The README's hand-test block, run as written (with this test's names
-/// and binaries): it must not drift from the code.
-#[test]
-fn the_readmes_hand_test_block_runs_as_written() {
-    common::require_root();
+/// A README block between `<!-- TAG: begin -->` and `<!-- TAG: end -->`,
+/// run as written with this test's names (`placeholder` becomes a unique
+/// topology name) and binaries, in a directory of its own: the output, and
+/// the daemon's `xstackd.out` if the block wrote one.
+fn run_readme_block(tag: &str, placeholder: &str, timeout_s: u32) -> (String, String) {
     let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
     let block = readme
-        .split("<!-- hand-test: begin -->")
+        .split(&format!("<!-- {tag}: begin -->"))
         .nth(1)
-        .and_then(|r| r.split("<!-- hand-test: end -->").next())
-        .expect("README has the hand-test block");
+        .and_then(|r| r.split(&format!("<!-- {tag}: end -->")).next())
+        .unwrap_or_else(|| panic!("README has the {tag} block"));
     let script: String = block.lines().filter(|l| !l.starts_with("```")).collect::<Vec<_>>().join("\n");
-    let name = common::unique_name("rdm");
+    // A name per block: the tests run at once.
+    let name = common::unique_name(&tag[..2]);
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_xstackd")).parent().unwrap().to_path_buf();
     let dir = std::env::temp_dir().join(format!("xstack-readme-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     let script = script
-        .replace("mytest", &name)
+        .replace(placeholder, &name)
         .replace("target/release/", &format!("{}/", bin.display()))
         .replace("scripts/", &format!("{}/scripts/", common::repo_root().display()));
     let run = std::process::Command::new("timeout")
-        .args(["-k", "5", "60", "bash", "-c"])
+        .args(["-k", "5", &timeout_s.to_string(), "bash", "-c"])
         // Root runs the tests; a machine without sudo gets one that only
         // runs its command.
         .arg(format!("set -e\nset -m\ncommand -v sudo >/dev/null || sudo() {{ \"$@\"; }}\n{script}\n"))
@@ -564,10 +565,35 @@ fn the_readmes_hand_test_block_runs_as_written() {
     let daemon = std::fs::read_to_string(dir.join("xstackd.out")).unwrap_or_default();
     let _ = std::process::Command::new(common::repo_root().join("scripts/topology.sh")).args(["down", &name]).output();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(run.status.success(), "the block failed:\n{out}");
+    assert!(run.status.success(), "the {tag} block failed:\n{out}");
+    (out, daemon)
+}
+
+/// The README's hand-test block, run as written (with this test's names
+/// and binaries): it must not drift from the code.
+#[test]
+fn the_readmes_hand_test_block_runs_as_written() {
+    common::require_root();
+    let (out, daemon) = run_readme_block("hand-test", "mytest", 60);
     assert!(out.contains("3 packets transmitted, 3 received"), "{out}");
     assert!(out.lines().any(|l| l == "hello"), "no echo:\n{out}");
     assert!(daemon.contains("summary frames worker=0") && daemon.contains("balanced=yes"), "no clean stop:\n{daemon}");
+}
+
+/// The README's load-test block: xstack-bench on the stack against a
+/// kernel HTTP server, found by ARP, every response checked.
+#[test]
+fn the_readmes_load_test_block_runs_as_written() {
+    common::require_root();
+    let (out, _) = run_readme_block("load-test", "myload", 90);
+    let summary =
+        out.lines().find(|l| l.contains("xstack-bench: http:")).unwrap_or_else(|| panic!("no summary:\n{out}"));
+    let ok: u64 = summary
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of responses: {summary}"));
+    assert!(ok > 0 && summary.contains(" 0 errors in the whole run"), "{summary}");
 }
 
 /// Operator messages: a typo in XSTACK_LOG is said, not silently taken for

@@ -30,6 +30,9 @@ pub struct XstackArgs {
     /// Static neighbour IP=MAC (repeatable): skips ARP for the peer.
     #[arg(long = "xstack-neighbour", id = "xstack-neighbour")]
     pub neighbours: Vec<String>,
+    /// Gateway for servers off the backend's subnet (as xstackd -g).
+    #[arg(long = "xstack-gateway", id = "xstack-gateway")]
+    pub gateway: Option<String>,
     /// XDP attach mode: auto, native or generic.
     #[arg(long = "xstack-xdp-mode", id = "xstack-xdp-mode", default_value = "auto")]
     pub xdp_mode: String,
@@ -48,6 +51,9 @@ impl XstackArgs {
         argv.extend(["--xdp-mode".into(), self.xdp_mode.clone(), "--poll".into(), "busy".into()]);
         for n in &self.neighbours {
             argv.extend(["--static-neighbour".into(), n.clone()]);
+        }
+        if let Some(g) = &self.gateway {
+            argv.extend(["-g".into(), g.clone()]);
         }
         let cli = Cli::try_parse_from(&argv).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         Config::load(&cli).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e:#}")))
@@ -153,5 +159,26 @@ impl Transport for XstackTransport {
     fn poll(&mut self) -> io::Result<()> {
         self.e.poll();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backend takes xstackd's own checks: a gateway for servers off
+    /// its subnet, and a gateway off the subnet refused as xstackd refuses it.
+    #[test]
+    fn the_backend_takes_a_gateway_as_xstackd_does() {
+        let args = |g: &str| XstackArgs {
+            ifname: Some("eth9".into()),
+            addr: Some("198.18.0.9/24".into()),
+            gateway: Some(g.into()),
+            xdp_mode: "auto".into(),
+            ..XstackArgs::default()
+        };
+        let cfg = args("198.18.0.254").config().unwrap();
+        assert_eq!(cfg.gateway, Some(Ipv4Addr::new(198, 18, 0, 254)));
+        assert!(args("not-an-address").config().is_err());
     }
 }
