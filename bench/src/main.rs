@@ -31,6 +31,8 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Run one workload as a client against a running `serve`.
     Run(RunArgs),
