@@ -242,6 +242,8 @@ impl Loop {
             }
             let _ = conn.set_read_timeout(None);
             tracing::debug!("application process {pid} joined registration {id} as member {m}");
+            let owner = xstack_dataplane::app::Owner { pid: cred_pid, name: comm(cred_pid) };
+            self.order_all(|| Order::Join { id, member: m, owner: owner.clone() });
             self.procs.push(Registered { id, pid, member: m, conn, link: family });
             return;
         }
@@ -249,10 +251,7 @@ impl Loop {
         self.next_id += 1;
         let inboxes: Vec<Arc<Inbox>> = self.doors.iter().map(|d| Arc::clone(&d.inbox)).collect();
         let wakes: Vec<_> = self.doors.iter().map(|d| d.wake_fd.as_fd()).collect();
-        let name = std::fs::read_to_string(format!("/proc/{cred_pid}/comm"))
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "?".into());
-        let owner = xstack_dataplane::app::Owner { pid: cred_pid, name };
+        let owner = xstack_dataplane::app::Owner { pid: cred_pid, name: comm(cred_pid) };
         match serve::admit(&conn, id, owner, self.geometry, (&self.iface.0, self.iface.1), &inboxes, &wakes) {
             Ok(link) => {
                 for d in &self.doors {
@@ -274,4 +273,9 @@ impl Loop {
             }
         }
     }
+}
+
+/// A process's name as ss -p shows it (its comm), "?" when it is gone.
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into())
 }

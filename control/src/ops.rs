@@ -394,7 +394,7 @@ pub(crate) fn worker_status(
             .sockets
             .iter()
             .enumerate()
-            .map(|(k, i)| socket_row(queue, i, s.owners.get(k).and_then(Option::as_ref)))
+            .map(|(k, i)| socket_row(queue, i, s.owners.get(k).map_or(&[], Vec::as_slice)))
             .collect();
     }
     st
@@ -412,7 +412,7 @@ fn latency(h: &LatencyHistogram) -> Latency {
     }
 }
 
-fn socket_row(worker: u32, s: &SocketInfo, owner: Option<&xstack_dataplane::app::Owner>) -> SocketRow {
+fn socket_row(worker: u32, s: &SocketInfo, owners: &[xstack_dataplane::app::Owner]) -> SocketRow {
     let addr = |(a, p): (xstack_dataplane::wire::Ipv4Addr, u16)| {
         if p == 0 {
             format!("{a}:*")
@@ -427,7 +427,9 @@ fn socket_row(worker: u32, s: &SocketInfo, owner: Option<&xstack_dataplane::app:
         remote: s.remote.map(addr).unwrap_or_else(|| "0.0.0.0:*".into()),
         recv_q: s.recv_q as u64,
         send_q: s.send_q as u64,
-        process: owner.map(|o| format!("\"{}\",pid={}", o.name, o.pid)),
+        // ss -p's list: ("name",pid=N),("name",pid=M) inside users:((...)).
+        process: (!owners.is_empty())
+            .then(|| owners.iter().map(|o| format!("\"{}\",pid={}", o.name, o.pid)).collect::<Vec<_>>().join("),(")),
         info: s.conn.map(|c| {
             let mss = u32::from(c.mss.max(1));
             ConnRow {

@@ -262,6 +262,23 @@ fn nginx_with_two_workers_serves_static_files_and_survives_a_reload() {
     let wt = text(&w);
     assert!(w.status.success() && !wt.contains("Non-2xx") && !wt.contains("Socket errors"), "{wt}");
 
+    // The operator sees the listener held by the master and both workers,
+    // as ss -p lists every process with a descriptor of a socket.
+    let master = std::fs::read_to_string(dir.join("nginx.pid")).unwrap().trim().to_owned();
+    let kids = Command::new("pgrep").args(["-P", &master]).output().unwrap();
+    let mut pids: Vec<String> = stdout(&kids).split_whitespace().map(str::to_owned).collect();
+    assert_eq!(pids.len(), 2, "two workers: {}", text(&kids));
+    pids.push(master);
+    let ss = Command::new(env!("CARGO_BIN_EXE_xstackctl")).args(["--instance", &s.name, "ss", "-P"]).output().unwrap();
+    let ss = stdout(&ss);
+    let rows: Vec<&str> = ss.lines().filter(|l| l.starts_with("LISTEN") && l.contains(":8080")).collect();
+    assert!(!rows.is_empty(), "no listener row:\n{ss}");
+    for row in &rows {
+        for p in &pids {
+            assert!(row.contains(&format!("(\"nginx\",pid={p})")), "pid {p} not on the listener:\n{ss}");
+        }
+    }
+
     // nginx -s reload: new workers take over the inherited listener.
     let pid = std::fs::read_to_string(dir.join("nginx.pid")).unwrap();
     let _ = Command::new("kill").args(["-HUP", pid.trim()]).status();

@@ -37,11 +37,11 @@ pub trait App: Send {
         let _ = io;
         0
     }
-    /// The process holding socket `id` when the app serves it for one
+    /// The processes holding socket `id` when the app serves it for them
     /// (the application gateway), for `xstackctl ss -p`.
-    fn owner(&self, id: SocketId) -> Option<Owner> {
+    fn owners(&self, id: SocketId) -> Vec<Owner> {
         let _ = id;
-        None
+        Vec::new()
     }
 }
 

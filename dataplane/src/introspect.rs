@@ -47,7 +47,7 @@ pub struct Snapshot {
     /// Every socket, as `ss` lists them (when asked for).
     pub sockets: Vec<SocketInfo>,
     /// The process holding each of `sockets` (application sockets).
-    pub owners: Vec<Option<crate::app::Owner>>,
+    pub owners: Vec<Vec<crate::app::Owner>>,
     pub port: PortStats,
     /// Where the UMEM frames are: the fill and TX ring occupancy.
     pub frames: Accounting,

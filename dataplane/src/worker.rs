@@ -509,8 +509,8 @@ impl Worker {
         let owners = sockets
             .iter()
             .map(|s| match (&self.app, s.state) {
-                (Some(app), st) if st != tcp::State::SynReceived => s.socket.and_then(|id| app.owner(id)),
-                _ => None,
+                (Some(app), st) if st != tcp::State::SynReceived => s.socket.map_or_else(Vec::new, |id| app.owners(id)),
+                _ => Vec::new(),
             })
             .collect();
         Snapshot {

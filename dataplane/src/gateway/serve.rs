@@ -105,6 +105,9 @@ pub enum Order {
         /// longer serves the process (it detached it).
         link: Arc<Link>,
     },
+    /// A forked child joined the arena as `member` (for `xstackctl ss -p`:
+    /// the sockets it holds name it).
+    Join { id: u64, member: u32, owner: crate::app::Owner },
 }
 
 /// What the registrar and a worker's gateway share.
@@ -233,7 +236,9 @@ struct SlotRec {
 #[derive(Debug)]
 struct Proc {
     id: u64,
-    owner: crate::app::Owner,
+    /// The processes sharing the arena, by member number (0: the one that
+    /// registered).
+    members: Vec<(u32, crate::app::Owner)>,
     link: Arc<Link>,
     heap: Heap,
     slots: Vec<SlotRec>,
@@ -408,7 +413,7 @@ impl Gateway {
                 self.inbox.arenas.lock().unwrap_or_else(|p| p.into_inner()).push((id, Arc::clone(&link.arena)));
                 self.procs.push(Proc {
                     id,
-                    owner,
+                    members: vec![(0, owner)],
                     link,
                     heap,
                     slots,
@@ -419,6 +424,12 @@ impl Gateway {
             }
             Order::Detach { id } => self.detach(io, id),
             Order::Leave { id, member, link } => self.leave(io, id, member, &link),
+            Order::Join { id, member, owner } => {
+                if let Some(p) = self.procs.iter_mut().find(|p| p.id == id) {
+                    p.members.retain(|(m, _)| *m != member);
+                    p.members.push((member, owner));
+                }
+            }
         }
     }
 
@@ -472,6 +483,9 @@ impl Gateway {
 
     /// A process sharing the arena exited (see `Order::Leave`).
     fn leave(&mut self, io: &mut Io<'_>, pid: u64, m: u32, link: &Arc<Link>) {
+        if let Some(p) = self.procs.iter_mut().find(|p| p.id == pid) {
+            p.members.retain(|(k, _)| *k != m);
+        }
         self.release_holds(io, pid, m);
         // Every worker counts down, served or not, or the member number
         // would never be free again.
@@ -1162,16 +1176,33 @@ impl App for Gateway {
         listeners.len() + self.inner.as_mut().map_or(0, |app| app.on_drain(io))
     }
 
-    fn owner(&self, id: SocketId) -> Option<crate::app::Owner> {
-        let pid = match self.entries.get(id.index as usize) {
-            Some(Some(Entry::Stream(s))) if s.sid == id => s.pid,
-            Some(Some(Entry::Listener(l))) if l.sid == id => l.pid,
+    /// Every process holding the socket (the members whose bit is in its
+    /// slot's holders), as ss -p lists every process with a descriptor
+    /// of it: a listener nginx's master opened and its workers inherited
+    /// names all three; a connection one worker accepted, that worker. A
+    /// connection no process took yet names none, as on Linux.
+    fn owners(&self, id: SocketId) -> Vec<crate::app::Owner> {
+        let (pid, slot) = match self.entries.get(id.index as usize) {
+            Some(Some(Entry::Stream(s))) if s.sid == id => (s.pid, s.slot),
+            Some(Some(Entry::Listener(l))) if l.sid == id => (l.pid, l.slot),
             Some(Some(Entry::Opened { sid })) if *sid == id => {
-                return self.procs.iter().find(|p| p.slots.iter().any(|r| r.sid == Some(id))).map(|p| p.owner.clone());
+                let Some((p, slot)) = self
+                    .procs
+                    .iter()
+                    .find_map(|p| p.slots.iter().position(|r| r.sid == Some(id)).map(|k| (p, k as u32)))
+                else {
+                    return Vec::new();
+                };
+                (p.id, slot)
             }
-            _ => return self.inner.as_ref().and_then(|a| a.owner(id)),
+            _ => return self.inner.as_ref().map_or_else(Vec::new, |a| a.owners(id)),
         };
-        self.procs.iter().find(|p| p.id == pid).map(|p| p.owner.clone())
+        let Some(p) = self.procs.iter().find(|p| p.id == pid) else { return Vec::new() };
+        let holders = p.link.arena.slot(self.worker, slot).map_or(0, |sl| sl.holders().load(Ordering::Acquire));
+        let mut held: Vec<&(u32, crate::app::Owner)> =
+            p.members.iter().filter(|(m, _)| *m < 64 && holders & (1u64 << m) != 0).collect();
+        held.sort_by_key(|(m, _)| *m);
+        held.into_iter().map(|(_, o)| o.clone()).collect()
     }
 
     fn on_event(&mut self, io: &mut Io<'_>, event: StackEvent) {
