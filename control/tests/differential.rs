@@ -36,6 +36,7 @@ fn run_probes(topo: &Topology, spoof: &str, ip: &str, mac: &str, only: &[&str]) 
         "7",
         KEEPALIVE_PORT,
         FULL_QUEUE_PORT,
+        SMALL_BUFFER_PORT,
     ];
     args.extend_from_slice(only);
     let out = topo.exec("NS_A", &args);
@@ -61,14 +62,19 @@ const KEEPALIVE_PORT: &str = "13";
 /// (`keepalive_server` opens it too).
 const FULL_QUEUE_PORT: &str = "15";
 
+/// The port of a listener with SO_RCVBUF 8192 set before listen() that
+/// never accepts (`keepalive_server` opens it too).
+const SMALL_BUFFER_PORT: &str = "17";
+
 /// A server on `addr` that turns keep-alive on, with one-second idle time
 /// and interval and two probes, for each connection it accepts: run as it
 /// is on the kernel and through the preload library on the stack, since
 /// the daemon's own services have no keep-alive. It also listens with a
-/// backlog of 1 on `FULL_QUEUE_PORT` and never accepts there.
+/// backlog of 1 on `FULL_QUEUE_PORT`, and with SO_RCVBUF 8192 on
+/// `SMALL_BUFFER_PORT`, and never accepts there.
 fn keepalive_server(addr: &str) -> String {
     format!(
-        "import socket,threading\nfull=socket.create_server(('{addr}',{FULL_QUEUE_PORT}),backlog=1)\nk=socket.create_server(('{addr}',{KEEPALIVE_PORT}),backlog=64)\ndef hold(c):\n  try:\n    while c.recv(65536): pass\n  except OSError: pass\n  c.close()\nwhile True:\n  c,_=k.accept()\n  c.setsockopt(socket.SOL_SOCKET,socket.SO_KEEPALIVE,1)\n  c.setsockopt(socket.IPPROTO_TCP,socket.TCP_KEEPIDLE,1)\n  c.setsockopt(socket.IPPROTO_TCP,socket.TCP_KEEPINTVL,1)\n  c.setsockopt(socket.IPPROTO_TCP,socket.TCP_KEEPCNT,2)\n  threading.Thread(target=hold,args=(c,),daemon=True).start()"
+        "import socket,threading\nfull=socket.create_server(('{addr}',{FULL_QUEUE_PORT}),backlog=1)\nsmall=socket.socket()\nsmall.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,8192)\nsmall.bind(('{addr}',{SMALL_BUFFER_PORT}))\nsmall.listen(8)\nk=socket.create_server(('{addr}',{KEEPALIVE_PORT}),backlog=64)\ndef hold(c):\n  try:\n    while c.recv(65536): pass\n  except OSError: pass\n  c.close()\nwhile True:\n  c,_=k.accept()\n  c.setsockopt(socket.SOL_SOCKET,socket.SO_KEEPALIVE,1)\n  c.setsockopt(socket.IPPROTO_TCP,socket.TCP_KEEPIDLE,1)\n  c.setsockopt(socket.IPPROTO_TCP,socket.TCP_KEEPINTVL,1)\n  c.setsockopt(socket.IPPROTO_TCP,socket.TCP_KEEPCNT,2)\n  threading.Thread(target=hold,args=(c,),daemon=True).start()"
     )
 }
 

@@ -101,9 +101,10 @@ def parse_options(raw):
 
 class Target:
     def __init__(self, ifname, spoof, ip, mac, open_port, closed_port, source_port, echo_port, keepalive_port,
-                 full_queue_port):
+                 full_queue_port, small_buffer_port):
         self.spoof, self.ip = spoof, ip
         self.keepalive_port, self.full_queue_port = keepalive_port, full_queue_port
+        self.small_buffer_port = small_buffer_port
         self.mac = bytes.fromhex(mac.replace(":", ""))
         self.open_port, self.closed_port, self.source_port = open_port, closed_port, source_port
         self.echo_port = echo_port
@@ -885,6 +886,13 @@ def probes(t):
         out.append({"connection": 2, "syn": third.syn(wait=0.5)})
         return out
 
+    # SO_RCVBUF set before listen() clamps the window the connections may
+    # announce, so the SYN|ACK's window scale need only reach it
+    # (tcp_openreq_init_rwin, tcp_select_initial_window): window 7240,
+    # scale 0, where 7 without it.
+    def a_small_receive_buffer_gets_a_small_window_scale():
+        return Conn(t, t.small_buffer_port).handshake(quick=True)
+
     def old_timestamp_is_dropped_by_paws():
         c = ten_bytes_taken()
         return c.data(b"q" * 10, opts=options(ts=(c.tsval - 100_000, c.ts_recent)))
@@ -1202,6 +1210,7 @@ def probes(t):
         ("an_exact_rst_with_data_resets", an_exact_rst_with_data_resets),
         ("simultaneous_close", simultaneous_close),
         ("a_full_accept_queue_drops_a_new_syn", a_full_accept_queue_drops_a_new_syn),
+        ("a_small_receive_buffer_gets_a_small_window_scale", a_small_receive_buffer_gets_a_small_window_scale),
         ("a_closed_window_is_probed", a_closed_window_is_probed),
         ("an_idle_connection_is_probed_then_reset", an_idle_connection_is_probed_then_reset),
         ("a_small_write_waits_for_the_ack_of_the_last", a_small_write_waits_for_the_ack_of_the_last),
@@ -1239,11 +1248,11 @@ def probes(t):
 
 
 def main():
-    ifname, spoof, ip, mac, open_port, closed_port, source_port, echo_port, keepalive_port, full_queue_port = \
-        sys.argv[1:11]
+    (ifname, spoof, ip, mac, open_port, closed_port, source_port, echo_port, keepalive_port, full_queue_port,
+     small_buffer_port) = sys.argv[1:12]
     t = Target(ifname, spoof, ip, mac, int(open_port), int(closed_port), int(source_port), int(echo_port),
-               int(keepalive_port), int(full_queue_port))
-    only = set(sys.argv[11:])
+               int(keepalive_port), int(full_queue_port), int(small_buffer_port))
+    only = set(sys.argv[12:])
     for name, run in probes(t):
         if only and name not in only:
             continue

@@ -3,6 +3,7 @@
 
 use super::congestion::Algorithm;
 use super::memory::MemLimits;
+use super::socket::SocketOptions;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -176,13 +177,33 @@ impl Config {
     /// the largest receive buffer be advertised (tcp_select_initial_window:
     /// the largest of tcp_rmem[2], net.core.rmem_max and the socket's).
     pub fn window_scale_for(&self, buffer: usize) -> u8 {
-        let space = self.recv_buffer_max.max(self.core_rmem_max).max(buffer);
-        let mut shift = 0u8;
-        while shift < 14 && (space >> shift) > 65535 {
-            shift += 1;
-        }
-        shift
+        shift_for(self.recv_buffer_max.max(self.core_rmem_max).max(buffer))
     }
+
+    /// The window scale of a socket: as `window_scale_for`, except that a
+    /// receive buffer the application set (SO_RCVBUF) also clamps the
+    /// window, so the scale only needs to reach that buffer
+    /// (tcp_openreq_init_rwin: rsk_window_clamp = tcp_full_space when
+    /// SOCK_RCVBUF_LOCK; then min(space, window_clamp) in
+    /// tcp_select_initial_window). Linux 6.18 here, SO_RCVBUF 8192 on the
+    /// listener: window scale 0.
+    pub fn window_scale_of(&self, opts: &SocketOptions) -> u8 {
+        if opts.recv_buffer_locked {
+            shift_for(opts.recv_buffer)
+        } else {
+            self.window_scale_for(opts.recv_buffer)
+        }
+    }
+}
+
+/// The smallest shift that lets `space` be advertised in 16 bits, at
+/// most 14 (RFC 7323 section 2.3).
+fn shift_for(space: usize) -> u8 {
+    let mut shift = 0u8;
+    while shift < 14 && (space >> shift) > 65535 {
+        shift += 1;
+    }
+    shift
 }
 
 #[cfg(test)]

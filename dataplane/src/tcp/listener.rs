@@ -274,7 +274,7 @@ impl Listener {
             },
             _ => (None, false, None),
         };
-        let our_wscale = if peer_wscale.is_some() { c.window_scale_for(opts.recv_buffer) } else { 0 };
+        let our_wscale = if peer_wscale.is_some() { c.window_scale_of(opts) } else { 0 };
         let open = PassiveOpen {
             iss: ack - 1u32,
             irs: seq - 1u32,
@@ -322,7 +322,7 @@ impl Listener {
         }
         let o = &seg.options;
         let peer_wscale = o.window_scale.filter(|_| c.window_scaling).map(|w| w.min(14));
-        let our_wscale = if peer_wscale.is_some() { c.window_scale_for(opts.recv_buffer) } else { 0 };
+        let our_wscale = if peer_wscale.is_some() { c.window_scale_of(opts) } else { 0 };
         let ts_recent = o.timestamp.filter(|_| c.timestamps).map(|(v, _)| v);
         let mut req = Request {
             tuple,

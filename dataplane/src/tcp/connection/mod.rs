@@ -386,7 +386,7 @@ impl Connection {
     pub fn new_active(now: Instant, shared: &mut Shared, tuple: FourTuple, opts: SocketOptions) -> Self {
         let iss = shared.isn.isn(now, tuple.local, tuple.local_port, tuple.remote, tuple.remote_port);
         let mut c = Self::blank(now, shared, tuple, opts, iss, State::SynSent);
-        c.rcv_wscale = if shared.config.window_scaling { shared.config.window_scale_for(opts.recv_buffer) } else { 0 };
+        c.rcv_wscale = if shared.config.window_scaling { shared.config.window_scale_of(&opts) } else { 0 };
         // tcp_ecn=1: our SYN asks for ECN; the SYN|ACK decides.
         if shared.config.ecn == 1 {
             c.ecn = ecn::OK;

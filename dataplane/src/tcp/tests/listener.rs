@@ -44,6 +44,26 @@ fn listen_drops_a_syn_with_fin() {
     assert_eq!(t.recv_one().flags, Flags::SYN | Flags::ACK);
 }
 
+/// SO_RCVBUF set on the listener clamps the window its connections may
+/// announce, so the window scale need only reach it: Linux 6.18 here
+/// answers with window scale 0 for SO_RCVBUF 8192 (7 without it).
+#[test]
+fn a_small_receive_buffer_set_by_the_application_gets_a_small_window_scale() {
+    let mut t = T::new(Config::default());
+    let l = t.listener(8);
+    t.st.set_option(t.now, l, SocketOption::RecvBuffer(8192)).unwrap();
+    let mut s = syn();
+    s.options.window_scale = Some(7);
+    t.send(&s).unwrap();
+    let r = t.recv_one();
+    assert_eq!(r.options.window_scale, Some(0), "{:?}", r.options);
+    // Without SO_RCVBUF: scaled for tcp_rmem[2].
+    let mut t = T::new(Config::default());
+    t.listener(8);
+    t.send(&s).unwrap();
+    assert_eq!(t.recv_one().options.window_scale, Some(7));
+}
+
 #[test]
 fn listen_options_only_as_offered() {
     let mut t = T::new(Config::default());
