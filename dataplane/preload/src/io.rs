@@ -417,17 +417,10 @@ pub unsafe fn splice(
     let nonblock_flag = flags & libc::SPLICE_F_NONBLOCK != 0;
     if ours(fd_in).is_some() {
         return with_stream(fd_in, |g, s, st| {
-            if !off_in.is_null() {
-                return fail(libc::ESPIPE);
+            if let Err(e) = sides(off_in, fd_out, off_out) {
+                return fail(e);
             }
-            if !is_pipe(fd_out) || !off_out.is_null() {
-                return fail(if is_pipe(fd_out) { libc::ESPIPE } else { libc::EINVAL });
-            }
-            STAGING.with(|b| {
-                let mut buf = b.borrow_mut();
-                if buf.is_empty() {
-                    buf.resize(STAGING_LEN, 0);
-                }
+            staging(|buf| {
                 let mut want = len.min(buf.len());
                 if nonblock_flag {
                     match pipe_room(fd_out) {
@@ -452,11 +445,8 @@ pub unsafe fn splice(
     }
     if ours(fd_out).is_some() {
         return with_stream(fd_out, |g, s, st| {
-            if !off_out.is_null() {
-                return fail(libc::ESPIPE);
-            }
-            if !is_pipe(fd_in) || !off_in.is_null() {
-                return fail(if is_pipe(fd_in) { libc::ESPIPE } else { libc::EINVAL });
+            if let Err(e) = sides(off_out, fd_in, off_in) {
+                return fail(e);
             }
             if len == 0 {
                 return 0;
@@ -487,11 +477,7 @@ pub unsafe fn splice(
                 // Empty with writers: EAGAIN; without: end of input.
                 return if pipe_has_writers(fd_in) { fail(libc::EAGAIN) } else { 0 };
             }
-            STAGING.with(|b| {
-                let mut buf = b.borrow_mut();
-                if buf.is_empty() {
-                    buf.resize(STAGING_LEN, 0);
-                }
+            staging(|buf| {
                 let want = len.min(room).min(buf.len());
                 // Safety: our buffer of at least `want` bytes.
                 let r = unsafe { real::read(fd_in, buf.as_mut_ptr().cast(), want) };
@@ -538,6 +524,32 @@ const STAGING_LEN: usize = 64 * 1024;
 thread_local! {
     /// splice's staging buffer, one per thread, reused by every call.
     static STAGING: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` on the thread's staging buffer (made on first use).
+fn staging(f: impl FnOnce(&mut [u8]) -> isize) -> isize {
+    STAGING.with(|b| {
+        let mut buf = b.borrow_mut();
+        if buf.is_empty() {
+            buf.resize(STAGING_LEN, 0);
+        }
+        f(&mut buf)
+    })
+}
+
+/// do_splice's checks of the two sides: no offset on the socket's side
+/// (ESPIPE), the other side a pipe (EINVAL) without an offset (ESPIPE).
+fn sides(sock_off: *mut libc::loff_t, pipe: c_int, pipe_off: *mut libc::loff_t) -> Result<(), c_int> {
+    if !sock_off.is_null() {
+        return Err(libc::ESPIPE);
+    }
+    if !is_pipe(pipe) {
+        return Err(libc::EINVAL);
+    }
+    if !pipe_off.is_null() {
+        return Err(libc::ESPIPE);
+    }
+    Ok(())
 }
 
 fn is_pipe(fd: c_int) -> bool {
