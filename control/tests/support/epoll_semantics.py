@@ -171,6 +171,9 @@ class App:
         got.append("SO_LINGER=%r" % (struct.unpack("ii", c.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)),))
         got.append("TCP_CONGESTION=%s" % c.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode())
         self.say("accepted socket inherited " + " ".join(got))
+        self.say("tcp_info state: accepted %d, listener %d" % (
+            c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0],
+            lst.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0]))
         c.recv(10)
         t0 = time.monotonic()
         try:

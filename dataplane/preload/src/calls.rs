@@ -520,9 +520,53 @@ pub unsafe fn getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void,
         (libc::SOL_SOCKET, libc::SO_ERROR, Kind::Stream(st)) => Some(int(g.process.take_error(st).map_or(0, errno_of))),
         (libc::SOL_SOCKET, libc::SO_ERROR, _) => Some(int(0)),
         (libc::SOL_SOCKET, libc::SO_ACCEPTCONN, k) => Some(int(matches!(k, Kind::Listener(_)) as c_int)),
+        // struct tcp_info as the placeholder fills it, with the state of
+        // the stack's connection (the placeholder's is always CLOSE).
+        // Safety: the caller's contract, passed on.
+        (libc::IPPROTO_TCP, libc::TCP_INFO, Kind::Stream(st)) => {
+            Some(unsafe { tcp_info(fd, val, len, linux_state(g.process.tcp_state(st))) })
+        }
+        // Safety: as above.
+        (libc::IPPROTO_TCP, libc::TCP_INFO, Kind::Listener(_)) => Some(unsafe { tcp_info(fd, val, len, 10) }),
         // Everything else as the kernel socket that took the same
         // setsockopt calls answers it.
         _ => None,
+    }
+}
+
+/// getsockopt(TCP_INFO) of the placeholder with `state` in tcpi_state,
+/// its first byte. The other fields stay as the unconnected placeholder
+/// reports them (the stack's counters are not in the shared slot).
+///
+/// # Safety
+/// As getsockopt(2)'s.
+unsafe fn tcp_info(fd: c_int, val: *mut c_void, len: *mut socklen_t, state: u8) -> c_int {
+    // Safety: the caller's contract.
+    let r = unsafe { real::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, val, len) };
+    // Safety: on success the kernel wrote the length it filled to `len`.
+    let filled = r == 0 && !val.is_null() && !len.is_null() && unsafe { *len } >= 1;
+    if filled {
+        // Safety: the kernel wrote at least one byte at `val` (above).
+        unsafe { *val.cast::<u8>() = state };
+    }
+    r
+}
+
+/// Linux's number for a TCP state (include/net/tcp_states.h).
+fn linux_state(s: xstack_dataplane::tcp::State) -> u8 {
+    use xstack_dataplane::tcp::State::*;
+    match s {
+        Established => 1,
+        SynSent => 2,
+        SynReceived => 3,
+        FinWait1 => 4,
+        FinWait2 => 5,
+        TimeWait => 6,
+        Closed => 7,
+        CloseWait => 8,
+        LastAck => 9,
+        Listen => 10,
+        Closing => 11,
     }
 }
 
