@@ -1230,3 +1230,37 @@ impl Drop for Gateway {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::arena::Geometry;
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+
+    /// The bell of a sleeping process is written at the end of the round,
+    /// once, not by the change that found it asleep: on a shared core an
+    /// early bell lets the process run with the round's first change only
+    /// (a context switch pair per event).
+    #[test]
+    fn a_sleeping_process_is_woken_once_at_the_end_of_the_round() {
+        let g = Geometry { workers: 1, slots: 8, app_slots: 4, commands: 8, events: 8, heap: 1 << 16 };
+        let arena = Arena::create("xs-bell-test", g).unwrap();
+        let bell: OwnedFd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap().into();
+        let link = Link::new(Arc::new(arena), bell);
+        let rung = |l: &Link| {
+            let mut v = [0u8; 8];
+            nix::unistd::read(&l.bell, &mut v).map_or(0, |_| u64::from_ne_bytes(v))
+        };
+        link.arena.app_sleeping().store(1, Ordering::SeqCst);
+        link.ring();
+        link.ring();
+        assert_eq!(rung(&link), 0, "no bell during the round");
+        link.wake();
+        assert_eq!(rung(&link), 1, "one bell at its end");
+        assert_eq!(link.arena.app_sleeping().load(Ordering::SeqCst), 0);
+        // Awake: changes publish, no bell.
+        link.ring();
+        link.wake();
+        assert_eq!(rung(&link), 0);
+    }
+}
