@@ -527,7 +527,9 @@ pub unsafe fn getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void,
             Some(unsafe { tcp_info(fd, val, len, linux_state(g.process.tcp_state(st))) })
         }
         // Safety: as above.
-        (libc::IPPROTO_TCP, libc::TCP_INFO, Kind::Listener(_)) => Some(unsafe { tcp_info(fd, val, len, 10) }),
+        (libc::IPPROTO_TCP, libc::TCP_INFO, Kind::Listener(_)) => {
+            Some(unsafe { tcp_info(fd, val, len, linux_state(xstack_dataplane::tcp::State::Listen)) })
+        }
         // Everything else as the kernel socket that took the same
         // setsockopt calls answers it.
         _ => None,
