@@ -109,6 +109,9 @@ impl Connection {
             };
             // (Never a hold: the fast path runs outside recovery.)
             let _ = self.on_new_ack(now, shared, ack, cx);
+            // As the full path ends every ACK: this one may have taken the
+            // last resend of an episode off the queue.
+            self.retire_retransmission_stamp();
         }
         self.last_data_in = now;
         self.measure_rcv_mss(len, shared.pool.under_pressure());
