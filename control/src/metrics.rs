@@ -28,6 +28,22 @@ use crate::protocol::{Request, Status};
 /// Per-worker figures that are levels, not totals.
 const WORKER_GAUGES: &[&str] = &["neigh_pending"];
 const RING_GAUGES: &[&str] = &["umem_frames", "frames_free", "fill_ring", "frames_held", "tx_pending", "tx_ring"];
+/// Every figure of `resources` is a gauge except the pool's peak (which
+/// only grows, but is no count of events either: a gauge too).
+const RESOURCE_GAUGES: &[&str] = &[
+    "sockets",
+    "connections",
+    "time_waits",
+    "listeners",
+    "requests",
+    "timers",
+    "bound_ports",
+    "connection_ports",
+    "buffer_chunks",
+    "buffer_chunks_reserved",
+    "buffer_chunks_peak",
+    "buffer_chunk_bytes",
+];
 
 /// How long a client has to send its request, and again to take the
 /// answer: a client that connects and says nothing, or never reads, is
@@ -292,6 +308,7 @@ impl Collector for StatusCollector {
         per_worker(&mut enc, s, "worker", |w| &w.counters, WORKER_GAUGES)?;
         per_worker(&mut enc, s, "tcp", |w| &w.tcp, &[])?;
         per_worker(&mut enc, s, "ring", |w| &w.ring, RING_GAUGES)?;
+        per_worker(&mut enc, s, "tcp_held", |w| &w.resources, RESOURCE_GAUGES)?;
         {
             let mut m = enc.encode_descriptor(
                 "tcp_sockets",
@@ -383,6 +400,7 @@ mod tests {
         w.tcp.insert("passive_opens".into(), 3);
         w.states.insert("ESTAB".into(), 1);
         w.ring.insert("frames_free".into(), 100);
+        w.resources.insert("buffer_chunks".into(), 9);
         w.round_latency = Latency { bounds_ns: vec![256, 512], buckets: vec![1, 2, 3], count: 6, sum_ns: 6000 };
         let mut dead = WorkerStatus { worker: 1, alive: false, died: Some("boom".into()), ..Default::default() };
         dead.counters.insert("rx_frames".into(), 1);
@@ -465,6 +483,8 @@ mod tests {
             "xstack_tcp_passive_opens_total{worker=\"0\"} 3",
             "xstack_tcp_sockets{worker=\"0\",state=\"ESTAB\"} 1",
             "xstack_ring_frames_free{worker=\"0\"} 100",
+            "# TYPE xstack_tcp_held_buffer_chunks gauge",
+            "xstack_tcp_held_buffer_chunks{worker=\"0\"} 9",
             "xstack_xdp_verdicts_total{verdict=\"redirect_tcp\"} 5",
             "xstack_worker_up{worker=\"1\"} 0",
             "xstack_round_latency_seconds_bucket{le=\"+Inf\",worker=\"0\"} 6",

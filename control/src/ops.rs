@@ -389,6 +389,24 @@ pub(crate) fn worker_status(
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     st.round_latency = latency(&s.round_latency);
+    let (r, m) = (&s.resources, &s.memory);
+    st.resources = [
+        ("sockets", r.sockets),
+        ("connections", r.connections),
+        ("time_waits", r.time_waits),
+        ("listeners", r.listeners),
+        ("requests", r.requests),
+        ("timers", r.timers),
+        ("bound_ports", r.bound_ports),
+        ("connection_ports", r.connection_ports),
+        ("buffer_chunks", r.buffer_chunks),
+        ("buffer_chunks_reserved", m.chunks_reserved),
+        ("buffer_chunks_peak", m.peak_chunks),
+        ("buffer_chunk_bytes", xstack_dataplane::tcp::memory::CHUNK),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), if alive { v as u64 } else { 0 }))
+    .collect();
     if sockets && fresh {
         st.sockets = s
             .sockets

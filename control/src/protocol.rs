@@ -109,6 +109,12 @@ pub struct WorkerStatus {
     /// Duration of loop rounds that received packets.
     pub round_latency: Latency,
     pub sockets: Vec<SocketRow>,
+    /// What the TCP engine holds: sockets, connections (4-tuples, TIME_WAIT
+    /// records included), time_waits, timers, buffer_chunks (of
+    /// buffer_chunk_bytes) and the pool's reserved and peak chunks. Gauges
+    /// that come back to zero when the connections are gone.
+    #[serde(default)]
+    pub resources: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

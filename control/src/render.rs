@@ -157,6 +157,18 @@ pub fn stats(s: &Status) -> String {
             latency_quantile(w, 0.5),
             latency_quantile(w, 0.99)
         );
+        let r = &w.resources;
+        let _ = writeln!(
+            o,
+            "    holds {} sockets, {} TIME-WAIT records, {} timers, {} buffer chunks of {} B (peak {}, pool {})",
+            get(r, "sockets"),
+            get(r, "time_waits"),
+            get(r, "timers"),
+            get(r, "buffer_chunks"),
+            get(r, "buffer_chunk_bytes"),
+            get(r, "buffer_chunks_peak"),
+            get(r, "buffer_chunks_reserved"),
+        );
     }
     o
 }

@@ -56,6 +56,11 @@ pub struct Snapshot {
     pub round_latency: LatencyHistogram,
     /// True once the worker has been told to drain.
     pub draining: bool,
+    /// What the TCP engine holds (sockets, timers, buffer chunks): what a
+    /// leak would grow.
+    pub resources: tcp::Resources,
+    /// The worker's buffer pool.
+    pub memory: tcp::memory::MemStats,
 }
 
 /// Counts of durations in power-of-two buckets: fixed size, updated with

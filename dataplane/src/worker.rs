@@ -523,6 +523,8 @@ impl Worker {
             frames: self.port.accounting(),
             round_latency: self.round_latency.clone(),
             draining: self.draining,
+            resources: self.stack.resources(),
+            memory: self.stack.memory(),
         }
     }
 

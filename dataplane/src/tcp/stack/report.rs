@@ -14,6 +14,7 @@ use crate::wire::Ipv4Addr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Resources {
     pub sockets: usize,
+    /// 4-tuples known: connections and TIME_WAIT records.
     pub connections: usize,
     pub listeners: usize,
     pub requests: usize,
@@ -22,6 +23,9 @@ pub struct Resources {
     pub connection_ports: usize,
     /// Buffer pool chunks holding data (`tcp::memory`).
     pub buffer_chunks: usize,
+    /// TIME_WAIT and FIN_WAIT_2 records (`tcp::time_wait`): no socket, no
+    /// timer of the wheel, no buffer.
+    pub time_waits: usize,
 }
 
 impl Stack {
@@ -172,23 +176,30 @@ impl Stack {
         n
     }
 
+    /// What the stack holds now. Cheap (a walk of the listeners, never of
+    /// the connections): the operator's `stats` asks for it on a worker
+    /// that may hold a million connections.
     pub fn resources(&self) -> Resources {
-        let mut r = Resources {
-            sockets: self.slots.iter().filter(|s| s.socket.is_some()).count(),
+        let requests = self
+            .listeners
+            .values()
+            .filter_map(|&lid| match self.get(lid) {
+                Some(Socket { kind: Kind::Listener(l), .. }) => Some(l.syn_queue.len()),
+                _ => None,
+            })
+            .sum();
+        Resources {
+            // Every slot not on the free list holds a socket (table.rs).
+            sockets: self.slots.len() - self.free.len(),
             connections: self.conns.len(),
             listeners: self.listeners.len(),
-            requests: 0,
+            requests,
             timers: self.wheel.len(),
             bound_ports: self.port_owners.len(),
             connection_ports: self.conn_ports.len(),
             buffer_chunks: self.shared.pool.in_use(),
-        };
-        for s in self.slots.iter().filter_map(|s| s.socket.as_ref()) {
-            if let Kind::Listener(l) = &s.kind {
-                r.requests += l.syn_queue.len();
-            }
+            time_waits: self.time_waits.len(),
         }
-        r
     }
 
     /// The buffer pool: chunks in use and reserved, pressure, refusals.
