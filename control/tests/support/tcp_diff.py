@@ -794,6 +794,20 @@ def probes(t):
                                                opts=options(mss=1460, sack_ok=True, ts=c.ts(), ws=7), wait=0.1)})
         return out
 
+    # A SYN outside the window is challenged too (tcp_validate_incoming's
+    # syn_challenge), under the same per-connection limit: of three in a
+    # row only the first is answered (tcp_oow_rate_limited lets through
+    # only data without SYN), where data outside the window is answered
+    # every time.
+    def out_of_window_syns_are_challenged_once_data_every_time():
+        c = Conn(t, t.open_port)
+        c.handshake()
+        syn_opts = options(mss=1460, sack_ok=True, ts=c.ts(), ws=7)
+        out = [{"syn": k, "answers": c.send(SYN, seq=c.snd_nxt + 50_000_000 + k, ack=0, opts=syn_opts, wait=0.1)}
+               for k in range(3)]
+        out += [{"data": k, "answers": c.data(b"far", seq=c.snd_nxt + 10_000_000 + k, wait=0.1)} for k in range(3)]
+        return out
+
     def syn_on_established_gets_a_challenge_ack():
         c = Conn(t, t.open_port)
         c.handshake()
@@ -1228,6 +1242,7 @@ def probes(t):
         ("each_out_of_order_segment_gets_its_own_ack", each_out_of_order_segment_gets_its_own_ack),
         ("second_small_segment_ack_timing", second_small_segment_ack_timing),
         ("rst_in_window_gets_a_challenge_ack", rst_in_window_gets_a_challenge_ack),
+        ("out_of_window_syns_are_challenged_once_data_every_time", out_of_window_syns_are_challenged_once_data_every_time),
         ("rst_exact_closes", rst_exact_closes),
         ("syn_on_established_gets_a_challenge_ack", syn_on_established_gets_a_challenge_ack),
         ("challenge_acks_are_limited_per_connection", challenge_acks_are_limited_per_connection),

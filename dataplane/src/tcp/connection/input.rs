@@ -136,6 +136,22 @@ impl Connection {
         self.ack_now = true;
     }
 
+    /// The answer to a segment that failed PAWS or the sequence test
+    /// (Linux tcp_validate_incoming): a SYN is challenged (syn_challenge,
+    /// limited per connection and host-wide); anything else gets an ACK,
+    /// limited per connection unless it carries data or a FIN
+    /// (tcp_oow_rate_limited: only those cannot start an ACK loop). A SYN
+    /// counted as "data" here would let a flood of out-of-window SYNs
+    /// draw an ACK each.
+    fn answer_unacceptable(&mut self, now: Instant, shared: &mut Shared, seg: &Repr<'_>) {
+        if seg.flags.syn() {
+            self.challenge_ack(now, shared);
+        } else {
+            let has_data = !seg.payload.is_empty() || seg.flags.fin();
+            self.oow_ack(now, shared, has_data);
+        }
+    }
+
     /// Data from `seq` to `end` arrived again below RCV.NXT: the next ACK
     /// reports it in a D-SACK block (RFC 2883; Linux tcp_dsack_set from
     /// tcp_data_queue and tcp_send_dupack), so the sender can tell a
@@ -204,7 +220,7 @@ impl Connection {
                     Paws::Reject => {
                         shared.stats.paws_drops += 1;
                         self.note_duplicate(seq, seq + seg.payload.len());
-                        self.oow_ack(now, shared, seg_len > 0);
+                        self.answer_unacceptable(now, shared, seg);
                         return ControlFlow::Break(Outcome::Dropped);
                     }
                 }
@@ -221,7 +237,7 @@ impl Connection {
             }
             if !f.rst() {
                 self.note_duplicate(seq, seq + seg.payload.len());
-                self.oow_ack(now, shared, seg_len > 0);
+                self.answer_unacceptable(now, shared, seg);
             }
             shared.stats.drop_invalid += 1;
             return ControlFlow::Break(Outcome::Dropped);

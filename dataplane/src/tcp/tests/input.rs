@@ -138,6 +138,30 @@ fn established_syn_gets_a_challenge_ack_rate_limited() {
     assert_eq!(t.state(c), Some(State::Established));
 }
 
+/// A SYN outside the window is challenged under the same limit
+/// (tcp_validate_incoming's syn_challenge; tcp_oow_rate_limited exempts
+/// only data without SYN), where data outside the window gets its ACK
+/// every time: a flood of out-of-window SYNs draws one ACK per 500 ms.
+#[test]
+fn out_of_window_syns_are_challenged_once_per_interval_data_every_time() {
+    let mut t = T::new(plain());
+    let (_, c, _) = t.established();
+    let mut answers = 0;
+    for k in 0..3 {
+        t.send(&seg(PEER_ISN + 50_000_000 + k, 0, Flags::SYN)).unwrap_err();
+        answers += t.recv().len();
+    }
+    assert_eq!(answers, 1, "three out-of-window SYNs in a row");
+    assert_eq!(t.st.stats().challenge_acks, 1);
+    for k in 0..3 {
+        let mut d = seg(PEER_ISN + 10_000_000 + k, 0, Flags::ACK);
+        d.data = b"far".to_vec();
+        t.send(&d).unwrap_err();
+        assert_eq!(t.recv().len(), 1, "data outside the window is always acknowledged");
+    }
+    assert_eq!(t.state(c), Some(State::Established));
+}
+
 /// With tcp_challenge_ack_limit set, the host-wide limit counts across
 /// connections: three connections challenged at once, two answered.
 #[test]
