@@ -14,6 +14,7 @@
 pub mod apps;
 pub mod compare;
 pub mod cpu;
+pub mod flood;
 pub mod floor;
 pub mod hist;
 pub mod memory;

@@ -16,6 +16,7 @@ use xstack_bench::apps::client::AppParams;
 use xstack_bench::apps::http::{self, Method};
 use xstack_bench::apps::keys::KeyPattern;
 use xstack_bench::compare::{self, CompareConfig};
+use xstack_bench::flood::{self, FloodConfig, FloodKind};
 use xstack_bench::floor::{self, FloorConfig};
 use xstack_bench::hist;
 use xstack_bench::server::{self, ServeConfig};
@@ -46,6 +47,10 @@ enum Cmd {
     /// Heap bytes a stack holds per connection: idle established and in
     /// TIME_WAIT (in memory, no network, no root).
     Memory(MemoryArgs),
+    /// Flood a server with crafted TCP segments (SYNs from random sources,
+    /// segments for no connection, out-of-window segments on a connection)
+    /// from this side's interface, through AF_XDP: a bounded hping3 --flood.
+    Flood(FloodArgs),
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +250,48 @@ impl From<XdpMode> for xstack_bpf::ModeRequest {
 }
 
 #[derive(Debug, Args)]
+struct FloodArgs {
+    /// What to send (see the module documentation of bench/src/flood.rs).
+    #[arg(value_enum)]
+    kind: FloodKind,
+    /// The interface to send from (its queue 0; nothing is attached to it).
+    #[arg(long)]
+    ifname: String,
+    /// The server's MAC address (the next hop's, through a router).
+    #[arg(long)]
+    dst_mac: String,
+    /// The frames' source MAC (default: the interface's).
+    #[arg(long)]
+    src_mac: Option<String>,
+    /// The server's address and port.
+    #[arg(long)]
+    target: std::net::SocketAddrV4,
+    /// Random sources from this network (ADDRESS/PREFIX).
+    #[arg(long, default_value = "198.19.0.0/16")]
+    sources: String,
+    /// One fixed source ADDRESS:PORT instead (out-of-window: the peer of the
+    /// connection under attack).
+    #[arg(long)]
+    source: Option<std::net::SocketAddrV4>,
+    /// Segments per second (0: as fast as the path takes them).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Seconds to flood (at most 600); SIGTERM or SIGINT end it early,
+    /// with the figures printed.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Stop after this many segments (0: only the duration bounds it).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Seed of the random sources, ports and numbers.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The core to pin the sender to.
+    #[arg(long)]
+    cpu: Option<usize>,
+}
+
+#[derive(Debug, Args)]
 struct FloorArgs {
     role: FloorRole,
     /// The interface whose queue 0 this end opens.
@@ -372,6 +419,7 @@ fn main() {
         Cmd::Floor(a) => cmd_floor(a),
         Cmd::Compare(a) => cmd_compare(a),
         Cmd::Memory(a) => cmd_memory(a),
+        Cmd::Flood(a) => cmd_flood(a),
     };
     if let Err(e) = r {
         eprintln!("xstack-bench: error: {e:#}");
@@ -588,6 +636,60 @@ fn cmd_serve(a: ServeArgs) -> Result<()> {
         StackKind::KernelDefault => server::serve_blocking(&cfg, &stop, || phase_line("ready"))?,
         other => transport::with_backend(other, &a.xstack, ServeJob { cfg: &cfg, stop: &stop })??,
     }
+    Ok(())
+}
+
+fn cmd_flood(a: FloodArgs) -> Result<()> {
+    let mac = |s: &str| -> Result<EthernetAddress> { s.parse().map_err(|_| anyhow::anyhow!("bad MAC address {s}")) };
+    let src_mac = match &a.src_mac {
+        Some(m) => mac(m)?,
+        None => {
+            let path = format!("/sys/class/net/{}/address", a.ifname);
+            let text = std::fs::read_to_string(&path).with_context(|| format!("no interface {} ({path})", a.ifname))?;
+            mac(text.trim())?
+        }
+    };
+    let sources = {
+        let (addr, len) = a.sources.split_once('/').context("--sources: ADDRESS/PREFIX, e.g. 198.19.0.0/16")?;
+        let len: u8 =
+            len.parse().ok().filter(|l| (8..=30).contains(l)).context("--sources: a prefix of 8 to 30 bits")?;
+        (addr.parse::<Ipv4Addr>().context("--sources: an IPv4 network")?, len)
+    };
+    if matches!(a.kind, FloodKind::OutOfWindow | FloodKind::OutOfWindowData) && a.source.is_none() {
+        bail!("out-of-window needs --source ADDRESS:PORT (the connection's peer)");
+    }
+    if !(a.duration > 0.0 && a.duration <= 600.0) {
+        bail!("--duration must be in (0, 600] seconds");
+    }
+    let cfg = FloodConfig {
+        ifname: a.ifname,
+        src_mac,
+        dst_mac: mac(&a.dst_mac)?,
+        dst: a.target,
+        kind: a.kind,
+        sources,
+        source: a.source,
+        rate: a.rate,
+        duration: Duration::from_secs_f64(a.duration),
+        count: a.count,
+        seed: a.seed,
+    };
+    if let Some(cpu) = a.cpu {
+        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    let o = flood::run(&cfg, || stop.load(Ordering::Relaxed))?;
+    println!("{}", serde_json::to_string(&o)?);
+    eprintln!(
+        "xstack-bench flood {}: {} segments in {:.2} s ({:.0}/s), TX ring full {} times",
+        o.kind.name(),
+        o.sent,
+        o.seconds,
+        o.per_second,
+        o.tx_ring_full
+    );
     Ok(())
 }
 

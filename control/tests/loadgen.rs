@@ -7,14 +7,11 @@
 //! all. Servers that speak another protocol or reset every connection must
 //! show up as errors of their kind within the run's time, never as a hang.
 //!
-//! The bench binary is a sibling package's: it is found beside this test's
-//! own target directory (built by `cargo build -p xstack-bench`, or by
-//! scripts/test.sh's `cargo build --workspace --all-targets`), or at
-//! `$XSTACK_BENCH` (a relative path is taken from the workspace root).
+//! The bench binary is found by `common::bench`.
 
 mod common;
 
-use common::{repo_root, require_root, unique_name, Topology};
+use common::{bench, dep_info_sources, newer_sources, repo_root, require_root, unique_name, Topology};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -24,67 +21,6 @@ use std::time::{Duration, Instant, SystemTime};
 /// Servers, load generators and a busy-polling client on two cores: the
 /// tests take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// The xstack-bench binary, refused if older than a source it was built
-/// from (a stale binary would not know the workloads under test).
-fn bench() -> PathBuf {
-    let path = match std::env::var_os("XSTACK_BENCH") {
-        Some(p) => repo_root().join(p),
-        None => {
-            // target/<profile>/deps/loadgen-HASH -> target/<profile>/xstack-bench
-            let exe = std::env::current_exe().unwrap();
-            exe.parent().and_then(|d| d.parent()).unwrap().join("xstack-bench")
-        }
-    };
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|e| panic!("{}: {e}: run `cargo build -p xstack-bench` first", path.display()));
-    if let Some(stale) = newer_sources(&path, built) {
-        panic!("{} is older than {stale}: run `cargo build -p xstack-bench` first", path.display());
-    }
-    path
-}
-
-/// A source of `binary` changed since it was built at `built`, by cargo's
-/// dep-info file beside it (`xstack-bench.d`: every source file of the
-/// binary and of the workspace crates it links). None if all are older,
-/// or if there is no dep-info file (a binary given by $XSTACK_BENCH from
-/// elsewhere is taken as it is).
-fn newer_sources(binary: &std::path::Path, built: SystemTime) -> Option<String> {
-    let info = std::fs::read_to_string(binary.with_extension("d")).ok()?;
-    dep_info_sources(&info).into_iter().find_map(|src| {
-        let src = repo_root().join(src);
-        match std::fs::metadata(&src).and_then(|m| m.modified()) {
-            Ok(t) if t <= built => None,
-            Ok(_) => Some(src.display().to_string()),
-            // Gone: the binary was built from sources that no longer are.
-            Err(e) => Some(format!("{} ({e})", src.display())),
-        }
-    })
-}
-
-/// The prerequisites of the first rule of a Makefile-style dep-info file
-/// (`target: dep dep ...`, spaces in paths escaped as `\ `).
-fn dep_info_sources(info: &str) -> Vec<String> {
-    let Some((_, deps)) = info.lines().next().and_then(|l| l.split_once(": ")) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = deps.chars().peekable();
-    while let Some(ch) = chars.next() {
-        match ch {
-            '\\' if chars.peek() == Some(&' ') => {
-                cur.push(' ');
-                chars.next();
-            }
-            ' ' => out.extend((!cur.is_empty()).then(|| std::mem::take(&mut cur))),
-            _ => cur.push(ch),
-        }
-    }
-    out.extend((!cur.is_empty()).then_some(cur));
-    out
-}
 
 #[test]
 fn dep_info_is_read_as_cargo_writes_it() {

@@ -18,20 +18,6 @@ fn soak_seconds() -> u64 {
     std::env::var("XS_SOAK_SECS").ok().and_then(|s| s.parse().ok()).filter(|&s| s > 0).unwrap_or(60)
 }
 
-fn stats(name: &str) -> serde_json::Value {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_xstackctl"))
-        .args(["--instance", name, "stats", "--json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "xstackctl stats: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).expect("xstackctl --json prints JSON")
-}
-
-/// A worker's figure of a group (`resources`, `tcp`, `ring`), 0 if absent.
-fn figure(st: &serde_json::Value, group: &str, key: &str) -> u64 {
-    st["workers"][0][group][key].as_u64().unwrap_or(0)
-}
-
 #[test]
 fn mixed_traffic_through_a_lossy_router_leaves_nothing_behind() {
     require_root();
@@ -78,20 +64,14 @@ fn mixed_traffic_through_a_lossy_router_leaves_nothing_behind() {
     // whose FIN was lost waits for its retransmission) and then holds
     // nothing but listeners and TIME_WAIT records (the source service closes
     // first).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let st = loop {
-        let st = stats(&name);
-        let held = |k| figure(&st, "resources", k);
-        let settled = held("connections") == held("time_waits")
+    let st = stats_until(&name, Duration::from_secs(30), |st| {
+        let held = |k| figure(st, "resources", k);
+        held("connections") == held("time_waits")
             && held("timers") == 0
             && held("buffer_chunks") == 0
             && held("sockets") == 2
-            && held("requests") == 0;
-        if settled || Instant::now() > deadline {
-            break st;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+            && held("requests") == 0
+    });
     let resources = &st["workers"][0]["resources"];
     eprintln!("held after the soak: {resources}");
     let held = |k| figure(&st, "resources", k);

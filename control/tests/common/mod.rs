@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -318,4 +318,98 @@ pub fn ping_counts(o: &Output) -> (u64, u64) {
     let line = s.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("ping said: {s}"));
     let nums: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
     (nums[0], nums[1])
+}
+
+/// The bench binary is a sibling package's: it is found beside this test's
+/// own target directory (built by `cargo build -p xstack-bench`, or by
+/// scripts/test.sh's `cargo build --workspace --all-targets`), or at
+/// `$XSTACK_BENCH` (a relative path is taken from the workspace root).
+/// The xstack-bench binary, refused if older than a source it was built
+/// from (a stale binary would not know the workloads under test).
+pub fn bench() -> PathBuf {
+    let path = match std::env::var_os("XSTACK_BENCH") {
+        Some(p) => repo_root().join(p),
+        None => {
+            // target/<profile>/deps/TEST-HASH -> target/<profile>/xstack-bench
+            let exe = std::env::current_exe().unwrap();
+            exe.parent().and_then(|d| d.parent()).unwrap().join("xstack-bench")
+        }
+    };
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}: run `cargo build -p xstack-bench` first", path.display()));
+    if let Some(stale) = newer_sources(&path, built) {
+        panic!("{} is older than {stale}: run `cargo build -p xstack-bench` first", path.display());
+    }
+    path
+}
+
+/// A source of `binary` changed since it was built at `built`, by cargo's
+/// dep-info file beside it (`xstack-bench.d`: every source file of the
+/// binary and of the workspace crates it links). None if all are older,
+/// or if there is no dep-info file (a binary given by $XSTACK_BENCH from
+/// elsewhere is taken as it is).
+pub fn newer_sources(binary: &std::path::Path, built: SystemTime) -> Option<String> {
+    let info = std::fs::read_to_string(binary.with_extension("d")).ok()?;
+    dep_info_sources(&info).into_iter().find_map(|src| {
+        let src = repo_root().join(src);
+        match std::fs::metadata(&src).and_then(|m| m.modified()) {
+            Ok(t) if t <= built => None,
+            Ok(_) => Some(src.display().to_string()),
+            // Gone: the binary was built from sources that no longer are.
+            Err(e) => Some(format!("{} ({e})", src.display())),
+        }
+    })
+}
+
+/// The prerequisites of the first rule of a Makefile-style dep-info file
+/// (`target: dep dep ...`, spaces in paths escaped as `\ `).
+pub fn dep_info_sources(info: &str) -> Vec<String> {
+    let Some((_, deps)) = info.lines().next().and_then(|l| l.split_once(": ")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = deps.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\\' if chars.peek() == Some(&' ') => {
+                cur.push(' ');
+                chars.next();
+            }
+            ' ' => out.extend((!cur.is_empty()).then(|| std::mem::take(&mut cur))),
+            _ => cur.push(ch),
+        }
+    }
+    out.extend((!cur.is_empty()).then_some(cur));
+    out
+}
+
+/// `xstackctl --instance NAME stats --json`.
+pub fn ctl_stats(instance: &str) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_xstackctl"))
+        .args(["--instance", instance, "stats", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "xstackctl stats: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("xstackctl --json prints JSON")
+}
+
+/// Worker 0's figure `key` of `group` (`resources`, `tcp`, `ring`,
+/// `counters`) in a `ctl_stats` answer; 0 if absent.
+pub fn figure(st: &serde_json::Value, group: &str, key: &str) -> u64 {
+    st["workers"][0][group][key].as_u64().unwrap_or(0)
+}
+
+/// Polls `ctl_stats` until `done` holds or `timeout` passes; the last
+/// answer either way.
+pub fn stats_until(instance: &str, timeout: Duration, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let st = ctl_stats(instance);
+        if done(&st) || Instant::now() > deadline {
+            return st;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
