@@ -309,7 +309,11 @@ impl Listener {
         let c = &shared.config;
         let syn_full = self.syn_queue.len() >= c.max_syn_backlog;
         let want_cookie = isn_hint.is_none() && (c.syncookies == 2 || (syn_full && c.syncookies == 1));
-        if syn_full && !want_cookie {
+        // A SYN that reopens a TIME_WAIT 4-tuple (`isn_hint`) is queued
+        // past the limit: "TW buckets are converted to open requests
+        // without limitations, they conserve resources and peer is
+        // evidently real one" (tcp_conn_request).
+        if syn_full && !want_cookie && isn_hint.is_none() {
             shared.stats.syn_queue_drops += 1;
             shared.stats.listen_drops += 1;
             return ListenAction::dropped();

@@ -100,6 +100,38 @@ fn a_newer_syn_reopens_the_tuple_through_the_listener() {
     assert!(t.st.accept(l).is_ok());
 }
 
+/// "TW buckets are converted to open requests without limitations, they
+/// conserve resources and peer is evidently real one" (Linux
+/// tcp_conn_request): a SYN that reopens a TIME_WAIT 4-tuple is queued
+/// with its ISN even when the SYN queue is full, never dropped nor
+/// answered with a cookie. Under a SYN flood a client that reuses its
+/// ports (a load generator against a server that closes first) would
+/// otherwise never get in again.
+#[test]
+fn a_reopening_syn_gets_in_with_the_syn_queue_full() {
+    let mut t = T::new(Config { max_syn_backlog: 4, syncookies: 1, ..plain() });
+    let (l, iss) = orphan_in_time_wait(&mut t);
+    // Four half-open requests from other ports fill the queue.
+    for k in 0..4u16 {
+        let mut s = syn();
+        s.src_port = RPORT + 1 + k;
+        t.send(&s).unwrap();
+        let sa = t.recv_one();
+        assert_eq!(sa.flags, Flags::SYN | Flags::ACK);
+    }
+    let cookies = t.st.stats().syncookies_sent;
+    let mut again = syn();
+    again.seq = PEER_ISN + 1000;
+    t.send(&again).unwrap();
+    let sa = t.recv_one();
+    assert_eq!((sa.flags, sa.ack), (Flags::SYN | Flags::ACK, PEER_ISN + 1001));
+    assert_eq!(sa.seq, iss.wrapping_add(2).wrapping_add(65537), "the record's ISN, not a cookie");
+    assert_eq!(t.st.stats().syncookies_sent, cookies);
+    assert_eq!(t.st.stats().syn_queue_drops, 0);
+    t.send(&seg(PEER_ISN + 1001, sa.seq.wrapping_add(1), Flags::ACK)).unwrap();
+    assert!(t.st.accept(l).is_ok());
+}
+
 #[test]
 fn a_newer_syn_without_a_listener_gets_the_records_ack() {
     let mut t = T::new(plain());
