@@ -11,7 +11,7 @@ use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
 use xstack_bpf::ModeRequest;
-use xstack_dataplane::apps::server::{Service, ServiceSpec};
+use xstack_dataplane::apps::server::{HttpTimeouts, Service, ServiceSpec};
 use xstack_dataplane::iface::{IfAddr, Iface};
 use xstack_dataplane::wire::ethernet::EthernetAddress;
 use xstack_dataplane::wire::Ipv4Addr;
@@ -73,6 +73,8 @@ pub struct FileConfig {
     pub control_group: Option<String>,
     /// Serve Prometheus metrics on this address, e.g. "127.0.0.1:9464".
     pub metrics: Option<String>,
+    /// The HTTP services' time limits in seconds, "HEADER:IDLE:SEND:LINGER".
+    pub http_timeouts: Option<String>,
 }
 
 /// TCP knobs, named after the Linux sysctls (every knob `xstackctl config`
@@ -186,6 +188,13 @@ pub struct Cli {
     /// Run an HTTP/1.1 keep-alive responder: 200 and BODY_BYTES to every request.
     #[arg(long, value_name = "PORT:BODY_BYTES")]
     pub http: Option<String>,
+    /// Time limits of the HTTP services in seconds: a whole request head,
+    /// idle between requests, between two reads of a body or two writes of
+    /// a response, reading after a closing response (nginx's
+    /// client_header_timeout, keepalive_timeout, send_timeout and
+    /// client_body_timeout, lingering_time). Default 60:75:60:30.
+    #[arg(long, value_name = "HEADER:IDLE:SEND:LINGER")]
+    pub http_timeouts: Option<String>,
     /// Run a sockperf server (answers `sockperf ping-pong/under-load --tcp`).
     #[arg(long, value_name = "PORT")]
     pub sockperf: Option<u16>,
@@ -262,6 +271,8 @@ pub struct Config {
     pub control_group: Option<u32>,
     pub metrics: Option<std::net::SocketAddr>,
     pub fault_injection: bool,
+    /// The HTTP services' time limits.
+    pub http_timeouts: HttpTimeouts,
 }
 
 /// The buffer sizes of the kernel the daemon runs on (its network
@@ -412,6 +423,26 @@ fn parse_target(s: &str) -> Result<(Ipv4Addr, u16)> {
 }
 
 const DEFAULT_BACKLOG: u32 = 128;
+
+/// "HEADER:IDLE:SEND:LINGER", whole seconds from 1 to a day each.
+fn parse_http_timeouts(s: &str) -> Result<HttpTimeouts> {
+    let v: Vec<&str> = s.split(':').collect();
+    let [header, idle, send, linger] = v[..] else {
+        bail!("http timeouts {s:?}: expected HEADER:IDLE:SEND:LINGER in seconds, e.g. 60:75:60:30");
+    };
+    let secs = |x: &str, what: &str| -> Result<Duration> {
+        match x.parse::<u64>() {
+            Ok(n) if (1..=86_400).contains(&n) => Ok(Duration::from_secs(n)),
+            _ => bail!("http timeouts: {what} {x:?} must be whole seconds from 1 to 86400"),
+        }
+    };
+    Ok(HttpTimeouts {
+        header: secs(header, "HEADER")?,
+        idle: secs(idle, "IDLE")?,
+        progress: secs(send, "SEND")?,
+        linger: secs(linger, "LINGER")?,
+    })
+}
 
 fn parse_pair(s: &str, what: &str) -> Result<(u16, u64)> {
     let (a, b) = s.split_once(':').with_context(|| format!("{what} {s:?}: expected PORT:NUMBER"))?;
@@ -654,7 +685,15 @@ impl Config {
                 m.parse::<std::net::SocketAddr>().with_context(|| format!("metrics address {m:?}: expected ADDR:PORT"))
             })
             .transpose()?;
+        let http_timeouts = cli
+            .http_timeouts
+            .clone()
+            .or(f.http_timeouts)
+            .map(|t| parse_http_timeouts(&t))
+            .transpose()?
+            .unwrap_or_default();
         let cfg = Config {
+            http_timeouts,
             control_socket: cli.control_socket.clone().or(f.control_socket),
             control_group,
             metrics,
@@ -928,6 +967,31 @@ mod tests {
         assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--http", "80:-1"]).contains("--http number"));
         assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--http", "80:0", "--sockperf", "80"]).contains("port 80"));
         assert!(e(&["-i", "x", "-a", "198.18.0.3/24", "--sockperf", "0"]).contains("port other than 0"));
+    }
+
+    #[test]
+    fn http_time_limits_from_the_command_line_and_the_file() {
+        let base = ["-i", "x", "-a", "198.18.0.3/24", "--http", "80:10"];
+        let c = Config::merge(&cli(&base), FileConfig::default()).unwrap();
+        assert_eq!(c.http_timeouts, HttpTimeouts::default(), "nginx's limits by default");
+        let file: FileConfig = toml::from_str("http_timeouts = \"10:20:30:5\"").unwrap();
+        let c = Config::merge(&cli(&base), file).unwrap();
+        assert_eq!(
+            (c.http_timeouts.header, c.http_timeouts.idle, c.http_timeouts.progress, c.http_timeouts.linger),
+            (Duration::from_secs(10), Duration::from_secs(20), Duration::from_secs(30), Duration::from_secs(5))
+        );
+        let file: FileConfig = toml::from_str("http_timeouts = \"10:20:30:5\"").unwrap();
+        let c = Config::merge(&cli(&[&base[..], &["--http-timeouts", "3:3:3:3"]].concat()), file).unwrap();
+        assert_eq!(c.http_timeouts.header, Duration::from_secs(3), "the command line wins");
+        let e = |t: &str| {
+            Config::merge(&cli(&[&base[..], &["--http-timeouts", t]].concat()), FileConfig::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(e("60:75:60").contains("HEADER:IDLE:SEND:LINGER"));
+        assert!(e("0:75:60:30").contains("HEADER"));
+        assert!(e("60:75:x:30").contains("SEND"));
+        assert!(e("60:75:60:86401").contains("LINGER"));
     }
 
     #[test]

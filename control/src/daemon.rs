@@ -436,7 +436,7 @@ fn start_workers(
             Some((ip, port)) if q == 0 => Some(Box::new(Client::new(ip, port, cfg.payload.clone(), client_tx.clone()))),
             Some(_) => None,
             None if cfg.services.is_empty() => None,
-            None => Some(Box::new(Server::new(cfg.services.clone()))),
+            None => Some(Box::new(Server::new(cfg.services.clone()).with_http_timeouts(cfg.http_timeouts))),
         };
         // The socket API's bridge, with the services beside it.
         let (app, hook): (Option<Box<dyn App>>, _) = match bridges.next() {

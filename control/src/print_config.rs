@@ -69,6 +69,12 @@ impl Config {
         if let Some(m) = self.metrics {
             let _ = writeln!(o, "metrics = {}", s(&m.to_string()));
         }
+        let t = &self.http_timeouts;
+        let _ = writeln!(
+            o,
+            "http_timeouts = {}",
+            s(&format!("{}:{}:{}:{}", t.header.as_secs(), t.idle.as_secs(), t.progress.as_secs(), t.linger.as_secs()))
+        );
         if let Some((ip, port)) = self.connect {
             // Client mode is the command line's alone.
             let _ = writeln!(o, "# client mode: --connect {ip}:{port} (command line only)");

@@ -308,3 +308,47 @@ fn clients_that_never_read_hold_bounded_memory_and_give_it_all_back() {
     s.settles(2, Duration::from_secs(15));
     s.stop();
 }
+
+/// 10,000 clients that trickle a request head a byte a second (slowloris)
+/// to the HTTP service with a 4-second header limit
+/// (`--http-timeouts`): each is closed 4 s after it connected, give or
+/// take the batches it connected in, while a legitimate client is served
+/// every second; afterwards nothing is held. Without the limit every one
+/// of them would hold its connection (and an 8 KiB head buffer) for as
+/// long as it kept trickling.
+#[test]
+fn ten_thousand_slow_clients_are_cut_off_at_the_header_limit() {
+    require_root();
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Setup::new("hlo", &["--http", "80:1000", "--http-timeouts", "4:10:10:5"]);
+    let script = repo_root().join("control/tests/support/slow_clients.py");
+    let out = s.topo.exec(
+        "NS_A",
+        &[
+            "timeout",
+            "120",
+            "python3",
+            script.to_str().unwrap(),
+            &s.ip(),
+            "80",
+            "--clients",
+            "10000",
+            "--seconds",
+            "40",
+        ],
+    );
+    let text = stdout(&out);
+    eprintln!("slow clients: {text}");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_str(text.trim()).expect("slow_clients.py prints JSON");
+    let n = |k: &str| r[k].as_u64().unwrap_or(u64::MAX);
+    let secs = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    assert_eq!((n("made"), n("connect_failures")), (10_000, 0), "{r}");
+    assert_eq!((n("closed_by_server"), n("still_open")), (10_000, 0), "{r}");
+    // Not before the limit, and not much after it (a 100 ms timer tick,
+    // the accept queue between a client's connect and the accept).
+    assert!(secs("lifetime_min") >= 3.5 && secs("lifetime_max") <= 7.0, "{r}");
+    assert!(n("legit_served") >= 3 && n("legit_failed") == 0, "{r}");
+    s.settles(1, Duration::from_secs(15));
+    s.stop();
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use super::http::{self, Chunked, Reply, Responses};
 use super::sockperf::Framer;
 use crate::app::{App, Io};
+use crate::tcp::timer_wheel::{TimerId, TimerWheel};
 use crate::tcp::{Error, Event, EventKind, Instant, Shutdown, SocketId};
 use crate::wire::Ipv4Addr;
 
@@ -66,6 +67,8 @@ pub struct ServerStats {
     pub http_responses: u64,
     /// Malformed requests or bodies, answered 400, 431 or 505.
     pub http_errors: u64,
+    /// Connections closed by a time limit (`HttpTimeouts`).
+    pub http_timeouts: u64,
     pub sockperf_messages: u64,
     pub sockperf_replies: u64,
     /// Connections closed for an unframeable message length.
@@ -92,6 +95,65 @@ enum Proto {
     Sockperf(Framer),
 }
 
+/// How long an HTTP connection may wait, as nginx bounds it, so that
+/// clients that trickle bytes or go silent (slowloris) cannot hold
+/// connections for ever: a whole request head from the accept or from its
+/// first byte (client_header_timeout), idle between requests
+/// (keepalive_timeout), between two reads of a body or two writes of a
+/// response (client_body_timeout, send_timeout), and reading after the
+/// response until the client closes (lingering_time). Past a limit the
+/// connection is closed (a reset if input is left unread, as close(2)
+/// does), and counted in `ServerStats::http_timeouts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    pub header: Duration,
+    pub idle: Duration,
+    pub progress: Duration,
+    pub linger: Duration,
+}
+
+impl Default for HttpTimeouts {
+    /// nginx's defaults.
+    fn default() -> Self {
+        HttpTimeouts {
+            header: Duration::from_secs(60),
+            idle: Duration::from_secs(75),
+            progress: Duration::from_secs(60),
+            linger: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What an HTTP connection waits for, each with its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not yet timed (just accepted).
+    Untimed,
+    /// The first request's head, from the accept.
+    FirstHead,
+    /// Between requests, nothing of the next one yet.
+    Idle,
+    /// A later request's head, from its first byte.
+    Head,
+    /// A body to read or a response to write: the limit runs from the
+    /// last progress.
+    Transfer,
+    /// After the response, until the client closes.
+    Linger,
+}
+
+impl HttpTimeouts {
+    fn limit(&self, p: Phase) -> Option<Duration> {
+        match p {
+            Phase::Untimed => None,
+            Phase::FirstHead | Phase::Head => Some(self.header),
+            Phase::Idle => Some(self.idle),
+            Phase::Transfer => Some(self.progress),
+            Phase::Linger => Some(self.linger),
+        }
+    }
+}
+
 /// An HTTP connection: its request buffer (allocated once, at accept) and
 /// where it is in the request/response cycle.
 #[derive(Debug)]
@@ -106,6 +168,17 @@ struct HttpConn {
     /// How far (from `start`) the search for the head's end has looked.
     scanned: usize,
     step: Step,
+    /// No request head parsed yet.
+    first: bool,
+    /// Responses completed; and how many there were when the idle limit
+    /// last (re)started.
+    served: u32,
+    idle_from: u32,
+    /// The phase its time limit runs for, that limit's end (a transfer
+    /// moves it as it goes), and its timer in `Server::deadlines`.
+    timed: Phase,
+    due: Instant,
+    timer: Option<TimerId>,
 }
 
 /// The response a request gets once its body has been read.
@@ -167,6 +240,52 @@ impl HttpConn {
             end: 0,
             scanned: 0,
             step: Step::Head,
+            first: true,
+            served: 0,
+            idle_from: 0,
+            timed: Phase::Untimed,
+            due: Instant::ZERO,
+            timer: None,
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        match self.step {
+            Step::Head if self.first => Phase::FirstHead,
+            Step::Head if self.start == self.end => Phase::Idle,
+            Step::Head => Phase::Head,
+            Step::Linger { .. } => Phase::Linger,
+            Step::Continue { .. } | Step::Body { .. } | Step::Send { .. } => Phase::Transfer,
+        }
+    }
+
+    /// After the connection ran: a new phase starts its limit with a
+    /// timer of its own (the last phase's is cancelled); a transfer that
+    /// went on, or an idle connection that served requests in between,
+    /// moves its limit (the timer finds out when it fires, so busy
+    /// connections cost no timer operation).
+    fn retime(&mut self, now: Instant, c: SocketId, limits: &HttpTimeouts, wheel: &mut TimerWheel<SocketId>) {
+        let phase = self.phase();
+        if phase == self.timed {
+            let moved = match phase {
+                Phase::Transfer => true,
+                Phase::Idle => self.served != self.idle_from,
+                _ => false,
+            };
+            if let (true, Some(limit)) = (moved, limits.limit(phase)) {
+                self.due = now + limit;
+                self.idle_from = self.served;
+            }
+            return;
+        }
+        self.idle_from = self.served;
+        self.timed = phase;
+        if let Some(id) = self.timer.take() {
+            wheel.cancel(id);
+        }
+        if let Some(limit) = limits.limit(phase) {
+            self.due = now + limit;
+            self.timer = Some(wheel.insert(self.due, c));
         }
     }
 
@@ -250,6 +369,7 @@ impl HttpConn {
                         match parsed {
                             Ok(req) => {
                                 stats.http_requests += 1;
+                                self.first = false;
                                 self.step = self.plan(req, resp.body_len());
                             }
                             Err(s) => self.error(s, stats),
@@ -341,6 +461,7 @@ impl HttpConn {
                         }
                     }
                     stats.http_responses += 1;
+                    self.served = self.served.wrapping_add(1);
                     if answer.close {
                         // FIN after the response; what the client pipelined
                         // behind a closing request is not answered.
@@ -393,6 +514,12 @@ pub struct Server {
     out: Vec<u8>,
     pattern: Box<[u8]>,
     stats: ServerStats,
+    timeouts: HttpTimeouts,
+    /// One timer per HTTP connection with a time limit running (O(1) to
+    /// arm and cancel, nothing left behind by a closed connection), in
+    /// 100 ms ticks; and the earliest it may have something due.
+    deadlines: TimerWheel<SocketId>,
+    next_due: Option<Instant>,
 }
 
 const BUF: usize = 64 * 1024;
@@ -435,6 +562,47 @@ impl Server {
             out: Vec::with_capacity(BUF + super::sockperf::HEADER_LEN),
             pattern: chargen(PERIOD * (BUF / PERIOD + 1)),
             stats: ServerStats::default(),
+            timeouts: HttpTimeouts::default(),
+            deadlines: TimerWheel::with_tick(Instant::ZERO, 100_000_000),
+            next_due: None,
+        }
+    }
+
+    /// The HTTP services' time limits (nginx's defaults otherwise).
+    pub fn with_http_timeouts(mut self, t: HttpTimeouts) -> Self {
+        self.timeouts = t;
+        self
+    }
+
+    /// Closes the HTTP connections whose time limit passed.
+    fn expire(&mut self, io: &mut Io<'_>) {
+        let now = io.now();
+        while let Some(c) = self.deadlines.poll(now) {
+            let Some(Conn { proto: Proto::Http(h), .. }) = self.conns.get_mut(&c) else { continue };
+            h.timer = None;
+            if h.due > now {
+                // A transfer that made progress since: its limit moved.
+                h.timer = Some(self.deadlines.insert(h.due, c));
+                continue;
+            }
+            self.stats.http_timeouts += 1;
+            tracing::debug!(?c, phase = ?h.timed, "http: time limit reached, closing");
+            self.finish(io, c);
+        }
+        self.next_due = self.deadlines.next_deadline();
+    }
+
+    /// Forgets connection `c` (and cancels its timer); false if unknown.
+    fn forget(&mut self, c: SocketId) -> bool {
+        match self.conns.remove(&c) {
+            Some(Conn { proto: Proto::Http(h), .. }) => {
+                if let Some(id) = h.timer {
+                    self.deadlines.cancel(id);
+                }
+                true
+            }
+            Some(_) => true,
+            None => false,
         }
     }
 
@@ -468,7 +636,7 @@ impl Server {
     }
 
     fn finish(&mut self, io: &mut Io<'_>, c: SocketId) {
-        self.conns.remove(&c);
+        self.forget(c);
         let _ = io.close(c);
     }
 
@@ -487,11 +655,16 @@ impl Server {
     }
 
     fn http_drive(&mut self, io: &mut Io<'_>, c: SocketId) {
-        let Server { conns, http, pattern, buf, stats, .. } = self;
+        let Server { conns, http, pattern, buf, stats, timeouts, deadlines, next_due, .. } = self;
         let Some(Conn { proto: Proto::Http(h), .. }) = conns.get_mut(&c) else { return };
         let Some(resp) = http.get(h.responses) else { return };
         if let Flow::Close = h.drive(io, c, resp, pattern, buf, stats) {
             self.finish(io, c);
+            return;
+        }
+        h.retime(io.now(), c, timeouts, deadlines);
+        if h.timer.is_some() && next_due.is_none_or(|d| h.due < d) {
+            *next_due = Some(h.due);
         }
     }
 
@@ -645,6 +818,13 @@ impl App for Server {
         Ok(())
     }
 
+    fn poll(&mut self, io: &mut Io<'_>) {
+        // One comparison per loop round while nothing is due.
+        if self.next_due.is_some_and(|d| d <= io.now()) {
+            self.expire(io);
+        }
+    }
+
     fn on_event(&mut self, io: &mut Io<'_>, ev: Event) {
         // Before any response is written, accepts included: a request may
         // arrive with the handshake and be answered from the accept.
@@ -659,7 +839,7 @@ impl App for Server {
             EventKind::Readable => self.readable(io, ev.socket),
             EventKind::Writable => self.writable(io, ev.socket),
             EventKind::Closed { .. } => {
-                if self.conns.remove(&ev.socket).is_some() {
+                if self.forget(ev.socket) {
                     let _ = io.close(ev.socket);
                 }
             }
@@ -736,6 +916,25 @@ mod tests {
                 }
             }
             panic!("the network never went quiet");
+        }
+
+        /// Lets exactly `d` pass, 100 ms at a time, running the timers
+        /// due and the app.
+        fn advance(&mut self, d: Duration) {
+            let end = self.now + d;
+            while self.now < end {
+                self.now = (self.now + Duration::from_millis(100)).min(end);
+                self.server.handle_timeout(self.now);
+                self.client.handle_timeout(self.now);
+                self.run(false);
+            }
+        }
+
+        /// Writes `data` from the client, if it still can, without
+        /// letting time pass.
+        fn push(&mut self, c: SocketId, data: &[u8]) {
+            let _ = self.client.write(self.now, c, data);
+            self.run(false);
         }
 
         fn connect(&mut self, port: u16) -> SocketId {
@@ -823,6 +1022,95 @@ mod tests {
         assert_eq!(r.iter().map(|x| x.1).collect::<Vec<_>>(), [100_000, 100_000, 0]);
         assert_eq!(n.app.stats().http_requests, 4);
         assert_eq!(n.app.stats().http_responses, 4);
+    }
+
+    /// A head trickled a byte at a time (slowloris) is cut off when the
+    /// header limit runs out, however often bytes come; so is a connection
+    /// that never sends anything; a keep-alive connection waits for its
+    /// next request for the idle limit, and a client that keeps sending
+    /// after a closing response is cut off after the linger limit.
+    #[test]
+    fn http_connections_are_closed_at_their_time_limits() {
+        let limits = HttpTimeouts {
+            header: Duration::from_secs(20),
+            idle: Duration::from_secs(40),
+            progress: Duration::from_secs(10),
+            linger: Duration::from_secs(5),
+        };
+        let mut n = Net::new(&[http(10)]);
+        n.app = Server::new(vec![http(10)]).with_http_timeouts(limits);
+        n.server = Stack::new(Config::default(), &[SERVER], 1, n.now);
+        n.app.start(&mut Io::new(&mut n.server, n.now)).unwrap();
+        let open = |n: &Net, c| n.client.state(c) == Some(State::Established);
+
+        // (Each handshake lets up to a second or so pass.)
+        let slow = n.connect(80);
+        let silent = n.connect(80);
+        let kept = n.connect(80);
+        let lingering = n.connect(80);
+        let start = n.now;
+        n.push(kept, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        n.push(lingering, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        for _ in 0..3 {
+            n.push(slow, b"X-Slow: 1\r\n");
+            n.push(lingering, b"more");
+            n.advance(Duration::from_secs(3));
+        }
+        // 9 s: everything open but the lingering one, cut off 5 s after
+        // its response.
+        assert!(open(&n, slow) && open(&n, silent) && open(&n, kept), "cut off too early");
+        assert_eq!(n.client.state(lingering), Some(State::Closed), "the lingering read outlived its limit");
+        for _ in 0..4 {
+            n.push(slow, b"X");
+            n.advance(Duration::from_secs(4));
+        }
+        // 25 s: the head limit (20 s from the accepts) has passed for both.
+        assert_eq!(n.now - start, Duration::from_secs(25));
+        assert!(!open(&n, slow), "the trickled head outlived its limit");
+        assert!(!open(&n, silent), "the silent connection outlived the head limit");
+        assert!(open(&n, kept), "a keep-alive connection waits for the idle limit");
+        n.advance(Duration::from_secs(20));
+        assert!(!open(&n, kept), "the idle connection outlived its limit");
+        assert_eq!(n.app.stats().http_timeouts, 4);
+        assert!(n.app.deadlines.is_empty(), "timers left behind: {}", n.app.deadlines.len());
+    }
+
+    /// The idle limit runs from the last response, not from the first:
+    /// a connection busy with requests for longer than it lives on. A
+    /// response the client stops reading is cut off once no byte of it has
+    /// gone for the progress limit.
+    #[test]
+    fn http_busy_connections_live_and_stalled_transfers_are_cut_off() {
+        let limits = HttpTimeouts {
+            header: Duration::from_secs(5),
+            idle: Duration::from_secs(5),
+            progress: Duration::from_secs(5),
+            linger: Duration::from_secs(5),
+        };
+        let mut n = Net::new(&[http(10_000_000)]);
+        n.app = Server::new(vec![http(10_000_000)]).with_http_timeouts(limits);
+        n.server = Stack::new(Config::default(), &[SERVER], 1, n.now);
+        n.app.start(&mut Io::new(&mut n.server, n.now)).unwrap();
+        let busy = n.connect(80);
+        n.push(busy, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+        for _ in 0..10 {
+            n.advance(Duration::from_secs(2));
+            let _ = n.recv(busy);
+            n.push(busy, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+        assert_eq!(n.client.state(busy), Some(State::Established), "a busy connection was cut off");
+        let stalled = n.connect(80);
+        n.push(stalled, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        n.advance(Duration::from_secs(3));
+        assert_eq!((n.app.stats().http_timeouts, n.app.conns.len()), (0, 2));
+        n.advance(Duration::from_secs(4));
+        // Both limits ran out: the busy connection's idle one (from its
+        // last response) and the stalled response's (its last progress).
+        // The response stays queued behind the closed window, its FIN
+        // after it, as after close(2) on Linux.
+        assert_eq!(n.app.stats().http_timeouts, 2);
+        assert!(n.app.conns.is_empty() && n.app.deadlines.is_empty());
+        assert_eq!(n.client.state(busy), Some(State::CloseWait));
     }
 
     #[test]

@@ -111,6 +111,9 @@ impl<T: Copy> TimerWheel<T> {
                     slot: 0,
                     generation: 0,
                 });
+                // Room in the free list for every node, so that releasing
+                // one (a cancel, a timer firing) never allocates.
+                self.free.reserve(self.nodes.len() - self.free.len());
                 (self.nodes.len() - 1) as u32
             }
         };
