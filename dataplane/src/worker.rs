@@ -805,9 +805,12 @@ impl Worker {
             match self.iface.next_hop(t.dst) {
                 Some(hop) => self.route(frame, len, hop),
                 None => {
+                    let flow = tcp_flow(&self.port.data(&frame)[..len]);
                     self.port.release(frame);
                     self.stats.inc(Counter::drop_no_route);
-                    self.stack.handle_no_route(now, t.dst);
+                    if let Some(flow) = flow {
+                        self.stack.handle_no_route(now, flow);
+                    }
                 }
             }
         }
@@ -887,9 +890,9 @@ impl Worker {
                     None => {
                         // The destination is unreachable: connections to it
                         // fail with EHOSTUNREACH (tcp-behaviour.md section 1).
-                        if let Some(remote) = ipv4_dst(w.port.data(&frame)) {
+                        if let Some(flow) = tcp_flow(w.port.data(&frame)) {
                             let now = w.now();
-                            w.stack.handle_unreachable(now, remote);
+                            w.stack.handle_unreachable(now, flow);
                         }
                         w.port.release(frame);
                         w.stats.inc(Counter::drop_neigh_unresolved);
@@ -924,10 +927,16 @@ impl Worker {
 const PENDING_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The IPv4 destination of a TCP frame we built.
-fn ipv4_dst(frame: &[u8]) -> Option<Ipv4Addr> {
+/// The connection an outgoing TCP frame belongs to (ours the local side).
+fn tcp_flow(frame: &[u8]) -> Option<tcp::FourTuple> {
     let f = ethernet::Frame::new_checked(frame).ok()?;
     let p = crate::wire::ipv4::Packet::new_checked(f.payload()).ok()?;
-    (p.protocol() == crate::wire::ipv4::protocol::TCP).then(|| p.dst_addr())
+    if p.protocol() != crate::wire::ipv4::protocol::TCP {
+        return None;
+    }
+    let seg = p.payload();
+    let port = |at: usize| seg.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    Some(tcp::FourTuple { local: p.src_addr(), local_port: port(0)?, remote: p.dst_addr(), remote_port: port(2)? })
 }
 
 fn set_dst_mac(buf: &mut [u8], mac: EthernetAddress) {

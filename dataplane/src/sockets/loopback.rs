@@ -267,7 +267,7 @@ impl Driver {
         let mut buf = vec![0u8; self.mtu - 20];
         let mut inflight: Vec<(usize, Ipv4Addr, Ipv4Addr, Vec<u8>)> = Vec::new();
         let mut spare: Vec<Vec<u8>> = Vec::new();
-        let mut unreach: Vec<(usize, usize, Ipv4Addr)> = Vec::new();
+        let mut unreach: Vec<(usize, usize, tcp::FourTuple)> = Vec::new();
         let addrs: Vec<Ipv4Addr> = self.hosts.iter().map(|(a, _)| *a).collect();
         let hooks: Vec<SleepHook> =
             self.hosts.iter().flat_map(|(_, ws)| ws.iter().map(|w| w.bridge.sleep_hook())).collect();
@@ -307,7 +307,17 @@ impl Driver {
                                 v.extend_from_slice(seg);
                                 inflight.push((d, tx.src, tx.dst, v));
                             }
-                            None if self.unreachable.contains(&tx.dst) => unreach.push((h, wi, tx.dst)),
+                            None if self.unreachable.contains(&tx.dst) => {
+                                if let Some((sp, dp, _)) = ports_flags(seg) {
+                                    let flow = tcp::FourTuple {
+                                        local: tx.src,
+                                        local_port: sp,
+                                        remote: tx.dst,
+                                        remote_port: dp,
+                                    };
+                                    unreach.push((h, wi, flow));
+                                }
+                            }
                             None => {
                                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                             }
@@ -325,8 +335,8 @@ impl Driver {
                 let _ = workers[wi].stack.handle_segment(t, src, dst, &bytes);
                 spare.push(bytes);
             }
-            for (h, wi, dst) in unreach.drain(..) {
-                self.hosts[h].1[wi].stack.handle_unreachable(t, dst);
+            for (h, wi, flow) in unreach.drain(..) {
+                self.hosts[h].1[wi].stack.handle_unreachable(t, flow);
             }
             if work {
                 idle = 0;

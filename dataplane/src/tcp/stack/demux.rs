@@ -220,35 +220,31 @@ impl Stack {
         self.after_conn(id);
     }
 
-    /// The next hop for `remote` did not answer ARP: connections still
-    /// connecting to it will fail with EHOSTUNREACH instead of ETIMEDOUT.
-    /// (`now` as every input takes it; no rule reads it today.)
-    pub fn handle_unreachable(&mut self, _now: Instant, remote: Ipv4Addr) {
-        self.fail_connecting(remote, Error::HostUnreachable);
+    /// The next hop of a segment of `flow` (ours the local side) did not
+    /// answer ARP: the connection, if it is still connecting, fails with
+    /// EHOSTUNREACH instead of ETIMEDOUT; an established one notes a soft
+    /// error. As Linux reports a failed neighbour to the sockets whose
+    /// packets were queued on it (arp_error_report -> ip_link_failure ->
+    /// tcp_v4_err), one lookup per failed segment, never a walk of the
+    /// connections. (`now` as every input takes it; no rule reads it.)
+    pub fn handle_unreachable(&mut self, _now: Instant, flow: FourTuple) {
+        self.fail_connecting(flow, Error::HostUnreachable);
     }
 
-    /// No route leads to `remote` (off every subnet, no gateway):
-    /// connections still connecting to it fail with ENETUNREACH, as
-    /// Linux's connect does when ip_route_connect finds no route.
-    pub fn handle_no_route(&mut self, _now: Instant, remote: Ipv4Addr) {
-        self.fail_connecting(remote, Error::NetworkUnreachable);
+    /// No route leads to the remote end of a segment of `flow` (off every
+    /// subnet, no gateway): the connection, still connecting, fails with
+    /// ENETUNREACH, as Linux's connect does when ip_route_connect finds
+    /// no route.
+    pub fn handle_no_route(&mut self, _now: Instant, flow: FourTuple) {
+        self.fail_connecting(flow, Error::NetworkUnreachable);
     }
 
-    fn fail_connecting(&mut self, remote: Ipv4Addr, why: Error) {
-        let ids: Vec<SocketId> = self
-            .conns
-            .iter()
-            .filter_map(|(t, flow)| match flow {
-                Flow::Socket(id) if t.remote == remote => Some(*id),
-                _ => None,
-            })
-            .collect();
-        for id in ids {
-            if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
-                c.on_neighbour_failure(&mut self.shared.pool, why);
-            }
-            self.after_conn(id);
+    fn fail_connecting(&mut self, flow: FourTuple, why: Error) {
+        let Some(&Flow::Socket(id)) = self.conns.get(&flow) else { return };
+        if let Some(Socket { kind: Kind::Conn(c), .. }) = sock_mut(&mut self.slots, id) {
+            c.on_neighbour_failure(&mut self.shared.pool, why);
         }
+        self.after_conn(id);
     }
 
     /// A segment for the listener `lid`: the listener decides (LISTEN and

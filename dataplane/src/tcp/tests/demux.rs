@@ -96,3 +96,28 @@ fn an_in_order_segment_with_a_bad_checksum_counts_for_nothing() {
     assert_eq!(t.st.read(t.now, c, &mut out).unwrap(), 8);
     assert_eq!(&out[..8], b"payload!");
 }
+
+/// A next hop that did not answer ARP fails the connection whose segment
+/// was waiting on it (Linux: the sockets of the queued packets, through
+/// ip_link_failure and tcp_v4_err), found by its 4-tuple: a connection
+/// still connecting gets EHOSTUNREACH, another connection to the same host
+/// is left alone, and an unknown flow is ignored.
+#[test]
+fn an_unresolved_next_hop_fails_only_the_connection_it_held_back() {
+    let mut t = T::new(plain());
+    let (up, _) = t.connected();
+    let pending = t.st.socket();
+    t.st.bind(pending, LOCAL, LPORT + 1).unwrap();
+    t.st.connect(t.now, pending, REMOTE, RPORT).unwrap();
+    assert_eq!(t.recv_one().flags, Flags::SYN);
+    let flow = |port| FourTuple { local: LOCAL, local_port: port, remote: REMOTE, remote_port: RPORT };
+    t.st.handle_unreachable(t.now, flow(LPORT + 7));
+    assert_eq!(t.state(pending), Some(State::SynSent), "an unknown flow changes nothing");
+    t.st.handle_unreachable(t.now, flow(LPORT + 1));
+    assert_eq!(t.state(pending), Some(State::Closed));
+    assert_eq!(t.st.socket_error(pending), Some(Error::HostUnreachable));
+    assert_eq!(t.state(up), Some(State::Established));
+    assert_eq!(t.st.socket_error(up), None, "the other connection to the host is untouched");
+    t.st.handle_no_route(t.now, flow(LPORT));
+    assert_eq!(t.state(up), Some(State::Established), "no route is a soft error once established");
+}
