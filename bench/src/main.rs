@@ -62,6 +62,11 @@ struct MemoryArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also time, with each population open: a request/response on one
+    /// connection and on connections taken at random, and a new
+    /// connection (its handshake, exchange and close).
+    #[arg(long)]
+    costs: bool,
 }
 
 fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
@@ -439,8 +444,28 @@ fn cmd_memory(a: MemoryArgs) -> Result<()> {
         }
         reports.push(r);
     }
+    let mut costs = Vec::new();
+    if a.costs {
+        if !a.json {
+            println!(
+                "\n{:>12}  {:>22}  {:>24}  {:>18}",
+                "connections", "exchange, same (ns)", "exchange, random (ns)", "new connection (ns)"
+            );
+        }
+        for &n in &a.connections {
+            let c = xstack_bench::memory::costs(n).map_err(anyhow::Error::msg)?;
+            if !a.json {
+                println!(
+                    "{:>12}  {:>22.0}  {:>24.0}  {:>18.0}",
+                    c.connections, c.exchange_same_ns, c.exchange_spread_ns, c.new_connection_ns
+                );
+            }
+            costs.push(c);
+        }
+    }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        let out = serde_json::json!({ "memory": reports, "costs": costs });
+        println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
 }

@@ -71,33 +71,19 @@ fn server_after(n: usize, time_wait: bool) -> Result<(Stack, i64), String> {
         // (tcp_max_tw_buckets raised to the population: what is measured
         // is the records, not the bound on them.)
         let config = Config { max_tw_buckets: n.max(Config::default().max_tw_buckets), ..Config::default() };
-        let (lo, hi) = config.ephemeral_ports;
-        let ports = u32::from(hi - lo) + 1;
-        let spread = n > ports as usize;
-        let mut p = Pair::with_client_addresses(config, n.div_ceil(ports as usize));
-        let mut conns: Vec<(SocketId, SocketId)> = Vec::with_capacity(n);
+        let mut p = Pair::with_client_addresses(config.clone(), addresses_for(&config, n));
+        let mut conns: Vec<(SocketId, SocketId)> = Vec::with_capacity(if time_wait { 0 } else { n });
         for i in 0..n as u32 {
-            let opened = if spread {
-                p.try_handshake_from(client_address(i / ports), lo + (i % ports) as u16)
-            } else {
-                p.try_handshake()
+            let (c, s) = match open_one(&mut p, &config, n, i) {
+                Ok(x) => x,
+                Err(e) => {
+                    failed = Some(e);
+                    return;
+                }
             };
-            let Some((c, s)) = opened else {
-                failed = Some(format!("a handshake failed after {i} connections"));
-                return;
-            };
-            if let Err(e) = exchange(&mut p, c, s) {
-                failed = Some(e);
-                return;
-            }
             if time_wait {
-                let now = p.now;
-                let closed = p.server.close(now, s);
-                p.settle();
-                let closed = closed.and(p.client.close(now, c));
-                p.settle();
-                if let Err(e) = closed {
-                    failed = Some(format!("close: {e:?}"));
+                if let Err(e) = close_server_first(&mut p, c, s) {
+                    failed = Some(e);
                     return;
                 }
             } else {
@@ -114,6 +100,112 @@ fn server_after(n: usize, time_wait: bool) -> Result<(Stack, i64), String> {
         return Err(e);
     }
     Ok((kept.ok_or("no stack kept")?, info.bytes_current))
+}
+
+/// Client addresses for `n` connections: one address has its ephemeral
+/// ports; beyond them each connection gets an address and port of its own,
+/// as a load generator with several source addresses would.
+fn addresses_for(config: &Config, n: usize) -> usize {
+    let (lo, hi) = config.ephemeral_ports;
+    n.div_ceil(usize::from(hi - lo) + 1).max(1)
+}
+
+/// Opens connection `i` of `n` and carries one exchange on it.
+fn open_one(p: &mut Pair, config: &Config, n: usize, i: u32) -> Result<(SocketId, SocketId), String> {
+    let (lo, hi) = config.ephemeral_ports;
+    let ports = u32::from(hi - lo) + 1;
+    let opened = if n > ports as usize {
+        p.try_handshake_from(client_address(i / ports), lo + (i % ports) as u16)
+    } else {
+        p.try_handshake()
+    };
+    let (c, s) = opened.ok_or_else(|| format!("a handshake failed after {i} connections"))?;
+    exchange(p, c, s)?;
+    Ok((c, s))
+}
+
+/// The server closes first (its side keeps the TIME_WAIT), then the client.
+fn close_server_first(p: &mut Pair, c: SocketId, s: SocketId) -> Result<(), String> {
+    let now = p.now;
+    let closed = p.server.close(now, s);
+    p.settle();
+    let closed = closed.and(p.client.close(now, c));
+    p.settle();
+    closed.map_err(|e| format!("close: {e:?}"))
+}
+
+/// What a stack's work costs with `connections` established connections
+/// in its tables (`xstack-bench memory --costs`), in nanoseconds of both
+/// stacks' work (client and server alike, carried in memory).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CostReport {
+    pub connections: usize,
+    /// A 64-byte request and response on one connection, again and again
+    /// (the stack's last-flow cache finds it without a table lookup).
+    pub exchange_same_ns: f64,
+    /// The same on connections taken at random among all: each segment
+    /// looked up in the 4-tuple table, most of it out of the caches.
+    pub exchange_spread_ns: f64,
+    /// A new connection: handshake, exchange, the server's close, the
+    /// client's (the server keeps a TIME_WAIT record).
+    pub new_connection_ns: f64,
+}
+
+/// Exchanges and new connections timed for the cost report.
+const COST_SAMPLES: u32 = 20_000;
+
+/// Opens `n` idle connections, then times exchanges and new connections.
+pub fn costs(n: usize) -> Result<CostReport, String> {
+    if n == 0 {
+        return Err("at least one connection".into());
+    }
+    let config = Config {
+        max_tw_buckets: (n + COST_SAMPLES as usize).max(Config::default().max_tw_buckets),
+        ..Config::default()
+    };
+    // One more address for the new connections.
+    let spare = addresses_for(&config, n) as u32;
+    let mut p = Pair::with_client_addresses(config.clone(), spare as usize + 1);
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n as u32 {
+        conns.push(open_one(&mut p, &config, n, i)?);
+    }
+    p.settle();
+    let (c0, s0) = conns[0];
+    let t = std::time::Instant::now();
+    for _ in 0..COST_SAMPLES {
+        exchange(&mut p, c0, s0)?;
+    }
+    let same = t.elapsed().as_nanos() as f64 / f64::from(COST_SAMPLES);
+    // A fixed pseudo-random walk over the connections (an LCG: the same
+    // order every run).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let t = std::time::Instant::now();
+    for _ in 0..COST_SAMPLES {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let (c, s) = conns[(x >> 33) as usize % n];
+        exchange(&mut p, c, s)?;
+    }
+    let spread = t.elapsed().as_nanos() as f64 / f64::from(COST_SAMPLES);
+    let (lo, _) = config.ephemeral_ports;
+    let t = std::time::Instant::now();
+    for k in 0..COST_SAMPLES {
+        let (c, s) = p
+            .try_handshake_from(client_address(spare), lo + k as u16)
+            .ok_or_else(|| format!("new connection {k} with {n} open failed"))?;
+        exchange(&mut p, c, s)?;
+        close_server_first(&mut p, c, s)?;
+    }
+    let new_connection = t.elapsed().as_nanos() as f64 / f64::from(COST_SAMPLES);
+    if p.server.resources().connections != n + COST_SAMPLES as usize {
+        return Err(format!("expected {n} connections and {COST_SAMPLES} records: {:?}", p.server.resources()));
+    }
+    Ok(CostReport {
+        connections: n,
+        exchange_same_ns: same,
+        exchange_spread_ns: spread,
+        new_connection_ns: new_connection,
+    })
 }
 
 /// A 64-byte request and its 64-byte response.

@@ -25,3 +25,17 @@ fn a_time_wait_connection_takes_at_most_256_bytes() {
         assert!(per <= 256, "{per} bytes per TIME_WAIT connection with {n}");
     }
 }
+
+/// The cost report runs with one connection and with many open (past one
+/// client address's ports), and keeps every connection it opened; the
+/// figures themselves are the benchmark's (`xstack-bench memory --costs`),
+/// not a test's.
+#[test]
+fn costs_are_measured_with_one_and_with_many_connections_open() {
+    for n in [1, 40_000] {
+        let c = xstack_bench::memory::costs(n).unwrap();
+        println!("{c:?}");
+        assert_eq!(c.connections, n);
+        assert!(c.exchange_same_ns > 0.0 && c.exchange_spread_ns > 0.0 && c.new_connection_ns > 0.0, "{c:?}");
+    }
+}
