@@ -55,6 +55,11 @@ pub enum Workload {
     Redis,
     /// memcached's text protocol (default port 11211).
     Memcached,
+    /// Opens `--connections` to the echo service, each checked with one
+    /// request and its echo, holds them all for `--duration` seconds, then
+    /// closes them (a population test: how many connections a server
+    /// holds; polled transports only).
+    Hold,
 }
 
 impl Workload {
@@ -68,6 +73,7 @@ impl Workload {
             Workload::Http => "http",
             Workload::Redis => "redis",
             Workload::Memcached => "memcached",
+            Workload::Hold => "hold",
         }
     }
     pub fn has_latency(self) -> bool {
@@ -175,6 +181,7 @@ impl Params {
             Workload::Rate => {
                 format!("rate {} req/s size={} conns={}", self.rate, self.size, self.connections)
             }
+            Workload::Hold => format!("hold conns={} size={}", self.connections, self.size),
             Workload::Http | Workload::Redis | Workload::Memcached => {
                 let lp = if self.app.open_loop { format!(" rate={}", self.rate) } else { String::new() };
                 format!(
@@ -351,6 +358,12 @@ pub(crate) fn is_retry(e: &io::Error) -> bool {
 pub fn run<B: Backend>(backend: &B, p: &Params, mut phase: impl FnMut(&str)) -> io::Result<Outcome> {
     p.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let blocking = backend.blocking();
+    if p.workload == Workload::Hold && blocking {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "hold keeps every connection on one thread: use a polled transport (kernel-spin or xstack)",
+        ));
+    }
     let nthreads = if blocking { p.connections } else { p.threads.min(p.connections) };
     let interval = Duration::from_secs_f64(p.interval_s);
     // Give the threads a moment to start (and connect) before t0 counts.
@@ -379,6 +392,7 @@ pub fn run<B: Backend>(backend: &B, p: &Params, mut phase: impl FnMut(&str)) -> 
                     Ok(match p.workload {
                         Workload::Rr | Workload::Rate => echo_client(&mut t, p, tl, &conns, seed, interval),
                         Workload::Crr => crr_client(&mut t, p, tl, conns.len(), seed, interval),
+                        Workload::Hold => hold_client(&mut t, p, tl, conns.len(), seed, interval),
                         Workload::StreamUp | Workload::StreamDown => {
                             stream_client(&mut t, p, tl, conns.len(), seed, interval)
                         }
@@ -623,6 +637,177 @@ fn echo_client<T: Transport>(
     }
     out.rec = rec.finish();
     out.unc = unc.map(Recorder::finish);
+    out
+}
+
+/// A connection of the hold workload, from its connect to its check.
+struct Opening<C> {
+    c: C,
+    index: usize,
+    started: Instant,
+    sent: usize,
+    got: usize,
+    connected: bool,
+}
+
+/// How long a connection of the hold workload may take to connect and
+/// echo its request.
+const HOLD_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections being opened at once.
+const HOLD_IN_FLIGHT: usize = 1024;
+
+/// The hold workload: `n` connections opened (at most `HOLD_IN_FLIGHT` at
+/// once), each checked with one request and its echo (latency: connect
+/// to the echo's last byte), all held for the run's duration once open,
+/// then closed. `ops` counts the connections checked; a connection that
+/// fails, times out or echoes something else is an error. The warm-up is
+/// not used: the measured window is the hold.
+fn hold_client<T: Transport>(
+    t: &mut T,
+    p: &Params,
+    tl: &Timeline,
+    n: usize,
+    seed: u64,
+    interval: Duration,
+) -> ThreadOut {
+    let (mut out, mut rec, _) = ThreadOut::new(tl, interval, false);
+    let to = SocketAddrV4::new(p.target, Service::Echo.port(p.base_port));
+    let req = payload(p.size.min(1 << 16), seed);
+    let mut rxbuf = vec![0u8; req.len()];
+    let mut held: Vec<T::Conn> = Vec::with_capacity(n);
+    let mut opening: Vec<Opening<T::Conn>> = Vec::with_capacity(HOLD_IN_FLIGHT);
+    let mut next = 0;
+    let started = Instant::now();
+    while next < n || !opening.is_empty() {
+        while next < n && opening.len() < HOLD_IN_FLIGHT {
+            match t.connect(to) {
+                Ok(c) => {
+                    opening.push(Opening { c, index: next, started: Instant::now(), sent: 0, got: 0, connected: false })
+                }
+                Err(e) if is_retry(&e) => break,
+                Err(e) => out.error("connect", &e),
+            }
+            next += 1;
+        }
+        if let Err(e) = t.poll() {
+            out.error("poll", &e);
+            break;
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < opening.len() {
+            let o = &mut opening[i];
+            let step: io::Result<bool> = (|| {
+                if !o.connected {
+                    o.connected = t.connected(&mut o.c)?;
+                    if !o.connected {
+                        return Ok(false);
+                    }
+                }
+                while o.sent < req.len() {
+                    match t.send(&mut o.c, &req[o.sent..]) {
+                        Ok(0) => return Ok(false),
+                        Ok(k) => o.sent += k,
+                        Err(e) if is_retry(&e) => return Ok(false),
+                        Err(e) => return Err(e),
+                    }
+                }
+                loop {
+                    match t.recv(&mut o.c, &mut rxbuf[..req.len() - o.got]) {
+                        Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before its echo")),
+                        Ok(k) => {
+                            if rxbuf[..k] != req[o.got..o.got + k] {
+                                return Err(io::Error::new(io::ErrorKind::InvalidData, "the echo differs"));
+                            }
+                            o.got += k;
+                            if o.got == req.len() {
+                                return Ok(true);
+                            }
+                        }
+                        Err(e) if is_retry(&e) => return Ok(false),
+                        Err(e) => return Err(e),
+                    }
+                }
+            })();
+            let step = match step {
+                Ok(false) if now.duration_since(o.started) > HOLD_OPEN_TIMEOUT => {
+                    Err(io::Error::new(io::ErrorKind::TimedOut, "no echo in 30 s"))
+                }
+                other => other,
+            };
+            match step {
+                Ok(false) => i += 1,
+                Ok(true) => {
+                    let o = opening.swap_remove(i);
+                    rec.record(now.max(tl.measure), now - o.started);
+                    out.ops += 1;
+                    out.bytes += 2 * req.len() as u64;
+                    held.push(o.c);
+                }
+                Err(e) => {
+                    let o = opening.swap_remove(i);
+                    out.error(&format!("connection {}", o.index), &e);
+                    t.close(o.c);
+                }
+            }
+        }
+    }
+    let opened = started.elapsed();
+    eprintln!(
+        "xstack-bench hold: {} of {n} connections open and checked in {:.1} s ({:.0}/s), {} errors; holding {} s",
+        held.len(),
+        opened.as_secs_f64(),
+        held.len() as f64 / opened.as_secs_f64().max(1e-9),
+        out.errors,
+        p.duration_s
+    );
+    // Hold: the stack keeps running (ACKs, keepalives, the peer's
+    // segments) while nothing is sent.
+    let until = Instant::now() + Duration::from_secs_f64(p.duration_s);
+    while Instant::now() < until {
+        if let Err(e) = t.poll() {
+            out.error("poll", &e);
+            break;
+        }
+        if t.blocking() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let count = held.len();
+    for c in held {
+        t.close(c);
+    }
+    // The FINs and the peers' answers go out and come in while polled:
+    // a stack in this process finishes every close before the process
+    // goes (bounded).
+    let closed_at = Instant::now();
+    let linger = closed_at + Duration::from_secs(60);
+    while Instant::now() < linger && t.closing() > 0 {
+        if t.poll().is_err() {
+            break;
+        }
+    }
+    let left = t.closing();
+    // Then a little longer: the TIME_WAIT records answer a FIN the peer
+    // resends because our last ACK was lost (a process's stack goes with
+    // it; the kernel would reset the peer instead).
+    let grace = Instant::now() + Duration::from_secs(3);
+    while left == 0 && Instant::now() < grace {
+        if t.poll().is_err() {
+            break;
+        }
+    }
+    if left > 0 {
+        out.error(
+            "close",
+            &io::Error::new(io::ErrorKind::TimedOut, format!("{left} connections still closing after 60 s")),
+        );
+    }
+    eprintln!(
+        "xstack-bench hold: {count} connections closed in {:.1} s, {left} left closing",
+        closed_at.elapsed().as_secs_f64()
+    );
+    out.rec = rec.finish();
     out
 }
 

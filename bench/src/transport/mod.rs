@@ -76,6 +76,14 @@ pub trait Transport {
         Ok(())
     }
 
+    /// Connections closed by the application that the stack is still
+    /// closing (FIN exchanges under way): a client that exits before
+    /// they are done leaves its peer's FINs unanswered. The kernel does
+    /// that work after the process exits: 0 there.
+    fn closing(&mut self) -> usize {
+        0
+    }
+
     /// How long one blocking call may wait (connect, send, receive), so
     /// that a request timeout shorter than the default second is seen in
     /// time. Polled transports never wait: a no-op for them.

@@ -24,9 +24,11 @@ pub struct XstackArgs {
     /// Interface the xstack backend drives (its XDP program and queue 0).
     #[arg(long = "xstack-if", id = "xstack-if")]
     pub ifname: Option<String>,
-    /// The backend's own address with prefix, e.g. 198.18.0.4/24.
+    /// The backend's own address with prefix, e.g. 198.18.0.4/24; again
+    /// for more source addresses (a client spreads its connections over
+    /// them, one address's ephemeral ports after another's).
     #[arg(long = "xstack-addr", id = "xstack-addr")]
-    pub addr: Option<String>,
+    pub addr: Vec<String>,
     /// Static neighbour IP=MAC (repeatable): skips ARP for the peer.
     #[arg(long = "xstack-neighbour", id = "xstack-neighbour")]
     pub neighbours: Vec<String>,
@@ -41,13 +43,16 @@ pub struct XstackArgs {
 impl XstackArgs {
     /// The stack's configuration, validated as `xstackd` validates its own.
     pub fn config(&self) -> io::Result<Config> {
-        let (Some(ifname), Some(addr)) = (&self.ifname, &self.addr) else {
+        let (Some(ifname), false) = (&self.ifname, self.addr.is_empty()) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "the xstack backend needs --xstack-if IFNAME and --xstack-addr ADDR/PREFIX",
             ));
         };
-        let mut argv: Vec<String> = vec!["xstack-bench".into(), "-i".into(), ifname.clone(), "-a".into(), addr.clone()];
+        let mut argv: Vec<String> = vec!["xstack-bench".into(), "-i".into(), ifname.clone()];
+        for a in &self.addr {
+            argv.extend(["-a".into(), a.clone()]);
+        }
         argv.extend(["--xdp-mode".into(), self.xdp_mode.clone(), "--poll".into(), "busy".into()]);
         for n in &self.neighbours {
             argv.extend(["--static-neighbour".into(), n.clone()]);
@@ -87,13 +92,57 @@ impl Backend for XstackBackend {
             ));
         }
         let e = Embedded::start(&self.cfg).map_err(|e| io::Error::other(format!("starting the stack: {e:#}")))?;
-        Ok(XstackTransport { e })
+        let sources =
+            if self.cfg.addresses.len() > 1 { self.cfg.addresses.iter().map(|a| a.addr).collect() } else { Vec::new() };
+        Ok(XstackTransport { e, sources, next_source: 0, ports: self.cfg.tcp.ephemeral_ports })
     }
 }
 
 #[derive(Debug)]
 pub struct XstackTransport {
     e: Embedded,
+    /// With several addresses: each connection binds the next (address,
+    /// port) pair in turn, every port of the ephemeral range on one
+    /// address before the next, so connections are not bound by one
+    /// address's ports (as a load generator binds source addresses).
+    sources: Vec<Ipv4Addr>,
+    next_source: u64,
+    ports: (u16, u16),
+}
+
+impl XstackTransport {
+    /// A socket bound to the next source (address, port) not in use with
+    /// `to`: what `connect` uses with several addresses.
+    fn bind_next_source(&mut self, to: SocketAddrV4) -> io::Result<SocketId> {
+        let (lo, hi) = self.ports;
+        let range = u64::from(hi - lo) + 1;
+        let total = range * self.sources.len() as u64;
+        for _ in 0..total {
+            let k = self.next_source;
+            self.next_source = (k + 1) % total;
+            let addr = self.sources[(k / range) as usize];
+            let port = lo + (k % range) as u16;
+            let mut io = self.e.io();
+            let s = io.socket();
+            let bound = io
+                .set_option(s, SocketOption::ReuseAddr(true))
+                .and_then(|()| io.bind(s, addr, port))
+                .and_then(|()| io.connect(s, ip(*to.ip()), to.port()));
+            match bound {
+                Ok(()) => return Ok(s),
+                // That 4-tuple is taken (a TIME_WAIT record, a connection):
+                // the next.
+                Err(tcp::Error::AddrInUse) => {
+                    let _ = io.close(s);
+                }
+                Err(e) => {
+                    let _ = io.close(s);
+                    return Err(e.into());
+                }
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::AddrNotAvailable, "every source address and port is in use"))
+    }
 }
 
 fn ip(a: std::net::Ipv4Addr) -> Ipv4Addr {
@@ -109,6 +158,11 @@ impl Transport for XstackTransport {
     }
 
     fn connect(&mut self, to: SocketAddrV4) -> io::Result<SocketId> {
+        if !self.sources.is_empty() {
+            let s = self.bind_next_source(to)?;
+            self.e.io().set_option(s, SocketOption::NoDelay(true)).map_err(io::Error::from)?;
+            return Ok(s);
+        }
         let mut io = self.e.io();
         let s = io.socket();
         io.set_option(s, SocketOption::NoDelay(true)).map_err(io::Error::from)?;
@@ -160,6 +214,11 @@ impl Transport for XstackTransport {
         self.e.poll();
         Ok(())
     }
+
+    fn closing(&mut self) -> usize {
+        let r = self.e.io().stack().resources();
+        r.connections - r.time_waits
+    }
 }
 
 #[cfg(test)]
@@ -172,7 +231,7 @@ mod tests {
     fn the_backend_takes_a_gateway_as_xstackd_does() {
         let args = |g: &str| XstackArgs {
             ifname: Some("eth9".into()),
-            addr: Some("198.18.0.9/24".into()),
+            addr: vec!["198.18.0.9/24".into()],
             gateway: Some(g.into()),
             xdp_mode: "auto".into(),
             ..XstackArgs::default()
