@@ -23,16 +23,12 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Connections in the test command; `XS_POPULATION=N` for more (each
-/// source address has 28,232 ports).
-fn population() -> usize {
-    std::env::var("XS_POPULATION").ok().and_then(|s| s.parse().ok()).filter(|&n| n > 0).unwrap_or(100_000)
-}
-
 #[test]
 fn a_hundred_thousand_connections_are_held_and_closed_cleanly() {
     require_root();
-    let n = population();
+    // 100,000 in the test command; XS_POPULATION=N for more (each
+    // source address has 28,232 ports).
+    let n = env_number("XS_POPULATION", 100_000) as usize;
     let name = unique_name("pop");
     let topo = Topology::up(&name, &[]);
     let bpffs = Bpffs::mount(&name);

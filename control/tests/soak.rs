@@ -14,14 +14,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn soak_seconds() -> u64 {
-    std::env::var("XS_SOAK_SECS").ok().and_then(|s| s.parse().ok()).filter(|&s| s > 0).unwrap_or(60)
-}
-
 #[test]
 fn mixed_traffic_through_a_lossy_router_leaves_nothing_behind() {
     require_root();
-    let secs = soak_seconds();
+    let secs = env_number("XS_SOAK_SECS", 60);
     let name = unique_name("sk");
     let topo = Topology::up(&name, &["--router", "--netem", "loss 1% duplicate 1% delay 1ms reorder 25%"]);
     // A connection per request for minutes: the client's TIME_WAIT ports

@@ -413,3 +413,9 @@ pub fn stats_until(instance: &str, timeout: Duration, done: impl Fn(&serde_json:
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A positive number from the environment variable `name`, else `default`
+/// (how the long versions of bounded tests are asked for).
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).filter(|&n| n > 0).unwrap_or(default)
+}

@@ -879,10 +879,14 @@ mod tests {
 
     impl Net {
         fn new(specs: &[ServiceSpec]) -> Net {
+            Net::with_timeouts(specs, HttpTimeouts::default())
+        }
+
+        fn with_timeouts(specs: &[ServiceSpec], limits: HttpTimeouts) -> Net {
             let now = Instant::from_secs(1);
             let mut server = Stack::new(Config::default(), &[SERVER], 1, now);
             let client = Stack::new(Config::default(), &[CLIENT], 2, now);
-            let mut app = Server::new(specs.to_vec());
+            let mut app = Server::new(specs.to_vec()).with_http_timeouts(limits);
             app.start(&mut Io::new(&mut server, now)).unwrap();
             Net { server, client, app, now, seg: vec![0u8; 1500] }
         }
@@ -1037,10 +1041,7 @@ mod tests {
             progress: Duration::from_secs(10),
             linger: Duration::from_secs(5),
         };
-        let mut n = Net::new(&[http(10)]);
-        n.app = Server::new(vec![http(10)]).with_http_timeouts(limits);
-        n.server = Stack::new(Config::default(), &[SERVER], 1, n.now);
-        n.app.start(&mut Io::new(&mut n.server, n.now)).unwrap();
+        let mut n = Net::with_timeouts(&[http(10)], limits);
         let open = |n: &Net, c| n.client.state(c) == Some(State::Established);
 
         // (Each handshake lets up to a second or so pass.)
@@ -1087,10 +1088,7 @@ mod tests {
             progress: Duration::from_secs(5),
             linger: Duration::from_secs(5),
         };
-        let mut n = Net::new(&[http(10_000_000)]);
-        n.app = Server::new(vec![http(10_000_000)]).with_http_timeouts(limits);
-        n.server = Stack::new(Config::default(), &[SERVER], 1, n.now);
-        n.app.start(&mut Io::new(&mut n.server, n.now)).unwrap();
+        let mut n = Net::with_timeouts(&[http(10_000_000)], limits);
         let busy = n.connect(80);
         n.push(busy, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
         for _ in 0..10 {
