@@ -448,16 +448,20 @@ fn cmd_memory(a: MemoryArgs) -> Result<()> {
     if a.costs {
         if !a.json {
             println!(
-                "\n{:>12}  {:>22}  {:>24}  {:>18}",
-                "connections", "exchange, same (ns)", "exchange, random (ns)", "new connection (ns)"
+                "\n{:>12}  {:>20}  {:>22}  {:>22}  {:>20}",
+                "connections",
+                "exchange: same (ns)",
+                "random of 1,000 (ns)",
+                "random of all (ns)",
+                "new connection (ns)"
             );
         }
         for &n in &a.connections {
             let c = xstack_bench::memory::costs(n).map_err(anyhow::Error::msg)?;
             if !a.json {
                 println!(
-                    "{:>12}  {:>22.0}  {:>24.0}  {:>18.0}",
-                    c.connections, c.exchange_same_ns, c.exchange_spread_ns, c.new_connection_ns
+                    "{:>12}  {:>20.0}  {:>22.0}  {:>22.0}  {:>20.0}",
+                    c.connections, c.exchange_same_ns, c.exchange_few_ns, c.exchange_spread_ns, c.new_connection_ns
                 );
             }
             costs.push(c);

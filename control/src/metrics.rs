@@ -34,6 +34,7 @@ const RESOURCE_GAUGES: &[&str] = &[
     "sockets",
     "connections",
     "time_waits",
+    "closing",
     "listeners",
     "requests",
     "timers",

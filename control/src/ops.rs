@@ -394,6 +394,7 @@ pub(crate) fn worker_status(
         ("sockets", r.sockets),
         ("connections", r.connections),
         ("time_waits", r.time_waits),
+        ("closing", r.closing),
         ("listeners", r.listeners),
         ("requests", r.requests),
         ("timers", r.timers),

@@ -77,9 +77,9 @@ pub trait Transport {
     }
 
     /// Connections closed by the application that the stack is still
-    /// closing (FIN exchanges under way): a client that exits before
-    /// they are done leaves its peer's FINs unanswered. The kernel does
-    /// that work after the process exits: 0 there.
+    /// closing (FIN exchanges under way; open ones do not count): a client
+    /// that exits before they are done leaves its peer's FINs unanswered.
+    /// The kernel does that work after the process exits: 0 there.
     fn closing(&mut self) -> usize {
         0
     }

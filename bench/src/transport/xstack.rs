@@ -216,8 +216,7 @@ impl Transport for XstackTransport {
     }
 
     fn closing(&mut self) -> usize {
-        let r = self.e.io().stack().resources();
-        r.connections - r.time_waits
+        self.e.io().stack().resources().closing
     }
 }
 

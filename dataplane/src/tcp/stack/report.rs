@@ -26,6 +26,9 @@ pub struct Resources {
     /// TIME_WAIT and FIN_WAIT_2 records (`tcp::time_wait`): no socket, no
     /// timer of the wheel, no buffer.
     pub time_waits: usize,
+    /// Connections the application closed whose closing exchange is under
+    /// way: orphans (FIN_WAIT_1, CLOSING, LAST_ACK) and FIN_WAIT_2 records.
+    pub closing: usize,
 }
 
 impl Stack {
@@ -199,6 +202,7 @@ impl Stack {
             connection_ports: self.conn_ports.len(),
             buffer_chunks: self.shared.pool.in_use(),
             time_waits: self.time_waits.len(),
+            closing: self.shared.orphans + self.time_waits.fin_wait_2(),
         }
     }
 
