@@ -310,6 +310,7 @@ impl Collector for StatusCollector {
         per_worker(&mut enc, s, "tcp", |w| &w.tcp, &[])?;
         per_worker(&mut enc, s, "ring", |w| &w.ring, RING_GAUGES)?;
         per_worker(&mut enc, s, "tcp_held", |w| &w.resources, RESOURCE_GAUGES)?;
+        per_worker(&mut enc, s, "service", |w| &w.services, &[])?;
         {
             let mut m = enc.encode_descriptor(
                 "tcp_sockets",
@@ -402,6 +403,7 @@ mod tests {
         w.states.insert("ESTAB".into(), 1);
         w.ring.insert("frames_free".into(), 100);
         w.resources.insert("buffer_chunks".into(), 9);
+        w.services.insert("http_timeouts".into(), 4);
         w.round_latency = Latency { bounds_ns: vec![256, 512], buckets: vec![1, 2, 3], count: 6, sum_ns: 6000 };
         let mut dead = WorkerStatus { worker: 1, alive: false, died: Some("boom".into()), ..Default::default() };
         dead.counters.insert("rx_frames".into(), 1);
@@ -486,6 +488,7 @@ mod tests {
             "xstack_ring_frames_free{worker=\"0\"} 100",
             "# TYPE xstack_tcp_held_buffer_chunks gauge",
             "xstack_tcp_held_buffer_chunks{worker=\"0\"} 9",
+            "xstack_service_http_timeouts_total{worker=\"0\"} 4",
             "xstack_xdp_verdicts_total{verdict=\"redirect_tcp\"} 5",
             "xstack_worker_up{worker=\"1\"} 0",
             "xstack_round_latency_seconds_bucket{le=\"+Inf\",worker=\"0\"} 6",

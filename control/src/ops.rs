@@ -408,6 +408,7 @@ pub(crate) fn worker_status(
     .into_iter()
     .map(|(k, v)| (k.to_string(), if alive { v as u64 } else { 0 }))
     .collect();
+    st.services = s.app.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     if sockets && fresh {
         st.sockets = s
             .sockets

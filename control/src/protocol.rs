@@ -115,6 +115,10 @@ pub struct WorkerStatus {
     /// that come back to zero when the connections are gone.
     #[serde(default)]
     pub resources: BTreeMap<String, u64>,
+    /// The services' own counters (HTTP requests, responses, errors,
+    /// time limits reached; sockperf messages).
+    #[serde(default)]
+    pub services: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

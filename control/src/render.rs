@@ -122,6 +122,11 @@ pub fn stats(s: &Status) -> String {
     ] {
         let _ = writeln!(o, "    {} {label}", get(&t, k));
     }
+    let sv = totals(&s.workers, |w| &w.services);
+    if sv.values().any(|v| *v > 0) {
+        let _ = writeln!(o, "Services:");
+        let _ = writeln!(o, "    {}", kv(&sv));
+    }
     let _ = writeln!(o, "Sockets by state:");
     let _ = writeln!(o, "    {}", state_counts(&st));
     let _ = writeln!(o, "XDP:");

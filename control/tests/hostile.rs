@@ -349,6 +349,9 @@ fn ten_thousand_slow_clients_are_cut_off_at_the_header_limit() {
     // the accept queue between a client's connect and the accept).
     assert!(secs("lifetime_min") >= 3.5 && secs("lifetime_max") <= 7.0, "{r}");
     assert!(n("legit_served") >= 3 && n("legit_failed") == 0, "{r}");
-    s.settles(1, Duration::from_secs(15));
+    let st = s.settles(1, Duration::from_secs(15));
+    // The service counts what it cut off (xstackctl stats, "Services").
+    assert_eq!(figure(&st, "services", "http_timeouts"), 10_000, "{}", st["workers"][0]["services"]);
+    assert!(figure(&st, "services", "http_responses") >= 3);
     s.stop();
 }

@@ -43,6 +43,12 @@ pub trait App: Send {
         let _ = id;
         Vec::new()
     }
+    /// The app's own counters (requests served, protocol errors, time
+    /// limits reached), for `xstackctl stats` and the metrics. Asked for
+    /// with a snapshot, never on the fast path.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// A process holding a socket, as `ss -p` names it.

@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub resources: tcp::Resources,
     /// The worker's buffer pool.
     pub memory: tcp::memory::MemStats,
+    /// The app's own counters (`App::counters`).
+    pub app: Vec<(&'static str, u64)>,
 }
 
 /// Counts of durations in power-of-two buckets: fixed size, updated with

@@ -525,6 +525,7 @@ impl Worker {
             draining: self.draining,
             resources: self.stack.resources(),
             memory: self.stack.memory(),
+            app: self.app.as_ref().map_or_else(Vec::new, |a| a.counters()),
         }
     }
 

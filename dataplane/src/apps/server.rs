@@ -818,6 +818,19 @@ impl App for Server {
         Ok(())
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = &self.stats;
+        vec![
+            ("http_requests", s.http_requests),
+            ("http_responses", s.http_responses),
+            ("http_errors", s.http_errors),
+            ("http_timeouts", s.http_timeouts),
+            ("sockperf_messages", s.sockperf_messages),
+            ("sockperf_replies", s.sockperf_replies),
+            ("sockperf_errors", s.sockperf_errors),
+        ]
+    }
+
     fn poll(&mut self, io: &mut Io<'_>) {
         // One comparison per loop round while nothing is due.
         if self.next_due.is_some_and(|d| d <= io.now()) {

@@ -1121,6 +1121,11 @@ fn service_stream(s: &mut Stream, io: &mut Io<'_>, scratch: &mut [u8], w: usize)
 }
 
 impl App for Gateway {
+    /// The services' beside it.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.inner.as_ref().map_or_else(Vec::new, |app| app.counters())
+    }
+
     fn start(&mut self, io: &mut Io<'_>) -> Result<(), Error> {
         match self.inner.as_mut() {
             Some(app) => app.start(io),

@@ -678,6 +678,11 @@ impl App for Bridge {
         listeners.len() + self.inner.as_mut().map_or(0, |app| app.on_drain(io))
     }
 
+    /// The services' beside it.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.inner.as_ref().map_or_else(Vec::new, |app| app.counters())
+    }
+
     fn on_event(&mut self, io: &mut Io<'_>, event: Event) {
         let sid = event.socket;
         if !self.is_ours(sid) {
