@@ -11,7 +11,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -214,12 +214,7 @@ fn an_out_of_window_flood_on_a_connection_gets_rate_limited_answers_and_kills_no
     let script = format!(
         "import socket,sys\nc=socket.create_connection(('{ip}',7),timeout=10);c.settimeout(10)\nc.sendall(b'before');assert c.recv(6)==b'before'\nprint(c.getsockname()[1],flush=True)\nsys.stdin.readline()\ntry:\n  c.sendall(b'after');print(c.recv(5).decode(),flush=True)\nexcept OSError as e:\n  print('error',e,flush=True)"
     );
-    let mut client = std::process::Command::new("ip")
-        .args(["netns", "exec", s.topo.get("NS_A"), "timeout", "60", "python3", "-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut client = s.topo.spawn_driven("NS_A", &["timeout", "60", "python3", "-c", &script]);
     let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
     let port: u16 = lines.next().unwrap().unwrap().trim().parse().unwrap();
     // The client's delayed ACK of the echo, and nothing else, is behind.
@@ -272,12 +267,7 @@ fn clients_that_never_read_hold_bounded_memory_and_give_it_all_back() {
     let script = format!(
         "import socket,sys\nss=[socket.create_connection(('{ip}',19),timeout=10) for _ in range({n})]\nprint('open',flush=True)\nsys.stdin.readline()"
     );
-    let mut holders = std::process::Command::new("ip")
-        .args(["netns", "exec", s.topo.get("NS_A"), "timeout", "120", "python3", "-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut holders = s.topo.spawn_driven("NS_A", &["timeout", "120", "python3", "-c", &script]);
     let mut lines = BufReader::new(holders.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "open");
     // The queues fill until the peers' windows close.

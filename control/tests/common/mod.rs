@@ -77,6 +77,18 @@ impl Topology {
         }
     }
 
+    /// `args` in namespace `ns` with its stdin and stdout piped (a
+    /// client the test drives line by line).
+    pub fn spawn_driven(&self, ns: &str, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", self.get(ns)])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn spawn(&self, ns: &str, args: &[&str]) -> Child {
         Command::new("ip")
             .args(["netns", "exec", self.get(ns)])
